@@ -1,0 +1,33 @@
+// A blocking Varlink client for the CLI: one connection, calls in sequence.
+#pragma once
+
+#include "ipc/message.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace twofactor::ipc {
+
+class Client {
+public:
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+    Client(Client&& other) noexcept : fd_(other.fd_), reader_(std::move(other.reader_)) { other.fd_ = -1; }
+    ~Client();
+
+    // Connects; on failure returns false and sets `error` to a sentence naming the path.
+    [[nodiscard]] static bool connect(const std::string& socketPath, Client& out, std::string& error);
+    Client() = default;
+
+    // Sends a call and waits for its reply. Returns false on an I/O or
+    // protocol failure (the daemon went away), with `error` set.
+    [[nodiscard]] bool call(std::string_view method, const nlohmann::json& parameters, Reply& reply,
+                            std::string& error);
+
+private:
+    int fd_ = -1;
+    FrameReader reader_{16 * 1024 * 1024};
+};
+
+}  // namespace twofactor::ipc
