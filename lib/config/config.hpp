@@ -1,0 +1,115 @@
+// twofactord's configuration: the TOML file, or the embedded default when there is none.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace twofactor::config {
+
+// A configuration error with the place it was found; what() is
+// "FILE:LINE:COLUMN: KEY: message" (parts omitted when unknown).
+class ConfigError : public std::runtime_error {
+public:
+    ConfigError(std::string file, int line, int column, std::string key, std::string message);
+    const std::string& file() const { return file_; }
+    int line() const { return line_; }
+    int column() const { return column_; }
+    const std::string& key() const { return key_; }
+    const std::string& message() const { return message_; }
+
+private:
+    std::string file_;
+    int line_;
+    int column_;
+    std::string key_;
+    std::string message_;
+};
+
+enum class Role { Operator, Dpo, Admin };
+const char* roleName(Role role);
+
+// Who holds a role: Unix user names or numeric uids, and group names or gids.
+struct RoleGrant {
+    std::vector<std::string> users;
+    std::vector<std::string> groups;
+};
+
+// One locale's message template. Placeholders: {{code}}, {{app}}, {{minutes}}.
+struct Template {
+    std::string subject;
+    std::string text;
+    std::string html;  // may be empty: text only
+};
+
+struct App {
+    std::string name;                       // the key in [apps.NAME]
+    std::string displayName;                // display_name, defaults to name
+    std::vector<std::string> channels;      // channels = ["email", "whatsapp"]
+    int codeLength = 6;                     // code_length (default for requests)
+    int minCodeLength = 6;                  // min_code_length, >= 4
+    int maxCodeLength = 10;                 // max_code_length, <= 10
+    std::chrono::seconds ttl{600};          // ttl: default request lifetime
+    std::chrono::seconds maxTtl{600};       // max_ttl: longest a caller may ask for, <= 86400
+    int maxAttempts = 5;                    // max_attempts, 1..100
+    int maxSends = 5;                       // max_sends per request (first send + resends), 1..100
+    std::string defaultLocale = "en";       // default_locale
+    std::string defaultRegion;              // default_region for phone numbers without +CC ("" = require +)
+    std::map<std::string, Template> templates;  // [apps.NAME.templates.LOCALE], merged over built-ins
+};
+
+struct Limits {
+    std::size_t maxMessageBytes = 64 * 1024;  // max_message_bytes
+    int maxDepth = 16;                        // max_depth of JSON nesting in a call
+    std::chrono::seconds idleTimeout{60};     // idle_timeout: a connection with nothing to say is closed
+    std::chrono::seconds requestTimeout{30};  // request_timeout: a partial message must complete within
+    int maxConnectionsPerUid = 64;            // max_connections_per_uid
+};
+
+struct Config {
+    std::string sourcePath;       // "" for the embedded default
+    bool embedded = false;        // true when no config file exists
+
+    // [daemon]
+    std::string socketPath;       // socket
+    std::string stateDir;         // state_dir
+    std::string databasePath;     // database, default STATE_DIR/twofactor.db
+    std::string storeKeyFile;     // store_key_file; credential name "store-key"
+    std::string pepperFile;       // pepper_file; credential name "code-pepper"
+    bool generateKeys = false;    // generate_keys: create missing key files (0600) on first start
+    bool synchronousFull = true;  // synchronous = "full" | "normal"
+    std::string logLevel = "info";  // log_level: debug, info, warning, error
+
+    Limits limits;  // [limits]
+
+    // [access.operator], [access.dpo], [access.admin]
+    std::map<Role, RoleGrant> access;
+
+    // [delivery]: which driver serves each channel. Only "outbox" for now.
+    std::map<std::string, std::string> drivers;  // channel -> driver, e.g. "email" -> "outbox"
+
+    // [outbox]
+    std::string outboxDir;  // directory, default STATE_DIR/outbox
+
+    std::map<std::string, App> apps;  // [apps.NAME]
+};
+
+// Reads and validates a TOML file. Unknown keys, wrong types and out-of-range
+// values throw ConfigError naming file, line and key.
+Config loadFile(const std::string& path);
+Config parse(std::string_view text, const std::string& sourceName);
+
+// The embedded default: per-user state directory and socket, one app
+// "default", the outbox for email and WhatsApp, keys generated on first
+// start, and the running user holding every role.
+Config embeddedDefault();
+
+// Built-in templates (en, de, fr, es) used where an app has none.
+const std::map<std::string, Template>& builtinTemplates();
+
+}  // namespace twofactor::config
