@@ -1,0 +1,374 @@
+#include "store/sqlcipher_store.hpp"
+
+#include "store/schema.hpp"
+#include "util/crypto.hpp"
+#include "util/log.hpp"
+
+#include <sqlite3.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace twofactor::store {
+
+namespace {
+
+class Statement {
+public:
+    Statement(sqlite3* db, const char* sql) : db_(db) {
+        if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
+            throw std::runtime_error(std::string("cannot prepare statement: ") + sqlite3_errmsg(db));
+    }
+    Statement(const Statement&) = delete;
+    Statement& operator=(const Statement&) = delete;
+    ~Statement() { sqlite3_finalize(stmt_); }
+
+    void reset() {
+        sqlite3_reset(stmt_);
+        sqlite3_clear_bindings(stmt_);
+    }
+    void bind(int i, std::string_view s) { check(sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT)); }
+    void bind(int i, std::int64_t v) { check(sqlite3_bind_int64(stmt_, i, v)); }
+    void bind(int i, int v) { check(sqlite3_bind_int64(stmt_, i, v)); }
+    void bindNull(int i) { check(sqlite3_bind_null(stmt_, i)); }
+    void bindBlob(int i, const void* p, std::size_t n) {
+        check(sqlite3_bind_blob(stmt_, i, p, static_cast<int>(n), SQLITE_TRANSIENT));
+    }
+    // True while there is a row.
+    bool step() {
+        const int rc = sqlite3_step(stmt_);
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        throw std::runtime_error(std::string("database error: ") + sqlite3_errmsg(db_));
+    }
+    std::string text(int col) const {
+        const auto* p = sqlite3_column_text(stmt_, col);
+        return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+                 : std::string();
+    }
+    std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
+    bool isNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+    std::string_view blob(int col) const {
+        const void* p = sqlite3_column_blob(stmt_, col);
+        return p ? std::string_view(static_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+                 : std::string_view();
+    }
+    int changes() const { return sqlite3_changes(db_); }
+
+private:
+    void check(int rc) {
+        if (rc != SQLITE_OK) throw std::runtime_error(std::string("cannot bind parameter: ") + sqlite3_errmsg(db_));
+    }
+    sqlite3* db_;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+void exec(sqlite3* db, const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string message = err ? err : sqlite3_errmsg(db);
+        sqlite3_free(err);
+        throw std::runtime_error("database error: " + message);
+    }
+}
+
+std::int64_t queryInt(sqlite3* db, const char* sql) {
+    Statement s(db, sql);
+    return s.step() ? s.integer(0) : 0;
+}
+
+class SqlcipherTransaction final : public Transaction {
+public:
+    explicit SqlcipherTransaction(sqlite3* db)
+        : select_(db, sql::kSelectRequest),
+          newest_(db, sql::kSelectNewestPending),
+          insert_(db, sql::kInsertRequest),
+          update_(db, sql::kUpdateRequest) {}
+
+    std::optional<otp::OtpRequest> findRequest(std::string_view id) override {
+        select_.reset();
+        select_.bind(1, id);
+        return readOne(select_);
+    }
+
+    std::optional<otp::OtpRequest> findNewestPending(std::string_view app, std::string_view subjectHash) override {
+        newest_.reset();
+        newest_.bind(1, app);
+        newest_.bind(2, subjectHash);
+        return readOne(newest_);
+    }
+
+    void insertRequest(const otp::OtpRequest& r) override {
+        auto& s = insert_;
+        s.reset();
+        s.bind(1, r.id);
+        s.bind(2, r.app);
+        s.bind(3, r.channel);
+        s.bind(4, r.destination);
+        s.bind(5, r.subjectHash);
+        s.bind(6, r.purpose);
+        s.bind(7, r.locale);
+        s.bind(8, r.clientIp);
+        s.bind(9, r.device);
+        s.bind(10, r.reference);
+        bindHash(s, 11, r.codeHash);
+        s.bind(12, r.codeLength);
+        s.bind(13, std::string_view(otp::statusName(r.status)));
+        s.bind(14, r.attempts);
+        s.bind(15, r.maxAttempts);
+        s.bind(16, r.sends);
+        s.bind(17, r.maxSends);
+        s.bind(18, r.ttl);
+        s.bind(19, r.createdAt);
+        s.bind(20, r.expiresAt);
+        s.bind(21, r.updatedAt);
+        if (r.finishedAt) s.bind(22, *r.finishedAt);
+        else s.bindNull(22);
+        s.bind(23, r.failure);
+        s.step();
+    }
+
+    void updateRequest(const otp::OtpRequest& r) override {
+        auto& s = update_;
+        s.reset();
+        s.bind(1, r.id);
+        bindHash(s, 2, r.codeHash);
+        s.bind(3, std::string_view(otp::statusName(r.status)));
+        s.bind(4, r.attempts);
+        s.bind(5, r.sends);
+        s.bind(6, r.expiresAt);
+        s.bind(7, r.updatedAt);
+        if (r.finishedAt) s.bind(8, *r.finishedAt);
+        else s.bindNull(8);
+        s.bind(9, r.failure);
+        s.step();
+        if (s.changes() != 1) throw std::runtime_error("request " + r.id + " vanished during an update");
+    }
+
+private:
+    static void bindHash(Statement& s, int i, const std::optional<crypto::Digest>& h) {
+        if (h) s.bindBlob(i, h->data(), h->size());
+        else s.bindNull(i);
+    }
+
+    static std::optional<otp::OtpRequest> readOne(Statement& s) {
+        if (!s.step()) return std::nullopt;
+        otp::OtpRequest r;
+        r.id = s.text(0);
+        r.app = s.text(1);
+        r.channel = s.text(2);
+        r.destination = s.text(3);
+        r.subjectHash = s.text(4);
+        r.purpose = s.text(5);
+        r.locale = s.text(6);
+        r.clientIp = s.text(7);
+        r.device = s.text(8);
+        r.reference = s.text(9);
+        if (!s.isNull(10)) {
+            const auto b = s.blob(10);
+            if (b.size() == crypto::Digest{}.size()) {
+                crypto::Digest d{};
+                std::memcpy(d.data(), b.data(), d.size());
+                r.codeHash = d;
+            }
+        }
+        r.codeLength = static_cast<int>(s.integer(11));
+        r.status = otp::parseStatus(s.text(12)).value_or(otp::Status::Failed);
+        r.attempts = static_cast<int>(s.integer(13));
+        r.maxAttempts = static_cast<int>(s.integer(14));
+        r.sends = static_cast<int>(s.integer(15));
+        r.maxSends = static_cast<int>(s.integer(16));
+        r.ttl = s.integer(17);
+        r.createdAt = s.integer(18);
+        r.expiresAt = s.integer(19);
+        r.updatedAt = s.integer(20);
+        if (!s.isNull(21)) r.finishedAt = s.integer(21);
+        r.failure = s.text(22);
+        s.reset();
+        return r;
+    }
+
+    Statement select_, newest_, insert_, update_;
+};
+
+class SqlcipherStore final : public Store {
+public:
+    explicit SqlcipherStore(SqlcipherOptions options) : path_(options.path), maxBatch_(options.maxBatch) {
+        if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            nullptr) != SQLITE_OK) {
+            const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
+            sqlite3_close(db_);
+            throw std::runtime_error("cannot open database " + path_ + ": " + message);
+        }
+        try {
+            applyKey(options.key);
+            // A wrong key or a foreign file fails on the first read of the schema.
+            char* err = nullptr;
+            if (sqlite3_exec(db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, &err) != SQLITE_OK) {
+                sqlite3_free(err);
+                throw std::runtime_error("cannot open database " + path_ +
+                                         ": the store key does not match (or the file is not a twofactor database)");
+            }
+            exec(db_, "PRAGMA journal_mode = WAL");
+            exec(db_, options.synchronousFull ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+            exec(db_, "PRAGMA foreign_keys = ON");
+            exec(db_, "PRAGMA secure_delete = ON");
+            exec(db_, "PRAGMA temp_store = MEMORY");
+            sqlite3_busy_timeout(db_, 5000);
+            migrate();
+            txn_ = std::make_unique<SqlcipherTransaction>(db_);
+        } catch (...) {
+            sqlite3_close(db_);
+            throw;
+        }
+        writer_ = std::thread([this] { run(); });
+    }
+
+    ~SqlcipherStore() override {
+        close();
+    }
+
+    void submit(Work work, Done done) override {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) {
+                if (done) done(std::make_exception_ptr(std::runtime_error("the store is closed")));
+                return;
+            }
+            queue_.push_back(Item{std::move(work), std::move(done)});
+        }
+        wake_.notify_one();
+    }
+
+    void close() override {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_ && !writer_.joinable()) return;
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        if (writer_.joinable()) writer_.join();
+        if (db_) {
+            txn_.reset();
+            sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+            sqlite3_close(db_);
+            db_ = nullptr;
+        }
+    }
+
+    std::string description() const override { return path_; }
+
+private:
+    struct Item {
+        Work work;
+        Done done;
+    };
+
+    void applyKey(const SecretBytes& key) {
+        if (key.size() != 32) throw std::runtime_error("the store key must be 256 bits");
+        // The raw-key form: no passphrase derivation. The statement text is wiped after use.
+        SecretString pragma("PRAGMA key = \"x'" + crypto::hex(key.data(), key.size()) + "'\"");
+        if (sqlite3_exec(db_, pragma.str().c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+            throw std::runtime_error("cannot apply the store key: " + std::string(sqlite3_errmsg(db_)));
+    }
+
+    void migrate() {
+        const int current = static_cast<int>(queryInt(db_, "PRAGMA user_version"));
+        const int target = schemaVersion();
+        if (current > target)
+            throw std::runtime_error(path_ + " has schema version " + std::to_string(current) +
+                                     ", newer than this twofactord (" + std::to_string(target) + ")");
+        for (int v = current; v < target; ++v) {
+            exec(db_, "BEGIN IMMEDIATE");
+            try {
+                exec(db_, sql::kMigrations[v]);
+                exec(db_, ("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
+                exec(db_, "COMMIT");
+            } catch (...) {
+                sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+                throw;
+            }
+            if (v > 0 || current > 0) log::info("migrated " + path_ + " to schema version " + std::to_string(v + 1));
+        }
+    }
+
+    void run() {
+        std::vector<Item> batch;
+        std::vector<std::exception_ptr> errors;
+        for (;;) {
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+                if (queue_.empty() && stopping_) return;
+                while (!queue_.empty() && batch.size() < maxBatch_) {
+                    batch.push_back(std::move(queue_.front()));
+                    queue_.pop_front();
+                }
+            }
+            runBatch(batch, errors);
+            for (std::size_t i = 0; i < batch.size(); ++i)
+                if (batch[i].done) batch[i].done(errors[i]);
+            batch.clear();
+            errors.clear();
+        }
+    }
+
+    // One transaction for the whole batch; each item in its own savepoint so
+    // a failing item rolls back alone.
+    void runBatch(std::vector<Item>& batch, std::vector<std::exception_ptr>& errors) {
+        errors.assign(batch.size(), nullptr);
+        try {
+            exec(db_, "BEGIN IMMEDIATE");
+        } catch (...) {
+            std::fill(errors.begin(), errors.end(), std::current_exception());
+            return;
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            try {
+                exec(db_, "SAVEPOINT item");
+                try {
+                    batch[i].work(*txn_);
+                } catch (...) {
+                    errors[i] = std::current_exception();
+                    exec(db_, "ROLLBACK TO item");
+                }
+                exec(db_, "RELEASE item");
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        }
+        try {
+            exec(db_, "COMMIT");
+        } catch (...) {
+            auto e = std::current_exception();
+            sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+            std::fill(errors.begin(), errors.end(), e);
+            log::error("a store commit failed; its requests were refused");
+        }
+    }
+
+    std::string path_;
+    std::size_t maxBatch_;
+    sqlite3* db_ = nullptr;
+    std::unique_ptr<SqlcipherTransaction> txn_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<Item> queue_;
+    bool stopping_ = false;
+    std::thread writer_;
+};
+
+}  // namespace
+
+int schemaVersion() { return static_cast<int>(std::size(sql::kMigrations)); }
+
+std::unique_ptr<Store> openSqlcipherStore(SqlcipherOptions options) {
+    return std::make_unique<SqlcipherStore>(std::move(options));
+}
+
+}  // namespace twofactor::store

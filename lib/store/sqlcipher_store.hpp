@@ -1,0 +1,28 @@
+// The SQLCipher backend: an encrypted SQLite file in WAL mode with a single
+// group-committing writer thread.
+#pragma once
+
+#include "store/store.hpp"
+#include "util/secret.hpp"
+
+#include <memory>
+#include <string>
+
+namespace twofactor::store {
+
+struct SqlcipherOptions {
+    std::string path;
+    SecretBytes key;               // raw 256-bit key
+    bool synchronousFull = true;   // PRAGMA synchronous = FULL (else NORMAL)
+    std::size_t maxBatch = 512;    // work items per group transaction
+};
+
+// Opens (creating if needed) and migrates the database, then starts the
+// writer. Throws std::runtime_error when the key is wrong or the file is not
+// a twofactor database.
+[[nodiscard]] std::unique_ptr<Store> openSqlcipherStore(SqlcipherOptions options);
+
+// The schema version this build writes.
+[[nodiscard]] int schemaVersion();
+
+}  // namespace twofactor::store

@@ -1,0 +1,69 @@
+// The store behind one interface: request logic talks to Store/Transaction only,
+// so another backend can be added without touching it.
+#pragma once
+
+#include "otp/request.hpp"
+
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace twofactor::store {
+
+// One unit of work's view of the store, valid only inside Store::submit's work function.
+class Transaction {
+public:
+    virtual ~Transaction() = default;
+    [[nodiscard]] virtual std::optional<otp::OtpRequest> findRequest(std::string_view id) = 0;
+    // The newest pending request of an app for a subject (by created time).
+    [[nodiscard]] virtual std::optional<otp::OtpRequest> findNewestPending(std::string_view app,
+                                                                           std::string_view subjectHash) = 0;
+    virtual void insertRequest(const otp::OtpRequest& request) = 0;
+    virtual void updateRequest(const otp::OtpRequest& request) = 0;
+};
+
+class Store {
+public:
+    using Work = std::function<void(Transaction&)>;
+    // Called once the work is durable (error == nullptr) or has failed; the
+    // work's effects are all there or none are.
+    using Done = std::function<void(std::exception_ptr error)>;
+
+    virtual ~Store() = default;
+
+    // Queues work for the single writer. Work runs serially, so reads and
+    // writes inside one work item are atomic with respect to all others.
+    // Many items share one transaction (group commit); `done` runs only after
+    // that transaction committed, on the writer thread: keep it short.
+    virtual void submit(Work work, Done done) = 0;
+
+    // Stops the writer after the queued work is done.
+    virtual void close() = 0;
+
+    [[nodiscard]] virtual std::string description() const = 0;
+};
+
+// Runs work and waits for its commit; rethrows its error. For tests, tools and benchmarks.
+template <typename F>
+auto runSync(Store& store, F&& f) -> decltype(f(std::declval<Transaction&>())) {
+    using R = decltype(f(std::declval<Transaction&>()));
+    std::promise<void> committed;
+    auto future = committed.get_future();
+    if constexpr (std::is_void_v<R>) {
+        store.submit([&](Transaction& t) { f(t); },
+                     [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); });
+        future.get();
+    } else {
+        std::optional<R> result;
+        store.submit([&](Transaction& t) { result.emplace(f(t)); },
+                     [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); });
+        future.get();
+        return std::move(*result);
+    }
+}
+
+}  // namespace twofactor::store
