@@ -1,0 +1,58 @@
+// An OTP request: what is stored about one code from issue to its end.
+#pragma once
+
+#include "util/crypto.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace twofactor::otp {
+
+enum class Status { Pending, Approved, Expired, Locked, Canceled, Failed };
+
+[[nodiscard]] const char* statusName(Status s);
+[[nodiscard]] std::optional<Status> parseStatus(std::string_view name);
+
+inline constexpr const char* kPurposes[] = {"login", "verify", "recovery"};
+[[nodiscard]] bool validPurpose(std::string_view purpose);
+
+struct OtpRequest {
+    std::string id;
+    std::string app;
+    std::string channel;      // "email" | "whatsapp"
+    std::string destination;  // normalised: email address or E.164 number
+    std::string subjectHash;  // hex HMAC of the destination under the subject key: the lookup key
+    std::string purpose;
+    std::string locale;
+    std::string clientIp;
+    std::string device;
+    std::string reference;
+    std::optional<crypto::Digest> codeHash;  // cleared once the request is finished
+    int codeLength = 6;
+    Status status = Status::Pending;
+    int attempts = 0;
+    int maxAttempts = 5;
+    int sends = 1;
+    int maxSends = 5;
+    std::int64_t ttl = 600;
+    std::int64_t createdAt = 0;
+    std::int64_t expiresAt = 0;
+    std::int64_t updatedAt = 0;
+    std::optional<std::int64_t> finishedAt;
+    std::string failure;
+
+    // The status as of `now`: a pending request past its expiry is expired.
+    [[nodiscard]] Status effectiveStatus(std::int64_t now) const {
+        return status == Status::Pending && now >= expiresAt ? Status::Expired : status;
+    }
+    void finish(Status s, std::int64_t now) {
+        status = s;
+        finishedAt = now;
+        updatedAt = now;
+        codeHash.reset();
+    }
+};
+
+}  // namespace twofactor::otp

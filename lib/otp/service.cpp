@@ -1,0 +1,355 @@
+#include "otp/service.hpp"
+
+#include "channel/render.hpp"
+#include "otp/code.hpp"
+#include "otp/destination.hpp"
+#include "util/crypto.hpp"
+#include "util/log.hpp"
+
+#include <arpa/inet.h>
+
+#include <memory>
+
+namespace twofactor::otp {
+
+namespace {
+
+constexpr std::int64_t kMinTtl = 30;
+constexpr std::size_t kMaxTextField = 256;
+
+Failure invalidParameter(const std::string& parameter, const std::string& why) {
+    return Failure{"org.varlink.service.InvalidParameter", {{"parameter", parameter}}, parameter + ": " + why};
+}
+
+Failure noSuchRequest(const std::string& id) {
+    return Failure{"NoSuchRequest", {{"id", id}}, "no request with id " + id};
+}
+
+Failure notPending(const OtpRequest& r, Status s) {
+    return Failure{"NotPending", {{"id", r.id}, {"status", statusName(s)}},
+                   "request " + r.id + " is " + statusName(s)};
+}
+
+bool validLocale(std::string_view l) {
+    if (l.empty() || l.size() > 35) return false;
+    for (char c : l)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
+    return true;
+}
+
+bool validIp(const std::string& ip) {
+    unsigned char buf[16];
+    return inet_pton(AF_INET, ip.c_str(), buf) == 1 || inet_pton(AF_INET6, ip.c_str(), buf) == 1;
+}
+
+bool printable(std::string_view s) {
+    for (unsigned char c : s)
+        if (c < 0x20 || c == 0x7f) return false;
+    return true;
+}
+
+// Result of a unit of store work, filled on the writer thread and read in `done`.
+template <typename T>
+struct Pending {
+    std::optional<Outcome<T>> outcome;
+};
+
+}  // namespace
+
+OtpService::OtpService(const config::Config& config, store::Store& store,
+                       std::map<std::string, channel::Channel*> channels, const Clock& clock, SecretBytes pepper,
+                       Executor deliveryExecutor)
+    : config_(config),
+      store_(store),
+      channels_(std::move(channels)),
+      clock_(clock),
+      pepper_(std::move(pepper)),
+      executor_(std::move(deliveryExecutor)) {
+    // A key of its own for subject hashes, derived so that it never equals the code pepper.
+    const auto k = crypto::hmacSha256(pepper_, "twofactor subject key v1");
+    subjectKey_ = SecretBytes(k.data(), k.size());
+}
+
+std::string OtpService::subjectHash(std::string_view normalizedDestination) const {
+    return crypto::hex(crypto::hmacSha256(subjectKey_, normalizedDestination));
+}
+
+void OtpService::send(SendInput in, Reply<OtpRequest> reply) {
+    const auto appIt = config_.apps.find(in.app);
+    if (appIt == config_.apps.end())
+        return reply(Failure{"NoSuchApp", {{"app", in.app}}, "no app named '" + in.app + "' is configured"});
+    const config::App& app = appIt->second;
+
+    auto parsed = parseDestination(in.destination, app.defaultRegion);
+    if (auto* err = std::get_if<DestinationError>(&parsed))
+        return reply(Failure{"InvalidDestination", {{"reason", err->reason}}, "invalid destination: " + err->reason});
+    const Destination dest = std::get<Destination>(parsed);
+
+    const std::string channelName = in.channel.value_or(defaultChannel(dest.kind));
+    if (channelName == "email" && dest.kind != DestinationKind::Email)
+        return reply(Failure{"InvalidDestination", {{"reason", "the email channel needs an email address"}},
+                             "invalid destination: the email channel needs an email address"});
+    if (channelName == "whatsapp" && dest.kind != DestinationKind::Phone)
+        return reply(Failure{"InvalidDestination", {{"reason", "the whatsapp channel needs a phone number"}},
+                             "invalid destination: the whatsapp channel needs a phone number"});
+    const bool allowed = std::find(app.channels.begin(), app.channels.end(), channelName) != app.channels.end();
+    const auto channelIt = channels_.find(channelName);
+    if (!allowed || channelIt == channels_.end() || !channelIt->second)
+        return reply(Failure{"ChannelNotAllowed", {{"app", app.name}, {"channel", channelName}},
+                             "app '" + app.name + "' does not send by " + channelName});
+
+    const std::string purpose = in.purpose.value_or("login");
+    if (!validPurpose(purpose)) return reply(invalidParameter("purpose", "must be login, verify or recovery"));
+    if (in.locale && !validLocale(*in.locale)) return reply(invalidParameter("locale", "not a locale tag"));
+    if (in.clientIp && !validIp(*in.clientIp)) return reply(invalidParameter("clientIp", "not an IPv4 or IPv6 address"));
+    if (in.device && (in.device->size() > kMaxTextField || !printable(*in.device)))
+        return reply(invalidParameter("device", "at most 256 printable characters"));
+    if (in.reference && (in.reference->size() > kMaxTextField || !printable(*in.reference)))
+        return reply(invalidParameter("reference", "at most 256 printable characters"));
+
+    const std::int64_t ttl = in.ttl.value_or(app.ttl.count());
+    if (ttl < kMinTtl || ttl > app.maxTtl.count())
+        return reply(Failure{"OutOfRange", {{"parameter", "ttl"}, {"min", kMinTtl}, {"max", app.maxTtl.count()}},
+                             "ttl must be between " + std::to_string(kMinTtl) + " and " +
+                                 std::to_string(app.maxTtl.count()) + " seconds for app '" + app.name + "'"});
+    const std::int64_t length = in.length.value_or(app.codeLength);
+    if (length < app.minCodeLength || length > app.maxCodeLength)
+        return reply(Failure{"OutOfRange",
+                             {{"parameter", "length"}, {"min", app.minCodeLength}, {"max", app.maxCodeLength}},
+                             "length must be between " + std::to_string(app.minCodeLength) + " and " +
+                                 std::to_string(app.maxCodeLength) + " digits for app '" + app.name + "'"});
+
+    const std::int64_t now = clock_.now();
+    OtpRequest r;
+    r.id = crypto::randomId();
+    r.app = app.name;
+    r.channel = channelName;
+    r.destination = dest.normalized;
+    r.subjectHash = subjectHash(dest.normalized);
+    r.purpose = purpose;
+    r.locale = in.locale.value_or(app.defaultLocale);
+    r.clientIp = in.clientIp.value_or("");
+    r.device = in.device.value_or("");
+    r.reference = in.reference.value_or("");
+    r.codeLength = static_cast<int>(length);
+    r.maxAttempts = app.maxAttempts;
+    r.sends = 1;
+    r.maxSends = app.maxSends;
+    r.ttl = ttl;
+    r.createdAt = now;
+    r.updatedAt = now;
+    r.expiresAt = now + ttl;
+    SecretString code = generateCode(r.codeLength);
+    r.codeHash = codeHash(pepper_, r.id, code.view());
+
+    // The code stays in memory (captured by the completion), never in the store's queue of SQL.
+    auto shared = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(r), std::move(code));
+    store_.submit([shared](store::Transaction& t) { t.insertRequest(shared->first); },
+                  [this, shared, reply](std::exception_ptr e) {
+                      if (e) {
+                          reply(Failure{"StoreFailed", {}, "the request could not be stored"});
+                          return;
+                      }
+                      deliver(std::move(shared->first), std::move(shared->second), reply);
+                  });
+}
+
+void OtpService::deliver(OtpRequest request, SecretString code, Reply<OtpRequest> reply) {
+    auto job = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(request), std::move(code));
+    executor_([this, job, reply] {
+        OtpRequest& r = job->first;
+        const config::App& app = config_.apps.at(r.app);
+        channel::Message m;
+        m.requestId = r.id;
+        m.app = r.app;
+        m.appDisplayName = app.displayName;
+        m.channel = r.channel;
+        m.destination = r.destination;
+        m.purpose = r.purpose;
+        m.attempt = r.sends;
+        std::string usedLocale;
+        const config::Template& t = channel::selectTemplate(app, r.locale, usedLocale);
+        m.locale = usedLocale;
+        const channel::RenderValues values{job->second.view(), app.displayName, (r.ttl + 59) / 60};
+        m.subject = SecretString(channel::renderTemplate(t.subject, values, false));
+        m.text = SecretString(channel::renderTemplate(t.text, values, false));
+        if (!t.html.empty()) m.html = SecretString(channel::renderTemplate(t.html, values, true));
+        m.code = std::move(job->second);
+        channel::Channel* ch = channels_.at(r.channel);
+        ch->deliver(std::move(m), [this, job, reply](channel::DeliveryResult result) {
+            OtpRequest& r = job->first;
+            if (result.outcome == channel::DeliveryOutcome::Accepted) {
+                log::info("request " + r.id + " delivered by " + result.driver + " (" + r.app + ", " + r.channel +
+                          ", attempt " + std::to_string(r.sends) + ")");
+                reply(std::move(r));
+                return;
+            }
+            log::warning("request " + r.id + " could not be delivered by " + result.driver + ": " + result.error);
+            auto failed = std::make_shared<OtpRequest>(r);
+            failed->failure = result.error.empty() ? "delivery failed" : result.error;
+            failed->finish(Status::Failed, clock_.now());
+            store_.submit(
+                [failed](store::Transaction& t) {
+                    // Only a request that is still pending becomes failed: it may have been canceled meanwhile.
+                    auto current = t.findRequest(failed->id);
+                    if (current && current->status == Status::Pending) t.updateRequest(*failed);
+                },
+                [failed, reply](std::exception_ptr) {
+                    reply(Failure{"DeliveryFailed", {{"id", failed->id}, {"reason", failed->failure}},
+                                  "delivery of " + failed->id + " failed: " + failed->failure});
+                });
+        });
+    });
+}
+
+void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
+    if (!wellFormedCode(in.code.view())) return reply(invalidParameter("code", "must be 4 to 10 digits"));
+    std::string subject;
+    std::string appName;
+    if (in.id) {
+        if (in.app || in.destination)
+            return reply(invalidParameter("id", "give either id, or app and destination, not both"));
+    } else {
+        if (!in.app || !in.destination)
+            return reply(invalidParameter(in.app ? "destination" : "app", "needed when no id is given"));
+        const auto appIt = config_.apps.find(*in.app);
+        if (appIt == config_.apps.end())
+            return reply(Failure{"NoSuchApp", {{"app", *in.app}}, "no app named '" + *in.app + "' is configured"});
+        auto parsed = parseDestination(*in.destination, appIt->second.defaultRegion);
+        if (auto* err = std::get_if<DestinationError>(&parsed))
+            return reply(Failure{"InvalidDestination", {{"reason", err->reason}}, "invalid destination: " + err->reason});
+        subject = subjectHash(std::get<Destination>(parsed).normalized);
+        appName = *in.app;
+    }
+
+    auto state = std::make_shared<Pending<VerifyResult>>();
+    auto code = std::make_shared<SecretString>(std::move(in.code));
+    const std::string id = in.id.value_or("");
+    store_.submit(
+        [this, state, code, id, appName, subject](store::Transaction& t) {
+            auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
+            if (!found) {
+                state->outcome = id.empty() ? Failure{"NoSuchRequest", {{"id", ""}}, "no pending request for this destination"}
+                                            : noSuchRequest(id);
+                return;
+            }
+            OtpRequest r = std::move(*found);
+            const std::int64_t now = clock_.now();
+            const Status s = r.effectiveStatus(now);
+            VerifyResult result;
+            if (s == Status::Expired && r.status == Status::Pending) {
+                r.finish(Status::Expired, now);
+                t.updateRequest(r);
+            } else if (s == Status::Pending) {
+                const auto expected = r.codeHash;
+                const auto given = codeHash(pepper_, r.id, code->view());
+                const bool match = expected && crypto::constantTimeEqual(given.data(), given.size(), expected->data(),
+                                                                         expected->size());
+                if (match) {
+                    r.finish(Status::Approved, now);
+                    result.approved = true;
+                } else {
+                    ++r.attempts;
+                    r.updatedAt = now;
+                    if (r.attempts >= r.maxAttempts) r.finish(Status::Locked, now);
+                }
+                t.updateRequest(r);
+            }
+            result.status = r.effectiveStatus(now);
+            result.request = std::move(r);
+            state->outcome = std::move(result);
+        },
+        [state, reply](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the verification could not be stored"});
+            reply(std::move(*state->outcome));
+        });
+}
+
+void OtpService::status(std::string id, Reply<OtpRequest> reply) {
+    auto state = std::make_shared<Pending<OtpRequest>>();
+    store_.submit(
+        [state, id](store::Transaction& t) {
+            if (auto r = t.findRequest(id)) state->outcome = std::move(*r);
+            else state->outcome = noSuchRequest(id);
+        },
+        [state, reply](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the store could not be read"});
+            reply(std::move(*state->outcome));
+        });
+}
+
+void OtpService::cancel(std::string id, Reply<OtpRequest> reply) {
+    auto state = std::make_shared<Pending<OtpRequest>>();
+    store_.submit(
+        [this, state, id](store::Transaction& t) {
+            auto r = t.findRequest(id);
+            if (!r) {
+                state->outcome = noSuchRequest(id);
+                return;
+            }
+            const std::int64_t now = clock_.now();
+            const Status s = r->effectiveStatus(now);
+            if (s != Status::Pending) {
+                if (s == Status::Expired && r->status == Status::Pending) {
+                    r->finish(Status::Expired, now);
+                    t.updateRequest(*r);
+                }
+                state->outcome = notPending(*r, s);
+                return;
+            }
+            r->finish(Status::Canceled, now);
+            t.updateRequest(*r);
+            state->outcome = std::move(*r);
+        },
+        [state, reply](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the cancellation could not be stored"});
+            reply(std::move(*state->outcome));
+        });
+}
+
+void OtpService::resend(std::string id, Reply<OtpRequest> reply) {
+    auto state = std::make_shared<Pending<OtpRequest>>();
+    auto code = std::make_shared<SecretString>();
+    store_.submit(
+        [this, state, code, id](store::Transaction& t) {
+            auto r = t.findRequest(id);
+            if (!r) {
+                state->outcome = noSuchRequest(id);
+                return;
+            }
+            const std::int64_t now = clock_.now();
+            const Status s = r->effectiveStatus(now);
+            if (s != Status::Pending) {
+                if (s == Status::Expired && r->status == Status::Pending) {
+                    r->finish(Status::Expired, now);
+                    t.updateRequest(*r);
+                }
+                state->outcome = notPending(*r, s);
+                return;
+            }
+            if (r->sends >= r->maxSends) {
+                state->outcome = Failure{"TooManySends", {{"id", r->id}, {"maxSends", r->maxSends}},
+                                         "request " + r->id + " was already sent " + std::to_string(r->sends) +
+                                             " times (the limit)"};
+                return;
+            }
+            // A new code replaces the old hash at once; the attempt counter stays.
+            *code = generateCode(r->codeLength);
+            r->codeHash = codeHash(pepper_, r->id, code->view());
+            ++r->sends;
+            r->expiresAt = now + r->ttl;
+            r->updatedAt = now;
+            t.updateRequest(*r);
+            state->outcome = std::move(*r);
+        },
+        [this, state, code, reply](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the resend could not be stored"});
+            if (auto* r = std::get_if<OtpRequest>(&*state->outcome)) {
+                deliver(std::move(*r), std::move(*code), reply);
+                return;
+            }
+            reply(std::move(*state->outcome));
+        });
+}
+
+}  // namespace twofactor::otp

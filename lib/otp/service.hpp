@@ -1,0 +1,93 @@
+// The OTP lifecycle: send, verify, status, cancel, resend. Talks to the store
+// through store::Store only and to channels through channel::Channel only.
+#pragma once
+
+#include "channel/channel.hpp"
+#include "config/config.hpp"
+#include "otp/request.hpp"
+#include "store/store.hpp"
+#include "util/clock.hpp"
+#include "util/secret.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace twofactor::otp {
+
+// An expected failure, named as in io.twofactor.Otp.varlink (e.g.
+// "NoSuchRequest"), with that error's parameters and a sentence for humans.
+struct Failure {
+    std::string error;
+    nlohmann::json parameters = nlohmann::json::object();
+    std::string message;
+};
+
+template <typename T>
+using Outcome = std::variant<T, Failure>;
+
+struct SendInput {
+    std::string app;
+    std::string destination;
+    std::optional<std::string> channel;
+    std::optional<std::string> purpose;
+    std::optional<std::string> locale;
+    std::optional<std::string> clientIp;
+    std::optional<std::string> device;
+    std::optional<std::string> reference;
+    std::optional<std::int64_t> ttl;
+    std::optional<std::int64_t> length;
+};
+
+struct VerifyInput {
+    std::optional<std::string> id;
+    std::optional<std::string> app;
+    std::optional<std::string> destination;
+    SecretString code;
+};
+
+struct VerifyResult {
+    bool approved = false;
+    Status status = Status::Pending;
+    std::optional<OtpRequest> request;
+};
+
+// Runs a task elsewhere (a worker pool): deliveries must not run on the store's writer thread.
+using Executor = std::function<void(std::function<void()>)>;
+
+class OtpService {
+public:
+    template <typename T>
+    using Reply = std::function<void(Outcome<T>)>;
+
+    OtpService(const config::Config& config, store::Store& store, std::map<std::string, channel::Channel*> channels,
+               const Clock& clock, SecretBytes pepper, Executor deliveryExecutor);
+
+    void send(SendInput input, Reply<OtpRequest> reply);
+    void verify(VerifyInput input, Reply<VerifyResult> reply);
+    void status(std::string id, Reply<OtpRequest> reply);
+    void cancel(std::string id, Reply<OtpRequest> reply);
+    void resend(std::string id, Reply<OtpRequest> reply);
+
+    // hex HMAC of a normalised destination under the subject key: how stored
+    // requests are found without the destination being a lookup key.
+    [[nodiscard]] std::string subjectHash(std::string_view normalizedDestination) const;
+    [[nodiscard]] std::int64_t now() const { return clock_.now(); }
+
+private:
+    void deliver(OtpRequest request, SecretString code, Reply<OtpRequest> reply);
+
+    const config::Config& config_;
+    store::Store& store_;
+    std::map<std::string, channel::Channel*> channels_;
+    const Clock& clock_;
+    SecretBytes pepper_;
+    SecretBytes subjectKey_;
+    Executor executor_;
+};
+
+}  // namespace twofactor::otp
