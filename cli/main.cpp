@@ -1,0 +1,282 @@
+// twofactor: the command-line client of twofactord. Output on stdout is for
+// scripts (an id, a status); errors are one line on stderr; the exit code
+// says what happened (see twofactor(1)).
+#include "build_config.h"
+#include "ipc/client.hpp"
+#include "ipc/paths.hpp"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <string>
+#include <unistd.h>
+
+using json = nlohmann::json;
+using namespace twofactor;
+
+namespace {
+
+// Exit codes: the contract scripts rely on.
+enum Exit : int {
+    kOk = 0,
+    kRejected = 1,
+    kUsage = 2,
+    kUnreachable = 3,
+    kDenied = 4,
+    kPolicy = 5,
+    kDeliveryFailed = 6,
+    kNotFound = 7,
+};
+
+struct Globals {
+    std::string socket;
+    bool json = false;
+};
+
+std::string shortName(const std::string& error) { return error.substr(error.rfind('.') + 1); }
+
+std::string flagFor(const std::string& parameter) {
+    if (parameter == "destination") return "--to";
+    if (parameter == "clientIp") return "--ip";
+    if (parameter == "id" || parameter == "app" || parameter == "code" || parameter == "ttl" ||
+        parameter == "length" || parameter == "purpose" || parameter == "locale" || parameter == "channel" ||
+        parameter == "device" || parameter == "reference")
+        return "--" + parameter;
+    return parameter;
+}
+
+std::string str(const json& p, const char* key) {
+    auto it = p.find(key);
+    if (it == p.end()) return "";
+    return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+// One line naming what failed and why, and the exit code for it.
+int reportError(const std::string& command, const ipc::Reply& reply) {
+    const std::string name = shortName(*reply.error);
+    const json& p = reply.parameters;
+    std::string message;
+    int code = kUsage;
+    if (name == "InvalidParameter") message = "invalid " + flagFor(str(p, "parameter"));
+    else if (name == "PermissionDenied") {
+        message = "permission denied: uid " + std::to_string(::getuid()) + " holds no role that may do this";
+        code = kDenied;
+    } else if (name == "NoSuchApp") message = "no app named '" + str(p, "app") + "' is configured";
+    else if (name == "InvalidDestination") message = "invalid destination: " + str(p, "reason");
+    else if (name == "ChannelNotAllowed") message = "app '" + str(p, "app") + "' does not send by " + str(p, "channel");
+    else if (name == "OutOfRange")
+        message = flagFor(str(p, "parameter")) + " must be between " + str(p, "min") + " and " + str(p, "max");
+    else if (name == "NoSuchRequest") {
+        const std::string id = str(p, "id");
+        message = id.empty() ? "no pending request for that app and destination" : "no request with id " + id;
+        code = command == "verify" ? kRejected : kNotFound;
+    } else if (name == "NotPending") {
+        message = "request " + str(p, "id") + " is " + str(p, "status");
+        code = kRejected;
+    } else if (name == "TooManySends") {
+        message = "request " + str(p, "id") + " reached its limit of " + str(p, "maxSends") + " sends";
+        code = kPolicy;
+    } else if (name == "DeliveryFailed") {
+        message = "delivery failed: " + str(p, "reason") + " (request " + str(p, "id") + ")";
+        code = kDeliveryFailed;
+    } else if (name == "StoreFailed") {
+        message = "twofactord could not store the request; nothing was sent (see its log)";
+        code = kUnreachable;
+    } else if (name == "InternalError") {
+        message = "twofactord failed internally (see its log)";
+        code = kUnreachable;
+    } else if (name == "TooManyConnections") {
+        message = "twofactord refused the connection: this user already has " + str(p, "limit") + " open";
+        code = kPolicy;
+    } else if (name == "InvalidMessage") {
+        message = "twofactord refused the message: " + str(p, "reason");
+    } else if (name == "MethodNotFound" || name == "InterfaceNotFound") {
+        message = "twofactord does not know this command (is it older than this client?)";
+        code = kUnreachable;
+    } else {
+        message = *reply.error + (p.empty() ? "" : " " + p.dump());
+        code = kUnreachable;
+    }
+    std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), message.c_str());
+    return code;
+}
+
+std::string isoTime(std::int64_t t) {
+    char buf[32];
+    const std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+void printRequest(const json& r) {
+    auto line = [](const char* k, const std::string& v) { std::printf("%-12s %s\n", k, v.c_str()); };
+    line("id", str(r, "id"));
+    line("app", str(r, "app"));
+    line("channel", str(r, "channel"));
+    line("destination", str(r, "destination"));
+    line("purpose", str(r, "purpose"));
+    line("locale", str(r, "locale"));
+    line("status", str(r, "status"));
+    line("attempts", str(r, "attempts") + "/" + str(r, "maxAttempts"));
+    line("sends", str(r, "sends") + "/" + str(r, "maxSends"));
+    line("created", isoTime(r.value("createdAt", std::int64_t{0})));
+    line("expires", isoTime(r.value("expiresAt", std::int64_t{0})));
+    if (r.contains("reference")) line("reference", str(r, "reference"));
+    if (r.contains("failure")) line("failure", str(r, "failure"));
+}
+
+// Calls the daemon; on success fills `out` and returns -1, else an exit code.
+int call(const Globals& g, const std::string& command, const char* method, const json& params, json& out) {
+    ipc::Client client;
+    std::string error;
+    const std::string socket = g.socket.empty() ? paths::clientSocket() : g.socket;
+    if (!ipc::Client::connect(socket, client, error)) {
+        std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), error.c_str());
+        return kUnreachable;
+    }
+    ipc::Reply reply;
+    if (!client.call(method, params, reply, error)) {
+        std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), error.c_str());
+        return kUnreachable;
+    }
+    if (reply.error) return reportError(command, reply);
+    out = std::move(reply.parameters);
+    return -1;
+}
+
+bool readCodeFromStdin(std::string& code) {
+    std::string line;
+    if (!std::getline(std::cin, line)) return false;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    std::size_t start = line.find_first_not_of(" \t");
+    code = start == std::string::npos ? "" : line.substr(start);
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"twofactor - issue and verify one-time passwords through twofactord", "twofactor"};
+    app.require_subcommand(1);
+    app.fallthrough();
+    Globals g;
+    app.add_option("--socket", g.socket, "twofactord's socket (default: " + paths::defaultSocket() + ", else " + paths::systemSocket() + ")")
+        ->envname("TWOFACTOR_SOCKET");
+    app.add_flag("--json", g.json, "print the full JSON objects instead of text");
+    app.set_version_flag("--version", "twofactor " TWOFACTOR_VERSION);
+
+    // send
+    std::string sApp, sTo, sChannel, sPurpose, sLocale, sIp, sDevice, sReference;
+    std::optional<std::int64_t> sTtl, sLength;
+    auto* send = app.add_subcommand("send", "issue a code and deliver it; prints the request id");
+    send->add_option("--app", sApp, "the app (from the configuration)")->required();
+    send->add_option("--to", sTo, "email address or phone number (E.164, e.g. +4915112345678)")->required();
+    send->add_option("--channel", sChannel, "email or whatsapp (default: from the destination)")
+        ->check(CLI::IsMember({"email", "whatsapp"}));
+    send->add_option("--purpose", sPurpose, "login, verify or recovery (default login)")
+        ->check(CLI::IsMember({"login", "verify", "recovery"}));
+    send->add_option("--locale", sLocale, "message language, e.g. de or pt-BR");
+    send->add_option("--ip", sIp, "the end user's IP address");
+    send->add_option("--device", sDevice, "the end user's device or user agent");
+    send->add_option("--reference", sReference, "your own reference, stored with the request");
+    send->add_option("--ttl", sTtl, "lifetime in seconds (within the app's bounds)");
+    send->add_option("--length", sLength, "number of digits (within the app's bounds)");
+
+    // verify
+    std::string vId, vApp, vTo, vCode;
+    auto* verify = app.add_subcommand("verify", "check a code; prints the status; exit 0 only when approved");
+    auto* idOpt = verify->add_option("--id", vId, "the request id");
+    auto* appOpt = verify->add_option("--app", vApp, "the app (with --to: the newest pending request)");
+    auto* toOpt = verify->add_option("--to", vTo, "the destination (with --app)");
+    verify->add_option("--code", vCode, "the code, or - to read it from standard input")->required();
+    idOpt->excludes(appOpt)->excludes(toOpt);
+    appOpt->needs(toOpt);
+    toOpt->needs(appOpt);
+
+    std::string rid;
+    auto* status = app.add_subcommand("status", "show a request");
+    status->add_option("id", rid, "the request id")->required();
+    auto* cancel = app.add_subcommand("cancel", "cancel a pending request; its code no longer verifies");
+    cancel->add_option("id", rid, "the request id")->required();
+    auto* resend = app.add_subcommand("resend", "send a new code for a pending request (the old one stops working)");
+    resend->add_option("id", rid, "the request id")->required();
+    auto* whoami = app.add_subcommand("whoami", "show your uid and the roles twofactord grants you");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+        // One line, like every other error.
+        std::fprintf(stderr, "twofactor: %s (see twofactor --help)\n", e.what());
+        return kUsage;
+    }
+
+    json out;
+    if (*send) {
+        json p = {{"app", sApp}, {"destination", sTo}};
+        if (!sChannel.empty()) p["channel"] = sChannel;
+        if (!sPurpose.empty()) p["purpose"] = sPurpose;
+        if (!sLocale.empty()) p["locale"] = sLocale;
+        if (!sIp.empty()) p["clientIp"] = sIp;
+        if (!sDevice.empty()) p["device"] = sDevice;
+        if (!sReference.empty()) p["reference"] = sReference;
+        if (sTtl) p["ttl"] = *sTtl;
+        if (sLength) p["length"] = *sLength;
+        if (int rc = call(g, "send", "io.twofactor.Otp.Send", p, out); rc >= 0) return rc;
+        if (g.json) std::printf("%s\n", out["request"].dump().c_str());
+        else std::printf("%s\n", str(out["request"], "id").c_str());
+        return kOk;
+    }
+    if (*verify) {
+        if (vId.empty() && vApp.empty()) {
+            std::fprintf(stderr, "twofactor verify: give --id, or --app and --to\n");
+            return kUsage;
+        }
+        if (vCode == "-" && !readCodeFromStdin(vCode)) {
+            std::fprintf(stderr, "twofactor verify: --code -: nothing to read on standard input\n");
+            return kUsage;
+        }
+        json p = {{"code", vCode}};
+        if (!vId.empty()) p["id"] = vId;
+        else {
+            p["app"] = vApp;
+            p["destination"] = vTo;
+        }
+        if (int rc = call(g, "verify", "io.twofactor.Otp.Verify", p, out); rc >= 0) return rc;
+        const bool approved = out.value("approved", false);
+        if (g.json) std::printf("%s\n", out.dump().c_str());
+        // "approved" on stdout only when this very call approved the code: a
+        // replayed code must not read as success to a script that checks stdout.
+        else if (!approved && str(out, "status") == "approved") std::printf("already-approved\n");
+        else std::printf("%s\n", str(out, "status").c_str());
+        return approved ? kOk : kRejected;
+    }
+    if (*status || *cancel || *resend) {
+        const std::string command = *status ? "status" : *cancel ? "cancel" : "resend";
+        const std::string method = "io.twofactor.Otp." + std::string(*status ? "Status" : *cancel ? "Cancel" : "Resend");
+        if (int rc = call(g, command, method.c_str(), {{"id", rid}}, out); rc >= 0) return rc;
+        if (g.json) std::printf("%s\n", out["request"].dump().c_str());
+        else if (*status) printRequest(out["request"]);
+        else if (*cancel) std::printf("%s\n", str(out["request"], "status").c_str());
+        else std::printf("%s\n", str(out["request"], "id").c_str());
+        return kOk;
+    }
+    if (*whoami) {
+        if (int rc = call(g, "whoami", "io.twofactor.Daemon.WhoAmI", json::object(), out); rc >= 0) return rc;
+        if (g.json) {
+            std::printf("%s\n", out.dump().c_str());
+        } else {
+            std::string roles;
+            for (const auto& r : out["roles"]) roles += (roles.empty() ? "" : ", ") + r.get<std::string>();
+            std::printf("uid %s (%s)\nroles %s\n", str(out, "uid").c_str(), str(out, "user").c_str(),
+                        roles.empty() ? "(none)" : roles.c_str());
+        }
+        return kOk;
+    }
+    return kUsage;
+}

@@ -1,0 +1,634 @@
+#include "server/server.hpp"
+
+#include "build_config.h"
+#include "channel/outbox.hpp"
+#include "ipc/idl.hpp"
+#include "ipc/message.hpp"
+#include "ipc/varlink_interfaces.hpp"
+#include "otp/destination.hpp"
+#include "otp/service.hpp"
+#include "store/keys.hpp"
+#include "store/sqlcipher_store.hpp"
+#include "util/clock.hpp"
+#include "util/files.hpp"
+#include "util/log.hpp"
+
+#include <asio.hpp>
+
+#include <grp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include <chrono>
+#include <deque>
+#include <map>
+
+namespace twofactor::server {
+
+using json = nlohmann::json;
+using asio::local::stream_protocol;
+
+bool Peer::may(Access access) const {
+    if (access == Access::Anyone) return true;
+    if (roles.count(config::Role::Admin)) return true;
+    if (access == Access::Operator) return roles.count(config::Role::Operator) > 0;
+    if (access == Access::Dpo) return roles.count(config::Role::Dpo) > 0;
+    return false;
+}
+
+Peer resolvePeer(const config::Config& config, uid_t uid, gid_t gid, pid_t pid) {
+    Peer p;
+    p.uid = uid;
+    p.gid = gid;
+    p.pid = pid;
+    std::vector<gid_t> groups{gid};
+    std::vector<char> buf(16384);
+    struct passwd pw {};
+    struct passwd* found = nullptr;
+    if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found) {
+        p.user = pw.pw_name;
+        int n = 64;
+        std::vector<gid_t> list(static_cast<std::size_t>(n));
+        if (getgrouplist(pw.pw_name, pw.pw_gid, list.data(), &n) == -1) {
+            list.resize(static_cast<std::size_t>(n));
+            getgrouplist(pw.pw_name, pw.pw_gid, list.data(), &n);
+        }
+        list.resize(static_cast<std::size_t>(std::max(n, 0)));
+        groups.insert(groups.end(), list.begin(), list.end());
+    }
+    std::set<std::string> groupNames;
+    for (gid_t g : groups) {
+        groupNames.insert(std::to_string(g));
+        struct group gr {};
+        struct group* gfound = nullptr;
+        if (getgrgid_r(g, &gr, buf.data(), buf.size(), &gfound) == 0 && gfound) groupNames.insert(gr.gr_name);
+    }
+    for (const auto& [role, grant] : config.access) {
+        bool granted = false;
+        for (const auto& u : grant.users)
+            if (u == std::to_string(uid) || (!p.user.empty() && u == p.user)) granted = true;
+        for (const auto& g : grant.groups)
+            if (groupNames.count(g)) granted = true;
+        if (granted) p.roles.insert(role);
+    }
+    return p;
+}
+
+std::vector<std::string> declaredMethods() {
+    std::vector<std::string> out;
+    for (const auto& e : ipc::embeddedInterfaces()) {
+        const auto iface = ipc::idl::Interface::parse(e.description);
+        for (const auto& m : iface.methodNames()) out.push_back(iface.name() + "." + m);
+    }
+    return out;
+}
+
+namespace {
+
+constexpr const char* kOtp = "io.twofactor.Otp";
+constexpr const char* kDaemonIface = "io.twofactor.Daemon";
+
+json requestJson(const otp::OtpRequest& r, std::int64_t now) {
+    otp::Destination d{r.channel == "email" ? otp::DestinationKind::Email : otp::DestinationKind::Phone, r.destination};
+    json j = {
+        {"id", r.id},
+        {"app", r.app},
+        {"channel", r.channel},
+        {"destination", otp::maskDestination(d)},
+        {"purpose", r.purpose},
+        {"locale", r.locale},
+        {"status", otp::statusName(r.effectiveStatus(now))},
+        {"attempts", r.attempts},
+        {"maxAttempts", r.maxAttempts},
+        {"sends", r.sends},
+        {"maxSends", r.maxSends},
+        {"createdAt", r.createdAt},
+        {"expiresAt", r.expiresAt},
+    };
+    if (!r.reference.empty()) j["reference"] = r.reference;
+    if (!r.failure.empty()) j["failure"] = r.failure;
+    return j;
+}
+
+template <typename T>
+std::optional<T> opt(const json& params, const char* key) {
+    auto it = params.find(key);
+    if (it == params.end() || it->is_null()) return std::nullopt;
+    return it->get<T>();
+}
+
+class Server;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+    Connection(Server& server, stream_protocol::socket socket, Peer peer);
+    void start();
+    void close();
+    const Peer& peer() const { return peer_; }
+
+private:
+    void read();
+    void armTimer();
+    void processNext();
+    void finishCall(bool oneway, std::string error, json parameters);
+    void send(std::string data, bool closeAfter = false);
+    void flush();
+
+    Server& server_;
+    stream_protocol::socket socket_;
+    asio::steady_timer timer_;
+    Peer peer_;
+    ipc::FrameReader frames_;
+    std::array<char, 16384> buffer_{};
+    std::deque<ipc::Call> calls_;
+    std::deque<std::string> output_;
+    bool busy_ = false;
+    bool writing_ = false;
+    bool reading_ = false;
+    bool closed_ = false;
+    bool closeAfterWrite_ = false;
+    std::chrono::steady_clock::time_point partialSince_{};
+};
+
+class Server {
+public:
+    Server(const config::Config& config, const DaemonOptions& options)
+        : config_(config),
+          clock_(options.clockFile.empty() ? std::unique_ptr<Clock>(new SystemClock)
+                                           : std::unique_ptr<Clock>(new FileClock(options.clockFile))),
+          acceptor_(io_),
+          signals_(io_, SIGINT, SIGTERM),
+          deliveryPool_(4),
+          started_(std::chrono::steady_clock::now()) {
+        for (const auto& e : ipc::embeddedInterfaces()) interfaces_.emplace(std::string(e.name), ipc::idl::Interface::parse(e.description));
+        buildMethodTable();
+    }
+
+    int run();
+
+    // Called by connections.
+    void dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& call, Respond respond);
+    asio::io_context& io() { return io_; }
+    const config::Limits& limits() const { return config_.limits; }
+    bool stopping() const { return stopping_; }
+    void callStarted() { ++inFlight_; }
+    void callFinished() {
+        if (--inFlight_ == 0 && stopping_) io_.stop();
+    }
+    void connectionClosed(const Peer& peer) {
+        if (--perUid_[peer.uid] <= 0) perUid_.erase(peer.uid);
+        --connections_;
+    }
+
+private:
+    void buildMethodTable();
+    void add(std::string name, Access access, Handler handler) {
+        if (methods_.count(name)) throw std::logic_error("method registered twice: " + name);
+        methods_.emplace(name, MethodEntry{name, access, std::move(handler)});
+    }
+    void openStore();
+    void listen();
+    void accept();
+
+    // Posts a completion from a store or delivery thread back to the I/O thread.
+    Respond onIo(Respond respond) {
+        return [this, respond](std::string error, json params) {
+            asio::post(io_, [respond, error = std::move(error), params = std::move(params)]() mutable {
+                respond(std::move(error), std::move(params));
+            });
+        };
+    }
+    template <typename T, typename F>
+    void answer(Respond respond, const otp::Outcome<T>& outcome, F&& success) {
+        if (auto* f = std::get_if<otp::Failure>(&outcome)) {
+            respond(f->error.find('.') == std::string::npos ? std::string(kOtp) + "." + f->error : f->error,
+                    f->parameters);
+            return;
+        }
+        respond("", success(std::get<T>(outcome)));
+    }
+
+    const config::Config& config_;
+    std::unique_ptr<Clock> clock_;
+    asio::io_context io_;
+    stream_protocol::acceptor acceptor_;
+    asio::signal_set signals_;
+    asio::thread_pool deliveryPool_;
+    std::map<std::string, ipc::idl::Interface> interfaces_;
+    std::map<std::string, MethodEntry> methods_;
+    std::unique_ptr<store::Store> store_;
+    std::unique_ptr<channel::OutboxChannel> outbox_;
+    std::unique_ptr<otp::OtpService> service_;
+    std::map<uid_t, int> perUid_;
+    int connections_ = 0;
+    std::chrono::steady_clock::time_point started_;
+    bool ownsSocketPath_ = false;
+    bool stopping_ = false;
+    int inFlight_ = 0;
+    std::unique_ptr<asio::steady_timer> shutdownTimer_;
+};
+
+// ---- Connection ----
+
+Connection::Connection(Server& server, stream_protocol::socket socket, Peer peer)
+    : server_(server),
+      socket_(std::move(socket)),
+      timer_(server.io()),
+      peer_(std::move(peer)),
+      frames_(server.limits().maxMessageBytes) {}
+
+void Connection::start() {
+    armTimer();
+    read();
+}
+
+void Connection::close() {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ignored;
+    timer_.cancel();
+    socket_.shutdown(stream_protocol::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    server_.connectionClosed(peer_);
+}
+
+void Connection::armTimer() {
+    if (closed_) return;
+    const auto& limits = server_.limits();
+    if (frames_.hasPartial()) {
+        // A message must arrive whole within the request timeout, however slowly it trickles.
+        if (partialSince_ == std::chrono::steady_clock::time_point{}) partialSince_ = std::chrono::steady_clock::now();
+        timer_.expires_at(partialSince_ + limits.requestTimeout);
+    } else {
+        partialSince_ = {};
+        timer_.expires_after(limits.idleTimeout);
+    }
+    timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+        if (ec || self->closed_) return;
+        if (self->busy_) {  // a call in progress is not idleness
+            self->armTimer();
+            return;
+        }
+        log::debug("closing connection of uid " + std::to_string(self->peer_.uid) + ": timed out");
+        self->close();
+    });
+}
+
+void Connection::read() {
+    if (closed_ || reading_ || closeAfterWrite_) return;
+    // Back-pressure: a client that pipelines faster than we answer waits.
+    if (calls_.size() >= 16 || output_.size() >= 16) return;
+    reading_ = true;
+    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](const asio::error_code& ec,
+                                                                               std::size_t n) {
+        self->reading_ = false;
+        if (self->closed_) return;
+        if (ec) {
+            self->close();
+            return;
+        }
+        if (self->frames_.feed(self->buffer_.data(), n) == ipc::FrameReader::Status::TooLarge) {
+            log::warning("uid " + std::to_string(self->peer_.uid) + " sent a message over " +
+                         std::to_string(self->server_.limits().maxMessageBytes) + " bytes; closing");
+            self->send(ipc::encodeError(std::string(kDaemonIface) + ".InvalidMessage",
+                                        {{"reason", "message exceeds " +
+                                                        std::to_string(self->server_.limits().maxMessageBytes) +
+                                                        " bytes"}}),
+                       true);
+            return;
+        }
+        while (auto text = self->frames_.next()) {
+            auto parsed = ipc::parseCall(*text, self->server_.limits().maxDepth);
+            if (auto* err = std::get_if<ipc::MessageError>(&parsed)) {
+                log::warning("uid " + std::to_string(self->peer_.uid) + " sent an invalid message (" + err->reason +
+                             "); closing");
+                self->send(ipc::encodeError(std::string(kDaemonIface) + ".InvalidMessage", {{"reason", err->reason}}),
+                           true);
+                return;
+            }
+            self->calls_.push_back(std::move(std::get<ipc::Call>(parsed)));
+        }
+        self->armTimer();
+        self->processNext();
+        self->read();
+    });
+}
+
+void Connection::processNext() {
+    if (busy_ || calls_.empty() || closed_ || closeAfterWrite_ || server_.stopping()) return;
+    busy_ = true;
+    server_.callStarted();
+    ipc::Call call = std::move(calls_.front());
+    calls_.pop_front();
+    const bool oneway = call.oneway;
+    auto self = shared_from_this();
+    server_.dispatch(self, call, [self, oneway](std::string error, json params) {
+        self->finishCall(oneway, std::move(error), std::move(params));
+    });
+}
+
+void Connection::finishCall(bool oneway, std::string error, json parameters) {
+    busy_ = false;
+    server_.callFinished();
+    if (closed_) return;
+    if (!oneway) send(error.empty() ? ipc::encodeReply(parameters) : ipc::encodeError(error, parameters));
+    processNext();
+    read();
+}
+
+void Connection::send(std::string data, bool closeAfter) {
+    if (closed_) return;
+    if (closeAfter) closeAfterWrite_ = true;
+    output_.push_back(std::move(data));
+    flush();
+}
+
+void Connection::flush() {
+    if (writing_ || output_.empty() || closed_) return;
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(output_.front()),
+                      [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
+                          self->writing_ = false;
+                          if (self->closed_) return;
+                          if (ec) {
+                              self->close();
+                              return;
+                          }
+                          self->output_.pop_front();
+                          if (self->output_.empty() && self->closeAfterWrite_) {
+                              self->close();
+                              return;
+                          }
+                          self->flush();
+                          self->read();
+                      });
+}
+
+// ---- Server ----
+
+void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& call, Respond respond) {
+    const Peer& peer = conn->peer();
+    const auto dot = call.method.rfind('.');
+    const std::string ifaceName = call.method.substr(0, dot);
+    auto entry = methods_.find(call.method);
+    if (entry == methods_.end()) {
+        if (!interfaces_.count(ifaceName))
+            return respond("org.varlink.service.InterfaceNotFound", {{"interface", ifaceName}});
+        return respond("org.varlink.service.MethodNotFound", {{"method", call.method}});
+    }
+    if (!peer.may(entry->second.access)) {
+        log::warning("permission denied: uid " + std::to_string(peer.uid) + " (" +
+                     (peer.user.empty() ? "unknown user" : peer.user) + ") called " + call.method);
+        return respond("org.varlink.service.PermissionDenied", json::object());
+    }
+    if (call.upgrade) return respond("org.varlink.service.InvalidParameter", {{"parameter", "upgrade"}});
+    const auto& iface = interfaces_.at(ifaceName);
+    const auto* method = iface.findMethod(call.method.substr(dot + 1));
+    if (auto violation = ipc::idl::validate(iface, method->input, call.parameters)) {
+        log::debug("invalid parameter from uid " + std::to_string(peer.uid) + " in " + call.method + ": " +
+                   violation->parameter + " " + violation->reason);
+        return respond("org.varlink.service.InvalidParameter", {{"parameter", violation->parameter}});
+    }
+    try {
+        entry->second.handler(peer, call.parameters, respond);
+    } catch (const std::exception& e) {
+        log::error(call.method + " failed: " + e.what());
+        respond(std::string(kDaemonIface) + ".InternalError", json::object());
+    }
+}
+
+void Server::buildMethodTable() {
+    // org.varlink.service: introspection is open to every peer; it reveals only the API.
+    add("org.varlink.service.GetInfo", Access::Anyone, [this](const Peer&, const json&, Respond r) {
+        json names = json::array();
+        for (const auto& [name, iface] : interfaces_) names.push_back(name);
+        r("", {{"vendor", "twofactor"},
+               {"product", "twofactord"},
+               {"version", TWOFACTOR_VERSION},
+               {"url", "https://twofactor.invalid/"},
+               {"interfaces", names}});
+    });
+    add("org.varlink.service.GetInterfaceDescription", Access::Anyone, [this](const Peer&, const json& p, Respond r) {
+        const std::string name = p.at("interface").get<std::string>();
+        auto it = interfaces_.find(name);
+        if (it == interfaces_.end()) return r("org.varlink.service.InterfaceNotFound", {{"interface", name}});
+        r("", {{"description", it->second.description()}});
+    });
+
+    add("io.twofactor.Daemon.WhoAmI", Access::Anyone, [](const Peer& peer, const json&, Respond r) {
+        json roles = json::array();
+        for (auto role : peer.roles) roles.push_back(config::roleName(role));
+        r("", {{"uid", peer.uid}, {"gid", peer.gid}, {"user", peer.user}, {"roles", roles}});
+    });
+    add("io.twofactor.Daemon.GetStatus", Access::Admin, [this](const Peer&, const json&, Respond r) {
+        json apps = json::array();
+        for (const auto& [name, app] : config_.apps) apps.push_back(name);
+        json out = {{"version", TWOFACTOR_VERSION},
+                    {"uptime", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                                started_)
+                                   .count()},
+                    {"apps", apps},
+                    {"database", store_->description()},
+                    {"connections", connections_}};
+        if (outbox_) out["outbox"] = outbox_->directory();
+        r("", out);
+    });
+
+    add("io.twofactor.Otp.Send", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
+        otp::SendInput in;
+        in.app = p.at("app").get<std::string>();
+        in.destination = p.at("destination").get<std::string>();
+        in.channel = opt<std::string>(p, "channel");
+        in.purpose = opt<std::string>(p, "purpose");
+        in.locale = opt<std::string>(p, "locale");
+        in.clientIp = opt<std::string>(p, "clientIp");
+        in.device = opt<std::string>(p, "device");
+        in.reference = opt<std::string>(p, "reference");
+        in.ttl = opt<std::int64_t>(p, "ttl");
+        in.length = opt<std::int64_t>(p, "length");
+        const uid_t uid = peer.uid;
+        service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::OtpRequest> o) {
+            if (auto* req = std::get_if<otp::OtpRequest>(&o))
+                log::info("uid " + std::to_string(uid) + " sent request " + req->id + " (" + req->app + ", " +
+                          req->channel + ", " + req->purpose + ")");
+            answer(r, o, [this](const otp::OtpRequest& req) { return json{{"request", requestJson(req, clock_->now())}}; });
+        });
+    });
+    add("io.twofactor.Otp.Verify", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
+        otp::VerifyInput in;
+        in.id = opt<std::string>(p, "id");
+        in.app = opt<std::string>(p, "app");
+        in.destination = opt<std::string>(p, "destination");
+        in.code = SecretString(p.at("code").get<std::string>());
+        const uid_t uid = peer.uid;
+        service_->verify(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::VerifyResult> o) {
+            if (auto* v = std::get_if<otp::VerifyResult>(&o); v && v->request)
+                // Authentication log: outcome only, never the code.
+                log::info("verify " + v->request->id + " by uid " + std::to_string(uid) + ": " +
+                          (v->approved ? "success" : "failure") + " (" + otp::statusName(v->status) + ")");
+            answer(r, o, [this](const otp::VerifyResult& v) {
+                json out = {{"approved", v.approved}, {"status", otp::statusName(v.status)}};
+                if (v.request) out["request"] = requestJson(*v.request, clock_->now());
+                return out;
+            });
+        });
+    });
+    auto simple = [this](void (otp::OtpService::*fn)(std::string, otp::OtpService::Reply<otp::OtpRequest>)) {
+        return [this, fn](const Peer&, const json& p, Respond r) {
+            (service_.get()->*fn)(p.at("id").get<std::string>(), [this, r = onIo(r)](otp::Outcome<otp::OtpRequest> o) {
+                answer(r, o, [this](const otp::OtpRequest& req) { return json{{"request", requestJson(req, clock_->now())}}; });
+            });
+        };
+    };
+    add("io.twofactor.Otp.Status", Access::Operator, simple(&otp::OtpService::status));
+    add("io.twofactor.Otp.Cancel", Access::Operator, simple(&otp::OtpService::cancel));
+    add("io.twofactor.Otp.Resend", Access::Operator, simple(&otp::OtpService::resend));
+
+    // The table and the interface files must agree, in both directions.
+    const auto declared = declaredMethods();
+    for (const auto& name : declared)
+        if (!methods_.count(name)) throw std::logic_error("method declared in IDL but not implemented: " + name);
+    for (const auto& [name, entry] : methods_)
+        if (std::find(declared.begin(), declared.end(), name) == declared.end())
+            throw std::logic_error("method implemented but not declared in IDL: " + name);
+}
+
+void Server::openStore() {
+    files::ensureDirectory(config_.stateDir, 0700);
+    SecretBytes storeKey = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
+    SecretBytes pepper = store::loadKey("code-pepper", config_.pepperFile, config_.generateKeys);
+    store::SqlcipherOptions so;
+    so.path = config_.databasePath;
+    so.key = std::move(storeKey);
+    so.synchronousFull = config_.synchronousFull;
+    store_ = store::openSqlcipherStore(std::move(so));
+
+    std::map<std::string, channel::Channel*> channels;
+    for (const auto& [channelName, driver] : config_.drivers) {
+        if (driver == "outbox") {
+            if (!outbox_) outbox_ = std::make_unique<channel::OutboxChannel>(config_.outboxDir);
+            channels[channelName] = outbox_.get();
+        } else {
+            throw std::runtime_error("unknown delivery driver '" + driver + "' for channel " + channelName);
+        }
+    }
+    service_ = std::make_unique<otp::OtpService>(config_, *store_, channels, *clock_, std::move(pepper),
+                                                 [this](std::function<void()> job) { asio::post(deliveryPool_, std::move(job)); });
+}
+
+void Server::listen() {
+#ifdef HAVE_SYSTEMD
+    if (sd_listen_fds(1) == 1) {
+        acceptor_.assign(stream_protocol(), SD_LISTEN_FDS_START);
+        log::info("listening on the socket systemd passed");
+        return;
+    }
+#endif
+    const std::string& path = config_.socketPath;
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) throw std::runtime_error("socket path too long: " + path);
+    files::ensureDirectory(files::dirName(path), 0755);
+    files::checkPrivateDirectory(files::dirName(path));
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
+        // A live daemon answers; a stale socket from a crash does not and is replaced.
+        stream_protocol::socket probe(io_);
+        asio::error_code ec;
+        probe.connect(stream_protocol::endpoint(path), ec);
+        if (!ec) throw std::runtime_error("another twofactord is already listening on " + path);
+        ::unlink(path.c_str());
+    }
+    acceptor_.open(stream_protocol());
+    acceptor_.bind(stream_protocol::endpoint(path));
+    // Everyone may connect; what a peer may do is decided per call from SO_PEERCRED.
+    ::chmod(path.c_str(), 0666);
+    acceptor_.listen(128);
+    ownsSocketPath_ = true;
+    log::info("listening on " + path);
+}
+
+void Server::accept() {
+    acceptor_.async_accept([this](const asio::error_code& ec, stream_protocol::socket socket) {
+        if (ec) {
+            if (ec != asio::error::operation_aborted) {
+                log::warning("accept failed: " + ec.message());
+                accept();
+            }
+            return;
+        }
+        struct ucred cred {};
+        socklen_t len = sizeof cred;
+        if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+            log::warning("cannot read peer credentials; connection closed");
+            accept();
+            return;
+        }
+        if (perUid_[cred.uid] >= config_.limits.maxConnectionsPerUid) {
+            log::warning("uid " + std::to_string(cred.uid) + " has too many connections; refused");
+            asio::error_code ignored;
+            std::string err = ipc::encodeError(std::string(kDaemonIface) + ".TooManyConnections",
+                                               {{"limit", config_.limits.maxConnectionsPerUid}});
+            asio::write(socket, asio::buffer(err), ignored);
+            socket.close(ignored);
+            accept();
+            return;
+        }
+        ++perUid_[cred.uid];
+        ++connections_;
+        auto conn = std::make_shared<Connection>(*this, std::move(socket), resolvePeer(config_, cred.uid, cred.gid, cred.pid));
+        conn->start();
+        accept();
+    });
+}
+
+int Server::run() {
+    openStore();
+    listen();
+    accept();
+    signals_.async_wait([this](const asio::error_code& ec, int sig) {
+        if (ec) return;
+        log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
+        asio::error_code ignored;
+        acceptor_.close(ignored);
+        stopping_ = true;
+        // Calls in progress (a code being delivered) finish and are answered first, for at most 10 s.
+        if (inFlight_ == 0) {
+            io_.stop();
+            return;
+        }
+        shutdownTimer_ = std::make_unique<asio::steady_timer>(io_, std::chrono::seconds(10));
+        shutdownTimer_->async_wait([this](const asio::error_code& e) {
+            if (e) return;
+            log::warning(std::to_string(inFlight_) + " call(s) still running after 10 s; stopping anyway");
+            io_.stop();
+        });
+    });
+#ifdef HAVE_SYSTEMD
+    sd_notify(0, "READY=1");
+#endif
+    log::info("twofactord " TWOFACTOR_VERSION " ready (" + std::to_string(config_.apps.size()) + " app(s), store " +
+              store_->description() + (config_.embedded ? ", embedded default" : ", config " + config_.sourcePath) + ")");
+    io_.run();
+    deliveryPool_.join();
+    store_->close();
+    if (ownsSocketPath_) ::unlink(config_.socketPath.c_str());
+    return 0;
+}
+
+}  // namespace
+
+int runDaemon(const config::Config& config, const DaemonOptions& options) {
+    ::signal(SIGPIPE, SIG_IGN);
+    ::signal(SIGHUP, SIG_IGN);  // no reload yet: restart to apply a new configuration
+    Server server(config, options);
+    return server.run();
+}
+
+}  // namespace twofactor::server

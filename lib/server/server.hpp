@@ -1,0 +1,55 @@
+// twofactord's Varlink server: accepts connections on a Unix socket, frames
+// and checks calls, authorises them from SO_PEERCRED, and dispatches through
+// the one method table.
+#pragma once
+
+#include "config/config.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace twofactor::server {
+
+// Who may call a method. Admin may call everything; Anyone needs no role.
+enum class Access { Anyone, Operator, Dpo, Admin };
+
+struct Peer {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    pid_t pid = 0;
+    std::string user;
+    std::set<config::Role> roles;
+    [[nodiscard]] bool may(Access access) const;
+};
+
+// Resolves the roles the configuration grants a uid/gid (user names, numeric
+// uids, group names, gids, supplementary groups).
+[[nodiscard]] Peer resolvePeer(const config::Config& config, uid_t uid, gid_t gid, pid_t pid);
+
+// error empty = success with `parameters`; otherwise a Varlink error name.
+using Respond = std::function<void(std::string error, nlohmann::json parameters)>;
+using Handler = std::function<void(const Peer& peer, const nlohmann::json& parameters, Respond respond)>;
+
+struct MethodEntry {
+    std::string name;  // fully qualified: io.twofactor.Otp.Send
+    Access access;
+    Handler handler;
+};
+
+struct DaemonOptions {
+    std::string clockFile;  // tests: read the time from this file (FileClock)
+};
+
+// Runs the daemon until SIGTERM or SIGINT. Returns the process exit code.
+int runDaemon(const config::Config& config, const DaemonOptions& options);
+
+// The method names every interface file declares, for checking the table against the IDL.
+[[nodiscard]] std::vector<std::string> declaredMethods();
+
+}  // namespace twofactor::server
