@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds, runs every unit and
+# integration test, and ends with one line "N passed, N failed" counting test cases.
+set -euo pipefail
+cd "$(dirname "$0")"
+packaging/install-deps.sh
+if [ -f build/build.ninja ]; then
+  meson setup --reconfigure build >/dev/null
+else
+  meson setup build >/dev/null
+fi
+ninja -C build
+meson test -C build --print-errorlogs --num-processes 2 || true
+exec /usr/bin/python3 tests/summarize.py build/meson-logs/testlog.json

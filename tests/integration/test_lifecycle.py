@@ -1,0 +1,220 @@
+"""The OTP lifecycle through the real twofactord and the real twofactor CLI."""
+import concurrent.futures
+import json
+import os
+import subprocess
+import time
+import unittest
+
+import harness
+
+T0 = 1_800_000_000  # the injected clock's start
+
+
+class Lifecycle(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon(clock=T0).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def setUp(self):
+        self.d.set_clock(T0)
+
+    def test_send_outbox_verify(self):
+        rid = self.d.send("alice@example.org")
+        self.assertRegex(rid, r"^[a-z2-7]{24}$")
+        msg = self.d.message_for(rid)
+        self.assertIn("To: alice@example.org", msg)
+        code = self.d.code_for(rid)
+        self.assertEqual(len(code), 6)
+        r = self.d.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+        # Single use: the same code again is rejected.
+        r = self.d.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual((r.returncode, r.stdout.strip()), (1, "already-approved"))
+
+    def test_outbox_file_is_private(self):
+        rid = self.d.send("mode@example.org")
+        path = [p for p in self.d.outbox_files() if rid in p][0]
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    def test_wrong_code_counts(self):
+        rid = self.d.send("bob@example.org")
+        code = self.d.code_for(rid)
+        wrong = "%06d" % ((int(code) + 1) % 1000000)
+        r = self.d.cli("verify", "--id", rid, "--code", wrong)
+        self.assertEqual((r.returncode, r.stdout.strip()), (1, "pending"))
+        r = self.d.cli("--json", "status", rid)
+        self.assertEqual(json.loads(r.stdout)["attempts"], 1)
+        r = self.d.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual(r.returncode, 0)
+
+    def test_lock_after_five_wrong_codes(self):
+        rid = self.d.send("carol@example.org")
+        code = self.d.code_for(rid)
+        wrong = "%06d" % ((int(code) + 7) % 1000000)
+        for i in range(5):
+            r = self.d.cli("verify", "--id", rid, "--code", wrong)
+            self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout.strip(), "locked")
+        r = self.d.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual((r.returncode, r.stdout.strip()), (1, "locked"))
+
+    def test_expiry_with_injected_clock(self):
+        a = self.d.send("dave@example.org", "default", "--ttl", "60")
+        b = self.d.send("dave2@example.org", "default", "--ttl", "60")
+        self.d.set_clock(T0 + 59)
+        r = self.d.cli("verify", "--id", a, "--code", self.d.code_for(a))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"))
+        self.d.set_clock(T0 + 60)
+        r = self.d.cli("verify", "--id", b, "--code", self.d.code_for(b))
+        self.assertEqual((r.returncode, r.stdout.strip()), (1, "expired"))
+
+    def test_hundred_concurrent_verifies_approve_once(self):
+        rid = self.d.send("erin@example.org")
+        code = self.d.code_for(rid)
+
+        def one(_):
+            return self.d.cli("verify", "--id", rid, "--code", code).returncode
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+            codes = list(pool.map(one, range(100)))
+        self.assertEqual(codes.count(0), 1)
+        self.assertEqual(codes.count(1), 99)
+
+    def test_verify_by_app_and_destination_uses_newest(self):
+        old = self.d.send("Frank@Example.ORG")
+        new = self.d.send("Frank@example.org")
+        r = self.d.cli("verify", "--app", "default", "--to", "Frank@EXAMPLE.org", "--code", self.d.code_for(old))
+        self.assertEqual(r.returncode, 1)
+        r = self.d.cli("verify", "--app", "default", "--to", "Frank@example.org", "--code", self.d.code_for(new))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+
+    def test_code_from_stdin(self):
+        rid = self.d.send("grace@example.org")
+        r = self.d.cli("verify", "--id", rid, "--code", "-", input=self.d.code_for(rid) + "\n")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+
+    def test_cancel(self):
+        rid = self.d.send("heidi@example.org")
+        r = self.d.cli("cancel", rid)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "canceled"))
+        r = self.d.cli("verify", "--id", rid, "--code", self.d.code_for(rid))
+        self.assertEqual((r.returncode, r.stdout.strip()), (1, "canceled"))
+        r = self.d.cli("cancel", rid)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("canceled", r.stderr)
+
+    def test_resend_replaces_code_keeps_attempts(self):
+        rid = self.d.send("ivan@example.org")
+        first = self.d.code_for(rid, attempt=1)
+        wrong = "%06d" % ((int(first) + 3) % 1000000)
+        self.d.cli("verify", "--id", rid, "--code", wrong)
+        r = self.d.cli("resend", rid)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, rid), r.stderr)
+        second = self.d.code_for(rid, attempt=2)
+        st = json.loads(self.d.cli("--json", "status", rid).stdout)
+        self.assertEqual((st["attempts"], st["sends"]), (1, 2))
+        if first != second:
+            r = self.d.cli("verify", "--id", rid, "--code", first)
+            self.assertEqual((r.returncode, r.stdout.strip()), (1, "pending"))
+        r = self.d.cli("verify", "--id", rid, "--code", second)
+        self.assertEqual(r.returncode, 0)
+
+    def test_resend_limit(self):
+        rid = self.d.send("judy@example.org")
+        for _ in range(4):
+            self.assertEqual(self.d.cli("resend", rid).returncode, 0)
+        r = self.d.cli("resend", rid)
+        self.assertEqual(r.returncode, 5)
+        self.assertIn("limit of 5 sends", r.stderr)
+
+    def test_status_json_and_text(self):
+        rid = self.d.send("+4915112345678", "default", "--reference", "order-7")
+        st = json.loads(self.d.cli("--json", "status", rid).stdout)
+        self.assertEqual(st["channel"], "whatsapp")
+        self.assertEqual(st["status"], "pending")
+        self.assertEqual(st["reference"], "order-7")
+        self.assertNotIn("15112345678", st["destination"])  # masked
+        self.assertEqual(st["expiresAt"] - st["createdAt"], 600)
+        text = self.d.cli("status", rid).stdout
+        self.assertIn("status       pending", text)
+
+    def test_unknown_request(self):
+        r = self.d.cli("status", "nosuchrequest")
+        self.assertEqual(r.returncode, 7)
+        self.assertIn("no request with id nosuchrequest", r.stderr)
+        r = self.d.cli("verify", "--id", "nosuchrequest", "--code", "123456")
+        self.assertEqual(r.returncode, 1)
+
+    def test_invalid_input_exit_2(self):
+        cases = [
+            (["send", "--app", "default", "--to", "not-an-address"], "invalid destination"),
+            (["send", "--app", "default", "--to", "a@b"], "invalid destination"),
+            (["send", "--app", "nope", "--to", "x@example.org"], "no app named 'nope'"),
+            (["send", "--app", "default", "--to", "x@example.org", "--ttl", "999999"], "--ttl must be between"),
+            (["send", "--app", "default", "--to", "x@example.org", "--length", "3"], "--length must be between"),
+            (["send", "--app", "default", "--to", "x@example.org", "--channel", "whatsapp"], "needs a phone number"),
+            (["send", "--app", "default", "--to", "x@example.org", "--ip", "999.1.1.1"], "--ip"),
+            (["verify", "--id", "abc", "--code", "12ab56"], "--code"),
+            (["send", "--to", "x@example.org"], "--app"),
+        ]
+        for args, needle in cases:
+            r = self.d.cli(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(needle, r.stderr, args)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+    def test_length_and_locale(self):
+        rid = self.d.send("kim@example.org", "default", "--length", "8", "--locale", "de", "--purpose", "verify")
+        self.assertEqual(len(self.d.code_for(rid)), 8)
+        msg = self.d.message_for(rid)
+        self.assertIn("X-Twofactor-Locale: de", msg)
+
+    def test_daemon_unreachable_exit_3(self):
+        r = subprocess.run([harness.TWOFACTOR, "--socket", "/nonexistent/sock", "status", "x"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("cannot reach twofactord", r.stderr)
+
+    def test_socket_from_environment(self):
+        rid = self.d.send("leo@example.org")
+        r = subprocess.run([harness.TWOFACTOR, "status", rid], capture_output=True, text=True,
+                           env=dict(os.environ, TWOFACTOR_SOCKET=self.d.socket))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_no_role_is_refused(self):
+        rid = self.d.send("mallory@example.org")
+        r = self.d.cli("status", rid, user=65534)
+        self.assertEqual(r.returncode, 4, r.stderr)
+        self.assertIn("permission denied", r.stderr)
+        r = self.d.cli("send", "--app", "default", "--to", "x@example.org", user=65534)
+        self.assertEqual(r.returncode, 4)
+        r = self.d.cli("whoami", user=65534)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("(none)", r.stdout)
+        self.assertIn("permission denied", self.d.read_log())
+
+    def test_requests_survive_restart(self):
+        rid = self.d.send("nina@example.org")
+        code = self.d.code_for(rid)
+        self.d.stop()
+        self.d.start()
+        r = self.d.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_logs_hold_no_codes(self):
+        rid = self.d.send("olga@example.org")
+        code = self.d.code_for(rid)
+        self.d.cli("verify", "--id", rid, "--code", code)
+        log = self.d.read_log()
+        self.assertIn(rid, log)
+        self.assertNotIn(code, log)
+        self.assertNotIn("olga@example.org", log)
+
+
+if __name__ == "__main__":
+    harness.main()
