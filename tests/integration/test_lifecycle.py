@@ -36,6 +36,29 @@ class Lifecycle(unittest.TestCase):
         r = self.d.cli("verify", "--id", rid, "--code", code)
         self.assertEqual((r.returncode, r.stdout.strip()), (1, "already-approved"))
 
+    def test_outbox_email_is_a_mime_message_with_both_parts(self):
+        import email
+        rid = self.d.send("mime@example.org", "default", "--locale", "de")
+        msg = email.message_from_string(self.d.message_for(rid))
+        self.assertEqual(msg.get_content_type(), "multipart/alternative")
+        self.assertEqual(msg["Auto-Submitted"], "auto-generated")
+        subject = str(email.header.make_header(email.header.decode_header(msg["Subject"])))
+        self.assertIn("Bestätigungscode", subject)
+        code = self.d.code_for(rid)
+        self.assertNotIn(code, msg["Subject"])
+        parts = {p.get_content_type(): p.get_payload(decode=True).decode("utf-8") for p in msg.walk()
+                 if not p.is_multipart()}
+        self.assertEqual(set(parts), {"text/plain", "text/html"})
+        for body in parts.values():
+            self.assertIn(code, body)
+
+    def test_outbox_whatsapp_is_plain_text(self):
+        import email
+        rid = self.d.send("+33612345678")
+        msg = email.message_from_string(self.d.message_for(rid))
+        self.assertEqual(msg.get_content_type(), "text/plain")
+        self.assertEqual(msg["To"], "+33612345678")
+
     def test_outbox_file_is_private(self):
         rid = self.d.send("mode@example.org")
         path = [p for p in self.d.outbox_files() if rid in p][0]
