@@ -38,8 +38,9 @@ class Lifecycle(unittest.TestCase):
 
     def test_outbox_email_is_a_mime_message_with_both_parts(self):
         import email
+        import email.policy
         rid = self.d.send("mime@example.org", "default", "--locale", "de")
-        msg = email.message_from_string(self.d.message_for(rid))
+        msg = email.message_from_bytes(self.d.message_for(rid).encode("utf-8"), policy=email.policy.default)
         self.assertEqual(msg.get_content_type(), "multipart/alternative")
         self.assertEqual(msg["Auto-Submitted"], "auto-generated")
         self.assertIn("Bestätigungscode", msg["Subject"])  # decoded from RFC 2047
