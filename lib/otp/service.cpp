@@ -48,6 +48,20 @@ bool printable(std::string_view s) {
     return true;
 }
 
+// A request that must still be pending, for cancel and resend. One found past
+// its expiry is marked expired on the way.
+std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now) {
+    auto r = t.findRequest(id);
+    if (!r) return noSuchRequest(id);
+    const Status s = r->effectiveStatus(now);
+    if (s == Status::Pending) return std::move(*r);
+    if (s == Status::Expired && r->status == Status::Pending) {
+        r->finish(Status::Expired, now);
+        t.updateRequest(*r);
+    }
+    return notPending(*r, s);
+}
+
 // Result of a unit of store work, filled on the writer thread and read in `done`.
 template <typename T>
 struct Pending {
@@ -282,21 +296,13 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     store_.submit(
         [this, state, id](store::Transaction& t) {
-            auto r = t.findRequest(id);
-            if (!r) {
-                state->outcome = noSuchRequest(id);
-                return;
-            }
             const std::int64_t now = clock_.now();
-            const Status s = r->effectiveStatus(now);
-            if (s != Status::Pending) {
-                if (s == Status::Expired && r->status == Status::Pending) {
-                    r->finish(Status::Expired, now);
-                    t.updateRequest(*r);
-                }
-                state->outcome = notPending(*r, s);
+            auto found = loadPending(t, id, now);
+            if (auto* f = std::get_if<Failure>(&found)) {
+                state->outcome = std::move(*f);
                 return;
             }
+            auto r = &std::get<OtpRequest>(found);
             r->finish(Status::Canceled, now);
             t.updateRequest(*r);
             state->outcome = std::move(*r);
@@ -312,21 +318,13 @@ void OtpService::resend(std::string id, Reply<OtpRequest> reply) {
     auto code = std::make_shared<SecretString>();
     store_.submit(
         [this, state, code, id](store::Transaction& t) {
-            auto r = t.findRequest(id);
-            if (!r) {
-                state->outcome = noSuchRequest(id);
-                return;
-            }
             const std::int64_t now = clock_.now();
-            const Status s = r->effectiveStatus(now);
-            if (s != Status::Pending) {
-                if (s == Status::Expired && r->status == Status::Pending) {
-                    r->finish(Status::Expired, now);
-                    t.updateRequest(*r);
-                }
-                state->outcome = notPending(*r, s);
+            auto found = loadPending(t, id, now);
+            if (auto* f = std::get_if<Failure>(&found)) {
+                state->outcome = std::move(*f);
                 return;
             }
+            auto r = &std::get<OtpRequest>(found);
             if (r->sends >= r->maxSends) {
                 state->outcome = Failure{"TooManySends", {{"id", r->id}, {"maxSends", r->maxSends}},
                                          "request " + r->id + " was already sent " + std::to_string(r->sends) +

@@ -93,6 +93,9 @@ std::vector<std::string> declaredMethods() {
 namespace {
 
 constexpr const char* kOtp = "io.twofactor.Otp";
+// Deliveries block on I/O (the outbox fsyncs a file and its directory), so
+// more threads than cores keep the disk busy; measured in bench/.
+constexpr std::size_t kDeliveryThreads = 16;
 constexpr const char* kDaemonIface = "io.twofactor.Daemon";
 
 json requestJson(const otp::OtpRequest& r, std::int64_t now) {
@@ -165,7 +168,7 @@ public:
                                            : std::unique_ptr<Clock>(new FileClock(options.clockFile))),
           acceptor_(io_),
           signals_(io_, SIGINT, SIGTERM),
-          deliveryPool_(4),
+          deliveryPool_(kDeliveryThreads),
           started_(std::chrono::steady_clock::now()) {
         for (const auto& e : ipc::embeddedInterfaces()) interfaces_.emplace(std::string(e.name), ipc::idl::Interface::parse(e.description));
         buildMethodTable();
@@ -192,6 +195,22 @@ private:
     void add(std::string name, Access access, Handler handler) {
         if (methods_.count(name)) throw std::logic_error("method registered twice: " + name);
         methods_.emplace(name, MethodEntry{name, access, std::move(handler)});
+    }
+    // Roles of a peer. The user and group databases are read at most every few
+    // seconds per uid/gid: a script's CLI calls would otherwise each cost a scan
+    // of /etc/passwd and /etc/group.
+    Peer peerFor(const struct ucred& cred) {
+        const auto now = std::chrono::steady_clock::now();
+        const auto key = std::make_pair(cred.uid, cred.gid);
+        auto it = peers_.find(key);
+        if (it == peers_.end() || now - it->second.second > std::chrono::seconds(5)) {
+            if (peers_.size() > 1024) peers_.clear();
+            it = peers_.insert_or_assign(key, std::make_pair(resolvePeer(config_, cred.uid, cred.gid, cred.pid), now))
+                     .first;
+        }
+        Peer p = it->second.first;
+        p.pid = cred.pid;
+        return p;
     }
     void openStore();
     void listen();
@@ -227,6 +246,7 @@ private:
     std::unique_ptr<channel::OutboxChannel> outbox_;
     std::unique_ptr<otp::OtpService> service_;
     std::map<uid_t, int> perUid_;
+    std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;
     int connections_ = 0;
     std::chrono::steady_clock::time_point started_;
     bool ownsSocketPath_ = false;
@@ -582,7 +602,7 @@ void Server::accept() {
         }
         ++perUid_[cred.uid];
         ++connections_;
-        auto conn = std::make_shared<Connection>(*this, std::move(socket), resolvePeer(config_, cred.uid, cred.gid, cred.pid));
+        auto conn = std::make_shared<Connection>(*this, std::move(socket), peerFor(cred));
         conn->start();
         accept();
     });

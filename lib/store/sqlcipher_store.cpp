@@ -222,6 +222,12 @@ public:
             sqlite3_busy_timeout(db_, 5000);
             migrate();
             txn_ = std::make_unique<SqlcipherTransaction>(db_);
+            // Prepared once: the writer runs these for every work item.
+            begin_ = std::make_unique<Statement>(db_, "BEGIN IMMEDIATE");
+            commit_ = std::make_unique<Statement>(db_, "COMMIT");
+            savepoint_ = std::make_unique<Statement>(db_, "SAVEPOINT item");
+            release_ = std::make_unique<Statement>(db_, "RELEASE item");
+            rollbackTo_ = std::make_unique<Statement>(db_, "ROLLBACK TO item");
         } catch (...) {
             sqlite3_close(db_);
             throw;
@@ -255,6 +261,11 @@ public:
         if (writer_.joinable()) writer_.join();
         if (db_) {
             txn_.reset();
+            begin_.reset();
+            commit_.reset();
+            savepoint_.reset();
+            release_.reset();
+            rollbackTo_.reset();
             sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
             sqlite3_close(db_);
             db_ = nullptr;
@@ -323,27 +334,27 @@ private:
     void runBatch(std::vector<Item>& batch, std::vector<std::exception_ptr>& errors) {
         errors.assign(batch.size(), nullptr);
         try {
-            exec(db_, "BEGIN IMMEDIATE");
+            run(*begin_);
         } catch (...) {
             std::fill(errors.begin(), errors.end(), std::current_exception());
             return;
         }
         for (std::size_t i = 0; i < batch.size(); ++i) {
             try {
-                exec(db_, "SAVEPOINT item");
+                run(*savepoint_);
                 try {
                     batch[i].work(*txn_);
                 } catch (...) {
                     errors[i] = std::current_exception();
-                    exec(db_, "ROLLBACK TO item");
+                    run(*rollbackTo_);
                 }
-                exec(db_, "RELEASE item");
+                run(*release_);
             } catch (...) {
                 errors[i] = std::current_exception();
             }
         }
         try {
-            exec(db_, "COMMIT");
+            run(*commit_);
         } catch (...) {
             auto e = std::current_exception();
             sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -352,6 +363,13 @@ private:
         }
     }
 
+    static void run(Statement& s) {
+        s.reset();
+        s.step();
+        s.reset();
+    }
+
+    std::unique_ptr<Statement> begin_, commit_, savepoint_, release_, rollbackTo_;
     std::string path_;
     std::size_t maxBatch_;
     sqlite3* db_ = nullptr;
