@@ -3,10 +3,12 @@
 // provider never blocks the daemon.
 #pragma once
 
+#include "config/config.hpp"
 #include "util/secret.hpp"
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace twofactor::channel {
@@ -21,7 +23,10 @@ struct Message {
     std::string destination;  // normalised address or E.164 number
     std::string purpose;
     std::string locale;
-    int attempt = 1;          // 1 for the first send, 2.. for resends
+    const config::App* appConfig = nullptr;  // per-app driver settings (SES region, sender, ...)
+    int attempt = 1;          // the send: 1 for the first send, 2.. for resends
+    int deliveryAttempt = 1;  // the try within this send: 2.. are retries
+    std::int64_t expiresAt = 0;  // the request's expiry (Unix seconds): no point delivering after it
     SecretString code;        // for drivers that pass the code as a template parameter (WhatsApp)
     SecretString subject;
     SecretString text;
@@ -36,9 +41,19 @@ enum class DeliveryOutcome {
 
 struct DeliveryResult {
     DeliveryOutcome outcome = DeliveryOutcome::Permanent;
-    std::string driver;             // "outbox", ...
+    std::string driver;             // "outbox", "ses", "smtp", ...
     std::string providerMessageId;  // the provider's id, or the outbox file name
-    std::string error;              // a reason for operators; never the code or the body
+    // The provider's status: an HTTP status (SES) or an SMTP reply code; 0 when none arrived.
+    int statusCode = 0;
+    // A short class for logs and the delivery log, e.g. "throttled", "rejected",
+    // "timeout", "network", "server", "config", "io"; "" when accepted.
+    std::string errorClass;
+    std::string error;              // the provider's reason for operators; never the code or the body
+    // True when the request may have reached the provider although no answer
+    // came (a timeout after sending): a retry may deliver twice.
+    bool ambiguous = false;
+    // The provider asked to wait this long before retrying (Retry-After).
+    std::optional<std::chrono::milliseconds> retryAfter;
     std::chrono::milliseconds duration{0};
 };
 

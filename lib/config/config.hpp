@@ -60,7 +60,57 @@ struct App {
     int maxSends = 5;                       // max_sends per request (first send + resends), 1..100
     std::string defaultLocale = "en";       // default_locale
     std::string defaultRegion;              // default_region for phone numbers without +CC ("" = require +)
-    std::map<std::string, Template> templates;  // [apps.NAME.templates.LOCALE], merged over built-ins
+    // [apps.NAME.templates.LOCALE] (key "LOCALE") and
+    // [apps.NAME.templates.LOCALE.PURPOSE] (key "LOCALE.PURPOSE"), merged over built-ins.
+    std::map<std::string, Template> templates;
+
+    // Email through SES, per app (data residency: an EU app sends through an
+    // EU region). Empty = the [ses] value.
+    std::string sesRegion;            // ses_region
+    std::string sesFrom;              // ses_from
+    std::string sesConfigurationSet;  // ses_configuration_set
+    std::string emailFrom;            // email_from: the SMTP sender, "" = [smtp] from
+};
+
+// TLS towards providers. Peer and host verification are always on.
+struct Tls {
+    std::string minVersion = "1.2";  // min_version: "1.2" | "1.3"
+    std::string caBundle;            // ca_bundle: a PEM file, "" = the system's
+};
+
+// [ses]: Amazon SES API v2 SendEmail.
+struct Ses {
+    std::string region;                   // region, e.g. "eu-west-1" (required when a channel uses "ses")
+    std::string endpoint;                 // endpoint: base URL, "" = https://email.REGION.amazonaws.com
+    std::string from;                     // from: "Example <no-reply@example.com>" (required)
+    std::vector<std::string> replyTo;     // reply_to
+    std::string configurationSet;         // configuration_set
+    // Credentials, in order: $CREDENTIALS_DIRECTORY/aws-access-key-id,
+    // aws-secret-access-key, aws-session-token; these files (same rules as key
+    // files); the environment AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.
+    std::string accessKeyIdFile;          // access_key_id_file
+    std::string secretAccessKeyFile;      // secret_access_key_file
+    std::string sessionTokenFile;         // session_token_file
+    std::chrono::seconds timeout{10};     // timeout per attempt, 1..120
+};
+
+// [smtp]: any SMTP relay, through libcurl.
+struct Smtp {
+    std::string url;                      // url: smtp://host:587 (STARTTLS) or smtps://host:465 (required)
+    std::string from;                     // from: "Example <no-reply@example.com>" (required)
+    std::string username;                 // username, "" = no AUTH
+    std::string passwordFile;             // password_file; credential "smtp-password"
+    std::string sesRegion;                // ses_region: derive the password from the AWS secret key
+    bool requireTls = true;               // require_tls: STARTTLS required on smtp:// (CURLUSESSL_ALL)
+    std::chrono::seconds timeout{10};     // timeout per attempt, 1..120
+};
+
+// [retry]: how transient delivery failures are retried, within the request's lifetime.
+struct Retry {
+    int maxAttempts = 5;                       // max_attempts per send, 1..20
+    std::chrono::milliseconds baseDelay{1000}; // base_delay_ms, 10..60000
+    std::chrono::milliseconds maxDelay{20000}; // max_delay_ms, >= base
+    std::chrono::seconds sendWait{20};         // send_wait: longest a send waits for the first outcome, 1..300
 };
 
 struct Limits {
@@ -90,11 +140,17 @@ struct Config {
     // [access.operator], [access.dpo], [access.admin]
     std::map<Role, RoleGrant> access;
 
-    // [delivery]: which driver serves each channel. Only "outbox" for now.
+    // [delivery]: which driver serves each channel: email -> outbox|ses|smtp,
+    // whatsapp -> outbox.
     std::map<std::string, std::string> drivers;  // channel -> driver, e.g. "email" -> "outbox"
 
     // [outbox]
     std::string outboxDir;  // directory, default STATE_DIR/outbox
+
+    Tls tls;      // [tls]
+    Ses ses;      // [ses]
+    Smtp smtp;    // [smtp]
+    Retry retry;  // [retry]
 
     std::map<std::string, App> apps;  // [apps.NAME]
 };
@@ -109,7 +165,8 @@ Config parse(std::string_view text, const std::string& sourceName);
 // start, and the running user holding every role.
 Config embeddedDefault();
 
-// Built-in templates (en, de, fr, es) used where an app has none.
+// Built-in templates (en, de, fr, es), keyed "LOCALE" and "LOCALE.PURPOSE"
+// (login, verify, recovery), used where an app has none.
 const std::map<std::string, Template>& builtinTemplates();
 
 }  // namespace twofactor::config
