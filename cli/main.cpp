@@ -149,6 +149,16 @@ int call(const Globals& g, const std::string& command, const char* method, const
     return -1;
 }
 
+// Unix seconds, or an ISO 8601 UTC time "2026-11-26T03:00:00Z".
+std::optional<std::int64_t> parseTime(const std::string& text) {
+    if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 19)
+        return std::stoll(text);
+    std::tm tm{};
+    const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (!end || *end) return std::nullopt;
+    return static_cast<std::int64_t>(timegm(&tm));
+}
+
 bool readCodeFromStdin(std::string& code) {
     std::string line;
     if (!std::getline(std::cin, line)) return false;
@@ -173,6 +183,7 @@ int main(int argc, char** argv) {
     // send
     std::string sApp, sTo, sChannel, sPurpose, sLocale, sIp, sDevice, sReference;
     std::optional<std::int64_t> sTtl, sLength;
+    bool sNoWait = false;
     auto* send = app.add_subcommand("send", "issue a code and deliver it; prints the request id");
     send->add_option("--app", sApp, "the app (from the configuration)")->required();
     send->add_option("--to", sTo, "email address or phone number (E.164, e.g. +4915112345678)")->required();
@@ -186,6 +197,7 @@ int main(int argc, char** argv) {
     send->add_option("--reference", sReference, "your own reference, stored with the request");
     send->add_option("--ttl", sTtl, "lifetime in seconds (within the app's bounds)");
     send->add_option("--length", sLength, "number of digits (within the app's bounds)");
+    send->add_flag("--no-wait", sNoWait, "return once the request is stored; deliver in the background");
 
     // verify
     std::string vId, vApp, vTo, vCode;
@@ -207,6 +219,14 @@ int main(int argc, char** argv) {
     resend->add_option("id", rid, "the request id")->required();
     auto* whoami = app.add_subcommand("whoami", "show your uid and the roles twofactord grants you");
 
+    std::string dId, dSince, dUntil;
+    int dLimit = 100;
+    auto* deliveries = app.add_subcommand("deliveries", "show the delivery log, by request or by time");
+    deliveries->add_option("id", dId, "a request id (default: all requests)");
+    deliveries->add_option("--since", dSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    deliveries->add_option("--limit", dLimit, "at most this many attempts, the newest (default 100)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -227,9 +247,43 @@ int main(int argc, char** argv) {
         if (!sReference.empty()) p["reference"] = sReference;
         if (sTtl) p["ttl"] = *sTtl;
         if (sLength) p["length"] = *sLength;
+        if (sNoWait) p["wait"] = false;
         if (int rc = call(g, "send", "io.twofactor.Otp.Send", p, out); rc >= 0) return rc;
-        if (g.json) std::printf("%s\n", out["request"].dump().c_str());
+        if (!g.json && str(out, "delivery") == "retrying")
+            std::fprintf(stderr, "twofactor send: not delivered yet; retrying in the background (see twofactor deliveries %s)\n",
+                         str(out["request"], "id").c_str());
+        if (g.json) std::printf("%s\n", out.dump().c_str());
         else std::printf("%s\n", str(out["request"], "id").c_str());
+        return kOk;
+    }
+    if (*deliveries) {
+        json p = {{"limit", dLimit}};
+        if (!dId.empty()) p["id"] = dId;
+        for (auto [text, key] : {std::pair{&dSince, "since"}, std::pair{&dUntil, "until"}}) {
+            if (text->empty()) continue;
+            const auto t = parseTime(*text);
+            if (!t) {
+                std::fprintf(stderr, "twofactor deliveries: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
+                             key, text->c_str());
+                return kUsage;
+            }
+            p[key] = *t;
+        }
+        if (int rc = call(g, "deliveries", "io.twofactor.Otp.Deliveries", p, out); rc >= 0) return rc;
+        if (g.json) {
+            for (const auto& a : out["attempts"]) std::printf("%s\n", a.dump().c_str());  // JSON lines
+            return kOk;
+        }
+        for (const auto& a : out["attempts"]) {
+            std::string detail = a.contains("providerMessageId") ? str(a, "providerMessageId") : "";
+            if (a.contains("error")) detail = str(a, "errorClass") + ": " + str(a, "error");
+            if (a.value("ambiguous", false)) detail += " (ambiguous: may have been delivered)";
+            std::printf("%s  %s  %s.%s  %-7s %-6s %-8s %5s %6sms  %s\n", isoTime(a.value("at", std::int64_t{0})).c_str(),
+                        str(a, "requestId").c_str(), str(a, "send").c_str(), str(a, "attempt").c_str(),
+                        str(a, "channel").c_str(), str(a, "driver").c_str(), str(a, "outcome").c_str(),
+                        a.contains("statusCode") ? str(a, "statusCode").c_str() : "-", str(a, "durationMs").c_str(),
+                        detail.c_str());
+        }
         return kOk;
     }
     if (*verify) {
@@ -260,7 +314,7 @@ int main(int argc, char** argv) {
         const std::string command = *status ? "status" : *cancel ? "cancel" : "resend";
         const std::string method = "io.twofactor.Otp." + std::string(*status ? "Status" : *cancel ? "Cancel" : "Resend");
         if (int rc = call(g, command, method.c_str(), {{"id", rid}}, out); rc >= 0) return rc;
-        if (g.json) std::printf("%s\n", out["request"].dump().c_str());
+        if (g.json) std::printf("%s\n", (*resend ? out : out["request"]).dump().c_str());
         else if (*status) printRequest(out["request"]);
         else if (*cancel) std::printf("%s\n", str(out["request"], "status").c_str());
         else std::printf("%s\n", str(out["request"], "id").c_str());

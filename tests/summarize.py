@@ -9,6 +9,8 @@ import sys
 
 passed = failed = skipped = 0
 for line in open(sys.argv[1], encoding="utf-8"):
+    if not line.strip():
+        continue
     entry = json.loads(line)
     out = entry.get("stdout") or ""
     ok = len(re.findall(r"^ok \d+", out, re.M))

@@ -108,6 +108,7 @@ void OutboxChannel::deliver(Message message, Done done) {
     } catch (const std::exception& e) {
         // A full disk or a permission problem will not fix itself within a request's lifetime.
         result.outcome = DeliveryOutcome::Permanent;
+        result.errorClass = "io";
         result.error = e.what();
     }
     result.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);

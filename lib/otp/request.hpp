@@ -55,4 +55,30 @@ struct OtpRequest {
     }
 };
 
+// One try to hand a message to a channel: the delivery log. Never the code or the body.
+struct DeliveryAttempt {
+    std::int64_t id = 0;  // assigned by the store
+    std::string requestId;
+    std::string app;
+    std::string channel;
+    std::string driver;
+    int send = 1;     // which send of the request (1, then resends)
+    int attempt = 1;  // which try within that send
+    std::int64_t at = 0;
+    std::string outcome;  // "accepted", "retry" (failed, will be retried), "failed" (for good)
+    std::string providerMessageId;
+    int statusCode = 0;
+    std::int64_t durationMs = 0;
+    std::string errorClass;
+    std::string error;
+    bool ambiguous = false;
+};
+
+struct DeliveryQuery {
+    std::optional<std::string> requestId;
+    std::optional<std::int64_t> since;  // inclusive
+    std::optional<std::int64_t> until;  // exclusive
+    int limit = 100;
+};
+
 }  // namespace twofactor::otp

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 
 #include <memory>
+#include <mutex>
 
 namespace twofactor::otp {
 
@@ -72,13 +73,14 @@ struct Pending {
 
 OtpService::OtpService(const config::Config& config, store::Store& store,
                        std::map<std::string, channel::Channel*> channels, const Clock& clock, SecretBytes pepper,
-                       Executor deliveryExecutor)
+                       Executor deliveryExecutor, Scheduler scheduler)
     : config_(config),
       store_(store),
       channels_(std::move(channels)),
       clock_(clock),
       pepper_(std::move(pepper)),
-      executor_(std::move(deliveryExecutor)) {
+      executor_(std::move(deliveryExecutor)),
+      scheduler_(std::move(scheduler)) {
     // A key of its own for subject hashes, derived so that it never equals the code pepper.
     const auto k = crypto::hmacSha256(pepper_, "twofactor subject key v1");
     subjectKey_ = SecretBytes(k.data(), k.size());
@@ -88,7 +90,7 @@ std::string OtpService::subjectHash(std::string_view normalizedDestination) cons
     return crypto::hex(crypto::hmacSha256(subjectKey_, normalizedDestination));
 }
 
-void OtpService::send(SendInput in, Reply<OtpRequest> reply) {
+void OtpService::send(SendInput in, Reply<SendResult> reply) {
     const auto appIt = config_.apps.find(in.app);
     if (appIt == config_.apps.end())
         return reply(Failure{"NoSuchApp", {{"app", in.app}}, "no app named '" + in.app + "' is configured"});
@@ -159,61 +161,209 @@ void OtpService::send(SendInput in, Reply<OtpRequest> reply) {
     // The code stays in memory (captured by the completion), never in the store's queue of SQL.
     auto shared = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(r), std::move(code));
     store_.submit([shared](store::Transaction& t) { t.insertRequest(shared->first); },
-                  [this, shared, reply](std::exception_ptr e) {
+                  [this, shared, reply, wait = in.wait](std::exception_ptr e) {
                       if (e) {
                           reply(Failure{"StoreFailed", {}, "the request could not be stored"});
                           return;
                       }
-                      deliver(std::move(shared->first), std::move(shared->second), reply);
+                      deliver(std::move(shared->first), std::move(shared->second), wait, reply);
                   });
 }
 
-void OtpService::deliver(OtpRequest request, SecretString code, Reply<OtpRequest> reply) {
-    auto job = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(request), std::move(code));
-    executor_([this, job, reply] {
-        OtpRequest& r = job->first;
-        const config::App& app = config_.apps.at(r.app);
-        channel::Message m;
-        m.requestId = r.id;
-        m.app = r.app;
-        m.appDisplayName = app.displayName;
-        m.channel = r.channel;
-        m.destination = r.destination;
-        m.purpose = r.purpose;
-        m.attempt = r.sends;
-        std::string usedLocale;
-        const config::Template& t = channel::selectTemplate(app, r.locale, usedLocale);
-        m.locale = usedLocale;
-        const channel::RenderValues values{job->second.view(), app.displayName, (r.ttl + 59) / 60};
-        m.subject = SecretString(channel::renderTemplate(t.subject, values, false));
-        m.text = SecretString(channel::renderTemplate(t.text, values, false));
-        if (!t.html.empty()) m.html = SecretString(channel::renderTemplate(t.html, values, true));
-        m.code = std::move(job->second);
-        channel::Channel* ch = channels_.at(r.channel);
-        ch->deliver(std::move(m), [this, job, reply](channel::DeliveryResult result) {
-            OtpRequest& r = job->first;
-            if (result.outcome == channel::DeliveryOutcome::Accepted) {
-                log::info("request " + r.id + " delivered by " + result.driver + " (" + r.app + ", " + r.channel +
-                          ", attempt " + std::to_string(r.sends) + ")");
-                reply(std::move(r));
-                return;
-            }
-            log::warning("request " + r.id + " could not be delivered by " + result.driver + ": " + result.error);
-            auto failed = std::make_shared<OtpRequest>(r);
-            failed->failure = result.error.empty() ? "delivery failed" : result.error;
-            failed->finish(Status::Failed, clock_.now());
+// One send's delivery: its attempts, retries and the single answer to the
+// caller. Holds the plaintext code in memory only, for as long as retries may
+// need it, and wipes it with itself.
+struct OtpService::DeliveryRun {
+    OtpRequest request;  // as committed for this send
+    SecretString code;
+    Reply<SendResult> reply;
+    int attempt = 0;
+    std::mutex mutex;
+    bool answered = false;
+
+    // Answers the caller once; later calls do nothing.
+    void answer(Outcome<SendResult> outcome) {
+        {
+            std::lock_guard lock(mutex);
+            if (answered) return;
+            answered = true;
+        }
+        reply(std::move(outcome));
+    }
+};
+
+const char* deliveryStateName(DeliveryState s) {
+    switch (s) {
+        case DeliveryState::Accepted: return "accepted";
+        case DeliveryState::Retrying: return "retrying";
+        case DeliveryState::Queued: return "queued";
+    }
+    return "accepted";
+}
+
+namespace {
+
+// Replaces the destination in a provider's error text with its masked form:
+// the delivery log and the logs keep the reason, not the address.
+std::string scrub(std::string text, const OtpRequest& r) {
+    if (r.destination.empty()) return text;
+    const Destination d{r.channel == "email" ? DestinationKind::Email : DestinationKind::Phone, r.destination};
+    const std::string masked = maskDestination(d);
+    for (auto pos = text.find(r.destination); pos != std::string::npos; pos = text.find(r.destination, pos))
+        text.replace(pos, r.destination.size(), masked);
+    return text;
+}
+
+}  // namespace
+
+void OtpService::deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply) {
+    auto run = std::make_shared<DeliveryRun>();
+    run->request = std::move(request);
+    run->code = std::move(code);
+    run->reply = std::move(reply);
+    if (!wait) run->answer(SendResult{run->request, DeliveryState::Queued});
+    else
+        // A send answers once the provider accepted or refused for good, or after
+        // send_wait with delivery still being retried in the background.
+        scheduler_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.retry.sendWait),
+                   [run] { run->answer(SendResult{run->request, DeliveryState::Retrying}); });
+    executor_([this, run] { attempt(run); });
+}
+
+void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
+    const OtpRequest& r = run->request;
+    const config::App& app = config_.apps.at(r.app);
+    ++run->attempt;
+    channel::Message m;
+    m.requestId = r.id;
+    m.app = r.app;
+    m.appDisplayName = app.displayName;
+    m.appConfig = &app;
+    m.channel = r.channel;
+    m.destination = r.destination;
+    m.purpose = r.purpose;
+    m.attempt = r.sends;
+    m.deliveryAttempt = run->attempt;
+    m.expiresAt = r.expiresAt;
+    std::string usedLocale;
+    const config::Template& t = channel::selectTemplate(app, r.locale, usedLocale);
+    m.locale = usedLocale;
+    const channel::RenderValues values{run->code.view(), app.displayName, (r.ttl + 59) / 60};
+    m.subject = SecretString(channel::renderTemplate(t.subject, values, false));
+    m.text = SecretString(channel::renderTemplate(t.text, values, false));
+    if (!t.html.empty()) m.html = SecretString(channel::renderTemplate(t.html, values, true));
+    m.code = run->code.clone();
+    channels_.at(r.channel)->deliver(std::move(m), [this, run](channel::DeliveryResult result) {
+        attemptDone(run, std::move(result));
+    });
+}
+
+void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result) {
+    const OtpRequest& r = run->request;
+    const std::int64_t now = clock_.now();
+    result.error = scrub(result.error, r);
+
+    // Retry a transient failure while the request is valid and tries remain.
+    std::optional<std::chrono::milliseconds> retryIn;
+    if (result.outcome == channel::DeliveryOutcome::Retryable && run->attempt < config_.retry.maxAttempts) {
+        // Jittered exponential backoff ("full jitter"), at least what the provider asked for.
+        const auto cap = std::min<std::int64_t>(config_.retry.maxDelay.count(),
+                                                config_.retry.baseDelay.count() << std::min(run->attempt - 1, 20));
+        auto delay = std::chrono::milliseconds(crypto::randomBelow(static_cast<std::uint64_t>(cap) + 1));
+        if (result.retryAfter && *result.retryAfter > delay) delay = *result.retryAfter;
+        if (now + (delay.count() + 999) / 1000 < r.expiresAt) retryIn = delay;
+    }
+
+    DeliveryAttempt a;
+    a.requestId = r.id;
+    a.app = r.app;
+    a.channel = r.channel;
+    a.driver = result.driver;
+    a.send = r.sends;
+    a.attempt = run->attempt;
+    a.at = now;
+    a.outcome = result.outcome == channel::DeliveryOutcome::Accepted ? "accepted" : retryIn ? "retry" : "failed";
+    a.providerMessageId = result.providerMessageId;
+    a.statusCode = result.statusCode;
+    a.durationMs = result.duration.count();
+    a.errorClass = result.errorClass;
+    a.error = result.error;
+    a.ambiguous = result.ambiguous;
+    store_.submit([a](store::Transaction& t) { t.insertDeliveryAttempt(a); },
+                  [id = r.id](std::exception_ptr e) {
+                      if (e) log::error("the delivery log of request " + id + " could not be written");
+                  });
+
+    const std::string where = "request " + r.id + " (" + r.app + ", " + r.channel + ", send " +
+                              std::to_string(r.sends) + ", attempt " + std::to_string(run->attempt) + ") by " +
+                              result.driver;
+    if (result.outcome == channel::DeliveryOutcome::Accepted) {
+        log::info(where + ": accepted" + (result.providerMessageId.empty() ? "" : " as " + result.providerMessageId));
+        run->answer(SendResult{r, DeliveryState::Accepted});
+        return;
+    }
+    if (result.ambiguous)
+        log::warning(where + ": " + result.errorClass +
+                     " after the request may have reached the provider; a retry may deliver twice");
+    if (retryIn) {
+        log::warning(where + ": " + result.error + "; retrying in " + std::to_string(retryIn->count()) + " ms");
+        scheduler_(*retryIn, [this, run] {
+            // Only while this send is still the current one: a resend or a
+            // cancel, verify or expiry ends the retries of the old code.
+            auto still = std::make_shared<bool>(false);
+            const std::int64_t id_sends = run->request.sends;
             store_.submit(
-                [failed](store::Transaction& t) {
-                    // Only a request that is still pending becomes failed: it may have been canceled meanwhile.
-                    auto current = t.findRequest(failed->id);
-                    if (current && current->status == Status::Pending) t.updateRequest(*failed);
+                [this, run, still, id_sends](store::Transaction& t) {
+                    auto current = t.findRequest(run->request.id);
+                    *still = current && current->effectiveStatus(clock_.now()) == Status::Pending &&
+                             current->sends == id_sends;
                 },
-                [failed, reply](std::exception_ptr) {
-                    reply(Failure{"DeliveryFailed", {{"id", failed->id}, {"reason", failed->failure}},
-                                  "delivery of " + failed->id + " failed: " + failed->failure});
+                [this, run, still](std::exception_ptr e) {
+                    if (e || !*still) {
+                        run->answer(Failure{"NotPending", {{"id", run->request.id}, {"status", "superseded"}},
+                                            "request " + run->request.id + " is no longer pending"});
+                        return;
+                    }
+                    executor_([this, run] { attempt(run); });
                 });
         });
-    });
+        return;
+    }
+    log::warning(where + ": failed: " + result.error);
+    failRequest(run, result.error.empty() ? "delivery failed" : result.error);
+}
+
+void OtpService::failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason) {
+    auto failed = std::make_shared<OtpRequest>(run->request);
+    failed->failure = reason;
+    const std::int64_t sends = run->request.sends;
+    store_.submit(
+        [this, failed, sends](store::Transaction& t) {
+            // Only the current send of a still-pending request fails it: it may
+            // have been canceled, verified or resent meanwhile.
+            auto current = t.findRequest(failed->id);
+            if (current && current->status == Status::Pending && current->sends == sends) {
+                current->failure = failed->failure;
+                current->finish(Status::Failed, clock_.now());
+                t.updateRequest(*current);
+            }
+        },
+        [run, failed](std::exception_ptr) {
+            run->answer(Failure{"DeliveryFailed", {{"id", failed->id}, {"reason", failed->failure}},
+                                "delivery of " + failed->id + " failed: " + failed->failure});
+        });
+}
+
+void OtpService::deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply) {
+    if (query.limit < 1 || query.limit > 10000)
+        return reply(Failure{"OutOfRange", {{"parameter", "limit"}, {"min", 1}, {"max", 10000}},
+                             "limit must be between 1 and 10000"});
+    auto state = std::make_shared<std::vector<DeliveryAttempt>>();
+    store_.submit([state, query](store::Transaction& t) { *state = t.findDeliveryAttempts(query); },
+                  [state, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", {}, "the delivery log could not be read"});
+                      reply(std::move(*state));
+                  });
 }
 
 void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
@@ -313,7 +463,7 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply) {
         });
 }
 
-void OtpService::resend(std::string id, Reply<OtpRequest> reply) {
+void OtpService::resend(std::string id, Reply<SendResult> reply) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     auto code = std::make_shared<SecretString>();
     store_.submit(
@@ -343,10 +493,10 @@ void OtpService::resend(std::string id, Reply<OtpRequest> reply) {
         [this, state, code, reply](std::exception_ptr e) {
             if (e) return reply(Failure{"StoreFailed", {}, "the resend could not be stored"});
             if (auto* r = std::get_if<OtpRequest>(&*state->outcome)) {
-                deliver(std::move(*r), std::move(*code), reply);
+                deliver(std::move(*r), std::move(*code), true, reply);
                 return;
             }
-            reply(std::move(*state->outcome));
+            reply(std::get<Failure>(std::move(*state->outcome)));
         });
 }
 

@@ -11,7 +11,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <functional>
+#include <memory>
+#include <vector>
 #include <map>
 #include <optional>
 #include <string>
@@ -41,6 +44,20 @@ struct SendInput {
     std::optional<std::string> reference;
     std::optional<std::int64_t> ttl;
     std::optional<std::int64_t> length;
+    bool wait = true;  // false: answer once the request is committed; deliver in the background
+};
+
+// How far delivery had got when a send or resend was answered.
+enum class DeliveryState {
+    Accepted,  // the channel took the message
+    Retrying,  // transient failures so far; retries go on in the background (send_wait elapsed)
+    Queued,    // not tried yet: the caller asked not to wait
+};
+[[nodiscard]] const char* deliveryStateName(DeliveryState s);
+
+struct SendResult {
+    OtpRequest request;
+    DeliveryState delivery = DeliveryState::Accepted;
 };
 
 struct VerifyInput {
@@ -58,6 +75,8 @@ struct VerifyResult {
 
 // Runs a task elsewhere (a worker pool): deliveries must not run on the store's writer thread.
 using Executor = std::function<void(std::function<void()>)>;
+// Runs a task on the worker pool after a delay (delivery retries, send_wait).
+using Scheduler = std::function<void(std::chrono::milliseconds, std::function<void()>)>;
 
 class OtpService {
 public:
@@ -65,13 +84,14 @@ public:
     using Reply = std::function<void(Outcome<T>)>;
 
     OtpService(const config::Config& config, store::Store& store, std::map<std::string, channel::Channel*> channels,
-               const Clock& clock, SecretBytes pepper, Executor deliveryExecutor);
+               const Clock& clock, SecretBytes pepper, Executor deliveryExecutor, Scheduler scheduler);
 
-    void send(SendInput input, Reply<OtpRequest> reply);
+    void send(SendInput input, Reply<SendResult> reply);
     void verify(VerifyInput input, Reply<VerifyResult> reply);
     void status(std::string id, Reply<OtpRequest> reply);
     void cancel(std::string id, Reply<OtpRequest> reply);
-    void resend(std::string id, Reply<OtpRequest> reply);
+    void resend(std::string id, Reply<SendResult> reply);
+    void deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply);
 
     // hex HMAC of a normalised destination under the subject key: how stored
     // requests are found without the destination being a lookup key.
@@ -79,7 +99,11 @@ public:
     [[nodiscard]] std::int64_t now() const { return clock_.now(); }
 
 private:
-    void deliver(OtpRequest request, SecretString code, Reply<OtpRequest> reply);
+    struct DeliveryRun;
+    void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply);
+    void attempt(const std::shared_ptr<DeliveryRun>& run);
+    void attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result);
+    void failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason);
 
     const config::Config& config_;
     store::Store& store_;
@@ -88,6 +112,7 @@ private:
     SecretBytes pepper_;
     SecretBytes subjectKey_;
     Executor executor_;
+    Scheduler scheduler_;
 };
 
 }  // namespace twofactor::otp

@@ -37,7 +37,42 @@ CREATE TABLE requests (
 CREATE INDEX requests_by_subject ON requests (app, subject_hash, status);
 CREATE INDEX requests_by_created ON requests (created_at);
 )sql",
+    // 2: the delivery log.
+    R"sql(
+CREATE TABLE deliveries (
+    id                  INTEGER PRIMARY KEY,
+    request_id          TEXT NOT NULL,
+    app                 TEXT NOT NULL,
+    channel             TEXT NOT NULL,
+    driver              TEXT NOT NULL,
+    send_no             INTEGER NOT NULL,
+    attempt_no          INTEGER NOT NULL,
+    at                  INTEGER NOT NULL,
+    outcome             TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL DEFAULT '',
+    status_code         INTEGER NOT NULL DEFAULT 0,
+    duration_ms         INTEGER NOT NULL DEFAULT 0,
+    error_class         TEXT NOT NULL DEFAULT '',
+    error               TEXT NOT NULL DEFAULT '',
+    ambiguous           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX deliveries_by_request ON deliveries (request_id, id);
+CREATE INDEX deliveries_by_time ON deliveries (at);
+)sql",
 };
+
+inline constexpr const char* kInsertDelivery =
+    "INSERT INTO deliveries (request_id, app, channel, driver, send_no, attempt_no, at, outcome, "
+    "provider_message_id, status_code, duration_ms, error_class, error, ambiguous) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+// ?1 request id or NULL, ?2 since or NULL, ?3 until or NULL, ?4 limit. The
+// newest rows that match, returned oldest first by the caller's reversal.
+inline constexpr const char* kSelectDeliveries =
+    "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
+    "status_code, duration_ms, error_class, error, ambiguous FROM deliveries "
+    "WHERE (?1 IS NULL OR request_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
+    "ORDER BY id DESC LIMIT ?4";
 
 inline constexpr const char* kRequestColumns =
     "id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "

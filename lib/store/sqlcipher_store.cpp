@@ -6,6 +6,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -88,7 +89,61 @@ public:
         : select_(db, sql::kSelectRequest),
           newest_(db, sql::kSelectNewestPending),
           insert_(db, sql::kInsertRequest),
-          update_(db, sql::kUpdateRequest) {}
+          update_(db, sql::kUpdateRequest),
+          insertDelivery_(db, sql::kInsertDelivery),
+          selectDeliveries_(db, sql::kSelectDeliveries) {}
+
+    void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override {
+        auto& s = insertDelivery_;
+        s.reset();
+        s.bind(1, a.requestId);
+        s.bind(2, a.app);
+        s.bind(3, a.channel);
+        s.bind(4, a.driver);
+        s.bind(5, a.send);
+        s.bind(6, a.attempt);
+        s.bind(7, a.at);
+        s.bind(8, a.outcome);
+        s.bind(9, a.providerMessageId);
+        s.bind(10, a.statusCode);
+        s.bind(11, a.durationMs);
+        s.bind(12, a.errorClass);
+        s.bind(13, a.error);
+        s.bind(14, a.ambiguous ? 1 : 0);
+        s.step();
+    }
+
+    std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
+        auto& s = selectDeliveries_;
+        s.reset();
+        if (q.requestId) s.bind(1, *q.requestId);
+        if (q.since) s.bind(2, *q.since);
+        if (q.until) s.bind(3, *q.until);
+        s.bind(4, q.limit);
+        std::vector<otp::DeliveryAttempt> out;
+        while (s.step()) {
+            otp::DeliveryAttempt a;
+            a.id = s.integer(0);
+            a.requestId = s.text(1);
+            a.app = s.text(2);
+            a.channel = s.text(3);
+            a.driver = s.text(4);
+            a.send = static_cast<int>(s.integer(5));
+            a.attempt = static_cast<int>(s.integer(6));
+            a.at = s.integer(7);
+            a.outcome = s.text(8);
+            a.providerMessageId = s.text(9);
+            a.statusCode = static_cast<int>(s.integer(10));
+            a.durationMs = s.integer(11);
+            a.errorClass = s.text(12);
+            a.error = s.text(13);
+            a.ambiguous = s.integer(14) != 0;
+            out.push_back(std::move(a));
+        }
+        s.reset();
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
 
     std::optional<otp::OtpRequest> findRequest(std::string_view id) override {
         select_.reset();
@@ -193,7 +248,7 @@ private:
         return r;
     }
 
-    Statement select_, newest_, insert_, update_;
+    Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_;
 };
 
 class SqlcipherStore final : public Store {

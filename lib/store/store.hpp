@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace twofactor::store {
 
@@ -24,6 +25,10 @@ public:
                                                                            std::string_view subjectHash) = 0;
     virtual void insertRequest(const otp::OtpRequest& request) = 0;
     virtual void updateRequest(const otp::OtpRequest& request) = 0;
+
+    virtual void insertDeliveryAttempt(const otp::DeliveryAttempt& attempt) = 0;
+    // Oldest first, at most query.limit rows (the newest ones when more match).
+    [[nodiscard]] virtual std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& query) = 0;
 };
 
 class Store {

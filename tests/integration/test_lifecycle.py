@@ -165,6 +165,54 @@ class Lifecycle(unittest.TestCase):
         text = self.d.cli("status", rid).stdout
         self.assertIn("status       pending", text)
 
+    def test_delivery_log(self):
+        rid = self.d.send("log@example.org")
+        r = self.d.cli("--json", "deliveries", rid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        attempts = [json.loads(line) for line in r.stdout.splitlines()]
+        self.assertEqual(len(attempts), 1)
+        a = attempts[0]
+        self.assertEqual((a["outcome"], a["driver"], a["send"], a["attempt"]), ("accepted", "outbox", 1, 1))
+        self.assertIn(rid, a["providerMessageId"])
+        self.d.cli("resend", rid)
+        text = self.d.cli("deliveries", rid).stdout
+        self.assertEqual(len(text.splitlines()), 2)
+        self.assertIn(" 2.1 ", text)
+        self.assertNotIn("log@example.org", r.stdout + text)
+        # By time: the injected clock says when.
+        r = self.d.cli("--json", "deliveries", "--since", str(T0), "--until", str(T0 + 1))
+        self.assertTrue(any(json.loads(l)["requestId"] == rid for l in r.stdout.splitlines()))
+        r = self.d.cli("deliveries", "--since", "yesterday")
+        self.assertEqual(r.returncode, 2)
+
+    def test_delivery_failure_exit_6(self):
+        new = os.path.join(self.d.state, "outbox", "new")
+        os.rename(new, new + ".away")
+        try:
+            r = self.d.cli("send", "--app", "default", "--to", "fail@example.org")
+        finally:
+            os.rename(new + ".away", new)
+        self.assertEqual(r.returncode, 6, r.stderr)
+        self.assertIn("delivery failed", r.stderr)
+        rid = r.stderr.strip().rsplit("request ", 1)[1].rstrip(")")
+        st = json.loads(self.d.cli("--json", "status", rid).stdout)
+        self.assertEqual(st["status"], "failed")
+        a = [json.loads(l) for l in self.d.cli("--json", "deliveries", rid).stdout.splitlines()]
+        self.assertEqual([x["outcome"] for x in a], ["failed"])
+        self.assertEqual(a[0]["errorClass"], "io")
+
+    def test_send_no_wait(self):
+        r = self.d.cli("--json", "send", "--app", "default", "--to", "nowait@example.org", "--no-wait")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["delivery"], "queued")
+        rid = out["request"]["id"]
+        for _ in range(100):
+            if any(rid in p for p in self.d.outbox_files()):
+                break
+            time.sleep(0.05)
+        self.assertEqual(self.d.cli("verify", "--id", rid, "--code", self.d.code_for(rid)).returncode, 0)
+
     def test_unknown_request(self):
         r = self.d.cli("status", "nosuchrequest")
         self.assertEqual(r.returncode, 7)

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <condition_variable>
 #include <filesystem>
 #include <future>
 #include <regex>
@@ -19,18 +20,67 @@ class RecordingChannel final : public channel::Channel {
 public:
     std::string driverName() const override { return "recording"; }
     void deliver(channel::Message m, Done done) override {
-        std::lock_guard lock(mutex);
-        texts.push_back(m.text.str());
-        codes.push_back(m.code.str());
         channel::DeliveryResult r;
-        r.driver = "recording";
-        r.outcome = fail ? channel::DeliveryOutcome::Permanent : channel::DeliveryOutcome::Accepted;
-        if (fail) r.error = "mailbox unavailable";
+        {
+            std::lock_guard lock(mutex);
+            texts.push_back(m.text.str());
+            codes.push_back(m.code.str());
+            r.driver = "recording";
+            r.outcome = channel::DeliveryOutcome::Accepted;
+            r.providerMessageId = "msg-" + std::to_string(codes.size());
+            if (transientFailures > 0) {
+                --transientFailures;
+                r.outcome = channel::DeliveryOutcome::Retryable;
+                r.errorClass = "throttled";
+                r.statusCode = 429;
+                r.error = "TooManyRequestsException: slow down, " + m.destination;
+            } else if (fail) {
+                r.outcome = channel::DeliveryOutcome::Permanent;
+                r.errorClass = "rejected";
+                r.error = "mailbox unavailable";
+            }
+        }
         done(std::move(r));
     }
     std::mutex mutex;
     std::vector<std::string> texts, codes;
     bool fail = false;
+    int transientFailures = 0;
+};
+
+// Delayed tasks wait here until a test runs them.
+struct ManualScheduler {
+    std::mutex mutex;
+    std::condition_variable added;
+    std::vector<std::pair<std::chrono::milliseconds, std::function<void()>>> tasks;
+
+    void push(std::chrono::milliseconds d, std::function<void()> f) {
+        {
+            std::lock_guard lock(mutex);
+            tasks.emplace_back(d, std::move(f));
+        }
+        added.notify_all();
+    }
+    // Runs queued tasks shorter than `below` (retries), leaving longer ones
+    // (send_wait), until none has turned up for a while: a retry is queued
+    // only after the store's writer thread answered.
+    int runBelow(std::chrono::milliseconds below) {
+        int n = 0;
+        for (;;) {
+            std::function<void()> job;
+            {
+                std::unique_lock lock(mutex);
+                auto pick = [&] { return std::find_if(tasks.begin(), tasks.end(), [&](auto& t) { return t.first < below; }); };
+                if (!added.wait_for(lock, std::chrono::milliseconds(500), [&] { return pick() != tasks.end(); }))
+                    return n;
+                auto it = pick();
+                job = std::move(it->second);
+                tasks.erase(it);
+            }
+            job();
+            ++n;
+        }
+    }
 };
 
 struct Fixture {
@@ -38,6 +88,7 @@ struct Fixture {
     config::Config cfg;
     ManualClock clock{1'800'000'000};
     RecordingChannel channel;
+    ManualScheduler scheduler;
     std::unique_ptr<store::Store> store;
     std::unique_ptr<otp::OtpService> service;
 
@@ -45,6 +96,7 @@ struct Fixture {
         char tmpl[] = "/tmp/tf-service-XXXXXX";
         dir = ::mkdtemp(tmpl);
         cfg = config::embeddedDefault();
+        cfg.retry.sendWait = std::chrono::seconds(300);
         store::SqlcipherOptions o;
         o.path = (dir / "t.db").string();
         o.key = crypto::randomSecret(32);
@@ -53,7 +105,10 @@ struct Fixture {
                                                     std::map<std::string, channel::Channel*>{{"email", &channel},
                                                                                              {"whatsapp", &channel}},
                                                     clock, crypto::randomSecret(32),
-                                                    [](std::function<void()> f) { f(); });
+                                                    [](std::function<void()> f) { f(); },
+                                                    [this](std::chrono::milliseconds d, std::function<void()> f) {
+                                                        scheduler.push(d, std::move(f));
+                                                    });
     }
     ~Fixture() {
         store->close();
@@ -67,8 +122,8 @@ struct Fixture {
         start([&](otp::Outcome<T> o) { p.set_value(std::move(o)); });
         return f.get();
     }
-    otp::Outcome<otp::OtpRequest> send(otp::SendInput in) {
-        return wait<otp::OtpRequest>([&](auto cb) { service->send(std::move(in), cb); });
+    otp::Outcome<otp::SendResult> send(otp::SendInput in) {
+        return wait<otp::SendResult>([&](auto cb) { service->send(std::move(in), cb); });
     }
     otp::OtpRequest sendOk(const std::string& to, std::optional<std::int64_t> ttl = std::nullopt) {
         otp::SendInput in;
@@ -76,8 +131,16 @@ struct Fixture {
         in.destination = to;
         in.ttl = ttl;
         auto o = send(std::move(in));
-        REQUIRE(std::holds_alternative<otp::OtpRequest>(o));
-        return std::get<otp::OtpRequest>(o);
+        REQUIRE(std::holds_alternative<otp::SendResult>(o));
+        CHECK(std::get<otp::SendResult>(o).delivery == otp::DeliveryState::Accepted);
+        return std::get<otp::SendResult>(o).request;
+    }
+    std::vector<otp::DeliveryAttempt> log(const std::string& id) {
+        otp::DeliveryQuery q;
+        q.requestId = id;
+        auto o = wait<std::vector<otp::DeliveryAttempt>>([&](auto cb) { service->deliveries(q, cb); });
+        REQUIRE(std::holds_alternative<std::vector<otp::DeliveryAttempt>>(o));
+        return std::get<std::vector<otp::DeliveryAttempt>>(o);
     }
     otp::VerifyResult verify(const std::string& id, const std::string& code) {
         otp::VerifyInput in;
@@ -98,7 +161,8 @@ struct Fixture {
     }
 };
 
-std::string failure(const otp::Outcome<otp::OtpRequest>& o) {
+template <typename T>
+std::string failure(const otp::Outcome<T>& o) {
     const auto* f = std::get_if<otp::Failure>(&o);
     return f ? f->error : "";
 }
@@ -152,17 +216,17 @@ TEST_CASE_METHOD(Fixture, "resend replaces the code, keeps attempts, and is capp
     const auto r = sendOk("user@example.org");
     const std::string first = lastCode();
     CHECK_FALSE(verify(r.id, wrong(first)).approved);
-    auto o = wait<otp::OtpRequest>([&](auto cb) { service->resend(r.id, cb); });
-    REQUIRE(std::holds_alternative<otp::OtpRequest>(o));
-    CHECK(std::get<otp::OtpRequest>(o).attempts == 1);
-    CHECK(std::get<otp::OtpRequest>(o).sends == 2);
+    auto o = wait<otp::SendResult>([&](auto cb) { service->resend(r.id, cb); });
+    REQUIRE(std::holds_alternative<otp::SendResult>(o));
+    CHECK(std::get<otp::SendResult>(o).request.attempts == 1);
+    CHECK(std::get<otp::SendResult>(o).request.sends == 2);
     const std::string second = lastCode();
     if (first != second) CHECK_FALSE(verify(r.id, first).approved);
     for (int i = 0; i < 3; ++i) {
-        auto again = wait<otp::OtpRequest>([&](auto cb) { service->resend(r.id, cb); });
-        REQUIRE(std::holds_alternative<otp::OtpRequest>(again));
+        auto again = wait<otp::SendResult>([&](auto cb) { service->resend(r.id, cb); });
+        REQUIRE(std::holds_alternative<otp::SendResult>(again));
     }
-    auto capped = wait<otp::OtpRequest>([&](auto cb) { service->resend(r.id, cb); });
+    auto capped = wait<otp::SendResult>([&](auto cb) { service->resend(r.id, cb); });
     CHECK(failure(capped) == "TooManySends");
     CHECK(verify(r.id, lastCode()).approved);
 }
@@ -231,6 +295,90 @@ TEST_CASE_METHOD(Fixture, "a failed delivery marks the request failed", "[servic
     REQUIRE(std::holds_alternative<otp::OtpRequest>(st));
     CHECK(std::get<otp::OtpRequest>(st).status == otp::Status::Failed);
     CHECK(std::get<otp::OtpRequest>(st).failure == "mailbox unavailable");
+    const auto attempts = log(id);
+    REQUIRE(attempts.size() == 1);
+    CHECK(attempts[0].outcome == "failed");
+    CHECK(attempts[0].errorClass == "rejected");
+}
+
+TEST_CASE_METHOD(Fixture, "transient failures are retried and logged; the send answers when one is accepted",
+                 "[service][delivery]") {
+    channel.transientFailures = 2;
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = "retry@example.org";
+    std::promise<otp::Outcome<otp::SendResult>> p;
+    auto f = p.get_future();
+    service->send(std::move(in), [&](otp::Outcome<otp::SendResult> o) { p.set_value(std::move(o)); });
+    CHECK(f.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);  // still retrying
+    CHECK(scheduler.runBelow(std::chrono::seconds(300)) == 2);
+    auto o = f.get();
+    REQUIRE(std::holds_alternative<otp::SendResult>(o));
+    const auto& r = std::get<otp::SendResult>(o);
+    CHECK(r.delivery == otp::DeliveryState::Accepted);
+    const auto attempts = log(r.request.id);
+    REQUIRE(attempts.size() == 3);
+    CHECK(attempts[0].outcome == "retry");
+    CHECK(attempts[0].statusCode == 429);
+    CHECK(attempts[0].error.find("retry@example.org") == std::string::npos);  // scrubbed
+    CHECK(attempts[0].error.find("r***@example.org") != std::string::npos);
+    CHECK(attempts[1].attempt == 2);
+    CHECK(attempts[2].outcome == "accepted");
+    CHECK(attempts[2].providerMessageId == "msg-3");
+    // The same code each time: retries resend the message, they do not issue new codes.
+    CHECK(channel.codes[0] == channel.codes[2]);
+    CHECK(verify(r.request.id, channel.codes[2]).approved);
+}
+
+TEST_CASE_METHOD(Fixture, "retries stop after max_attempts and fail the request", "[service][delivery]") {
+    channel.transientFailures = 100;
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = "down@example.org";
+    std::promise<otp::Outcome<otp::SendResult>> p;
+    auto f = p.get_future();
+    service->send(std::move(in), [&](otp::Outcome<otp::SendResult> o) { p.set_value(std::move(o)); });
+    scheduler.runBelow(std::chrono::seconds(300));
+    auto o = f.get();
+    REQUIRE(failure(o) == "DeliveryFailed");
+    CHECK(channel.codes.size() == static_cast<std::size_t>(cfg.retry.maxAttempts));
+    const std::string id = std::get<otp::Failure>(o).parameters["id"];
+    const auto attempts = log(id);
+    REQUIRE(attempts.size() == static_cast<std::size_t>(cfg.retry.maxAttempts));
+    CHECK(attempts.back().outcome == "failed");
+}
+
+TEST_CASE_METHOD(Fixture, "send_wait answers 'retrying' while retries go on", "[service][delivery]") {
+    channel.transientFailures = 1;
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = "slow@example.org";
+    std::promise<otp::Outcome<otp::SendResult>> p;
+    auto f = p.get_future();
+    service->send(std::move(in), [&](otp::Outcome<otp::SendResult> o) { p.set_value(std::move(o)); });
+    scheduler.runBelow(std::chrono::hours(1000) /* the send_wait timer comes first in the queue */);
+    auto o = f.get();
+    REQUIRE(std::holds_alternative<otp::SendResult>(o));
+    CHECK(std::get<otp::SendResult>(o).delivery == otp::DeliveryState::Retrying);
+    // The retry still happened and was accepted.
+    CHECK(log(std::get<otp::SendResult>(o).request.id).back().outcome == "accepted");
+}
+
+TEST_CASE_METHOD(Fixture, "a resend ends the retries of the old code", "[service][delivery]") {
+    channel.transientFailures = 1;
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = "re@example.org";
+    in.wait = false;
+    auto o = send(std::move(in));
+    REQUIRE(std::holds_alternative<otp::SendResult>(o));
+    CHECK(std::get<otp::SendResult>(o).delivery == otp::DeliveryState::Queued);
+    const std::string id = std::get<otp::SendResult>(o).request.id;
+    auto re = wait<otp::SendResult>([&](auto cb) { service->resend(id, cb); });
+    REQUIRE(std::holds_alternative<otp::SendResult>(re));
+    const std::size_t before = channel.codes.size();
+    scheduler.runBelow(std::chrono::seconds(300));  // the old code's retry finds a newer send
+    CHECK(channel.codes.size() == before);
 }
 
 TEST_CASE_METHOD(Fixture, "subject hashes are keyed and stable", "[service]") {
