@@ -1,7 +1,10 @@
 #include "server/server.hpp"
 
 #include "build_config.h"
+#include "channel/curl_util.hpp"
 #include "channel/outbox.hpp"
+#include "channel/ses.hpp"
+#include "channel/smtp.hpp"
 #include "ipc/idl.hpp"
 #include "ipc/message.hpp"
 #include "ipc/varlink_interfaces.hpp"
@@ -120,6 +123,22 @@ json requestJson(const otp::OtpRequest& r, std::int64_t now) {
     return j;
 }
 
+json sendJson(const otp::SendResult& res, std::int64_t now) {
+    return json{{"request", requestJson(res.request, now)}, {"delivery", otp::deliveryStateName(res.delivery)}};
+}
+
+json attemptJson(const otp::DeliveryAttempt& a) {
+    json j = {{"requestId", a.requestId}, {"app", a.app},         {"channel", a.channel},
+              {"driver", a.driver},       {"send", a.send},       {"attempt", a.attempt},
+              {"at", a.at},               {"outcome", a.outcome}, {"durationMs", a.durationMs},
+              {"ambiguous", a.ambiguous}};
+    if (!a.providerMessageId.empty()) j["providerMessageId"] = a.providerMessageId;
+    if (a.statusCode != 0) j["statusCode"] = a.statusCode;
+    if (!a.errorClass.empty()) j["errorClass"] = a.errorClass;
+    if (!a.error.empty()) j["error"] = a.error;
+    return j;
+}
+
 template <typename T>
 std::optional<T> opt(const json& params, const char* key) {
     auto it = params.find(key);
@@ -224,6 +243,8 @@ private:
             });
         };
     }
+    json sendJson(const otp::SendResult& res) const { return server::sendJson(res, clock_->now()); }
+
     template <typename T, typename F>
     void answer(Respond respond, const otp::Outcome<T>& outcome, F&& success) {
         if (auto* f = std::get_if<otp::Failure>(&outcome)) {
@@ -244,6 +265,7 @@ private:
     std::map<std::string, MethodEntry> methods_;
     std::unique_ptr<store::Store> store_;
     std::unique_ptr<channel::OutboxChannel> outbox_;
+    std::map<std::string, std::unique_ptr<channel::Channel>> drivers_;  // by driver name: "ses", "smtp"
     std::unique_ptr<otp::OtpService> service_;
     std::map<uid_t, int> perUid_;
     std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;
@@ -473,12 +495,14 @@ void Server::buildMethodTable() {
         in.reference = opt<std::string>(p, "reference");
         in.ttl = opt<std::int64_t>(p, "ttl");
         in.length = opt<std::int64_t>(p, "length");
+        in.wait = opt<bool>(p, "wait").value_or(true);
         const uid_t uid = peer.uid;
-        service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::OtpRequest> o) {
-            if (auto* req = std::get_if<otp::OtpRequest>(&o))
-                log::info("uid " + std::to_string(uid) + " sent request " + req->id + " (" + req->app + ", " +
-                          req->channel + ", " + req->purpose + ")");
-            answer(r, o, [this](const otp::OtpRequest& req) { return json{{"request", requestJson(req, clock_->now())}}; });
+        service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::SendResult> o) {
+            if (auto* res = std::get_if<otp::SendResult>(&o))
+                log::info("uid " + std::to_string(uid) + " sent request " + res->request.id + " (" + res->request.app +
+                          ", " + res->request.channel + ", " + res->request.purpose + "): " +
+                          otp::deliveryStateName(res->delivery));
+            answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
         });
     });
     add("io.twofactor.Otp.Verify", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
@@ -509,7 +533,25 @@ void Server::buildMethodTable() {
     };
     add("io.twofactor.Otp.Status", Access::Operator, simple(&otp::OtpService::status));
     add("io.twofactor.Otp.Cancel", Access::Operator, simple(&otp::OtpService::cancel));
-    add("io.twofactor.Otp.Resend", Access::Operator, simple(&otp::OtpService::resend));
+    add("io.twofactor.Otp.Resend", Access::Operator, [this](const Peer&, const json& p, Respond r) {
+        service_->resend(p.at("id").get<std::string>(), [this, r = onIo(r)](otp::Outcome<otp::SendResult> o) {
+            answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
+        });
+    });
+    add("io.twofactor.Otp.Deliveries", Access::Operator, [this](const Peer&, const json& p, Respond r) {
+        otp::DeliveryQuery q;
+        q.requestId = opt<std::string>(p, "id");
+        q.since = opt<std::int64_t>(p, "since");
+        q.until = opt<std::int64_t>(p, "until");
+        q.limit = static_cast<int>(std::clamp<std::int64_t>(opt<std::int64_t>(p, "limit").value_or(100), -1, 100000));
+        service_->deliveries(std::move(q), [this, r = onIo(r)](otp::Outcome<std::vector<otp::DeliveryAttempt>> o) {
+            answer(r, o, [](const std::vector<otp::DeliveryAttempt>& list) {
+                json attempts = json::array();
+                for (const auto& a : list) attempts.push_back(attemptJson(a));
+                return json{{"attempts", attempts}};
+            });
+        });
+    });
 
     // The table and the interface files must agree, in both directions.
     const auto declared = declaredMethods();
@@ -535,12 +577,28 @@ void Server::openStore() {
         if (driver == "outbox") {
             if (!outbox_) outbox_ = std::make_unique<channel::OutboxChannel>(config_.outboxDir);
             channels[channelName] = outbox_.get();
-        } else {
-            throw std::runtime_error("unknown delivery driver '" + driver + "' for channel " + channelName);
+            continue;
         }
+        auto& owned = drivers_[driver];
+        if (!owned) {
+            if (driver == "ses") owned = std::make_unique<channel::SesChannel>(config_);
+            else if (driver == "smtp") owned = std::make_unique<channel::SmtpChannel>(config_);
+            else throw std::runtime_error("unknown delivery driver '" + driver + "' for channel " + channelName);
+        }
+        channels[channelName] = owned.get();
     }
-    service_ = std::make_unique<otp::OtpService>(config_, *store_, channels, *clock_, std::move(pepper),
-                                                 [this](std::function<void()> job) { asio::post(deliveryPool_, std::move(job)); });
+    service_ = std::make_unique<otp::OtpService>(
+        config_, *store_, channels, *clock_, std::move(pepper),
+        [this](std::function<void()> job) { asio::post(deliveryPool_, std::move(job)); },
+        [this](std::chrono::milliseconds delay, std::function<void()> job) {
+            // Timers live on the I/O thread; the job itself runs on the delivery pool.
+            asio::post(io_, [this, delay, job = std::move(job)]() mutable {
+                auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+                timer->async_wait([this, timer, job = std::move(job)](const asio::error_code& ec) mutable {
+                    if (!ec) asio::post(deliveryPool_, std::move(job));
+                });
+            });
+        });
 }
 
 void Server::listen() {
@@ -645,6 +703,7 @@ int Server::run() {
 }  // namespace
 
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
+    channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
     ::signal(SIGHUP, SIG_IGN);  // no reload yet: restart to apply a new configuration
     Server server(config, options);
