@@ -1,5 +1,8 @@
 #include "channel/render.hpp"
 
+#include <map>
+#include <string>
+
 namespace twofactor::channel {
 
 std::string htmlEscape(std::string_view text) {
@@ -42,15 +45,27 @@ std::string renderTemplate(std::string_view text, const RenderValues& values, bo
 }
 
 namespace {
-const config::Template* lookup(const config::App& app, const std::string& locale) {
-    if (auto it = app.templates.find(locale); it != app.templates.end()) return &it->second;
+const config::Template* find(const std::map<std::string, config::Template>& templates, const std::string& key) {
+    auto it = templates.find(key);
+    return it == templates.end() ? nullptr : &it->second;
+}
+
+const config::Template* lookup(const config::App& app, const std::string& locale, std::string_view purpose) {
     const auto& builtins = config::builtinTemplates();
-    if (auto it = builtins.find(locale); it != builtins.end()) return &it->second;
-    return nullptr;
+    const std::string specific = purpose.empty() ? std::string() : locale + "." + std::string(purpose);
+    if (!specific.empty()) {
+        if (const auto* t = find(app.templates, specific)) return t;
+    }
+    if (const auto* t = find(app.templates, locale)) return t;
+    if (!specific.empty()) {
+        if (const auto* t = find(builtins, specific)) return t;
+    }
+    return find(builtins, locale);
 }
 }  // namespace
 
-const config::Template& selectTemplate(const config::App& app, std::string_view locale, std::string& usedLocale) {
+const config::Template& selectTemplate(const config::App& app, std::string_view locale, std::string_view purpose,
+                                       std::string& usedLocale) {
     std::string candidates[4];
     int n = 0;
     if (!locale.empty()) {
@@ -61,7 +76,9 @@ const config::Template& selectTemplate(const config::App& app, std::string_view 
     candidates[n++] = app.defaultLocale;
     candidates[n++] = "en";
     for (int i = 0; i < n; ++i) {
-        if (const auto* t = lookup(app, candidates[i])) {
+        // A '.' would turn a locale into another locale's purpose key.
+        if (candidates[i].empty() || candidates[i].find('.') != std::string::npos) continue;
+        if (const auto* t = lookup(app, candidates[i], purpose)) {
             usedLocale = candidates[i];
             return *t;
         }

@@ -20,10 +20,12 @@ struct RenderValues {
 
 [[nodiscard]] std::string htmlEscape(std::string_view text);
 
-// The template for a locale: the app's own, else the built-in, falling back
-// from "pt-BR" to "pt", then to the app's default locale, then to "en".
-// Sets `usedLocale` to the locale chosen.
+// The template for a locale and purpose ("login", "verify", "recovery", or ""
+// for none). Candidate locales, in order: the requested one, its language part
+// ("pt-BR" -> "pt"), the app's default locale, "en". For each candidate L:
+// the app's "L.PURPOSE", the app's "L", the built-in "L.PURPOSE", the built-in
+// "L". Sets `usedLocale` to the candidate chosen (without the purpose).
 [[nodiscard]] const config::Template& selectTemplate(const config::App& app, std::string_view locale,
-                                                     std::string& usedLocale);
+                                                     std::string_view purpose, std::string& usedLocale);
 
 }  // namespace twofactor::channel

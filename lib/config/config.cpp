@@ -4,6 +4,8 @@
 
 #include "ipc/paths.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -13,6 +15,8 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <regex>
+#include <set>
 #include <string_view>
 #include <utility>
 
@@ -77,7 +81,14 @@ constexpr std::size_t kMaxDisplayName = 128;
 constexpr std::size_t kMaxSocketPath = 107;
 
 const std::vector<std::string> kChannels = {"email", "whatsapp"};
-const std::vector<std::string> kDrivers = {"outbox"};
+// Drivers per channel; WhatsApp has only the outbox for now.
+const std::vector<std::string> kEmailDrivers = {"outbox", "ses", "smtp"};
+const std::vector<std::string> kWhatsappDrivers = {"outbox"};
+// Purposes a template can be specific to: [apps.NAME.templates.LOCALE.PURPOSE].
+const std::vector<std::string> kPurposes = {"login", "verify", "recovery"};
+// text_file and html_file: read once, at load, never at send time.
+constexpr std::size_t kMaxTemplateFile = 64 * 1024;
+constexpr std::int64_t kMaxProviderTimeout = 120;
 
 std::string joinPath(std::string dir, std::string_view tail) {
     while (dir.size() > 1 && dir.back() == '/') {
@@ -175,6 +186,220 @@ bool validRegion(std::string_view region) {
 bool validPrincipal(std::string_view name) {
     return !name.empty() && !hasControl(name) &&
            std::none_of(name.begin(), name.end(), [](char c) { return c == ' ' || c == ':'; });
+}
+
+// An AWS region such as "eu-west-1" or "us-gov-west-1": [a-z]{2}(-gov)?-[a-z]+-[0-9].
+bool validAwsRegion(const std::string& region) {
+    static const std::regex re("[a-z]{2}(-gov)?-[a-z]+-[0-9]");
+    return std::regex_match(region, re);
+}
+
+// An SES configuration set name: [A-Za-z0-9_-]{1,64}.
+bool validConfigurationSet(std::string_view name) {
+    return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return isLower(c) || isUpper(c) || isDigit(c) || c == '_' || c == '-';
+    });
+}
+
+bool isAlnum(char c) { return isLower(c) || isUpper(c) || isDigit(c); }
+
+// A DNS name of at least two labels: letters, digits and inner hyphens.
+bool validDomain(std::string_view domain) {
+    if (domain.empty() || domain.size() > 253) {
+        return false;
+    }
+    std::size_t labels = 0;
+    std::size_t start = 0;
+    while (true) {
+        std::size_t dot = domain.find('.', start);
+        std::string_view label = domain.substr(start, dot == std::string_view::npos ? dot : dot - start);
+        if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-' ||
+            !std::all_of(label.begin(), label.end(), [](char c) { return isAlnum(c) || c == '-'; })) {
+            return false;
+        }
+        ++labels;
+        if (dot == std::string_view::npos) {
+            break;
+        }
+        start = dot + 1;
+    }
+    return labels >= 2;
+}
+
+// local@domain, with a dot-atom local part (printable ASCII without specials).
+bool validAddrSpec(std::string_view addr) {
+    std::size_t at = addr.rfind('@');
+    if (at == std::string_view::npos || at == 0 || at > 64) {
+        return false;
+    }
+    std::string_view local = addr.substr(0, at);
+    static constexpr std::string_view kSpecials = "<>()[],;:\\\"@ ";
+    if (local.front() == '.' || local.back() == '.' || local.find("..") != std::string_view::npos ||
+        !std::all_of(local.begin(), local.end(), [](char c) {
+            auto u = static_cast<unsigned char>(c);
+            return u > 0x20 && u < 0x7f && kSpecials.find(c) == std::string_view::npos;
+        })) {
+        return false;
+    }
+    return validDomain(addr.substr(at + 1));
+}
+
+// "addr@example.com", "Name <addr@example.com>" or "\"Name, Inc.\" <addr@example.com>".
+// The drivers put it into mail headers: no control characters, and a display
+// name with specials must be quoted.
+bool validMailbox(std::string_view s) {
+    if (s.empty() || hasControl(s)) {
+        return false;
+    }
+    if (s.back() != '>') {
+        return validAddrSpec(s);
+    }
+    std::size_t open = s.rfind('<');
+    if (open == std::string_view::npos) {
+        return false;
+    }
+    if (!validAddrSpec(s.substr(open + 1, s.size() - open - 2))) {
+        return false;
+    }
+    std::string_view name = s.substr(0, open);
+    while (!name.empty() && name.back() == ' ') {
+        name.remove_suffix(1);
+    }
+    if (name.empty()) {
+        return true;
+    }
+    if (name.front() == '"') {
+        if (name.size() < 2 || name.back() != '"') {
+            return false;
+        }
+        std::string_view inner = name.substr(1, name.size() - 2);
+        return inner.find_first_of("\"\\") == std::string_view::npos;
+    }
+    return name.find_first_of("<>()[]:;@\\,\"") == std::string_view::npos;
+}
+
+const char* const kMailboxHint =
+    "must be an email address such as \"no-reply@example.com\" or \"Example <no-reply@example.com>\" (quote a "
+    "display name containing , ; : @ or parentheses)";
+
+// The parts of an http(s):// or smtp(s):// URL that the checks need.
+struct Url {
+    std::string scheme;
+    std::string host;  // IPv6 literals keep their brackets
+    std::string path;  // "" or starting with '/'
+};
+
+// Splits SCHEME://HOST[:PORT][/PATH]; returns an error message or "".
+std::string parseUrl(std::string_view s, Url& out) {
+    if (s.empty() || hasControl(s) || s.find(' ') != std::string_view::npos) {
+        return "must be a URL without spaces or control characters";
+    }
+    std::size_t sep = s.find("://");
+    if (sep == std::string_view::npos) {
+        return "must be a URL such as \"https://host\"";
+    }
+    out.scheme = std::string(s.substr(0, sep));
+    std::string_view rest = s.substr(sep + 3);
+    if (rest.find_first_of("?#") != std::string_view::npos) {
+        return "must not have a query or fragment";
+    }
+    std::size_t slash = rest.find('/');
+    std::string_view authority = rest.substr(0, slash);
+    out.path = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
+    if (authority.find('@') != std::string_view::npos) {
+        return "must not contain credentials";
+    }
+    std::string_view port;
+    if (!authority.empty() && authority.front() == '[') {
+        std::size_t close = authority.find(']');
+        if (close == std::string_view::npos || close == 1) {
+            return "has an invalid IPv6 address";
+        }
+        std::string_view inner = authority.substr(1, close - 1);
+        if (!std::all_of(inner.begin(), inner.end(), [](char c) {
+                return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' || c == '.';
+            })) {
+            return "has an invalid IPv6 address";
+        }
+        out.host = std::string(authority.substr(0, close + 1));
+        std::string_view after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') {
+                return "has an invalid host";
+            }
+            port = after.substr(1);
+            if (port.empty()) {
+                return "has an empty port";
+            }
+        }
+    } else {
+        std::size_t colon = authority.find(':');
+        out.host = std::string(authority.substr(0, colon));
+        if (colon != std::string_view::npos) {
+            port = authority.substr(colon + 1);
+            if (port.empty()) {
+                return "has an empty port";
+            }
+        }
+        if (out.host.empty()) {
+            return "has no host";
+        }
+        if (!std::all_of(out.host.begin(), out.host.end(), [](char c) { return isAlnum(c) || c == '.' || c == '-'; })) {
+            return "has an invalid host \"" + out.host + "\"";
+        }
+    }
+    if (!port.empty()) {
+        if (port.size() > 5 || !std::all_of(port.begin(), port.end(), isDigit) || std::stoi(std::string(port)) < 1 ||
+            std::stoi(std::string(port)) > 65535) {
+            return "has an invalid port \"" + std::string(port) + "\"";
+        }
+    }
+    return "";
+}
+
+bool isLoopbackHost(std::string_view host) {
+    return host == "127.0.0.1" || host == "localhost" || host == "[::1]";
+}
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool validUtf8(std::string_view s) {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        auto c = static_cast<unsigned char>(s[i]);
+        std::size_t n = 0;
+        std::uint32_t cp = 0;
+        if (c < 0x80) {
+            ++i;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + n >= s.size()) {
+            return false;  // truncated sequence
+        }
+        for (std::size_t k = 1; k <= n; ++k) {
+            auto cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        static constexpr std::uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return false;
+        }
+        i += n + 1;
+    }
+    return true;
 }
 
 std::string keyJoin(std::string_view prefix, std::string_view key) {
@@ -307,31 +532,118 @@ private:
 };
 
 // Checks a template string: only {{code}}, {{app}} and {{minutes}}, nothing
-// unterminated. Returns whether {{code}} occurs.
-bool checkPlaceholders(const Reader& reader, const toml::node& node, const std::string& key, std::string_view s) {
-    bool hasCode = false;
+// unterminated. Returns an error message ("" when fine) and sets `at` to the
+// offending offset and `hasCode` to whether {{code}} occurs.
+std::string placeholderError(std::string_view s, std::size_t& at, bool& hasCode) {
+    hasCode = false;
     std::size_t pos = 0;
     while ((pos = s.find("{{", pos)) != std::string_view::npos) {
+        at = pos;
         std::size_t end = s.find("}}", pos + 2);
         if (end == std::string_view::npos) {
-            reader.fail(node, key, "unterminated placeholder \"{{\"");
+            return "unterminated placeholder \"{{\"";
         }
         std::string_view name = s.substr(pos + 2, end - pos - 2);
         if (name == "code") {
             hasCode = true;
         } else if (name != "app" && name != "minutes") {
-            reader.fail(node, key,
-                        "unknown placeholder \"{{" + std::string(name) +
-                            "}}\" (allowed: {{code}}, {{app}}, {{minutes}})");
+            return "unknown placeholder \"{{" + std::string(name) + "}}\" (allowed: {{code}}, {{app}}, {{minutes}})";
         }
         pos = end + 2;
+    }
+    return "";
+}
+
+// Inline strings: errors point at the TOML value. Returns whether {{code}} occurs.
+bool checkPlaceholders(const Reader& reader, const toml::node& node, const std::string& key, std::string_view s) {
+    std::size_t at = 0;
+    bool hasCode = false;
+    std::string error = placeholderError(s, at, hasCode);
+    if (!error.empty()) {
+        reader.fail(node, key, error);
     }
     return hasCode;
 }
 
+// Reads a text_file or html_file at load time: a regular file of at most
+// 64 KiB of UTF-8 without NUL, whose placeholders are checked like inline
+// text (errors name the file and the line in it). Must contain {{code}}.
+std::string readTemplateFile(const Reader& reader, const toml::node& node, const std::string& key) {
+    const std::string path = reader.absolutePath(node, key);
+    // O_NONBLOCK: a FIFO named here must not hang the daemon's start.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        int err = errno;
+        reader.fail(node, key, path + ": " + std::strerror(err));
+    }
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        int err = errno;
+        reader.fail(node, key, path + ": " + std::strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        reader.fail(node, key, path + ": not a regular file");
+    }
+    const std::string tooLarge = path + ": larger than " + std::to_string(kMaxTemplateFile) + " bytes";
+    if (static_cast<std::uint64_t>(st.st_size) > kMaxTemplateFile) {
+        reader.fail(node, key, tooLarge);
+    }
+    std::string text;
+    char buffer[8192];
+    while (true) {
+        ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            int err = errno;
+            reader.fail(node, key, path + ": " + std::strerror(err));
+        }
+        if (n == 0) {
+            break;
+        }
+        text.append(buffer, static_cast<std::size_t>(n));
+        if (text.size() > kMaxTemplateFile) {
+            reader.fail(node, key, tooLarge);  // it grew while we read it
+        }
+    }
+    if (!validUtf8(text)) {
+        reader.fail(node, key, path + ": not valid UTF-8");
+    }
+    auto lineOf = [&](std::size_t offset) {
+        return std::to_string(1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(offset), '\n'));
+    };
+    if (std::size_t nul = text.find('\0'); nul != std::string::npos) {
+        reader.fail(node, key, path + ":" + lineOf(nul) + ": contains a NUL character");
+    }
+    std::size_t at = 0;
+    bool hasCode = false;
+    std::string error = placeholderError(text, at, hasCode);
+    if (!error.empty()) {
+        reader.fail(node, key, path + ":" + lineOf(at) + ": " + error);
+    }
+    if (!hasCode) {
+        reader.fail(node, key, path + ": must contain {{code}}");
+    }
+    return text;
+}
+
+const std::initializer_list<std::string_view> kTemplateKeys = {"subject", "text", "html", "text_file", "html_file"};
+
+bool hasTemplateKeys(const toml::table& t) {
+    return std::any_of(kTemplateKeys.begin(), kTemplateKeys.end(),
+                       [&](std::string_view k) { return t.get(k) != nullptr; });
+}
+
+// The keys of one template table (the caller has checked for unknown keys).
+// `subjectFallback` is used when there is no subject; without one, a missing
+// subject is an error saying `noSubject`.
 Template readTemplate(const Reader& reader, const toml::table& t, const std::string& prefix,
-                      const std::string& locale) {
-    reader.allowOnly(t, prefix, {"subject", "text", "html"});
+                      const Template* subjectFallback, const std::string& noSubject) {
     Template out;
 
     if (const toml::node* n = t.get("subject")) {
@@ -346,34 +658,133 @@ Template readTemplate(const Reader& reader, const toml::table& t, const std::str
         }
         checkPlaceholders(reader, *n, key, out.subject);
     } else {
-        const auto& builtins = builtinTemplates();
-        auto it = builtins.find(locale);
-        if (it == builtins.end()) {
-            reader.fail(t.source(), prefix + ".subject",
-                        "is required: there is no built-in template for locale \"" + locale + "\"");
+        if (subjectFallback == nullptr) {
+            reader.fail(t.source(), prefix + ".subject", "is required: " + noSubject);
         }
-        out.subject = it->second.subject;
+        out.subject = subjectFallback->subject;
     }
 
     const toml::node* text = t.get("text");
-    if (text == nullptr) {
-        reader.fail(t.source(), prefix + ".text", "is required");
+    const toml::node* textFile = t.get("text_file");
+    if (text != nullptr && textFile != nullptr) {
+        reader.fail(*textFile, prefix + ".text_file", "text and text_file are mutually exclusive");
     }
-    out.text = reader.string(*text, prefix + ".text");
-    if (!checkPlaceholders(reader, *text, prefix + ".text", out.text)) {
-        reader.fail(*text, prefix + ".text", "must contain {{code}}");
+    if (textFile != nullptr) {
+        out.text = readTemplateFile(reader, *textFile, prefix + ".text_file");
+    } else {
+        if (text == nullptr) {
+            reader.fail(t.source(), prefix + ".text", "is required");
+        }
+        out.text = reader.string(*text, prefix + ".text");
+        if (!checkPlaceholders(reader, *text, prefix + ".text", out.text)) {
+            reader.fail(*text, prefix + ".text", "must contain {{code}}");
+        }
     }
 
-    if (const toml::node* n = t.get("html")) {
+    const toml::node* html = t.get("html");
+    const toml::node* htmlFile = t.get("html_file");
+    if (html != nullptr && htmlFile != nullptr) {
+        reader.fail(*htmlFile, prefix + ".html_file", "html and html_file are mutually exclusive");
+    }
+    if (htmlFile != nullptr) {
+        out.html = readTemplateFile(reader, *htmlFile, prefix + ".html_file");
+    } else if (html != nullptr) {
         std::string key = prefix + ".html";
-        out.html = reader.string(*n, key);
+        out.html = reader.string(*html, key);
         // Mail clients show the HTML part instead of the text: one without the
         // code would deliver a message the recipient cannot use.
-        if (!checkPlaceholders(reader, *n, key, out.html) && !out.html.empty()) {
-            reader.fail(*n, key, "must contain {{code}}");
+        if (!checkPlaceholders(reader, *html, key, out.html) && !out.html.empty()) {
+            reader.fail(*html, key, "must contain {{code}}");
         }
     }
     return out;
+}
+
+const Template* findTemplate(const std::map<std::string, Template>& templates, const std::string& key) {
+    auto it = templates.find(key);
+    return it == templates.end() ? nullptr : &it->second;
+}
+
+// [apps.NAME.templates]: generic LOCALE tables and their PURPOSE sub-tables,
+// merged over the built-ins. An app's own generic LOCALE template replaces the
+// built-in purpose variants of that locale too, except those it gives itself:
+// its wording wins over the built-in purpose wording.
+void readTemplates(const Reader& reader, const toml::table& templates, const std::string& key, App& app) {
+    const auto& builtins = builtinTemplates();
+    std::set<std::string> ownGeneric;
+    std::set<std::string> own;
+    for (auto&& [k, v] : templates) {
+        std::string locale(k.str());
+        std::string localeKey = keyJoin(key, locale);
+        if (!validLocale(locale)) {
+            reader.fail(k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
+        }
+        const toml::table& lt = reader.table(v, localeKey);
+        reader.allowOnly(lt, localeKey,
+                         {"subject", "text", "html", "text_file", "html_file", "login", "verify", "recovery"});
+        bool anyPurpose = std::any_of(kPurposes.begin(), kPurposes.end(),
+                                      [&](const std::string& p) { return lt.get(p) != nullptr; });
+        const Template* generic = nullptr;
+        if (hasTemplateKeys(lt) || !anyPurpose) {
+            app.templates[locale] =
+                readTemplate(reader, lt, localeKey, findTemplate(builtins, locale),
+                             "there is no built-in template for locale \"" + locale + "\"");
+            generic = &app.templates[locale];
+            ownGeneric.insert(locale);
+        }
+        for (const auto& purpose : kPurposes) {
+            const toml::node* n = lt.get(purpose);
+            if (n == nullptr) {
+                continue;
+            }
+            std::string purposeKey = localeKey + "." + purpose;
+            const toml::table& pt = reader.table(*n, purposeKey);
+            reader.allowOnly(pt, purposeKey, kTemplateKeys);
+            // The subject: the built-in one for this purpose, else this
+            // locale's own, else the built-in generic one.
+            const Template* fallback = findTemplate(builtins, locale + "." + purpose);
+            if (fallback == nullptr) {
+                fallback = generic != nullptr ? generic : findTemplate(builtins, locale);
+            }
+            app.templates[locale + "." + purpose] =
+                readTemplate(reader, pt, purposeKey, fallback,
+                             "there is no built-in template for locale \"" + locale + "\" and " + localeKey +
+                                 " has no subject");
+            own.insert(locale + "." + purpose);
+        }
+    }
+    for (const auto& locale : ownGeneric) {
+        for (const auto& purpose : kPurposes) {
+            std::string k = locale + "." + purpose;
+            if (own.count(k) == 0) {
+                app.templates.erase(k);
+            }
+        }
+    }
+}
+
+std::string readAwsRegion(const Reader& reader, const toml::node& node, const std::string& key) {
+    std::string value = reader.string(node, key);
+    if (!validAwsRegion(value)) {
+        reader.fail(node, key, "must be an AWS region such as \"eu-west-1\", not \"" + value + "\"");
+    }
+    return value;
+}
+
+std::string readMailbox(const Reader& reader, const toml::node& node, const std::string& key) {
+    std::string value = reader.string(node, key);
+    if (!validMailbox(value)) {
+        reader.fail(node, key, kMailboxHint);
+    }
+    return value;
+}
+
+std::string readConfigurationSet(const Reader& reader, const toml::node& node, const std::string& key) {
+    std::string value = reader.string(node, key);
+    if (!validConfigurationSet(value)) {
+        reader.fail(node, key, "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
+    }
+    return value;
 }
 
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
@@ -381,7 +792,8 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
     const std::string prefix = "apps." + name;
     reader.allowOnly(t, prefix,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
-                      "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates"});
+                      "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
+                      "ses_region", "ses_from", "ses_configuration_set", "email_from"});
     App app;
     app.name = name;
     app.displayName = name;
@@ -481,18 +893,23 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
         }
     }
 
+    if (const toml::node* n = t.get("ses_region")) {
+        app.sesRegion = readAwsRegion(reader, *n, prefix + ".ses_region");
+    }
+    if (const toml::node* n = t.get("ses_from")) {
+        app.sesFrom = readMailbox(reader, *n, prefix + ".ses_from");
+    }
+    if (const toml::node* n = t.get("ses_configuration_set")) {
+        app.sesConfigurationSet = readConfigurationSet(reader, *n, prefix + ".ses_configuration_set");
+    }
+    if (const toml::node* n = t.get("email_from")) {
+        app.emailFrom = readMailbox(reader, *n, prefix + ".email_from");
+    }
+
     app.templates = builtinTemplates();
     if (const toml::node* n = t.get("templates")) {
         std::string key = prefix + ".templates";
-        const toml::table& templates = reader.table(*n, key);
-        for (auto&& [k, v] : templates) {
-            std::string locale(k.str());
-            std::string localeKey = keyJoin(key, locale);
-            if (!validLocale(locale)) {
-                reader.fail(k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
-            }
-            app.templates[locale] = readTemplate(reader, reader.table(v, localeKey), localeKey, locale);
-        }
+        readTemplates(reader, reader.table(*n, key), key, app);
     }
 
     if (const toml::node* n = t.get("default_locale")) {
@@ -501,10 +918,13 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
         if (!validLocale(app.defaultLocale)) {
             reader.fail(*n, key, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
         }
+        // Only a generic template serves every purpose.
         if (app.templates.find(app.defaultLocale) == app.templates.end()) {
             std::vector<std::string> known;
             for (const auto& [locale, tmpl] : app.templates) {
-                known.push_back(locale);
+                if (locale.find('.') == std::string::npos) {
+                    known.push_back(locale);
+                }
             }
             reader.fail(*n, key,
                         "has no template for \"" + app.defaultLocale + "\" (available: " + joinList(known) + ")");
@@ -605,7 +1025,233 @@ void readDelivery(const Reader& reader, const toml::table& t, Config& config) {
     }
     for (auto&& [k, v] : t) {
         std::string key = keyJoin("delivery", k.str());
-        config.drivers[std::string(k.str())] = reader.oneOf(v, key, kDrivers);
+        config.drivers[std::string(k.str())] =
+            reader.oneOf(v, key, k.str() == "email" ? kEmailDrivers : kWhatsappDrivers);
+    }
+}
+
+std::int64_t readTimeout(const Reader& reader, const toml::node& node, const std::string& key) {
+    return reader.integer(node, key, 1, kMaxProviderTimeout, "seconds");
+}
+
+void readTls(const Reader& reader, const toml::table& t, Tls& tls) {
+    reader.allowOnly(t, "tls", {"min_version", "ca_bundle"});
+    if (const toml::node* n = t.get("min_version")) {
+        tls.minVersion = reader.oneOf(*n, "tls.min_version", {"1.2", "1.3"});
+    }
+    if (const toml::node* n = t.get("ca_bundle")) {
+        tls.caBundle = reader.absolutePath(*n, "tls.ca_bundle");
+        // Checked now: a typo here would otherwise surface as a TLS failure
+        // on the first send, hours later.
+        struct stat st {};
+        if (::stat(tls.caBundle.c_str(), &st) != 0) {
+            int err = errno;
+            reader.fail(*n, "tls.ca_bundle", tls.caBundle + ": " + std::strerror(err));
+        }
+        if (!S_ISREG(st.st_mode)) {
+            reader.fail(*n, "tls.ca_bundle", tls.caBundle + ": not a regular file");
+        }
+    }
+}
+
+void readSes(const Reader& reader, const toml::table& t, Ses& ses) {
+    reader.allowOnly(t, "ses",
+                     {"region", "endpoint", "from", "reply_to", "configuration_set", "access_key_id_file",
+                      "secret_access_key_file", "session_token_file", "timeout"});
+    if (const toml::node* n = t.get("region")) {
+        ses.region = readAwsRegion(reader, *n, "ses.region");
+    }
+    if (const toml::node* n = t.get("endpoint")) {
+        std::string value = reader.string(*n, "ses.endpoint");
+        Url url;
+        std::string error = parseUrl(value, url);
+        if (!error.empty()) {
+            reader.fail(*n, "ses.endpoint", error);
+        }
+        if (url.scheme != "https" && url.scheme != "http") {
+            reader.fail(*n, "ses.endpoint", "must be an https:// URL");
+        }
+        // Plain HTTP would carry the message (and the code) in clear text:
+        // only for a local test server.
+        if (url.scheme == "http" && !isLoopbackHost(url.host)) {
+            reader.fail(*n, "ses.endpoint", "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
+        }
+        while (value.size() > url.scheme.size() + 3 && value.back() == '/') {
+            value.pop_back();
+        }
+        ses.endpoint = value;
+    }
+    if (const toml::node* n = t.get("from")) {
+        ses.from = readMailbox(reader, *n, "ses.from");
+    }
+    if (const toml::node* n = t.get("reply_to")) {
+        ses.replyTo = reader.stringArray(*n, "ses.reply_to");
+        for (std::size_t i = 0; i < ses.replyTo.size(); ++i) {
+            if (!validMailbox(ses.replyTo[i])) {
+                reader.fail(*n->as_array()->get(i), indexKey("ses.reply_to", i), kMailboxHint);
+            }
+        }
+    }
+    if (const toml::node* n = t.get("configuration_set")) {
+        ses.configurationSet = readConfigurationSet(reader, *n, "ses.configuration_set");
+    }
+    const toml::node* keyId = t.get("access_key_id_file");
+    const toml::node* secret = t.get("secret_access_key_file");
+    const toml::node* token = t.get("session_token_file");
+    if (keyId != nullptr) {
+        ses.accessKeyIdFile = reader.absolutePath(*keyId, "ses.access_key_id_file");
+    }
+    if (secret != nullptr) {
+        ses.secretAccessKeyFile = reader.absolutePath(*secret, "ses.secret_access_key_file");
+    }
+    if (token != nullptr) {
+        ses.sessionTokenFile = reader.absolutePath(*token, "ses.session_token_file");
+    }
+    if (keyId != nullptr && secret == nullptr) {
+        reader.fail(*keyId, "ses.access_key_id_file", "needs ses.secret_access_key_file as well");
+    }
+    if (secret != nullptr && keyId == nullptr) {
+        reader.fail(*secret, "ses.secret_access_key_file", "needs ses.access_key_id_file as well");
+    }
+    if (token != nullptr && keyId == nullptr) {
+        reader.fail(*token, "ses.session_token_file",
+                    "needs ses.access_key_id_file and ses.secret_access_key_file as well");
+    }
+    if (const toml::node* n = t.get("timeout")) {
+        ses.timeout = std::chrono::seconds(readTimeout(reader, *n, "ses.timeout"));
+    }
+}
+
+// Whether systemd passed the SMTP password as a credential.
+bool haveSmtpPasswordCredential() {
+    const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
+    if (dir == nullptr || *dir == '\0') {
+        return false;
+    }
+    struct stat st {};
+    return ::stat(joinPath(dir, "smtp-password").c_str(), &st) == 0;
+}
+
+void readSmtp(const Reader& reader, const toml::table& t, Smtp& smtp) {
+    reader.allowOnly(t, "smtp",
+                     {"url", "from", "username", "password_file", "ses_region", "require_tls", "timeout"});
+    const toml::node* urlNode = t.get("url");
+    Url url;
+    if (urlNode != nullptr) {
+        smtp.url = reader.string(*urlNode, "smtp.url");
+        std::string error = parseUrl(smtp.url, url);
+        if (!error.empty()) {
+            reader.fail(*urlNode, "smtp.url", error);
+        }
+        if (url.scheme != "smtp" && url.scheme != "smtps") {
+            reader.fail(*urlNode, "smtp.url",
+                        "must start with smtp:// (STARTTLS) or smtps:// (implicit TLS), not \"" + url.scheme + "://\"");
+        }
+        // libcurl takes a path as the name to send in EHLO; nothing else.
+        if (!url.path.empty() && !std::all_of(url.path.begin() + 1, url.path.end(),
+                                              [](char c) { return isAlnum(c) || c == '.' || c == '-'; })) {
+            reader.fail(*urlNode, "smtp.url", "may only have a host name as its path (the EHLO name)");
+        }
+    }
+    if (const toml::node* n = t.get("from")) {
+        smtp.from = readMailbox(reader, *n, "smtp.from");
+    }
+    const toml::node* username = t.get("username");
+    if (username != nullptr) {
+        smtp.username = reader.string(*username, "smtp.username");
+        if (smtp.username.empty() || hasControl(smtp.username)) {
+            reader.fail(*username, "smtp.username", "must not be empty or contain control characters");
+        }
+    }
+    const toml::node* passwordFile = t.get("password_file");
+    const toml::node* sesRegion = t.get("ses_region");
+    if (passwordFile != nullptr) {
+        smtp.passwordFile = reader.absolutePath(*passwordFile, "smtp.password_file");
+    }
+    if (sesRegion != nullptr) {
+        smtp.sesRegion = readAwsRegion(reader, *sesRegion, "smtp.ses_region");
+    }
+    if (passwordFile != nullptr && sesRegion != nullptr) {
+        const toml::node& later =
+            passwordFile->source().begin > sesRegion->source().begin ? *passwordFile : *sesRegion;
+        reader.fail(later, &later == passwordFile ? "smtp.password_file" : "smtp.ses_region",
+                    "password_file and ses_region are mutually exclusive (ses_region derives the password from the "
+                    "AWS secret key)");
+    }
+    if (username != nullptr && passwordFile == nullptr && sesRegion == nullptr && !haveSmtpPasswordCredential()) {
+        reader.fail(*username, "smtp.username",
+                    "has no password: set password_file or ses_region, or pass the systemd credential "
+                    "\"smtp-password\"");
+    }
+    if (passwordFile != nullptr && username == nullptr) {
+        reader.fail(*passwordFile, "smtp.password_file", "needs smtp.username as well");
+    }
+    if (const toml::node* n = t.get("require_tls")) {
+        smtp.requireTls = reader.boolean(*n, "smtp.require_tls");
+        // Without TLS the code and the password cross the network in clear
+        // text: only towards a relay on this host.
+        if (!smtp.requireTls && urlNode != nullptr && url.scheme == "smtp" && !isLoopbackHost(url.host)) {
+            reader.fail(*n, "smtp.require_tls",
+                        "may only be false for a relay on 127.0.0.1, localhost or [::1] (or use smtps://)");
+        }
+    }
+    if (const toml::node* n = t.get("timeout")) {
+        smtp.timeout = std::chrono::seconds(readTimeout(reader, *n, "smtp.timeout"));
+    }
+}
+
+void readRetry(const Reader& reader, const toml::table& t, Retry& retry) {
+    reader.allowOnly(t, "retry", {"max_attempts", "base_delay_ms", "max_delay_ms", "send_wait"});
+    if (const toml::node* n = t.get("max_attempts")) {
+        retry.maxAttempts = static_cast<int>(reader.integer(*n, "retry.max_attempts", 1, 20));
+    }
+    if (const toml::node* n = t.get("base_delay_ms")) {
+        retry.baseDelay = std::chrono::milliseconds(reader.integer(*n, "retry.base_delay_ms", 10, 60000, "ms"));
+    }
+    if (const toml::node* n = t.get("max_delay_ms")) {
+        retry.maxDelay =
+            std::chrono::milliseconds(reader.integer(*n, "retry.max_delay_ms", retry.baseDelay.count(), 300000, "ms"));
+    } else if (retry.maxDelay < retry.baseDelay) {
+        // A base above the default maximum raises the maximum with it.
+        retry.maxDelay = retry.baseDelay;
+    }
+    if (const toml::node* n = t.get("send_wait")) {
+        retry.sendWait = std::chrono::seconds(reader.integer(*n, "retry.send_wait", 1, 300, "seconds"));
+    }
+}
+
+bool usesChannel(const App& app, std::string_view channel) { return contains(app.channels, channel); }
+
+// What a driver needs but one table alone cannot tell: settings that may be
+// given globally or per app. Errors point at the [delivery] entry.
+void checkEmailDriver(const Reader& reader, const toml::table* delivery, const Config& config) {
+    auto driver = config.drivers.find("email");
+    if (driver == config.drivers.end() || delivery == nullptr) {
+        return;
+    }
+    const toml::node& where = *delivery->get("email");
+    const std::string because = "is required by delivery.email = \"" + driver->second + "\"";
+    if (driver->second == "ses") {
+        for (const auto& [name, app] : config.apps) {
+            if (!usesChannel(app, "email")) {
+                continue;
+            }
+            if (config.ses.region.empty() && app.sesRegion.empty()) {
+                reader.fail(where, "ses.region", because + " (apps." + name + " has no ses_region)");
+            }
+            if (config.ses.from.empty() && app.sesFrom.empty()) {
+                reader.fail(where, "ses.from", because + " (apps." + name + " has no ses_from)");
+            }
+        }
+    } else if (driver->second == "smtp") {
+        if (config.smtp.url.empty()) {
+            reader.fail(where, "smtp.url", because);
+        }
+        for (const auto& [name, app] : config.apps) {
+            if (usesChannel(app, "email") && config.smtp.from.empty() && app.emailFrom.empty()) {
+                reader.fail(where, "smtp.from", because + " (apps." + name + " has no email_from)");
+            }
+        }
     }
 }
 
@@ -632,7 +1278,8 @@ void fillDerivedPaths(Config& config) {
 }
 
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
-    reader.allowOnly(root, "", {"daemon", "limits", "access", "delivery", "outbox", "apps"});
+    reader.allowOnly(root, "",
+                     {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "apps"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -651,8 +1298,10 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     fillAccessRoles(config);
 
+    const toml::table* delivery = nullptr;
     if (const toml::node* n = root.get("delivery")) {
-        readDelivery(reader, reader.table(*n, "delivery"), config);
+        delivery = &reader.table(*n, "delivery");
+        readDelivery(reader, *delivery, config);
     } else {
         config.drivers = {{"email", "outbox"}, {"whatsapp", "outbox"}};
     }
@@ -665,6 +1314,19 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
         }
     }
     fillDerivedPaths(config);
+
+    if (const toml::node* n = root.get("tls")) {
+        readTls(reader, reader.table(*n, "tls"), config.tls);
+    }
+    if (const toml::node* n = root.get("ses")) {
+        readSes(reader, reader.table(*n, "ses"), config.ses);
+    }
+    if (const toml::node* n = root.get("smtp")) {
+        readSmtp(reader, reader.table(*n, "smtp"), config.smtp);
+    }
+    if (const toml::node* n = root.get("retry")) {
+        readRetry(reader, reader.table(*n, "retry"), config.retry);
+    }
 
     const toml::node* appsNode = root.get("apps");
     if (appsNode == nullptr) {
@@ -684,6 +1346,7 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
         }
         config.apps.emplace(name, readApp(reader, reader.table(v, key), name, config.drivers));
     }
+    checkEmailDriver(reader, delivery, config);
     return config;
 }
 
@@ -750,6 +1413,21 @@ Config embeddedDefault() {
     return config;
 }
 
+namespace {
+
+// A purpose template from its subject, its first sentence (which starts with
+// {{code}}) and the rest; the HTML part has the code in bold.
+std::pair<const std::string, Template> purpose(std::string subject, std::string_view lead, std::string_view rest,
+                                               std::string key) {
+    constexpr std::string_view kCode = "{{code}}";
+    std::string text = std::string(lead) + ' ' + std::string(rest);
+    std::string html = "<p><strong>{{code}}</strong>" + std::string(lead.substr(kCode.size())) + "</p><p>" +
+                       std::string(rest) + "</p>";
+    return {std::move(key), Template{std::move(subject), std::move(text), std::move(html)}};
+}
+
+}  // namespace
+
 const std::map<std::string, Template>& builtinTemplates() {
     // Never the code in a subject: subjects show on lock screens, in
     // notification previews and in mail logs.
@@ -780,6 +1458,64 @@ const std::map<std::string, Template>& builtinTemplates() {
           "Si no lo has solicitado, puedes ignorar este mensaje.",
           "<p><strong>{{code}}</strong> es tu código de verificación de {{app}}.</p>"
           "<p>Caduca en {{minutes}} minutos. Si no lo has solicitado, puedes ignorar este mensaje.</p>"}},
+
+        // Purpose variants. `lead` starts with {{code}}; the HTML part puts it in bold.
+        purpose("Your {{app}} sign-in code", "{{code}} is your {{app}} sign-in code.",
+                "It expires in {{minutes}} minutes. If you did not try to sign in, you can ignore this message. "
+                "Never share this code with anyone.",
+                "en.login"),
+        purpose("Confirm your email address for {{app}}", "{{code}} is your {{app}} confirmation code.",
+                "Enter it to confirm your email address or phone number. It expires in {{minutes}} minutes. "
+                "If you did not request it, you can ignore this message.",
+                "en.verify"),
+        purpose("Your {{app}} account recovery code", "{{code}} is your {{app}} account recovery code.",
+                "It expires in {{minutes}} minutes. If you did not ask to recover your account, someone may be "
+                "trying to access it: do not share this code with anyone.",
+                "en.recovery"),
+
+        purpose("Ihr Anmeldecode für {{app}}", "{{code}} ist Ihr Anmeldecode für {{app}}.",
+                "Er ist {{minutes}} Minuten gültig. Falls Sie sich nicht anmelden wollten, können Sie diese "
+                "Nachricht ignorieren. Geben Sie den Code an niemanden weiter.",
+                "de.login"),
+        purpose("Bestätigen Sie Ihre E-Mail-Adresse für {{app}}", "{{code}} ist Ihr Bestätigungscode für {{app}}.",
+                "Geben Sie ihn ein, um Ihre E-Mail-Adresse oder Telefonnummer zu bestätigen. Er ist {{minutes}} "
+                "Minuten gültig. Falls Sie ihn nicht angefordert haben, können Sie diese Nachricht ignorieren.",
+                "de.verify"),
+        purpose("Ihr Code zur Wiederherstellung Ihres Kontos bei {{app}}",
+                "{{code}} ist Ihr Code zur Wiederherstellung Ihres Kontos bei {{app}}.",
+                "Er ist {{minutes}} Minuten gültig. Falls Sie die Wiederherstellung nicht angefordert haben, "
+                "versucht möglicherweise jemand, auf Ihr Konto zuzugreifen: Geben Sie diesen Code an niemanden "
+                "weiter.",
+                "de.recovery"),
+
+        purpose("Votre code de connexion {{app}}", "{{code}} est votre code de connexion {{app}}.",
+                "Il expire dans {{minutes}} minutes. Si vous n'avez pas essayé de vous connecter, vous pouvez "
+                "ignorer ce message. Ne communiquez ce code à personne.",
+                "fr.login"),
+        purpose("Confirmez votre adresse e-mail pour {{app}}", "{{code}} est votre code de confirmation {{app}}.",
+                "Saisissez-le pour confirmer votre adresse e-mail ou votre numéro de téléphone. Il expire dans "
+                "{{minutes}} minutes. Si vous ne l'avez pas demandé, vous pouvez ignorer ce message.",
+                "fr.verify"),
+        purpose("Votre code de récupération de compte {{app}}",
+                "{{code}} est votre code de récupération de compte {{app}}.",
+                "Il expire dans {{minutes}} minutes. Si vous n'avez pas demandé à récupérer votre compte, "
+                "quelqu'un essaie peut-être d'y accéder : ne communiquez ce code à personne.",
+                "fr.recovery"),
+
+        purpose("Tu código de inicio de sesión de {{app}}", "{{code}} es tu código de inicio de sesión de {{app}}.",
+                "Caduca en {{minutes}} minutos. Si no has intentado iniciar sesión, puedes ignorar este mensaje. "
+                "No compartas este código con nadie.",
+                "es.login"),
+        purpose("Confirma tu dirección de correo electrónico en {{app}}",
+                "{{code}} es tu código de confirmación de {{app}}.",
+                "Introdúcelo para confirmar tu dirección de correo electrónico o tu número de teléfono. Caduca en "
+                "{{minutes}} minutos. Si no lo has solicitado, puedes ignorar este mensaje.",
+                "es.verify"),
+        purpose("Tu código de recuperación de cuenta de {{app}}",
+                "{{code}} es tu código de recuperación de cuenta de {{app}}.",
+                "Caduca en {{minutes}} minutos. Si no has pedido recuperar tu cuenta, es posible que alguien esté "
+                "intentando acceder a ella: no compartas este código con nadie.",
+                "es.recovery"),
     };
     return templates;
 }

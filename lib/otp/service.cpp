@@ -246,7 +246,7 @@ void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
     m.deliveryAttempt = run->attempt;
     m.expiresAt = r.expiresAt;
     std::string usedLocale;
-    const config::Template& t = channel::selectTemplate(app, r.locale, usedLocale);
+    const config::Template& t = channel::selectTemplate(app, r.locale, r.purpose, usedLocale);
     m.locale = usedLocale;
     const channel::RenderValues values{run->code.view(), app.displayName, (r.ttl + 59) / 60};
     m.subject = SecretString(channel::renderTemplate(t.subject, values, false));

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,6 +33,10 @@ std::string errorOf(const std::string& text) {
         return e.what();
     }
     return "";
+}
+
+bool sameTemplate(const Template& a, const Template& b) {
+    return a.subject == b.subject && a.text == b.text && a.html == b.html;
 }
 
 // A valid app, so error tests can focus on one other table.
@@ -189,7 +194,13 @@ TEST_CASE("a full configuration is read into every field", "[config]") {
     CHECK(shop.templates.at("pt-BR").subject == "Seu código {{app}}");
     CHECK(shop.templates.at("pt-BR").html.empty());
     CHECK(shop.templates.at("de").text == builtinTemplates().at("de").text);
-    CHECK(shop.templates.size() == 5);
+    // The app's own en also replaces the built-in en purpose variants (its
+    // wording wins); de's stay.
+    CHECK(shop.templates.count("en.login") == 0);
+    CHECK(shop.templates.count("en.verify") == 0);
+    CHECK(shop.templates.count("en.recovery") == 0);
+    CHECK(shop.templates.at("de.login").subject == builtinTemplates().at("de.login").subject);
+    CHECK(shop.templates.size() == builtinTemplates().size() - 3 + 1);
 
     CHECK(c.apps.at("blog-2").displayName == "blog-2");
 }
@@ -286,8 +297,11 @@ TEST_CASE("delivery decides which channels an app may use", "[config]") {
               kFile + ":4:22: apps.shop.channels[1]: channel \"whatsapp\" has no driver in [delivery]");
     }
     SECTION("an unknown driver is an error") {
-        CHECK(errorOf("[delivery]\nemail = \"smtp\"\n" + kApp) ==
-              kFile + ":2:9: delivery.email: must be one of outbox, not \"smtp\"");
+        CHECK(errorOf("[delivery]\nemail = \"sendmail\"\n" + kApp) ==
+              kFile + ":2:9: delivery.email: must be one of outbox, ses, smtp, not \"sendmail\"");
+        // WhatsApp has only the outbox so far.
+        CHECK(errorOf("[delivery]\nwhatsapp = \"ses\"\n" + kApp) ==
+              kFile + ":2:12: delivery.whatsapp: must be one of outbox, not \"ses\"");
     }
     SECTION("an unknown channel in delivery is an error") {
         CHECK_THAT(errorOf("[delivery]\nsms = \"outbox\"\n" + kApp),
@@ -320,7 +334,19 @@ TEST_CASE("unknown keys and tables are errors with their position", "[config][er
                Catch::StartsWith(kFile + ":3:1: apps.shop.max_atempts: unknown key"));
     CHECK_THAT(errorOf(kApp + "[apps.shop.templates.en]\ntext = \"{{code}}\"\nbody = \"x\"\n"),
                Catch::StartsWith(kFile + ":4:1: apps.shop.templates.en.body: unknown key (expected one of: subject, "
-                                          "text, html)"));
+                                          "text, html, text_file, html_file, login, verify, recovery)"));
+    CHECK(errorOf(kApp + "[apps.shop.templates.en.login]\ntext = \"{{code}}\"\nlogin = \"x\"\n") ==
+          kFile + ":4:1: apps.shop.templates.en.login.login: unknown key (expected one of: subject, text, html, "
+                  "text_file, html_file)");
+    CHECK_THAT(errorOf(kApp + "[apps.shop.templates.en.signup]\ntext = \"{{code}}\"\n"),
+               Catch::StartsWith(kFile + ":2:25: apps.shop.templates.en.signup: unknown table"));
+    CHECK_THAT(errorOf("[tls]\nverify = false\n" + kApp),
+               Catch::StartsWith(kFile + ":2:1: tls.verify: unknown key (expected one of: min_version, ca_bundle)"));
+    CHECK_THAT(errorOf("[ses]\nsender = \"a@b.example\"\n" + kApp), Catch::StartsWith(kFile + ":2:1: ses.sender: unknown key"));
+    CHECK_THAT(errorOf("[smtp]\nhost = \"x\"\n" + kApp), Catch::StartsWith(kFile + ":2:1: smtp.host: unknown key"));
+    CHECK_THAT(errorOf("[retry]\nattempts = 3\n" + kApp), Catch::StartsWith(kFile + ":2:1: retry.attempts: unknown key"));
+    CHECK_THAT(errorOf(kApp + "ses_regoin = \"eu-west-1\"\n"),
+               Catch::StartsWith(kFile + ":2:1: apps.shop.ses_regoin: unknown key"));
     CHECK_THAT(errorOf(kApp + "[apps.shop.extra]\n"), Catch::StartsWith(kFile + ":2:12: apps.shop.extra: unknown table"));
 }
 
@@ -597,11 +623,23 @@ TEST_CASE("embeddedDefault is a usable personal configuration", "[config]") {
 
 TEST_CASE("built-in templates are complete and use only known placeholders", "[config]") {
     const auto& builtins = builtinTemplates();
-    CHECK(builtins.size() == 4);
-    for (const char* locale : {"en", "de", "fr", "es"}) {
-        INFO(locale);
-        REQUIRE(builtins.count(locale) == 1);
-        const Template& t = builtins.at(locale);
+    CHECK(builtins.size() == 16);
+    std::vector<std::string> keys;
+    for (std::string locale : {"en", "de", "fr", "es"}) {
+        keys.push_back(locale);
+        for (const char* purpose : {".login", ".verify", ".recovery"}) {
+            keys.push_back(locale + purpose);
+        }
+    }
+    std::set<std::string> subjects;
+    std::set<std::string> texts;
+    for (const auto& key : keys) {
+        INFO(key);
+        REQUIRE(builtins.count(key) == 1);
+        const Template& t = builtins.at(key);
+        // Each purpose has its own wording.
+        CHECK(subjects.insert(t.subject).second);
+        CHECK(texts.insert(t.text).second);
         CHECK_FALSE(t.subject.empty());
         CHECK_FALSE(t.text.empty());
         CHECK_FALSE(t.html.empty());
@@ -618,7 +656,27 @@ TEST_CASE("built-in templates are complete and use only known placeholders", "[c
         file += "[apps.shop.templates." + locale + "]\nsubject = \"" + t.subject + "\"\ntext = \"" + t.text +
                 "\"\nhtml = \"" + t.html + "\"\n";
     }
-    CHECK_NOTHROW(parse(file, kFile));
+    Config c = parse(file, kFile);
+    const auto& parsed = c.apps.at("shop").templates;
+    REQUIRE(parsed.size() == builtins.size());
+    for (const auto& [key, t] : builtins) {
+        INFO(key);
+        REQUIRE(parsed.count(key) == 1);
+        CHECK(sameTemplate(parsed.at(key), t));
+    }
+}
+
+TEST_CASE("built-in purpose templates say what the code is for", "[config]") {
+    const auto& b = builtinTemplates();
+    CHECK_THAT(b.at("en.login").subject, Catch::Contains("sign-in code"));
+    CHECK_THAT(b.at("en.verify").text, Catch::Contains("confirm your email address or phone number"));
+    CHECK_THAT(b.at("en.recovery").subject, Catch::Contains("account recovery code"));
+    CHECK_THAT(b.at("en.recovery").text, Catch::Contains("someone may be trying to access it"));
+    CHECK_THAT(b.at("de.login").subject, Catch::Contains("Anmeldecode"));
+    CHECK_THAT(b.at("fr.recovery").subject, Catch::Contains("récupération"));
+    CHECK_THAT(b.at("es.verify").subject, Catch::Contains("Confirma"));
+    // The generic ones remain the fallback.
+    CHECK_THAT(b.at("en").subject, Catch::Contains("verification code"));
 }
 
 TEST_CASE("default locations", "[paths]") {
@@ -659,5 +717,551 @@ TEST_CASE("default locations", "[paths]") {
             std::string dir = pw->pw_dir;
             CHECK(paths::defaultStateDir() == (dir == "/" ? "" : dir) + "/.local/state/twofactor");
         }
+    }
+}
+
+namespace {
+
+// A private temporary directory, removed with everything in it.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "twofactor-test-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::string write(const std::string& name, const std::string& content) const {
+        std::string file = (path / name).string();
+        std::ofstream(file, std::ios::binary) << content;
+        return file;
+    }
+};
+
+// TOML basic-string quoting for a path.
+std::string q(const std::string& s) { return "\"" + s + "\""; }
+
+}  // namespace
+
+TEST_CASE("[tls] is read and checked", "[config][tls]") {
+    TempDir dir;
+    const std::string bundle = dir.write("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+
+    SECTION("defaults") {
+        Config c = parse(kApp, kFile);
+        CHECK(c.tls.minVersion == "1.2");
+        CHECK(c.tls.caBundle.empty());
+    }
+    SECTION("values") {
+        Config c = parse("[tls]\nmin_version = \"1.3\"\nca_bundle = " + q(bundle) + "\n" + kApp, kFile);
+        CHECK(c.tls.minVersion == "1.3");
+        CHECK(c.tls.caBundle == bundle);
+        CHECK(parse("[tls]\nmin_version = \"1.2\"\n" + kApp, kFile).tls.minVersion == "1.2");
+    }
+    SECTION("errors") {
+        CHECK(errorOf("[tls]\nmin_version = \"1.1\"\n" + kApp) ==
+              kFile + ":2:15: tls.min_version: must be one of 1.2, 1.3, not \"1.1\"");
+        CHECK(errorOf("[tls]\nmin_version = 1.3\n" + kApp) == kFile + ":2:15: tls.min_version: must be a string");
+        CHECK(errorOf("[tls]\nca_bundle = \"ca.pem\"\n" + kApp) ==
+              kFile + ":2:13: tls.ca_bundle: must be an absolute path");
+        const std::string missing = (dir.path / "missing.pem").string();
+        CHECK(errorOf("[tls]\nca_bundle = " + q(missing) + "\n" + kApp) ==
+              kFile + ":2:13: tls.ca_bundle: " + missing + ": " + std::strerror(ENOENT));
+        CHECK(errorOf("[tls]\nca_bundle = " + q(dir.path.string()) + "\n" + kApp) ==
+              kFile + ":2:13: tls.ca_bundle: " + dir.path.string() + ": not a regular file");
+        CHECK(errorOf("tls = 1\n" + kApp) == kFile + ":1:7: tls: must be a table");
+    }
+}
+
+TEST_CASE("[ses] is read and checked", "[config][ses]") {
+    SECTION("defaults") {
+        Config c = parse(kApp, kFile);
+        CHECK(c.ses.region.empty());
+        CHECK(c.ses.endpoint.empty());
+        CHECK(c.ses.from.empty());
+        CHECK(c.ses.replyTo.empty());
+        CHECK(c.ses.configurationSet.empty());
+        CHECK(c.ses.accessKeyIdFile.empty());
+        CHECK(c.ses.secretAccessKeyFile.empty());
+        CHECK(c.ses.sessionTokenFile.empty());
+        CHECK(c.ses.timeout == std::chrono::seconds(10));
+    }
+    SECTION("values") {
+        Config c = parse(R"([delivery]
+email = "ses"
+
+[ses]
+region = "eu-central-1"
+endpoint = "https://email-fips.eu-central-1.amazonaws.com/"
+from = "Example Shop <no-reply@mail.example.com>"
+reply_to = ["support@example.com", "\"Support, Team\" <help@example.com>"]
+configuration_set = "otp_Events-1"
+access_key_id_file = "/etc/twofactor/aws-key-id"
+secret_access_key_file = "/etc/twofactor/aws-secret"
+session_token_file = "/etc/twofactor/aws-token"
+timeout = 120
+)" + kApp,
+                         kFile);
+        CHECK(c.drivers.at("email") == "ses");
+        CHECK(c.ses.region == "eu-central-1");
+        // Trailing slashes go: the driver appends its own path.
+        CHECK(c.ses.endpoint == "https://email-fips.eu-central-1.amazonaws.com");
+        CHECK(c.ses.from == "Example Shop <no-reply@mail.example.com>");
+        CHECK(c.ses.replyTo == std::vector<std::string>{"support@example.com", "\"Support, Team\" <help@example.com>"});
+        CHECK(c.ses.configurationSet == "otp_Events-1");
+        CHECK(c.ses.accessKeyIdFile == "/etc/twofactor/aws-key-id");
+        CHECK(c.ses.secretAccessKeyFile == "/etc/twofactor/aws-secret");
+        CHECK(c.ses.sessionTokenFile == "/etc/twofactor/aws-token");
+        CHECK(c.ses.timeout == std::chrono::seconds(120));
+    }
+    SECTION("regions") {
+        for (const char* ok : {"eu-west-1", "us-gov-west-1", "ap-southeast-2", "me-central-1", "us-gov-east-1"}) {
+            INFO(ok);
+            CHECK(parse(std::string("[ses]\nregion = \"") + ok + "\"\n" + kApp, kFile).ses.region == ok);
+        }
+        for (const char* bad : {"EU-west-1", "eu-west", "eu-west-12", "eu_west_1", "europe-west-1", "eu-west-1 ",
+                                "eu--1", "us-gov--1", ""}) {
+            INFO(bad);
+            CHECK(errorOf(std::string("[ses]\nregion = \"") + bad + "\"\n" + kApp) ==
+                  kFile + ":2:10: ses.region: must be an AWS region such as \"eu-west-1\", not \"" + bad + "\"");
+        }
+    }
+    SECTION("endpoints: https anywhere, http only on loopback") {
+        for (const char* ok : {"https://ses.example.com", "https://ses.example.com:8443/prefix", "http://127.0.0.1:4566",
+                               "http://localhost:8080", "http://[::1]:9000", "https://[2001:db8::1]"}) {
+            INFO(ok);
+            CHECK(parse(std::string("[ses]\nendpoint = \"") + ok + "\"\n" + kApp, kFile).ses.endpoint == ok);
+        }
+        auto err = [](const std::string& url) { return errorOf("[ses]\nendpoint = " + q(url) + "\n" + kApp); };
+        const std::string at = kFile + ":2:12: ses.endpoint: ";
+        CHECK(err("http://ses.example.com") ==
+              at + "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
+        CHECK(err("http://127.0.0.2") == at + "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
+        CHECK(err("ftp://ses.example.com") == at + "must be an https:// URL");
+        CHECK(err("HTTPS://ses.example.com") == at + "must be an https:// URL");
+        CHECK(err("ses.example.com") == at + "must be a URL such as \"https://host\"");
+        CHECK(err("https://") == at + "has no host");
+        CHECK(err("https://ses.example.com?x=1") == at + "must not have a query or fragment");
+        CHECK(err("https://u:p@ses.example.com") == at + "must not contain credentials");
+        CHECK(err("https://ses.example.com:0") == at + "has an invalid port \"0\"");
+        CHECK(err("https://ses.example.com:65536") == at + "has an invalid port \"65536\"");
+        CHECK(err("https://ses.example.com:") == at + "has an empty port");
+        CHECK(err("https://ses example.com") == at + "must be a URL without spaces or control characters");
+        CHECK(err("https://ses_example.com") == at + "has an invalid host \"ses_example.com\"");
+        CHECK(err("https://[::1") == at + "has an invalid IPv6 address");
+    }
+    SECTION("addresses") {
+        for (const char* ok : {"a@example.com", "Shop <no-reply@example.com>", "<a@example.com>",
+                               "\"Shop, Inc.\" <a.b+c@mail.example.co.uk>", "Café Müller <x@example.de>",
+                               "Example Inc. <x@example.com>", "o.brien_1+x@sub-1.example.com"}) {
+            INFO(ok);
+            // A TOML literal string: no escapes needed for the quotes.
+            CHECK(parse(std::string("[ses]\nfrom = '") + ok + "'\n" + kApp, kFile).ses.from == ok);
+        }
+        const std::string hint =
+            "must be an email address such as \"no-reply@example.com\" or \"Example <no-reply@example.com>\" (quote a "
+            "display name containing , ; : @ or parentheses)";
+        for (const char* bad : {"", "example.com", "a@localhost", "@example.com", "a@", "a b@example.com",
+                                "Shop <a@example.com", "Shop, Inc. <a@example.com>", "a@example.com\\r\\nBcc: x@y.com",
+                                "Shop <a@-example.com>", "a..b@example.com", "\\\"Shop <a@example.com>"}) {
+            INFO(bad);
+            CHECK(errorOf(std::string("[ses]\nfrom = \"") + bad + "\"\n" + kApp) == kFile + ":2:8: ses.from: " + hint);
+        }
+        CHECK(errorOf("[ses]\nreply_to = [\"a@example.com\", \"nobody\"]\n" + kApp) ==
+              kFile + ":2:30: ses.reply_to[1]: " + hint);
+        CHECK(errorOf("[ses]\nreply_to = \"a@example.com\"\n" + kApp) ==
+              kFile + ":2:12: ses.reply_to: must be an array of strings");
+    }
+    SECTION("configuration sets") {
+        CHECK(parse("[ses]\nconfiguration_set = \"" + std::string(64, 'c') + "\"\n" + kApp, kFile)
+                  .ses.configurationSet.size() == 64);
+        const std::string msg = "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'";
+        CHECK(errorOf("[ses]\nconfiguration_set = \"" + std::string(65, 'c') + "\"\n" + kApp) ==
+              kFile + ":2:21: ses.configuration_set: " + msg);
+        CHECK(errorOf("[ses]\nconfiguration_set = \"\"\n" + kApp) == kFile + ":2:21: ses.configuration_set: " + msg);
+        CHECK(errorOf("[ses]\nconfiguration_set = \"otp.events\"\n" + kApp) ==
+              kFile + ":2:21: ses.configuration_set: " + msg);
+    }
+    SECTION("credential files") {
+        CHECK(errorOf("[ses]\naccess_key_id_file = \"key\"\n" + kApp) ==
+              kFile + ":2:22: ses.access_key_id_file: must be an absolute path");
+        CHECK(errorOf("[ses]\nsecret_access_key_file = \"\"\n" + kApp) ==
+              kFile + ":2:26: ses.secret_access_key_file: must be an absolute path");
+        CHECK(errorOf("[ses]\nsession_token_file = \"t\"\n" + kApp) ==
+              kFile + ":2:22: ses.session_token_file: must be an absolute path");
+        CHECK(errorOf("[ses]\naccess_key_id_file = \"/k\"\n" + kApp) ==
+              kFile + ":2:22: ses.access_key_id_file: needs ses.secret_access_key_file as well");
+        CHECK(errorOf("[ses]\nsecret_access_key_file = \"/s\"\n" + kApp) ==
+              kFile + ":2:26: ses.secret_access_key_file: needs ses.access_key_id_file as well");
+        CHECK(errorOf("[ses]\nsession_token_file = \"/t\"\n" + kApp) ==
+              kFile + ":2:22: ses.session_token_file: needs ses.access_key_id_file and ses.secret_access_key_file "
+                      "as well");
+    }
+    SECTION("timeout") {
+        CHECK(parse("[ses]\ntimeout = 1\n" + kApp, kFile).ses.timeout == std::chrono::seconds(1));
+        CHECK(errorOf("[ses]\ntimeout = 0\n" + kApp) == kFile + ":2:11: ses.timeout: must be between 1 and 120 seconds");
+        CHECK(errorOf("[ses]\ntimeout = 121\n" + kApp) ==
+              kFile + ":2:11: ses.timeout: must be between 1 and 120 seconds");
+    }
+}
+
+TEST_CASE("[smtp] is read and checked", "[config][smtp]") {
+    EnvGuard credentials("CREDENTIALS_DIRECTORY", nullptr);
+    SECTION("defaults") {
+        Config c = parse(kApp, kFile);
+        CHECK(c.smtp.url.empty());
+        CHECK(c.smtp.from.empty());
+        CHECK(c.smtp.username.empty());
+        CHECK(c.smtp.passwordFile.empty());
+        CHECK(c.smtp.sesRegion.empty());
+        CHECK(c.smtp.requireTls);
+        CHECK(c.smtp.timeout == std::chrono::seconds(10));
+    }
+    SECTION("values") {
+        Config c = parse(R"([delivery]
+email = "smtp"
+
+[smtp]
+url = "smtp://mail.example.com:587"
+from = "Shop <no-reply@example.com>"
+username = "otp"
+password_file = "/etc/twofactor/smtp-password"
+require_tls = true
+timeout = 30
+)" + kApp,
+                         kFile);
+        CHECK(c.drivers.at("email") == "smtp");
+        CHECK(c.smtp.url == "smtp://mail.example.com:587");
+        CHECK(c.smtp.from == "Shop <no-reply@example.com>");
+        CHECK(c.smtp.username == "otp");
+        CHECK(c.smtp.passwordFile == "/etc/twofactor/smtp-password");
+        CHECK(c.smtp.sesRegion.empty());
+        CHECK(c.smtp.requireTls);
+        CHECK(c.smtp.timeout == std::chrono::seconds(30));
+    }
+    SECTION("SES SMTP: the password comes from the AWS key") {
+        Config c = parse("[smtp]\nurl = \"smtps://email-smtp.eu-west-1.amazonaws.com:465\"\nusername = \"AKIA\"\n"
+                         "ses_region = \"eu-west-1\"\n" + kApp,
+                         kFile);
+        CHECK(c.smtp.sesRegion == "eu-west-1");
+        CHECK(c.smtp.passwordFile.empty());
+        CHECK(errorOf("[smtp]\nses_region = \"eu-west\"\n" + kApp) ==
+              kFile + ":2:14: smtp.ses_region: must be an AWS region such as \"eu-west-1\", not \"eu-west\"");
+    }
+    SECTION("urls") {
+        CHECK(parse("[smtp]\nurl = \"smtps://mail.example.com\"\n" + kApp, kFile).smtp.url == "smtps://mail.example.com");
+        CHECK(parse("[smtp]\nurl = \"smtp://mail.example.com/client.example.com\"\n" + kApp, kFile).smtp.url ==
+              "smtp://mail.example.com/client.example.com");
+        const std::string at = kFile + ":2:7: smtp.url: ";
+        CHECK(errorOf("[smtp]\nurl = \"https://mail.example.com\"\n" + kApp) ==
+              at + "must start with smtp:// (STARTTLS) or smtps:// (implicit TLS), not \"https://\"");
+        CHECK(errorOf("[smtp]\nurl = \"mail.example.com:587\"\n" + kApp) == at + "must be a URL such as \"https://host\"");
+        CHECK(errorOf("[smtp]\nurl = \"smtp://user:pw@mail.example.com\"\n" + kApp) ==
+              at + "must not contain credentials");
+        CHECK(errorOf("[smtp]\nurl = \"smtp://mail.example.com/a/b\"\n" + kApp) ==
+              at + "may only have a host name as its path (the EHLO name)");
+        CHECK(errorOf("[smtp]\nurl = 587\n" + kApp) == at + "must be a string");
+    }
+    SECTION("passwords") {
+        CHECK(errorOf("[smtp]\nusername = \"otp\"\n" + kApp) ==
+              kFile + ":2:12: smtp.username: has no password: set password_file or ses_region, or pass the systemd "
+                      "credential \"smtp-password\"");
+        CHECK(errorOf("[smtp]\nusername = \"\"\n" + kApp) ==
+              kFile + ":2:12: smtp.username: must not be empty or contain control characters");
+        CHECK(errorOf("[smtp]\npassword_file = \"/p\"\n" + kApp) ==
+              kFile + ":2:17: smtp.password_file: needs smtp.username as well");
+        CHECK(errorOf("[smtp]\npassword_file = \"p\"\nusername = \"u\"\n" + kApp) ==
+              kFile + ":2:17: smtp.password_file: must be an absolute path");
+        const std::string exclusive =
+            "password_file and ses_region are mutually exclusive (ses_region derives the password from the AWS "
+            "secret key)";
+        CHECK(errorOf("[smtp]\nusername = \"u\"\nses_region = \"eu-west-1\"\npassword_file = \"/p\"\n" + kApp) ==
+              kFile + ":4:17: smtp.password_file: " + exclusive);
+        CHECK(errorOf("[smtp]\nusername = \"u\"\npassword_file = \"/p\"\nses_region = \"eu-west-1\"\n" + kApp) ==
+              kFile + ":4:14: smtp.ses_region: " + exclusive);
+    }
+    SECTION("a systemd credential is a password source") {
+        TempDir dir;
+        dir.write("smtp-password", "secret\n");
+        EnvGuard withCredentials("CREDENTIALS_DIRECTORY", dir.path.c_str());
+        CHECK(parse("[smtp]\nusername = \"otp\"\n" + kApp, kFile).smtp.username == "otp");
+    }
+    SECTION("require_tls = false only towards this host") {
+        Config c = parse("[smtp]\nurl = \"smtp://127.0.0.1:2525\"\nrequire_tls = false\n" + kApp, kFile);
+        CHECK_FALSE(c.smtp.requireTls);
+        CHECK_FALSE(parse("[smtp]\nurl = \"smtp://[::1]:25\"\nrequire_tls = false\n" + kApp, kFile).smtp.requireTls);
+        // smtps:// is TLS either way.
+        CHECK_FALSE(parse("[smtp]\nurl = \"smtps://mail.example.com\"\nrequire_tls = false\n" + kApp, kFile).smtp.requireTls);
+        CHECK(errorOf("[smtp]\nurl = \"smtp://mail.example.com\"\nrequire_tls = false\n" + kApp) ==
+              kFile + ":3:15: smtp.require_tls: may only be false for a relay on 127.0.0.1, localhost or [::1] (or use "
+                      "smtps://)");
+        CHECK(errorOf("[smtp]\nrequire_tls = \"no\"\n" + kApp) == kFile + ":2:15: smtp.require_tls: must be true or false");
+    }
+    SECTION("timeout and from") {
+        CHECK(errorOf("[smtp]\ntimeout = 121\n" + kApp) == kFile + ":2:11: smtp.timeout: must be between 1 and 120 seconds");
+        CHECK_THAT(errorOf("[smtp]\nfrom = \"no-reply\"\n" + kApp),
+                   Catch::StartsWith(kFile + ":2:8: smtp.from: must be an email address"));
+    }
+}
+
+TEST_CASE("[retry] is read and checked", "[config][retry]") {
+    SECTION("defaults") {
+        Config c = parse(kApp, kFile);
+        CHECK(c.retry.maxAttempts == 5);
+        CHECK(c.retry.baseDelay == std::chrono::milliseconds(1000));
+        CHECK(c.retry.maxDelay == std::chrono::milliseconds(20000));
+        CHECK(c.retry.sendWait == std::chrono::seconds(20));
+    }
+    SECTION("values and inclusive bounds") {
+        Config c = parse("[retry]\nmax_attempts = 20\nbase_delay_ms = 10\nmax_delay_ms = 300000\nsend_wait = 300\n" + kApp,
+                         kFile);
+        CHECK(c.retry.maxAttempts == 20);
+        CHECK(c.retry.baseDelay == std::chrono::milliseconds(10));
+        CHECK(c.retry.maxDelay == std::chrono::milliseconds(300000));
+        CHECK(c.retry.sendWait == std::chrono::seconds(300));
+        Config d = parse("[retry]\nmax_attempts = 1\nbase_delay_ms = 500\nmax_delay_ms = 500\nsend_wait = 1\n" + kApp, kFile);
+        CHECK(d.retry.maxDelay == std::chrono::milliseconds(500));
+    }
+    SECTION("a base above the default maximum raises the maximum") {
+        Config c = parse("[retry]\nbase_delay_ms = 60000\n" + kApp, kFile);
+        CHECK(c.retry.baseDelay == std::chrono::milliseconds(60000));
+        CHECK(c.retry.maxDelay == std::chrono::milliseconds(60000));
+    }
+    SECTION("errors") {
+        CHECK(errorOf("[retry]\nmax_attempts = 0\n" + kApp) == kFile + ":2:16: retry.max_attempts: must be between 1 and 20");
+        CHECK(errorOf("[retry]\nmax_attempts = 21\n" + kApp) == kFile + ":2:16: retry.max_attempts: must be between 1 and 20");
+        CHECK(errorOf("[retry]\nbase_delay_ms = 9\n" + kApp) ==
+              kFile + ":2:17: retry.base_delay_ms: must be between 10 and 60000 ms");
+        CHECK(errorOf("[retry]\nbase_delay_ms = 60001\n" + kApp) ==
+              kFile + ":2:17: retry.base_delay_ms: must be between 10 and 60000 ms");
+        // max_delay_ms is checked against base_delay_ms whatever the order in the file.
+        CHECK(errorOf("[retry]\nmax_delay_ms = 400\nbase_delay_ms = 500\n" + kApp) ==
+              kFile + ":2:16: retry.max_delay_ms: must be between 500 and 300000 ms");
+        CHECK(errorOf("[retry]\nmax_delay_ms = 300001\n" + kApp) ==
+              kFile + ":2:16: retry.max_delay_ms: must be between 1000 and 300000 ms");
+        CHECK(errorOf("[retry]\nsend_wait = 0\n" + kApp) == kFile + ":2:13: retry.send_wait: must be between 1 and 300 seconds");
+        CHECK(errorOf("[retry]\nsend_wait = 301\n" + kApp) ==
+              kFile + ":2:13: retry.send_wait: must be between 1 and 300 seconds");
+        CHECK(errorOf("[retry]\nsend_wait = 1.5\n" + kApp) == kFile + ":2:13: retry.send_wait: must be an integer");
+    }
+}
+
+TEST_CASE("per-app email settings are read and checked", "[config][ses]") {
+    Config c = parse(kApp + "ses_region = \"eu-north-1\"\nses_from = \"Shop <a@example.se>\"\n"
+                            "ses_configuration_set = \"eu-events\"\nemail_from = \"b@example.se\"\n[apps.blog]\n",
+                     kFile);
+    const App& shop = c.apps.at("shop");
+    CHECK(shop.sesRegion == "eu-north-1");
+    CHECK(shop.sesFrom == "Shop <a@example.se>");
+    CHECK(shop.sesConfigurationSet == "eu-events");
+    CHECK(shop.emailFrom == "b@example.se");
+    const App& blog = c.apps.at("blog");
+    CHECK(blog.sesRegion.empty());
+    CHECK(blog.sesFrom.empty());
+    CHECK(blog.sesConfigurationSet.empty());
+    CHECK(blog.emailFrom.empty());
+
+    CHECK(errorOf(kApp + "ses_region = \"eu\"\n") ==
+          kFile + ":2:14: apps.shop.ses_region: must be an AWS region such as \"eu-west-1\", not \"eu\"");
+    CHECK_THAT(errorOf(kApp + "ses_from = \"Shop\"\n"),
+               Catch::StartsWith(kFile + ":2:12: apps.shop.ses_from: must be an email address"));
+    CHECK(errorOf(kApp + "ses_configuration_set = \"a b\"\n") ==
+          kFile + ":2:25: apps.shop.ses_configuration_set: must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
+    CHECK_THAT(errorOf(kApp + "email_from = \"x@y\"\n"),
+               Catch::StartsWith(kFile + ":2:14: apps.shop.email_from: must be an email address"));
+    CHECK(errorOf(kApp + "email_from = 1\n") == kFile + ":2:14: apps.shop.email_from: must be a string");
+}
+
+TEST_CASE("email drivers need their settings, globally or per app", "[config][ses][smtp]") {
+    EnvGuard credentials("CREDENTIALS_DIRECTORY", nullptr);
+    const std::string ses = "[delivery]\nemail = \"ses\"\nwhatsapp = \"outbox\"\n";
+    const std::string smtp = "[delivery]\nemail = \"smtp\"\nwhatsapp = \"outbox\"\n";
+
+    SECTION("ses: region and from in [ses]") {
+        CHECK_NOTHROW(parse(ses + "[ses]\nregion = \"eu-west-1\"\nfrom = \"a@example.com\"\n" + kApp, kFile));
+    }
+    SECTION("ses: a missing region names the app that lacks one") {
+        CHECK(errorOf(ses + "[ses]\nfrom = \"a@example.com\"\n" + kApp) ==
+              kFile + ":2:9: ses.region: is required by delivery.email = \"ses\" (apps.shop has no ses_region)");
+        CHECK(errorOf(ses + "[ses]\nfrom = \"a@example.com\"\n[apps.a]\nses_region = \"eu-west-1\"\n[apps.b]\n") ==
+              kFile + ":2:9: ses.region: is required by delivery.email = \"ses\" (apps.b has no ses_region)");
+    }
+    SECTION("ses: a missing from") {
+        CHECK(errorOf(ses + "[ses]\nregion = \"eu-west-1\"\n" + kApp) ==
+              kFile + ":2:9: ses.from: is required by delivery.email = \"ses\" (apps.shop has no ses_from)");
+        CHECK(errorOf(ses + kApp) ==
+              kFile + ":2:9: ses.region: is required by delivery.email = \"ses\" (apps.shop has no ses_region)");
+    }
+    SECTION("ses: per-app region and from suffice") {
+        Config c = parse(ses + "[apps.eu]\nses_region = \"eu-west-1\"\nses_from = \"eu@example.com\"\n"
+                               "[apps.us]\nses_region = \"us-east-1\"\nses_from = \"us@example.com\"\n",
+                         kFile);
+        CHECK(c.apps.at("eu").sesRegion == "eu-west-1");
+        CHECK(c.apps.at("us").sesRegion == "us-east-1");
+        // A mix: global defaults, one app overriding.
+        CHECK_NOTHROW(parse(ses + "[ses]\nregion = \"us-east-1\"\n[apps.eu]\nses_region = \"eu-west-1\"\n"
+                                  "ses_from = \"eu@example.com\"\n",
+                            kFile));
+    }
+    SECTION("ses: apps without email need nothing") {
+        CHECK_NOTHROW(parse(ses + "[apps.chat]\nchannels = [\"whatsapp\"]\n", kFile));
+    }
+    SECTION("smtp: url and from") {
+        CHECK_NOTHROW(parse(smtp + "[smtp]\nurl = \"smtps://mail.example.com\"\nfrom = \"a@example.com\"\n" + kApp, kFile));
+        CHECK(errorOf(smtp + "[smtp]\nfrom = \"a@example.com\"\n" + kApp) ==
+              kFile + ":2:9: smtp.url: is required by delivery.email = \"smtp\"");
+        CHECK(errorOf(smtp + "[apps.chat]\nchannels = [\"whatsapp\"]\n") ==
+              kFile + ":2:9: smtp.url: is required by delivery.email = \"smtp\"");
+        CHECK(errorOf(smtp + "[smtp]\nurl = \"smtps://mail.example.com\"\n" + kApp) ==
+              kFile + ":2:9: smtp.from: is required by delivery.email = \"smtp\" (apps.shop has no email_from)");
+        Config c = parse(smtp + "[smtp]\nurl = \"smtps://mail.example.com\"\n" + kApp + "email_from = \"s@example.com\"\n",
+                         kFile);
+        CHECK(c.apps.at("shop").emailFrom == "s@example.com");
+    }
+    SECTION("the outbox needs neither") {
+        CHECK_NOTHROW(parse("[delivery]\nemail = \"outbox\"\n[ses]\ntimeout = 5\n[smtp]\ntimeout = 5\n" + kApp, kFile));
+    }
+}
+
+TEST_CASE("purpose templates", "[config][templates]") {
+    SECTION("a purpose sub-table adds LOCALE.PURPOSE and leaves the generic one") {
+        Config c = parse(kApp + "[apps.shop.templates.en.login]\ntext = \"Sign in with {{code}}\"\n"
+                                "[apps.shop.templates.de.recovery]\nsubject = \"Konto {{app}}\"\n"
+                                "text = \"{{code}}\"\nhtml = \"<p>{{code}}</p>\"\n",
+                         kFile);
+        const auto& t = c.apps.at("shop").templates;
+        const auto& b = builtinTemplates();
+        CHECK(t.at("en.login").text == "Sign in with {{code}}");
+        // No subject: the built-in one of the same purpose.
+        CHECK(t.at("en.login").subject == b.at("en.login").subject);
+        CHECK(t.at("en.login").html.empty());
+        CHECK(sameTemplate(t.at("en"), b.at("en")));
+        CHECK(sameTemplate(t.at("en.verify"), b.at("en.verify")));
+        CHECK(t.at("de.recovery").subject == "Konto {{app}}");
+        CHECK(t.at("de.recovery").html == "<p>{{code}}</p>");
+        CHECK(t.size() == b.size());
+    }
+    SECTION("a generic table with purposes in the same locale") {
+        Config c = parse(kApp + "[apps.shop.templates.fr]\ntext = \"Code {{code}}\"\n"
+                                "[apps.shop.templates.fr.verify]\ntext = \"Vérif {{code}}\"\n",
+                         kFile);
+        const auto& t = c.apps.at("shop").templates;
+        CHECK(t.at("fr").text == "Code {{code}}");
+        CHECK(t.at("fr.verify").text == "Vérif {{code}}");
+        CHECK(t.at("fr.verify").subject == builtinTemplates().at("fr.verify").subject);
+        // The app's fr replaces the built-in fr purposes it does not give.
+        CHECK(t.count("fr.login") == 0);
+        CHECK(t.count("fr.recovery") == 0);
+    }
+    SECTION("inline purpose tables work too") {
+        Config c = parse(kApp + "[apps.shop.templates.es]\nlogin = { text = \"{{code}}!\" }\n", kFile);
+        CHECK(c.apps.at("shop").templates.at("es.login").text == "{{code}}!");
+        CHECK(sameTemplate(c.apps.at("shop").templates.at("es"), builtinTemplates().at("es")));
+    }
+    SECTION("a new locale: the purpose takes the locale's own subject") {
+        Config c = parse(kApp + "[apps.shop.templates.pt-BR]\nsubject = \"Código {{app}}\"\ntext = \"{{code}}\"\n"
+                                "[apps.shop.templates.pt-BR.login]\ntext = \"Entrar: {{code}}\"\n",
+                         kFile);
+        CHECK(c.apps.at("shop").templates.at("pt-BR.login").subject == "Código {{app}}");
+    }
+    SECTION("a new locale without any subject is an error") {
+        CHECK(errorOf(kApp + "[apps.shop.templates.it.login]\ntext = \"{{code}}\"\n") ==
+              kFile + ":2:1: apps.shop.templates.it.login.subject: is required: there is no built-in template for "
+                      "locale \"it\" and apps.shop.templates.it has no subject");
+    }
+    SECTION("a purpose alone is not a default locale") {
+        CHECK(errorOf(kApp + "default_locale = \"it\"\n[apps.shop.templates.it.login]\nsubject = \"S\"\n"
+                             "text = \"{{code}}\"\n") ==
+              kFile + ":2:18: apps.shop.default_locale: has no template for \"it\" (available: de, en, es, fr)");
+    }
+    SECTION("purpose tables are validated like the generic ones") {
+        const std::string t = kApp + "[apps.shop.templates.en.verify]\n";
+        CHECK(errorOf(t + "text = \"confirm\"\n") == kFile + ":3:8: apps.shop.templates.en.verify.text: must contain {{code}}");
+        CHECK(errorOf(t + "subject = \"x\"\n") == kFile + ":2:1: apps.shop.templates.en.verify.text: is required");
+        CHECK(errorOf(t + "subject = \"{{code}} {{x}}\"\ntext = \"{{code}}\"\n") ==
+              kFile + ":3:11: apps.shop.templates.en.verify.subject: unknown placeholder \"{{x}}\" (allowed: {{code}}, "
+                      "{{app}}, {{minutes}})");
+        CHECK(errorOf(kApp + "[apps.shop.templates.en]\nlogin = \"x\"\n") ==
+              kFile + ":3:9: apps.shop.templates.en.login: must be a table");
+    }
+    SECTION("an empty locale table still needs a text") {
+        CHECK(errorOf(kApp + "[apps.shop.templates.en]\n") == kFile + ":2:1: apps.shop.templates.en.text: is required");
+    }
+}
+
+TEST_CASE("template files are read at load", "[config][templates]") {
+    TempDir dir;
+    const std::string text = dir.write("en.txt", "Hello,\n\n{{code}} is your {{app}} code ({{minutes}} min).\n");
+    const std::string html = dir.write("en.html", "<p><b>{{code}}</b></p>\n");
+    const std::string t = kApp + "[apps.shop.templates.en]\n";
+
+    SECTION("text_file and html_file") {
+        Config c = parse(t + "text_file = " + q(text) + "\nhtml_file = " + q(html) + "\n"
+                             "[apps.shop.templates.en.login]\nsubject = \"Sign in\"\ntext_file = " + q(text) + "\n",
+                         kFile);
+        const auto& tm = c.apps.at("shop").templates;
+        CHECK(tm.at("en").text == "Hello,\n\n{{code}} is your {{app}} code ({{minutes}} min).\n");
+        CHECK(tm.at("en").html == "<p><b>{{code}}</b></p>\n");
+        CHECK(tm.at("en").subject == builtinTemplates().at("en").subject);
+        CHECK(tm.at("en.login").text == tm.at("en").text);
+        CHECK(tm.at("en.login").subject == "Sign in");
+        // The file's content is kept; the daemon never reads it again.
+        dir.write("en.txt", "changed {{code}}");
+        CHECK(tm.at("en").text != "changed {{code}}");
+    }
+    SECTION("a file and inline text are mutually exclusive") {
+        CHECK(errorOf(t + "text = \"{{code}}\"\ntext_file = " + q(text) + "\n") ==
+              kFile + ":4:13: apps.shop.templates.en.text_file: text and text_file are mutually exclusive");
+        CHECK(errorOf(t + "text = \"{{code}}\"\nhtml = \"{{code}}\"\nhtml_file = " + q(html) + "\n") ==
+              kFile + ":5:13: apps.shop.templates.en.html_file: html and html_file are mutually exclusive");
+    }
+    SECTION("paths and unreadable files") {
+        const std::string at = kFile + ":3:13: apps.shop.templates.en.text_file: ";
+        CHECK(errorOf(t + "text_file = \"en.txt\"\n") == at + "must be an absolute path");
+        const std::string missing = (dir.path / "missing.txt").string();
+        CHECK(errorOf(t + "text_file = " + q(missing) + "\n") == at + missing + ": " + std::strerror(ENOENT));
+        CHECK(errorOf(t + "text_file = " + q(dir.path.string()) + "\n") == at + dir.path.string() + ": not a regular file");
+        REQUIRE(::mkfifo((dir.path / "fifo").c_str(), 0600) == 0);
+        CHECK(errorOf(t + "text_file = " + q((dir.path / "fifo").string()) + "\n") ==
+              at + (dir.path / "fifo").string() + ": not a regular file");
+    }
+    SECTION("at most 64 KiB") {
+        std::string big = "{{code}}" + std::string(65536 - 8, 'x');
+        CHECK(parse(t + "text_file = " + q(dir.write("max.txt", big)) + "\n", kFile).apps.at("shop").templates.at("en").text.size() ==
+              65536);
+        const std::string tooBig = dir.write("big.txt", big + "x");
+        CHECK(errorOf(t + "text_file = " + q(tooBig) + "\n") ==
+              kFile + ":3:13: apps.shop.templates.en.text_file: " + tooBig + ": larger than 65536 bytes");
+    }
+    SECTION("UTF-8 only, no NUL") {
+        for (std::string bad : {std::string("{{code}} \xff"), std::string("{{code}} \xc3"), std::string("\xc0\xaf {{code}}"),
+                                std::string("{{code}} \xed\xa0\x80"), std::string("{{code}} \xf4\x90\x80\x80")}) {
+            const std::string file = dir.write("bad.txt", bad);
+            CHECK(errorOf(t + "text_file = " + q(file) + "\n") ==
+                  kFile + ":3:13: apps.shop.templates.en.text_file: " + file + ": not valid UTF-8");
+        }
+        const std::string good = dir.write("good.txt", "{{code}} \xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
+        CHECK_NOTHROW(parse(t + "text_file = " + q(good) + "\n", kFile));
+        const std::string nul = dir.write("nul.txt", std::string("{{code}}\nline\0two", 17));
+        CHECK(errorOf(t + "text_file = " + q(nul) + "\n") ==
+              kFile + ":3:13: apps.shop.templates.en.text_file: " + nul + ":2: contains a NUL character");
+    }
+    SECTION("placeholders are checked, with the line in the file") {
+        const std::string unknown = dir.write("u.txt", "{{code}}\n\nDear {{name}},\n");
+        CHECK(errorOf(t + "text_file = " + q(unknown) + "\n") ==
+              kFile + ":3:13: apps.shop.templates.en.text_file: " + unknown +
+                  ":3: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, {{minutes}})");
+        const std::string open = dir.write("o.txt", "{{code}} {{app");
+        CHECK(errorOf(t + "text_file = " + q(open) + "\n") ==
+              kFile + ":3:13: apps.shop.templates.en.text_file: " + open + ":1: unterminated placeholder \"{{\"");
+        const std::string noCode = dir.write("n.html", "<p>{{app}}</p>");
+        CHECK(errorOf(t + "text = \"{{code}}\"\nhtml_file = " + q(noCode) + "\n") ==
+              kFile + ":4:13: apps.shop.templates.en.html_file: " + noCode + ": must contain {{code}}");
+        const std::string empty = dir.write("e.txt", "");
+        CHECK(errorOf(t + "text_file = " + q(empty) + "\n") ==
+              kFile + ":3:13: apps.shop.templates.en.text_file: " + empty + ": must contain {{code}}");
     }
 }

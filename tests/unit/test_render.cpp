@@ -24,15 +24,91 @@ TEST_CASE("template selection falls back by language, app default, then English"
     app.defaultLocale = "de";
     app.templates["fr"] = config::Template{"S", "T {{code}}", ""};
     std::string used;
-    CHECK(channel::selectTemplate(app, "fr", used).subject == "S");
+    CHECK(channel::selectTemplate(app, "fr", "", used).subject == "S");
     CHECK(used == "fr");
-    (void)channel::selectTemplate(app, "de-AT", used);
+    (void)channel::selectTemplate(app, "de-AT", "", used);
     CHECK(used == "de");
-    (void)channel::selectTemplate(app, "xx", used);
+    (void)channel::selectTemplate(app, "xx", "", used);
+    CHECK(used == "de");
+    (void)channel::selectTemplate(app, "pt_BR", "", used);
     CHECK(used == "de");
     app.defaultLocale = "zz";
-    (void)channel::selectTemplate(app, "", used);
+    (void)channel::selectTemplate(app, "", "", used);
     CHECK(used == "en");
+}
+
+TEST_CASE("template selection by purpose: app L.PURPOSE, app L, built-in L.PURPOSE, built-in L", "[render]") {
+    const auto& builtins = config::builtinTemplates();
+    config::App app;
+    app.defaultLocale = "de";
+    app.templates["fr.login"] = config::Template{"fr-login", "{{code}}", ""};
+    app.templates["fr"] = config::Template{"fr-generic", "{{code}}", ""};
+    app.templates["pt"] = config::Template{"pt-generic", "{{code}}", ""};
+    std::string used;
+
+    // 1. the app's own template for the purpose
+    CHECK(channel::selectTemplate(app, "fr", "login", used).subject == "fr-login");
+    CHECK(used == "fr");
+    // 2. the app's generic template beats the built-in purpose one
+    CHECK(channel::selectTemplate(app, "fr", "verify", used).subject == "fr-generic");
+    CHECK(used == "fr");
+    // the language part is tried before the app's default locale
+    CHECK(channel::selectTemplate(app, "fr-CA", "login", used).subject == "fr-login");
+    CHECK(used == "fr");
+    // 3. the built-in template for the purpose
+    CHECK(channel::selectTemplate(app, "es", "login", used).subject == builtins.at("es.login").subject);
+    CHECK(used == "es");
+    CHECK(channel::selectTemplate(app, "es-MX", "recovery", used).subject == builtins.at("es.recovery").subject);
+    CHECK(used == "es");
+    // 4. the built-in generic template: no purpose, or one without variants
+    CHECK(channel::selectTemplate(app, "es", "", used).subject == builtins.at("es").subject);
+    CHECK(channel::selectTemplate(app, "es", "signup", used).subject == builtins.at("es").subject);
+    CHECK(used == "es");
+
+    // An unknown locale: the app's default locale, with the purpose.
+    CHECK(channel::selectTemplate(app, "it", "recovery", used).subject == builtins.at("de.recovery").subject);
+    CHECK(used == "de");
+    // The app's generic template of the default locale beats the built-in en.login.
+    app.defaultLocale = "pt";
+    CHECK(channel::selectTemplate(app, "it", "login", used).subject == "pt-generic");
+    CHECK(used == "pt");
+    // Finally English, with the purpose.
+    app.defaultLocale = "zz";
+    CHECK(channel::selectTemplate(app, "it", "login", used).subject == builtins.at("en.login").subject);
+    CHECK(used == "en");
+    app.templates["en.login"] = config::Template{"en-login", "{{code}}", ""};
+    CHECK(channel::selectTemplate(app, "it", "login", used).subject == "en-login");
+    // A locale is never mistaken for a purpose key.
+    CHECK(channel::selectTemplate(app, "fr.login", "", used).subject == builtins.at("en").subject);
+    CHECK(used == "en");
+}
+
+TEST_CASE("selection over a loaded configuration", "[render]") {
+    const config::Config c = config::parse(R"([apps.shop]
+default_locale = "de"
+
+[apps.shop.templates.en]
+subject = "Shop code"
+text = "Shop: {{code}}"
+
+[apps.shop.templates.de.login]
+text = "Anmelden: {{code}}"
+)",
+                                           "/test.toml");
+    const config::App& app = c.apps.at("shop");
+    const auto& builtins = config::builtinTemplates();
+    std::string used;
+    // The app's own en serves every purpose: its wording beats the built-in en.login.
+    CHECK(channel::selectTemplate(app, "en-GB", "login", used).text == "Shop: {{code}}");
+    CHECK(used == "en");
+    CHECK(channel::selectTemplate(app, "en", "recovery", used).text == "Shop: {{code}}");
+    // de.login is the app's; other German purposes stay built-in.
+    CHECK(channel::selectTemplate(app, "de", "login", used).text == "Anmelden: {{code}}");
+    CHECK(channel::selectTemplate(app, "de", "login", used).subject == builtins.at("de.login").subject);
+    CHECK(channel::selectTemplate(app, "de", "verify", used).text == builtins.at("de.verify").text);
+    CHECK(channel::selectTemplate(app, "nl", "verify", used).text == builtins.at("de.verify").text);
+    CHECK(used == "de");
+    CHECK(channel::selectTemplate(app, "fr", "verify", used).text == builtins.at("fr.verify").text);
 }
 
 TEST_CASE("outbox writes one private file per message", "[outbox]") {
