@@ -47,6 +47,12 @@ struct Template {
     std::string html;  // may be empty: text only
 };
 
+// An approved WhatsApp message template of category AUTHENTICATION.
+struct WhatsappTemplate {
+    std::string name;      // name, e.g. "otp_login"
+    std::string language;  // language, e.g. "en_US"
+};
+
 struct App {
     std::string name;                       // the key in [apps.NAME]
     std::string displayName;                // display_name, defaults to name
@@ -70,6 +76,18 @@ struct App {
     std::string sesFrom;              // ses_from
     std::string sesConfigurationSet;  // ses_configuration_set
     std::string emailFrom;            // email_from: the SMTP sender, "" = [smtp] from
+
+    // WhatsApp, per app.
+    // [apps.NAME.whatsapp_templates]: locale -> approved AUTHENTICATION
+    // template, e.g. en = { name = "otp_login", language = "en_US" }.
+    std::map<std::string, WhatsappTemplate> whatsappTemplates;
+    // allowed_countries / denied_countries: ISO 3166 region codes ("DE").
+    // A number from a denied region, or from outside a non-empty allow list, is refused.
+    std::vector<std::string> allowedCountries;
+    std::vector<std::string> deniedCountries;
+    // fallback_to_email: when WhatsApp fails for good and the send carried a
+    // fallback email address, deliver the same request by email instead.
+    bool fallbackToEmail = false;
 };
 
 // TLS towards providers. Peer and host verification are always on.
@@ -103,6 +121,35 @@ struct Smtp {
     std::string sesRegion;                // ses_region: derive the password from the AWS secret key
     bool requireTls = true;               // require_tls: STARTTLS required on smtp:// (CURLUSESSL_ALL)
     std::chrono::seconds timeout{10};     // timeout per attempt, 1..120
+};
+
+// [whatsapp]: Meta's WhatsApp Business Cloud API.
+struct Whatsapp {
+    std::string graphUrl = "https://graph.facebook.com";  // graph_url: base URL (tests: http://127.0.0.1:PORT)
+    std::string apiVersion = "v21.0";                      // api_version: "vNN.N"
+    std::string phoneNumberId;                             // phone_number_id (required when used)
+    // The bearer token: $CREDENTIALS_DIRECTORY/whatsapp-token, else this file
+    // (same owner/mode rules as key files).
+    std::string tokenFile;                                 // token_file
+    std::chrono::seconds timeout{10};                      // timeout per attempt, 1..120
+    // Pair rate limit (error 131056): wait at least this long before the
+    // next message to the same recipient.
+    std::chrono::seconds pairBackoff{6};                   // pair_backoff, 1..600
+};
+
+// [webhook]: the HTTP listener for Meta's webhooks (status updates, STOP).
+// Off unless enabled; meant to sit behind the site's TLS reverse proxy.
+struct Webhook {
+    bool enabled = false;                  // enabled
+    std::string listen = "127.0.0.1";      // listen: address to bind
+    int port = 8443;                       // port, 1..65535 (0 in tests: any free port, logged)
+    std::string path = "/whatsapp";        // path of the endpoint
+    // The verify token for the GET handshake and the app secret for
+    // X-Hub-Signature-256: $CREDENTIALS_DIRECTORY/whatsapp-verify-token and
+    // whatsapp-app-secret, else these files.
+    std::string verifyTokenFile;           // verify_token_file
+    std::string appSecretFile;             // app_secret_file
+    std::size_t maxBodyBytes = 256 * 1024; // max_body_bytes, 1 KiB..16 MiB
 };
 
 // [retry]: how transient delivery failures are retried, within the request's lifetime.
@@ -141,7 +188,7 @@ struct Config {
     std::map<Role, RoleGrant> access;
 
     // [delivery]: which driver serves each channel: email -> outbox|ses|smtp,
-    // whatsapp -> outbox.
+    // whatsapp -> outbox|whatsapp.
     std::map<std::string, std::string> drivers;  // channel -> driver, e.g. "email" -> "outbox"
 
     // [outbox]
@@ -151,6 +198,8 @@ struct Config {
     Ses ses;      // [ses]
     Smtp smtp;    // [smtp]
     Retry retry;  // [retry]
+    Whatsapp whatsapp;  // [whatsapp]
+    Webhook webhook;    // [webhook]
 
     std::map<std::string, App> apps;  // [apps.NAME]
 };
