@@ -192,6 +192,22 @@ class Ses(unittest.TestCase):
         self.assertTrue(all(x["errorClass"] == "timeout" and x["ambiguous"] for x in log))
         self.assertIn("may deliver twice", self.d.read_log())
 
+    def test_slow_provider_does_not_block_verify(self):
+        r = self.d.cli("send", "--app", "shop", "--to", "bob@example.org")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rid = r.stdout.strip()
+        code = self.code_in(self.requests_for("bob@example.org")[0])
+        # More slow deliveries than there are delivery threads.
+        slow = []
+        for _ in range(20):
+            out = self.d.cli("--json", "send", "--app", "shop", "--to", "slow@example.org", "--no-wait")
+            slow.append(json.loads(out.stdout)["request"]["id"])
+        r = self.d.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"))
+        # The slow ones were still in flight while the verify was answered.
+        unfinished = [s for s in slow if not any(a["outcome"] == "failed" for a in attempts(self.d, s))]
+        self.assertGreater(len(unfinished), 0)
+
     def test_account_suspended_is_final(self):
         r = self.d.cli("send", "--app", "shop", "--to", "suspended@example.org")
         self.assertEqual(r.returncode, 6)
