@@ -79,6 +79,12 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "TooManySends") {
         message = "request " + str(p, "id") + " reached its limit of " + str(p, "maxSends") + " sends";
         code = kPolicy;
+    } else if (name == "OptedOut") {
+        message = "refused: opted-out (the recipient replied STOP to WhatsApp messages)";
+        code = kPolicy;
+    } else if (name == "CountryNotAllowed") {
+        message = "refused: the app does not send to numbers of " + str(p, "country");
+        code = kPolicy;
     } else if (name == "DeliveryFailed") {
         message = "delivery failed: " + str(p, "reason") + " (request " + str(p, "id") + ")";
         code = kDeliveryFailed;
@@ -184,6 +190,7 @@ int main(int argc, char** argv) {
     std::string sApp, sTo, sChannel, sPurpose, sLocale, sIp, sDevice, sReference;
     std::optional<std::int64_t> sTtl, sLength;
     bool sNoWait = false;
+    std::string sFallback;
     auto* send = app.add_subcommand("send", "issue a code and deliver it; prints the request id");
     send->add_option("--app", sApp, "the app (from the configuration)")->required();
     send->add_option("--to", sTo, "email address or phone number (E.164, e.g. +4915112345678)")->required();
@@ -198,6 +205,8 @@ int main(int argc, char** argv) {
     send->add_option("--ttl", sTtl, "lifetime in seconds (within the app's bounds)");
     send->add_option("--length", sLength, "number of digits (within the app's bounds)");
     send->add_flag("--no-wait", sNoWait, "return once the request is stored; deliver in the background");
+    send->add_option("--fallback-email", sFallback,
+                     "WhatsApp only: deliver to this address instead if WhatsApp fails for good");
 
     // verify
     std::string vId, vApp, vTo, vCode;
@@ -218,6 +227,18 @@ int main(int argc, char** argv) {
     auto* resend = app.add_subcommand("resend", "send a new code for a pending request (the old one stops working)");
     resend->add_option("id", rid, "the request id")->required();
     auto* whoami = app.add_subcommand("whoami", "show your uid and the roles twofactord grants you");
+
+    std::string oDest, oReason;
+    int oLimit = 1000;
+    auto* optout = app.add_subcommand("optout", "the WhatsApp opt-out list (admin)");
+    optout->require_subcommand(1);
+    auto* optoutAdd = optout->add_subcommand("add", "stop WhatsApp messages to a number");
+    optoutAdd->add_option("number", oDest, "the phone number (E.164)")->required();
+    optoutAdd->add_option("--reason", oReason, "why, for the record");
+    auto* optoutRemove = optout->add_subcommand("remove", "allow WhatsApp messages to a number again");
+    optoutRemove->add_option("number", oDest, "the phone number (E.164)")->required();
+    auto* optoutList = optout->add_subcommand("list", "show the opt-out list");
+    optoutList->add_option("--limit", oLimit, "at most this many entries (default 1000)");
 
     std::string dId, dSince, dUntil;
     int dLimit = 100;
@@ -248,12 +269,40 @@ int main(int argc, char** argv) {
         if (sTtl) p["ttl"] = *sTtl;
         if (sLength) p["length"] = *sLength;
         if (sNoWait) p["wait"] = false;
+        if (!sFallback.empty()) p["fallbackEmail"] = sFallback;
         if (int rc = call(g, "send", "io.twofactor.Otp.Send", p, out); rc >= 0) return rc;
         if (!g.json && str(out, "delivery") == "retrying")
             std::fprintf(stderr, "twofactor send: not delivered yet; retrying in the background (see twofactor deliveries %s)\n",
                          str(out["request"], "id").c_str());
         if (g.json) std::printf("%s\n", out.dump().c_str());
         else std::printf("%s\n", str(out["request"], "id").c_str());
+        return kOk;
+    }
+    if (*optout) {
+        if (*optoutAdd) {
+            json p = {{"destination", oDest}};
+            if (!oReason.empty()) p["reason"] = oReason;
+            if (int rc = call(g, "optout add", "io.twofactor.OptOut.Add", p, out); rc >= 0) return rc;
+            if (g.json) std::printf("%s\n", out["entry"].dump().c_str());
+            return kOk;
+        }
+        if (*optoutRemove) {
+            if (int rc = call(g, "optout remove", "io.twofactor.OptOut.Remove", {{"destination", oDest}}, out); rc >= 0)
+                return rc;
+            if (g.json) std::printf("%s\n", out.dump().c_str());
+            if (!out.value("removed", false)) {
+                std::fprintf(stderr, "twofactor optout remove: that number is not on the opt-out list\n");
+                return kNotFound;
+            }
+            return kOk;
+        }
+        if (int rc = call(g, "optout list", "io.twofactor.OptOut.List", {{"limit", oLimit}}, out); rc >= 0) return rc;
+        for (const auto& e : out["entries"]) {
+            if (g.json) std::printf("%s\n", e.dump().c_str());
+            else
+                std::printf("%s  %s  %-7s %s\n", isoTime(e.value("createdAt", std::int64_t{0})).c_str(),
+                            str(e, "destination").c_str(), str(e, "source").c_str(), str(e, "reason").c_str());
+        }
         return kOk;
     }
     if (*deliveries) {
@@ -278,6 +327,9 @@ int main(int argc, char** argv) {
             std::string detail = a.contains("providerMessageId") ? str(a, "providerMessageId") : "";
             if (a.contains("error")) detail = str(a, "errorClass") + ": " + str(a, "error");
             if (a.value("ambiguous", false)) detail += " (ambiguous: may have been delivered)";
+            if (a.contains("providerStatus"))
+                detail += " [" + str(a, "providerStatus") + " " + isoTime(a.value("providerStatusAt", std::int64_t{0})) +
+                          (a.contains("providerError") ? ": " + str(a, "providerError") : "") + "]";
             std::printf("%s  %s  %s.%s  %-7s %-6s %-8s %5s %6sms  %s\n", isoTime(a.value("at", std::int64_t{0})).c_str(),
                         str(a, "requestId").c_str(), str(a, "send").c_str(), str(a, "attempt").c_str(),
                         str(a, "channel").c_str(), str(a, "driver").c_str(), str(a, "outcome").c_str(),

@@ -42,6 +42,9 @@ struct OtpRequest {
     std::int64_t updatedAt = 0;
     std::optional<std::int64_t> finishedAt;
     std::string failure;
+    // An email address to deliver to instead when WhatsApp fails for good
+    // (the app's fallback_to_email); when used, `channel` becomes "email".
+    std::string fallbackDestination;
 
     // The status as of `now`: a pending request past its expiry is expired.
     [[nodiscard]] Status effectiveStatus(std::int64_t now) const {
@@ -72,6 +75,27 @@ struct DeliveryAttempt {
     std::string errorClass;
     std::string error;
     bool ambiguous = false;
+    // What the provider reported later (WhatsApp webhooks): sent, delivered, read, failed.
+    std::string providerStatus;
+    std::int64_t providerStatusAt = 0;
+    std::string providerError;
+};
+
+// A later report from a provider about a message it accepted.
+struct ProviderStatus {
+    std::string providerMessageId;
+    std::string status;
+    std::int64_t at = 0;
+    std::string error;
+};
+
+// A destination that asked not to receive messages (WhatsApp STOP).
+struct OptOut {
+    std::string subjectHash;
+    std::string destination;  // E.164; personal data: exported and erased with the subject
+    std::int64_t createdAt = 0;
+    std::string source;       // "webhook" or "cli"
+    std::string reason;
 };
 
 struct DeliveryQuery {

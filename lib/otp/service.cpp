@@ -18,8 +18,14 @@ namespace {
 constexpr std::int64_t kMinTtl = 30;
 constexpr std::size_t kMaxTextField = 256;
 
+nlohmann::json json_object() { return nlohmann::json::object(); }
+
 Failure invalidParameter(const std::string& parameter, const std::string& why) {
     return Failure{"org.varlink.service.InvalidParameter", {{"parameter", parameter}}, parameter + ": " + why};
+}
+
+Failure optedOut() {
+    return Failure{"OptedOut", json_object(), "the recipient opted out of WhatsApp messages (replied STOP)"};
 }
 
 Failure noSuchRequest(const std::string& id) {
@@ -114,6 +120,23 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
         return reply(Failure{"ChannelNotAllowed", {{"app", app.name}, {"channel", channelName}},
                              "app '" + app.name + "' does not send by " + channelName});
 
+    if (channelName == "whatsapp") {
+        if (auto refusal = countryRefusal(app, dest.normalized)) return reply(std::move(*refusal));
+    }
+    std::string fallback;
+    if (in.fallbackEmail) {
+        if (channelName != "whatsapp")
+            return reply(invalidParameter("fallbackEmail", "only a WhatsApp send falls back to email"));
+        if (!app.fallbackToEmail || !channels_.count("email") ||
+            std::find(app.channels.begin(), app.channels.end(), "email") == app.channels.end())
+            return reply(invalidParameter("fallbackEmail", "app '" + app.name + "' does not fall back to email"));
+        auto fb = parseDestination(*in.fallbackEmail);
+        auto* fbDest = std::get_if<Destination>(&fb);
+        if (!fbDest || fbDest->kind != DestinationKind::Email)
+            return reply(invalidParameter("fallbackEmail", "not a valid email address"));
+        fallback = fbDest->normalized;
+    }
+
     const std::string purpose = in.purpose.value_or("login");
     if (!validPurpose(purpose)) return reply(invalidParameter("purpose", "must be login, verify or recovery"));
     if (in.locale && !validLocale(*in.locale)) return reply(invalidParameter("locale", "not a locale tag"));
@@ -155,19 +178,40 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     r.createdAt = now;
     r.updatedAt = now;
     r.expiresAt = now + ttl;
+    r.fallbackDestination = fallback;
     SecretString code = generateCode(r.codeLength);
     r.codeHash = codeHash(pepper_, r.id, code.view());
 
     // The code stays in memory (captured by the completion), never in the store's queue of SQL.
     auto shared = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(r), std::move(code));
-    store_.submit([shared](store::Transaction& t) { t.insertRequest(shared->first); },
-                  [this, shared, reply, wait = in.wait](std::exception_ptr e) {
-                      if (e) {
-                          reply(Failure{"StoreFailed", {}, "the request could not be stored"});
-                          return;
-                      }
-                      deliver(std::move(shared->first), std::move(shared->second), wait, reply);
-                  });
+    auto refused = std::make_shared<std::optional<Failure>>();
+    store_.submit(
+        [shared, refused](store::Transaction& t) {
+            // Checked in the same transaction as the insert: a STOP that
+            // committed before this send is always honoured.
+            if (shared->first.channel == "whatsapp" && t.findOptOut(shared->first.subjectHash)) {
+                *refused = optedOut();
+                return;
+            }
+            t.insertRequest(shared->first);
+        },
+        [this, shared, refused, reply, wait = in.wait](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the request could not be stored"});
+            if (*refused) return reply(std::move(**refused));
+            deliver(std::move(shared->first), std::move(shared->second), wait, reply);
+        });
+}
+
+std::optional<Failure> OtpService::countryRefusal(const config::App& app, const std::string& e164) const {
+    if (app.allowedCountries.empty() && app.deniedCountries.empty()) return std::nullopt;
+    const std::string region = phoneRegion(e164);
+    const auto in = [&](const std::vector<std::string>& list) {
+        return std::find(list.begin(), list.end(), region) != list.end();
+    };
+    if (in(app.deniedCountries) || (!app.allowedCountries.empty() && !in(app.allowedCountries)))
+        return Failure{"CountryNotAllowed", {{"country", region.empty() ? "unknown" : region}},
+                       "app '" + app.name + "' does not send to numbers of " + (region.empty() ? "unknown regions" : region)};
+    return std::nullopt;
 }
 
 // One send's delivery: its attempts, retries and the single answer to the
@@ -207,7 +251,8 @@ namespace {
 // the delivery log and the logs keep the reason, not the address.
 std::string scrub(std::string text, const OtpRequest& r) {
     if (r.destination.empty()) return text;
-    const Destination d{r.channel == "email" ? DestinationKind::Email : DestinationKind::Phone, r.destination};
+    const Destination d{r.destination.find('@') != std::string::npos ? DestinationKind::Email : DestinationKind::Phone,
+                        r.destination};
     const std::string masked = maskDestination(d);
     for (auto pos = text.find(r.destination); pos != std::string::npos; pos = text.find(r.destination, pos))
         text.replace(pos, r.destination.size(), masked);
@@ -330,7 +375,97 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
         return;
     }
     log::warning(where + ": failed: " + result.error);
+    if (tryFallback(run, result)) return;
     failRequest(run, result.error.empty() ? "delivery failed" : result.error);
+}
+
+// WhatsApp failed for good and the send carried a fallback address: the same
+// request, with the same code, goes out by email instead, recorded as such.
+bool OtpService::tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result) {
+    const OtpRequest& r = run->request;
+    if (r.channel != "whatsapp" || r.fallbackDestination.empty() || result.errorClass == "expired") return false;
+    const auto app = config_.apps.find(r.app);
+    if (app == config_.apps.end() || !app->second.fallbackToEmail || !channels_.count("email")) return false;
+    auto switched = std::make_shared<bool>(false);
+    const int sends = r.sends;
+    store_.submit(
+        [this, run, switched, sends](store::Transaction& t) {
+            auto current = t.findRequest(run->request.id);
+            if (!current || current->effectiveStatus(clock_.now()) != Status::Pending || current->sends != sends) return;
+            current->channel = "email";
+            current->updatedAt = clock_.now();
+            t.updateRequest(*current);
+            *switched = true;
+        },
+        [this, run, switched](std::exception_ptr e) {
+            if (e || !*switched) {
+                failRequest(run, "WhatsApp delivery failed; the request ended before the email fallback");
+                return;
+            }
+            log::info("request " + run->request.id + ": WhatsApp failed for good; falling back to email");
+            run->request.channel = "email";
+            run->request.destination = run->request.fallbackDestination;
+            run->attempt = 0;
+            executor_([this, run] { attempt(run); });
+        });
+    return true;
+}
+
+void OtpService::optOutAdd(std::string destination, std::string reason, std::string source, Reply<OptOut> reply) {
+    auto parsed = parseDestination(destination);
+    auto* d = std::get_if<Destination>(&parsed);
+    if (!d || d->kind != DestinationKind::Phone)
+        return reply(Failure{"InvalidDestination",
+                             {{"reason", d ? "the opt-out list holds phone numbers"
+                                           : std::get<DestinationError>(parsed).reason}},
+                             "invalid destination"});
+    if (reason.size() > kMaxTextField || !printable(reason))
+        return reply(invalidParameter("reason", "at most 256 printable characters"));
+    OptOut entry{subjectHash(d->normalized), d->normalized, clock_.now(), std::move(source), std::move(reason)};
+    store_.submit([entry](store::Transaction& t) { t.putOptOut(entry); },
+                  [entry, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", {}, "the opt-out could not be stored"});
+                      reply(entry);
+                  });
+}
+
+void OtpService::optOutRemove(std::string destination, Reply<bool> reply) {
+    auto parsed = parseDestination(destination);
+    auto* d = std::get_if<Destination>(&parsed);
+    if (!d || d->kind != DestinationKind::Phone)
+        return reply(Failure{"InvalidDestination",
+                             {{"reason", d ? "the opt-out list holds phone numbers"
+                                           : std::get<DestinationError>(parsed).reason}},
+                             "invalid destination"});
+    auto removed = std::make_shared<bool>(false);
+    store_.submit([removed, hash = subjectHash(d->normalized)](store::Transaction& t) { *removed = t.removeOptOut(hash); },
+                  [removed, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", {}, "the opt-out list could not be changed"});
+                      reply(*removed);
+                  });
+}
+
+void OtpService::optOutList(int limit, Reply<std::vector<OptOut>> reply) {
+    if (limit < 1 || limit > 100000)
+        return reply(Failure{"OutOfRange", {{"parameter", "limit"}, {"min", 1}, {"max", 100000}},
+                             "limit must be between 1 and 100000"});
+    auto list = std::make_shared<std::vector<OptOut>>();
+    store_.submit([list, limit](store::Transaction& t) { *list = t.listOptOuts(limit); },
+                  [list, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", {}, "the opt-out list could not be read"});
+                      reply(std::move(*list));
+                  });
+}
+
+void OtpService::providerStatus(ProviderStatus status) {
+    auto known = std::make_shared<bool>(false);
+    store_.submit([status, known](store::Transaction& t) { *known = t.updateDeliveryStatus(status); },
+                  [status, known](std::exception_ptr e) {
+                      if (e) log::error("a provider status update could not be stored");
+                      else if (!*known)
+                          log::debug("status '" + status.status + "' for unknown or older message " +
+                                     status.providerMessageId + " ignored");
+                  });
 }
 
 void OtpService::failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason) {
@@ -475,6 +610,10 @@ void OtpService::resend(std::string id, Reply<SendResult> reply) {
                 return;
             }
             auto r = &std::get<OtpRequest>(found);
+            if (r->channel == "whatsapp" && t.findOptOut(r->subjectHash)) {
+                state->outcome = optedOut();
+                return;
+            }
             if (r->sends >= r->maxSends) {
                 state->outcome = Failure{"TooManySends", {{"id", r->id}, {"maxSends", r->maxSends}},
                                          "request " + r->id + " was already sent " + std::to_string(r->sends) +

@@ -45,6 +45,7 @@ struct SendInput {
     std::optional<std::int64_t> ttl;
     std::optional<std::int64_t> length;
     bool wait = true;  // false: answer once the request is committed; deliver in the background
+    std::optional<std::string> fallbackEmail;  // WhatsApp only, when the app falls back to email
 };
 
 // How far delivery had got when a send or resend was answered.
@@ -93,6 +94,15 @@ public:
     void resend(std::string id, Reply<SendResult> reply);
     void deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply);
 
+    // The WhatsApp opt-out list. Destinations are phone numbers (normalised
+    // as at send time); `source` is "cli" or "webhook".
+    void optOutAdd(std::string destination, std::string reason, std::string source, Reply<OptOut> reply);
+    void optOutRemove(std::string destination, Reply<bool> reply);
+    void optOutList(int limit, Reply<std::vector<OptOut>> reply);
+
+    // A provider's later report on a message it accepted (webhook status updates).
+    void providerStatus(ProviderStatus status);
+
     // hex HMAC of a normalised destination under the subject key: how stored
     // requests are found without the destination being a lookup key.
     [[nodiscard]] std::string subjectHash(std::string_view normalizedDestination) const;
@@ -100,6 +110,8 @@ public:
 
 private:
     struct DeliveryRun;
+    [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
+    bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
     void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply);
     void attempt(const std::shared_ptr<DeliveryRun>& run);
     void attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result);

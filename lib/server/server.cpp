@@ -102,7 +102,9 @@ constexpr std::size_t kDeliveryThreads = 16;
 constexpr const char* kDaemonIface = "io.twofactor.Daemon";
 
 json requestJson(const otp::OtpRequest& r, std::int64_t now) {
-    otp::Destination d{r.channel == "email" ? otp::DestinationKind::Email : otp::DestinationKind::Phone, r.destination};
+    const otp::Destination d{r.destination.find('@') != std::string::npos ? otp::DestinationKind::Email
+                                                                          : otp::DestinationKind::Phone,
+                             r.destination};
     json j = {
         {"id", r.id},
         {"app", r.app},
@@ -136,6 +138,17 @@ json attemptJson(const otp::DeliveryAttempt& a) {
     if (a.statusCode != 0) j["statusCode"] = a.statusCode;
     if (!a.errorClass.empty()) j["errorClass"] = a.errorClass;
     if (!a.error.empty()) j["error"] = a.error;
+    if (!a.providerStatus.empty()) {
+        j["providerStatus"] = a.providerStatus;
+        j["providerStatusAt"] = a.providerStatusAt;
+    }
+    if (!a.providerError.empty()) j["providerError"] = a.providerError;
+    return j;
+}
+
+json optOutJson(const otp::OptOut& e) {
+    json j = {{"destination", e.destination}, {"createdAt", e.createdAt}, {"source", e.source}};
+    if (!e.reason.empty()) j["reason"] = e.reason;
     return j;
 }
 
@@ -496,6 +509,7 @@ void Server::buildMethodTable() {
         in.ttl = opt<std::int64_t>(p, "ttl");
         in.length = opt<std::int64_t>(p, "length");
         in.wait = opt<bool>(p, "wait").value_or(true);
+        in.fallbackEmail = opt<std::string>(p, "fallbackEmail");
         const uid_t uid = peer.uid;
         service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::SendResult> o) {
             if (auto* res = std::get_if<otp::SendResult>(&o))
@@ -549,6 +563,34 @@ void Server::buildMethodTable() {
                 json attempts = json::array();
                 for (const auto& a : list) attempts.push_back(attemptJson(a));
                 return json{{"attempts", attempts}};
+            });
+        });
+    });
+
+    add("io.twofactor.OptOut.Add", Access::Admin, [this](const Peer& peer, const json& p, Respond r) {
+        const uid_t uid = peer.uid;
+        service_->optOutAdd(p.at("destination").get<std::string>(), opt<std::string>(p, "reason").value_or(""), "cli",
+                            [this, r = onIo(r), uid](otp::Outcome<otp::OptOut> o) {
+                                if (std::holds_alternative<otp::OptOut>(o))
+                                    log::info("uid " + std::to_string(uid) + " added a number to the opt-out list");
+                                answer(r, o, [](const otp::OptOut& e) { return json{{"entry", optOutJson(e)}}; });
+                            });
+    });
+    add("io.twofactor.OptOut.Remove", Access::Admin, [this](const Peer& peer, const json& p, Respond r) {
+        const uid_t uid = peer.uid;
+        service_->optOutRemove(p.at("destination").get<std::string>(), [this, r = onIo(r), uid](otp::Outcome<bool> o) {
+            if (auto* removed = std::get_if<bool>(&o); removed && *removed)
+                log::info("uid " + std::to_string(uid) + " removed a number from the opt-out list");
+            answer(r, o, [](bool removed) { return json{{"removed", removed}}; });
+        });
+    });
+    add("io.twofactor.OptOut.List", Access::Admin, [this](const Peer&, const json& p, Respond r) {
+        const int limit = static_cast<int>(std::clamp<std::int64_t>(opt<std::int64_t>(p, "limit").value_or(1000), -1, 1000000));
+        service_->optOutList(limit, [this, r = onIo(r)](otp::Outcome<std::vector<otp::OptOut>> o) {
+            answer(r, o, [](const std::vector<otp::OptOut>& list) {
+                json entries = json::array();
+                for (const auto& e : list) entries.push_back(optOutJson(e));
+                return json{{"entries", entries}};
             });
         });
     });

@@ -59,6 +59,21 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_by_request ON deliveries (request_id, id);
 CREATE INDEX deliveries_by_time ON deliveries (at);
 )sql",
+    // 3: WhatsApp: the opt-out list, provider status updates, email fallback.
+    R"sql(
+CREATE TABLE optouts (
+    subject_hash  TEXT PRIMARY KEY NOT NULL,
+    destination   TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    source        TEXT NOT NULL,
+    reason        TEXT NOT NULL DEFAULT ''
+);
+ALTER TABLE deliveries ADD COLUMN provider_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN provider_status_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN provider_error TEXT NOT NULL DEFAULT '';
+CREATE INDEX deliveries_by_provider_id ON deliveries (provider_message_id);
+ALTER TABLE requests ADD COLUMN fallback_destination TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 inline constexpr const char* kInsertDelivery =
@@ -70,35 +85,46 @@ inline constexpr const char* kInsertDelivery =
 // newest rows that match, returned oldest first by the caller's reversal.
 inline constexpr const char* kSelectDeliveries =
     "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
-    "status_code, duration_ms, error_class, error, ambiguous FROM deliveries "
-    "WHERE (?1 IS NULL OR request_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
+    "FROM deliveries WHERE (?1 IS NULL OR request_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
     "ORDER BY id DESC LIMIT ?4";
 
-inline constexpr const char* kRequestColumns =
-    "id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "
-    "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "
-    "finished_at, failure";
+// A provider's later word on a message (WhatsApp webhook statuses). "read" may
+// arrive without "delivered", and late updates must not undo later ones: only
+// a newer timestamp replaces an older one.
+inline constexpr const char* kUpdateDeliveryStatus =
+    "UPDATE deliveries SET provider_status = ?2, provider_status_at = ?3, provider_error = ?4 "
+    "WHERE provider_message_id = ?1 AND provider_message_id <> '' AND provider_status_at <= ?3";
+
+inline constexpr const char* kSelectOptOut =
+    "SELECT subject_hash, destination, created_at, source, reason FROM optouts WHERE subject_hash = ?1";
+inline constexpr const char* kInsertOptOut =
+    "INSERT OR REPLACE INTO optouts (subject_hash, destination, created_at, source, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kDeleteOptOut = "DELETE FROM optouts WHERE subject_hash = ?1";
+inline constexpr const char* kListOptOuts =
+    "SELECT subject_hash, destination, created_at, source, reason FROM optouts ORDER BY created_at, destination "
+    "LIMIT ?1";
 
 inline constexpr const char* kSelectRequest =
     "SELECT id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "
     "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "
-    "finished_at, failure FROM requests WHERE id = ?1";
+    "finished_at, failure, fallback_destination FROM requests WHERE id = ?1";
 
 inline constexpr const char* kSelectNewestPending =
     "SELECT id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "
     "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "
-    "finished_at, failure FROM requests WHERE app = ?1 AND subject_hash = ?2 AND status = 'pending' "
+    "finished_at, failure, fallback_destination FROM requests WHERE app = ?1 AND subject_hash = ?2 AND status = 'pending' "
     "ORDER BY rowid DESC LIMIT 1";
 
 inline constexpr const char* kInsertRequest =
     "INSERT INTO requests (id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, "
     "reference, code_hash, code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, "
-    "expires_at, updated_at, finished_at, failure) "
+    "expires_at, updated_at, finished_at, failure, fallback_destination) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, "
-    "?23)";
+    "?23, ?24)";
 
 inline constexpr const char* kUpdateRequest =
     "UPDATE requests SET code_hash = ?2, status = ?3, attempts = ?4, sends = ?5, expires_at = ?6, updated_at = ?7, "
-    "finished_at = ?8, failure = ?9 WHERE id = ?1";
+    "finished_at = ?8, failure = ?9, channel = ?10 WHERE id = ?1";
 
 }  // namespace twofactor::store::sql

@@ -91,7 +91,62 @@ public:
           insert_(db, sql::kInsertRequest),
           update_(db, sql::kUpdateRequest),
           insertDelivery_(db, sql::kInsertDelivery),
-          selectDeliveries_(db, sql::kSelectDeliveries) {}
+          selectDeliveries_(db, sql::kSelectDeliveries),
+          updateStatus_(db, sql::kUpdateDeliveryStatus),
+          selectOptOut_(db, sql::kSelectOptOut),
+          insertOptOut_(db, sql::kInsertOptOut),
+          deleteOptOut_(db, sql::kDeleteOptOut),
+          listOptOuts_(db, sql::kListOptOuts) {}
+
+    bool updateDeliveryStatus(const otp::ProviderStatus& st) override {
+        auto& s = updateStatus_;
+        s.reset();
+        s.bind(1, st.providerMessageId);
+        s.bind(2, st.status);
+        s.bind(3, st.at);
+        s.bind(4, st.error);
+        s.step();
+        return s.changes() > 0;
+    }
+
+    std::optional<otp::OptOut> findOptOut(std::string_view subjectHash) override {
+        auto& s = selectOptOut_;
+        s.reset();
+        s.bind(1, subjectHash);
+        if (!s.step()) return std::nullopt;
+        auto e = readOptOut(s);
+        s.reset();
+        return e;
+    }
+
+    void putOptOut(const otp::OptOut& e) override {
+        auto& s = insertOptOut_;
+        s.reset();
+        s.bind(1, e.subjectHash);
+        s.bind(2, e.destination);
+        s.bind(3, e.createdAt);
+        s.bind(4, e.source);
+        s.bind(5, e.reason);
+        s.step();
+    }
+
+    bool removeOptOut(std::string_view subjectHash) override {
+        auto& s = deleteOptOut_;
+        s.reset();
+        s.bind(1, subjectHash);
+        s.step();
+        return s.changes() > 0;
+    }
+
+    std::vector<otp::OptOut> listOptOuts(int limit) override {
+        auto& s = listOptOuts_;
+        s.reset();
+        s.bind(1, limit);
+        std::vector<otp::OptOut> out;
+        while (s.step()) out.push_back(readOptOut(s));
+        s.reset();
+        return out;
+    }
 
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override {
         auto& s = insertDelivery_;
@@ -138,6 +193,9 @@ public:
             a.errorClass = s.text(12);
             a.error = s.text(13);
             a.ambiguous = s.integer(14) != 0;
+            a.providerStatus = s.text(15);
+            a.providerStatusAt = s.integer(16);
+            a.providerError = s.text(17);
             out.push_back(std::move(a));
         }
         s.reset();
@@ -185,6 +243,7 @@ public:
         if (r.finishedAt) s.bind(22, *r.finishedAt);
         else s.bindNull(22);
         s.bind(23, r.failure);
+        s.bind(24, r.fallbackDestination);
         s.step();
     }
 
@@ -201,6 +260,7 @@ public:
         if (r.finishedAt) s.bind(8, *r.finishedAt);
         else s.bindNull(8);
         s.bind(9, r.failure);
+        s.bind(10, r.channel);
         s.step();
         if (s.changes() != 1) throw std::runtime_error("request " + r.id + " vanished during an update");
     }
@@ -209,6 +269,16 @@ private:
     static void bindHash(Statement& s, int i, const std::optional<crypto::Digest>& h) {
         if (h) s.bindBlob(i, h->data(), h->size());
         else s.bindNull(i);
+    }
+
+    static otp::OptOut readOptOut(const Statement& s) {
+        otp::OptOut e;
+        e.subjectHash = s.text(0);
+        e.destination = s.text(1);
+        e.createdAt = s.integer(2);
+        e.source = s.text(3);
+        e.reason = s.text(4);
+        return e;
     }
 
     static std::optional<otp::OtpRequest> readOne(Statement& s) {
@@ -244,11 +314,13 @@ private:
         r.updatedAt = s.integer(20);
         if (!s.isNull(21)) r.finishedAt = s.integer(21);
         r.failure = s.text(22);
+        r.fallbackDestination = s.text(23);
         s.reset();
         return r;
     }
 
-    Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_;
+    Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
+        insertOptOut_, deleteOptOut_, listOptOuts_;
 };
 
 class SqlcipherStore final : public Store {

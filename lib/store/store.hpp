@@ -29,6 +29,13 @@ public:
     virtual void insertDeliveryAttempt(const otp::DeliveryAttempt& attempt) = 0;
     // Oldest first, at most query.limit rows (the newest ones when more match).
     [[nodiscard]] virtual std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& query) = 0;
+    // Returns whether a logged attempt carries that provider message id.
+    virtual bool updateDeliveryStatus(const otp::ProviderStatus& status) = 0;
+
+    [[nodiscard]] virtual std::optional<otp::OptOut> findOptOut(std::string_view subjectHash) = 0;
+    virtual void putOptOut(const otp::OptOut& entry) = 0;  // adds or replaces
+    virtual bool removeOptOut(std::string_view subjectHash) = 0;
+    [[nodiscard]] virtual std::vector<otp::OptOut> listOptOuts(int limit) = 0;
 };
 
 class Store {
