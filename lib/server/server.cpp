@@ -5,6 +5,7 @@
 #include "channel/outbox.hpp"
 #include "channel/ses.hpp"
 #include "channel/smtp.hpp"
+#include "channel/whatsapp.hpp"
 #include "ipc/idl.hpp"
 #include "ipc/message.hpp"
 #include "ipc/varlink_interfaces.hpp"
@@ -15,6 +16,7 @@
 #include "util/clock.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"
+#include "webhook/webhook.hpp"
 
 #include <asio.hpp>
 
@@ -245,6 +247,7 @@ private:
         return p;
     }
     void openStore();
+    void startWebhook();
     void listen();
     void accept();
 
@@ -280,6 +283,7 @@ private:
     std::unique_ptr<channel::OutboxChannel> outbox_;
     std::map<std::string, std::unique_ptr<channel::Channel>> drivers_;  // by driver name: "ses", "smtp"
     std::unique_ptr<otp::OtpService> service_;
+    std::unique_ptr<webhook::WebhookServer> webhook_;
     std::map<uid_t, int> perUid_;
     std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;
     int connections_ = 0;
@@ -625,6 +629,7 @@ void Server::openStore() {
         if (!owned) {
             if (driver == "ses") owned = std::make_unique<channel::SesChannel>(config_);
             else if (driver == "smtp") owned = std::make_unique<channel::SmtpChannel>(config_);
+            else if (driver == "whatsapp") owned = std::make_unique<channel::WhatsappChannel>(config_);
             else throw std::runtime_error("unknown delivery driver '" + driver + "' for channel " + channelName);
         }
         channels[channelName] = owned.get();
@@ -641,6 +646,47 @@ void Server::openStore() {
                 });
             });
         });
+}
+
+void Server::startWebhook() {
+    if (!config_.webhook.enabled) return;
+    webhook::Handlers handlers;
+    handlers.onStatus = [this](const webhook::StatusUpdate& u) {
+        otp::ProviderStatus st;
+        st.providerMessageId = u.messageId;
+        st.status = u.status;
+        st.at = u.timestamp != 0 ? u.timestamp : clock_->now();
+        for (const auto& [code, title] : u.errors)
+            st.error += (st.error.empty() ? "" : "; ") + ("(#" + std::to_string(code) + ") " + title);
+        service_->providerStatus(std::move(st));
+    };
+    handlers.onInbound = [this](const webhook::InboundText& m) {
+        switch (webhook::classifyOptText(m.body)) {
+            case webhook::OptCommand::Stop:
+                service_->optOutAdd(m.from, "replied " + std::string(m.body.size() <= 16 ? m.body : "STOP"), "webhook",
+                                    [](otp::Outcome<otp::OptOut> o) {
+                                        if (std::holds_alternative<otp::OptOut>(o))
+                                            log::info("a WhatsApp recipient opted out (STOP)");
+                                        else
+                                            log::warning("a STOP from WhatsApp could not be recorded: " +
+                                                         std::get<otp::Failure>(o).message);
+                                    });
+                break;
+            case webhook::OptCommand::Start:
+                service_->optOutRemove(m.from, [](otp::Outcome<bool> o) {
+                    if (auto* removed = std::get_if<bool>(&o); removed && *removed)
+                        log::info("a WhatsApp recipient opted back in (START)");
+                });
+                break;
+            case webhook::OptCommand::None:
+                log::debug("inbound WhatsApp message ignored (not STOP or START)");
+                break;
+        }
+    };
+    webhook_ = std::make_unique<webhook::WebhookServer>(config_.webhook, std::move(handlers));
+    webhook_->start();
+    log::info("webhook listening on " + config_.webhook.listen + ":" + std::to_string(webhook_->port()) +
+              config_.webhook.path);
 }
 
 void Server::listen() {
@@ -710,6 +756,7 @@ void Server::accept() {
 
 int Server::run() {
     openStore();
+    startWebhook();
     listen();
     accept();
     signals_.async_wait([this](const asio::error_code& ec, int sig) {
@@ -736,6 +783,7 @@ int Server::run() {
     log::info("twofactord " TWOFACTOR_VERSION " ready (" + std::to_string(config_.apps.size()) + " app(s), store " +
               store_->description() + (config_.embedded ? ", embedded default" : ", config " + config_.sourcePath) + ")");
     io_.run();
+    if (webhook_) webhook_->stop();
     deliveryPool_.join();
     store_->close();
     if (ownsSocketPath_) ::unlink(config_.socketPath.c_str());
