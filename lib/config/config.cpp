@@ -4,7 +4,9 @@
 
 #include "ipc/paths.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
@@ -81,14 +83,20 @@ constexpr std::size_t kMaxDisplayName = 128;
 constexpr std::size_t kMaxSocketPath = 107;
 
 const std::vector<std::string> kChannels = {"email", "whatsapp"};
-// Drivers per channel; WhatsApp has only the outbox for now.
+// Drivers per channel.
 const std::vector<std::string> kEmailDrivers = {"outbox", "ses", "smtp"};
-const std::vector<std::string> kWhatsappDrivers = {"outbox"};
+const std::vector<std::string> kWhatsappDrivers = {"outbox", "whatsapp"};
 // Purposes a template can be specific to: [apps.NAME.templates.LOCALE.PURPOSE].
 const std::vector<std::string> kPurposes = {"login", "verify", "recovery"};
 // text_file and html_file: read once, at load, never at send time.
 constexpr std::size_t kMaxTemplateFile = 64 * 1024;
 constexpr std::int64_t kMaxProviderTimeout = 120;
+// [whatsapp] pair_backoff: Meta's pair rate limit is about one message per
+// six seconds; ten minutes is already far beyond any code's usefulness.
+constexpr std::int64_t kMaxPairBackoff = 600;
+// [webhook] max_body_bytes: Meta batches status updates, but never megabytes.
+constexpr std::int64_t kMinWebhookBody = 1024;
+constexpr std::int64_t kMaxWebhookBody = 16 * 1024 * 1024;
 
 std::string joinPath(std::string dir, std::string_view tail) {
     while (dir.size() > 1 && dir.back() == '/') {
@@ -179,6 +187,37 @@ bool validLocale(std::string_view tag) {
 
 bool validRegion(std::string_view region) {
     return region.size() == 2 && isUpper(region[0]) && isUpper(region[1]);
+}
+
+// The Graph API version in the request path: v[0-9]+\.[0-9]+, e.g. "v21.0".
+bool validApiVersion(const std::string& version) {
+    static const std::regex re("v[0-9]+\\.[0-9]+");
+    return std::regex_match(version, re);
+}
+
+// A WhatsApp Business phone number id: Meta's numeric id, not the number.
+bool validPhoneNumberId(std::string_view id) {
+    return !id.empty() && id.size() <= 32 && std::all_of(id.begin(), id.end(), isDigit);
+}
+
+// An approved message template's name: [a-z0-9_]{1,512}, as Meta allows.
+bool validWhatsappTemplateName(std::string_view name) {
+    return !name.empty() && name.size() <= 512 &&
+           std::all_of(name.begin(), name.end(), [](char c) { return isLower(c) || isDigit(c) || c == '_'; });
+}
+
+// A template's language as Meta spells it: [a-z]{2,3}(_[A-Z]{2})?, e.g. "de",
+// "en_US", "pt_BR" (an underscore, unlike locale tags).
+bool validWhatsappLanguage(const std::string& language) {
+    static const std::regex re("[a-z]{2,3}(_[A-Z]{2})?");
+    return std::regex_match(language, re);
+}
+
+// An IPv4 or IPv6 address literal, without brackets or a port.
+bool validIpLiteral(const std::string& address) {
+    in_addr v4{};
+    in6_addr v6{};
+    return ::inet_pton(AF_INET, address.c_str(), &v4) == 1 || ::inet_pton(AF_INET6, address.c_str(), &v6) == 1;
 }
 
 // Names are resolved later with getpwnam/getgrnam; whitespace, ':' or control
@@ -787,13 +826,66 @@ std::string readConfigurationSet(const Reader& reader, const toml::node& node, c
     return value;
 }
 
+bool usesChannel(const App& app, std::string_view channel) { return contains(app.channels, channel); }
+
+// [apps.NAME.whatsapp_templates]: LOCALE = { name = "...", language = "..." }.
+void readWhatsappTemplates(const Reader& reader, const toml::table& templates, const std::string& key, App& app) {
+    for (auto&& [k, v] : templates) {
+        std::string locale(k.str());
+        std::string localeKey = keyJoin(key, locale);
+        if (!validLocale(locale)) {
+            reader.fail(k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
+        }
+        const toml::table& lt = reader.table(v, localeKey);
+        reader.allowOnly(lt, localeKey, {"name", "language"});
+        WhatsappTemplate out;
+        const toml::node* name = lt.get("name");
+        if (name == nullptr) {
+            reader.fail(lt.source(), localeKey + ".name", "is required");
+        }
+        out.name = reader.string(*name, localeKey + ".name");
+        if (!validWhatsappTemplateName(out.name)) {
+            reader.fail(*name, localeKey + ".name",
+                        "must be 1 to 512 characters of a-z, 0-9 and '_' (the approved template's name)");
+        }
+        const toml::node* language = lt.get("language");
+        if (language == nullptr) {
+            reader.fail(lt.source(), localeKey + ".language", "is required");
+        }
+        out.language = reader.string(*language, localeKey + ".language");
+        if (!validWhatsappLanguage(out.language)) {
+            reader.fail(*language, localeKey + ".language",
+                        "must be a template language such as \"en_US\", \"de\" or \"pt_BR\", not \"" +
+                            out.language + "\"");
+        }
+        app.whatsappTemplates.emplace(std::move(locale), std::move(out));
+    }
+}
+
+// allowed_countries / denied_countries: upper-case ISO 3166 alpha-2 codes, each once.
+std::vector<std::string> readCountries(const Reader& reader, const toml::node& node, const std::string& key) {
+    std::vector<std::string> codes = reader.stringArray(node, key);
+    for (std::size_t i = 0; i < codes.size(); ++i) {
+        const toml::node& element = *node.as_array()->get(i);
+        if (!validRegion(codes[i])) {
+            reader.fail(element, indexKey(key, i), "must be an ISO 3166 alpha-2 code in upper case, such as \"DE\"");
+        }
+        if (std::find(codes.begin(), codes.begin() + static_cast<std::ptrdiff_t>(i), codes[i]) !=
+            codes.begin() + static_cast<std::ptrdiff_t>(i)) {
+            reader.fail(element, indexKey(key, i), "\"" + codes[i] + "\" is listed twice");
+        }
+    }
+    return codes;
+}
+
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
             const std::map<std::string, std::string>& drivers) {
     const std::string prefix = "apps." + name;
     reader.allowOnly(t, prefix,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
                       "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
-                      "ses_region", "ses_from", "ses_configuration_set", "email_from"});
+                      "ses_region", "ses_from", "ses_configuration_set", "email_from", "whatsapp_templates",
+                      "allowed_countries", "denied_countries", "fallback_to_email"});
     App app;
     app.name = name;
     app.displayName = name;
@@ -904,6 +996,44 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
     }
     if (const toml::node* n = t.get("email_from")) {
         app.emailFrom = readMailbox(reader, *n, prefix + ".email_from");
+    }
+
+    if (const toml::node* n = t.get("whatsapp_templates")) {
+        std::string key = prefix + ".whatsapp_templates";
+        readWhatsappTemplates(reader, reader.table(*n, key), key, app);
+    }
+
+    const toml::node* allowed = t.get("allowed_countries");
+    const toml::node* denied = t.get("denied_countries");
+    if (allowed != nullptr) {
+        app.allowedCountries = readCountries(reader, *allowed, prefix + ".allowed_countries");
+    }
+    if (denied != nullptr) {
+        app.deniedCountries = readCountries(reader, *denied, prefix + ".denied_countries");
+    }
+    if (allowed != nullptr && denied != nullptr) {
+        // A code in both lists means one of them is a mistake; the error
+        // points at the later of the two in the file.
+        bool deniedLater = denied->source().begin > allowed->source().begin;
+        const toml::node& later = deniedLater ? *denied : *allowed;
+        const auto& laterCodes = deniedLater ? app.deniedCountries : app.allowedCountries;
+        const auto& earlierCodes = deniedLater ? app.allowedCountries : app.deniedCountries;
+        std::string laterKey = prefix + (deniedLater ? ".denied_countries" : ".allowed_countries");
+        std::string earlierKey = prefix + (deniedLater ? ".allowed_countries" : ".denied_countries");
+        for (std::size_t i = 0; i < laterCodes.size(); ++i) {
+            if (contains(earlierCodes, laterCodes[i])) {
+                reader.fail(*later.as_array()->get(i), indexKey(laterKey, i),
+                            "\"" + laterCodes[i] + "\" is also in " + earlierKey);
+            }
+        }
+    }
+
+    if (const toml::node* n = t.get("fallback_to_email")) {
+        std::string key = prefix + ".fallback_to_email";
+        app.fallbackToEmail = reader.boolean(*n, key);
+        if (app.fallbackToEmail && !usesChannel(app, "email")) {
+            reader.fail(*n, key, "needs \"email\" in " + prefix + ".channels");
+        }
     }
 
     app.templates = builtinTemplates();
@@ -1054,6 +1184,29 @@ void readTls(const Reader& reader, const toml::table& t, Tls& tls) {
     }
 }
 
+// An http(s) base URL of a provider's API ([ses] endpoint, [whatsapp]
+// graph_url), without trailing slashes: the drivers append their own paths.
+std::string readApiUrl(const Reader& reader, const toml::node& node, const std::string& key) {
+    std::string value = reader.string(node, key);
+    Url url;
+    std::string error = parseUrl(value, url);
+    if (!error.empty()) {
+        reader.fail(node, key, error);
+    }
+    if (url.scheme != "https" && url.scheme != "http") {
+        reader.fail(node, key, "must be an https:// URL");
+    }
+    // Plain HTTP would carry the message (and the code) in clear text:
+    // only for a local test server.
+    if (url.scheme == "http" && !isLoopbackHost(url.host)) {
+        reader.fail(node, key, "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
+    }
+    while (value.size() > url.scheme.size() + 3 && value.back() == '/') {
+        value.pop_back();
+    }
+    return value;
+}
+
 void readSes(const Reader& reader, const toml::table& t, Ses& ses) {
     reader.allowOnly(t, "ses",
                      {"region", "endpoint", "from", "reply_to", "configuration_set", "access_key_id_file",
@@ -1062,24 +1215,7 @@ void readSes(const Reader& reader, const toml::table& t, Ses& ses) {
         ses.region = readAwsRegion(reader, *n, "ses.region");
     }
     if (const toml::node* n = t.get("endpoint")) {
-        std::string value = reader.string(*n, "ses.endpoint");
-        Url url;
-        std::string error = parseUrl(value, url);
-        if (!error.empty()) {
-            reader.fail(*n, "ses.endpoint", error);
-        }
-        if (url.scheme != "https" && url.scheme != "http") {
-            reader.fail(*n, "ses.endpoint", "must be an https:// URL");
-        }
-        // Plain HTTP would carry the message (and the code) in clear text:
-        // only for a local test server.
-        if (url.scheme == "http" && !isLoopbackHost(url.host)) {
-            reader.fail(*n, "ses.endpoint", "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
-        }
-        while (value.size() > url.scheme.size() + 3 && value.back() == '/') {
-            value.pop_back();
-        }
-        ses.endpoint = value;
+        ses.endpoint = readApiUrl(reader, *n, "ses.endpoint");
     }
     if (const toml::node* n = t.get("from")) {
         ses.from = readMailbox(reader, *n, "ses.from");
@@ -1122,14 +1258,15 @@ void readSes(const Reader& reader, const toml::table& t, Ses& ses) {
     }
 }
 
-// Whether systemd passed the SMTP password as a credential.
-bool haveSmtpPasswordCredential() {
+// Whether systemd passed the named credential (present in
+// $CREDENTIALS_DIRECTORY now, at load).
+bool haveCredential(std::string_view name) {
     const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
     if (dir == nullptr || *dir == '\0') {
         return false;
     }
     struct stat st {};
-    return ::stat(joinPath(dir, "smtp-password").c_str(), &st) == 0;
+    return ::stat(joinPath(dir, name).c_str(), &st) == 0;
 }
 
 void readSmtp(const Reader& reader, const toml::table& t, Smtp& smtp) {
@@ -1178,7 +1315,7 @@ void readSmtp(const Reader& reader, const toml::table& t, Smtp& smtp) {
                     "password_file and ses_region are mutually exclusive (ses_region derives the password from the "
                     "AWS secret key)");
     }
-    if (username != nullptr && passwordFile == nullptr && sesRegion == nullptr && !haveSmtpPasswordCredential()) {
+    if (username != nullptr && passwordFile == nullptr && sesRegion == nullptr && !haveCredential("smtp-password")) {
         reader.fail(*username, "smtp.username",
                     "has no password: set password_file or ses_region, or pass the systemd credential "
                     "\"smtp-password\"");
@@ -1197,6 +1334,96 @@ void readSmtp(const Reader& reader, const toml::table& t, Smtp& smtp) {
     }
     if (const toml::node* n = t.get("timeout")) {
         smtp.timeout = std::chrono::seconds(readTimeout(reader, *n, "smtp.timeout"));
+    }
+}
+
+void readWhatsapp(const Reader& reader, const toml::table& t, Whatsapp& whatsapp) {
+    reader.allowOnly(t, "whatsapp",
+                     {"graph_url", "api_version", "phone_number_id", "token_file", "timeout", "pair_backoff"});
+    if (const toml::node* n = t.get("graph_url")) {
+        whatsapp.graphUrl = readApiUrl(reader, *n, "whatsapp.graph_url");
+    }
+    if (const toml::node* n = t.get("api_version")) {
+        whatsapp.apiVersion = reader.string(*n, "whatsapp.api_version");
+        if (!validApiVersion(whatsapp.apiVersion)) {
+            reader.fail(*n, "whatsapp.api_version",
+                        "must be a Graph API version such as \"v21.0\", not \"" + whatsapp.apiVersion + "\"");
+        }
+    }
+    if (const toml::node* n = t.get("phone_number_id")) {
+        // A string: TOML integers would lose leading zeros and 64-bit range.
+        whatsapp.phoneNumberId = reader.string(*n, "whatsapp.phone_number_id");
+        if (!validPhoneNumberId(whatsapp.phoneNumberId)) {
+            reader.fail(*n, "whatsapp.phone_number_id",
+                        "must be 1 to 32 digits (the phone number ID from WhatsApp Manager, not the phone number)");
+        }
+    }
+    if (const toml::node* n = t.get("token_file")) {
+        whatsapp.tokenFile = reader.absolutePath(*n, "whatsapp.token_file");
+    }
+    if (const toml::node* n = t.get("timeout")) {
+        whatsapp.timeout = std::chrono::seconds(readTimeout(reader, *n, "whatsapp.timeout"));
+    }
+    if (const toml::node* n = t.get("pair_backoff")) {
+        whatsapp.pairBackoff =
+            std::chrono::seconds(reader.integer(*n, "whatsapp.pair_backoff", 1, kMaxPairBackoff, "seconds"));
+    }
+}
+
+void readWebhook(const Reader& reader, const toml::table& t, Webhook& webhook) {
+    reader.allowOnly(t, "webhook",
+                     {"enabled", "listen", "port", "path", "verify_token_file", "app_secret_file", "max_body_bytes"});
+    const toml::node* enabled = t.get("enabled");
+    if (enabled != nullptr) {
+        webhook.enabled = reader.boolean(*enabled, "webhook.enabled");
+    }
+    if (const toml::node* n = t.get("listen")) {
+        webhook.listen = reader.string(*n, "webhook.listen");
+        // A literal only: a host name would be resolved at bind time, and
+        // could resolve to something else than the administrator meant.
+        if (!validIpLiteral(webhook.listen)) {
+            reader.fail(*n, "webhook.listen",
+                        "must be an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\" (no host name, brackets "
+                        "or port)");
+        }
+    }
+    if (const toml::node* n = t.get("port")) {
+        webhook.port = static_cast<int>(reader.integer(*n, "webhook.port", 0, 65535));
+    }
+    if (const toml::node* n = t.get("path")) {
+        webhook.path = reader.string(*n, "webhook.path");
+        if (webhook.path.empty() || webhook.path[0] != '/') {
+            reader.fail(*n, "webhook.path", "must start with '/'");
+        }
+        if (hasControl(webhook.path) || webhook.path.find_first_of(" ?#") != std::string::npos) {
+            reader.fail(*n, "webhook.path", "must not contain spaces, control characters, '?' or '#'");
+        }
+    }
+    const toml::node* verifyToken = t.get("verify_token_file");
+    const toml::node* appSecret = t.get("app_secret_file");
+    if (verifyToken != nullptr) {
+        webhook.verifyTokenFile = reader.absolutePath(*verifyToken, "webhook.verify_token_file");
+    }
+    if (appSecret != nullptr) {
+        webhook.appSecretFile = reader.absolutePath(*appSecret, "webhook.app_secret_file");
+    }
+    if (const toml::node* n = t.get("max_body_bytes")) {
+        webhook.maxBodyBytes = static_cast<std::size_t>(
+            reader.integer(*n, "webhook.max_body_bytes", kMinWebhookBody, kMaxWebhookBody, "bytes"));
+    }
+    // Without the verify token Meta's handshake cannot succeed; without the
+    // app secret no signature can be checked, and unsigned posts are refused.
+    if (webhook.enabled) {
+        if (verifyToken == nullptr && !haveCredential("whatsapp-verify-token")) {
+            reader.fail(*enabled, "webhook.verify_token_file",
+                        "is required by webhook.enabled = true (or pass the systemd credential "
+                        "\"whatsapp-verify-token\")");
+        }
+        if (appSecret == nullptr && !haveCredential("whatsapp-app-secret")) {
+            reader.fail(*enabled, "webhook.app_secret_file",
+                        "is required by webhook.enabled = true (or pass the systemd credential "
+                        "\"whatsapp-app-secret\")");
+        }
     }
 }
 
@@ -1219,8 +1446,6 @@ void readRetry(const Reader& reader, const toml::table& t, Retry& retry) {
         retry.sendWait = std::chrono::seconds(reader.integer(*n, "retry.send_wait", 1, 300, "seconds"));
     }
 }
-
-bool usesChannel(const App& app, std::string_view channel) { return contains(app.channels, channel); }
 
 // What a driver needs but one table alone cannot tell: settings that may be
 // given globally or per app. Errors point at the [delivery] entry.
@@ -1255,6 +1480,54 @@ void checkEmailDriver(const Reader& reader, const toml::table* delivery, const C
     }
 }
 
+// The WhatsApp template an app sends for a locale: the locale's own, its
+// language's, else "en". The same order the driver uses.
+std::vector<std::string> whatsappTemplateCandidates(const std::string& locale) {
+    std::vector<std::string> out = {locale};
+    std::string language = locale.substr(0, locale.find('-'));
+    for (const std::string& candidate : {language, std::string("en")}) {
+        if (!contains(out, candidate)) {
+            out.push_back(candidate);
+        }
+    }
+    return out;
+}
+
+void checkWhatsappDriver(const Reader& reader, const toml::table* delivery, const Config& config) {
+    auto driver = config.drivers.find("whatsapp");
+    if (driver == config.drivers.end() || delivery == nullptr || driver->second != "whatsapp") {
+        return;
+    }
+    const toml::node& where = *delivery->get("whatsapp");
+    const std::string because = "is required by delivery.whatsapp = \"whatsapp\"";
+    if (config.whatsapp.phoneNumberId.empty()) {
+        reader.fail(where, "whatsapp.phone_number_id", because);
+    }
+    if (config.whatsapp.tokenFile.empty() && !haveCredential("whatsapp-token")) {
+        reader.fail(where, "whatsapp.token_file", because + " (or pass the systemd credential \"whatsapp-token\")");
+    }
+    for (const auto& [name, app] : config.apps) {
+        if (!usesChannel(app, "whatsapp")) {
+            continue;
+        }
+        auto candidates = whatsappTemplateCandidates(app.defaultLocale);
+        bool found = std::any_of(candidates.begin(), candidates.end(), [&](const std::string& locale) {
+            return app.whatsappTemplates.count(locale) != 0;
+        });
+        if (!found) {
+            std::string wanted;
+            for (std::size_t i = 0; i < candidates.size(); ++i) {
+                if (i > 0) {
+                    wanted += i + 1 == candidates.size() ? " or " : ", ";
+                }
+                wanted += "\"" + candidates[i] + "\"";
+            }
+            reader.fail(where, "apps." + name + ".whatsapp_templates",
+                        because + " (apps." + name + " has no template for " + wanted + ")");
+        }
+    }
+}
+
 void fillAccessRoles(Config& config) {
     // Every role present, possibly empty, so lookups never need a find().
     for (Role role : {Role::Operator, Role::Dpo, Role::Admin}) {
@@ -1279,7 +1552,8 @@ void fillDerivedPaths(Config& config) {
 
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
-                     {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "apps"});
+                     {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
+                      "webhook", "apps"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -1327,6 +1601,12 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     if (const toml::node* n = root.get("retry")) {
         readRetry(reader, reader.table(*n, "retry"), config.retry);
     }
+    if (const toml::node* n = root.get("whatsapp")) {
+        readWhatsapp(reader, reader.table(*n, "whatsapp"), config.whatsapp);
+    }
+    if (const toml::node* n = root.get("webhook")) {
+        readWebhook(reader, reader.table(*n, "webhook"), config.webhook);
+    }
 
     const toml::node* appsNode = root.get("apps");
     if (appsNode == nullptr) {
@@ -1347,6 +1627,7 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
         config.apps.emplace(name, readApp(reader, reader.table(v, key), name, config.drivers));
     }
     checkEmailDriver(reader, delivery, config);
+    checkWhatsappDriver(reader, delivery, config);
     return config;
 }
 

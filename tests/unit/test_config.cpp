@@ -299,9 +299,11 @@ TEST_CASE("delivery decides which channels an app may use", "[config]") {
     SECTION("an unknown driver is an error") {
         CHECK(errorOf("[delivery]\nemail = \"sendmail\"\n" + kApp) ==
               kFile + ":2:9: delivery.email: must be one of outbox, ses, smtp, not \"sendmail\"");
-        // WhatsApp has only the outbox so far.
+        // WhatsApp has the outbox and Meta's Cloud API, not the email drivers.
         CHECK(errorOf("[delivery]\nwhatsapp = \"ses\"\n" + kApp) ==
-              kFile + ":2:12: delivery.whatsapp: must be one of outbox, not \"ses\"");
+              kFile + ":2:12: delivery.whatsapp: must be one of outbox, whatsapp, not \"ses\"");
+        CHECK(errorOf("[delivery]\nemail = \"whatsapp\"\n" + kApp) ==
+              kFile + ":2:9: delivery.email: must be one of outbox, ses, smtp, not \"whatsapp\"");
     }
     SECTION("an unknown channel in delivery is an error") {
         CHECK_THAT(errorOf("[delivery]\nsms = \"outbox\"\n" + kApp),
@@ -1264,4 +1266,430 @@ TEST_CASE("template files are read at load", "[config][templates]") {
         CHECK(errorOf(t + "text_file = " + q(empty) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + empty + ": must contain {{code}}");
     }
+}
+
+TEST_CASE("[whatsapp] is read and checked", "[config][whatsapp]") {
+    SECTION("defaults") {
+        Config c = parse(kApp, kFile);
+        CHECK(c.whatsapp.graphUrl == "https://graph.facebook.com");
+        CHECK(c.whatsapp.apiVersion == "v21.0");
+        CHECK(c.whatsapp.phoneNumberId.empty());
+        CHECK(c.whatsapp.tokenFile.empty());
+        CHECK(c.whatsapp.timeout == std::chrono::seconds(10));
+        CHECK(c.whatsapp.pairBackoff == std::chrono::seconds(6));
+    }
+    SECTION("values and inclusive bounds") {
+        Config c = parse(R"([whatsapp]
+graph_url = "https://graph.example.com/proxy/"
+api_version = "v22.0"
+phone_number_id = "106540352242922"
+token_file = "/etc/twofactor/whatsapp-token"
+timeout = 120
+pair_backoff = 600
+)" + kApp,
+                         kFile);
+        // Trailing slashes go, as for [ses] endpoint.
+        CHECK(c.whatsapp.graphUrl == "https://graph.example.com/proxy");
+        CHECK(c.whatsapp.apiVersion == "v22.0");
+        CHECK(c.whatsapp.phoneNumberId == "106540352242922");
+        CHECK(c.whatsapp.tokenFile == "/etc/twofactor/whatsapp-token");
+        CHECK(c.whatsapp.timeout == std::chrono::seconds(120));
+        CHECK(c.whatsapp.pairBackoff == std::chrono::seconds(600));
+        Config d = parse("[whatsapp]\ntimeout = 1\npair_backoff = 1\n" + kApp, kFile);
+        CHECK(d.whatsapp.timeout == std::chrono::seconds(1));
+        CHECK(d.whatsapp.pairBackoff == std::chrono::seconds(1));
+    }
+    SECTION("graph_url: https anywhere, http only on loopback") {
+        for (const char* ok : {"https://graph.facebook.com", "http://127.0.0.1:8081", "http://localhost:9000",
+                               "http://[::1]:8081", "https://[2001:db8::1]:8443"}) {
+            INFO(ok);
+            CHECK(parse(std::string("[whatsapp]\ngraph_url = \"") + ok + "\"\n" + kApp, kFile).whatsapp.graphUrl == ok);
+        }
+        auto err = [](const std::string& url) { return errorOf("[whatsapp]\ngraph_url = " + q(url) + "\n" + kApp); };
+        const std::string at = kFile + ":2:13: whatsapp.graph_url: ";
+        CHECK(err("http://graph.facebook.com") ==
+              at + "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
+        CHECK(err("http://10.0.0.1:8081") == at + "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://");
+        CHECK(err("ftp://graph.facebook.com") == at + "must be an https:// URL");
+        CHECK(err("graph.facebook.com") == at + "must be a URL such as \"https://host\"");
+        CHECK(err("https://graph.facebook.com/?access_token=x") == at + "must not have a query or fragment");
+        CHECK(err("https://token@graph.facebook.com") == at + "must not contain credentials");
+        CHECK(err("https://graph.facebook.com:99999") == at + "has an invalid port \"99999\"");
+        CHECK(errorOf("[whatsapp]\ngraph_url = 1\n" + kApp) == at + "must be a string");
+    }
+    SECTION("api_version") {
+        for (const char* ok : {"v21.0", "v3.2", "v100.10"}) {
+            INFO(ok);
+            CHECK(parse(std::string("[whatsapp]\napi_version = \"") + ok + "\"\n" + kApp, kFile).whatsapp.apiVersion == ok);
+        }
+        for (const char* bad : {"21.0", "v21", "v21.0.1", "V21.0", "v.0", "v21.", "v21.0 ", ""}) {
+            INFO(bad);
+            CHECK(errorOf(std::string("[whatsapp]\napi_version = \"") + bad + "\"\n" + kApp) ==
+                  kFile + ":2:15: whatsapp.api_version: must be a Graph API version such as \"v21.0\", not \"" + bad +
+                      "\"");
+        }
+    }
+    SECTION("phone_number_id") {
+        CHECK(parse("[whatsapp]\nphone_number_id = \"" + std::string(32, '9') + "\"\n" + kApp, kFile)
+                  .whatsapp.phoneNumberId.size() == 32);
+        CHECK(parse("[whatsapp]\nphone_number_id = \"0\"\n" + kApp, kFile).whatsapp.phoneNumberId == "0");
+        const std::string msg =
+            "must be 1 to 32 digits (the phone number ID from WhatsApp Manager, not the phone number)";
+        for (const std::string& bad : {std::string(""), std::string("+4915112345678"), std::string("12 34"),
+                                       std::string("12a"), std::string(33, '1')}) {
+            INFO(bad);
+            CHECK(errorOf("[whatsapp]\nphone_number_id = " + q(bad) + "\n" + kApp) ==
+                  kFile + ":2:19: whatsapp.phone_number_id: " + msg);
+        }
+        CHECK(errorOf("[whatsapp]\nphone_number_id = 106540352242922\n" + kApp) ==
+              kFile + ":2:19: whatsapp.phone_number_id: must be a string");
+    }
+    SECTION("token_file, timeout, pair_backoff") {
+        CHECK(errorOf("[whatsapp]\ntoken_file = \"token\"\n" + kApp) ==
+              kFile + ":2:14: whatsapp.token_file: must be an absolute path");
+        CHECK(errorOf("[whatsapp]\ntimeout = 0\n" + kApp) ==
+              kFile + ":2:11: whatsapp.timeout: must be between 1 and 120 seconds");
+        CHECK(errorOf("[whatsapp]\ntimeout = 121\n" + kApp) ==
+              kFile + ":2:11: whatsapp.timeout: must be between 1 and 120 seconds");
+        CHECK(errorOf("[whatsapp]\npair_backoff = 0\n" + kApp) ==
+              kFile + ":2:16: whatsapp.pair_backoff: must be between 1 and 600 seconds");
+        CHECK(errorOf("[whatsapp]\npair_backoff = 601\n" + kApp) ==
+              kFile + ":2:16: whatsapp.pair_backoff: must be between 1 and 600 seconds");
+        CHECK(errorOf("[whatsapp]\npair_backoff = \"6\"\n" + kApp) ==
+              kFile + ":2:16: whatsapp.pair_backoff: must be an integer");
+    }
+    SECTION("unknown keys and wrong types") {
+        CHECK(errorOf("[whatsapp]\ntoken = \"x\"\n" + kApp) ==
+              kFile + ":2:1: whatsapp.token: unknown key (expected one of: graph_url, api_version, phone_number_id, "
+                      "token_file, timeout, pair_backoff)");
+        CHECK(errorOf("whatsapp = 1\n" + kApp) == kFile + ":1:12: whatsapp: must be a table");
+    }
+}
+
+TEST_CASE("[webhook] is read and checked", "[config][webhook]") {
+    EnvGuard credentials("CREDENTIALS_DIRECTORY", nullptr);
+    const std::string files =
+        "verify_token_file = \"/etc/twofactor/wa-verify\"\napp_secret_file = \"/etc/twofactor/wa-secret\"\n";
+
+    SECTION("defaults: off, on loopback") {
+        Config c = parse(kApp, kFile);
+        CHECK_FALSE(c.webhook.enabled);
+        CHECK(c.webhook.listen == "127.0.0.1");
+        CHECK(c.webhook.port == 8443);
+        CHECK(c.webhook.path == "/whatsapp");
+        CHECK(c.webhook.verifyTokenFile.empty());
+        CHECK(c.webhook.appSecretFile.empty());
+        CHECK(c.webhook.maxBodyBytes == 256 * 1024);
+        // Present but not enabled: nothing is required.
+        CHECK_FALSE(parse("[webhook]\nport = 9000\n" + kApp, kFile).webhook.enabled);
+    }
+    SECTION("values and inclusive bounds") {
+        Config c = parse("[webhook]\nenabled = true\nlisten = \"::\"\nport = 0\npath = \"/hooks/wa-1\"\n" + files +
+                             "max_body_bytes = 1024\n" + kApp,
+                         kFile);
+        CHECK(c.webhook.enabled);
+        CHECK(c.webhook.listen == "::");
+        CHECK(c.webhook.port == 0);
+        CHECK(c.webhook.path == "/hooks/wa-1");
+        CHECK(c.webhook.verifyTokenFile == "/etc/twofactor/wa-verify");
+        CHECK(c.webhook.appSecretFile == "/etc/twofactor/wa-secret");
+        CHECK(c.webhook.maxBodyBytes == 1024);
+        Config d = parse("[webhook]\nport = 65535\npath = \"/\"\nmax_body_bytes = 16777216\n" + kApp, kFile);
+        CHECK(d.webhook.port == 65535);
+        CHECK(d.webhook.path == "/");
+        CHECK(d.webhook.maxBodyBytes == 16777216);
+    }
+    SECTION("listen: an address literal, loopback or not") {
+        for (const char* ok : {"127.0.0.1", "0.0.0.0", "192.0.2.10", "::1", "::", "2001:db8::1", "fe80::1"}) {
+            INFO(ok);
+            CHECK(parse(std::string("[webhook]\nlisten = \"") + ok + "\"\n" + kApp, kFile).webhook.listen == ok);
+        }
+        for (const char* bad : {"localhost", "[::1]", "127.0.0.1:8443", "", "256.1.1.1", "1.2.3", "example.com",
+                                " 127.0.0.1"}) {
+            INFO(bad);
+            CHECK(errorOf(std::string("[webhook]\nlisten = \"") + bad + "\"\n" + kApp) ==
+                  kFile + ":2:10: webhook.listen: must be an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\" (no "
+                          "host name, brackets or port)");
+        }
+    }
+    SECTION("port") {
+        CHECK(errorOf("[webhook]\nport = -1\n" + kApp) == kFile + ":2:8: webhook.port: must be between 0 and 65535");
+        CHECK(errorOf("[webhook]\nport = 65536\n" + kApp) == kFile + ":2:8: webhook.port: must be between 0 and 65535");
+        CHECK(errorOf("[webhook]\nport = \"8443\"\n" + kApp) == kFile + ":2:8: webhook.port: must be an integer");
+    }
+    SECTION("path") {
+        for (const char* bad : {"whatsapp", "", "hooks/wa"}) {
+            INFO(bad);
+            CHECK(errorOf(std::string("[webhook]\npath = \"") + bad + "\"\n" + kApp) ==
+                  kFile + ":2:8: webhook.path: must start with '/'");
+        }
+        for (const char* bad : {"/what sapp", "/whatsapp?x=1", "/whatsapp#top", "/whats\\tapp"}) {
+            INFO(bad);
+            CHECK(errorOf(std::string("[webhook]\npath = \"") + bad + "\"\n" + kApp) ==
+                  kFile + ":2:8: webhook.path: must not contain spaces, control characters, '?' or '#'");
+        }
+    }
+    SECTION("files and max_body_bytes") {
+        CHECK(errorOf("[webhook]\nverify_token_file = \"verify\"\n" + kApp) ==
+              kFile + ":2:21: webhook.verify_token_file: must be an absolute path");
+        CHECK(errorOf("[webhook]\napp_secret_file = \"\"\n" + kApp) ==
+              kFile + ":2:19: webhook.app_secret_file: must be an absolute path");
+        CHECK(errorOf("[webhook]\nmax_body_bytes = 1023\n" + kApp) ==
+              kFile + ":2:18: webhook.max_body_bytes: must be between 1024 and 16777216 bytes");
+        CHECK(errorOf("[webhook]\nmax_body_bytes = 16777217\n" + kApp) ==
+              kFile + ":2:18: webhook.max_body_bytes: must be between 1024 and 16777216 bytes");
+    }
+    SECTION("enabled needs the verify token and the app secret") {
+        CHECK(errorOf("[webhook]\nenabled = true\n" + kApp) ==
+              kFile + ":2:11: webhook.verify_token_file: is required by webhook.enabled = true (or pass the systemd "
+                      "credential \"whatsapp-verify-token\")");
+        CHECK(errorOf("[webhook]\nenabled = true\nverify_token_file = \"/v\"\n" + kApp) ==
+              kFile + ":2:11: webhook.app_secret_file: is required by webhook.enabled = true (or pass the systemd "
+                      "credential \"whatsapp-app-secret\")");
+        CHECK(errorOf("[webhook]\nenabled = true\napp_secret_file = \"/s\"\n" + kApp) ==
+              kFile + ":2:11: webhook.verify_token_file: is required by webhook.enabled = true (or pass the systemd "
+                      "credential \"whatsapp-verify-token\")");
+        CHECK(errorOf("[webhook]\nenabled = \"yes\"\n" + kApp) == kFile + ":2:11: webhook.enabled: must be true or false");
+        CHECK_FALSE(parse("[webhook]\nenabled = false\n" + kApp, kFile).webhook.enabled);
+    }
+    SECTION("systemd credentials present at load replace the files") {
+        TempDir dir;
+        EnvGuard withCredentials("CREDENTIALS_DIRECTORY", dir.path.c_str());
+        dir.write("whatsapp-verify-token", "verify\n");
+        CHECK(errorOf("[webhook]\nenabled = true\n" + kApp) ==
+              kFile + ":2:11: webhook.app_secret_file: is required by webhook.enabled = true (or pass the systemd "
+                      "credential \"whatsapp-app-secret\")");
+        dir.write("whatsapp-app-secret", "secret\n");
+        Config c = parse("[webhook]\nenabled = true\n" + kApp, kFile);
+        CHECK(c.webhook.enabled);
+        CHECK(c.webhook.verifyTokenFile.empty());
+        CHECK(c.webhook.appSecretFile.empty());
+    }
+    SECTION("unknown keys and wrong types") {
+        CHECK(errorOf("[webhook]\nhost = \"x\"\n" + kApp) ==
+              kFile + ":2:1: webhook.host: unknown key (expected one of: enabled, listen, port, path, verify_token_file, "
+                      "app_secret_file, max_body_bytes)");
+        CHECK(errorOf("webhook = true\n" + kApp) == kFile + ":1:11: webhook: must be a table");
+    }
+}
+
+TEST_CASE("per-app WhatsApp settings are read and checked", "[config][whatsapp]") {
+    SECTION("defaults") {
+        Config c = parse(kApp, kFile);
+        const App& a = c.apps.at("shop");
+        CHECK(a.whatsappTemplates.empty());
+        CHECK(a.allowedCountries.empty());
+        CHECK(a.deniedCountries.empty());
+        CHECK_FALSE(a.fallbackToEmail);
+    }
+    SECTION("values") {
+        Config c = parse(kApp + R"(allowed_countries = ["DE", "AT", "CH"]
+denied_countries = ["RU"]
+fallback_to_email = true
+whatsapp_templates = { en = { name = "otp_login", language = "en_US" } }
+[apps.blog]
+denied_countries = []
+allowed_countries = []
+fallback_to_email = false
+[apps.blog.whatsapp_templates]
+de = { name = "otp_login_de", language = "de" }
+pt-BR = { language = "pt_BR", name = "otp_2" }
+[apps.blog.whatsapp_templates.zh-Hant-TW]
+name = "otp"
+language = "zh_TW"
+)",
+                         kFile);
+        const App& shop = c.apps.at("shop");
+        CHECK(shop.allowedCountries == std::vector<std::string>{"DE", "AT", "CH"});
+        CHECK(shop.deniedCountries == std::vector<std::string>{"RU"});
+        CHECK(shop.fallbackToEmail);
+        REQUIRE(shop.whatsappTemplates.size() == 1);
+        CHECK(shop.whatsappTemplates.at("en").name == "otp_login");
+        CHECK(shop.whatsappTemplates.at("en").language == "en_US");
+        const App& blog = c.apps.at("blog");
+        CHECK(blog.allowedCountries.empty());
+        CHECK(blog.deniedCountries.empty());
+        CHECK_FALSE(blog.fallbackToEmail);
+        REQUIRE(blog.whatsappTemplates.size() == 3);
+        CHECK(blog.whatsappTemplates.at("de").name == "otp_login_de");
+        CHECK(blog.whatsappTemplates.at("de").language == "de");
+        CHECK(blog.whatsappTemplates.at("pt-BR").name == "otp_2");
+        CHECK(blog.whatsappTemplates.at("pt-BR").language == "pt_BR");
+        CHECK(blog.whatsappTemplates.at("zh-Hant-TW").language == "zh_TW");
+        // WhatsApp templates are separate from the message templates.
+        CHECK(blog.templates.size() == builtinTemplates().size());
+    }
+    SECTION("template names and languages") {
+        const std::string t = kApp + "[apps.shop.whatsapp_templates]\n";
+        CHECK(parse(t + "en = { name = \"" + std::string(512, 'a') + "\", language = \"fil\" }\n", kFile)
+                  .apps.at("shop")
+                  .whatsappTemplates.at("en")
+                  .name.size() == 512);
+        const std::string nameMsg = "must be 1 to 512 characters of a-z, 0-9 and '_' (the approved template's name)";
+        for (const std::string& bad : {std::string("OTP"), std::string("otp-login"), std::string(""),
+                                       std::string("otp login"), std::string(513, 'a')}) {
+            INFO(bad);
+            CHECK(errorOf(t + "en = { name = " + q(bad) + ", language = \"en\" }\n") ==
+                  kFile + ":3:15: apps.shop.whatsapp_templates.en.name: " + nameMsg);
+        }
+        for (const char* ok : {"en", "en_US", "pt_BR", "fil", "zh_CN"}) {
+            INFO(ok);
+            CHECK(parse(t + "en = { name = \"otp\", language = \"" + ok + "\" }\n", kFile)
+                      .apps.at("shop")
+                      .whatsappTemplates.at("en")
+                      .language == ok);
+        }
+        for (const char* bad : {"en-US", "EN", "en_us", "e", "engl", "en_USA", "", "en_"}) {
+            INFO(bad);
+            CHECK(errorOf(t + "en = { name = \"otp\", language = \"" + bad + "\" }\n") ==
+                  kFile + ":3:33: apps.shop.whatsapp_templates.en.language: must be a template language such as "
+                          "\"en_US\", \"de\" or \"pt_BR\", not \"" +
+                      bad + "\"");
+        }
+    }
+    SECTION("template tables: locale keys, required and unknown keys, types") {
+        const std::string t = kApp + "[apps.shop.whatsapp_templates]\n";
+        CHECK(errorOf(t + "en_US = { name = \"otp\", language = \"en_US\" }\n") ==
+              kFile + ":3:1: apps.shop.whatsapp_templates.en_US: is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
+        CHECK(errorOf(t + "EN = { name = \"otp\", language = \"en\" }\n") ==
+              kFile + ":3:1: apps.shop.whatsapp_templates.EN: is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
+        CHECK(errorOf(t + "en = { language = \"en\" }\n") ==
+              kFile + ":3:6: apps.shop.whatsapp_templates.en.name: is required");
+        CHECK(errorOf(t + "en = { name = \"otp\" }\n") ==
+              kFile + ":3:6: apps.shop.whatsapp_templates.en.language: is required");
+        CHECK(errorOf(t + "en = { name = \"a\", lang = \"en\" }\n") ==
+              kFile + ":3:20: apps.shop.whatsapp_templates.en.lang: unknown key (expected one of: name, language)");
+        CHECK(errorOf(t + "en = \"otp_login\"\n") == kFile + ":3:6: apps.shop.whatsapp_templates.en: must be a table");
+        CHECK(errorOf(t + "en = { name = 1, language = \"en\" }\n") ==
+              kFile + ":3:15: apps.shop.whatsapp_templates.en.name: must be a string");
+        CHECK(errorOf(kApp + "whatsapp_templates = [\"otp\"]\n") ==
+              kFile + ":2:22: apps.shop.whatsapp_templates: must be a table");
+        CHECK_NOTHROW(parse(t, kFile));
+    }
+    SECTION("countries") {
+        const std::string msg = "must be an ISO 3166 alpha-2 code in upper case, such as \"DE\"";
+        CHECK(errorOf(kApp + "allowed_countries = [\"DE\", \"de\"]\n") ==
+              kFile + ":2:28: apps.shop.allowed_countries[1]: " + msg);
+        for (const char* bad : {"DEU", "D", "", "D1", " DE"}) {
+            INFO(bad);
+            CHECK(errorOf(kApp + "denied_countries = [\"" + bad + "\"]\n") ==
+                  kFile + ":2:21: apps.shop.denied_countries[0]: " + msg);
+        }
+        CHECK(errorOf(kApp + "denied_countries = [\"RU\", \"RU\"]\n") ==
+              kFile + ":2:27: apps.shop.denied_countries[1]: \"RU\" is listed twice");
+        CHECK(errorOf(kApp + "allowed_countries = [\"AT\", \"DE\", \"AT\"]\n") ==
+              kFile + ":2:34: apps.shop.allowed_countries[2]: \"AT\" is listed twice");
+        CHECK(errorOf(kApp + "allowed_countries = \"DE\"\n") ==
+              kFile + ":2:21: apps.shop.allowed_countries: must be an array of strings");
+        CHECK(errorOf(kApp + "denied_countries = [49]\n") == kFile + ":2:21: apps.shop.denied_countries[0]: must be a string");
+    }
+    SECTION("a code in both lists: the later list is wrong") {
+        CHECK(errorOf(kApp + "allowed_countries = [\"DE\", \"AT\"]\ndenied_countries = [\"FR\", \"AT\"]\n") ==
+              kFile + ":3:27: apps.shop.denied_countries[1]: \"AT\" is also in apps.shop.allowed_countries");
+        CHECK(errorOf(kApp + "denied_countries = [\"AT\"]\nallowed_countries = [\"DE\", \"AT\"]\n") ==
+              kFile + ":3:28: apps.shop.allowed_countries[1]: \"AT\" is also in apps.shop.denied_countries");
+    }
+    SECTION("fallback_to_email needs the email channel") {
+        CHECK(parse(kApp + "channels = [\"whatsapp\", \"email\"]\nfallback_to_email = true\n", kFile)
+                  .apps.at("shop")
+                  .fallbackToEmail);
+        CHECK(errorOf(kApp + "channels = [\"whatsapp\"]\nfallback_to_email = true\n") ==
+              kFile + ":3:21: apps.shop.fallback_to_email: needs \"email\" in apps.shop.channels");
+        // Default channels follow [delivery]: without an email driver there is no email.
+        CHECK(errorOf("[delivery]\nwhatsapp = \"outbox\"\n" + kApp + "fallback_to_email = true\n") ==
+              kFile + ":4:21: apps.shop.fallback_to_email: needs \"email\" in apps.shop.channels");
+        CHECK_FALSE(parse(kApp + "channels = [\"whatsapp\"]\nfallback_to_email = false\n", kFile)
+                        .apps.at("shop")
+                        .fallbackToEmail);
+        CHECK(errorOf(kApp + "fallback_to_email = 1\n") == kFile + ":2:21: apps.shop.fallback_to_email: must be true or false");
+    }
+    SECTION("unknown per-app keys still fail") {
+        CHECK_THAT(errorOf(kApp + "whatsapp_template = {}\n"),
+                   Catch::StartsWith(kFile + ":2:1: apps.shop.whatsapp_template: unknown table"));
+        CHECK_THAT(errorOf(kApp + "allowed_regions = [\"DE\"]\n"),
+                   Catch::StartsWith(kFile + ":2:1: apps.shop.allowed_regions: unknown key"));
+    }
+}
+
+TEST_CASE("the WhatsApp driver needs its settings and a template per app", "[config][whatsapp]") {
+    EnvGuard credentials("CREDENTIALS_DIRECTORY", nullptr);
+    const std::string wa = "[delivery]\nemail = \"outbox\"\nwhatsapp = \"whatsapp\"\n";
+    const std::string settings =
+        "[whatsapp]\nphone_number_id = \"106540352242922\"\ntoken_file = \"/etc/twofactor/whatsapp-token\"\n";
+    const std::string en = "[apps.shop.whatsapp_templates]\nen = { name = \"otp_login\", language = \"en_US\" }\n";
+    const std::string at = kFile + ":3:12: ";
+
+    SECTION("all there") {
+        Config c = parse(wa + settings + kApp + en, kFile);
+        CHECK(c.drivers == std::map<std::string, std::string>{{"email", "outbox"}, {"whatsapp", "whatsapp"}});
+        CHECK(c.apps.at("shop").whatsappTemplates.at("en").name == "otp_login");
+    }
+    SECTION("phone_number_id and token_file") {
+        CHECK(errorOf(wa + kApp + en) == at + "whatsapp.phone_number_id: is required by delivery.whatsapp = \"whatsapp\"");
+        CHECK(errorOf(wa + "[whatsapp]\ntoken_file = \"/t\"\n" + kApp + en) ==
+              at + "whatsapp.phone_number_id: is required by delivery.whatsapp = \"whatsapp\"");
+        CHECK(errorOf(wa + "[whatsapp]\nphone_number_id = \"1\"\n" + kApp + en) ==
+              at + "whatsapp.token_file: is required by delivery.whatsapp = \"whatsapp\" (or pass the systemd "
+                   "credential \"whatsapp-token\")");
+        // Required even when no app uses WhatsApp, like smtp.url.
+        CHECK(errorOf(wa + "[apps.mail]\nchannels = [\"email\"]\n") ==
+              at + "whatsapp.phone_number_id: is required by delivery.whatsapp = \"whatsapp\"");
+    }
+    SECTION("the systemd credential whatsapp-token replaces token_file") {
+        TempDir dir;
+        EnvGuard withCredentials("CREDENTIALS_DIRECTORY", dir.path.c_str());
+        const std::string noToken = wa + "[whatsapp]\nphone_number_id = \"1\"\n" + kApp + en;
+        CHECK_THAT(errorOf(noToken), Catch::StartsWith(at + "whatsapp.token_file: is required"));
+        dir.write("whatsapp-token", "EAAG...\n");
+        CHECK(parse(noToken, kFile).whatsapp.tokenFile.empty());
+    }
+    SECTION("an app using WhatsApp needs a template for its default_locale, its language or en") {
+        CHECK(errorOf(wa + settings + kApp) ==
+              at + "apps.shop.whatsapp_templates: is required by delivery.whatsapp = \"whatsapp\" (apps.shop has no "
+                   "template for \"en\")");
+        const std::string de = wa + settings + kApp + "default_locale = \"de\"\n[apps.shop.whatsapp_templates]\n";
+        CHECK_NOTHROW(parse(de + "de = { name = \"otp\", language = \"de\" }\n", kFile));
+        CHECK_NOTHROW(parse(de + "en = { name = \"otp\", language = \"en\" }\n", kFile));
+        CHECK(errorOf(de + "fr = { name = \"otp\", language = \"fr\" }\n") ==
+              at + "apps.shop.whatsapp_templates: is required by delivery.whatsapp = \"whatsapp\" (apps.shop has no "
+                   "template for \"de\" or \"en\")");
+        // A regional default locale: the locale itself, then its language.
+        const std::string pt = wa + settings + kApp + "default_locale = \"pt-BR\"\n"
+                               "[apps.shop.templates.pt-BR]\nsubject = \"Código\"\ntext = \"{{code}}\"\n"
+                               "[apps.shop.whatsapp_templates]\n";
+        CHECK_NOTHROW(parse(pt + "pt-BR = { name = \"otp\", language = \"pt_BR\" }\n", kFile));
+        CHECK_NOTHROW(parse(pt + "pt = { name = \"otp\", language = \"pt_PT\" }\n", kFile));
+        CHECK(errorOf(pt + "pt-PT = { name = \"otp\", language = \"pt_PT\" }\n") ==
+              at + "apps.shop.whatsapp_templates: is required by delivery.whatsapp = \"whatsapp\" (apps.shop has no "
+                   "template for \"pt-BR\", \"pt\" or \"en\")");
+    }
+    SECTION("the error names the app that lacks one; apps without WhatsApp need none") {
+        CHECK(errorOf(wa + settings + "[apps.a]\nwhatsapp_templates = { en = { name = \"otp\", language = \"en\" } }\n"
+                                      "[apps.b]\n") ==
+              at + "apps.b.whatsapp_templates: is required by delivery.whatsapp = \"whatsapp\" (apps.b has no template "
+                   "for \"en\")");
+        CHECK_NOTHROW(parse(wa + settings + "[apps.mail]\nchannels = [\"email\"]\n", kFile));
+    }
+    SECTION("the outbox needs none of it") {
+        Config c = parse("[delivery]\nwhatsapp = \"outbox\"\n[whatsapp]\ntimeout = 5\n" + kApp, kFile);
+        CHECK(c.drivers.at("whatsapp") == "outbox");
+        CHECK(c.apps.at("shop").whatsappTemplates.empty());
+    }
+    SECTION("[whatsapp] values are checked before the cross-check") {
+        CHECK(errorOf(wa + "[whatsapp]\nphone_number_id = \"+49\"\n" + kApp + en) ==
+              kFile + ":5:19: whatsapp.phone_number_id: must be 1 to 32 digits (the phone number ID from WhatsApp "
+                      "Manager, not the phone number)");
+    }
+}
+
+TEST_CASE("embeddedDefault leaves WhatsApp on the outbox and the webhook off", "[config][whatsapp]") {
+    Config c = embeddedDefault();
+    CHECK(c.drivers.at("whatsapp") == "outbox");
+    CHECK_FALSE(c.webhook.enabled);
+    CHECK(c.whatsapp.phoneNumberId.empty());
+    const App& app = c.apps.at("default");
+    CHECK(app.whatsappTemplates.empty());
+    CHECK(app.allowedCountries.empty());
+    CHECK(app.deniedCountries.empty());
+    CHECK_FALSE(app.fallbackToEmail);
 }
