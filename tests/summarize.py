@@ -11,7 +11,12 @@ passed = failed = skipped = 0
 for line in open(sys.argv[1], encoding="utf-8"):
     if not line.strip():
         continue
-    entry = json.loads(line)
+    try:
+        entry = json.loads(line)
+    except ValueError:  # a damaged log: count it against the run rather than drop it
+        print("unreadable test log entry: " + line[:80].strip())
+        failed += 1
+        continue
     out = entry.get("stdout") or ""
     ok = len(re.findall(r"^ok \d+", out, re.M))
     nok = len(re.findall(r"^not ok \d+", out, re.M))
