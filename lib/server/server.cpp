@@ -684,9 +684,7 @@ void Server::startWebhook() {
         }
     };
     webhook_ = std::make_unique<webhook::WebhookServer>(config_.webhook, std::move(handlers));
-    webhook_->start();
-    log::info("webhook listening on " + config_.webhook.listen + ":" + std::to_string(webhook_->port()) +
-              config_.webhook.path);
+    webhook_->start();  // logs where it listens
 }
 
 void Server::listen() {

@@ -431,7 +431,7 @@ private:
                 sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
                 throw;
             }
-            if (v > 0 || current > 0) log::info("migrated " + path_ + " to schema version " + std::to_string(v + 1));
+            if (current > 0) log::info("migrated " + path_ + " to schema version " + std::to_string(v + 1));
         }
     }
 
