@@ -82,6 +82,17 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "OptedOut") {
         message = "refused: opted-out (the recipient replied STOP to WhatsApp messages)";
         code = kPolicy;
+    } else if (name == "RateLimited") {
+        const std::string scope = str(p, "scope");
+        std::string what = "rate limit";
+        if (scope == "destination-cooldown") what = "resend cooldown for this destination";
+        else if (scope == "destination") what = "send limit for this destination";
+        else if (scope == "ip") what = "send limit for this client IP";
+        else if (scope == "prefix") what = "send limit for this client's network";
+        else if (scope == "app") what = "send limit for this app";
+        else if (scope == "subject-lockout") what = "lockout after too many failed verifications";
+        message = "refused: rate limited (" + scope + ": " + what + "); retry in " + str(p, "retryAfter") + " s";
+        code = kPolicy;
     } else if (name == "CountryNotAllowed") {
         message = "refused: the app does not send to numbers of " + str(p, "country");
         code = kPolicy;

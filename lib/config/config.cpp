@@ -878,6 +878,46 @@ std::vector<std::string> readCountries(const Reader& reader, const toml::node& n
     return codes;
 }
 
+void readRateLimits(const Reader& reader, const toml::table& t, const std::string& prefix, RateLimits& limits) {
+    reader.allowOnly(t, prefix,
+                     {"resend_cooldown", "destination_sends", "destination_window", "ip_sends", "ip_window",
+                      "prefix_sends", "prefix_window", "app_sends", "app_window", "max_subject_failures",
+                      "subject_lockout", "subject_max_lockout"});
+    const auto count = [&](const char* key, int& out) {
+        if (const toml::node* n = t.get(key)) {
+            out = static_cast<int>(reader.integer(*n, prefix + "." + key, 1, 1000000));
+        }
+    };
+    const auto seconds = [&](const char* key, std::chrono::seconds& out, std::int64_t min) {
+        if (const toml::node* n = t.get(key)) {
+            out = std::chrono::seconds(reader.integer(*n, prefix + "." + key, min, 86400, "seconds"));
+        }
+    };
+    if (const toml::node* n = t.get("resend_cooldown")) {
+        limits.resendCooldown =
+            std::chrono::seconds(reader.integer(*n, prefix + ".resend_cooldown", 0, 3600, "seconds"));
+    }
+    count("destination_sends", limits.destinationSends);
+    seconds("destination_window", limits.destinationWindow, 1);
+    count("ip_sends", limits.ipSends);
+    seconds("ip_window", limits.ipWindow, 1);
+    count("prefix_sends", limits.prefixSends);
+    seconds("prefix_window", limits.prefixWindow, 1);
+    count("app_sends", limits.appSends);
+    seconds("app_window", limits.appWindow, 1);
+    // NIST SP 800-63B 5.2.2: never more than 100 consecutive failures.
+    if (const toml::node* n = t.get("max_subject_failures")) {
+        limits.maxSubjectFailures = static_cast<int>(reader.integer(*n, prefix + ".max_subject_failures", 1, 100));
+    }
+    seconds("subject_lockout", limits.subjectLockout, 1);
+    if (const toml::node* n = t.get("subject_max_lockout")) {
+        limits.subjectMaxLockout = std::chrono::seconds(reader.integer(
+            *n, prefix + ".subject_max_lockout", limits.subjectLockout.count(), 86400, "seconds"));
+    } else if (limits.subjectMaxLockout < limits.subjectLockout) {
+        limits.subjectMaxLockout = limits.subjectLockout;
+    }
+}
+
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
             const std::map<std::string, std::string>& drivers) {
     const std::string prefix = "apps." + name;
@@ -885,7 +925,7 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
                       "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
                       "ses_region", "ses_from", "ses_configuration_set", "email_from", "whatsapp_templates",
-                      "allowed_countries", "denied_countries", "fallback_to_email"});
+                      "allowed_countries", "denied_countries", "fallback_to_email", "rate_limits"});
     App app;
     app.name = name;
     app.displayName = name;
@@ -1034,6 +1074,11 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
         if (app.fallbackToEmail && !usesChannel(app, "email")) {
             reader.fail(*n, key, "needs \"email\" in " + prefix + ".channels");
         }
+    }
+
+    if (const toml::node* n = t.get("rate_limits")) {
+        std::string key = prefix + ".rate_limits";
+        readRateLimits(reader, reader.table(*n, key), key, app.rateLimits);
     }
 
     app.templates = builtinTemplates();

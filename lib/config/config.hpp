@@ -53,6 +53,23 @@ struct WhatsappTemplate {
     std::string language;  // language, e.g. "en_US"
 };
 
+// [apps.NAME.rate_limits]: abuse limits, counted per app in the store (they
+// survive a restart). Fixed windows; a refusal carries when to retry.
+struct RateLimits {
+    std::chrono::seconds resendCooldown{30};         // resend_cooldown: between sends to one destination, 0..3600 (0 = off)
+    int destinationSends = 5;                        // destination_sends per destination_window, 1..1000000
+    std::chrono::seconds destinationWindow{900};     // destination_window, 1..86400
+    int ipSends = 20;                                // ip_sends per ip_window (sends with a client IP), 1..1000000
+    std::chrono::seconds ipWindow{900};              // ip_window, 1..86400
+    int prefixSends = 100;                           // prefix_sends per prefix_window (/24 IPv4, /64 IPv6), 1..1000000
+    std::chrono::seconds prefixWindow{900};          // prefix_window, 1..86400
+    int appSends = 600;                              // app_sends per app_window, 1..1000000
+    std::chrono::seconds appWindow{60};              // app_window, 1..86400
+    int maxSubjectFailures = 10;                     // max_subject_failures: consecutive failed verifies, 1..100
+    std::chrono::seconds subjectLockout{60};         // subject_lockout: first lockout, doubling, 1..86400
+    std::chrono::seconds subjectMaxLockout{3600};    // subject_max_lockout: the cap, subject_lockout..86400
+};
+
 struct App {
     std::string name;                       // the key in [apps.NAME]
     std::string displayName;                // display_name, defaults to name
@@ -88,6 +105,8 @@ struct App {
     // fallback_to_email: when WhatsApp fails for good and the send carried a
     // fallback email address, deliver the same request by email instead.
     bool fallbackToEmail = false;
+
+    RateLimits rateLimits;  // [apps.NAME.rate_limits]
 };
 
 // TLS towards providers. Peer and host verification are always on.

@@ -37,6 +37,24 @@ Failure notPending(const OtpRequest& r, Status s) {
                    "request " + r.id + " is " + statusName(s)};
 }
 
+Failure rateLimited(const Refusal& r) {
+    std::string what;
+    if (r.scope == "destination-cooldown") what = "too soon after the last code sent to this destination";
+    else if (r.scope == "destination") what = "too many codes sent to this destination";
+    else if (r.scope == "ip") what = "too many codes requested from this client IP";
+    else if (r.scope == "prefix") what = "too many codes requested from this client's network";
+    else if (r.scope == "app") what = "too many codes sent for this app";
+    else what = "too many failed verifications for this destination";
+    return Failure{"RateLimited", {{"scope", r.scope}, {"retryAfter", r.retryAfter}},
+                   "rate limited (" + r.scope + "): " + what + "; retry in " + std::to_string(r.retryAfter) + " s"};
+}
+
+// One line per refusal, without personal data: app, scope, request id.
+void logRefusal(const std::string& what, const std::string& app, const Refusal& r) {
+    log::warning("rate limit " + r.scope + ": " + what + " for app '" + app + "' refused; retry in " +
+                 std::to_string(r.retryAfter) + " s");
+}
+
 bool validLocale(std::string_view l) {
     if (l.empty() || l.size() > 35) return false;
     for (char c : l)
@@ -90,6 +108,25 @@ OtpService::OtpService(const config::Config& config, store::Store& store,
     // A key of its own for subject hashes, derived so that it never equals the code pepper.
     const auto k = crypto::hmacSha256(pepper_, "twofactor subject key v1");
     subjectKey_ = SecretBytes(k.data(), k.size());
+    const auto l = crypto::hmacSha256(pepper_, "twofactor rate limit key v1");
+    limitKey_ = SecretBytes(l.data(), l.size());
+}
+
+SendKeys OtpService::sendKeys(const std::string& app, const std::string& subjectHash,
+                              const std::string& clientIp) const {
+    SendKeys keys{app, subjectHash, "", ""};
+    if (!clientIp.empty()) {
+        keys.ip = crypto::hex(crypto::hmacSha256(limitKey_, "ip " + clientIp));
+        const std::string prefix = networkPrefix(clientIp);
+        if (!prefix.empty()) keys.prefix = crypto::hex(crypto::hmacSha256(limitKey_, "prefix " + prefix));
+    }
+    return keys;
+}
+
+const config::RateLimits& OtpService::rateLimits(const std::string& app) const {
+    static const config::RateLimits defaults;
+    const auto it = config_.apps.find(app);
+    return it == config_.apps.end() ? defaults : it->second.rateLimits;
 }
 
 std::string OtpService::subjectHash(std::string_view normalizedDestination) const {
@@ -186,11 +223,18 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     auto shared = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(r), std::move(code));
     auto refused = std::make_shared<std::optional<Failure>>();
     store_.submit(
-        [shared, refused](store::Transaction& t) {
+        [this, shared, refused, keys = sendKeys(app.name, shared->first.subjectHash, shared->first.clientIp),
+         &limits = app.rateLimits](store::Transaction& t) {
             // Checked in the same transaction as the insert: a STOP that
             // committed before this send is always honoured.
             if (shared->first.channel == "whatsapp" && t.findOptOut(shared->first.subjectHash)) {
                 *refused = optedOut();
+                return;
+            }
+            // Checked and counted in the same work item as the insert: concurrent sends cannot overshoot.
+            if (auto refusal = admitSend(t, limits, keys, clock_.now())) {
+                logRefusal("send", shared->first.app, *refusal);
+                *refused = rateLimited(*refusal);
                 return;
             }
             t.insertRequest(shared->first);
@@ -540,6 +584,12 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                 r.finish(Status::Expired, now);
                 t.updateRequest(r);
             } else if (s == Status::Pending) {
+                // Across requests: a locked-out subject gets no code compared, nothing counted.
+                if (auto refusal = checkVerify(t, r.app, r.subjectHash, now)) {
+                    logRefusal("verify of " + r.id, r.app, *refusal);
+                    state->outcome = rateLimited(*refusal);
+                    return;
+                }
                 const auto expected = r.codeHash;
                 const auto given = codeHash(pepper_, r.id, code->view());
                 const bool match = expected && crypto::constantTimeEqual(given.data(), given.size(), expected->data(),
@@ -547,7 +597,9 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                 if (match) {
                     r.finish(Status::Approved, now);
                     result.approved = true;
+                    recordVerifySuccess(t, r.app, r.subjectHash);
                 } else {
+                    recordVerifyFailure(t, rateLimits(r.app), r.app, r.subjectHash, now);
                     ++r.attempts;
                     r.updatedAt = now;
                     if (r.attempts >= r.maxAttempts) r.finish(Status::Locked, now);
@@ -618,6 +670,11 @@ void OtpService::resend(std::string id, Reply<SendResult> reply) {
                 state->outcome = Failure{"TooManySends", {{"id", r->id}, {"maxSends", r->maxSends}},
                                          "request " + r->id + " was already sent " + std::to_string(r->sends) +
                                              " times (the limit)"};
+                return;
+            }
+            if (auto refusal = admitSend(t, rateLimits(r->app), sendKeys(r->app, r->subjectHash, r->clientIp), now)) {
+                logRefusal("resend of " + r->id, r->app, *refusal);
+                state->outcome = rateLimited(*refusal);
                 return;
             }
             // A new code replaces the old hash at once; the attempt counter stays.

@@ -4,6 +4,7 @@
 
 #include "channel/channel.hpp"
 #include "config/config.hpp"
+#include "otp/limits.hpp"
 #include "otp/request.hpp"
 #include "store/store.hpp"
 #include "util/clock.hpp"
@@ -110,6 +111,9 @@ public:
 
 private:
     struct DeliveryRun;
+    [[nodiscard]] SendKeys sendKeys(const std::string& app, const std::string& subjectHash,
+                                    const std::string& clientIp) const;
+    [[nodiscard]] const config::RateLimits& rateLimits(const std::string& app) const;
     [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
     bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
     void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply);
@@ -123,6 +127,7 @@ private:
     const Clock& clock_;
     SecretBytes pepper_;
     SecretBytes subjectKey_;
+    SecretBytes limitKey_;  // keys the hashes of client IPs and prefixes in rate counters
     Executor executor_;
     Scheduler scheduler_;
 };

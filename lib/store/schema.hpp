@@ -74,7 +74,37 @@ ALTER TABLE deliveries ADD COLUMN provider_error TEXT NOT NULL DEFAULT '';
 CREATE INDEX deliveries_by_provider_id ON deliveries (provider_message_id);
 ALTER TABLE requests ADD COLUMN fallback_destination TEXT NOT NULL DEFAULT '';
 )sql",
+    // 4: rate limits (fixed-window counters) and the per-subject failure lockout.
+    // Keys are "APP/HASH" with keyed hashes, or the app name: no address or IP in clear.
+    R"sql(
+CREATE TABLE rate_counters (
+    scope         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    window_start  INTEGER NOT NULL,
+    count         INTEGER NOT NULL,
+    last_at       INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE subject_failures (
+    app           TEXT NOT NULL,
+    subject_hash  TEXT NOT NULL,
+    failures      INTEGER NOT NULL,
+    locked_until  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, subject_hash)
+);
+)sql",
 };
+
+inline constexpr const char* kSelectRateCounter =
+    "SELECT window_start, count, last_at FROM rate_counters WHERE scope = ?1 AND key = ?2";
+inline constexpr const char* kPutRateCounter =
+    "INSERT OR REPLACE INTO rate_counters (scope, key, window_start, count, last_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kSelectSubjectFailures =
+    "SELECT failures, locked_until FROM subject_failures WHERE app = ?1 AND subject_hash = ?2";
+inline constexpr const char* kPutSubjectFailures =
+    "INSERT OR REPLACE INTO subject_failures (app, subject_hash, failures, locked_until) VALUES (?1, ?2, ?3, ?4)";
+inline constexpr const char* kDeleteSubjectFailures =
+    "DELETE FROM subject_failures WHERE app = ?1 AND subject_hash = ?2";
 
 inline constexpr const char* kInsertDelivery =
     "INSERT INTO deliveries (request_id, app, channel, driver, send_no, attempt_no, at, outcome, "

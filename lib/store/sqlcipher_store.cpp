@@ -96,7 +96,57 @@ public:
           selectOptOut_(db, sql::kSelectOptOut),
           insertOptOut_(db, sql::kInsertOptOut),
           deleteOptOut_(db, sql::kDeleteOptOut),
-          listOptOuts_(db, sql::kListOptOuts) {}
+          listOptOuts_(db, sql::kListOptOuts),
+          selectCounter_(db, sql::kSelectRateCounter),
+          putCounter_(db, sql::kPutRateCounter),
+          selectFailures_(db, sql::kSelectSubjectFailures),
+          putFailures_(db, sql::kPutSubjectFailures),
+          deleteFailures_(db, sql::kDeleteSubjectFailures) {}
+
+    std::optional<otp::RateCounter> findRateCounter(std::string_view scope, std::string_view key) override {
+        auto& s = selectCounter_;
+        s.reset();
+        s.bind(1, scope);
+        s.bind(2, key);
+        if (!s.step()) return std::nullopt;
+        otp::RateCounter c{s.integer(0), s.integer(1), s.integer(2)};
+        s.reset();
+        return c;
+    }
+
+    void putRateCounter(std::string_view scope, std::string_view key, const otp::RateCounter& c) override {
+        auto& s = putCounter_;
+        s.reset();
+        s.bind(1, scope);
+        s.bind(2, key);
+        s.bind(3, c.windowStart);
+        s.bind(4, c.count);
+        s.bind(5, c.lastAt);
+        s.step();
+    }
+
+    std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view app, std::string_view subjectHash) override {
+        auto& s = selectFailures_;
+        s.reset();
+        s.bind(1, app);
+        s.bind(2, subjectHash);
+        if (!s.step()) return std::nullopt;
+        otp::SubjectFailures f{s.integer(0), s.integer(1)};
+        s.reset();
+        return f;
+    }
+
+    void putSubjectFailures(std::string_view app, std::string_view subjectHash, const otp::SubjectFailures& f) override {
+        auto& s = f.failures == 0 ? deleteFailures_ : putFailures_;
+        s.reset();
+        s.bind(1, app);
+        s.bind(2, subjectHash);
+        if (f.failures != 0) {
+            s.bind(3, f.failures);
+            s.bind(4, f.lockedUntil);
+        }
+        s.step();
+    }
 
     bool updateDeliveryStatus(const otp::ProviderStatus& st) override {
         auto& s = updateStatus_;
@@ -320,7 +370,8 @@ private:
     }
 
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
-        insertOptOut_, deleteOptOut_, listOptOuts_;
+        insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
+        deleteFailures_;
 };
 
 class SqlcipherStore final : public Store {

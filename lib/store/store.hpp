@@ -2,6 +2,7 @@
 // so another backend can be added without touching it.
 #pragma once
 
+#include "otp/limits.hpp"
 #include "otp/request.hpp"
 
 #include <exception>
@@ -15,8 +16,9 @@
 
 namespace twofactor::store {
 
-// One unit of work's view of the store, valid only inside Store::submit's work function.
-class Transaction {
+// One unit of work's view of the store, valid only inside Store::submit's work
+// function. It is also the rate limits' store (rate counters, subject failures).
+class Transaction : public otp::LimitStore {
 public:
     virtual ~Transaction() = default;
     [[nodiscard]] virtual std::optional<otp::OtpRequest> findRequest(std::string_view id) = 0;

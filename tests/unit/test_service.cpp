@@ -216,6 +216,7 @@ TEST_CASE_METHOD(Fixture, "resend replaces the code, keeps attempts, and is capp
     const auto r = sendOk("user@example.org");
     const std::string first = lastCode();
     CHECK_FALSE(verify(r.id, wrong(first)).approved);
+    clock.advance(30);  // past the resend cooldown
     auto o = wait<otp::SendResult>([&](auto cb) { service->resend(r.id, cb); });
     REQUIRE(std::holds_alternative<otp::SendResult>(o));
     CHECK(std::get<otp::SendResult>(o).request.attempts == 1);
@@ -223,9 +224,11 @@ TEST_CASE_METHOD(Fixture, "resend replaces the code, keeps attempts, and is capp
     const std::string second = lastCode();
     if (first != second) CHECK_FALSE(verify(r.id, first).approved);
     for (int i = 0; i < 3; ++i) {
+        clock.advance(30);
         auto again = wait<otp::SendResult>([&](auto cb) { service->resend(r.id, cb); });
         REQUIRE(std::holds_alternative<otp::SendResult>(again));
     }
+    clock.advance(30);
     auto capped = wait<otp::SendResult>([&](auto cb) { service->resend(r.id, cb); });
     CHECK(failure(capped) == "TooManySends");
     CHECK(verify(r.id, lastCode()).approved);
@@ -245,6 +248,7 @@ TEST_CASE_METHOD(Fixture, "cancel ends a request; status reports it", "[service]
 
 TEST_CASE_METHOD(Fixture, "verify by app and destination finds the newest pending request", "[service]") {
     (void)sendOk("+49 151 12345678");
+    clock.advance(30);  // past the resend cooldown
     const auto newer = sendOk("+4915112345678");
     CHECK(newer.channel == "whatsapp");
     otp::VerifyInput in;
@@ -374,6 +378,7 @@ TEST_CASE_METHOD(Fixture, "a resend ends the retries of the old code", "[service
     REQUIRE(std::holds_alternative<otp::SendResult>(o));
     CHECK(std::get<otp::SendResult>(o).delivery == otp::DeliveryState::Queued);
     const std::string id = std::get<otp::SendResult>(o).request.id;
+    clock.advance(30);  // past the resend cooldown
     auto re = wait<otp::SendResult>([&](auto cb) { service->resend(id, cb); });
     REQUIRE(std::holds_alternative<otp::SendResult>(re));
     const std::size_t before = channel.codes.size();
