@@ -182,7 +182,7 @@ class Ses(unittest.TestCase):
         self.assertEqual([(x["outcome"], x.get("statusCode")) for x in a], [("retry", 500), ("accepted", 200)])
 
     def test_timeout_is_ambiguous_and_logged(self):
-        r = self.d.cli("--json", "send", "--app", "shop", "--to", "slow@example.org", "--no-wait")
+        r = self.d.cli("--json", "send", "--app", "shop", "--to", "slow+timeout@example.org", "--no-wait")
         self.assertEqual(r.returncode, 0, r.stderr)
         rid = json.loads(r.stdout)["request"]["id"]
         a = wait_for(lambda: [x for x in attempts(self.d, rid) if x["outcome"] == "failed"], 30)
@@ -199,8 +199,8 @@ class Ses(unittest.TestCase):
         code = self.code_in(self.requests_for("bob@example.org")[0])
         # More slow deliveries than there are delivery threads.
         slow = []
-        for _ in range(20):
-            out = self.d.cli("--json", "send", "--app", "shop", "--to", "slow@example.org", "--no-wait")
+        for i in range(20):  # distinct addresses: one address gets a send per 30 s at most
+            out = self.d.cli("--json", "send", "--app", "shop", "--to", "slow+%d@example.org" % i, "--no-wait")
             slow.append(json.loads(out.stdout)["request"]["id"])
         r = self.d.cli("verify", "--id", rid, "--code", code)
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"))

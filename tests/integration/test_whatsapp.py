@@ -60,6 +60,10 @@ channels = ["email", "whatsapp"]
 fallback_to_email = true
 denied_countries = ["RU"]
 
+# STOP/START sends to one number three times in a row; the cooldown has tests of its own.
+[apps.shop.rate_limits]
+resend_cooldown = 0
+
 [apps.shop.whatsapp_templates]
 en = {{ name = "otp_login", language = "en_US" }}
 de = {{ name = "otp_login", language = "de" }}

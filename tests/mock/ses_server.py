@@ -12,7 +12,7 @@ checks the JSON's shape, and answers according to the recipient's local part:
   suspended@...    400 AccountSuspendedException
   paused@...       400 SendingPausedException (code only in the body's "__type")
   limit@...        400 LimitExceededException (SES v2 sends throttling like this)
-  slow@...         sleeps --slow-seconds before answering 200
+  slow@..., slow+TAG@...  sleeps --slow-seconds before answering 200
   anything else    200 {"MessageId": "<uuid>"}
 
 Every request is appended to --log as one JSON line (headers, parsed body,
@@ -192,7 +192,7 @@ class Handler(BaseHTTPRequestHandler):
             reply = error(400, "BadRequestException", shape)
         else:
             address = doc["Destination"]["ToAddresses"][0]
-            slow = address.split("@", 1)[0].lower() == "slow"
+            slow = address.split("@", 1)[0].lower().split("+", 1)[0] == "slow"
             reply = behave(state, address)
         entry["status"] = reply[0]
         if reply[0] == 200:
