@@ -87,6 +87,19 @@ std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::
     return notPending(*r, s);
 }
 
+// The answer for store work that failed: AuditFailed when the audit record
+// could not be written (the operation was undone), else StoreFailed.
+Failure storeFailure(std::exception_ptr e, const std::string& what) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const AuditWriteError& err) {
+        log::error(std::string(err.what()) + "; the operation was refused");
+        return Failure{"AuditFailed", json_object(), "the audit record could not be written; nothing was done"};
+    } catch (...) {
+    }
+    return Failure{"StoreFailed", json_object(), what};
+}
+
 // Result of a unit of store work, filled on the writer thread and read in `done`.
 template <typename T>
 struct Pending {
@@ -110,6 +123,65 @@ OtpService::OtpService(const config::Config& config, store::Store& store,
     subjectKey_ = SecretBytes(k.data(), k.size());
     const auto l = crypto::hmacSha256(pepper_, "twofactor rate limit key v1");
     limitKey_ = SecretBytes(l.data(), l.size());
+    // The audit chain's seal. Issue 5 (key rotation) must re-derive it from the
+    // new pepper and record the rotation ("key-rotation") sealed with the old
+    // key before switching, so the chain stays verifiable across the change.
+    const auto a = crypto::hmacSha256(pepper_, "twofactor audit key v1");
+    auditKey_ = SecretBytes(a.data(), a.size());
+}
+
+AuditRecord OtpService::auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
+                                    std::string requestId, std::string subject, std::string detail) const {
+    AuditRecord r;
+    r.at = clock_.now();
+    r.event = std::move(event);
+    r.app = std::move(app);
+    r.uid = uid;
+    r.outcome = std::move(outcome);
+    r.requestId = std::move(requestId);
+    r.subject = std::move(subject);
+    r.detail = std::move(detail);
+    return r;
+}
+
+void OtpService::record(store::Transaction& t, AuditRecord r) const { appendAudit(t, auditKey_, std::move(r)); }
+
+void OtpService::recordLater(AuditRecord r) {
+    store_.submit([this, r = std::move(r)](store::Transaction& t) { record(t, r); },
+                  [](std::exception_ptr e) {
+                      if (e) log::error("an audit record of a refusal could not be written");
+                  });
+}
+
+void OtpService::audit(AuditRecord r, Reply<AuditRecord> reply) {
+    if (r.at == 0) r.at = clock_.now();
+    auto stored = std::make_shared<AuditRecord>();
+    store_.submit([this, r = std::move(r), stored](store::Transaction& t) { *stored = appendAudit(t, auditKey_, r); },
+                  [stored, reply](std::exception_ptr e) {
+                      if (e) return reply(storeFailure(e, "the audit record could not be written"));
+                      reply(std::move(*stored));
+                  });
+}
+
+void OtpService::auditList(AuditQuery query, Reply<std::vector<AuditRecord>> reply) {
+    if (query.limit < 1 || query.limit > 100000)
+        return reply(Failure{"OutOfRange", {{"parameter", "limit"}, {"min", 1}, {"max", 100000}},
+                             "limit must be between 1 and 100000"});
+    auto list = std::make_shared<std::vector<AuditRecord>>();
+    store_.submit([list, query](store::Transaction& t) { *list = t.findAuditRecords(query); },
+                  [list, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
+                      reply(std::move(*list));
+                  });
+}
+
+void OtpService::auditVerify(Reply<AuditVerification> reply) {
+    auto result = std::make_shared<AuditVerification>();
+    store_.submit([this, result](store::Transaction& t) { *result = verifyAuditChain(t, auditKey_); },
+                  [result, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
+                      reply(std::move(*result));
+                  });
 }
 
 SendKeys OtpService::sendKeys(const std::string& app, const std::string& subjectHash,
@@ -158,7 +230,11 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
                              "app '" + app.name + "' does not send by " + channelName});
 
     if (channelName == "whatsapp") {
-        if (auto refusal = countryRefusal(app, dest.normalized)) return reply(std::move(*refusal));
+        if (auto refusal = countryRefusal(app, dest.normalized)) {
+            recordLater(auditRecord("send", app.name, in.uid, "refused:country", "", subjectHash(dest.normalized),
+                                    "country " + refusal->parameters.value("country", std::string("unknown"))));
+            return reply(std::move(*refusal));
+        }
     }
     std::string fallback;
     if (in.fallbackEmail) {
@@ -224,23 +300,30 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     auto refused = std::make_shared<std::optional<Failure>>();
     store_.submit(
         [this, shared, refused, keys = sendKeys(app.name, shared->first.subjectHash, shared->first.clientIp),
-         &limits = app.rateLimits](store::Transaction& t) {
+         &limits = app.rateLimits, uid = in.uid](store::Transaction& t) {
+            const OtpRequest& r = shared->first;
             // Checked in the same transaction as the insert: a STOP that
             // committed before this send is always honoured.
-            if (shared->first.channel == "whatsapp" && t.findOptOut(shared->first.subjectHash)) {
+            if (r.channel == "whatsapp" && t.findOptOut(r.subjectHash)) {
+                record(t, auditRecord("send", r.app, uid, "refused:opted-out", "", r.subjectHash, "channel whatsapp"));
                 *refused = optedOut();
                 return;
             }
             // Checked and counted in the same work item as the insert: concurrent sends cannot overshoot.
             if (auto refusal = admitSend(t, limits, keys, clock_.now())) {
-                logRefusal("send", shared->first.app, *refusal);
+                logRefusal("send", r.app, *refusal);
+                record(t, auditRecord("send", r.app, uid, "refused:" + refusal->scope, "", r.subjectHash,
+                                      "retry after " + std::to_string(refusal->retryAfter) + " s"));
                 *refused = rateLimited(*refusal);
                 return;
             }
-            t.insertRequest(shared->first);
+            t.insertRequest(r);
+            // Fails closed: no record, no request, nothing sent.
+            record(t, auditRecord("send", r.app, uid, "success", r.id, r.subjectHash,
+                                  "channel " + r.channel + ", purpose " + r.purpose));
         },
         [this, shared, refused, reply, wait = in.wait](std::exception_ptr e) {
-            if (e) return reply(Failure{"StoreFailed", {}, "the request could not be stored"});
+            if (e) return reply(storeFailure(e, "the request could not be stored"));
             if (*refused) return reply(std::move(**refused));
             deliver(std::move(shared->first), std::move(shared->second), wait, reply);
         });
@@ -455,7 +538,8 @@ bool OtpService::tryFallback(const std::shared_ptr<DeliveryRun>& run, const chan
     return true;
 }
 
-void OtpService::optOutAdd(std::string destination, std::string reason, std::string source, Reply<OptOut> reply) {
+void OtpService::optOutAdd(std::string destination, std::string reason, std::string source, Reply<OptOut> reply,
+                           std::int64_t uid) {
     auto parsed = parseDestination(destination);
     auto* d = std::get_if<Destination>(&parsed);
     if (!d || d->kind != DestinationKind::Phone)
@@ -466,14 +550,18 @@ void OtpService::optOutAdd(std::string destination, std::string reason, std::str
     if (reason.size() > kMaxTextField || !printable(reason))
         return reply(invalidParameter("reason", "at most 256 printable characters"));
     OptOut entry{subjectHash(d->normalized), d->normalized, clock_.now(), std::move(source), std::move(reason)};
-    store_.submit([entry](store::Transaction& t) { t.putOptOut(entry); },
+    store_.submit([this, entry, uid](store::Transaction& t) {
+                      t.putOptOut(entry);
+                      record(t, auditRecord("optout-add", "", uid, "success", "", entry.subjectHash,
+                                            "source " + entry.source));
+                  },
                   [entry, reply](std::exception_ptr e) {
-                      if (e) return reply(Failure{"StoreFailed", {}, "the opt-out could not be stored"});
+                      if (e) return reply(storeFailure(e, "the opt-out could not be stored"));
                       reply(entry);
                   });
 }
 
-void OtpService::optOutRemove(std::string destination, Reply<bool> reply) {
+void OtpService::optOutRemove(std::string destination, Reply<bool> reply, std::int64_t uid) {
     auto parsed = parseDestination(destination);
     auto* d = std::get_if<Destination>(&parsed);
     if (!d || d->kind != DestinationKind::Phone)
@@ -482,9 +570,13 @@ void OtpService::optOutRemove(std::string destination, Reply<bool> reply) {
                                            : std::get<DestinationError>(parsed).reason}},
                              "invalid destination"});
     auto removed = std::make_shared<bool>(false);
-    store_.submit([removed, hash = subjectHash(d->normalized)](store::Transaction& t) { *removed = t.removeOptOut(hash); },
+    store_.submit([this, removed, uid, hash = subjectHash(d->normalized)](store::Transaction& t) {
+                      *removed = t.removeOptOut(hash);
+                      record(t, auditRecord("optout-remove", "", uid, *removed ? "success" : "failure", "", hash,
+                                            *removed ? "" : "not on the list"));
+                  },
                   [removed, reply](std::exception_ptr e) {
-                      if (e) return reply(Failure{"StoreFailed", {}, "the opt-out list could not be changed"});
+                      if (e) return reply(storeFailure(e, "the opt-out list could not be changed"));
                       reply(*removed);
                   });
 }
@@ -569,9 +661,10 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
     auto code = std::make_shared<SecretString>(std::move(in.code));
     const std::string id = in.id.value_or("");
     store_.submit(
-        [this, state, code, id, appName, subject](store::Transaction& t) {
+        [this, state, code, id, appName, subject, uid = in.uid](store::Transaction& t) {
             auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
             if (!found) {
+                record(t, auditRecord("verify", appName, uid, "failure", id, subject, "no such request"));
                 state->outcome = id.empty() ? Failure{"NoSuchRequest", {{"id", ""}}, "no pending request for this destination"}
                                             : noSuchRequest(id);
                 return;
@@ -580,6 +673,8 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
             const std::int64_t now = clock_.now();
             const Status s = r.effectiveStatus(now);
             VerifyResult result;
+            std::string outcome = "rejected";
+            std::string detail = std::string("request ") + statusName(s);
             if (s == Status::Expired && r.status == Status::Pending) {
                 r.finish(Status::Expired, now);
                 t.updateRequest(r);
@@ -587,6 +682,8 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                 // Across requests: a locked-out subject gets no code compared, nothing counted.
                 if (auto refusal = checkVerify(t, r.app, r.subjectHash, now)) {
                     logRefusal("verify of " + r.id, r.app, *refusal);
+                    record(t, auditRecord("verify", r.app, uid, "refused:" + refusal->scope, r.id, r.subjectHash,
+                                          "retry after " + std::to_string(refusal->retryAfter) + " s"));
                     state->outcome = rateLimited(*refusal);
                     return;
                 }
@@ -598,20 +695,26 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                     r.finish(Status::Approved, now);
                     result.approved = true;
                     recordVerifySuccess(t, r.app, r.subjectHash);
+                    outcome = "approved";
+                    detail.clear();
                 } else {
                     recordVerifyFailure(t, rateLimits(r.app), r.app, r.subjectHash, now);
                     ++r.attempts;
                     r.updatedAt = now;
                     if (r.attempts >= r.maxAttempts) r.finish(Status::Locked, now);
+                    detail = "wrong code, attempt " + std::to_string(r.attempts) + " of " +
+                             std::to_string(r.maxAttempts) + (r.status == Status::Locked ? ", now locked" : "");
                 }
                 t.updateRequest(r);
             }
+            // Fails closed: without its record the approval (or failure count) is undone.
+            record(t, auditRecord("verify", r.app, uid, outcome, r.id, r.subjectHash, detail));
             result.status = r.effectiveStatus(now);
             result.request = std::move(r);
             state->outcome = std::move(result);
         },
         [state, reply](std::exception_ptr e) {
-            if (e) return reply(Failure{"StoreFailed", {}, "the verification could not be stored"});
+            if (e) return reply(storeFailure(e, "the verification could not be stored"));
             reply(std::move(*state->outcome));
         });
 }
@@ -629,10 +732,10 @@ void OtpService::status(std::string id, Reply<OtpRequest> reply) {
         });
 }
 
-void OtpService::cancel(std::string id, Reply<OtpRequest> reply) {
+void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     store_.submit(
-        [this, state, id](store::Transaction& t) {
+        [this, state, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
             auto found = loadPending(t, id, now);
             if (auto* f = std::get_if<Failure>(&found)) {
@@ -642,19 +745,20 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply) {
             auto r = &std::get<OtpRequest>(found);
             r->finish(Status::Canceled, now);
             t.updateRequest(*r);
+            record(t, auditRecord("cancel", r->app, uid, "success", r->id, r->subjectHash));
             state->outcome = std::move(*r);
         },
         [state, reply](std::exception_ptr e) {
-            if (e) return reply(Failure{"StoreFailed", {}, "the cancellation could not be stored"});
+            if (e) return reply(storeFailure(e, "the cancellation could not be stored"));
             reply(std::move(*state->outcome));
         });
 }
 
-void OtpService::resend(std::string id, Reply<SendResult> reply) {
+void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t uid) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     auto code = std::make_shared<SecretString>();
     store_.submit(
-        [this, state, code, id](store::Transaction& t) {
+        [this, state, code, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
             auto found = loadPending(t, id, now);
             if (auto* f = std::get_if<Failure>(&found)) {
@@ -663,10 +767,12 @@ void OtpService::resend(std::string id, Reply<SendResult> reply) {
             }
             auto r = &std::get<OtpRequest>(found);
             if (r->channel == "whatsapp" && t.findOptOut(r->subjectHash)) {
+                record(t, auditRecord("resend", r->app, uid, "refused:opted-out", r->id, r->subjectHash));
                 state->outcome = optedOut();
                 return;
             }
             if (r->sends >= r->maxSends) {
+                record(t, auditRecord("resend", r->app, uid, "refused:max-sends", r->id, r->subjectHash));
                 state->outcome = Failure{"TooManySends", {{"id", r->id}, {"maxSends", r->maxSends}},
                                          "request " + r->id + " was already sent " + std::to_string(r->sends) +
                                              " times (the limit)"};
@@ -674,6 +780,8 @@ void OtpService::resend(std::string id, Reply<SendResult> reply) {
             }
             if (auto refusal = admitSend(t, rateLimits(r->app), sendKeys(r->app, r->subjectHash, r->clientIp), now)) {
                 logRefusal("resend of " + r->id, r->app, *refusal);
+                record(t, auditRecord("resend", r->app, uid, "refused:" + refusal->scope, r->id, r->subjectHash,
+                                      "retry after " + std::to_string(refusal->retryAfter) + " s"));
                 state->outcome = rateLimited(*refusal);
                 return;
             }
@@ -684,10 +792,12 @@ void OtpService::resend(std::string id, Reply<SendResult> reply) {
             r->expiresAt = now + r->ttl;
             r->updatedAt = now;
             t.updateRequest(*r);
+            record(t, auditRecord("resend", r->app, uid, "success", r->id, r->subjectHash,
+                                  "send " + std::to_string(r->sends) + " of " + std::to_string(r->maxSends)));
             state->outcome = std::move(*r);
         },
         [this, state, code, reply](std::exception_ptr e) {
-            if (e) return reply(Failure{"StoreFailed", {}, "the resend could not be stored"});
+            if (e) return reply(storeFailure(e, "the resend could not be stored"));
             if (auto* r = std::get_if<OtpRequest>(&*state->outcome)) {
                 deliver(std::move(*r), std::move(*code), true, reply);
                 return;

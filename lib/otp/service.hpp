@@ -4,6 +4,7 @@
 
 #include "channel/channel.hpp"
 #include "config/config.hpp"
+#include "otp/audit.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
 #include "store/store.hpp"
@@ -47,6 +48,7 @@ struct SendInput {
     std::optional<std::int64_t> length;
     bool wait = true;  // false: answer once the request is committed; deliver in the background
     std::optional<std::string> fallbackEmail;  // WhatsApp only, when the app falls back to email
+    std::int64_t uid = -1;  // the caller's uid, for the audit log
 };
 
 // How far delivery had got when a send or resend was answered.
@@ -67,6 +69,7 @@ struct VerifyInput {
     std::optional<std::string> app;
     std::optional<std::string> destination;
     SecretString code;
+    std::int64_t uid = -1;  // the caller's uid, for the audit log
 };
 
 struct VerifyResult {
@@ -91,18 +94,31 @@ public:
     void send(SendInput input, Reply<SendResult> reply);
     void verify(VerifyInput input, Reply<VerifyResult> reply);
     void status(std::string id, Reply<OtpRequest> reply);
-    void cancel(std::string id, Reply<OtpRequest> reply);
-    void resend(std::string id, Reply<SendResult> reply);
+    void cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid = -1);
+    void resend(std::string id, Reply<SendResult> reply, std::int64_t uid = -1);
     void deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply);
 
     // The WhatsApp opt-out list. Destinations are phone numbers (normalised
     // as at send time); `source` is "cli" or "webhook".
-    void optOutAdd(std::string destination, std::string reason, std::string source, Reply<OptOut> reply);
-    void optOutRemove(std::string destination, Reply<bool> reply);
+    void optOutAdd(std::string destination, std::string reason, std::string source, Reply<OptOut> reply,
+                   std::int64_t uid = -1);
+    void optOutRemove(std::string destination, Reply<bool> reply, std::int64_t uid = -1);
     void optOutList(int limit, Reply<std::vector<OptOut>> reply);
 
     // A provider's later report on a message it accepted (webhook status updates).
     void providerStatus(ProviderStatus status);
+
+    // The audit log (lib/otp/audit.hpp). Sends, resends, verifies, cancels and
+    // opt-out changes write their record in the same store work item as their
+    // effect, so a record that cannot be written undoes the operation
+    // (AuditFailed). `audit` appends a record of its own, for events decided
+    // outside the service: permission denials, the daemon's configuration load
+    // and (issue 5) key rotations: call it with event "key-rotation" there.
+    // seq, prevHash and hash are filled in; `at` when 0.
+    void audit(AuditRecord record, Reply<AuditRecord> reply);
+    // Oldest first; limit 1 .. 100000.
+    void auditList(AuditQuery query, Reply<std::vector<AuditRecord>> reply);
+    void auditVerify(Reply<AuditVerification> reply);
 
     // hex HMAC of a normalised destination under the subject key: how stored
     // requests are found without the destination being a lookup key.
@@ -120,6 +136,14 @@ private:
     void attempt(const std::shared_ptr<DeliveryRun>& run);
     void attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result);
     void failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason);
+    // A record of this service's, stamped with the clock.
+    [[nodiscard]] AuditRecord auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
+                                          std::string requestId = {}, std::string subject = {},
+                                          std::string detail = {}) const;
+    // Appends inside a work item; throws AuditWriteError (rolling the item back) when it cannot.
+    void record(store::Transaction& t, AuditRecord r) const;
+    // For refusals decided before any store work: written on its own, not blocking.
+    void recordLater(AuditRecord r);
 
     const config::Config& config_;
     store::Store& store_;
@@ -128,6 +152,7 @@ private:
     SecretBytes pepper_;
     SecretBytes subjectKey_;
     SecretBytes limitKey_;  // keys the hashes of client IPs and prefixes in rate counters
+    SecretBytes auditKey_;  // seals the audit chain
     Executor executor_;
     Scheduler scheduler_;
 };

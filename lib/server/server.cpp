@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <deque>
+#include <future>
 #include <map>
 
 namespace twofactor::server {
@@ -148,6 +149,17 @@ json attemptJson(const otp::DeliveryAttempt& a) {
     return j;
 }
 
+json auditJson(const otp::AuditRecord& r) {
+    json j = {{"seq", r.seq},         {"time", r.at},         {"event", r.event},
+              {"outcome", r.outcome}, {"prevHash", r.prevHash}, {"hash", r.hash}};
+    if (!r.app.empty()) j["app"] = r.app;
+    if (r.uid >= 0) j["uid"] = r.uid;
+    if (!r.requestId.empty()) j["requestId"] = r.requestId;
+    if (!r.subject.empty()) j["subject"] = r.subject;
+    if (!r.detail.empty()) j["detail"] = r.detail;
+    return j;
+}
+
 json optOutJson(const otp::OptOut& e) {
     json j = {{"destination", e.destination}, {"createdAt", e.createdAt}, {"source", e.source}};
     if (!e.reason.empty()) j["reason"] = e.reason;
@@ -247,6 +259,7 @@ private:
         return p;
     }
     void openStore();
+    void recordStart();
     void startWebhook();
     void listen();
     void accept();
@@ -445,6 +458,16 @@ void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& 
     if (!peer.may(entry->second.access)) {
         log::warning("permission denied: uid " + std::to_string(peer.uid) + " (" +
                      (peer.user.empty() ? "unknown user" : peer.user) + ") called " + call.method);
+        // Audited, without blocking: a denial is already a refusal.
+        otp::AuditRecord rec;
+        rec.event = "permission-denied";
+        rec.uid = peer.uid;
+        rec.outcome = "denied";
+        rec.detail = call.method;
+        if (service_)
+            service_->audit(std::move(rec), [](otp::Outcome<otp::AuditRecord> o) {
+                if (std::holds_alternative<otp::Failure>(o)) log::error("a permission denial could not be audited");
+            });
         return respond("org.varlink.service.PermissionDenied", json::object());
     }
     if (call.upgrade) return respond("org.varlink.service.InvalidParameter", {{"parameter", "upgrade"}});
@@ -514,6 +537,7 @@ void Server::buildMethodTable() {
         in.length = opt<std::int64_t>(p, "length");
         in.wait = opt<bool>(p, "wait").value_or(true);
         in.fallbackEmail = opt<std::string>(p, "fallbackEmail");
+        in.uid = peer.uid;
         const uid_t uid = peer.uid;
         service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::SendResult> o) {
             if (auto* res = std::get_if<otp::SendResult>(&o))
@@ -529,6 +553,7 @@ void Server::buildMethodTable() {
         in.app = opt<std::string>(p, "app");
         in.destination = opt<std::string>(p, "destination");
         in.code = SecretString(p.at("code").get<std::string>());
+        in.uid = peer.uid;
         const uid_t uid = peer.uid;
         service_->verify(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::VerifyResult> o) {
             if (auto* v = std::get_if<otp::VerifyResult>(&o); v && v->request)
@@ -542,19 +567,24 @@ void Server::buildMethodTable() {
             });
         });
     });
-    auto simple = [this](void (otp::OtpService::*fn)(std::string, otp::OtpService::Reply<otp::OtpRequest>)) {
-        return [this, fn](const Peer&, const json& p, Respond r) {
-            (service_.get()->*fn)(p.at("id").get<std::string>(), [this, r = onIo(r)](otp::Outcome<otp::OtpRequest> o) {
-                answer(r, o, [this](const otp::OtpRequest& req) { return json{{"request", requestJson(req, clock_->now())}}; });
-            });
+    auto requestReply = [this](Respond r) {
+        return [this, r = onIo(r)](otp::Outcome<otp::OtpRequest> o) {
+            answer(r, o, [this](const otp::OtpRequest& req) { return json{{"request", requestJson(req, clock_->now())}}; });
         };
     };
-    add("io.twofactor.Otp.Status", Access::Operator, simple(&otp::OtpService::status));
-    add("io.twofactor.Otp.Cancel", Access::Operator, simple(&otp::OtpService::cancel));
-    add("io.twofactor.Otp.Resend", Access::Operator, [this](const Peer&, const json& p, Respond r) {
-        service_->resend(p.at("id").get<std::string>(), [this, r = onIo(r)](otp::Outcome<otp::SendResult> o) {
-            answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
-        });
+    add("io.twofactor.Otp.Status", Access::Operator, [this, requestReply](const Peer&, const json& p, Respond r) {
+        service_->status(p.at("id").get<std::string>(), requestReply(r));
+    });
+    add("io.twofactor.Otp.Cancel", Access::Operator, [this, requestReply](const Peer& peer, const json& p, Respond r) {
+        service_->cancel(p.at("id").get<std::string>(), requestReply(r), peer.uid);
+    });
+    add("io.twofactor.Otp.Resend", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
+        service_->resend(
+            p.at("id").get<std::string>(),
+            [this, r = onIo(r)](otp::Outcome<otp::SendResult> o) {
+                answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
+            },
+            peer.uid);
     });
     add("io.twofactor.Otp.Deliveries", Access::Operator, [this](const Peer&, const json& p, Respond r) {
         otp::DeliveryQuery q;
@@ -578,7 +608,8 @@ void Server::buildMethodTable() {
                                 if (std::holds_alternative<otp::OptOut>(o))
                                     log::info("uid " + std::to_string(uid) + " added a number to the opt-out list");
                                 answer(r, o, [](const otp::OptOut& e) { return json{{"entry", optOutJson(e)}}; });
-                            });
+                            },
+                            peer.uid);
     });
     add("io.twofactor.OptOut.Remove", Access::Admin, [this](const Peer& peer, const json& p, Respond r) {
         const uid_t uid = peer.uid;
@@ -586,7 +617,7 @@ void Server::buildMethodTable() {
             if (auto* removed = std::get_if<bool>(&o); removed && *removed)
                 log::info("uid " + std::to_string(uid) + " removed a number from the opt-out list");
             answer(r, o, [](bool removed) { return json{{"removed", removed}}; });
-        });
+        }, peer.uid);
     });
     add("io.twofactor.OptOut.List", Access::Admin, [this](const Peer&, const json& p, Respond r) {
         const int limit = static_cast<int>(std::clamp<std::int64_t>(opt<std::int64_t>(p, "limit").value_or(1000), -1, 1000000));
@@ -595,6 +626,44 @@ void Server::buildMethodTable() {
                 json entries = json::array();
                 for (const auto& e : list) entries.push_back(optOutJson(e));
                 return json{{"entries", entries}};
+            });
+        });
+    });
+
+    // The audit log: personal-data officers and admins read it; only admins verify the chain.
+    auto auditReply = [this](Respond r) {
+        return [this, r = onIo(r)](otp::Outcome<std::vector<otp::AuditRecord>> o) {
+            answer(r, o, [](const std::vector<otp::AuditRecord>& list) {
+                json records = json::array();
+                for (const auto& rec : list) records.push_back(auditJson(rec));
+                return json{{"records", records}};
+            });
+        };
+    };
+    add("io.twofactor.Audit.List", Access::Dpo, [this, auditReply](const Peer&, const json& p, Respond r) {
+        otp::AuditQuery q;
+        q.since = opt<std::int64_t>(p, "since");
+        q.until = opt<std::int64_t>(p, "until");
+        q.app = opt<std::string>(p, "app");
+        q.outcome = opt<std::string>(p, "outcome");
+        q.limit = static_cast<int>(std::clamp<std::int64_t>(opt<std::int64_t>(p, "limit").value_or(1000), -1, 1000000));
+        service_->auditList(std::move(q), auditReply(r));
+    });
+    add("io.twofactor.Audit.Export", Access::Dpo, [this, auditReply](const Peer& peer, const json& p, Respond r) {
+        otp::AuditQuery q;
+        q.since = opt<std::int64_t>(p, "from");
+        q.until = opt<std::int64_t>(p, "to");
+        q.limit = 100000;
+        log::info("uid " + std::to_string(peer.uid) + " exported the audit log");
+        service_->auditList(std::move(q), auditReply(r));
+    });
+    add("io.twofactor.Audit.Verify", Access::Admin, [this](const Peer&, const json&, Respond r) {
+        service_->auditVerify([this, r = onIo(r)](otp::Outcome<otp::AuditVerification> o) {
+            answer(r, o, [](const otp::AuditVerification& v) {
+                json out = {{"ok", v.ok}, {"records", v.records}};
+                if (v.firstBroken) out["firstBroken"] = *v.firstBroken;
+                if (!v.reason.empty()) out["reason"] = v.reason;
+                return out;
             });
         });
     });
@@ -646,6 +715,21 @@ void Server::openStore() {
                 });
             });
         });
+}
+
+// The daemon's start, with the configuration it loaded, is the first thing in
+// the audit log of each run. A store that cannot take it does not serve.
+void Server::recordStart() {
+    otp::AuditRecord rec;
+    rec.event = "config-load";
+    rec.outcome = "success";
+    rec.detail = std::string("twofactord " TWOFACTOR_VERSION ", ") + std::to_string(config_.apps.size()) + " app(s), " +
+                 (config_.embedded ? "embedded default" : "config " + config_.sourcePath);
+    std::promise<otp::Outcome<otp::AuditRecord>> done;
+    auto written = done.get_future();
+    service_->audit(std::move(rec), [&done](otp::Outcome<otp::AuditRecord> o) { done.set_value(std::move(o)); });
+    if (auto o = written.get(); auto* f = std::get_if<otp::Failure>(&o))
+        throw std::runtime_error("cannot write the audit log: " + f->message);
 }
 
 void Server::startWebhook() {
@@ -754,6 +838,7 @@ void Server::accept() {
 
 int Server::run() {
     openStore();
+    recordStart();
     startWebhook();
     listen();
     accept();

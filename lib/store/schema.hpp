@@ -93,7 +93,44 @@ CREATE TABLE subject_failures (
     PRIMARY KEY (app, subject_hash)
 );
 )sql",
+    // 5: the audit log: append-only, each record sealed with an HMAC over its
+    // fields and the previous record's hash (lib/otp/audit.hpp). The triggers
+    // refuse changes through SQL; the chain finds changes made around them.
+    R"sql(
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY NOT NULL,
+    at          INTEGER NOT NULL,
+    app         TEXT NOT NULL DEFAULT '',
+    event       TEXT NOT NULL,
+    uid         INTEGER NOT NULL DEFAULT -1,
+    outcome     TEXT NOT NULL,
+    request_id  TEXT NOT NULL DEFAULT '',
+    subject     TEXT NOT NULL DEFAULT '',
+    detail      TEXT NOT NULL DEFAULT '',
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (at);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+)sql",
 };
+
+inline constexpr const char* kSelectLastAudit =
+    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash FROM audit "
+    "ORDER BY seq DESC LIMIT 1";
+inline constexpr const char* kInsertAudit =
+    "INSERT INTO audit (seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+// ?1 after seq, ?2 since or NULL, ?3 until or NULL, ?4 app or NULL, ?5 outcome
+// or NULL, ?6 outcome prefix or NULL (e.g. 'refused:'), ?7 limit.
+inline constexpr const char* kSelectAudit =
+    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash FROM audit "
+    "WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR app = ?4) "
+    "AND (?5 IS NULL OR outcome = ?5) AND (?6 IS NULL OR substr(outcome, 1, length(?6)) = ?6) "
+    "ORDER BY seq LIMIT ?7";
 
 inline constexpr const char* kSelectRateCounter =
     "SELECT window_start, count, last_at FROM rate_counters WHERE scope = ?1 AND key = ?2";

@@ -101,7 +101,52 @@ public:
           putCounter_(db, sql::kPutRateCounter),
           selectFailures_(db, sql::kSelectSubjectFailures),
           putFailures_(db, sql::kPutSubjectFailures),
-          deleteFailures_(db, sql::kDeleteSubjectFailures) {}
+          deleteFailures_(db, sql::kDeleteSubjectFailures),
+          lastAudit_(db, sql::kSelectLastAudit),
+          insertAudit_(db, sql::kInsertAudit),
+          selectAudit_(db, sql::kSelectAudit) {}
+
+    std::optional<otp::AuditRecord> lastAuditRecord() override {
+        auto& s = lastAudit_;
+        s.reset();
+        if (!s.step()) return std::nullopt;
+        auto r = readAudit(s);
+        s.reset();
+        return r;
+    }
+
+    void insertAuditRecord(const otp::AuditRecord& r) override {
+        auto& s = insertAudit_;
+        s.reset();
+        s.bind(1, r.seq);
+        s.bind(2, r.at);
+        s.bind(3, r.app);
+        s.bind(4, r.event);
+        s.bind(5, r.uid);
+        s.bind(6, r.outcome);
+        s.bind(7, r.requestId);
+        s.bind(8, r.subject);
+        s.bind(9, r.detail);
+        s.bind(10, r.prevHash);
+        s.bind(11, r.hash);
+        s.step();
+    }
+
+    std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
+        auto& s = selectAudit_;
+        s.reset();
+        s.bind(1, q.afterSeq);
+        if (q.since) s.bind(2, *q.since);
+        if (q.until) s.bind(3, *q.until);
+        if (q.app) s.bind(4, *q.app);
+        if (q.outcome && !q.outcome->empty() && q.outcome->back() == ':') s.bind(6, *q.outcome);
+        else if (q.outcome) s.bind(5, *q.outcome);
+        s.bind(7, q.limit);
+        std::vector<otp::AuditRecord> out;
+        while (s.step()) out.push_back(readAudit(s));
+        s.reset();
+        return out;
+    }
 
     std::optional<otp::RateCounter> findRateCounter(std::string_view scope, std::string_view key) override {
         auto& s = selectCounter_;
@@ -316,6 +361,22 @@ public:
     }
 
 private:
+    static otp::AuditRecord readAudit(const Statement& s) {
+        otp::AuditRecord r;
+        r.seq = s.integer(0);
+        r.at = s.integer(1);
+        r.app = s.text(2);
+        r.event = s.text(3);
+        r.uid = s.integer(4);
+        r.outcome = s.text(5);
+        r.requestId = s.text(6);
+        r.subject = s.text(7);
+        r.detail = s.text(8);
+        r.prevHash = s.text(9);
+        r.hash = s.text(10);
+        return r;
+    }
+
     static void bindHash(Statement& s, int i, const std::optional<crypto::Digest>& h) {
         if (h) s.bindBlob(i, h->data(), h->size());
         else s.bindNull(i);
@@ -371,7 +432,7 @@ private:
 
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
-        deleteFailures_;
+        deleteFailures_, lastAudit_, insertAudit_, selectAudit_;
 };
 
 class SqlcipherStore final : public Store {

@@ -2,6 +2,7 @@
 // so another backend can be added without touching it.
 #pragma once
 
+#include "otp/audit.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
 
@@ -17,8 +18,9 @@
 namespace twofactor::store {
 
 // One unit of work's view of the store, valid only inside Store::submit's work
-// function. It is also the rate limits' store (rate counters, subject failures).
-class Transaction : public otp::LimitStore {
+// function. It is also the rate limits' store (rate counters, subject failures)
+// and the audit log's (append and read only).
+class Transaction : public otp::LimitStore, public otp::AuditStore {
 public:
     virtual ~Transaction() = default;
     [[nodiscard]] virtual std::optional<otp::OtpRequest> findRequest(std::string_view id) = 0;
