@@ -13,6 +13,7 @@
 #include <iostream>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 using json = nlohmann::json;
 using namespace twofactor;
@@ -101,6 +102,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         code = kDeliveryFailed;
     } else if (name == "StoreFailed") {
         message = "twofactord could not store the request; nothing was sent (see its log)";
+        code = kUnreachable;
+    } else if (name == "AuditFailed") {
+        message = "twofactord could not write the audit record; nothing was done (see its log)";
         code = kUnreachable;
     } else if (name == "InternalError") {
         message = "twofactord failed internally (see its log)";
@@ -259,6 +263,21 @@ int main(int argc, char** argv) {
     deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
     deliveries->add_option("--limit", dLimit, "at most this many attempts, the newest (default 100)");
 
+    std::string aSince, aUntil, aApp, aOutcome, aFrom, aTo;
+    int aLimit = 1000;
+    auto* audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
+    audit->require_subcommand(1);
+    auto* auditList = audit->add_subcommand("list", "show audit records, oldest first");
+    auditList->add_option("--since", aSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    auditList->add_option("--until", aUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    auditList->add_option("--app", aApp, "only records of this app");
+    auditList->add_option("--outcome", aOutcome, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
+    auditList->add_option("--limit", aLimit, "at most this many records (default 1000)");
+    auto* auditVerify = audit->add_subcommand("verify", "check the hash chain; exit 1 at the first broken record (admin)");
+    auto* auditExport = audit->add_subcommand("export", "print records as JSON lines, for investigations");
+    auditExport->add_option("--from", aFrom, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    auditExport->add_option("--to", aTo, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -313,6 +332,51 @@ int main(int argc, char** argv) {
             else
                 std::printf("%s  %s  %-7s %s\n", isoTime(e.value("createdAt", std::int64_t{0})).c_str(),
                             str(e, "destination").c_str(), str(e, "source").c_str(), str(e, "reason").c_str());
+        }
+        return kOk;
+    }
+    if (*audit) {
+        const std::string command = *auditList ? "audit list" : *auditVerify ? "audit verify" : "audit export";
+        if (*auditVerify) {
+            if (int rc = call(g, command, "io.twofactor.Audit.Verify", json::object(), out); rc >= 0) return rc;
+            if (g.json) std::printf("%s\n", out.dump().c_str());
+            if (out.value("ok", false)) {
+                if (!g.json) std::printf("ok %s records\n", str(out, "records").c_str());
+                return kOk;
+            }
+            if (!g.json) std::printf("broken at seq %s: %s\n", str(out, "firstBroken").c_str(), str(out, "reason").c_str());
+            return kRejected;
+        }
+        json p = json::object();
+        const auto times = *auditList ? std::vector<std::pair<std::string*, const char*>>{{&aSince, "since"}, {&aUntil, "until"}}
+                                      : std::vector<std::pair<std::string*, const char*>>{{&aFrom, "from"}, {&aTo, "to"}};
+        for (auto [text, key] : times) {
+            if (text->empty()) continue;
+            const auto t = parseTime(*text);
+            if (!t) {
+                std::fprintf(stderr, "twofactor %s: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
+                             command.c_str(), key, text->c_str());
+                return kUsage;
+            }
+            p[key] = *t;
+        }
+        if (*auditList) {
+            p["limit"] = aLimit;
+            if (!aApp.empty()) p["app"] = aApp;
+            if (!aOutcome.empty()) p["outcome"] = aOutcome;
+        }
+        const char* method = *auditList ? "io.twofactor.Audit.List" : "io.twofactor.Audit.Export";
+        if (int rc = call(g, command, method, p, out); rc >= 0) return rc;
+        for (const auto& r : out["records"]) {
+            if (g.json || *auditExport) {
+                std::printf("%s\n", r.dump().c_str());  // JSON lines
+                continue;
+            }
+            std::printf("%6s  %s  %-17s %-22s %-8s uid %-6s %-24s %s\n", str(r, "seq").c_str(),
+                        isoTime(r.value("time", std::int64_t{0})).c_str(), str(r, "event").c_str(),
+                        str(r, "outcome").c_str(), r.contains("app") ? str(r, "app").c_str() : "-",
+                        r.contains("uid") ? str(r, "uid").c_str() : "-",
+                        r.contains("requestId") ? str(r, "requestId").c_str() : "-", str(r, "detail").c_str());
         }
         return kOk;
     }
