@@ -273,6 +273,59 @@ class Lifecycle(unittest.TestCase):
         self.assertIn("(none)", r.stdout)
         self.assertIn("permission denied", self.d.read_log())
 
+    def audit(self, *args, user=None):
+        r = self.d.cli("--json", "audit", "list", "--limit", "100000", *args, user=user)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    def test_audit_records_send_verify_and_denial(self):
+        rid = self.d.send("audra@example.org")
+        code = self.d.code_for(rid)
+        wrong = ("0" if code[0] == "9" else str(int(code[0]) + 1)) + code[1:]
+        self.assertEqual(self.d.cli("verify", "--id", rid, "--code", wrong).returncode, 1)
+        self.assertEqual(self.d.cli("verify", "--id", rid, "--code", code).returncode, 0)
+        mine = [r for r in self.audit() if r.get("requestId") == rid]
+        self.assertEqual([(r["event"], r["outcome"]) for r in mine],
+                         [("send", "success"), ("verify", "rejected"), ("verify", "approved")])
+        self.assertEqual(mine[0]["uid"], os.getuid())
+        self.assertEqual(mine[0]["time"], T0)
+        # Text lines too, and never the code or the address.
+        r = self.d.cli("audit", "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(rid, r.stdout)
+        self.assertNotIn("audra", r.stdout)
+        everything = self.d.cli("audit", "export").stdout
+        self.assertNotIn("audra", everything)
+        self.assertNotIn(code, everything.replace(rid, ""))
+        self.assertTrue(any(r["event"] == "config-load" for r in self.audit()))
+        # A denial is refused (exit 4) and audited.
+        r = self.d.cli("audit", "list", user=65534)
+        self.assertEqual(r.returncode, 4, r.stderr)
+        r = self.d.cli("audit", "verify", user=65534)
+        self.assertEqual(r.returncode, 4, r.stderr)
+        denied = self.audit("--outcome", "denied")
+        self.assertTrue(any(r["event"] == "permission-denied" and r["uid"] == 65534 and
+                            r["detail"] == "io.twofactor.Audit.List" for r in denied), denied)
+        r = self.d.cli("audit", "verify")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.strip(), r"^ok [0-9]+ records$")
+
+    def test_audit_time_filters_and_export(self):
+        self.d.set_clock(T0 + 86400)
+        rid = self.d.send("audrey@example.org")
+        since = self.audit("--since", "2027-01-16T08:00:00Z")  # T0 + 1 day is 2027-01-16T08:00:00Z
+        self.assertTrue(since and all(r["time"] >= T0 + 86400 for r in since), since)
+        self.assertIn(rid, [r.get("requestId") for r in since])
+        self.assertNotIn(rid, [r.get("requestId") for r in self.audit("--until", str(T0 + 86400))])
+        r = self.d.cli("audit", "export", "--from", str(T0 + 86400), "--to", str(T0 + 86401))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        self.assertIn(rid, [x.get("requestId") for x in lines])
+        for x in lines:
+            self.assertEqual(len(x["hash"]), 64)
+        r = self.d.cli("audit", "list", "--since", "yesterday")
+        self.assertEqual(r.returncode, 2)
+
     def test_requests_survive_restart(self):
         rid = self.d.send("nina@example.org")
         code = self.d.code_for(rid)

@@ -1,0 +1,351 @@
+// The audit log: the chain verifies, tampering is found at the right record,
+// a failing audit write fails the operation (nothing sent), and records never
+// hold a code or a destination.
+#include "config/config.hpp"
+#include "otp/audit.hpp"
+#include "otp/service.hpp"
+#include "store/sqlcipher_store.hpp"
+#include "util/crypto.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+
+using namespace twofactor;
+namespace fs = std::filesystem;
+
+namespace {
+
+class RecordingChannel final : public channel::Channel {
+public:
+    std::string driverName() const override { return "recording"; }
+    void deliver(channel::Message m, Done done) override {
+        {
+            std::lock_guard lock(mutex);
+            codes.push_back(m.code.str());
+        }
+        channel::DeliveryResult r;
+        r.driver = "recording";
+        r.outcome = channel::DeliveryOutcome::Accepted;
+        done(std::move(r));
+    }
+    std::mutex mutex;
+    std::vector<std::string> codes;
+};
+
+// Passes everything to the real transaction, except that audit appends throw while `failAudit` is set.
+class FailingAuditTransaction final : public store::Transaction {
+public:
+    FailingAuditTransaction(store::Transaction& inner, bool fail) : t_(inner), fail_(fail) {}
+    std::optional<otp::OtpRequest> findRequest(std::string_view id) override { return t_.findRequest(id); }
+    std::optional<otp::OtpRequest> findNewestPending(std::string_view a, std::string_view s) override {
+        return t_.findNewestPending(a, s);
+    }
+    void insertRequest(const otp::OtpRequest& r) override { t_.insertRequest(r); }
+    void updateRequest(const otp::OtpRequest& r) override { t_.updateRequest(r); }
+    void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
+    std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
+        return t_.findDeliveryAttempts(q);
+    }
+    bool updateDeliveryStatus(const otp::ProviderStatus& s) override { return t_.updateDeliveryStatus(s); }
+    std::optional<otp::OptOut> findOptOut(std::string_view s) override { return t_.findOptOut(s); }
+    void putOptOut(const otp::OptOut& e) override { t_.putOptOut(e); }
+    bool removeOptOut(std::string_view s) override { return t_.removeOptOut(s); }
+    std::vector<otp::OptOut> listOptOuts(int limit) override { return t_.listOptOuts(limit); }
+    std::optional<otp::RateCounter> findRateCounter(std::string_view s, std::string_view k) override {
+        return t_.findRateCounter(s, k);
+    }
+    void putRateCounter(std::string_view s, std::string_view k, const otp::RateCounter& c) override {
+        t_.putRateCounter(s, k, c);
+    }
+    std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view a, std::string_view s) override {
+        return t_.findSubjectFailures(a, s);
+    }
+    void putSubjectFailures(std::string_view a, std::string_view s, const otp::SubjectFailures& f) override {
+        t_.putSubjectFailures(a, s, f);
+    }
+    std::optional<otp::AuditRecord> lastAuditRecord() override { return t_.lastAuditRecord(); }
+    void insertAuditRecord(const otp::AuditRecord& r) override {
+        if (fail_) throw std::runtime_error("disk full (injected)");
+        t_.insertAuditRecord(r);
+    }
+    std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
+        return t_.findAuditRecords(q);
+    }
+
+private:
+    store::Transaction& t_;
+    bool fail_;
+};
+
+class FailingAuditStore final : public store::Store {
+public:
+    explicit FailingAuditStore(store::Store& inner) : inner_(inner) {}
+    void submit(Work work, Done done) override {
+        const bool fail = failAudit.load();
+        inner_.submit([work = std::move(work), fail](store::Transaction& t) {
+            FailingAuditTransaction f(t, fail);
+            work(f);
+        },
+                      std::move(done));
+    }
+    void close() override { inner_.close(); }
+    std::string description() const override { return inner_.description(); }
+    std::atomic<bool> failAudit{false};
+
+private:
+    store::Store& inner_;
+};
+
+struct Fixture {
+    fs::path dir;
+    config::Config cfg;
+    ManualClock clock{1'800'000'000};
+    RecordingChannel channel;
+    SecretBytes storeKey = crypto::randomSecret(32);
+    SecretBytes pepper = crypto::randomSecret(32);
+    std::unique_ptr<store::Store> real;
+    std::unique_ptr<FailingAuditStore> store;
+    std::unique_ptr<otp::OtpService> service;
+
+    Fixture() {
+        char tmpl[] = "/tmp/tf-audit-XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        cfg = config::embeddedDefault();
+        cfg.retry.sendWait = std::chrono::seconds(300);
+        open();
+    }
+    ~Fixture() {
+        if (real) real->close();
+        fs::remove_all(dir);
+    }
+    std::string path() const { return (dir / "t.db").string(); }
+    void open() {
+        store::SqlcipherOptions o;
+        o.path = path();
+        o.key = storeKey.clone();
+        real = store::openSqlcipherStore(std::move(o));
+        store = std::make_unique<FailingAuditStore>(*real);
+        service = std::make_unique<otp::OtpService>(
+            cfg, *store, std::map<std::string, channel::Channel*>{{"email", &channel}}, clock, pepper.clone(),
+            [](std::function<void()> f) { f(); }, [](std::chrono::milliseconds, std::function<void()>) {});
+    }
+    void close() {
+        service.reset();
+        real->close();
+        real.reset();
+    }
+    // Runs SQL on the test's own database file, with its key, around the store.
+    void rawSql(const std::string& sql) {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(path().c_str(), &db) == SQLITE_OK);
+        const std::string key = "PRAGMA key = \"x'" + crypto::hex(storeKey.data(), storeKey.size()) + "'\"";
+        char* err = nullptr;
+        const int rc = sqlite3_exec(db, (key + "; " + sql).c_str(), nullptr, nullptr, &err);
+        const std::string message = err ? err : "";
+        sqlite3_free(err);
+        sqlite3_close(db);
+        INFO(message);
+        REQUIRE(rc == SQLITE_OK);
+    }
+
+    template <typename T, typename F>
+    otp::Outcome<T> wait(F&& start) {
+        std::promise<otp::Outcome<T>> p;
+        auto f = p.get_future();
+        start([&](otp::Outcome<T> o) { p.set_value(std::move(o)); });
+        return f.get();
+    }
+    otp::Outcome<otp::SendResult> send(const std::string& to) {
+        otp::SendInput in;
+        in.app = "default";
+        in.destination = to;
+        in.uid = 1234;
+        return wait<otp::SendResult>([&](auto cb) { service->send(std::move(in), cb); });
+    }
+    otp::Outcome<otp::VerifyResult> verify(const std::string& id, const std::string& code) {
+        otp::VerifyInput in;
+        in.id = id;
+        in.code = SecretString(code);
+        in.uid = 1234;
+        return wait<otp::VerifyResult>([&](auto cb) { service->verify(std::move(in), cb); });
+    }
+    std::vector<otp::AuditRecord> records() {
+        auto o = wait<std::vector<otp::AuditRecord>>([&](auto cb) { service->auditList(otp::AuditQuery{}, cb); });
+        REQUIRE(std::holds_alternative<std::vector<otp::AuditRecord>>(o));
+        return std::get<std::vector<otp::AuditRecord>>(o);
+    }
+    otp::AuditVerification verifyChain() {
+        auto o = wait<otp::AuditVerification>([&](auto cb) { service->auditVerify(cb); });
+        REQUIRE(std::holds_alternative<otp::AuditVerification>(o));
+        return std::get<otp::AuditVerification>(o);
+    }
+    // A send and a right and a wrong verify: five records.
+    std::string activity() {
+        auto s = send("alice@example.org");
+        REQUIRE(std::holds_alternative<otp::SendResult>(s));
+        const auto id = std::get<otp::SendResult>(s).request.id;
+        std::string code;
+        {
+            std::lock_guard lock(channel.mutex);
+            code = channel.codes.back();
+        }
+        std::string wrong = code;
+        wrong[0] = wrong[0] == '9' ? '0' : static_cast<char>(wrong[0] + 1);
+        REQUIRE(std::holds_alternative<otp::VerifyResult>(verify(id, wrong)));
+        REQUIRE(std::get<otp::VerifyResult>(verify(id, code)).approved);
+        REQUIRE(std::holds_alternative<otp::SendResult>(send("bob@example.org")));
+        auto r = send("bob@example.org");  // within the cooldown: refused, and audited
+        REQUIRE(std::get<otp::Failure>(r).error == "RateLimited");
+        return code;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("the canonical form is unambiguous and the hash keyed", "[audit]") {
+    otp::AuditRecord a;
+    a.seq = 1;
+    a.event = "send";
+    a.app = "ab";
+    a.outcome = "c";
+    otp::AuditRecord b = a;
+    b.app = "a";
+    b.outcome = "bc";  // the same characters, split differently
+    CHECK(otp::canonicalAuditRecord(a) != otp::canonicalAuditRecord(b));
+    const auto k1 = crypto::randomSecret(32);
+    const auto k2 = crypto::randomSecret(32);
+    CHECK(otp::auditRecordHash(k1, a) != otp::auditRecordHash(k2, a));
+    CHECK(otp::auditRecordHash(k1, a).size() == 64);
+}
+
+TEST_CASE_METHOD(Fixture, "operations are recorded in a chain that verifies", "[audit]") {
+    activity();
+    const auto rs = records();
+    REQUIRE(rs.size() == 5);
+    CHECK(rs[0].event == "send");
+    CHECK(rs[0].outcome == "success");
+    CHECK(rs[0].uid == 1234);
+    CHECK(rs[0].app == "default");
+    CHECK(rs[0].subject == service->subjectHash("alice@example.org"));
+    CHECK(rs[1].event == "verify");
+    CHECK(rs[1].outcome == "rejected");
+    CHECK(rs[2].outcome == "approved");
+    CHECK(rs[2].requestId == rs[0].requestId);
+    CHECK(rs[4].outcome == "refused:destination-cooldown");
+    CHECK(rs[4].requestId.empty());
+    CHECK(rs[0].prevHash == otp::kAuditGenesis);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+        CHECK(rs[i].seq == static_cast<std::int64_t>(i + 1));
+        if (i > 0) CHECK(rs[i].prevHash == rs[i - 1].hash);
+    }
+    const auto v = verifyChain();
+    CHECK(v.ok);
+    CHECK(v.records == 5);
+    CHECK_FALSE(v.firstBroken);
+
+    otp::AuditQuery q;
+    q.outcome = "refused:";
+    auto o = wait<std::vector<otp::AuditRecord>>([&](auto cb) { service->auditList(q, cb); });
+    CHECK(std::get<std::vector<otp::AuditRecord>>(o).size() == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "the store refuses to change audit records through SQL", "[audit]") {
+    activity();
+    close();
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path().c_str(), &db) == SQLITE_OK);
+    const std::string key = "PRAGMA key = \"x'" + crypto::hex(storeKey.data(), storeKey.size()) + "'\"";
+    REQUIRE(sqlite3_exec(db, key.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "UPDATE audit SET outcome = 'x' WHERE seq = 2", nullptr, nullptr, nullptr) != SQLITE_OK);
+    CHECK(sqlite3_exec(db, "DELETE FROM audit WHERE seq = 2", nullptr, nullptr, nullptr) != SQLITE_OK);
+    sqlite3_close(db);
+    open();
+    CHECK(verifyChain().ok);
+}
+
+TEST_CASE_METHOD(Fixture, "tampering is found at the record that was changed", "[audit]") {
+    activity();
+    close();
+    std::string sql;
+    std::int64_t broken = 0;
+    std::string why;
+    SECTION("a changed outcome") {
+        sql = "UPDATE audit SET outcome = 'approved' WHERE seq = 2";
+        broken = 2;
+        why = "hash";
+    }
+    SECTION("a removed record") {
+        sql = "DELETE FROM audit WHERE seq = 3";
+        broken = 3;
+        why = "missing";
+    }
+    SECTION("a record re-sealed without the key") {
+        // The tamperer recomputes the hash with a key of their own: the next link also breaks.
+        sql = "UPDATE audit SET uid = 0, hash = '" + std::string(64, 'a') + "' WHERE seq = 4";
+        broken = 4;
+        why = "hash";
+    }
+    SECTION("a re-chained successor") {
+        sql = "UPDATE audit SET prev_hash = '" + std::string(otp::kAuditGenesis) + "' WHERE seq = 5";
+        broken = 5;
+        why = "previous-hash";
+    }
+    rawSql("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; " + sql);
+    open();
+    const auto v = verifyChain();
+    CHECK_FALSE(v.ok);
+    REQUIRE(v.firstBroken);
+    CHECK(*v.firstBroken == broken);
+    CHECK(v.reason.find(why) != std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "a failing audit write fails the send and nothing is delivered", "[audit]") {
+    store->failAudit = true;
+    auto s = send("carol@example.org");
+    REQUIRE(std::holds_alternative<otp::Failure>(s));
+    CHECK(std::get<otp::Failure>(s).error == "AuditFailed");
+    CHECK(channel.codes.empty());
+    store->failAudit = false;
+    CHECK(records().empty());
+    // Nothing was stored or counted either: the request insert rolled back and
+    // the cooldown counter did not move, so the next send goes through at once.
+    auto again = send("carol@example.org");
+    REQUIRE(std::holds_alternative<otp::SendResult>(again));
+    CHECK(channel.codes.size() == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "a failing audit write keeps a right code from being approved", "[audit]") {
+    auto s = send("dave@example.org");
+    REQUIRE(std::holds_alternative<otp::SendResult>(s));
+    const auto id = std::get<otp::SendResult>(s).request.id;
+    const std::string code = channel.codes.back();
+    store->failAudit = true;
+    auto v = verify(id, code);
+    REQUIRE(std::holds_alternative<otp::Failure>(v));
+    CHECK(std::get<otp::Failure>(v).error == "AuditFailed");
+    store->failAudit = false;
+    // The request is still pending: the approval was undone with its record.
+    auto st = wait<otp::OtpRequest>([&](auto cb) { service->status(id, cb); });
+    CHECK(std::get<otp::OtpRequest>(st).status == otp::Status::Pending);
+    CHECK(std::get<otp::VerifyResult>(verify(id, code)).approved);
+}
+
+TEST_CASE_METHOD(Fixture, "audit records never hold a code or a destination", "[audit]") {
+    const std::string code = activity();
+    // Every stored column, serialised, of every record.
+    std::string all;
+    for (const auto& r : records()) all += otp::canonicalAuditRecord(r) + r.hash + "\n";
+    for (const char* needle : {"alice", "example.org", "bob"}) {
+        INFO(needle);
+        CHECK(all.find(needle) == std::string::npos);
+    }
+    CHECK(all.find(code) == std::string::npos);
+    CHECK(all.find(crypto::hex(pepper.data(), pepper.size())) == std::string::npos);
+}
