@@ -1,4 +1,5 @@
 #include "channel/whatsapp.hpp"
+#include "channel/http_common.hpp"
 
 #include "util/files.hpp"
 #include "util/log.hpp"
@@ -26,6 +27,12 @@ using nlohmann::json;
 
 namespace {
 
+using http::classifyCurl;
+using http::CurlHeaders;
+using http::isLoopbackHost;
+using http::permanent;
+using http::wipeStrings;
+
 // Graph answers with a few hundred bytes; a larger answer is not Graph and is cut.
 constexpr std::size_t kMaxResponseBytes = 64 * 1024;
 // The provider's message goes to logs and the delivery log: short and one line.
@@ -45,19 +52,6 @@ std::string_view trimSecret(std::string_view v) {
     while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
     while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
     return v;
-}
-
-// Loopback by address only (plus "localhost", which curl resolves itself
-// without DNS): a name that merely resolves to 127.0.0.1 today does not
-// earn plain http.
-bool isLoopbackHost(std::string host) {
-    if (host == "localhost") return true;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    in_addr v4{};
-    if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-    in6_addr v6{};
-    if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
-    return false;
 }
 
 struct CurlUrlDeleter {
@@ -140,37 +134,6 @@ const config::WhatsappTemplate* findTemplate(const config::App& app, const std::
         if (const auto it = app.whatsappTemplates.find(key); it != app.whatsappTemplates.end()) return &it->second;
     return nullptr;
 }
-
-// nlohmann::json keeps its own copies of the strings; wipe them before the
-// object is freed, so the code does not linger in freed heap memory.
-void wipeStrings(json& j) {
-    if (j.is_string()) {
-        auto& s = j.get_ref<std::string&>();
-        if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
-        s.clear();
-    } else if (j.is_structured()) {
-        for (auto& item : j) wipeStrings(item);
-    }
-}
-
-struct CurlHeaders {
-    curl_slist* list = nullptr;
-    CurlHeaders() = default;
-    CurlHeaders(const CurlHeaders&) = delete;
-    CurlHeaders& operator=(const CurlHeaders&) = delete;
-    ~CurlHeaders() {
-        // The list holds the bearer token: wipe before freeing.
-        for (curl_slist* p = list; p != nullptr; p = p->next)
-            if (p->data) OPENSSL_cleanse(p->data, std::char_traits<char>::length(p->data));
-        curl_slist_free_all(list);
-    }
-    [[nodiscard]] bool add(const std::string& line) {
-        curl_slist* next = curl_slist_append(list, line.c_str());
-        if (next == nullptr) return false;
-        list = next;
-        return true;
-    }
-};
 
 std::size_t onBody(char* data, std::size_t size, std::size_t count, void* user) {
     auto* body = static_cast<std::string*>(user);
@@ -312,51 +275,6 @@ void classifyHttp(long status, const std::string& responseBody, const Message& m
         result.outcome = DeliveryOutcome::Permanent;
         result.errorClass = "rejected";
     }
-}
-
-void classifyCurl(CURLcode rc, const char* detail, bool maybeSent, DeliveryResult& result) {
-    result.error = (detail && *detail) ? detail : curl_easy_strerror(rc);
-    switch (rc) {
-        case CURLE_OPERATION_TIMEDOUT:
-            result.outcome = DeliveryOutcome::Retryable;
-            result.errorClass = "timeout";
-            // Graph takes no idempotency key: a request that went out may have been sent.
-            result.ambiguous = maybeSent;
-            return;
-        case CURLE_COULDNT_RESOLVE_HOST:
-        case CURLE_COULDNT_RESOLVE_PROXY:
-        case CURLE_COULDNT_CONNECT:
-            result.outcome = DeliveryOutcome::Retryable;
-            result.errorClass = "network";
-            return;
-        case CURLE_UNSUPPORTED_PROTOCOL:
-        case CURLE_URL_MALFORMAT:
-        case CURLE_NOT_BUILT_IN:
-        case CURLE_PEER_FAILED_VERIFICATION:
-        case CURLE_SSL_CACERT_BADFILE:
-        case CURLE_SSL_CERTPROBLEM:
-        case CURLE_SSL_CRL_BADFILE:
-        case CURLE_SSL_ISSUER_ERROR:
-        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-            // Certificates and CA bundles do not fix themselves within a request's lifetime.
-            result.outcome = DeliveryOutcome::Permanent;
-            result.errorClass = "config";
-            return;
-        default:
-            // Send/receive failures, a dropped connection, a TLS handshake failure.
-            result.outcome = DeliveryOutcome::Retryable;
-            result.errorClass = "network";
-            result.ambiguous = maybeSent;
-            return;
-    }
-}
-
-DeliveryResult permanent(std::string errorClass, std::string error) {
-    DeliveryResult r;
-    r.outcome = DeliveryOutcome::Permanent;
-    r.errorClass = std::move(errorClass);
-    r.error = std::move(error);
-    return r;
 }
 
 bool expired(const Message& message) { return message.expiresAt > 0 && std::time(nullptr) >= message.expiresAt; }
