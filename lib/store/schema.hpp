@@ -116,7 +116,46 @@ BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 )sql",
+    // 6: fraud signals: per-window sets of keyed hashes (lib/otp/fraud.hpp),
+    // each member forgotten at expires_at; and the request log (one row per
+    // Varlink call). Retention of request_log (the delivery-log period, 90
+    // days) is issue 5's purge job.
+    R"sql(
+CREATE TABLE fraud_sets (
+    rule        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    member      TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (rule, key, member)
+);
+CREATE INDEX fraud_sets_by_expiry ON fraud_sets (expires_at);
+CREATE TABLE request_log (
+    id           INTEGER PRIMARY KEY,
+    at           INTEGER NOT NULL,
+    method       TEXT NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    result       TEXT NOT NULL,
+    uid          INTEGER NOT NULL
+);
+CREATE INDEX request_log_by_time ON request_log (at);
+)sql",
 };
+
+inline constexpr const char* kSelectFraudMembers =
+    "SELECT member, at FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3";
+inline constexpr const char* kPutFraudMember =
+    "INSERT OR REPLACE INTO fraud_sets (rule, key, member, at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kExpireFraudMembers =
+    "DELETE FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND expires_at <= ?3";
+
+inline constexpr const char* kInsertRequestLog =
+    "INSERT INTO request_log (at, method, duration_ms, result, uid) VALUES (?1, ?2, ?3, ?4, ?5)";
+// ?1 since or NULL, ?2 until or NULL, ?3 limit: the newest rows that match,
+// returned oldest first by the caller's reversal.
+inline constexpr const char* kSelectRequestLog =
+    "SELECT id, at, method, duration_ms, result, uid FROM request_log "
+    "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) ORDER BY id DESC LIMIT ?3";
 
 inline constexpr const char* kSelectLastAudit =
     "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash FROM audit "

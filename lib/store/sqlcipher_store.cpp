@@ -104,7 +104,67 @@ public:
           deleteFailures_(db, sql::kDeleteSubjectFailures),
           lastAudit_(db, sql::kSelectLastAudit),
           insertAudit_(db, sql::kInsertAudit),
-          selectAudit_(db, sql::kSelectAudit) {}
+          selectAudit_(db, sql::kSelectAudit),
+          selectFraud_(db, sql::kSelectFraudMembers),
+          putFraud_(db, sql::kPutFraudMember),
+          expireFraud_(db, sql::kExpireFraudMembers),
+          insertCall_(db, sql::kInsertRequestLog),
+          selectCalls_(db, sql::kSelectRequestLog) {}
+
+    std::vector<std::pair<std::string, std::int64_t>> findFraudMembers(std::string_view rule, std::string_view key,
+                                                                       std::int64_t since) override {
+        auto& s = selectFraud_;
+        s.reset();
+        s.bind(1, rule);
+        s.bind(2, key);
+        s.bind(3, since);
+        std::vector<std::pair<std::string, std::int64_t>> out;
+        while (s.step()) out.emplace_back(s.text(0), s.integer(1));
+        s.reset();
+        return out;
+    }
+
+    void putFraudMember(std::string_view rule, std::string_view key, std::string_view member, std::int64_t at,
+                        std::int64_t expiresAt) override {
+        auto& e = expireFraud_;
+        e.reset();
+        e.bind(1, rule);
+        e.bind(2, key);
+        e.bind(3, at);
+        e.step();
+        auto& s = putFraud_;
+        s.reset();
+        s.bind(1, rule);
+        s.bind(2, key);
+        s.bind(3, member);
+        s.bind(4, at);
+        s.bind(5, expiresAt);
+        s.step();
+    }
+
+    void insertCall(const CallRecord& c) override {
+        auto& s = insertCall_;
+        s.reset();
+        s.bind(1, c.at);
+        s.bind(2, c.method);
+        s.bind(3, c.durationMs);
+        s.bind(4, c.result);
+        s.bind(5, c.uid);
+        s.step();
+    }
+
+    std::vector<CallRecord> findCalls(const CallQuery& q) override {
+        auto& s = selectCalls_;
+        s.reset();
+        if (q.since) s.bind(1, *q.since);
+        if (q.until) s.bind(2, *q.until);
+        s.bind(3, q.limit);
+        std::vector<CallRecord> out;
+        while (s.step()) out.push_back(CallRecord{s.integer(0), s.integer(1), s.text(2), s.integer(3), s.text(4), s.integer(5)});
+        s.reset();
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
 
     std::optional<otp::AuditRecord> lastAuditRecord() override {
         auto& s = lastAudit_;
@@ -432,7 +492,8 @@ private:
 
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
-        deleteFailures_, lastAudit_, insertAudit_, selectAudit_;
+        deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
+        selectFraud_, putFraud_, expireFraud_, insertCall_, selectCalls_;
 };
 
 class SqlcipherStore final : public Store {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "otp/audit.hpp"
+#include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
 
@@ -17,10 +18,27 @@
 
 namespace twofactor::store {
 
+// One Varlink call in the request log: no parameters, only what was called,
+// by whom, how long it took and how it ended ("ok" or the error's name).
+struct CallRecord {
+    std::int64_t id = 0;
+    std::int64_t at = 0;
+    std::string method;
+    std::int64_t durationMs = 0;
+    std::string result;
+    std::int64_t uid = -1;
+};
+
+struct CallQuery {
+    std::optional<std::int64_t> since;  // at >= since
+    std::optional<std::int64_t> until;  // at < until
+    int limit = 1000;                   // the newest that match, returned oldest first
+};
+
 // One unit of work's view of the store, valid only inside Store::submit's work
 // function. It is also the rate limits' store (rate counters, subject failures)
 // and the audit log's (append and read only).
-class Transaction : public otp::LimitStore, public otp::AuditStore {
+class Transaction : public otp::LimitStore, public otp::AuditStore, public otp::FraudStore {
 public:
     virtual ~Transaction() = default;
     [[nodiscard]] virtual std::optional<otp::OtpRequest> findRequest(std::string_view id) = 0;
@@ -40,6 +58,9 @@ public:
     virtual void putOptOut(const otp::OptOut& entry) = 0;  // adds or replaces
     virtual bool removeOptOut(std::string_view subjectHash) = 0;
     [[nodiscard]] virtual std::vector<otp::OptOut> listOptOuts(int limit) = 0;
+
+    virtual void insertCall(const CallRecord& call) = 0;
+    [[nodiscard]] virtual std::vector<CallRecord> findCalls(const CallQuery& query) = 0;
 };
 
 class Store {

@@ -78,6 +78,16 @@ public:
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
         return t_.findAuditRecords(q);
     }
+    std::vector<std::pair<std::string, std::int64_t>> findFraudMembers(std::string_view r, std::string_view k,
+                                                                       std::int64_t since) override {
+        return t_.findFraudMembers(r, k, since);
+    }
+    void putFraudMember(std::string_view r, std::string_view k, std::string_view m, std::int64_t at,
+                        std::int64_t exp) override {
+        t_.putFraudMember(r, k, m, at, exp);
+    }
+    void insertCall(const store::CallRecord& c) override { t_.insertCall(c); }
+    std::vector<store::CallRecord> findCalls(const store::CallQuery& q) override { return t_.findCalls(q); }
 
 private:
     store::Transaction& t_;
