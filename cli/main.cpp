@@ -92,6 +92,7 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         else if (scope == "prefix") what = "send limit for this client's network";
         else if (scope == "app") what = "send limit for this app";
         else if (scope == "subject-lockout") what = "lockout after too many failed verifications";
+        else if (scope.rfind("fraud:", 0) == 0) what = "fraud rule " + scope.substr(6);
         message = "refused: rate limited (" + scope + ": " + what + "); retry in " + str(p, "retryAfter") + " s";
         code = kPolicy;
     } else if (name == "CountryNotAllowed") {

@@ -918,6 +918,33 @@ void readRateLimits(const Reader& reader, const toml::table& t, const std::strin
     }
 }
 
+void readFraudRule(const Reader& reader, const toml::table& t, const std::string& prefix, FraudRule& rule) {
+    reader.allowOnly(t, prefix, {"threshold", "window", "action"});
+    if (const toml::node* n = t.get("threshold")) {
+        rule.threshold = static_cast<int>(reader.integer(*n, prefix + ".threshold", 1, 1000000));
+    }
+    if (const toml::node* n = t.get("window")) {
+        rule.window = std::chrono::seconds(reader.integer(*n, prefix + ".window", 1, 86400, "seconds"));
+    }
+    if (const toml::node* n = t.get("action")) {
+        rule.block = reader.oneOf(*n, prefix + ".action", {"flag", "block"}) == "block";
+    }
+}
+
+void readFraudRules(const Reader& reader, const toml::table& t, const std::string& prefix, FraudRules& rules) {
+    reader.allowOnly(t, prefix,
+                     {"distinct_destinations_per_ip", "distinct_devices_per_destination", "destination_prefix"});
+    const auto rule = [&](const char* key, FraudRule& out) {
+        if (const toml::node* n = t.get(key)) {
+            const std::string k = prefix + "." + key;
+            readFraudRule(reader, reader.table(*n, k), k, out);
+        }
+    };
+    rule("distinct_destinations_per_ip", rules.distinctDestinationsPerIp);
+    rule("distinct_devices_per_destination", rules.distinctDevicesPerDestination);
+    rule("destination_prefix", rules.destinationPrefix);
+}
+
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
             const std::map<std::string, std::string>& drivers) {
     const std::string prefix = "apps." + name;
@@ -925,7 +952,7 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
                       "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
                       "ses_region", "ses_from", "ses_configuration_set", "email_from", "whatsapp_templates",
-                      "allowed_countries", "denied_countries", "fallback_to_email", "rate_limits"});
+                      "allowed_countries", "denied_countries", "fallback_to_email", "rate_limits", "fraud"});
     App app;
     app.name = name;
     app.displayName = name;
@@ -1079,6 +1106,10 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
     if (const toml::node* n = t.get("rate_limits")) {
         std::string key = prefix + ".rate_limits";
         readRateLimits(reader, reader.table(*n, key), key, app.rateLimits);
+    }
+    if (const toml::node* n = t.get("fraud")) {
+        std::string key = prefix + ".fraud";
+        readFraudRules(reader, reader.table(*n, key), key, app.fraud);
     }
 
     app.templates = builtinTemplates();

@@ -70,6 +70,23 @@ struct RateLimits {
     std::chrono::seconds subjectMaxLockout{3600};    // subject_max_lockout: the cap, subject_lockout..86400
 };
 
+// One velocity rule of [apps.NAME.fraud]: when, counting this send, more
+// than `threshold` are seen within `window`, the rule fires and either flags
+// (logged and audited as "flagged:<rule>", the send goes ahead) or blocks
+// (refused like a rate limit, scope "fraud:<rule>").
+struct FraudRule {
+    int threshold = 10;                 // threshold, 1..1000000
+    std::chrono::seconds window{3600};  // window, 1..86400
+    bool block = false;                 // action = "flag" | "block"
+};
+
+// [apps.NAME.fraud]: velocity rules over keyed hashes (no address, IP or device in clear).
+struct FraudRules {
+    FraudRule distinctDestinationsPerIp{10, std::chrono::seconds(3600), false};     // distinct_destinations_per_ip
+    FraudRule distinctDevicesPerDestination{5, std::chrono::seconds(3600), false};  // distinct_devices_per_destination
+    FraudRule destinationPrefix{50, std::chrono::seconds(3600), false};             // destination_prefix
+};
+
 struct App {
     std::string name;                       // the key in [apps.NAME]
     std::string displayName;                // display_name, defaults to name
@@ -107,6 +124,7 @@ struct App {
     bool fallbackToEmail = false;
 
     RateLimits rateLimits;  // [apps.NAME.rate_limits]
+    FraudRules fraud;       // [apps.NAME.fraud]
 };
 
 // TLS towards providers. Peer and host verification are always on.

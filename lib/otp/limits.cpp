@@ -26,8 +26,10 @@ bool windowOver(const RateCounter& c, std::int64_t window, std::int64_t now) { r
 
 }  // namespace
 
-std::optional<Refusal> admitSend(LimitStore& store, const config::RateLimits& limits, const SendKeys& keys,
-                                 std::int64_t now) {
+namespace {
+
+std::optional<Refusal> sendLimits(LimitStore& store, const config::RateLimits& limits, const SendKeys& keys,
+                                  std::int64_t now, bool count) {
     std::vector<Check> checks;
     checks.push_back({"destination", counterKey(keys.app, keys.destination), limits.destinationSends,
                       limits.destinationWindow.count()});
@@ -55,6 +57,7 @@ std::optional<Refusal> admitSend(LimitStore& store, const config::RateLimits& li
             return Refusal{checks[i].scope, std::clamp<std::int64_t>(c->windowStart + checks[i].window - now, 1,
                                                                      checks[i].window)};
     }
+    if (!count) return std::nullopt;
     for (std::size_t i = 0; i < checks.size(); ++i) {
         RateCounter c = found[i].value_or(RateCounter{});
         if (!found[i] || windowOver(c, checks[i].window, now)) c = RateCounter{now, 0, 0};
@@ -63,6 +66,18 @@ std::optional<Refusal> admitSend(LimitStore& store, const config::RateLimits& li
         store.putRateCounter(checks[i].scope, checks[i].key, c);
     }
     return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Refusal> admitSend(LimitStore& store, const config::RateLimits& limits, const SendKeys& keys,
+                                 std::int64_t now) {
+    return sendLimits(store, limits, keys, now, true);
+}
+
+std::optional<Refusal> checkSend(LimitStore& store, const config::RateLimits& limits, const SendKeys& keys,
+                                 std::int64_t now) {
+    return sendLimits(store, limits, keys, now, false);
 }
 
 std::optional<Refusal> checkVerify(LimitStore& store, std::string_view app, std::string_view subjectHash,

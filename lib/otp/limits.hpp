@@ -59,6 +59,10 @@ struct SendKeys {
 // nothing is counted.
 [[nodiscard]] std::optional<Refusal> admitSend(LimitStore& store, const config::RateLimits& limits,
                                                const SendKeys& keys, std::int64_t now);
+// The same checks without counting: whether admitSend would refuse. For a
+// send that other checks (fraud rules) may still refuse after the limits.
+[[nodiscard]] std::optional<Refusal> checkSend(LimitStore& store, const config::RateLimits& limits,
+                                               const SendKeys& keys, std::int64_t now);
 
 // Whether a verify for this subject may go ahead (not while locked out).
 [[nodiscard]] std::optional<Refusal> checkVerify(LimitStore& store, std::string_view app,

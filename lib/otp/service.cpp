@@ -44,6 +44,7 @@ Failure rateLimited(const Refusal& r) {
     else if (r.scope == "ip") what = "too many codes requested from this client IP";
     else if (r.scope == "prefix") what = "too many codes requested from this client's network";
     else if (r.scope == "app") what = "too many codes sent for this app";
+    else if (r.scope.rfind("fraud:", 0) == 0) what = "refused by fraud rule " + r.scope.substr(6);
     else what = "too many failed verifications for this destination";
     return Failure{"RateLimited", {{"scope", r.scope}, {"retryAfter", r.retryAfter}},
                    "rate limited (" + r.scope + "): " + what + "; retry in " + std::to_string(r.retryAfter) + " s"};
@@ -195,6 +196,17 @@ SendKeys OtpService::sendKeys(const std::string& app, const std::string& subject
     return keys;
 }
 
+FraudKeys OtpService::fraudKeys(const std::string& app, const std::string& subjectHash,
+                                const std::string& destination, const std::string& clientIp,
+                                const std::string& device, const std::string& requestId) const {
+    FraudKeys keys{app, subjectHash, "", "", "", requestId};
+    if (!clientIp.empty()) keys.ip = crypto::hex(crypto::hmacSha256(limitKey_, "ip " + clientIp));
+    if (!device.empty()) keys.device = crypto::hex(crypto::hmacSha256(limitKey_, "device " + device));
+    const std::string prefix = destinationPrefix(destination);
+    if (!prefix.empty()) keys.prefix = crypto::hex(crypto::hmacSha256(limitKey_, "destination prefix " + prefix));
+    return keys;
+}
+
 const config::RateLimits& OtpService::rateLimits(const std::string& app) const {
     static const config::RateLimits defaults;
     const auto it = config_.apps.find(app);
@@ -300,7 +312,10 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     auto refused = std::make_shared<std::optional<Failure>>();
     store_.submit(
         [this, shared, refused, keys = sendKeys(app.name, shared->first.subjectHash, shared->first.clientIp),
-         &limits = app.rateLimits, uid = in.uid](store::Transaction& t) {
+         &limits = app.rateLimits, fraud = &app.fraud,
+         fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
+                               shared->first.device, shared->first.id),
+         uid = in.uid](store::Transaction& t) {
             const OtpRequest& r = shared->first;
             // Checked in the same transaction as the insert: a STOP that
             // committed before this send is always honoured.
@@ -310,14 +325,28 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
                 return;
             }
             // Checked and counted in the same work item as the insert: concurrent sends cannot overshoot.
-            if (auto refusal = admitSend(t, limits, keys, clock_.now())) {
+            // The rate limits first, then the fraud rules; a refusal by either counts nothing.
+            const std::int64_t now = clock_.now();
+            auto refusal = checkSend(t, limits, keys, now);
+            FraudVerdict verdict;
+            if (!refusal) {
+                verdict = checkFraud(t, *fraud, fraudKeys, now);
+                refusal = verdict.block;
+            }
+            if (refusal) {
                 logRefusal("send", r.app, *refusal);
                 record(t, auditRecord("send", r.app, uid, "refused:" + refusal->scope, "", r.subjectHash,
                                       "retry after " + std::to_string(refusal->retryAfter) + " s"));
                 *refused = rateLimited(*refusal);
                 return;
             }
+            (void)admitSend(t, limits, keys, now);  // cannot refuse: checked above in this work item
+            recordFraud(t, *fraud, fraudKeys, now);
             t.insertRequest(r);
+            for (const auto& rule : verdict.flagged) {
+                log::warning("fraud rule " + rule + " flagged send " + r.id + " for app '" + r.app + "'");
+                record(t, auditRecord("send", r.app, uid, "flagged:" + rule, r.id, r.subjectHash));
+            }
             // Fails closed: no record, no request, nothing sent.
             record(t, auditRecord("send", r.app, uid, "success", r.id, r.subjectHash,
                                   "channel " + r.channel + ", purpose " + r.purpose));

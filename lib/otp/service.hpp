@@ -5,6 +5,7 @@
 #include "channel/channel.hpp"
 #include "config/config.hpp"
 #include "otp/audit.hpp"
+#include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
 #include "store/store.hpp"
@@ -129,6 +130,9 @@ private:
     struct DeliveryRun;
     [[nodiscard]] SendKeys sendKeys(const std::string& app, const std::string& subjectHash,
                                     const std::string& clientIp) const;
+    [[nodiscard]] FraudKeys fraudKeys(const std::string& app, const std::string& subjectHash,
+                                      const std::string& destination, const std::string& clientIp,
+                                      const std::string& device, const std::string& requestId) const;
     [[nodiscard]] const config::RateLimits& rateLimits(const std::string& app) const;
     [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
     bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
