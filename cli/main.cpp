@@ -264,6 +264,13 @@ int main(int argc, char** argv) {
     deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
     deliveries->add_option("--limit", dLimit, "at most this many attempts, the newest (default 100)");
 
+    std::string cSince, cUntil;
+    int cLimit = 1000;
+    auto* calls = app.add_subcommand("calls", "show the request log: Varlink calls to twofactord (admin)");
+    calls->add_option("--since", cSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    calls->add_option("--until", cUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    calls->add_option("--limit", cLimit, "at most this many calls, the newest (default 1000)");
+
     std::string aSince, aUntil, aApp, aOutcome, aFrom, aTo;
     int aLimit = 1000;
     auto* audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
@@ -378,6 +385,30 @@ int main(int argc, char** argv) {
                         str(r, "outcome").c_str(), r.contains("app") ? str(r, "app").c_str() : "-",
                         r.contains("uid") ? str(r, "uid").c_str() : "-",
                         r.contains("requestId") ? str(r, "requestId").c_str() : "-", str(r, "detail").c_str());
+        }
+        return kOk;
+    }
+    if (*calls) {
+        json p = {{"limit", cLimit}};
+        for (auto [text, key] : {std::pair{&cSince, "since"}, std::pair{&cUntil, "until"}}) {
+            if (text->empty()) continue;
+            const auto t = parseTime(*text);
+            if (!t) {
+                std::fprintf(stderr, "twofactor calls: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
+                             key, text->c_str());
+                return kUsage;
+            }
+            p[key] = *t;
+        }
+        if (int rc = call(g, "calls", "io.twofactor.Daemon.RequestLog", p, out); rc >= 0) return rc;
+        for (const auto& c : out["entries"]) {
+            if (g.json) {
+                std::printf("%s\n", c.dump().c_str());  // JSON lines
+                continue;
+            }
+            std::printf("%s  uid %-6s %6sms  %-40s %s\n", isoTime(c.value("time", std::int64_t{0})).c_str(),
+                        str(c, "uid").c_str(), str(c, "durationMs").c_str(), str(c, "method").c_str(),
+                        str(c, "result").c_str());
         }
         return kOk;
     }

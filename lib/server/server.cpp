@@ -260,6 +260,7 @@ private:
     }
     void openStore();
     void recordStart();
+    Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
     void startWebhook();
     void listen();
     void accept();
@@ -445,8 +446,32 @@ void Connection::flush() {
 
 // ---- Server ----
 
+// The request log: one row per call, written after the reply has gone out,
+// through the store's queue (group commit), so it never delays the call.
+// Retention (the delivery-log period, 90 days) is issue 5's purge job.
+Respond Server::logged(const ipc::Call& call, std::int64_t uid, Respond respond) {
+    if (!store_) return respond;
+    constexpr std::size_t kMaxMethod = 256;
+    return [this, respond = std::move(respond), method = call.method.substr(0, kMaxMethod), uid,
+            at = clock_->now(), started = std::chrono::steady_clock::now()](std::string error, json params) {
+        store::CallRecord rec;
+        rec.at = at;
+        rec.method = method;
+        rec.uid = uid;
+        rec.result = error.empty() ? "ok" : error;
+        rec.durationMs =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+        respond(std::move(error), std::move(params));
+        store_->submit([rec = std::move(rec)](store::Transaction& t) { t.insertCall(rec); },
+                       [](std::exception_ptr e) {
+                           if (e) log::error("a call could not be written to the request log");
+                       });
+    };
+}
+
 void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& call, Respond respond) {
     const Peer& peer = conn->peer();
+    respond = logged(call, peer.uid, std::move(respond));
     const auto dot = call.method.rfind('.');
     const std::string ifaceName = call.method.substr(0, dot);
     auto entry = methods_.find(call.method);
@@ -521,6 +546,29 @@ void Server::buildMethodTable() {
                     {"connections", connections_}};
         if (outbox_) out["outbox"] = outbox_->directory();
         r("", out);
+    });
+
+    add("io.twofactor.Daemon.RequestLog", Access::Admin, [this](const Peer&, const json& p, Respond r) {
+        store::CallQuery q;
+        q.since = opt<std::int64_t>(p, "since");
+        q.until = opt<std::int64_t>(p, "until");
+        const std::int64_t limit = opt<std::int64_t>(p, "limit").value_or(1000);
+        if (limit < 1 || limit > 100000)
+            return r("org.varlink.service.InvalidParameter", {{"parameter", "limit"}});
+        q.limit = static_cast<int>(limit);
+        auto list = std::make_shared<std::vector<store::CallRecord>>();
+        store_->submit([list, q](store::Transaction& t) { *list = t.findCalls(q); },
+                       [list, r = onIo(r)](std::exception_ptr e) {
+                           if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
+                           json entries = json::array();
+                           for (const auto& c : *list)
+                               entries.push_back({{"time", c.at},
+                                                  {"method", c.method},
+                                                  {"durationMs", c.durationMs},
+                                                  {"result", c.result},
+                                                  {"uid", c.uid}});
+                           r("", {{"entries", entries}});
+                       });
     });
 
     add("io.twofactor.Otp.Send", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {

@@ -32,6 +32,7 @@ EXPECTED = {
     "org.varlink.service.GetInterfaceDescription": ANYONE,
     "io.twofactor.Daemon.WhoAmI": ANYONE,
     "io.twofactor.Daemon.GetStatus": {"admin"},
+    "io.twofactor.Daemon.RequestLog": {"admin"},
     "io.twofactor.Otp.Send": {"operator", "admin"},
     "io.twofactor.Otp.Verify": {"operator", "admin"},
     "io.twofactor.Otp.Status": {"operator", "admin"},

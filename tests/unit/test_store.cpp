@@ -145,3 +145,46 @@ TEST_CASE("key files: generated 0600, parsed as 64 hex digits, loose modes refus
     CHECK_THROWS(store::parseKey(std::string(64, 'g'), "x"));
     CHECK(store::parseKey(std::string(64, 'a') + "\n", "x").size() == 32);
 }
+
+TEST_CASE("the request log: newest first by limit, returned oldest first, filtered by time", "[store][calls]") {
+    TempDir dir;
+    const auto key = crypto::randomSecret(32);
+    auto s = open(dir.path / "t.db", key);
+    store::runSync(*s, [](store::Transaction& t) {
+        for (int i = 0; i < 5; ++i)
+            t.insertCall(store::CallRecord{0, 100 + i, "io.twofactor.Otp.Send", i, i % 2 ? "ok" : "io.twofactor.Otp.RateLimited", 1000 + i});
+    });
+    const auto all = store::runSync(*s, [](store::Transaction& t) { return t.findCalls(store::CallQuery{}); });
+    REQUIRE(all.size() == 5);
+    CHECK(all.front().at == 100);
+    CHECK(all.back().at == 104);
+    CHECK(all[1].result == "ok");
+    CHECK(all[2].uid == 1002);
+    CHECK(all[3].durationMs == 3);
+    const auto last2 = store::runSync(*s, [](store::Transaction& t) { return t.findCalls(store::CallQuery{{}, {}, 2}); });
+    REQUIRE(last2.size() == 2);
+    CHECK(last2[0].at == 103);
+    const auto window = store::runSync(*s, [](store::Transaction& t) { return t.findCalls(store::CallQuery{101, 103, 100}); });
+    REQUIRE(window.size() == 2);
+    CHECK(window[0].at == 101);
+    CHECK(window[1].at == 102);
+}
+
+TEST_CASE("fraud sets: members after `since`, expired ones dropped on write", "[store][fraud]") {
+    TempDir dir;
+    const auto key = crypto::randomSecret(32);
+    auto s = open(dir.path / "t.db", key);
+    store::runSync(*s, [](store::Transaction& t) {
+        t.putFraudMember("r", "k", "a", 100, 200);
+        t.putFraudMember("r", "k", "b", 150, 250);
+        t.putFraudMember("r", "other", "c", 150, 250);
+    });
+    auto members = store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("r", "k", 120); });
+    REQUIRE(members.size() == 1);
+    CHECK(members[0] == std::pair<std::string, std::int64_t>{"b", 150});
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("r", "k", 0); }).size() == 2);
+    store::runSync(*s, [](store::Transaction& t) { t.putFraudMember("r", "k", "b", 210, 310); });  // a expired at 200
+    members = store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("r", "k", 0); });
+    REQUIRE(members.size() == 1);
+    CHECK(members[0].second == 210);
+}
