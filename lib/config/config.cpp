@@ -1,6 +1,7 @@
 // Loading and validating twofactord.toml. Everything is checked here, once, so
 // the daemon never runs with a value it would have to second-guess later.
 #include "config/config.hpp"
+#include "privacy/cron.hpp"
 
 #include "ipc/paths.hpp"
 
@@ -1196,6 +1197,32 @@ void readLimits(const Reader& reader, const toml::table& t, Limits& limits) {
     }
 }
 
+void readRetention(const Reader& reader, const toml::table& t, Retention& retention) {
+    reader.allowOnly(t, "retention", {"schedule", "code_hashes", "delivery_logs", "batch_size"});
+    if (const toml::node* n = t.get("schedule")) {
+        std::string text = reader.string(*n, "retention.schedule");
+        auto parsed = privacy::CronSchedule::parse(text);
+        if (const auto* e = std::get_if<privacy::CronError>(&parsed)) {
+            reader.fail(*n, "retention.schedule",
+                        "invalid cron expression \"" + text + "\" (column " + std::to_string(e->column) + ": " +
+                            e->message + ")");
+        }
+        if (!std::get<privacy::CronSchedule>(parsed).next(0)) {
+            reader.fail(*n, "retention.schedule", "\"" + text + "\" never matches");
+        }
+        retention.schedule = std::move(text);
+    }
+    if (const toml::node* n = t.get("code_hashes")) {
+        retention.codeHashes = reader.integer(*n, "retention.code_hashes", 60, 31536000, "seconds");
+    }
+    if (const toml::node* n = t.get("delivery_logs")) {
+        retention.deliveryLogs = reader.integer(*n, "retention.delivery_logs", 3600, 3650LL * 86400, "seconds");
+    }
+    if (const toml::node* n = t.get("batch_size")) {
+        retention.batchSize = static_cast<int>(reader.integer(*n, "retention.batch_size", 1, 100000));
+    }
+}
+
 void readAccess(const Reader& reader, const toml::table& t, Config& config) {
     reader.allowOnly(t, "access", {"operator", "dpo", "admin"});
     for (Role role : {Role::Operator, Role::Dpo, Role::Admin}) {
@@ -1629,7 +1656,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "apps"});
+                      "webhook", "retention", "apps"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -1682,6 +1709,9 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     if (const toml::node* n = root.get("webhook")) {
         readWebhook(reader, reader.table(*n, "webhook"), config.webhook);
+    }
+    if (const toml::node* n = root.get("retention")) {
+        readRetention(reader, reader.table(*n, "retention"), config.retention);
     }
 
     const toml::node* appsNode = root.get("apps");

@@ -205,6 +205,14 @@ struct Limits {
     int maxConnectionsPerUid = 64;            // max_connections_per_uid
 };
 
+// [retention]: the daemon's purge job (issue 5). Periods in seconds.
+struct Retention {
+    std::string schedule = "17 3 * * *";     // schedule: 5-field cron, UTC
+    std::int64_t codeHashes = 86400;         // code_hashes: after a request finished or expired, 60..31536000
+    std::int64_t deliveryLogs = 90 * 86400;  // delivery_logs: deliveries, request log, client IP and device, 3600..3650 days
+    int batchSize = 1000;                    // batch_size: rows per store work item, 1..100000
+};
+
 struct Config {
     std::string sourcePath;       // "" for the embedded default
     bool embedded = false;        // true when no config file exists
@@ -237,6 +245,7 @@ struct Config {
     Retry retry;  // [retry]
     Whatsapp whatsapp;  // [whatsapp]
     Webhook webhook;    // [webhook]
+    Retention retention;  // [retention]
 
     std::map<std::string, App> apps;  // [apps.NAME]
 };

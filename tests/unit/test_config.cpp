@@ -1693,3 +1693,25 @@ TEST_CASE("embeddedDefault leaves WhatsApp on the outbox and the webhook off", "
     CHECK(app.deniedCountries.empty());
     CHECK_FALSE(app.fallbackToEmail);
 }
+
+TEST_CASE("[retention]: defaults, values and an invalid cron schedule", "[config][retention]") {
+    const Config d = parse(kApp, kFile);
+    CHECK(d.retention.schedule == "17 3 * * *");
+    CHECK(d.retention.codeHashes == 86400);
+    CHECK(d.retention.deliveryLogs == 90 * 86400);
+    CHECK(d.retention.batchSize == 1000);
+
+    const Config c = parse("[retention]\nschedule = \"*/15 1-5 * * mon-fri\"\ncode_hashes = 3600\n"
+                           "delivery_logs = 604800\nbatch_size = 50\n" + kApp,
+                           kFile);
+    CHECK(c.retention.schedule == "*/15 1-5 * * mon-fri");
+    CHECK(c.retention.codeHashes == 3600);
+    CHECK(c.retention.deliveryLogs == 604800);
+    CHECK(c.retention.batchSize == 50);
+
+    CHECK(errorOf("[retention]\nschedule = \"0 24 * * *\"\n" + kApp) ==
+          kFile + ":2:12: retention.schedule: invalid cron expression \"0 24 * * *\" (column 3: hour: 24 is out of range 0-23)");
+    CHECK(errorOf("[retention]\nschedule = \"0 0 30 2 *\"\n" + kApp).find("never matches") != std::string::npos);
+    CHECK(errorOf("[retention]\nbatch_size = 0\n" + kApp).find(":2:") != std::string::npos);
+    CHECK(errorOf("[retention]\nkeep = 1\n" + kApp).find("retention.keep") != std::string::npos);
+}
