@@ -118,8 +118,8 @@ BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 )sql",
     // 6: fraud signals: per-window sets of keyed hashes (lib/otp/fraud.hpp),
     // each member forgotten at expires_at; and the request log (one row per
-    // Varlink call). Retention of request_log (the delivery-log period, 90
-    // days) is issue 5's purge job.
+    // Varlink call). request_log is purged after the delivery-log period
+    // (kPurge below).
     R"sql(
 CREATE TABLE fraud_sets (
     rule        TEXT NOT NULL,
@@ -140,7 +140,62 @@ CREATE TABLE request_log (
 );
 CREATE INDEX request_log_by_time ON request_log (at);
 )sql",
+    // 7: retention runs (issue 5): one row per purge, with the rows purged per category.
+    R"sql(
+CREATE TABLE retention_runs (
+    id                INTEGER PRIMARY KEY,
+    started           INTEGER NOT NULL,
+    finished          INTEGER NOT NULL,
+    trigger           TEXT NOT NULL,
+    code_hashes       INTEGER NOT NULL,
+    deliveries        INTEGER NOT NULL,
+    request_log       INTEGER NOT NULL,
+    client_data       INTEGER NOT NULL,
+    rate_counters     INTEGER NOT NULL,
+    fraud_sets        INTEGER NOT NULL,
+    subject_failures  INTEGER NOT NULL
+);
+)sql",
 };
+
+inline constexpr const char* kInsertRetentionRun =
+    "INSERT INTO retention_runs (started, finished, trigger, code_hashes, deliveries, request_log, client_data, "
+    "rate_counters, fraud_sets, subject_failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+inline constexpr const char* kSelectLastRetentionRun =
+    "SELECT id, started, finished, trigger, code_hashes, deliveries, request_log, client_data, rate_counters, "
+    "fraud_sets, subject_failures FROM retention_runs ORDER BY id DESC LIMIT 1";
+
+// Retention purges, one pair per category (store::PurgeKind order): the batch
+// (?1 cutoff, ?2 at most this many rows; DELETE ... LIMIT is not compiled into
+// SQLCipher 3.4.1, hence the rowid subqueries) and the dry run's count (?1).
+struct PurgeSql {
+    const char* purge;
+    const char* count;
+};
+#define TF_PURGE(action, table, cond)                                                                   \
+    PurgeSql {                                                                                          \
+        action " WHERE rowid IN (SELECT rowid FROM " table " WHERE " cond " LIMIT ?2)",                 \
+            "SELECT count(*) FROM " table " WHERE " cond                                                 \
+    }
+inline constexpr PurgeSql kPurge[] = {
+    // code hashes: ?1 = now - code_hashes
+    TF_PURGE("UPDATE requests SET code_hash = NULL", "requests",
+             "code_hash IS NOT NULL AND (finished_at <= ?1 OR expires_at <= ?1)"),
+    // deliveries, request log, client data: ?1 = now - delivery_logs
+    TF_PURGE("DELETE FROM deliveries", "deliveries", "at < ?1"),
+    TF_PURGE("DELETE FROM request_log", "request_log", "at < ?1"),
+    TF_PURGE("UPDATE requests SET client_ip = '', device = ''", "requests",
+             "created_at < ?1 AND (client_ip <> '' OR device <> '')"),
+    // rate counters: ?1 = now - 86400 (no window or cooldown is longer than a day)
+    TF_PURGE("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
+    // fraud set members: ?1 = now
+    TF_PURGE("DELETE FROM fraud_sets", "fraud_sets", "expires_at <= ?1"),
+    // subject failures: ?1 = now - delivery_logs; no longer locked, no request since
+    TF_PURGE("DELETE FROM subject_failures", "subject_failures",
+             "locked_until < ?1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
+             "AND r.subject_hash = subject_failures.subject_hash AND r.created_at >= ?1)"),
+};
+#undef TF_PURGE
 
 inline constexpr const char* kSelectFraudMembers =
     "SELECT member, at FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3";

@@ -86,7 +86,10 @@ std::int64_t queryInt(sqlite3* db, const char* sql) {
 class SqlcipherTransaction final : public Transaction {
 public:
     explicit SqlcipherTransaction(sqlite3* db)
-        : select_(db, sql::kSelectRequest),
+        : db_(db),
+          insertRun_(db, sql::kInsertRetentionRun),
+          lastRun_(db, sql::kSelectLastRetentionRun),
+          select_(db, sql::kSelectRequest),
           newest_(db, sql::kSelectNewestPending),
           insert_(db, sql::kInsertRequest),
           update_(db, sql::kUpdateRequest),
@@ -140,6 +143,63 @@ public:
         s.bind(4, at);
         s.bind(5, expiresAt);
         s.step();
+    }
+
+    std::int64_t purgeStep(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy, int limit,
+                           bool dryRun) override {
+        std::int64_t cutoff = now;
+        switch (kind) {
+            case PurgeKind::CodeHashes: cutoff = now - policy.codeHashes; break;
+            case PurgeKind::Deliveries:
+            case PurgeKind::RequestLog:
+            case PurgeKind::ClientData:
+            case PurgeKind::SubjectFailures: cutoff = now - policy.deliveryLogs; break;
+            case PurgeKind::RateCounters: cutoff = now - 86400; break;
+            case PurgeKind::FraudSets: cutoff = now; break;
+        }
+        const auto i = static_cast<std::size_t>(kind);
+        auto& slot = dryRun ? counts_[i] : purges_[i];
+        if (!slot) slot = std::make_unique<Statement>(db_, dryRun ? sql::kPurge[i].count : sql::kPurge[i].purge);
+        auto& s = *slot;
+        s.reset();
+        s.bind(1, cutoff);
+        if (dryRun) {
+            s.step();
+            const std::int64_t n = s.integer(0);
+            s.reset();
+            return n;
+        }
+        s.bind(2, limit);
+        s.step();
+        s.reset();
+        return sqlite3_changes(db_);
+    }
+
+    void insertRetentionRun(const RetentionRun& r) override {
+        auto& s = insertRun_;
+        s.reset();
+        s.bind(1, r.started);
+        s.bind(2, r.finished);
+        s.bind(3, r.trigger);
+        int col = 4;
+        for (PurgeKind k : kPurgeKinds) s.bind(col++, r.counts[k]);
+        s.step();
+        s.reset();
+    }
+
+    std::optional<RetentionRun> lastRetentionRun() override {
+        auto& s = lastRun_;
+        s.reset();
+        if (!s.step()) return std::nullopt;
+        RetentionRun r;
+        r.id = s.integer(0);
+        r.started = s.integer(1);
+        r.finished = s.integer(2);
+        r.trigger = s.text(3);
+        int col = 4;
+        for (PurgeKind k : kPurgeKinds) r.counts[k] = s.integer(col++);
+        s.reset();
+        return r;
     }
 
     void insertCall(const CallRecord& c) override {
@@ -490,6 +550,9 @@ private:
         return r;
     }
 
+    sqlite3* db_;
+    Statement insertRun_, lastRun_;
+    std::unique_ptr<Statement> purges_[std::size(sql::kPurge)], counts_[std::size(sql::kPurge)];
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
@@ -551,6 +614,18 @@ public:
         wake_.notify_one();
     }
 
+    void checkpoint(Done done) override {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) {
+                if (done) done(std::make_exception_ptr(std::runtime_error("the store is closed")));
+                return;
+            }
+            queue_.push_back(Item{nullptr, std::move(done), true});
+        }
+        wake_.notify_one();
+    }
+
     void close() override {
         {
             std::lock_guard lock(mutex_);
@@ -578,6 +653,7 @@ private:
     struct Item {
         Work work;
         Done done;
+        bool checkpoint = false;
     };
 
     void applyKey(const SecretBytes& key) {
@@ -616,7 +692,21 @@ private:
                 std::unique_lock lock(mutex_);
                 wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
                 if (queue_.empty() && stopping_) return;
-                while (!queue_.empty() && batch.size() < maxBatch_) {
+                if (queue_.front().checkpoint) {
+                    Item item = std::move(queue_.front());
+                    queue_.pop_front();
+                    lock.unlock();
+                    std::exception_ptr error;
+                    char* err = nullptr;
+                    if (sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, &err) != SQLITE_OK) {
+                        error = std::make_exception_ptr(
+                            std::runtime_error(std::string("checkpoint failed: ") + (err ? err : "?")));
+                    }
+                    sqlite3_free(err);
+                    if (item.done) item.done(error);
+                    continue;
+                }
+                while (!queue_.empty() && batch.size() < maxBatch_ && !queue_.front().checkpoint) {
                     batch.push_back(std::move(queue_.front()));
                     queue_.pop_front();
                 }
@@ -682,6 +772,66 @@ private:
 };
 
 }  // namespace
+
+const char* purgeKindName(PurgeKind kind) {
+    switch (kind) {
+        case PurgeKind::CodeHashes: return "codeHashes";
+        case PurgeKind::Deliveries: return "deliveries";
+        case PurgeKind::RequestLog: return "requestLog";
+        case PurgeKind::ClientData: return "clientData";
+        case PurgeKind::RateCounters: return "rateCounters";
+        case PurgeKind::FraudSets: return "fraudSets";
+        case PurgeKind::SubjectFailures: return "subjectFailures";
+    }
+    return "?";
+}
+
+std::int64_t& PurgeCounts::operator[](PurgeKind k) {
+    switch (k) {
+        case PurgeKind::CodeHashes: return codeHashes;
+        case PurgeKind::Deliveries: return deliveries;
+        case PurgeKind::RequestLog: return requestLog;
+        case PurgeKind::ClientData: return clientData;
+        case PurgeKind::RateCounters: return rateCounters;
+        case PurgeKind::FraudSets: return fraudSets;
+        case PurgeKind::SubjectFailures: return subjectFailures;
+    }
+    return codeHashes;
+}
+
+std::int64_t PurgeCounts::total() const {
+    std::int64_t n = 0;
+    for (PurgeKind k : kPurgeKinds) n += (*this)[k];
+    return n;
+}
+
+PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy, int batchSize, bool dryRun,
+                  const std::function<void(const PurgeCounts&)>& progress) {
+    PurgeCounts counts;
+    if (batchSize < 1) batchSize = 1;
+    for (PurgeKind kind : kPurgeKinds) {
+        if (dryRun) {
+            counts[kind] = runSync(store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, true); });
+            if (progress) progress(counts);
+            continue;
+        }
+        for (;;) {
+            // Each batch is its own work item: verify calls queue between them.
+            const std::int64_t n =
+                runSync(store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, false); });
+            counts[kind] += n;
+            if (progress) progress(counts);
+            if (n < batchSize) break;
+        }
+    }
+    if (!dryRun) {
+        std::promise<void> done;
+        auto future = done.get_future();
+        store.checkpoint([&](std::exception_ptr e) { e ? done.set_exception(e) : done.set_value(); });
+        future.get();
+    }
+    return counts;
+}
 
 int schemaVersion() { return static_cast<int>(std::size(sql::kMigrations)); }
 

@@ -35,6 +35,50 @@ struct CallQuery {
     int limit = 1000;                   // the newest that match, returned oldest first
 };
 
+// Retention (issue 5): what one purge removes, per category.
+enum class PurgeKind {
+    CodeHashes,       // requests.code_hash of requests finished or expired before the cutoff
+    Deliveries,       // deliveries rows logged before the cutoff
+    RequestLog,       // request_log rows before the cutoff
+    ClientData,       // requests.client_ip and requests.device of requests created before the cutoff
+    RateCounters,     // rate_counters whose last send is a day old (every window is at most a day)
+    FraudSets,        // fraud_sets members past their expiry
+    SubjectFailures,  // subject_failures of subjects not locked and without a request since the cutoff
+};
+inline constexpr PurgeKind kPurgeKinds[] = {PurgeKind::CodeHashes,   PurgeKind::Deliveries, PurgeKind::RequestLog,
+                                            PurgeKind::ClientData,   PurgeKind::RateCounters, PurgeKind::FraudSets,
+                                            PurgeKind::SubjectFailures};
+// The category's name in Varlink replies, the CLI and retention_runs.
+[[nodiscard]] const char* purgeKindName(PurgeKind kind);
+
+struct PurgeCounts {
+    std::int64_t codeHashes = 0;
+    std::int64_t deliveries = 0;
+    std::int64_t requestLog = 0;
+    std::int64_t clientData = 0;
+    std::int64_t rateCounters = 0;
+    std::int64_t fraudSets = 0;
+    std::int64_t subjectFailures = 0;
+    std::int64_t& operator[](PurgeKind k);
+    std::int64_t operator[](PurgeKind k) const { return const_cast<PurgeCounts&>(*this)[k]; }
+    [[nodiscard]] std::int64_t total() const;
+};
+
+// Retention periods in seconds ([retention] in twofactord.toml(5)).
+struct RetentionPolicy {
+    std::int64_t codeHashes = 86400;
+    std::int64_t deliveryLogs = 90 * 86400;
+};
+
+// One recorded retention run.
+struct RetentionRun {
+    std::int64_t id = 0;
+    std::int64_t started = 0;
+    std::int64_t finished = 0;
+    std::string trigger;  // "schedule" or "manual"
+    PurgeCounts counts;
+};
+
 // One unit of work's view of the store, valid only inside Store::submit's work
 // function. It is also the rate limits' store (rate counters, subject failures)
 // and the audit log's (append and read only).
@@ -61,6 +105,13 @@ public:
 
     virtual void insertCall(const CallRecord& call) = 0;
     [[nodiscard]] virtual std::vector<CallRecord> findCalls(const CallQuery& query) = 0;
+
+    // Retention: purges (or, with dryRun, counts) at most `limit` rows of one
+    // category; `now` and the policy give the cutoffs. Returns the rows affected.
+    virtual std::int64_t purgeStep(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy, int limit,
+                                   bool dryRun) = 0;
+    virtual void insertRetentionRun(const RetentionRun& run) = 0;
+    [[nodiscard]] virtual std::optional<RetentionRun> lastRetentionRun() = 0;
 };
 
 class Store {
@@ -77,6 +128,10 @@ public:
     // Many items share one transaction (group commit); `done` runs only after
     // that transaction committed, on the writer thread: keep it short.
     virtual void submit(Work work, Done done) = 0;
+
+    // Queues a WAL checkpoint (TRUNCATE) on the writer's connection, outside
+    // any transaction, after the work queued before it.
+    virtual void checkpoint(Done done) = 0;
 
     // Stops the writer after the queued work is done.
     virtual void close() = 0;
@@ -102,5 +157,13 @@ auto runSync(Store& store, F&& f) -> decltype(f(std::declval<Transaction&>())) {
         return std::move(*result);
     }
 }
+
+// Runs a retention purge: each batch of at most batchSize rows is its own
+// work item, so other work interleaves. With dryRun, counts what would go and
+// changes nothing. Then checkpoints the WAL (not on a dry run). `progress`, if
+// set, is called after each batch with the counts so far. Blocks: call it off
+// the I/O thread.
+PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy, int batchSize, bool dryRun,
+                  const std::function<void(const PurgeCounts&)>& progress = {});
 
 }  // namespace twofactor::store

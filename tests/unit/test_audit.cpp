@@ -88,6 +88,12 @@ public:
     }
     void insertCall(const store::CallRecord& c) override { t_.insertCall(c); }
     std::vector<store::CallRecord> findCalls(const store::CallQuery& q) override { return t_.findCalls(q); }
+    std::int64_t purgeStep(store::PurgeKind k, std::int64_t now, const store::RetentionPolicy& p, int limit,
+                           bool dryRun) override {
+        return t_.purgeStep(k, now, p, limit, dryRun);
+    }
+    void insertRetentionRun(const store::RetentionRun& r) override { t_.insertRetentionRun(r); }
+    std::optional<store::RetentionRun> lastRetentionRun() override { return t_.lastRetentionRun(); }
 
 private:
     store::Transaction& t_;
@@ -105,6 +111,7 @@ public:
         },
                       std::move(done));
     }
+    void checkpoint(Done done) override { inner_.checkpoint(std::move(done)); }
     void close() override { inner_.close(); }
     std::string description() const override { return inner_.description(); }
     std::atomic<bool> failAudit{false};

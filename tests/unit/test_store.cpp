@@ -188,3 +188,139 @@ TEST_CASE("fraud sets: members after `since`, expired ones dropped on write", "[
     REQUIRE(members.size() == 1);
     CHECK(members[0].second == 210);
 }
+
+namespace {
+
+constexpr std::int64_t kDay = 86400;
+
+// At `now`: old and fresh rows of every retention category.
+void seedRetention(store::Store& s, std::int64_t now) {
+    store::runSync(s, [&](store::Transaction& t) {
+        // Requests: 3 expired long ago (code hash kept while pending), 1 recent;
+        // 2 created 100 days ago with IP and device, 1 fresh with them.
+        for (int i = 0; i < 3; ++i) t.insertRequest(sample("old" + std::to_string(i), now - 2 * kDay));
+        t.insertRequest(sample("recent", now - 100));
+        for (int i = 0; i < 2; ++i) {
+            auto r = sample("ancient" + std::to_string(i), now - 100 * kDay);
+            r.clientIp = "192.0.2.7";
+            r.device = "phone";
+            t.insertRequest(r);
+        }
+        auto fresh = sample("fresh", now - 10);
+        fresh.clientIp = "192.0.2.8";
+        fresh.device = "laptop";
+        t.insertRequest(fresh);
+        // Deliveries: 5 old, 2 new. Request log: 4 old, 1 new.
+        for (int i = 0; i < 7; ++i) {
+            otp::DeliveryAttempt a;
+            a.requestId = "old0";
+            a.app = "shop";
+            a.channel = "email";
+            a.driver = "outbox";
+            a.at = i < 5 ? now - 91 * kDay : now - 89 * kDay;
+            a.outcome = "accepted";
+            t.insertDeliveryAttempt(a);
+        }
+        for (int i = 0; i < 5; ++i)
+            t.insertCall(store::CallRecord{0, i < 4 ? now - 95 * kDay : now - 5, "io.twofactor.Otp.Send", 1, "ok", 0});
+        // Rate counters: 2 stale, 1 live. Fraud set members: 3 expired, 1 not.
+        t.putRateCounter("destination", "shop/a", otp::RateCounter{now - 2 * kDay, 1, now - 2 * kDay});
+        t.putRateCounter("ip", "shop/b", otp::RateCounter{now - 3 * kDay, 4, now - 3 * kDay});
+        t.putRateCounter("app", "shop", otp::RateCounter{now - 30, 9, now - 1});
+        for (int i = 0; i < 4; ++i)
+            t.putFraudMember("ip-dest", "k", "m" + std::to_string(i), now - 7200, i < 3 ? now - 3600 : now + 60);
+        // Subject failures: "gone" has no request since the cutoff; "subj" has one; "locked" is locked.
+        t.putSubjectFailures("shop", "gone", otp::SubjectFailures{3, 0});
+        t.putSubjectFailures("shop", "subj", otp::SubjectFailures{2, 0});
+        t.putSubjectFailures("shop", "locked", otp::SubjectFailures{12, now + 600});
+    });
+}
+
+}  // namespace
+
+TEST_CASE("retention purge: exact counts per category, dry run first", "[store][retention]") {
+    TempDir dir;
+    auto s = open(dir.path / "t.db", crypto::randomSecret(32));
+    const std::int64_t now = 1'800'000'000;
+    seedRetention(*s, now);
+    store::RetentionPolicy policy;  // 24 h, 90 days
+
+    auto check = [](const store::PurgeCounts& c) {
+        CHECK(c.codeHashes == 5);  // old0..2 (expired 2 days ago) and ancient0..1
+        CHECK(c.deliveries == 5);
+        CHECK(c.requestLog == 4);
+        CHECK(c.clientData == 2);
+        CHECK(c.rateCounters == 2);
+        CHECK(c.fraudSets == 3);
+        CHECK(c.subjectFailures == 1);
+    };
+    const auto dry = store::purge(*s, now, policy, 2, true);
+    check(dry);
+    // The dry run deleted nothing: a second one counts the same.
+    check(store::purge(*s, now, policy, 2, true));
+
+    int batches = 0;
+    const auto real = store::purge(*s, now, policy, 2, false, [&](const store::PurgeCounts&) { ++batches; });
+    check(real);
+    CHECK(batches >= 13);  // batches of 2: 3+3+3+2+2+2+1 at least, one per category ending short
+    // Nothing left to purge.
+    CHECK(store::purge(*s, now, policy, 2, true).total() == 0);
+
+    auto old = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("old1"); });
+    REQUIRE(old);
+    CHECK_FALSE(old->codeHash);
+    auto recent = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("recent"); });
+    CHECK(recent->codeHash);
+    auto ancient = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("ancient0"); });
+    CHECK(ancient->clientIp.empty());
+    CHECK(ancient->device.empty());
+    auto fresh = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("fresh"); });
+    CHECK(fresh->clientIp == "192.0.2.8");
+    CHECK(fresh->device == "laptop");
+    otp::DeliveryQuery q;
+    q.limit = 100;
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findDeliveryAttempts(q); }).size() == 2);
+    store::CallQuery cq;
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findCalls(cq); }).size() == 1);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("ip-dest", "k", 0); }).size() == 1);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findRateCounter("app", "shop"); }));
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findRateCounter("ip", "shop/b"); }));
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "subj"); })->failures == 2);
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "gone"); }));
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "locked"); })->failures == 12);
+}
+
+TEST_CASE("retention purge interleaves with other work and records runs", "[store][retention]") {
+    TempDir dir;
+    auto s = open(dir.path / "t.db", crypto::randomSecret(32));
+    const std::int64_t now = 1'800'000'000;
+    store::runSync(*s, [&](store::Transaction& t) {
+        for (int i = 0; i < 250; ++i) t.insertCall(store::CallRecord{0, now - 100 * kDay, "m", 1, "ok", 0});
+    });
+    // Work queued from the progress callback runs between two batches.
+    std::vector<std::int64_t> seenBetween;
+    const auto counts = store::purge(*s, now, store::RetentionPolicy{}, 100, false, [&](const store::PurgeCounts& c) {
+        if (c.requestLog > 0 && c.requestLog < 250) {
+            seenBetween.push_back(store::runSync(*s, [](store::Transaction& t) {
+                store::CallQuery q;
+                q.limit = 1000;
+                return static_cast<std::int64_t>(t.findCalls(q).size());
+            }));
+        }
+    });
+    CHECK(counts.requestLog == 250);
+    CHECK(seenBetween == std::vector<std::int64_t>{150, 50});
+
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.lastRetentionRun(); }));
+    store::RetentionRun run;
+    run.started = now;
+    run.finished = now + 2;
+    run.trigger = "manual";
+    run.counts = counts;
+    store::runSync(*s, [&](store::Transaction& t) { t.insertRetentionRun(run); });
+    auto last = store::runSync(*s, [](store::Transaction& t) { return t.lastRetentionRun(); });
+    REQUIRE(last);
+    CHECK(last->trigger == "manual");
+    CHECK(last->finished == now + 2);
+    CHECK(last->counts.requestLog == 250);
+}
