@@ -107,6 +107,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "AuditFailed") {
         message = "twofactord could not write the audit record; nothing was done (see its log)";
         code = kUnreachable;
+    } else if (name == "RetentionBusy") {
+        message = "a retention purge is already running; try again when it has finished";
+        code = kPolicy;
     } else if (name == "InternalError") {
         message = "twofactord failed internally (see its log)";
         code = kUnreachable;
@@ -273,6 +276,13 @@ int main(int argc, char** argv) {
 
     std::string aSince, aUntil, aApp, aOutcome, aFrom, aTo;
     int aLimit = 1000;
+    auto* retention = app.add_subcommand("retention", "the retention purge (dpo, admin)");
+    retention->require_subcommand(1);
+    auto* retentionRun = retention->add_subcommand("run", "purge now what the retention periods allow; prints rows per category");
+    bool rDryRun = false;
+    retentionRun->add_flag("--dry-run", rDryRun, "only count what would be purged; delete nothing");
+    auto* retentionStatus = retention->add_subcommand("status", "show the last run, the next scheduled run and rows purged");
+
     auto* audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
     audit->require_subcommand(1);
     auto* auditList = audit->add_subcommand("list", "show audit records, oldest first");
@@ -341,6 +351,48 @@ int main(int argc, char** argv) {
                 std::printf("%s  %s  %-7s %s\n", isoTime(e.value("createdAt", std::int64_t{0})).c_str(),
                             str(e, "destination").c_str(), str(e, "source").c_str(), str(e, "reason").c_str());
         }
+        return kOk;
+    }
+    if (*retention) {
+        static const char* const kCategories[] = {"codeHashes", "deliveries", "requestLog", "clientData",
+                                                  "rateCounters", "fraudSets", "subjectFailures"};
+        auto printCounts = [](const json& counts) {
+            for (const char* k : kCategories) std::printf("%-16s %s\n", k, str(counts, k).c_str());
+        };
+        if (*retentionRun) {
+            const bool tty = ::isatty(STDERR_FILENO) == 1;
+            if (tty) std::fprintf(stderr, "twofactor retention run: %s...", rDryRun ? "counting" : "purging");
+            json p = json::object();
+            if (rDryRun) p["dryRun"] = true;
+            const int rc = call(g, "retention run", "io.twofactor.Privacy.RetentionRun", p, out);
+            if (tty) std::fprintf(stderr, rc >= 0 ? "\n" : " done in %lld s\n",
+                                  static_cast<long long>(out.value("finished", std::int64_t{0}) -
+                                                         out.value("started", std::int64_t{0})));
+            if (rc >= 0) return rc;
+            if (g.json) std::printf("%s\n", out.dump().c_str());
+            else {
+                if (rDryRun) std::printf("dry run: nothing was deleted; would purge:\n");
+                printCounts(out["counts"]);
+            }
+            return kOk;
+        }
+        (void)retentionStatus;
+        if (int rc = call(g, "retention status", "io.twofactor.Privacy.RetentionStatus", json::object(), out); rc >= 0)
+            return rc;
+        if (g.json) {
+            std::printf("%s\n", out.dump().c_str());
+            return kOk;
+        }
+        std::printf("schedule  %s (UTC)\n", str(out, "schedule").c_str());
+        const std::int64_t next = out.value("nextRun", std::int64_t{0});
+        std::printf("next run  %s\n", next ? isoTime(next).c_str() : "never");
+        if (!out.contains("lastStarted")) {
+            std::printf("last run  never\n");
+            return kOk;
+        }
+        std::printf("last run  %s to %s (%s)\n", isoTime(out.value("lastStarted", std::int64_t{0})).c_str(),
+                    isoTime(out.value("lastFinished", std::int64_t{0})).c_str(), str(out, "lastTrigger").c_str());
+        printCounts(out["lastCounts"]);
         return kOk;
     }
     if (*audit) {

@@ -11,6 +11,7 @@
 #include "ipc/varlink_interfaces.hpp"
 #include "otp/destination.hpp"
 #include "otp/service.hpp"
+#include "privacy/cron.hpp"
 #include "store/keys.hpp"
 #include "store/sqlcipher_store.hpp"
 #include "util/clock.hpp"
@@ -31,6 +32,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <future>
@@ -103,6 +105,22 @@ constexpr const char* kOtp = "io.twofactor.Otp";
 // more threads than cores keep the disk busy; measured in bench/.
 constexpr std::size_t kDeliveryThreads = 16;
 constexpr const char* kDaemonIface = "io.twofactor.Daemon";
+constexpr const char* kPrivacy = "io.twofactor.Privacy";
+
+json countsJson(const store::PurgeCounts& c) {
+    json out = json::object();
+    for (store::PurgeKind k : store::kPurgeKinds) out[store::purgeKindName(k)] = c[k];
+    return out;
+}
+
+std::string countsText(const store::PurgeCounts& c) {
+    std::string out;
+    for (store::PurgeKind k : store::kPurgeKinds) {
+        if (!out.empty()) out += ", ";
+        out += std::string(store::purgeKindName(k)) + " " + std::to_string(c[k]);
+    }
+    return out;
+}
 
 json requestJson(const otp::OtpRequest& r, std::int64_t now) {
     const otp::Destination d{r.destination.find('@') != std::string::npos ? otp::DestinationKind::Email
@@ -212,6 +230,9 @@ public:
         : config_(config),
           clock_(options.clockFile.empty() ? std::unique_ptr<Clock>(new SystemClock)
                                            : std::unique_ptr<Clock>(new FileClock(options.clockFile))),
+          // Tests move a file clock: look at it often. The system clock only needs
+          // to be caught within the scheduled minute.
+          retentionTick_(options.clockFile.empty() ? std::chrono::seconds(30) : std::chrono::seconds(1)),
           acceptor_(io_),
           signals_(io_, SIGINT, SIGTERM),
           deliveryPool_(kDeliveryThreads),
@@ -260,6 +281,11 @@ private:
     }
     void openStore();
     void recordStart();
+    // Retention: the scheduler (a timer re-checking the daemon's clock) and one run.
+    void scheduleRetention();
+    void retentionTick();
+    using RetentionDone = std::function<void(std::exception_ptr, const store::RetentionRun&)>;
+    bool startRetention(std::string trigger, bool dryRun, RetentionDone done);
     Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
     void startWebhook();
     void listen();
@@ -306,6 +332,11 @@ private:
     bool stopping_ = false;
     int inFlight_ = 0;
     std::unique_ptr<asio::steady_timer> shutdownTimer_;
+    std::chrono::seconds retentionTick_;
+    std::optional<privacy::CronSchedule> schedule_;
+    std::int64_t nextRetention_ = 0;  // 0: the schedule never matches
+    std::unique_ptr<asio::steady_timer> retentionTimer_;
+    std::atomic<bool> retentionRunning_{false};
 };
 
 // ---- Connection ----
@@ -448,7 +479,7 @@ void Connection::flush() {
 
 // The request log: one row per call, written after the reply has gone out,
 // through the store's queue (group commit), so it never delays the call.
-// Retention (the delivery-log period, 90 days) is issue 5's purge job.
+// The retention job deletes it after [retention] delivery_logs (90 days).
 Respond Server::logged(const ipc::Call& call, std::int64_t uid, Respond respond) {
     if (!store_) return respond;
     constexpr std::size_t kMaxMethod = 256;
@@ -716,6 +747,35 @@ void Server::buildMethodTable() {
         });
     });
 
+    add("io.twofactor.Privacy.RetentionRun", Access::Dpo, [this](const Peer& peer, const json& p, Respond r) {
+        const bool dryRun = opt<bool>(p, "dryRun").value_or(false);
+        log::info("uid " + std::to_string(peer.uid) + " started a retention " + (dryRun ? "dry run" : "purge"));
+        const bool started = startRetention(dryRun ? "manual-dry-run" : "manual", dryRun,
+                                            [dryRun, r = onIo(r)](std::exception_ptr e, const store::RetentionRun& run) {
+                                                if (e) return r(std::string(kPrivacy) + ".InternalError", json::object());
+                                                r("", {{"dryRun", dryRun},
+                                                       {"started", run.started},
+                                                       {"finished", run.finished},
+                                                       {"counts", countsJson(run.counts)}});
+                                            });
+        if (!started) r(std::string(kPrivacy) + ".RetentionBusy", json::object());
+    });
+    add("io.twofactor.Privacy.RetentionStatus", Access::Dpo, [this](const Peer&, const json&, Respond r) {
+        auto last = std::make_shared<std::optional<store::RetentionRun>>();
+        store_->submit([last](store::Transaction& t) { *last = t.lastRetentionRun(); },
+                       [this, last, next = nextRetention_, r = onIo(r)](std::exception_ptr e) {
+                           if (e) return r(std::string(kPrivacy) + ".InternalError", json::object());
+                           json out = {{"schedule", config_.retention.schedule}, {"nextRun", next}};
+                           if (*last) {
+                               out["lastStarted"] = (*last)->started;
+                               out["lastFinished"] = (*last)->finished;
+                               out["lastTrigger"] = (*last)->trigger;
+                               out["lastCounts"] = countsJson((*last)->counts);
+                           }
+                           r("", out);
+                       });
+    });
+
     // The table and the interface files must agree, in both directions.
     const auto declared = declaredMethods();
     for (const auto& name : declared)
@@ -723,6 +783,60 @@ void Server::buildMethodTable() {
     for (const auto& [name, entry] : methods_)
         if (std::find(declared.begin(), declared.end(), name) == declared.end())
             throw std::logic_error("method implemented but not declared in IDL: " + name);
+}
+
+void Server::scheduleRetention() {
+    auto parsed = privacy::CronSchedule::parse(config_.retention.schedule);
+    if (auto* e = std::get_if<privacy::CronError>(&parsed))
+        throw std::runtime_error("retention.schedule: " + e->message);  // the config check rejects these
+    schedule_.emplace(std::get<privacy::CronSchedule>(parsed));
+    nextRetention_ = schedule_->next(clock_->now()).value_or(0);
+    retentionTimer_ = std::make_unique<asio::steady_timer>(io_);
+    log::info("retention purges scheduled \"" + schedule_->text() + "\" (UTC), next at " +
+              std::to_string(nextRetention_));
+    retentionTick();
+}
+
+void Server::retentionTick() {
+    const std::int64_t now = clock_->now();
+    if (nextRetention_ != 0 && now >= nextRetention_) {
+        if (!startRetention("schedule", false, {}))
+            log::warning("scheduled retention purge skipped: a purge is still running");
+        nextRetention_ = schedule_->next(now).value_or(0);
+    }
+    retentionTimer_->expires_after(retentionTick_);
+    retentionTimer_->async_wait([this](const asio::error_code& ec) {
+        if (ec || stopping_) return;
+        retentionTick();
+    });
+}
+
+// Runs on the delivery pool: each batch waits for the writer, and the I/O
+// thread must stay free. `done` runs on that pool thread.
+bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done) {
+    if (retentionRunning_.exchange(true)) return false;
+    asio::post(deliveryPool_, [this, trigger = std::move(trigger), dryRun, done = std::move(done)] {
+        store::RetentionRun run;
+        run.trigger = trigger;
+        run.started = clock_->now();
+        std::exception_ptr error;
+        try {
+            store::RetentionPolicy policy;
+            policy.codeHashes = config_.retention.codeHashes;
+            policy.deliveryLogs = config_.retention.deliveryLogs;
+            run.counts = store::purge(*store_, run.started, policy, config_.retention.batchSize, dryRun);
+            run.finished = clock_->now();
+            if (!dryRun) store::runSync(*store_, [&](store::Transaction& t) { t.insertRetentionRun(run); });
+            log::info(std::string(dryRun ? "retention dry run" : "retention purge") + " (" + run.trigger +
+                      "): " + countsText(run.counts));
+        } catch (const std::exception& e) {
+            error = std::current_exception();
+            log::error(std::string("retention purge failed: ") + e.what());
+        }
+        retentionRunning_ = false;
+        if (done) done(error, run);
+    });
+    return true;
 }
 
 void Server::openStore() {
@@ -887,6 +1001,7 @@ void Server::accept() {
 int Server::run() {
     openStore();
     recordStart();
+    scheduleRetention();
     startWebhook();
     listen();
     accept();
@@ -896,6 +1011,7 @@ int Server::run() {
         asio::error_code ignored;
         acceptor_.close(ignored);
         stopping_ = true;
+        if (retentionTimer_) retentionTimer_->cancel();
         // Calls in progress (a code being delivered) finish and are answered first, for at most 10 s.
         if (inFlight_ == 0) {
             io_.stop();

@@ -47,7 +47,7 @@ class Varlink(unittest.TestCase):
         self.assertEqual(p["product"], "twofactord")
         self.assertEqual(sorted(p["interfaces"]),
                          ["io.twofactor.Audit", "io.twofactor.Daemon", "io.twofactor.OptOut", "io.twofactor.Otp",
-                          "org.varlink.service"])
+                          "io.twofactor.Privacy", "org.varlink.service"])
 
     def test_interface_description_matches_installed_file(self):
         src = os.environ["TWOFACTOR_SOURCE_DIR"]

@@ -45,6 +45,8 @@ EXPECTED = {
     "io.twofactor.Audit.List": {"dpo", "admin"},
     "io.twofactor.Audit.Export": {"dpo", "admin"},
     "io.twofactor.Audit.Verify": {"admin"},
+    "io.twofactor.Privacy.RetentionRun": {"dpo", "admin"},
+    "io.twofactor.Privacy.RetentionStatus": {"dpo", "admin"},
 }
 
 # Parameters that pass validation, so that only access decides.
@@ -57,6 +59,7 @@ PARAMS = {
     "io.twofactor.Otp.Resend": {"id": "nosuchrequest"},
     "io.twofactor.OptOut.Add": {"destination": "+4915112349999"},
     "io.twofactor.OptOut.Remove": {"destination": "+4915112349999"},
+    "io.twofactor.Privacy.RetentionRun": {"dryRun": True},
 }
 
 CALLER = r"""
