@@ -9,6 +9,9 @@ packaging/install-deps.sh
 ninja -C build >/dev/null
 
 demo="$PWD/build/demo"
+# A fresh state each run: new keys, and no rate limit from the previous run
+# (sends to one address are spaced 30 s apart by default).
+rm -rf "$demo"
 mkdir -p "$demo"
 export TWOFACTOR_SOCKET="$demo/twofactord.sock"
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
