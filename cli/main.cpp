@@ -1,142 +1,21 @@
 // twofactor: the command-line client of twofactord. Output on stdout is for
 // scripts (an id, a status); errors are one line on stderr; the exit code
-// says what happened (see twofactor(1)).
+// says what happened (see twofactor(1)). Shared pieces: common.hpp; command
+// groups in files of their own: privacy.cpp (gdpr), maintenance.cpp (key, backup).
 #include "build_config.h"
-#include "ipc/client.hpp"
+#include "cli/common.hpp"
 #include "ipc/paths.hpp"
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
-#include <ctime>
 #include <iostream>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
-using json = nlohmann::json;
 using namespace twofactor;
+using namespace twofactor::cli;
 
 namespace {
-
-// Exit codes: the contract scripts rely on.
-enum Exit : int {
-    kOk = 0,
-    kRejected = 1,
-    kUsage = 2,
-    kUnreachable = 3,
-    kDenied = 4,
-    kPolicy = 5,
-    kDeliveryFailed = 6,
-    kNotFound = 7,
-};
-
-struct Globals {
-    std::string socket;
-    bool json = false;
-};
-
-std::string shortName(const std::string& error) { return error.substr(error.rfind('.') + 1); }
-
-std::string flagFor(const std::string& parameter) {
-    if (parameter == "destination") return "--to";
-    if (parameter == "clientIp") return "--ip";
-    if (parameter == "id" || parameter == "app" || parameter == "code" || parameter == "ttl" ||
-        parameter == "length" || parameter == "purpose" || parameter == "locale" || parameter == "channel" ||
-        parameter == "device" || parameter == "reference")
-        return "--" + parameter;
-    return parameter;
-}
-
-std::string str(const json& p, const char* key) {
-    auto it = p.find(key);
-    if (it == p.end()) return "";
-    return it->is_string() ? it->get<std::string>() : it->dump();
-}
-
-// One line naming what failed and why, and the exit code for it.
-int reportError(const std::string& command, const ipc::Reply& reply) {
-    const std::string name = shortName(*reply.error);
-    const json& p = reply.parameters;
-    std::string message;
-    int code = kUsage;
-    if (name == "InvalidParameter") message = "invalid " + flagFor(str(p, "parameter"));
-    else if (name == "PermissionDenied") {
-        message = "permission denied: uid " + std::to_string(::getuid()) + " holds no role that may do this";
-        code = kDenied;
-    } else if (name == "NoSuchApp") message = "no app named '" + str(p, "app") + "' is configured";
-    else if (name == "InvalidDestination") message = "invalid destination: " + str(p, "reason");
-    else if (name == "ChannelNotAllowed") message = "app '" + str(p, "app") + "' does not send by " + str(p, "channel");
-    else if (name == "OutOfRange")
-        message = flagFor(str(p, "parameter")) + " must be between " + str(p, "min") + " and " + str(p, "max");
-    else if (name == "NoSuchRequest") {
-        const std::string id = str(p, "id");
-        message = id.empty() ? "no pending request for that app and destination" : "no request with id " + id;
-        code = command == "verify" ? kRejected : kNotFound;
-    } else if (name == "NotPending") {
-        message = "request " + str(p, "id") + " is " + str(p, "status");
-        code = kRejected;
-    } else if (name == "TooManySends") {
-        message = "request " + str(p, "id") + " reached its limit of " + str(p, "maxSends") + " sends";
-        code = kPolicy;
-    } else if (name == "OptedOut") {
-        message = "refused: opted-out (the recipient replied STOP to WhatsApp messages)";
-        code = kPolicy;
-    } else if (name == "RateLimited") {
-        const std::string scope = str(p, "scope");
-        std::string what = "rate limit";
-        if (scope == "destination-cooldown") what = "resend cooldown for this destination";
-        else if (scope == "destination") what = "send limit for this destination";
-        else if (scope == "ip") what = "send limit for this client IP";
-        else if (scope == "prefix") what = "send limit for this client's network";
-        else if (scope == "app") what = "send limit for this app";
-        else if (scope == "subject-lockout") what = "lockout after too many failed verifications";
-        else if (scope.rfind("fraud:", 0) == 0) what = "fraud rule " + scope.substr(6);
-        message = "refused: rate limited (" + scope + ": " + what + "); retry in " + str(p, "retryAfter") + " s";
-        code = kPolicy;
-    } else if (name == "CountryNotAllowed") {
-        message = "refused: the app does not send to numbers of " + str(p, "country");
-        code = kPolicy;
-    } else if (name == "DeliveryFailed") {
-        message = "delivery failed: " + str(p, "reason") + " (request " + str(p, "id") + ")";
-        code = kDeliveryFailed;
-    } else if (name == "StoreFailed") {
-        message = "twofactord could not store the request; nothing was sent (see its log)";
-        code = kUnreachable;
-    } else if (name == "AuditFailed") {
-        message = "twofactord could not write the audit record; nothing was done (see its log)";
-        code = kUnreachable;
-    } else if (name == "RetentionBusy") {
-        message = "a retention purge is already running; try again when it has finished";
-        code = kPolicy;
-    } else if (name == "InternalError") {
-        message = "twofactord failed internally (see its log)";
-        code = kUnreachable;
-    } else if (name == "TooManyConnections") {
-        message = "twofactord refused the connection: this user already has " + str(p, "limit") + " open";
-        code = kPolicy;
-    } else if (name == "InvalidMessage") {
-        message = "twofactord refused the message: " + str(p, "reason");
-    } else if (name == "MethodNotFound" || name == "InterfaceNotFound") {
-        message = "twofactord does not know this command (is it older than this client?)";
-        code = kUnreachable;
-    } else {
-        message = *reply.error + (p.empty() ? "" : " " + p.dump());
-        code = kUnreachable;
-    }
-    std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), message.c_str());
-    return code;
-}
-
-std::string isoTime(std::int64_t t) {
-    char buf[32];
-    const std::time_t tt = static_cast<std::time_t>(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 void printRequest(const json& r) {
     auto line = [](const char* k, const std::string& v) { std::printf("%-12s %s\n", k, v.c_str()); };
@@ -153,35 +32,6 @@ void printRequest(const json& r) {
     line("expires", isoTime(r.value("expiresAt", std::int64_t{0})));
     if (r.contains("reference")) line("reference", str(r, "reference"));
     if (r.contains("failure")) line("failure", str(r, "failure"));
-}
-
-// Calls the daemon; on success fills `out` and returns -1, else an exit code.
-int call(const Globals& g, const std::string& command, const char* method, const json& params, json& out) {
-    ipc::Client client;
-    std::string error;
-    const std::string socket = g.socket.empty() ? paths::clientSocket() : g.socket;
-    if (!ipc::Client::connect(socket, client, error)) {
-        std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), error.c_str());
-        return kUnreachable;
-    }
-    ipc::Reply reply;
-    if (!client.call(method, params, reply, error)) {
-        std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), error.c_str());
-        return kUnreachable;
-    }
-    if (reply.error) return reportError(command, reply);
-    out = std::move(reply.parameters);
-    return -1;
-}
-
-// Unix seconds, or an ISO 8601 UTC time "2026-11-26T03:00:00Z".
-std::optional<std::int64_t> parseTime(const std::string& text) {
-    if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 19)
-        return std::stoll(text);
-    std::tm tm{};
-    const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (!end || *end) return std::nullopt;
-    return static_cast<std::int64_t>(timegm(&tm));
 }
 
 bool readCodeFromStdin(std::string& code) {
@@ -296,6 +146,9 @@ int main(int argc, char** argv) {
     auditExport->add_option("--from", aFrom, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
     auditExport->add_option("--to", aTo, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
 
+    std::unique_ptr<CommandGroup> groups[] = {privacyCommands(), maintenanceCommands()};
+    for (auto& group : groups) group->add(app);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -304,6 +157,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "twofactor: %s (see twofactor --help)\n", e.what());
         return kUsage;
     }
+
+    for (auto& group : groups)
+        if (int rc = group->run(g); rc >= 0) return rc;
 
     json out;
     if (*send) {

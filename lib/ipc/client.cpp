@@ -37,7 +37,12 @@ bool Client::connect(const std::string& socketPath, Client& out, std::string& er
 }
 
 bool Client::call(std::string_view method, const nlohmann::json& parameters, Reply& reply, std::string& error) {
-    const std::string message = encodeCall(method, parameters);
+    return callMore(method, parameters, nullptr, reply, error);
+}
+
+bool Client::callMore(std::string_view method, const nlohmann::json& parameters, const OnContinue& onContinue,
+                      Reply& reply, std::string& error) {
+    const std::string message = encodeCall(method, parameters, /*more=*/onContinue != nullptr);
     std::string_view rest = message;
     while (!rest.empty()) {
         const ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
@@ -57,6 +62,10 @@ bool Client::call(std::string_view method, const nlohmann::json& parameters, Rep
                 return false;
             }
             reply = std::move(std::get<Reply>(parsed));
+            if (reply.continues && !reply.error) {
+                if (onContinue) onContinue(reply.parameters);
+                continue;
+            }
             return true;
         }
         const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 
 namespace twofactor::ipc {
@@ -24,6 +25,12 @@ public:
     // protocol failure (the daemon went away), with `error` set.
     [[nodiscard]] bool call(std::string_view method, const nlohmann::json& parameters, Reply& reply,
                             std::string& error);
+
+    // The same with "more": every intermediate reply ("continues": true) goes
+    // to onContinue, in order; `reply` is the last one (or the error).
+    using OnContinue = std::function<void(const nlohmann::json& parameters)>;
+    [[nodiscard]] bool callMore(std::string_view method, const nlohmann::json& parameters, const OnContinue& onContinue,
+                                Reply& reply, std::string& error);
 
 private:
     int fd_ = -1;

@@ -1,42 +1,10 @@
-#include "server/server.hpp"
+#include "server/server_impl.hpp"
 
 #include "build_config.h"
-#include "channel/curl_util.hpp"
-#include "channel/outbox.hpp"
-#include "channel/ses.hpp"
-#include "channel/smtp.hpp"
-#include "channel/whatsapp.hpp"
-#include "ipc/idl.hpp"
-#include "ipc/message.hpp"
-#include "ipc/varlink_interfaces.hpp"
-#include "otp/destination.hpp"
-#include "otp/service.hpp"
-#include "privacy/cron.hpp"
-#include "store/keys.hpp"
-#include "store/sqlcipher_store.hpp"
-#include "util/clock.hpp"
-#include "util/files.hpp"
-#include "util/log.hpp"
-#include "webhook/webhook.hpp"
-
-#include <asio.hpp>
-
-#include <grp.h>
-#include <pwd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
-
-#include <atomic>
-#include <chrono>
-#include <deque>
-#include <future>
-#include <map>
 
 namespace twofactor::server {
 
@@ -98,14 +66,7 @@ std::vector<std::string> declaredMethods() {
     return out;
 }
 
-namespace {
-
-constexpr const char* kOtp = "io.twofactor.Otp";
-// Deliveries block on I/O (the outbox fsyncs a file and its directory), so
-// more threads than cores keep the disk busy; measured in bench/.
-constexpr std::size_t kDeliveryThreads = 16;
-constexpr const char* kDaemonIface = "io.twofactor.Daemon";
-constexpr const char* kPrivacy = "io.twofactor.Privacy";
+namespace detail {
 
 json countsJson(const store::PurgeCounts& c) {
     json out = json::object();
@@ -184,160 +145,6 @@ json optOutJson(const otp::OptOut& e) {
     return j;
 }
 
-template <typename T>
-std::optional<T> opt(const json& params, const char* key) {
-    auto it = params.find(key);
-    if (it == params.end() || it->is_null()) return std::nullopt;
-    return it->get<T>();
-}
-
-class Server;
-
-class Connection : public std::enable_shared_from_this<Connection> {
-public:
-    Connection(Server& server, stream_protocol::socket socket, Peer peer);
-    void start();
-    void close();
-    const Peer& peer() const { return peer_; }
-
-private:
-    void read();
-    void armTimer();
-    void processNext();
-    void finishCall(bool oneway, std::string error, json parameters);
-    void send(std::string data, bool closeAfter = false);
-    void flush();
-
-    Server& server_;
-    stream_protocol::socket socket_;
-    asio::steady_timer timer_;
-    Peer peer_;
-    ipc::FrameReader frames_;
-    std::array<char, 16384> buffer_{};
-    std::deque<ipc::Call> calls_;
-    std::deque<std::string> output_;
-    bool busy_ = false;
-    bool writing_ = false;
-    bool reading_ = false;
-    bool closed_ = false;
-    bool closeAfterWrite_ = false;
-    std::chrono::steady_clock::time_point partialSince_{};
-};
-
-class Server {
-public:
-    Server(const config::Config& config, const DaemonOptions& options)
-        : config_(config),
-          clock_(options.clockFile.empty() ? std::unique_ptr<Clock>(new SystemClock)
-                                           : std::unique_ptr<Clock>(new FileClock(options.clockFile))),
-          // Tests move a file clock: look at it often. The system clock only needs
-          // to be caught within the scheduled minute.
-          retentionTick_(options.clockFile.empty() ? std::chrono::seconds(30) : std::chrono::seconds(1)),
-          acceptor_(io_),
-          signals_(io_, SIGINT, SIGTERM),
-          deliveryPool_(kDeliveryThreads),
-          started_(std::chrono::steady_clock::now()) {
-        for (const auto& e : ipc::embeddedInterfaces()) interfaces_.emplace(std::string(e.name), ipc::idl::Interface::parse(e.description));
-        buildMethodTable();
-    }
-
-    int run();
-
-    // Called by connections.
-    void dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& call, Respond respond);
-    asio::io_context& io() { return io_; }
-    const config::Limits& limits() const { return config_.limits; }
-    bool stopping() const { return stopping_; }
-    void callStarted() { ++inFlight_; }
-    void callFinished() {
-        if (--inFlight_ == 0 && stopping_) io_.stop();
-    }
-    void connectionClosed(const Peer& peer) {
-        if (--perUid_[peer.uid] <= 0) perUid_.erase(peer.uid);
-        --connections_;
-    }
-
-private:
-    void buildMethodTable();
-    void add(std::string name, Access access, Handler handler) {
-        if (methods_.count(name)) throw std::logic_error("method registered twice: " + name);
-        methods_.emplace(name, MethodEntry{name, access, std::move(handler)});
-    }
-    // Roles of a peer. The user and group databases are read at most every few
-    // seconds per uid/gid: a script's CLI calls would otherwise each cost a scan
-    // of /etc/passwd and /etc/group.
-    Peer peerFor(const struct ucred& cred) {
-        const auto now = std::chrono::steady_clock::now();
-        const auto key = std::make_pair(cred.uid, cred.gid);
-        auto it = peers_.find(key);
-        if (it == peers_.end() || now - it->second.second > std::chrono::seconds(5)) {
-            if (peers_.size() > 1024) peers_.clear();
-            it = peers_.insert_or_assign(key, std::make_pair(resolvePeer(config_, cred.uid, cred.gid, cred.pid), now))
-                     .first;
-        }
-        Peer p = it->second.first;
-        p.pid = cred.pid;
-        return p;
-    }
-    void openStore();
-    void recordStart();
-    // Retention: the scheduler (a timer re-checking the daemon's clock) and one run.
-    void scheduleRetention();
-    void retentionTick();
-    using RetentionDone = std::function<void(std::exception_ptr, const store::RetentionRun&)>;
-    bool startRetention(std::string trigger, bool dryRun, RetentionDone done);
-    Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
-    void startWebhook();
-    void listen();
-    void accept();
-
-    // Posts a completion from a store or delivery thread back to the I/O thread.
-    Respond onIo(Respond respond) {
-        return [this, respond](std::string error, json params) {
-            asio::post(io_, [respond, error = std::move(error), params = std::move(params)]() mutable {
-                respond(std::move(error), std::move(params));
-            });
-        };
-    }
-    json sendJson(const otp::SendResult& res) const { return server::sendJson(res, clock_->now()); }
-
-    template <typename T, typename F>
-    void answer(Respond respond, const otp::Outcome<T>& outcome, F&& success) {
-        if (auto* f = std::get_if<otp::Failure>(&outcome)) {
-            respond(f->error.find('.') == std::string::npos ? std::string(kOtp) + "." + f->error : f->error,
-                    f->parameters);
-            return;
-        }
-        respond("", success(std::get<T>(outcome)));
-    }
-
-    const config::Config& config_;
-    std::unique_ptr<Clock> clock_;
-    asio::io_context io_;
-    stream_protocol::acceptor acceptor_;
-    asio::signal_set signals_;
-    asio::thread_pool deliveryPool_;
-    std::map<std::string, ipc::idl::Interface> interfaces_;
-    std::map<std::string, MethodEntry> methods_;
-    std::unique_ptr<store::Store> store_;
-    std::unique_ptr<channel::OutboxChannel> outbox_;
-    std::map<std::string, std::unique_ptr<channel::Channel>> drivers_;  // by driver name: "ses", "smtp"
-    std::unique_ptr<otp::OtpService> service_;
-    std::unique_ptr<webhook::WebhookServer> webhook_;
-    std::map<uid_t, int> perUid_;
-    std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;
-    int connections_ = 0;
-    std::chrono::steady_clock::time_point started_;
-    bool ownsSocketPath_ = false;
-    bool stopping_ = false;
-    int inFlight_ = 0;
-    std::unique_ptr<asio::steady_timer> shutdownTimer_;
-    std::chrono::seconds retentionTick_;
-    std::optional<privacy::CronSchedule> schedule_;
-    std::int64_t nextRetention_ = 0;  // 0: the schedule never matches
-    std::unique_ptr<asio::steady_timer> retentionTimer_;
-    std::atomic<bool> retentionRunning_{false};
-};
 
 // ---- Connection ----
 
@@ -447,6 +254,11 @@ void Connection::finishCall(bool oneway, std::string error, json parameters) {
     read();
 }
 
+void Connection::sendContinue(json parameters) {
+    if (closed_ || !busy_) return;
+    send(ipc::encodeReply(parameters, /*continues=*/true));
+}
+
 void Connection::send(std::string data, bool closeAfter) {
     if (closed_) return;
     if (closeAfter) closeAfterWrite_ = true;
@@ -535,6 +347,14 @@ void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& 
         return respond("org.varlink.service.InvalidParameter", {{"parameter", violation->parameter}});
     }
     try {
+        if (entry->second.stream) {
+            Progress progress = [this, conn, more = call.more](json params) {
+                if (!more) return;
+                asio::post(io_, [conn, params = std::move(params)]() mutable { conn->sendContinue(std::move(params)); });
+            };
+            entry->second.stream(peer, call.parameters, std::move(progress), respond);
+            return;
+        }
         entry->second.handler(peer, call.parameters, respond);
     } catch (const std::exception& e) {
         log::error(call.method + " failed: " + e.what());
@@ -747,34 +567,8 @@ void Server::buildMethodTable() {
         });
     });
 
-    add("io.twofactor.Privacy.RetentionRun", Access::Dpo, [this](const Peer& peer, const json& p, Respond r) {
-        const bool dryRun = opt<bool>(p, "dryRun").value_or(false);
-        log::info("uid " + std::to_string(peer.uid) + " started a retention " + (dryRun ? "dry run" : "purge"));
-        const bool started = startRetention(dryRun ? "manual-dry-run" : "manual", dryRun,
-                                            [dryRun, r = onIo(r)](std::exception_ptr e, const store::RetentionRun& run) {
-                                                if (e) return r(std::string(kPrivacy) + ".InternalError", json::object());
-                                                r("", {{"dryRun", dryRun},
-                                                       {"started", run.started},
-                                                       {"finished", run.finished},
-                                                       {"counts", countsJson(run.counts)}});
-                                            });
-        if (!started) r(std::string(kPrivacy) + ".RetentionBusy", json::object());
-    });
-    add("io.twofactor.Privacy.RetentionStatus", Access::Dpo, [this](const Peer&, const json&, Respond r) {
-        auto last = std::make_shared<std::optional<store::RetentionRun>>();
-        store_->submit([last](store::Transaction& t) { *last = t.lastRetentionRun(); },
-                       [this, last, next = nextRetention_, r = onIo(r)](std::exception_ptr e) {
-                           if (e) return r(std::string(kPrivacy) + ".InternalError", json::object());
-                           json out = {{"schedule", config_.retention.schedule}, {"nextRun", next}};
-                           if (*last) {
-                               out["lastStarted"] = (*last)->started;
-                               out["lastFinished"] = (*last)->finished;
-                               out["lastTrigger"] = (*last)->trigger;
-                               out["lastCounts"] = countsJson((*last)->counts);
-                           }
-                           r("", out);
-                       });
-    });
+    addPrivacyMethods();
+    addMaintenanceMethods();
 
     // The table and the interface files must agree, in both directions.
     const auto declared = declaredMethods();
@@ -1037,13 +831,14 @@ int Server::run() {
     return 0;
 }
 
-}  // namespace
+}  // namespace detail
+
 
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
     ::signal(SIGHUP, SIG_IGN);  // no reload yet: restart to apply a new configuration
-    Server server(config, options);
+    detail::Server server(config, options);
     return server.run();
 }
 

@@ -36,10 +36,17 @@ struct Peer {
 using Respond = std::function<void(std::string error, nlohmann::json parameters)>;
 using Handler = std::function<void(const Peer& peer, const nlohmann::json& parameters, Respond respond)>;
 
+// Sends an intermediate reply ("continues": true) when the caller asked for
+// more; a no-op otherwise. Any thread. Long operations report progress with it.
+using Progress = std::function<void(nlohmann::json parameters)>;
+using StreamHandler =
+    std::function<void(const Peer& peer, const nlohmann::json& parameters, Progress progress, Respond respond)>;
+
 struct MethodEntry {
     std::string name;  // fully qualified: io.twofactor.Otp.Send
     Access access;
-    Handler handler;
+    Handler handler;       // one reply
+    StreamHandler stream;  // or: progress replies while it runs, then one final reply
 };
 
 struct DaemonOptions {

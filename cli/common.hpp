@@ -1,0 +1,76 @@
+// What every twofactor command shares: exit codes, the daemon call, errors
+// as one line on stderr, time formats.
+#pragma once
+
+#include "ipc/client.hpp"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace twofactor::cli {
+
+using json = nlohmann::json;
+
+// Exit codes: the contract scripts rely on (twofactor(1)).
+enum Exit : int {
+    kOk = 0,
+    kRejected = 1,
+    kUsage = 2,
+    kUnreachable = 3,
+    kDenied = 4,
+    kPolicy = 5,
+    kDeliveryFailed = 6,
+    kNotFound = 7,
+};
+
+struct Globals {
+    std::string socket;
+    bool json = false;
+};
+
+[[nodiscard]] std::string str(const json& p, const char* key);
+[[nodiscard]] std::string isoTime(std::int64_t t);
+// Unix seconds, or an ISO 8601 UTC time "2026-11-26T03:00:00Z".
+[[nodiscard]] std::optional<std::int64_t> parseTime(const std::string& text);
+// One line naming what failed and why; returns the exit code for it.
+int reportError(const std::string& command, const ipc::Reply& reply);
+
+// Calls the daemon; on success fills `out` and returns -1, else an exit code.
+int call(const Globals& g, const std::string& command, const char* method, const json& params, json& out);
+// The same, asking for progress: each intermediate reply goes to onProgress.
+int callMore(const Globals& g, const std::string& command, const char* method, const json& params,
+             const std::function<void(const json&)>& onProgress, json& out);
+
+// Progress on stderr, only when it is a terminal: one line rewritten in place.
+class ProgressLine {
+public:
+    explicit ProgressLine(std::string command);
+    ~ProgressLine();
+    [[nodiscard]] bool enabled() const { return enabled_; }
+    void show(const std::string& text);
+    void finish();
+
+private:
+    std::string command_;
+    bool enabled_;
+    bool shown_ = false;
+};
+
+// A group of subcommands kept in a file of its own.
+class CommandGroup {
+public:
+    virtual ~CommandGroup() = default;
+    virtual void add(CLI::App& app) = 0;
+    // The exit code when one of the group's commands was chosen, else -1.
+    virtual int run(const Globals& g) = 0;
+};
+std::unique_ptr<CommandGroup> privacyCommands();      // gdpr (privacy.cpp)
+std::unique_ptr<CommandGroup> maintenanceCommands();  // key, backup (maintenance.cpp)
+
+}  // namespace twofactor::cli
