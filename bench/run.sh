@@ -11,7 +11,9 @@
 # HF_WARMUP (20), ALSO_NORMAL=1 to repeat the loadgen runs against a daemon
 # with synchronous = "normal"; SES=0 skips the SES part, SES_SENDS (5000) sends
 # per SES run, SES_CLIENTS ("16 64") clients for sends that wait for the
-# provider, SES_NOWAIT_CLIENTS (16) for the wait=false run.
+# provider, SES_NOWAIT_CLIENTS (16) for the wait=false run; PRIVACY=0 skips the
+# privacy part (issue 5: subject export and retention purge on the real store),
+# PRIVACY_ROWS (1000000) expired requests for it, PRIVACY_BATCH (1000).
 # Only Unix sockets are used; every step runs under `timeout`; the daemon and
 # the temporary directory are removed on exit. Targets are printed, never asserted.
 set -euo pipefail
@@ -29,6 +31,9 @@ ses=${SES:-1}
 ses_sends=${SES_SENDS:-5000}
 ses_clients_list=${SES_CLIENTS:-"16 64"}
 ses_nowait_clients=${SES_NOWAIT_CLIENTS:-16}
+privacy=${PRIVACY:-1}
+privacy_rows=${PRIVACY_ROWS:-1000000}
+privacy_batch=${PRIVACY_BATCH:-1000}
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -40,7 +45,7 @@ fi
 # Only what the benchmark runs (a broken test elsewhere does not stop it).
 say "building (ninja -C $build daemon, cli, bench)"
 timeout 900 ninja -C "$build" daemon/twofactord cli/twofactor bench/twofactor-loadgen \
-    bench/twofactor-store-baseline bench/twofactor-mock-ses >/dev/null
+    bench/twofactor-store-baseline bench/twofactor-mock-ses bench/twofactor-bench-privacy >/dev/null
 daemon_bin=$build/daemon/twofactord
 cli_bin=$build/cli/twofactor
 loadgen=$build/bench/twofactor-loadgen
@@ -256,6 +261,16 @@ timeout = 10"
     printf '%s\n' "$mock_out"
 fi
 
+# ---- privacy: subject export and retention purge ----
+privacy_export= privacy_purge=
+if [ "$privacy" = 1 ]; then
+    say "privacy: $privacy_rows expired requests with a delivery attempt each; export of one subject; purge (batch $privacy_batch) with verifies going on"
+    privacy_out=$(timeout 3600 "$build/bench/twofactor-bench-privacy" --rows "$privacy_rows" --batch "$privacy_batch" --dir "$tmp")
+    printf '%s\n' "$privacy_out" | grep -v '^RESULT'
+    privacy_export=$(printf '%s\n' "$privacy_out" | sed -n 's/^RESULT bench=export .*p99_ms=\([0-9.]*\).*/\1/p')
+    privacy_purge=$(printf '%s\n' "$privacy_out" | sed -n 's/^RESULT bench=purge .*seconds=\([0-9.]*\) .*verify_p99_ms=\([0-9.]*\).*/\1 s, verify p99 \2 ms/p')
+fi
+
 # ---- summary ----
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 say "summary ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -sr))"
@@ -296,4 +311,8 @@ done
 printf '%-52s %10s %10s\n' "deliveries/s to loopback SES mock (best: ${ses_best_label:-none})" "${ses_best:-n/a}" ">= 1000/s"
 if [ -n "$hf_verify_ms" ]; then
     printf '  (verify %.2f ms, /bin/true %.2f ms, means over %s runs)\n' "$hf_verify_ms" "$hf_true_ms" "$hf_runs"
+fi
+if [ "$privacy" = 1 ]; then
+    printf '%-52s %10s %10s\n' "export of one subject among $privacy_rows requests (p99)" "${privacy_export:-n/a} ms" "<= 50 ms"
+    printf '%-52s %10s %10s\n' "purge of $privacy_rows expired requests" "${privacy_purge:-n/a}" "<= 10 s, p99 <= 20 ms"
 fi

@@ -84,6 +84,36 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "RetentionBusy") {
         message = "a retention purge is already running; try again when it has finished";
         code = kPolicy;
+    // Maintenance
+    } else if (name == "MaintenanceBusy") {
+        message = "another key rotation or backup is running; try again when it has finished";
+        code = kPolicy;
+    } else if (name == "KeyFromCredential") {
+        message = "the store key is the systemd credential '" + str(p, "credential") +
+                  "', which twofactord cannot rewrite; rotate it offline (see KEYS in twofactord(8))";
+        code = kPolicy;
+    } else if (name == "RotationFailed") {
+        const std::string key = str(p, "databaseKey");
+        message = "key rotation failed: " + str(p, "reason") +
+                  (key == "old"   ? "; the old key still opens the database and stays in use"
+                   : key == "new" ? "; the database now opens only with the new key"
+                                  : "; the database opens with neither key: stop twofactord and restore a backup");
+        code = kUnreachable;
+    } else if (name == "BackupFailed") {
+        message = "backup failed: " + str(p, "reason") + "; nothing was written";
+        code = kUnreachable;
+    // Maintenance end
+    // Privacy
+    } else if (name == "NoSuchSubject") {
+        message = "nothing is held about that subject";
+        code = kNotFound;
+    } else if (name == "InvalidSubject") {
+        message = "invalid --" + str(p, "parameter") + ": " + str(p, "reason");
+    } else if (name == "Restricted") {
+        message = "refused: restricted (the data subject asked to restrict processing, GDPR Art. 18; "
+                  "a dpo lifts it with twofactor gdpr unrestrict)";
+        code = kPolicy;
+    // Privacy end
     } else if (name == "InternalError") {
         message = "twofactord failed internally (see its log)";
         code = kUnreachable;

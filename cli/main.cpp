@@ -210,20 +210,25 @@ int main(int argc, char** argv) {
         return kOk;
     }
     if (*retention) {
-        static const char* const kCategories[] = {"codeHashes", "deliveries", "requestLog", "clientData",
-                                                  "rateCounters", "fraudSets", "subjectFailures"};
+        static const char* const kCategories[] = {"codeHashes",   "deliveries",   "requestLog",      "clientData",
+                                                  "rateCounters", "fraudSets",    "subjectFailures", "authMetadata",
+                                                  "auditRecords", "removedApps"};
         auto printCounts = [](const json& counts) {
             for (const char* k : kCategories) std::printf("%-16s %s\n", k, str(counts, k).c_str());
         };
         if (*retentionRun) {
-            const bool tty = ::isatty(STDERR_FILENO) == 1;
-            if (tty) std::fprintf(stderr, "twofactor retention run: %s...", rDryRun ? "counting" : "purging");
+            ProgressLine progress("retention run");
+            progress.show(rDryRun ? "counting..." : "purging...");
             json p = json::object();
             if (rDryRun) p["dryRun"] = true;
-            const int rc = call(g, "retention run", "io.twofactor.Privacy.RetentionRun", p, out);
-            if (tty) std::fprintf(stderr, rc >= 0 ? "\n" : " done in %lld s\n",
-                                  static_cast<long long>(out.value("finished", std::int64_t{0}) -
-                                                         out.value("started", std::int64_t{0})));
+            const auto onProgress = [&](const json& partial) {
+                std::int64_t n = 0;
+                for (const auto& [k, v] : partial["counts"].items()) n += v.get<std::int64_t>();
+                progress.show(std::string(rDryRun ? "counted " : "purged ") + std::to_string(n) + " rows so far");
+            };
+            const int rc = callMore(g, "retention run", "io.twofactor.Privacy.RetentionRun", p,
+                                    progress.enabled() ? std::function<void(const json&)>(onProgress) : nullptr, out);
+            progress.finish();
             if (rc >= 0) return rc;
             if (g.json) std::printf("%s\n", out.dump().c_str());
             else {
@@ -257,7 +262,14 @@ int main(int argc, char** argv) {
             if (int rc = call(g, command, "io.twofactor.Audit.Verify", json::object(), out); rc >= 0) return rc;
             if (g.json) std::printf("%s\n", out.dump().c_str());
             if (out.value("ok", false)) {
-                if (!g.json) std::printf("ok %s records\n", str(out, "records").c_str());
+                if (!g.json) {
+                    std::printf("ok %s records", str(out, "records").c_str());
+                    if (out.value("firstSeq", std::int64_t{1}) > 1)
+                        std::printf(" from seq %s (older ones pruned by retention)", str(out, "firstSeq").c_str());
+                    if (out.value("erased", std::int64_t{0}) > 0)
+                        std::printf(", %s with an erased subject", str(out, "erased").c_str());
+                    std::printf("\n");
+                }
                 return kOk;
             }
             if (!g.json) std::printf("broken at seq %s: %s\n", str(out, "firstBroken").c_str(), str(out, "reason").c_str());

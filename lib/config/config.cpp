@@ -1198,7 +1198,8 @@ void readLimits(const Reader& reader, const toml::table& t, Limits& limits) {
 }
 
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention) {
-    reader.allowOnly(t, "retention", {"schedule", "code_hashes", "delivery_logs", "batch_size"});
+    reader.allowOnly(t, "retention", {"schedule", "code_hashes", "delivery_logs", "authentication_metadata",
+                                       "removed_apps", "batch_size"});
     if (const toml::node* n = t.get("schedule")) {
         std::string text = reader.string(*n, "retention.schedule");
         auto parsed = privacy::CronSchedule::parse(text);
@@ -1218,6 +1219,18 @@ void readRetention(const Reader& reader, const toml::table& t, Retention& retent
     if (const toml::node* n = t.get("delivery_logs")) {
         retention.deliveryLogs = reader.integer(*n, "retention.delivery_logs", 3600, 3650LL * 86400, "seconds");
     }
+    if (const toml::node* n = t.get("authentication_metadata")) {
+        retention.authenticationMetadata =
+            reader.integer(*n, "retention.authentication_metadata", 86400, 3650LL * 86400, "seconds");
+    }
+    if (const toml::node* n = t.get("removed_apps")) {
+        retention.removedApps = reader.integer(*n, "retention.removed_apps", 0, 3650LL * 86400, "seconds");
+    }
+    // Authentication metadata outlives the delivery log it was distilled from.
+    if (retention.authenticationMetadata < retention.deliveryLogs)
+        reader.fail(t, "retention.authentication_metadata",
+                    "must not be shorter than retention.delivery_logs (" + std::to_string(retention.deliveryLogs) +
+                        " s)");
     if (const toml::node* n = t.get("batch_size")) {
         retention.batchSize = static_cast<int>(reader.integer(*n, "retention.batch_size", 1, 100000));
     }

@@ -209,7 +209,9 @@ struct Limits {
 struct Retention {
     std::string schedule = "17 3 * * *";     // schedule: 5-field cron, UTC
     std::int64_t codeHashes = 86400;         // code_hashes: after a request finished or expired, 60..31536000
-    std::int64_t deliveryLogs = 90 * 86400;  // delivery_logs: deliveries, request log, client IP and device, 3600..3650 days
+    std::int64_t deliveryLogs = 90 * 86400;  // delivery_logs: deliveries, request log, client IP, device and destination, 3600..3650 days
+    std::int64_t authenticationMetadata = 365 * 86400;  // authentication_metadata: requests (outcomes) and audit records
+    std::int64_t removedApps = 30 * 86400;   // removed_apps: all data of an app after it left the configuration
     int batchSize = 1000;                    // batch_size: rows per store work item, 1..100000
 };
 

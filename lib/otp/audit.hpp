@@ -25,7 +25,8 @@ struct AuditRecord {
     std::int64_t seq = 0;  // 1, 2, 3, ... without gaps
     std::int64_t at = 0;   // Unix seconds
     std::string app;       // empty when not about one app
-    std::string event;     // send, resend, verify, cancel, optout-add, optout-remove, permission-denied, config-load
+    std::string event;     // send, resend, verify, cancel, optout-add, optout-remove, permission-denied, config-load,
+                           // key-rotation, backup, gdpr-export|delete|rectify|restrict|unrestrict|object|register
     std::int64_t uid = -1;  // the peer's uid; -1 when not a peer's call (webhook, daemon)
     std::string outcome;    // success, approved, rejected, failure, refused:<scope>, denied
     std::string requestId;  // empty when none
@@ -33,6 +34,23 @@ struct AuditRecord {
     std::string detail;     // short, no personal data
     std::string prevHash;   // hex; the genesis record has kAuditGenesis
     std::string hash;       // hex HMAC-SHA256(audit key, canonical form incl. prevHash)
+    // Format 2 (issue 5) seals a commitment to the subject instead of the
+    // subject itself: subjectCommit = HMAC-SHA256(subjectNonce, subject), with
+    // a random nonce per record. Erasing a subject (GDPR Art. 17, retention of
+    // a removed app) blanks subject and nonce; the commitment left behind can
+    // no longer be linked to anyone, and the chain still verifies. Format 1
+    // records sealed the subject itself: an erased one ("erased" nonce) keeps
+    // its place in the chain, but its own hash can no longer be checked.
+    int format = 2;
+    std::string subjectNonce;   // hex; "" when no subject or erased; "erased" on an erased format-1 record
+    std::string subjectCommit;  // hex; "" when the record never had a subject
+};
+
+// The first record kept after the oldest were pruned by retention: the chain
+// resumes from the last pruned record's seq and hash.
+struct AuditAnchor {
+    std::int64_t seq = 0;
+    std::string hash;  // kAuditGenesis when nothing was pruned
 };
 
 // prev_hash of the first record.
@@ -56,6 +74,8 @@ public:
     virtual void insertAuditRecord(const AuditRecord& record) = 0;
     // Oldest first (by seq): the first `limit` records that match.
     [[nodiscard]] virtual std::vector<AuditRecord> findAuditRecords(const AuditQuery& query) = 0;
+    // Where the chain starts (after retention pruned its head).
+    [[nodiscard]] virtual AuditAnchor auditAnchor() = 0;
 };
 
 // Thrown when an audit record cannot be written. The work item that tried to
@@ -75,11 +95,13 @@ AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord r
 struct AuditVerification {
     bool ok = true;
     std::int64_t records = 0;                // records checked
+    std::int64_t erased = 0;                 // of which subjects were erased (still verified, but format 1: linked only)
+    std::int64_t prunedBefore = 0;           // records before this seq were pruned by retention
     std::optional<std::int64_t> firstBroken;  // seq of the first record that does not verify
     std::string reason;
 };
 
-// Walks the whole chain from seq 1, in pages, and reports the first broken link.
+// Walks the whole chain from its anchor (seq 1 unless pruned), in pages, and reports the first broken link.
 // Removing records from the end cannot be seen from the chain alone.
 [[nodiscard]] AuditVerification verifyAuditChain(AuditStore& store, const SecretBytes& key);
 

@@ -28,6 +28,13 @@ Failure optedOut() {
     return Failure{"OptedOut", json_object(), "the recipient opted out of WhatsApp messages (replied STOP)"};
 }
 
+// GDPR Art. 18: a restricted subject's data are only stored, not used.
+Failure restricted() {
+    return Failure{"Restricted", {},
+                   "refused: the data subject asked to restrict processing (GDPR Art. 18); a dpo lifts it with "
+                   "twofactor gdpr unrestrict"};
+}
+
 Failure noSuchRequest(const std::string& id) {
     return Failure{"NoSuchRequest", {{"id", id}}, "no request with id " + id};
 }
@@ -316,6 +323,20 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
          uid = in.uid](store::Transaction& t) {
+            // GDPR: a restricted subject gets nothing sent (Art. 18); an objecting
+            // one is not profiled: no client IP or device kept, no fraud signals (Art. 21).
+            const auto flags = t.subjectFlags(shared->first.subjectHash);
+            if (flags.restrictedAt) {
+                record(t, auditRecord("send", shared->first.app, uid, "refused:restricted", "",
+                                      shared->first.subjectHash));
+                *refused = restricted();
+                return;
+            }
+            const bool objected = flags.objectedAt.has_value();
+            if (objected) {
+                shared->first.clientIp.clear();
+                shared->first.device.clear();
+            }
             const OtpRequest& r = shared->first;
             // Checked in the same transaction as the insert: a STOP that
             // committed before this send is always honoured.
@@ -329,7 +350,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             const std::int64_t now = clock_.now();
             auto refusal = checkSend(t, limits, keys, now);
             FraudVerdict verdict;
-            if (!refusal) {
+            if (!refusal && !objected) {
                 verdict = checkFraud(t, *fraud, fraudKeys, now);
                 refusal = verdict.block;
             }
@@ -341,7 +362,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
                 return;
             }
             (void)admitSend(t, limits, keys, now);  // cannot refuse: checked above in this work item
-            recordFraud(t, *fraud, fraudKeys, now);
+            if (!objected) recordFraud(t, *fraud, fraudKeys, now);
             t.insertRequest(r);
             for (const auto& rule : verdict.flagged) {
                 log::warning("fraud rule " + rule + " flagged send " + r.id + " for app '" + r.app + "'");
@@ -699,6 +720,11 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                 return;
             }
             OtpRequest r = std::move(*found);
+            if (t.subjectFlags(r.subjectHash).restrictedAt) {  // GDPR Art. 18: nothing compared, nothing changed
+                record(t, auditRecord("verify", r.app, uid, "refused:restricted", r.id, r.subjectHash));
+                state->outcome = restricted();
+                return;
+            }
             const std::int64_t now = clock_.now();
             const Status s = r.effectiveStatus(now);
             VerifyResult result;
@@ -795,6 +821,11 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
                 return;
             }
             auto r = &std::get<OtpRequest>(found);
+            if (t.subjectFlags(r->subjectHash).restrictedAt) {
+                record(t, auditRecord("resend", r->app, uid, "refused:restricted", r->id, r->subjectHash));
+                state->outcome = restricted();
+                return;
+            }
             if (r->channel == "whatsapp" && t.findOptOut(r->subjectHash)) {
                 record(t, auditRecord("resend", r->app, uid, "refused:opted-out", r->id, r->subjectHash));
                 state->outcome = optedOut();

@@ -126,6 +126,15 @@ public:
     [[nodiscard]] std::string subjectHash(std::string_view normalizedDestination) const;
     [[nodiscard]] std::int64_t now() const { return clock_.now(); }
 
+    // A record of this service's, stamped with the clock.
+    [[nodiscard]] AuditRecord auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
+                                          std::string requestId = {}, std::string subject = {},
+                                          std::string detail = {}) const;
+    // Appends inside a work item; throws AuditWriteError (rolling the item back)
+    // when it cannot. Also for other services' work (privacy::SubjectService).
+    void record(store::Transaction& t, AuditRecord r) const;
+    [[nodiscard]] store::Store& store() const { return store_; }
+
 private:
     struct DeliveryRun;
     [[nodiscard]] SendKeys sendKeys(const std::string& app, const std::string& subjectHash,
@@ -140,12 +149,6 @@ private:
     void attempt(const std::shared_ptr<DeliveryRun>& run);
     void attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result);
     void failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason);
-    // A record of this service's, stamped with the clock.
-    [[nodiscard]] AuditRecord auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
-                                          std::string requestId = {}, std::string subject = {},
-                                          std::string detail = {}) const;
-    // Appends inside a work item; throws AuditWriteError (rolling the item back) when it cannot.
-    void record(store::Transaction& t, AuditRecord r) const;
     // For refusals decided before any store work: written on its own, not blocking.
     void recordLater(AuditRecord r);
 

@@ -348,6 +348,8 @@ void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& 
     }
     try {
         if (entry->second.stream) {
+            if (entry->second.requiresMore && !call.more)
+                return respond("org.varlink.service.ExpectedMore", json::object());
             Progress progress = [this, conn, more = call.more](json params) {
                 if (!more) return;
                 asio::post(io_, [conn, params = std::move(params)]() mutable { conn->sendContinue(std::move(params)); });
@@ -559,7 +561,7 @@ void Server::buildMethodTable() {
     add("io.twofactor.Audit.Verify", Access::Admin, [this](const Peer&, const json&, Respond r) {
         service_->auditVerify([this, r = onIo(r)](otp::Outcome<otp::AuditVerification> o) {
             answer(r, o, [](const otp::AuditVerification& v) {
-                json out = {{"ok", v.ok}, {"records", v.records}};
+                json out = {{"ok", v.ok}, {"records", v.records}, {"erased", v.erased}, {"firstSeq", v.prunedBefore}};
                 if (v.firstBroken) out["firstBroken"] = *v.firstBroken;
                 if (!v.reason.empty()) out["reason"] = v.reason;
                 return out;
@@ -607,9 +609,11 @@ void Server::retentionTick() {
 
 // Runs on the delivery pool: each batch waits for the writer, and the I/O
 // thread must stay free. `done` runs on that pool thread.
-bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done) {
+bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done,
+                            std::function<void(const store::PurgeCounts&)> progress) {
     if (retentionRunning_.exchange(true)) return false;
-    asio::post(deliveryPool_, [this, trigger = std::move(trigger), dryRun, done = std::move(done)] {
+    asio::post(deliveryPool_, [this, trigger = std::move(trigger), dryRun, done = std::move(done),
+                               progress = std::move(progress)] {
         store::RetentionRun run;
         run.trigger = trigger;
         run.started = clock_->now();
@@ -618,7 +622,9 @@ bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done
             store::RetentionPolicy policy;
             policy.codeHashes = config_.retention.codeHashes;
             policy.deliveryLogs = config_.retention.deliveryLogs;
-            run.counts = store::purge(*store_, run.started, policy, config_.retention.batchSize, dryRun);
+            policy.authMetadata = config_.retention.authenticationMetadata;
+            policy.removedApps = config_.retention.removedApps;
+            run.counts = store::purge(*store_, run.started, policy, config_.retention.batchSize, dryRun, progress);
             run.finished = clock_->now();
             if (!dryRun) store::runSync(*store_, [&](store::Transaction& t) { t.insertRetentionRun(run); });
             log::info(std::string(dryRun ? "retention dry run" : "retention purge") + " (" + run.trigger +
@@ -636,6 +642,29 @@ bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done
 void Server::openStore() {
     files::ensureDirectory(config_.stateDir, 0700);
     SecretBytes storeKey = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
+    if (!store::keyFromCredential("store-key")) {
+        // A key rotation that a crash interrupted left <keyFile>.new: keep whichever key opens the database.
+        const std::string pending = store::pendingKeyFile(config_.storeKeyFile);
+        switch (store::recoverPendingKey(config_.storeKeyFile, storeKey, [this](const SecretBytes& key) {
+            return !files::exists(config_.databasePath) || store::keyOpensDatabase(config_.databasePath, key);
+        })) {
+            case store::PendingKeyRecovery::None: break;
+            case store::PendingKeyRecovery::Discarded:
+                log::warning("removed " + pending + " left by an interrupted key rotation: the database still opens " +
+                             "with " + config_.storeKeyFile);
+                break;
+            case store::PendingKeyRecovery::Completed:
+                log::warning("completed an interrupted key rotation: the database opens with the key of " + pending +
+                             ", which now replaces " + config_.storeKeyFile);
+                break;
+            case store::PendingKeyRecovery::Unresolved:
+                throw std::runtime_error("cannot open database " + config_.databasePath + ": neither " +
+                                         config_.storeKeyFile + " nor " + pending +
+                                         " (left by an interrupted key rotation) opens it; both are kept");
+        }
+    }
+    // Copies of an interrupted backup (a crash while it ran) are not left behind.
+    removeBackupLeftovers(config_.stateDir);
     SecretBytes pepper = store::loadKey("code-pepper", config_.pepperFile, config_.generateKeys);
     store::SqlcipherOptions so;
     so.path = config_.databasePath;
@@ -671,11 +700,21 @@ void Server::openStore() {
                 });
             });
         });
+    subjects_ = std::make_unique<privacy::SubjectService>(config_, *service_);
 }
 
 // The daemon's start, with the configuration it loaded, is the first thing in
 // the audit log of each run. A store that cannot take it does not serve.
 void Server::recordStart() {
+    // Apps that left the configuration: their data goes [retention] removed_apps later.
+    std::vector<std::string> apps;
+    for (const auto& [name, app] : config_.apps) apps.push_back(name);
+    const auto removed =
+        store::runSync(*store_, [&](store::Transaction& t) { return t.syncApps(apps, clock_->now()); });
+    for (const auto& name : removed)
+        log::info("app '" + name + "' is no longer configured; its data will be purged " +
+                  std::to_string(config_.retention.removedApps / 86400) + " days from now");
+
     otp::AuditRecord rec;
     rec.event = "config-load";
     rec.outcome = "success";

@@ -47,6 +47,9 @@ struct MethodEntry {
     Access access;
     Handler handler;       // one reply
     StreamHandler stream;  // or: progress replies while it runs, then one final reply
+    // A stream whose replies carry the result itself (a backup's data), not
+    // just progress: a call without "more" gets org.varlink.service.ExpectedMore.
+    bool requiresMore = false;
 };
 
 struct DaemonOptions {

@@ -13,6 +13,7 @@
 #include "otp/destination.hpp"
 #include "otp/service.hpp"
 #include "privacy/cron.hpp"
+#include "privacy/subjects.hpp"
 #include "store/keys.hpp"
 #include "store/sqlcipher_store.hpp"
 #include "util/clock.hpp"
@@ -61,6 +62,10 @@ json sendJson(const otp::SendResult& res, std::int64_t now);
 json attemptJson(const otp::DeliveryAttempt& a);
 json auditJson(const otp::AuditRecord& r);
 json optOutJson(const otp::OptOut& e);
+
+// Removes the temporary copies an interrupted backup left in the state
+// directory (maintenance_methods.cpp).
+void removeBackupLeftovers(const std::string& stateDir);
 
 template <typename T>
 std::optional<T> opt(const json& params, const char* key) {
@@ -144,9 +149,9 @@ private:
         if (methods_.count(name)) throw std::logic_error("method registered twice: " + name);
         methods_.emplace(name, MethodEntry{name, access, std::move(handler), {}});
     }
-    void addStreaming(std::string name, Access access, StreamHandler handler) {
+    void addStreaming(std::string name, Access access, StreamHandler handler, bool requiresMore = false) {
         if (methods_.count(name)) throw std::logic_error("method registered twice: " + name);
-        methods_.emplace(name, MethodEntry{name, access, {}, std::move(handler)});
+        methods_.emplace(name, MethodEntry{name, access, {}, std::move(handler), requiresMore});
     }
     // Method groups kept in files of their own.
     void addPrivacyMethods();      // privacy_methods.cpp: io.twofactor.Privacy
@@ -173,7 +178,8 @@ private:
     void scheduleRetention();
     void retentionTick();
     using RetentionDone = std::function<void(std::exception_ptr, const store::RetentionRun&)>;
-    bool startRetention(std::string trigger, bool dryRun, RetentionDone done);
+    bool startRetention(std::string trigger, bool dryRun, RetentionDone done,
+                        std::function<void(const store::PurgeCounts&)> progress = {});
     Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
     void startWebhook();
     void listen();
@@ -211,6 +217,7 @@ private:
     std::unique_ptr<channel::OutboxChannel> outbox_;
     std::map<std::string, std::unique_ptr<channel::Channel>> drivers_;  // by driver name: "ses", "smtp"
     std::unique_ptr<otp::OtpService> service_;
+    std::unique_ptr<privacy::SubjectService> subjects_;
     std::unique_ptr<webhook::WebhookServer> webhook_;
     std::map<uid_t, int> perUid_;
     std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;

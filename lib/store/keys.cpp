@@ -3,8 +3,12 @@
 #include "util/crypto.hpp"
 #include "util/files.hpp"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
 #include <stdexcept>
+#include <unistd.h>
 
 namespace twofactor::store {
 
@@ -27,13 +31,31 @@ SecretBytes generateKeyFile(const std::string& keyFile) {
     return key;
 }
 
+namespace {
+
+// $CREDENTIALS_DIRECTORY/<name>, or empty when no such credential was passed.
+std::string credentialPath(const std::string& credentialName) {
+    const char* credDir = std::getenv("CREDENTIALS_DIRECTORY");
+    if (!credDir || !*credDir) return {};
+    std::string path = std::string(credDir) + "/" + credentialName;
+    return files::exists(path) ? path : std::string();
+}
+
+void syncDirectoryOf(const std::string& path) {
+    const int fd = ::open(files::dirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    ::fsync(fd);
+    ::close(fd);
+}
+
+}  // namespace
+
+bool keyFromCredential(const std::string& credentialName) { return !credentialPath(credentialName).empty(); }
+
 SecretBytes loadKey(const std::string& credentialName, const std::string& keyFile, bool generate) {
-    if (const char* credDir = std::getenv("CREDENTIALS_DIRECTORY"); credDir && *credDir) {
-        const std::string path = std::string(credDir) + "/" + credentialName;
-        if (files::exists(path)) {
-            SecretString text = files::readCredentialFile(path);
-            return parseKey(text.view(), "credential " + credentialName);
-        }
+    if (const std::string path = credentialPath(credentialName); !path.empty()) {
+        SecretString text = files::readCredentialFile(path);
+        return parseKey(text.view(), "credential " + credentialName);
     }
     if (keyFile.empty()) throw std::runtime_error("no key file configured for " + credentialName);
     if (!files::exists(keyFile)) {
@@ -44,6 +66,57 @@ SecretBytes loadKey(const std::string& credentialName, const std::string& keyFil
     }
     SecretString text = files::readSecretFile(keyFile);
     return parseKey(text.view(), keyFile);
+}
+
+std::string pendingKeyFile(const std::string& keyFile) { return keyFile + ".new"; }
+
+PendingKeyWrite writePendingKey(const std::string& keyFile, const SecretBytes& key) {
+    const std::string pending = pendingKeyFile(keyFile);
+    if (files::exists(pending)) return PendingKeyWrite::AlreadyPending;
+    const std::string dir = files::dirName(pending);
+    SecretString text(crypto::hex(key.data(), key.size()) + "\n");
+    try {
+        const std::string name = pending.substr(pending.find_last_of('/') + 1);
+        files::writeFileAtomic(dir, dir, name, text.view(), /*exclusive=*/true);
+    } catch (const std::runtime_error&) {
+        // Created by a concurrent rotation between the check and the link.
+        if (files::exists(pending)) return PendingKeyWrite::AlreadyPending;
+        throw;
+    }
+    return PendingKeyWrite::Written;
+}
+
+void commitPendingKey(const std::string& keyFile) {
+    const std::string pending = pendingKeyFile(keyFile);
+    if (::rename(pending.c_str(), keyFile.c_str()) != 0)
+        throw std::runtime_error("cannot rename " + pending + " to " + keyFile + ": " + std::strerror(errno));
+    syncDirectoryOf(keyFile);
+}
+
+void discardPendingKey(const std::string& keyFile) {
+    const std::string pending = pendingKeyFile(keyFile);
+    if (::unlink(pending.c_str()) == 0) syncDirectoryOf(pending);
+}
+
+PendingKeyRecovery recoverPendingKey(const std::string& keyFile, SecretBytes& key,
+                                     const std::function<bool(const SecretBytes&)>& opens) {
+    const std::string pending = pendingKeyFile(keyFile);
+    if (!files::exists(pending)) return PendingKeyRecovery::None;
+    if (opens(key)) {
+        discardPendingKey(keyFile);
+        return PendingKeyRecovery::Discarded;
+    }
+    SecretBytes pendingKey;
+    try {
+        SecretString text = files::readSecretFile(pending);
+        pendingKey = parseKey(text.view(), pending);
+    } catch (const std::runtime_error&) {
+        return PendingKeyRecovery::Unresolved;
+    }
+    if (!opens(pendingKey)) return PendingKeyRecovery::Unresolved;
+    commitPendingKey(keyFile);
+    key = std::move(pendingKey);
+    return PendingKeyRecovery::Completed;
 }
 
 }  // namespace twofactor::store

@@ -156,46 +156,229 @@ CREATE TABLE retention_runs (
     subject_failures  INTEGER NOT NULL
 );
 )sql",
+    // 8: data-subject requests and the remaining retention policies (issue 5).
+    // - subject_flags: restriction (GDPR Art. 18) and objection (Art. 21) per keyed subject hash.
+    // - privacy_requests: the register of data-subject requests (subject only as its keyed hash).
+    // - apps: every app the configuration named, and when it left it (all its data goes
+    //   [retention] removed_apps later).
+    // - audit format 2: the chain seals a per-record commitment to the subject, so a
+    //   subject can be erased without breaking the chain; the triggers allow exactly
+    //   that change, and the deletion of the oldest records by retention (through
+    //   audit_gate, which also keeps the anchor the chain resumes from).
+    // - partial indexes so that retention batches and subject lookups never rescan
+    //   rows they already handled.
+    R"sql(
+CREATE TABLE subject_flags (
+    subject_hash   TEXT PRIMARY KEY NOT NULL,
+    restricted_at  INTEGER,
+    objected_at    INTEGER
+);
+CREATE TABLE privacy_requests (
+    id            INTEGER PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    subject_hash  TEXT NOT NULL,
+    received      INTEGER NOT NULL,
+    due           INTEGER NOT NULL,
+    completed     INTEGER,
+    uid           INTEGER NOT NULL,
+    note          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX privacy_requests_by_subject ON privacy_requests (subject_hash, kind);
+CREATE TABLE apps (
+    name        TEXT PRIMARY KEY NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    removed_at  INTEGER
+);
+ALTER TABLE audit ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE audit ADD COLUMN subject_nonce TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN subject_commit TEXT NOT NULL DEFAULT '';
+CREATE INDEX audit_by_subject ON audit (subject) WHERE subject <> '';
+CREATE INDEX audit_by_app ON audit (app) WHERE subject <> '';
+CREATE TABLE audit_gate (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    prune_before  INTEGER NOT NULL,
+    anchor_seq    INTEGER NOT NULL,
+    anchor_hash   TEXT NOT NULL
+);
+INSERT INTO audit_gate VALUES (1, 0, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+DROP TRIGGER audit_no_update;
+DROP TRIGGER audit_no_delete;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+WHEN NOT (new.subject = '' AND new.subject_nonce IN ('', 'erased') AND new.seq = old.seq AND new.at = old.at
+          AND new.app = old.app AND new.event = old.event AND new.uid = old.uid AND new.outcome = old.outcome
+          AND new.request_id = old.request_id AND new.detail = old.detail AND new.prev_hash = old.prev_hash
+          AND new.hash = old.hash AND new.format = old.format AND new.subject_commit = old.subject_commit)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only (only a subject can be erased)'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+WHEN old.seq > (SELECT prune_before FROM audit_gate WHERE id = 1)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only (only retention prunes the oldest)'); END;
+ALTER TABLE retention_runs ADD COLUMN auth_metadata INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE retention_runs ADD COLUMN audit_records INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE retention_runs ADD COLUMN removed_apps INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX requests_live_code ON requests (expires_at) WHERE code_hash IS NOT NULL;
+CREATE INDEX requests_identified ON requests (created_at) WHERE destination <> '';
+CREATE INDEX requests_by_fallback ON requests (fallback_destination) WHERE fallback_destination <> '';
+CREATE INDEX requests_by_subject_only ON requests (subject_hash);
+CREATE INDEX deliveries_by_app ON deliveries (app);
+)sql",
 };
 
 inline constexpr const char* kInsertRetentionRun =
     "INSERT INTO retention_runs (started, finished, trigger, code_hashes, deliveries, request_log, client_data, "
-    "rate_counters, fraud_sets, subject_failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    "rate_counters, fraud_sets, subject_failures, auth_metadata, audit_records, removed_apps) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 inline constexpr const char* kSelectLastRetentionRun =
     "SELECT id, started, finished, trigger, code_hashes, deliveries, request_log, client_data, rate_counters, "
-    "fraud_sets, subject_failures FROM retention_runs ORDER BY id DESC LIMIT 1";
+    "fraud_sets, subject_failures, auth_metadata, audit_records, removed_apps FROM retention_runs "
+    "ORDER BY id DESC LIMIT 1";
 
-// Retention purges, one pair per category (store::PurgeKind order): the batch
-// (?1 cutoff, ?2 at most this many rows; DELETE ... LIMIT is not compiled into
-// SQLCipher 3.4.1, hence the rowid subqueries) and the dry run's count (?1).
+// Retention purges, per category (store::PurgeKind order): up to four
+// statements, each a batch (?1 cutoff, ?2 at most this many rows; DELETE ...
+// LIMIT is not compiled into SQLCipher 3.4.1, hence the rowid subqueries) with
+// its dry run's count (?1). Every condition is served by an index whose rows
+// leave it once handled, so a batch never rescans what earlier ones did.
 struct PurgeSql {
-    const char* purge;
-    const char* count;
+    const char* purge[4];
+    const char* count[4];
 };
-#define TF_PURGE(action, table, cond)                                                                   \
-    PurgeSql {                                                                                          \
-        action " WHERE rowid IN (SELECT rowid FROM " table " WHERE " cond " LIMIT ?2)",                 \
-            "SELECT count(*) FROM " table " WHERE " cond                                                 \
-    }
+#define TF_BATCH(action, table, cond) action " WHERE rowid IN (SELECT rowid FROM " table " WHERE " cond " LIMIT ?2)"
+#define TF_COUNT(table, cond) "SELECT count(*) FROM " table " WHERE " cond
+// Restricted subjects (GDPR Art. 18): their data stays as it is.
+// The first test is evaluated once per statement, so without restrictions
+// (the usual case) no row pays for the second.
+#define TF_NO_RESTRICTIONS "NOT EXISTS (SELECT 1 FROM subject_flags WHERE restricted_at IS NOT NULL)"
+#define TF_NOT_RESTRICTED                                                                                \
+    "(" TF_NO_RESTRICTIONS " OR subject_hash NOT IN (SELECT subject_hash FROM subject_flags WHERE restricted_at " \
+    "IS NOT NULL))"
+#define TF_NOT_RESTRICTED_REQUEST                                                                               \
+    "(" TF_NO_RESTRICTIONS " OR NOT EXISTS (SELECT 1 FROM requests r, subject_flags f WHERE r.id = "          \
+    "deliveries.request_id AND f.subject_hash = r.subject_hash AND f.restricted_at IS NOT NULL))"
+#define TF_REMOVED_APPS "(SELECT name FROM apps WHERE removed_at IS NOT NULL AND removed_at <= ?1)"
+#define TF_PURGE1(action, table, cond) \
+    PurgeSql { {TF_BATCH(action, table, cond), nullptr, nullptr, nullptr}, {TF_COUNT(table, cond), nullptr, nullptr, nullptr} }
+// Blanks the subject of audit records: the chain stays valid (lib/otp/audit.hpp).
+#define TF_ERASE_AUDIT_SUBJECT \
+    "UPDATE audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
 inline constexpr PurgeSql kPurge[] = {
-    // code hashes: ?1 = now - code_hashes
-    TF_PURGE("UPDATE requests SET code_hash = NULL", "requests",
-             "code_hash IS NOT NULL AND (finished_at <= ?1 OR expires_at <= ?1)"),
-    // deliveries, request log, client data: ?1 = now - delivery_logs
-    TF_PURGE("DELETE FROM deliveries", "deliveries", "at < ?1"),
-    TF_PURGE("DELETE FROM request_log", "request_log", "at < ?1"),
-    TF_PURGE("UPDATE requests SET client_ip = '', device = ''", "requests",
-             "created_at < ?1 AND (client_ip <> '' OR device <> '')"),
+    // code hashes: ?1 = now - code_hashes. A finished request has no hash left
+    // (OtpRequest::finish), so only the expired ones that nobody touched remain.
+    TF_PURGE1("UPDATE requests SET code_hash = NULL", "requests", "code_hash IS NOT NULL AND expires_at <= ?1"),
+    // deliveries, request log, identifying data: ?1 = now - delivery_logs
+    TF_PURGE1("DELETE FROM deliveries", "deliveries", "at < ?1 AND " TF_NOT_RESTRICTED_REQUEST),
+    TF_PURGE1("DELETE FROM request_log", "request_log", "at < ?1"),
+    TF_PURGE1("UPDATE requests SET destination = '', fallback_destination = '', reference = '', client_ip = '', "
+              "device = ''",
+              "requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED),
     // rate counters: ?1 = now - 86400 (no window or cooldown is longer than a day)
-    TF_PURGE("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
+    TF_PURGE1("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
     // fraud set members: ?1 = now
-    TF_PURGE("DELETE FROM fraud_sets", "fraud_sets", "expires_at <= ?1"),
+    TF_PURGE1("DELETE FROM fraud_sets", "fraud_sets", "expires_at <= ?1"),
     // subject failures: ?1 = now - delivery_logs; no longer locked, no request since
-    TF_PURGE("DELETE FROM subject_failures", "subject_failures",
-             "locked_until < ?1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
-             "AND r.subject_hash = subject_failures.subject_hash AND r.created_at >= ?1)"),
+    TF_PURGE1("DELETE FROM subject_failures", "subject_failures",
+              "locked_until < ?1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
+              "AND r.subject_hash = subject_failures.subject_hash AND r.created_at >= ?1)"),
+    // authentication metadata: ?1 = now - authentication_metadata
+    TF_PURGE1("DELETE FROM requests", "requests", "created_at < ?1 AND (status <> 'pending' OR expires_at < ?1) AND " TF_NOT_RESTRICTED),
+    // audit records: pruned from the head of the chain by code (Transaction::purgeStep), not here
+    PurgeSql{{nullptr, nullptr, nullptr, nullptr}, {"SELECT count(*) FROM audit WHERE at < ?1", nullptr, nullptr, nullptr}},
+    // removed apps: ?1 = now - removed_apps
+    PurgeSql{{TF_BATCH("DELETE FROM deliveries", "deliveries", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED_REQUEST),
+              TF_BATCH("DELETE FROM requests", "requests", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED),
+              TF_BATCH("DELETE FROM subject_failures", "subject_failures", "app IN " TF_REMOVED_APPS),
+              TF_BATCH(TF_ERASE_AUDIT_SUBJECT, "audit", "subject <> '' AND app IN " TF_REMOVED_APPS)},
+             {TF_COUNT("deliveries", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED_REQUEST),
+              TF_COUNT("requests", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED),
+              TF_COUNT("subject_failures", "app IN " TF_REMOVED_APPS),
+              TF_COUNT("audit", "subject <> '' AND app IN " TF_REMOVED_APPS)}},
 };
-#undef TF_PURGE
+#undef TF_PURGE1
+#undef TF_COUNT
+#undef TF_BATCH
+#undef TF_REMOVED_APPS
+
+// Audit pruning: the oldest records after the anchor (?1 anchor seq, ?2 limit).
+inline constexpr const char* kSelectAuditHead = "SELECT seq, at, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+inline constexpr const char* kSelectAuditAnchor = "SELECT anchor_seq, anchor_hash FROM audit_gate WHERE id = 1";
+inline constexpr const char* kOpenAuditGate = "UPDATE audit_gate SET prune_before = ?1 WHERE id = 1";
+inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE seq <= ?1";
+inline constexpr const char* kCloseAuditGate =
+    "UPDATE audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2 WHERE id = 1";
+
+// Apps in the configuration over time.
+inline constexpr const char* kSelectApps = "SELECT name, removed_at FROM apps";
+inline constexpr const char* kInsertApp = "INSERT INTO apps (name, first_seen, removed_at) VALUES (?1, ?2, NULL)";
+inline constexpr const char* kSetAppRemoved = "UPDATE apps SET removed_at = ?2 WHERE name = ?1";
+
+// Data subjects. ?1 subject hash unless said otherwise.
+inline constexpr const char* kSelectSubjectFlags =
+    "SELECT restricted_at, objected_at FROM subject_flags WHERE subject_hash = ?1";
+inline constexpr const char* kEnsureSubjectFlags = "INSERT OR IGNORE INTO subject_flags (subject_hash) VALUES (?1)";
+inline constexpr const char* kSetRestricted = "UPDATE subject_flags SET restricted_at = ?2 WHERE subject_hash = ?1";
+inline constexpr const char* kSetObjected = "UPDATE subject_flags SET objected_at = ?2 WHERE subject_hash = ?1";
+inline constexpr const char* kDropEmptyFlags =
+    "DELETE FROM subject_flags WHERE subject_hash = ?1 AND restricted_at IS NULL AND objected_at IS NULL";
+#define TF_REQUEST_COLUMNS                                                                                          \
+    "id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "       \
+    "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "      \
+    "finished_at, failure, fallback_destination"
+inline constexpr const char* kSelectSubjectRequests =
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE subject_hash = ?1 ORDER BY created_at, rowid";
+// ?1 the normalised address
+inline constexpr const char* kSelectFallbackRequests =
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_destination = ?1 AND fallback_destination <> '' "
+    "ORDER BY created_at, rowid";
+#undef TF_REQUEST_COLUMNS
+inline constexpr const char* kSelectRequestDeliveries =
+    "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
+    "FROM deliveries WHERE request_id = ?1 ORDER BY id";
+inline constexpr const char* kSelectSubjectAudit =
+    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
+    "subject_commit FROM audit WHERE subject = ?1 AND subject <> '' ORDER BY seq";
+inline constexpr const char* kSelectSubjectFailureRows =
+    "SELECT app, failures, locked_until FROM subject_failures WHERE subject_hash = ?1 ORDER BY app";
+
+// Erasure, in this order (deliveries before the requests they hang on).
+inline constexpr const char* kEraseSubject[] = {
+    "DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = ?1)",
+    "DELETE FROM requests WHERE subject_hash = ?1",
+    "UPDATE requests SET fallback_destination = '' WHERE fallback_destination = ?2 AND fallback_destination <> ''",
+    TF_ERASE_AUDIT_SUBJECT " WHERE subject = ?1 AND subject <> ''",
+    "DELETE FROM optouts WHERE subject_hash = ?1",
+    "DELETE FROM subject_failures WHERE subject_hash = ?1",
+    "DELETE FROM subject_flags WHERE subject_hash = ?1",
+    // rate counter keys are "APP/HASH"; fraud sets hold the hash as key or member
+    "DELETE FROM rate_counters WHERE key = ?1 OR substr(key, -length(?1) - 1) = '/' || ?1",
+    "DELETE FROM fraud_sets WHERE key = ?1 OR member = ?1 OR substr(key, -length(?1) - 1) = '/' || ?1",
+};
+#undef TF_ERASE_AUDIT_SUBJECT
+#undef TF_NOT_RESTRICTED
+#undef TF_NOT_RESTRICTED_REQUEST
+#undef TF_NO_RESTRICTIONS
+
+// Rectification: ?1 old hash, ?2 new hash, ?3 new address, ?4 old address.
+inline constexpr const char* kRectifySubject[] = {
+    "UPDATE requests SET subject_hash = ?2, destination = CASE destination WHEN '' THEN '' ELSE ?3 END "
+    "WHERE subject_hash = ?1",
+    "UPDATE requests SET fallback_destination = ?3 WHERE fallback_destination = ?4 AND fallback_destination <> ''",
+    "UPDATE OR REPLACE optouts SET subject_hash = ?2, destination = ?3 WHERE subject_hash = ?1",
+    "UPDATE OR REPLACE subject_failures SET subject_hash = ?2 WHERE subject_hash = ?1",
+    "UPDATE OR REPLACE subject_flags SET subject_hash = ?2 WHERE subject_hash = ?1",
+};
+
+// The register of data-subject requests.
+inline constexpr const char* kInsertPrivacyRequest =
+    "INSERT INTO privacy_requests (kind, subject_hash, received, due, completed, uid, note) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+inline constexpr const char* kSelectOpenPrivacyRequest =
+    "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
+    "WHERE kind = ?1 AND subject_hash = ?2 AND completed IS NULL ORDER BY received, id LIMIT 1";
+inline constexpr const char* kCompletePrivacyRequest = "UPDATE privacy_requests SET completed = ?2 WHERE id = ?1";
+// ?1 open only (0/1), ?2 overdue at or NULL, ?3 limit: oldest received first
+inline constexpr const char* kListPrivacyRequests =
+    "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
+    "WHERE (?1 = 0 OR completed IS NULL) AND (?2 IS NULL OR (completed IS NULL AND due < ?2)) "
+    "ORDER BY received, id LIMIT ?3";
 
 inline constexpr const char* kSelectFraudMembers =
     "SELECT member, at FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3";
@@ -213,16 +396,16 @@ inline constexpr const char* kSelectRequestLog =
     "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) ORDER BY id DESC LIMIT ?3";
 
 inline constexpr const char* kSelectLastAudit =
-    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash FROM audit "
-    "ORDER BY seq DESC LIMIT 1";
+    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
+    "subject_commit FROM audit ORDER BY seq DESC LIMIT 1";
 inline constexpr const char* kInsertAudit =
-    "INSERT INTO audit (seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    "INSERT INTO audit (seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, "
+    "subject_nonce, subject_commit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 // ?1 after seq, ?2 since or NULL, ?3 until or NULL, ?4 app or NULL, ?5 outcome
 // or NULL, ?6 outcome prefix or NULL (e.g. 'refused:'), ?7 limit.
 inline constexpr const char* kSelectAudit =
-    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash FROM audit "
-    "WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR app = ?4) "
+    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
+    "subject_commit FROM audit WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR app = ?4) "
     "AND (?5 IS NULL OR outcome = ?5) AND (?6 IS NULL OR substr(outcome, 1, length(?6)) = ?6) "
     "ORDER BY seq LIMIT ?7";
 

@@ -7,12 +7,15 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace twofactor::store {
@@ -156,23 +159,271 @@ public:
             case PurgeKind::SubjectFailures: cutoff = now - policy.deliveryLogs; break;
             case PurgeKind::RateCounters: cutoff = now - 86400; break;
             case PurgeKind::FraudSets: cutoff = now; break;
+            case PurgeKind::AuthMetadata:
+            case PurgeKind::AuditRecords: cutoff = now - policy.authMetadata; break;
+            case PurgeKind::RemovedApps: cutoff = now - policy.removedApps; break;
         }
+        if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit);
         const auto i = static_cast<std::size_t>(kind);
-        auto& slot = dryRun ? counts_[i] : purges_[i];
-        if (!slot) slot = std::make_unique<Statement>(db_, dryRun ? sql::kPurge[i].count : sql::kPurge[i].purge);
-        auto& s = *slot;
-        s.reset();
-        s.bind(1, cutoff);
-        if (dryRun) {
-            s.step();
-            const std::int64_t n = s.integer(0);
-            s.reset();
-            return n;
+        std::int64_t total = 0;
+        for (std::size_t k = 0; k < 4; ++k) {
+            const char* text = dryRun ? sql::kPurge[i].count[k] : sql::kPurge[i].purge[k];
+            if (!text) break;
+            auto& st = stmt((dryRun ? counts_ : purges_)[i][k], text);
+            st.bind(1, cutoff);
+            if (dryRun) {
+                st.step();
+                total += st.integer(0);
+                st.reset();
+                continue;
+            }
+            // The statements of one category share the batch.
+            const std::int64_t budget = limit - total;
+            if (budget <= 0) break;
+            st.bind(2, budget);
+            st.step();
+            st.reset();
+            total += sqlite3_changes(db_);
         }
-        s.bind(2, limit);
-        s.step();
+        return total;
+    }
+
+    // Deletes the oldest audit records older than the cutoff, from the head of
+    // the chain only, and moves the anchor the chain resumes from.
+    std::int64_t pruneAudit(std::int64_t cutoff, int limit) {
+        const otp::AuditAnchor anchor = auditAnchor();
+        Statement head(db_, sql::kSelectAuditHead);
+        head.bind(1, anchor.seq);
+        head.bind(2, limit);
+        std::int64_t lastSeq = anchor.seq;
+        std::string lastHash;
+        std::int64_t n = 0;
+        while (head.step()) {
+            if (head.integer(1) >= cutoff) break;  // the chain is kept from here on
+            lastSeq = head.integer(0);
+            lastHash = head.text(2);
+            ++n;
+        }
+        head.reset();
+        if (n == 0) return 0;
+        Statement open(db_, sql::kOpenAuditGate);
+        open.bind(1, lastSeq);
+        open.step();
+        Statement del(db_, sql::kDeleteAuditHead);
+        del.bind(1, lastSeq);
+        del.step();
+        const std::int64_t deleted = sqlite3_changes(db_);
+        Statement close(db_, sql::kCloseAuditGate);
+        close.bind(1, lastSeq);
+        close.bind(2, lastHash);
+        close.step();
+        return deleted;
+    }
+
+    otp::AuditAnchor auditAnchor() override {
+        Statement s(db_, sql::kSelectAuditAnchor);
+        otp::AuditAnchor a{0, otp::kAuditGenesis};
+        if (s.step()) {
+            a.seq = s.integer(0);
+            a.hash = s.text(1);
+        }
+        return a;
+    }
+
+    std::vector<std::string> syncApps(const std::vector<std::string>& configured, std::int64_t now) override {
+        std::map<std::string, bool> known;  // name -> currently marked removed
+        Statement sel(db_, sql::kSelectApps);
+        while (sel.step()) known[sel.text(0)] = !sel.isNull(1);
+        sel.reset();
+        Statement ins(db_, sql::kInsertApp);
+        Statement mark(db_, sql::kSetAppRemoved);
+        for (const auto& name : configured) {
+            auto it = known.find(name);
+            if (it == known.end()) {
+                ins.reset();
+                ins.bind(1, name);
+                ins.bind(2, now);
+                ins.step();
+            } else if (it->second) {  // back in the configuration
+                mark.reset();
+                mark.bind(1, name);
+                mark.bindNull(2);
+                mark.step();
+            }
+        }
+        std::vector<std::string> removed;
+        for (const auto& [name, isRemoved] : known) {
+            if (isRemoved || std::find(configured.begin(), configured.end(), name) != configured.end()) continue;
+            mark.reset();
+            mark.bind(1, name);
+            mark.bind(2, now);
+            mark.step();
+            removed.push_back(name);
+        }
+        return removed;
+    }
+
+    SubjectFlags subjectFlags(std::string_view subjectHash) override {
+        auto& s = stmt(flagsSel_, sql::kSelectSubjectFlags);
+        s.bind(1, subjectHash);
+        SubjectFlags f;
+        if (s.step()) {
+            if (!s.isNull(0)) f.restrictedAt = s.integer(0);
+            if (!s.isNull(1)) f.objectedAt = s.integer(1);
+        }
         s.reset();
-        return sqlite3_changes(db_);
+        return f;
+    }
+
+    void setFlag(const char* sqlText, std::string_view subjectHash, std::optional<std::int64_t> since) {
+        Statement ensure(db_, sql::kEnsureSubjectFlags);
+        ensure.bind(1, subjectHash);
+        ensure.step();
+        Statement set(db_, sqlText);
+        set.bind(1, subjectHash);
+        if (since) set.bind(2, *since);
+        else set.bindNull(2);
+        set.step();
+        Statement drop(db_, sql::kDropEmptyFlags);
+        drop.bind(1, subjectHash);
+        drop.step();
+    }
+    void setRestricted(std::string_view subjectHash, std::optional<std::int64_t> since) override {
+        setFlag(sql::kSetRestricted, subjectHash, since);
+    }
+    void setObjected(std::string_view subjectHash, std::optional<std::int64_t> since) override {
+        setFlag(sql::kSetObjected, subjectHash, since);
+    }
+
+    SubjectData findSubjectData(std::string_view subjectHash, std::string_view address) override {
+        SubjectData d;
+        {
+            Statement s(db_, sql::kSelectSubjectRequests);
+            s.bind(1, subjectHash);
+            while (s.step()) d.requests.push_back(readRequestRow(s));
+        }
+        if (!address.empty()) {
+            Statement s(db_, sql::kSelectFallbackRequests);
+            s.bind(1, address);
+            while (s.step()) d.fallbackRequests.push_back(readRequestRow(s));
+        }
+        {
+            Statement s(db_, sql::kSelectRequestDeliveries);
+            for (const auto* list : {&d.requests, &d.fallbackRequests})
+                for (const auto& r : *list) {
+                    s.reset();
+                    s.bind(1, r.id);
+                    while (s.step()) d.deliveries.push_back(readDelivery(s));
+                }
+        }
+        {
+            Statement s(db_, sql::kSelectSubjectAudit);
+            s.bind(1, subjectHash);
+            while (s.step()) d.audit.push_back(readAudit(s));
+        }
+        d.optOut = findOptOut(subjectHash);
+        {
+            Statement s(db_, sql::kSelectSubjectFailureRows);
+            s.bind(1, subjectHash);
+            while (s.step())
+                d.failures.push_back(SubjectFailureRecord{s.text(0), otp::SubjectFailures{s.integer(1), s.integer(2)}});
+        }
+        d.flags = subjectFlags(subjectHash);
+        return d;
+    }
+
+    SubjectCounts eraseSubject(std::string_view subjectHash, std::string_view address) override {
+        SubjectCounts c;
+        std::int64_t* targets[] = {&c.deliveries, &c.requests, &c.fallbacks,    &c.auditRecords, &c.optOuts,
+                                   &c.failures,   &c.flags,    &c.rateCounters, &c.fraudSets};
+        static_assert(std::size(sql::kEraseSubject) == std::size(targets));
+        for (std::size_t i = 0; i < std::size(sql::kEraseSubject); ++i) {
+            Statement s(db_, sql::kEraseSubject[i]);
+            s.bind(1, subjectHash);
+            if (std::string_view(sql::kEraseSubject[i]).find("?2") != std::string_view::npos) s.bind(2, address);
+            s.step();
+            *targets[i] = sqlite3_changes(db_);
+        }
+        return c;
+    }
+
+    SubjectCounts rectifySubject(std::string_view oldHash, std::string_view oldAddress, std::string_view newHash,
+                                 std::string_view newAddress) override {
+        SubjectCounts c;
+        std::int64_t* targets[] = {&c.requests, &c.fallbacks, &c.optOuts, &c.failures, &c.flags};
+        static_assert(std::size(sql::kRectifySubject) == std::size(targets));
+        for (std::size_t i = 0; i < std::size(sql::kRectifySubject); ++i) {
+            Statement s(db_, sql::kRectifySubject[i]);
+            const std::string_view text = sql::kRectifySubject[i];
+            const auto uses = [&](const char* p) { return text.find(p) != std::string_view::npos; };
+            if (uses("?1")) s.bind(1, oldHash);
+            if (uses("?2")) s.bind(2, newHash);
+            if (uses("?3")) s.bind(3, newAddress);
+            if (uses("?4")) s.bind(4, oldAddress);
+            s.step();
+            *targets[i] = sqlite3_changes(db_);
+        }
+        return c;
+    }
+
+    std::int64_t insertPrivacyRequest(const PrivacyRequest& r) override {
+        Statement s(db_, sql::kInsertPrivacyRequest);
+        s.bind(1, r.kind);
+        s.bind(2, r.subjectHash);
+        s.bind(3, r.received);
+        s.bind(4, r.due);
+        if (r.completed) s.bind(5, *r.completed);
+        else s.bindNull(5);
+        s.bind(6, r.uid);
+        s.bind(7, r.note);
+        s.step();
+        return sqlite3_last_insert_rowid(db_);
+    }
+
+    static PrivacyRequest readPrivacyRequest(const Statement& s) {
+        PrivacyRequest r;
+        r.id = s.integer(0);
+        r.kind = s.text(1);
+        r.subjectHash = s.text(2);
+        r.received = s.integer(3);
+        r.due = s.integer(4);
+        if (!s.isNull(5)) r.completed = s.integer(5);
+        r.uid = s.integer(6);
+        r.note = s.text(7);
+        return r;
+    }
+
+    std::optional<PrivacyRequest> findOpenPrivacyRequest(std::string_view kind, std::string_view subjectHash) override {
+        Statement s(db_, sql::kSelectOpenPrivacyRequest);
+        s.bind(1, kind);
+        s.bind(2, subjectHash);
+        if (!s.step()) return std::nullopt;
+        return readPrivacyRequest(s);
+    }
+
+    void completePrivacyRequest(std::int64_t id, std::int64_t at) override {
+        Statement s(db_, sql::kCompletePrivacyRequest);
+        s.bind(1, id);
+        s.bind(2, at);
+        s.step();
+    }
+
+    std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& q) override {
+        Statement s(db_, sql::kListPrivacyRequests);
+        s.bind(1, q.openOnly ? 1 : 0);
+        if (q.overdueAt) s.bind(2, *q.overdueAt);
+        else s.bindNull(2);
+        s.bind(3, q.limit);
+        std::vector<PrivacyRequest> out;
+        while (s.step()) out.push_back(readPrivacyRequest(s));
+        return out;
+    }
+
+    // A statement prepared on first use and kept, reset for new bindings.
+    Statement& stmt(std::unique_ptr<Statement>& slot, const char* text) {
+        if (!slot) slot = std::make_unique<Statement>(db_, text);
+        slot->reset();
+        return *slot;
     }
 
     void insertRetentionRun(const RetentionRun& r) override {
@@ -249,6 +500,9 @@ public:
         s.bind(9, r.detail);
         s.bind(10, r.prevHash);
         s.bind(11, r.hash);
+        s.bind(12, r.format);
+        s.bind(13, r.subjectNonce);
+        s.bind(14, r.subjectCommit);
         s.step();
     }
 
@@ -391,28 +645,7 @@ public:
         if (q.until) s.bind(3, *q.until);
         s.bind(4, q.limit);
         std::vector<otp::DeliveryAttempt> out;
-        while (s.step()) {
-            otp::DeliveryAttempt a;
-            a.id = s.integer(0);
-            a.requestId = s.text(1);
-            a.app = s.text(2);
-            a.channel = s.text(3);
-            a.driver = s.text(4);
-            a.send = static_cast<int>(s.integer(5));
-            a.attempt = static_cast<int>(s.integer(6));
-            a.at = s.integer(7);
-            a.outcome = s.text(8);
-            a.providerMessageId = s.text(9);
-            a.statusCode = static_cast<int>(s.integer(10));
-            a.durationMs = s.integer(11);
-            a.errorClass = s.text(12);
-            a.error = s.text(13);
-            a.ambiguous = s.integer(14) != 0;
-            a.providerStatus = s.text(15);
-            a.providerStatusAt = s.integer(16);
-            a.providerError = s.text(17);
-            out.push_back(std::move(a));
-        }
+        while (s.step()) out.push_back(readDelivery(s));
         s.reset();
         std::reverse(out.begin(), out.end());
         return out;
@@ -494,12 +727,38 @@ private:
         r.detail = s.text(8);
         r.prevHash = s.text(9);
         r.hash = s.text(10);
+        r.format = static_cast<int>(s.integer(11));
+        r.subjectNonce = s.text(12);
+        r.subjectCommit = s.text(13);
         return r;
     }
 
     static void bindHash(Statement& s, int i, const std::optional<crypto::Digest>& h) {
         if (h) s.bindBlob(i, h->data(), h->size());
         else s.bindNull(i);
+    }
+
+    static otp::DeliveryAttempt readDelivery(const Statement& s) {
+        otp::DeliveryAttempt a;
+        a.id = s.integer(0);
+        a.requestId = s.text(1);
+        a.app = s.text(2);
+        a.channel = s.text(3);
+        a.driver = s.text(4);
+        a.send = static_cast<int>(s.integer(5));
+        a.attempt = static_cast<int>(s.integer(6));
+        a.at = s.integer(7);
+        a.outcome = s.text(8);
+        a.providerMessageId = s.text(9);
+        a.statusCode = static_cast<int>(s.integer(10));
+        a.durationMs = s.integer(11);
+        a.errorClass = s.text(12);
+        a.error = s.text(13);
+        a.ambiguous = s.integer(14) != 0;
+        a.providerStatus = s.text(15);
+        a.providerStatusAt = s.integer(16);
+        a.providerError = s.text(17);
+        return a;
     }
 
     static otp::OptOut readOptOut(const Statement& s) {
@@ -514,6 +773,12 @@ private:
 
     static std::optional<otp::OtpRequest> readOne(Statement& s) {
         if (!s.step()) return std::nullopt;
+        auto r = readRequestRow(s);
+        s.reset();
+        return r;
+    }
+
+    static otp::OtpRequest readRequestRow(const Statement& s) {
         otp::OtpRequest r;
         r.id = s.text(0);
         r.app = s.text(1);
@@ -546,13 +811,13 @@ private:
         if (!s.isNull(21)) r.finishedAt = s.integer(21);
         r.failure = s.text(22);
         r.fallbackDestination = s.text(23);
-        s.reset();
         return r;
     }
 
     sqlite3* db_;
     Statement insertRun_, lastRun_;
-    std::unique_ptr<Statement> purges_[std::size(sql::kPurge)], counts_[std::size(sql::kPurge)];
+    std::unique_ptr<Statement> purges_[std::size(sql::kPurge)][4], counts_[std::size(sql::kPurge)][4];
+    std::unique_ptr<Statement> flagsSel_;
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
@@ -561,40 +826,12 @@ private:
 
 class SqlcipherStore final : public Store {
 public:
-    explicit SqlcipherStore(SqlcipherOptions options) : path_(options.path), maxBatch_(options.maxBatch) {
-        if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                            nullptr) != SQLITE_OK) {
-            const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
-            sqlite3_close(db_);
-            throw std::runtime_error("cannot open database " + path_ + ": " + message);
-        }
-        try {
-            applyKey(options.key);
-            // A wrong key or a foreign file fails on the first read of the schema.
-            char* err = nullptr;
-            if (sqlite3_exec(db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, &err) != SQLITE_OK) {
-                sqlite3_free(err);
-                throw std::runtime_error("cannot open database " + path_ +
-                                         ": the store key does not match (or the file is not a twofactor database)");
-            }
-            exec(db_, "PRAGMA journal_mode = WAL");
-            exec(db_, options.synchronousFull ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
-            exec(db_, "PRAGMA foreign_keys = ON");
-            exec(db_, "PRAGMA secure_delete = ON");
-            exec(db_, "PRAGMA temp_store = MEMORY");
-            sqlite3_busy_timeout(db_, 5000);
-            migrate();
-            txn_ = std::make_unique<SqlcipherTransaction>(db_);
-            // Prepared once: the writer runs these for every work item.
-            begin_ = std::make_unique<Statement>(db_, "BEGIN IMMEDIATE");
-            commit_ = std::make_unique<Statement>(db_, "COMMIT");
-            savepoint_ = std::make_unique<Statement>(db_, "SAVEPOINT item");
-            release_ = std::make_unique<Statement>(db_, "RELEASE item");
-            rollbackTo_ = std::make_unique<Statement>(db_, "ROLLBACK TO item");
-        } catch (...) {
-            sqlite3_close(db_);
-            throw;
-        }
+    explicit SqlcipherStore(SqlcipherOptions options)
+        : path_(std::move(options.path)),
+          maxBatch_(options.maxBatch),
+          synchronousFull_(options.synchronousFull),
+          key_(std::move(options.key)) {
+        open(key_);
         writer_ = std::thread([this] { run(); });
     }
 
@@ -603,27 +840,29 @@ public:
     }
 
     void submit(Work work, Done done) override {
-        {
-            std::lock_guard lock(mutex_);
-            if (stopping_) {
-                if (done) done(std::make_exception_ptr(std::runtime_error("the store is closed")));
-                return;
-            }
-            queue_.push_back(Item{std::move(work), std::move(done)});
-        }
-        wake_.notify_one();
+        Item item{std::move(work), std::move(done), nullptr};
+        if (!enqueue(item) && item.done) item.done(closedError());
     }
 
     void checkpoint(Done done) override {
-        {
-            std::lock_guard lock(mutex_);
-            if (stopping_) {
-                if (done) done(std::make_exception_ptr(std::runtime_error("the store is closed")));
-                return;
+        Item item;
+        item.onConnection = [this, done] {
+            std::exception_ptr error;
+            if (!db_) {
+                error = unusableError();
+            } else {
+                // While a backup holds its snapshot a TRUNCATE checkpoint would
+                // wait for it (busy timeout) and still not truncate: do what can be done.
+                const char* sql = maintenance_ ? "PRAGMA wal_checkpoint(PASSIVE)" : "PRAGMA wal_checkpoint(TRUNCATE)";
+                char* err = nullptr;
+                if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK)
+                    error = std::make_exception_ptr(
+                        std::runtime_error(std::string("checkpoint failed: ") + (err ? err : "?")));
+                sqlite3_free(err);
             }
-            queue_.push_back(Item{nullptr, std::move(done), true});
-        }
-        wake_.notify_one();
+            if (done) done(error);
+        };
+        if (!enqueue(item) && done) done(closedError());
     }
 
     void close() override {
@@ -635,33 +874,330 @@ public:
         wake_.notify_all();
         if (writer_.joinable()) writer_.join();
         if (db_) {
-            txn_.reset();
-            begin_.reset();
-            commit_.reset();
-            savepoint_.reset();
-            release_.reset();
-            rollbackTo_.reset();
             sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
-            sqlite3_close(db_);
-            db_ = nullptr;
+            closeConnection();
         }
     }
 
     std::string description() const override { return path_; }
 
+    void rekey(SecretBytes newKey, std::function<void(RekeyResult)> done) override {
+        // std::function needs a copyable callable; the key itself is never copied.
+        auto key = std::make_shared<SecretBytes>(std::move(newKey));
+        Item item;
+        item.onConnection = [this, key, done] {
+            RekeyResult result = rekeyNow(*key);
+            key->wipe();
+            if (done) done(std::move(result));
+        };
+        if (!enqueue(item) && done) done(RekeyResult{RekeyStatus::OldKey, "the store is closed"});
+    }
+
+    BackupResult backup(const std::string& target, const BackupProgress& progress) override {
+        MaintenanceSlot slot(maintenance_);
+        if (!slot.taken()) return {BackupStatus::Busy, 0, "a key rotation or another backup is running"};
+        SecretBytes key = currentKey();
+        std::string error;
+        Connection source = connect(path_, key, SQLITE_OPEN_READONLY, error);
+        if (!source) return {BackupStatus::Failed, 0, error};
+        // One read transaction for the whole copy: the backup reads one
+        // snapshot while the writer goes on committing to the WAL. Without it
+        // every commit in between would restart the copy from the first page.
+        if (!execQuiet(source.db, "BEGIN") || !execQuiet(source.db, "SELECT count(*) FROM sqlite_master"))
+            return {BackupStatus::Failed, 0, "cannot start a read transaction: " + errorOf(source.db)};
+        Connection copy = connect(target, key, SQLITE_OPEN_READWRITE, error);
+        if (!copy) return {BackupStatus::Failed, 0, error};
+        sqlite3_backup* b = sqlite3_backup_init(copy.db, "main", source.db, "main");
+        if (!b) return {BackupStatus::Failed, 0, "cannot start the backup: " + errorOf(copy.db)};
+        constexpr int kPagesPerStep = 512;
+        int rc = SQLITE_OK;
+        int retries = 0;
+        std::int64_t total = 0;
+        for (;;) {
+            rc = sqlite3_backup_step(b, kPagesPerStep);
+            total = sqlite3_backup_pagecount(b);
+            if (progress && (rc == SQLITE_OK || rc == SQLITE_DONE))
+                progress(total - sqlite3_backup_remaining(b), total);
+            if (rc == SQLITE_DONE) break;
+            if (rc == SQLITE_OK) continue;
+            if ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && ++retries < 500) {
+                sqlite3_sleep(10);
+                continue;
+            }
+            break;
+        }
+        const int finished = sqlite3_backup_finish(b);
+        if (rc != SQLITE_DONE || finished != SQLITE_OK)
+            return {BackupStatus::Failed, 0, "the copy failed: " + errorOf(copy.db)};
+        execQuiet(source.db, "COMMIT");
+        source.reset();
+        // A file of its own: the copy leaves WAL mode, so it needs no -wal or
+        // -shm next to it (the daemon switches a restored file back to WAL).
+        if (queryText(copy.db, "PRAGMA journal_mode = DELETE") != "delete")
+            return {BackupStatus::Failed, 0, "cannot take the copy out of WAL mode: " + errorOf(copy.db)};
+        copy.reset();
+        const Probe check = probe(target, key, /*integrity=*/true);
+        if (!check.opens) return {BackupStatus::Failed, 0, "the copy does not open with the store key: " + check.error};
+        if (check.integrity != "ok")
+            return {BackupStatus::Failed, 0, "the copy fails integrity_check: " + check.integrity};
+        return {BackupStatus::Done, total, {}};
+    }
+
+    // What a fresh connection with `key` finds: for checking a rekey, a copy,
+    // and a pending key at start.
+    struct Probe {
+        bool opens = false;
+        std::string integrity;  // the first line of integrity_check, when asked for and the key opens it
+        std::string error;      // why it does not open
+    };
+    static Probe probe(const std::string& path, const SecretBytes& key, bool integrity) {
+        Probe p;
+        Connection c = connect(path, key, SQLITE_OPEN_READWRITE, p.error);
+        if (!c) return p;
+        p.opens = true;
+        if (integrity) {
+            p.integrity = queryText(c.db, "PRAGMA integrity_check");
+            if (p.integrity.empty()) p.integrity = "integrity_check failed: " + errorOf(c.db);
+        }
+        return p;
+    }
+
 private:
+    static constexpr std::size_t kRawKeyBytes = 32;
+
     struct Item {
         Work work;
         Done done;
-        bool checkpoint = false;
+        // Instead of work: runs on the writer's connection outside any
+        // transaction, between batches (a checkpoint, a rekey), and reports
+        // through a callback of its own.
+        std::function<void()> onConnection;
     };
 
-    void applyKey(const SecretBytes& key) {
-        if (key.size() != 32) throw std::runtime_error("the store key must be 256 bits");
+    // A connection of its own for maintenance, closed with its scope.
+    struct Connection {
+        sqlite3* db = nullptr;
+        Connection() = default;
+        Connection(const Connection&) = delete;
+        Connection& operator=(const Connection&) = delete;
+        Connection(Connection&& o) noexcept : db(std::exchange(o.db, nullptr)) {}
+        ~Connection() { reset(); }
+        void reset() {
+            if (db) sqlite3_close(db);
+            db = nullptr;
+        }
+        explicit operator bool() const { return db != nullptr; }
+    };
+
+    // At most one rekey or backup at a time.
+    class MaintenanceSlot {
+    public:
+        explicit MaintenanceSlot(std::atomic<bool>& flag) : flag_(flag), taken_(!flag.exchange(true)) {}
+        MaintenanceSlot(const MaintenanceSlot&) = delete;
+        MaintenanceSlot& operator=(const MaintenanceSlot&) = delete;
+        ~MaintenanceSlot() {
+            if (taken_) flag_ = false;
+        }
+        [[nodiscard]] bool taken() const { return taken_; }
+
+    private:
+        std::atomic<bool>& flag_;
+        bool taken_;
+    };
+
+    static std::string errorOf(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
+
+    static bool execQuiet(sqlite3* db, const char* sql) {
+        return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
+    }
+
+    // The first column of the first row, or "" on an error.
+    static std::string queryText(sqlite3* db, const char* sql) {
+        sqlite3_stmt* s = nullptr;
+        std::string out;
+        if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
+            const auto* p = sqlite3_column_text(s, 0);
+            out = p ? reinterpret_cast<const char*>(p) : "";
+        }
+        sqlite3_finalize(s);
+        return out;
+    }
+
+    static bool applyKey(sqlite3* db, const SecretBytes& key) {
+        if (key.size() != kRawKeyBytes) return false;
         // The raw-key form: no passphrase derivation. The statement text is wiped after use.
         SecretString pragma("PRAGMA key = \"x'" + crypto::hex(key.data(), key.size()) + "'\"");
-        if (sqlite3_exec(db_, pragma.str().c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
-            throw std::runtime_error("cannot apply the store key: " + std::string(sqlite3_errmsg(db_)));
+        return sqlite3_exec(db, pragma.str().c_str(), nullptr, nullptr, nullptr) == SQLITE_OK;
+    }
+
+    // Opens an existing database with `key` and reads its schema, which fails
+    // on a wrong key. Returns an empty Connection and sets `error` on failure.
+    static Connection connect(const std::string& path, const SecretBytes& key, int flags, std::string& error) {
+        Connection c;
+        if (sqlite3_open_v2(path.c_str(), &c.db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+            error = "cannot open " + path + ": " + errorOf(c.db);
+            c.reset();
+            return c;
+        }
+        sqlite3_busy_timeout(c.db, 5000);
+        if (!applyKey(c.db, key)) {
+            error = "cannot apply the key: " + errorOf(c.db);
+            c.reset();
+            return c;
+        }
+        if (!execQuiet(c.db, "SELECT count(*) FROM sqlite_master")) {
+            error = errorOf(c.db);
+            c.reset();
+        }
+        return c;
+    }
+
+    // Opens the writer's connection: WAL, pragmas, migrations, prepared statements.
+    void open(const SecretBytes& key) {
+        if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            nullptr) != SQLITE_OK) {
+            const std::string message = errorOf(db_);
+            sqlite3_close(db_);
+            db_ = nullptr;
+            throw std::runtime_error("cannot open database " + path_ + ": " + message);
+        }
+        try {
+            if (key.size() != kRawKeyBytes) throw std::runtime_error("the store key must be 256 bits");
+            if (!applyKey(db_, key)) throw std::runtime_error("cannot apply the store key: " + errorOf(db_));
+            // A wrong key or a foreign file fails on the first read of the schema.
+            if (!execQuiet(db_, "SELECT count(*) FROM sqlite_master"))
+                throw std::runtime_error("cannot open database " + path_ +
+                                         ": the store key does not match (or the file is not a twofactor database)");
+            exec(db_, "PRAGMA journal_mode = WAL");
+            exec(db_, synchronousFull_ ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+            exec(db_, "PRAGMA foreign_keys = ON");
+            exec(db_, "PRAGMA secure_delete = ON");
+            exec(db_, "PRAGMA temp_store = MEMORY");
+            // Every page read from disk is decrypted and authenticated: keep the
+            // working set of a large store (indexes included) in memory. 64 MiB.
+            exec(db_, "PRAGMA cache_size = -65536");
+            sqlite3_busy_timeout(db_, 5000);
+            migrate();
+            txn_ = std::make_unique<SqlcipherTransaction>(db_);
+            // Prepared once: the writer runs these for every work item.
+            begin_ = std::make_unique<Statement>(db_, "BEGIN IMMEDIATE");
+            commit_ = std::make_unique<Statement>(db_, "COMMIT");
+            savepoint_ = std::make_unique<Statement>(db_, "SAVEPOINT item");
+            release_ = std::make_unique<Statement>(db_, "RELEASE item");
+            rollbackTo_ = std::make_unique<Statement>(db_, "ROLLBACK TO item");
+        } catch (...) {
+            closeConnection();
+            throw;
+        }
+    }
+
+    void closeConnection() {
+        txn_.reset();
+        begin_.reset();
+        commit_.reset();
+        savepoint_.reset();
+        release_.reset();
+        rollbackTo_.reset();
+        sqlite3_close(db_);
+        db_ = nullptr;
+    }
+
+    SecretBytes currentKey() {
+        std::lock_guard lock(keyMutex_);
+        return key_.clone();
+    }
+
+    // Queues an item (moving it only then); false when the store is closed.
+    bool enqueue(Item& item) {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) return false;
+            queue_.push_back(std::move(item));
+        }
+        wake_.notify_one();
+        return true;
+    }
+
+    static std::exception_ptr closedError() {
+        return std::make_exception_ptr(std::runtime_error("the store is closed"));
+    }
+    static std::exception_ptr unusableError() {
+        return std::make_exception_ptr(
+            std::runtime_error("the store is unusable: after a failed key rotation neither key opens the database"));
+    }
+
+    // On the writer thread, between batches. SQLCipher 3.4.1 cannot rekey in
+    // WAL mode, and its PRAGMA rekey reports success even when the rewrite
+    // rolled back, leaving the connection writing with the new key: so the
+    // database leaves WAL mode first, the writer's connection is closed after
+    // the rekey whatever it said, fresh connections find out which key opens
+    // the file, and the writer reopens with that one.
+    RekeyResult rekeyNow(const SecretBytes& newKey) {
+        if (!db_) return {RekeyStatus::NoKey, "the store is unusable since an earlier key rotation failed"};
+        if (newKey.size() != kRawKeyBytes)
+            return {RekeyStatus::OldKey, "the new key is not 256 bits; nothing was changed"};
+        MaintenanceSlot slot(maintenance_);
+        if (!slot.taken()) return {RekeyStatus::Busy, "a backup is running"};
+        try {
+            Statement checkpoint(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
+            if (!checkpoint.step() || checkpoint.integer(0) != 0)
+                return {RekeyStatus::OldKey,
+                        "the WAL could not be checkpointed (another process is reading the database); nothing was "
+                        "changed"};
+        } catch (const std::exception& e) {
+            return {RekeyStatus::OldKey, std::string("the WAL could not be checkpointed: ") + e.what() +
+                                             "; nothing was changed"};
+        }
+        if (queryText(db_, "PRAGMA journal_mode = DELETE") != "delete") {
+            const std::string why = errorOf(db_);
+            execQuiet(db_, "PRAGMA journal_mode = WAL");
+            return {RekeyStatus::OldKey, "the database could not leave WAL mode (" + why +
+                                             "; is another process holding it open?); nothing was changed"};
+        }
+        std::string rekeyError;
+        {
+            SecretString pragma("PRAGMA rekey = \"x'" + crypto::hex(newKey.data(), newKey.size()) + "'\"");
+            if (!execQuiet(db_, pragma.str().c_str())) rekeyError = errorOf(db_);
+        }
+        closeConnection();
+
+        SecretBytes oldKey = currentKey();
+        const Probe withNew = probe(path_, newKey, /*integrity=*/true);
+        const Probe withOld = probe(path_, oldKey, /*integrity=*/false);
+        RekeyResult result;
+        const SecretBytes* working = nullptr;
+        if (withNew.opens && !withOld.opens && withNew.integrity == "ok") {
+            result = {RekeyStatus::Rotated,
+                      "verified: the new key opens the database and integrity_check says ok; the old key no longer "
+                      "opens it"};
+            working = &newKey;
+        } else if (withOld.opens) {
+            result = {RekeyStatus::OldKey,
+                      "the rekey did not take effect" + (rekeyError.empty() ? "" : " (" + rekeyError + ")") +
+                          (withNew.opens ? "; both keys open the database" : "") +
+                          "; the database still opens with the old key"};
+            working = &oldKey;
+        } else if (withNew.opens) {
+            result = {RekeyStatus::NewKeyOnly,
+                      "the database opens with the new key only, but integrity_check reports: " + withNew.integrity};
+            working = &newKey;
+        } else {
+            result = {RekeyStatus::NoKey, "the database opens with neither key (new key: " + withNew.error +
+                                              "; old key: " + withOld.error + ")"};
+        }
+        if (working) {
+            try {
+                open(*working);
+            } catch (const std::exception& e) {
+                log::error(std::string("cannot reopen the store after a key rotation: ") + e.what());
+                return {RekeyStatus::NoKey, result.detail + "; reopening it failed: " + e.what()};
+            }
+        }
+        if (working == &newKey) {
+            std::lock_guard lock(keyMutex_);
+            key_ = newKey.clone();
+        }
+        return result;
     }
 
     void migrate() {
@@ -692,21 +1228,14 @@ private:
                 std::unique_lock lock(mutex_);
                 wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
                 if (queue_.empty() && stopping_) return;
-                if (queue_.front().checkpoint) {
-                    Item item = std::move(queue_.front());
+                if (queue_.front().onConnection) {
+                    auto task = std::move(queue_.front().onConnection);
                     queue_.pop_front();
                     lock.unlock();
-                    std::exception_ptr error;
-                    char* err = nullptr;
-                    if (sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, &err) != SQLITE_OK) {
-                        error = std::make_exception_ptr(
-                            std::runtime_error(std::string("checkpoint failed: ") + (err ? err : "?")));
-                    }
-                    sqlite3_free(err);
-                    if (item.done) item.done(error);
+                    task();
                     continue;
                 }
-                while (!queue_.empty() && batch.size() < maxBatch_ && !queue_.front().checkpoint) {
+                while (!queue_.empty() && batch.size() < maxBatch_ && !queue_.front().onConnection) {
                     batch.push_back(std::move(queue_.front()));
                     queue_.pop_front();
                 }
@@ -723,6 +1252,10 @@ private:
     // a failing item rolls back alone.
     void runBatch(std::vector<Item>& batch, std::vector<std::exception_ptr>& errors) {
         errors.assign(batch.size(), nullptr);
+        if (!db_) {
+            std::fill(errors.begin(), errors.end(), unusableError());
+            return;
+        }
         try {
             run(*begin_);
         } catch (...) {
@@ -762,8 +1295,12 @@ private:
     std::unique_ptr<Statement> begin_, commit_, savepoint_, release_, rollbackTo_;
     std::string path_;
     std::size_t maxBatch_;
-    sqlite3* db_ = nullptr;
+    bool synchronousFull_;
+    sqlite3* db_ = nullptr;  // the writer's connection; null once no key opens the database
     std::unique_ptr<SqlcipherTransaction> txn_;
+    std::mutex keyMutex_;
+    SecretBytes key_;  // the key that opens the database (guarded by keyMutex_)
+    std::atomic<bool> maintenance_{false};  // a rekey or a backup is running
     std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<Item> queue_;
@@ -782,6 +1319,9 @@ const char* purgeKindName(PurgeKind kind) {
         case PurgeKind::RateCounters: return "rateCounters";
         case PurgeKind::FraudSets: return "fraudSets";
         case PurgeKind::SubjectFailures: return "subjectFailures";
+        case PurgeKind::AuthMetadata: return "authMetadata";
+        case PurgeKind::AuditRecords: return "auditRecords";
+        case PurgeKind::RemovedApps: return "removedApps";
     }
     return "?";
 }
@@ -795,6 +1335,9 @@ std::int64_t& PurgeCounts::operator[](PurgeKind k) {
         case PurgeKind::RateCounters: return rateCounters;
         case PurgeKind::FraudSets: return fraudSets;
         case PurgeKind::SubjectFailures: return subjectFailures;
+        case PurgeKind::AuthMetadata: return authMetadata;
+        case PurgeKind::AuditRecords: return auditRecords;
+        case PurgeKind::RemovedApps: return removedApps;
     }
     return codeHashes;
 }
@@ -837,6 +1380,10 @@ int schemaVersion() { return static_cast<int>(std::size(sql::kMigrations)); }
 
 std::unique_ptr<Store> openSqlcipherStore(SqlcipherOptions options) {
     return std::make_unique<SqlcipherStore>(std::move(options));
+}
+
+bool keyOpensDatabase(const std::string& path, const SecretBytes& key) {
+    return SqlcipherStore::probe(path, key, /*integrity=*/false).opens;
 }
 
 }  // namespace twofactor::store

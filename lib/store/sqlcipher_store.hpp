@@ -22,6 +22,10 @@ struct SqlcipherOptions {
 // a twofactor database.
 [[nodiscard]] std::unique_ptr<Store> openSqlcipherStore(SqlcipherOptions options);
 
+// Whether `key` opens the existing database at `path` (a fresh connection
+// reads its schema): at start, to settle a key rotation a crash interrupted.
+[[nodiscard]] bool keyOpensDatabase(const std::string& path, const SecretBytes& key);
+
 // The schema version this build writes.
 [[nodiscard]] int schemaVersion();
 

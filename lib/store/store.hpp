@@ -6,6 +6,7 @@
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
+#include "util/secret.hpp"
 
 #include <exception>
 #include <functional>
@@ -36,18 +37,26 @@ struct CallQuery {
 };
 
 // Retention (issue 5): what one purge removes, per category.
+// Data of restricted subjects (GDPR Art. 18) is kept unchanged by every
+// category except code hashes, rate counters and fraud signals, and the audit
+// log's oldest records.
 enum class PurgeKind {
-    CodeHashes,       // requests.code_hash of requests finished or expired before the cutoff
+    CodeHashes,       // requests.code_hash of requests expired before the cutoff
     Deliveries,       // deliveries rows logged before the cutoff
     RequestLog,       // request_log rows before the cutoff
-    ClientData,       // requests.client_ip and requests.device of requests created before the cutoff
+    ClientData,       // destination, fallback, reference, client IP and device of requests created
+                      // before the cutoff: only the keyed subject hash is left
     RateCounters,     // rate_counters whose last send is a day old (every window is at most a day)
     FraudSets,        // fraud_sets members past their expiry
     SubjectFailures,  // subject_failures of subjects not locked and without a request since the cutoff
+    AuthMetadata,     // requests (authentication outcomes) created before authentication_metadata
+    AuditRecords,     // the oldest audit records, older than authentication_metadata
+    RemovedApps,      // everything of apps removed from the configuration removed_apps ago
 };
-inline constexpr PurgeKind kPurgeKinds[] = {PurgeKind::CodeHashes,   PurgeKind::Deliveries, PurgeKind::RequestLog,
+inline constexpr PurgeKind kPurgeKinds[] = {PurgeKind::CodeHashes,   PurgeKind::Deliveries,   PurgeKind::RequestLog,
                                             PurgeKind::ClientData,   PurgeKind::RateCounters, PurgeKind::FraudSets,
-                                            PurgeKind::SubjectFailures};
+                                            PurgeKind::SubjectFailures, PurgeKind::AuthMetadata,
+                                            PurgeKind::AuditRecords, PurgeKind::RemovedApps};
 // The category's name in Varlink replies, the CLI and retention_runs.
 [[nodiscard]] const char* purgeKindName(PurgeKind kind);
 
@@ -59,6 +68,9 @@ struct PurgeCounts {
     std::int64_t rateCounters = 0;
     std::int64_t fraudSets = 0;
     std::int64_t subjectFailures = 0;
+    std::int64_t authMetadata = 0;
+    std::int64_t auditRecords = 0;
+    std::int64_t removedApps = 0;
     std::int64_t& operator[](PurgeKind k);
     std::int64_t operator[](PurgeKind k) const { return const_cast<PurgeCounts&>(*this)[k]; }
     [[nodiscard]] std::int64_t total() const;
@@ -68,6 +80,65 @@ struct PurgeCounts {
 struct RetentionPolicy {
     std::int64_t codeHashes = 86400;
     std::int64_t deliveryLogs = 90 * 86400;
+    std::int64_t authMetadata = 365 * 86400;
+    std::int64_t removedApps = 30 * 86400;
+};
+
+// GDPR (issue 5): what is held about one data subject, found by the keyed
+// subject hash and, for fallback addresses, by the normalised address itself.
+struct SubjectFlags {
+    std::optional<std::int64_t> restrictedAt;  // Art. 18
+    std::optional<std::int64_t> objectedAt;    // Art. 21
+};
+
+struct SubjectFailureRecord {
+    std::string app;
+    otp::SubjectFailures failures;
+};
+
+struct SubjectData {
+    std::vector<otp::OtpRequest> requests;         // subject_hash = the subject's
+    std::vector<otp::OtpRequest> fallbackRequests;  // the subject's address was another request's email fallback
+    std::vector<otp::DeliveryAttempt> deliveries;   // of all those requests, oldest first
+    std::vector<otp::AuditRecord> audit;            // records naming the subject
+    std::optional<otp::OptOut> optOut;
+    std::vector<SubjectFailureRecord> failures;
+    SubjectFlags flags;
+    [[nodiscard]] bool empty() const {
+        return requests.empty() && fallbackRequests.empty() && deliveries.empty() && audit.empty() && !optOut &&
+               failures.empty() && !flags.restrictedAt && !flags.objectedAt;
+    }
+};
+
+// Rows erased or rewritten per table by an erasure or a rectification.
+struct SubjectCounts {
+    std::int64_t requests = 0;
+    std::int64_t fallbacks = 0;
+    std::int64_t deliveries = 0;
+    std::int64_t auditRecords = 0;
+    std::int64_t optOuts = 0;
+    std::int64_t failures = 0;
+    std::int64_t flags = 0;
+    std::int64_t rateCounters = 0;
+    std::int64_t fraudSets = 0;
+};
+
+// One entry of the register of data-subject requests.
+struct PrivacyRequest {
+    std::int64_t id = 0;
+    std::string kind;  // export, delete, rectify, restrict, unrestrict, object
+    std::string subjectHash;
+    std::int64_t received = 0;
+    std::int64_t due = 0;
+    std::optional<std::int64_t> completed;
+    std::int64_t uid = -1;
+    std::string note;  // short, no personal data
+};
+
+struct PrivacyRequestQuery {
+    bool openOnly = false;
+    std::optional<std::int64_t> overdueAt;  // open and due before this time
+    int limit = 1000;
 };
 
 // One recorded retention run.
@@ -112,7 +183,53 @@ public:
                                    bool dryRun) = 0;
     virtual void insertRetentionRun(const RetentionRun& run) = 0;
     [[nodiscard]] virtual std::optional<RetentionRun> lastRetentionRun() = 0;
+    // The apps the configuration names now: new ones are recorded, missing ones
+    // marked removed (now) and returning ones unmarked. Returns the names newly marked removed.
+    virtual std::vector<std::string> syncApps(const std::vector<std::string>& configured, std::int64_t now) = 0;
+
+    // GDPR data-subject requests (issue 5). `address` is the normalised email
+    // address or E.164 number, `subjectHash` its keyed hash.
+    [[nodiscard]] virtual SubjectFlags subjectFlags(std::string_view subjectHash) = 0;
+    virtual void setRestricted(std::string_view subjectHash, std::optional<std::int64_t> since) = 0;
+    virtual void setObjected(std::string_view subjectHash, std::optional<std::int64_t> since) = 0;
+    [[nodiscard]] virtual SubjectData findSubjectData(std::string_view subjectHash, std::string_view address) = 0;
+    // Erases everything held about the subject; audit records keep their place
+    // in the chain with the subject blanked.
+    virtual SubjectCounts eraseSubject(std::string_view subjectHash, std::string_view address) = 0;
+    // Moves the subject's requests, opt-out, failure counts and flags to the new
+    // address. The audit log keeps what happened to the old one.
+    virtual SubjectCounts rectifySubject(std::string_view oldHash, std::string_view oldAddress,
+                                         std::string_view newHash, std::string_view newAddress) = 0;
+
+    virtual std::int64_t insertPrivacyRequest(const PrivacyRequest& request) = 0;
+    // The oldest open entry of that kind for the subject.
+    [[nodiscard]] virtual std::optional<PrivacyRequest> findOpenPrivacyRequest(std::string_view kind,
+                                                                              std::string_view subjectHash) = 0;
+    virtual void completePrivacyRequest(std::int64_t id, std::int64_t at) = 0;
+    [[nodiscard]] virtual std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& query) = 0;
 };
+
+// ---- Maintenance (issue 5): how a key rotation and a backup end ----
+
+enum class RekeyStatus {
+    Rotated,     // verified: the new key opens the database, integrity ok, the old key no longer opens it
+    OldKey,      // failed: the database still opens with the old key only, which stays in use
+    NewKeyOnly,  // failed: the database opens with the new key only but integrity_check found errors
+    NoKey,       // failed: the database opens with neither key; the store refuses all work
+    Busy,        // not tried: a backup was running
+};
+struct RekeyResult {
+    RekeyStatus status = RekeyStatus::OldKey;
+    std::string detail;  // what was found or what failed; never key material
+};
+
+enum class BackupStatus { Done, Busy, Failed };
+struct BackupResult {
+    BackupStatus status = BackupStatus::Failed;
+    std::int64_t pages = 0;
+    std::string error;  // when Failed or Busy
+};
+using BackupProgress = std::function<void(std::int64_t pagesDone, std::int64_t pagesTotal)>;
 
 class Store {
 public:
@@ -137,6 +254,31 @@ public:
     virtual void close() = 0;
 
     [[nodiscard]] virtual std::string description() const = 0;
+
+    // ---- Maintenance (issue 5): key rotation and online backup ----
+    // At most one of them runs at a time; the other is refused with Busy.
+    // The defaults refuse, for stores that cannot do either.
+
+    // Rekeys the database to `newKey` on the writer's connection, between
+    // batches, and verifies the result with fresh connections: the new key
+    // opens it and integrity_check says "ok", the old key no longer opens it.
+    // The store goes on with whichever key opens the database. `done` runs on
+    // the writer thread.
+    virtual void rekey(SecretBytes newKey, std::function<void(RekeyResult)> done) {
+        newKey.wipe();
+        if (done) done(RekeyResult{RekeyStatus::OldKey, "this store cannot change its key"});
+    }
+
+    // Copies a consistent snapshot of the database (one read transaction, while
+    // the writer goes on committing) into `target`, an existing empty file, with
+    // the SQLite backup API; encrypted under the store key; then checks that the
+    // copy opens with the key and passes integrity_check. `progress` gets pages
+    // copied and the total. Blocks: call it off the I/O and writer threads.
+    [[nodiscard]] virtual BackupResult backup(const std::string& target, const BackupProgress& progress) {
+        (void)target;
+        (void)progress;
+        return BackupResult{BackupStatus::Failed, 0, "this store cannot make backups"};
+    }
 };
 
 // Runs work and waits for its commit; rethrows its error. For tests, tools and benchmarks.

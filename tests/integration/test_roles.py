@@ -47,6 +47,16 @@ EXPECTED = {
     "io.twofactor.Audit.Verify": {"admin"},
     "io.twofactor.Privacy.RetentionRun": {"dpo", "admin"},
     "io.twofactor.Privacy.RetentionStatus": {"dpo", "admin"},
+    "io.twofactor.Privacy.SubjectExport": {"dpo", "admin"},
+    "io.twofactor.Privacy.SubjectErase": {"dpo", "admin"},
+    "io.twofactor.Privacy.SubjectRectify": {"dpo", "admin"},
+    "io.twofactor.Privacy.SubjectRestrict": {"dpo", "admin"},
+    "io.twofactor.Privacy.SubjectUnrestrict": {"dpo", "admin"},
+    "io.twofactor.Privacy.SubjectObject": {"dpo", "admin"},
+    "io.twofactor.Privacy.RegisterRequest": {"dpo", "admin"},
+    "io.twofactor.Privacy.Requests": {"dpo", "admin"},
+    "io.twofactor.Maintenance.RotateKey": {"admin"},
+    "io.twofactor.Maintenance.Backup": {"admin"},  # an admin without "more" gets ExpectedMore
 }
 
 # Parameters that pass validation, so that only access decides.
@@ -60,6 +70,13 @@ PARAMS = {
     "io.twofactor.OptOut.Add": {"destination": "+4915112349999"},
     "io.twofactor.OptOut.Remove": {"destination": "+4915112349999"},
     "io.twofactor.Privacy.RetentionRun": {"dryRun": True},
+    "io.twofactor.Privacy.SubjectExport": {"subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.SubjectErase": {"subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.SubjectRectify": {"subject": "roles-gdpr@example.org", "to": "roles-new@example.org"},
+    "io.twofactor.Privacy.SubjectRestrict": {"subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.SubjectUnrestrict": {"subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.SubjectObject": {"subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.RegisterRequest": {"kind": "export", "subject": "roles-gdpr@example.org"},
 }
 
 CALLER = r"""

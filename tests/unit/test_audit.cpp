@@ -94,6 +94,29 @@ public:
     }
     void insertRetentionRun(const store::RetentionRun& r) override { t_.insertRetentionRun(r); }
     std::optional<store::RetentionRun> lastRetentionRun() override { return t_.lastRetentionRun(); }
+    otp::AuditAnchor auditAnchor() override { return t_.auditAnchor(); }
+    std::vector<std::string> syncApps(const std::vector<std::string>& c, std::int64_t now) override {
+        return t_.syncApps(c, now);
+    }
+    store::SubjectFlags subjectFlags(std::string_view h) override { return t_.subjectFlags(h); }
+    void setRestricted(std::string_view h, std::optional<std::int64_t> s) override { t_.setRestricted(h, s); }
+    void setObjected(std::string_view h, std::optional<std::int64_t> s) override { t_.setObjected(h, s); }
+    store::SubjectData findSubjectData(std::string_view h, std::string_view a) override {
+        return t_.findSubjectData(h, a);
+    }
+    store::SubjectCounts eraseSubject(std::string_view h, std::string_view a) override { return t_.eraseSubject(h, a); }
+    store::SubjectCounts rectifySubject(std::string_view oh, std::string_view oa, std::string_view nh,
+                                        std::string_view na) override {
+        return t_.rectifySubject(oh, oa, nh, na);
+    }
+    std::int64_t insertPrivacyRequest(const store::PrivacyRequest& r) override { return t_.insertPrivacyRequest(r); }
+    std::optional<store::PrivacyRequest> findOpenPrivacyRequest(std::string_view k, std::string_view h) override {
+        return t_.findOpenPrivacyRequest(k, h);
+    }
+    void completePrivacyRequest(std::int64_t id, std::int64_t at) override { t_.completePrivacyRequest(id, at); }
+    std::vector<store::PrivacyRequest> listPrivacyRequests(const store::PrivacyRequestQuery& q) override {
+        return t_.listPrivacyRequests(q);
+    }
 
 private:
     store::Transaction& t_;
@@ -365,4 +388,65 @@ TEST_CASE_METHOD(Fixture, "audit records never hold a code or a destination", "[
     }
     CHECK(all.find(code) == std::string::npos);
     CHECK(all.find(crypto::hex(pepper.data(), pepper.size())) == std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "an erased subject keeps the chain valid; a swapped subject does not", "[audit][gdpr]") {
+    activity();
+    close();
+    // Allowed by the triggers: blanking the subject and its nonce (GDPR erasure).
+    rawSql("UPDATE audit SET subject = '', subject_nonce = '' WHERE subject <> ''");
+    open();
+    auto v = verifyChain();
+    CHECK(v.ok);
+    CHECK(v.erased == 5);
+    for (const auto& r : records()) CHECK(r.subject.empty());
+
+    close();
+    // Anything else is refused by the triggers...
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path().c_str(), &db) == SQLITE_OK);
+    const std::string key = "PRAGMA key = \"x'" + crypto::hex(storeKey.data(), storeKey.size()) + "'\"";
+    REQUIRE(sqlite3_exec(db, key.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "UPDATE audit SET subject = '', detail = 'x' WHERE seq = 2", nullptr, nullptr, nullptr) !=
+          SQLITE_OK);
+    CHECK(sqlite3_exec(db, "UPDATE audit SET subject = 'other' WHERE seq = 2", nullptr, nullptr, nullptr) != SQLITE_OK);
+    CHECK(sqlite3_exec(db, "DELETE FROM audit WHERE seq = 1", nullptr, nullptr, nullptr) != SQLITE_OK);
+    sqlite3_close(db);
+    open();
+    CHECK(verifyChain().ok);
+}
+
+TEST_CASE_METHOD(Fixture, "a subject put on a record it was not sealed with is found", "[audit][gdpr]") {
+    activity();
+    const auto subject = records().at(1).subject;
+    REQUIRE_FALSE(subject.empty());
+    close();
+    rawSql("DROP TRIGGER audit_no_update; UPDATE audit SET subject = '" + std::string(64, 'b') + "' WHERE seq = 2");
+    open();
+    const auto v = verifyChain();
+    CHECK_FALSE(v.ok);
+    REQUIRE(v.firstBroken);
+    CHECK(*v.firstBroken == 2);
+    CHECK(v.reason.find("subject") != std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "retention prunes the head of the chain and it resumes from the anchor", "[audit][retention]") {
+    activity();  // 5 records at T
+    clock.set(clock.now() + 400 * 86400);
+    activity();  // 5 more, 400 days later
+    store::RetentionPolicy policy;
+    const auto counts = store::purge(*real, clock.now(), policy, 2, false);
+    CHECK(counts.auditRecords == 5);  // the first activity's records, more than a year old
+    auto v = verifyChain();
+    CHECK(v.ok);
+    CHECK(v.prunedBefore == 6);
+    CHECK(v.records == 5);
+    // A pruned head is not a gap: a record deleted from the middle still is.
+    close();
+    rawSql("UPDATE audit_gate SET prune_before = 8; DELETE FROM audit WHERE seq = 8; "
+           "UPDATE audit_gate SET prune_before = 0");
+    open();
+    v = verifyChain();
+    CHECK_FALSE(v.ok);
+    CHECK(v.reason.find("missing") != std::string::npos);
 }

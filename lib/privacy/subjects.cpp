@@ -1,0 +1,449 @@
+#include "privacy/subjects.hpp"
+
+#include "otp/destination.hpp"
+#include "util/log.hpp"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+
+namespace twofactor::privacy {
+
+using json = nlohmann::json;
+
+bool validRequestKind(std::string_view kind) {
+    return std::find(std::begin(kRequestKinds), std::end(kRequestKinds), kind) != std::end(kRequestKinds);
+}
+
+namespace {
+
+otp::Failure storeFailed(std::exception_ptr e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const otp::AuditWriteError& a) {
+        log::error(std::string("privacy request refused: ") + a.what());
+        return otp::Failure{"io.twofactor.Otp.AuditFailed", {}, "the audit record could not be written"};
+    } catch (const std::exception& x) {
+        log::error(std::string("privacy request failed in the store: ") + x.what());
+    } catch (...) {
+    }
+    return otp::Failure{"io.twofactor.Privacy.InternalError", {}, "the store failed"};
+}
+
+otp::Failure noSuchSubject() {
+    return otp::Failure{"io.twofactor.Privacy.NoSuchSubject", {}, "nothing is held about this subject"};
+}
+
+json isoOrNull(const std::optional<std::int64_t>& t) { return t ? json(*t) : json(nullptr); }
+
+// The country an AWS region is in (the regions SES sends from).
+std::string awsRegionCountry(const std::string& region) {
+    static const std::map<std::string, std::string> kCountries = {
+        {"eu-west-1", "Ireland"},        {"eu-west-2", "United Kingdom"}, {"eu-west-3", "France"},
+        {"eu-central-1", "Germany"},     {"eu-central-2", "Switzerland"}, {"eu-north-1", "Sweden"},
+        {"eu-south-1", "Italy"},         {"eu-south-2", "Spain"},         {"us-east-1", "United States"},
+        {"us-east-2", "United States"},  {"us-west-1", "United States"},  {"us-west-2", "United States"},
+        {"ca-central-1", "Canada"},      {"ap-south-1", "India"},         {"ap-northeast-1", "Japan"},
+        {"ap-northeast-2", "South Korea"}, {"ap-northeast-3", "Japan"},   {"ap-southeast-1", "Singapore"},
+        {"ap-southeast-2", "Australia"}, {"sa-east-1", "Brazil"},         {"il-central-1", "Israel"},
+        {"me-south-1", "Bahrain"},       {"af-south-1", "South Africa"},
+    };
+    auto it = kCountries.find(region);
+    return it == kCountries.end() ? "AWS region " + region : it->second + " (AWS region " + region + ")";
+}
+
+// The host of a URL like smtp://relay.example.org:587.
+std::string urlHost(const std::string& url) {
+    auto start = url.find("://");
+    start = start == std::string::npos ? 0 : start + 3;
+    auto end = url.find_first_of(":/", start);
+    return url.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+json requestJson(const otp::OtpRequest& r, std::int64_t now) {
+    json j = {{"id", r.id},
+              {"app", r.app},
+              {"channel", r.channel},
+              {"destination", r.destination.empty() ? json(nullptr) : json(r.destination)},
+              {"purpose", r.purpose},
+              {"locale", r.locale},
+              {"status", otp::statusName(r.effectiveStatus(now))},
+              {"attempts", r.attempts},
+              {"sends", r.sends},
+              {"createdAt", r.createdAt},
+              {"expiresAt", r.expiresAt},
+              {"finishedAt", isoOrNull(r.finishedAt)}};
+    if (!r.clientIp.empty()) j["clientIp"] = r.clientIp;
+    if (!r.device.empty()) j["device"] = r.device;
+    if (!r.reference.empty()) j["reference"] = r.reference;
+    if (!r.fallbackDestination.empty()) j["fallbackEmail"] = r.fallbackDestination;
+    if (!r.failure.empty()) j["failure"] = r.failure;
+    return j;
+}
+
+json deliveryJson(const otp::DeliveryAttempt& a) {
+    json j = {{"requestId", a.requestId}, {"channel", a.channel}, {"provider", a.driver}, {"send", a.send},
+              {"attempt", a.attempt},     {"at", a.at},           {"outcome", a.outcome}};
+    if (!a.providerMessageId.empty()) j["providerMessageId"] = a.providerMessageId;
+    if (!a.providerStatus.empty()) {
+        j["providerStatus"] = a.providerStatus;
+        j["providerStatusAt"] = a.providerStatusAt;
+    }
+    if (!a.error.empty()) j["error"] = a.error;
+    return j;
+}
+
+}  // namespace
+
+SubjectService::SubjectService(const config::Config& config, otp::OtpService& service)
+    : config_(config), service_(service) {
+    std::set<std::string> regions;
+    for (const auto& [name, app] : config.apps) regions.insert(app.defaultRegion);
+    if (regions.size() == 1) phoneRegion_ = *regions.begin();
+}
+
+std::variant<SubjectService::Subject, otp::Failure> SubjectService::parseSubject(const std::string& text,
+                                                                                 const char* parameter) const {
+    auto parsed = otp::parseDestination(text, phoneRegion_);
+    if (auto* err = std::get_if<otp::DestinationError>(&parsed))
+        return otp::Failure{"io.twofactor.Privacy.InvalidSubject",
+                            {{"parameter", parameter}, {"reason", err->reason}},
+                            std::string("invalid ") + parameter + ": " + err->reason};
+    const auto& d = std::get<otp::Destination>(parsed);
+    return Subject{d.normalized, service_.subjectHash(d.normalized), d.kind == otp::DestinationKind::Email};
+}
+
+std::optional<otp::Failure> SubjectService::checkReceived(const RequestContext& ctx) const {
+    if (ctx.received && (*ctx.received < 946684800 || *ctx.received > service_.now() + 86400))
+        return otp::Failure{"org.varlink.service.InvalidParameter", {{"parameter", "received"}},
+                            "received must lie between 2000 and today"};
+    return std::nullopt;
+}
+
+std::int64_t SubjectService::completeRequest(store::Transaction& t, const std::string& kind,
+                                             const std::string& subjectHash, const RequestContext& ctx,
+                                             const std::string& note) const {
+    const std::int64_t now = service_.now();
+    if (auto open = t.findOpenPrivacyRequest(kind, subjectHash)) {
+        t.completePrivacyRequest(open->id, now);
+        return open->id;
+    }
+    store::PrivacyRequest r;
+    r.kind = kind;
+    r.subjectHash = subjectHash;
+    r.received = ctx.received.value_or(now);
+    r.due = r.received + kAnswerWithin;
+    r.completed = now;
+    r.uid = ctx.uid;
+    r.note = note;
+    return t.insertPrivacyRequest(r);
+}
+
+std::string SubjectService::recipientName(const std::string& driver) const {
+    if (driver == "ses") return "Amazon Web Services EMEA SARL (Amazon SES)";
+    if (driver == "smtp") return "SMTP relay " + urlHost(config_.smtp.url);
+    if (driver == "whatsapp") return "Meta Platforms Ireland Ltd. (WhatsApp Business Cloud API)";
+    return driver;
+}
+
+std::string SubjectService::recipientCountry(const std::string& driver) const {
+    if (driver == "ses") return awsRegionCountry(config_.ses.region);
+    if (driver == "whatsapp") return "Ireland; transfers to the United States (EU-US Data Privacy Framework)";
+    if (driver == "smtp") return "where the relay " + urlHost(config_.smtp.url) + " is operated";
+    return "";
+}
+
+std::vector<Recipient> SubjectService::recipientsOf(const std::vector<otp::DeliveryAttempt>& deliveries) const {
+    std::map<std::string, Recipient> byDriver;
+    for (const auto& a : deliveries) {
+        if (a.driver == "outbox") continue;  // stays on this host
+        // Every attempt handed the address over, accepted or not.
+        auto& r = byDriver[a.driver];
+        r.driver = a.driver;
+        if (!a.providerMessageId.empty() &&
+            std::find(r.messageIds.begin(), r.messageIds.end(), a.providerMessageId) == r.messageIds.end())
+            r.messageIds.push_back(a.providerMessageId);
+    }
+    std::vector<Recipient> out;
+    for (auto& [driver, r] : byDriver) {
+        r.name = recipientName(driver);
+        r.country = recipientCountry(driver);
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+json SubjectService::article15Context() const {
+    std::set<std::string> drivers;
+    for (const auto& [channel, driver] : config_.drivers) drivers.insert(driver);
+    json recipients = json::array();
+    for (const auto& d : drivers) {
+        if (d == "outbox") continue;
+        recipients.push_back({{"name", recipientName(d)},
+                              {"country", recipientCountry(d)},
+                              {"receives", d == "whatsapp" ? "your phone number and the code message, to deliver it"
+                                                           : "your email address and the code message, to deliver it"}});
+    }
+    const auto days = [](std::int64_t seconds) { return seconds / 86400; };
+    const auto& r = config_.retention;
+    return {
+        {"controller", "the operator of this twofactor service"},
+        {"purposes",
+         json::array({"sending one-time passwords you asked for and checking them (the service you use)",
+                      "preventing abuse: rate limits and fraud detection from IP addresses and device details "
+                      "(legitimate interest, Art. 6(1)(f))",
+                      "security and accountability: an audit log of outcomes (Art. 6(1)(c), (f))"})},
+        {"categories",
+         json::array({"contact data: email address or phone number", "request metadata: app, purpose, times, status",
+                      "authentication outcomes: success or failure, never the code",
+                      "technical data: client IP address and device details, if the app passed them",
+                      "delivery data: provider message ids and delivery status",
+                      "preferences: WhatsApp opt-out (STOP), restriction and objection"})},
+        {"recipients", recipients},
+        {"retention",
+         {{"codeHashes", std::to_string(r.codeHashes / 3600) + " hours after the request ended"},
+          {"deliveryLogs", std::to_string(days(r.deliveryLogs)) +
+                               " days (delivery log, IP addresses, device details, your address in request records)"},
+          {"authenticationMetadata",
+           std::to_string(days(r.authenticationMetadata)) +
+               " days (outcomes, identified only by a keyed hash after the delivery-log period)"},
+          {"removedApps", std::to_string(days(r.removedApps)) + " days after an app is removed"}}},
+        {"rights",
+         json::array({"access (Art. 15)", "rectification (Art. 16)", "erasure (Art. 17)",
+                      "restriction of processing (Art. 18)", "data portability (Art. 20)", "objection (Art. 21)"})},
+        {"complaint", "You may lodge a complaint with a supervisory authority, in particular in the EU member state "
+                      "of your habitual residence, place of work or of the alleged infringement (Art. 77)."},
+        {"source", "the application you signed in to gave us your address or number when you asked for a code; "
+                   "WhatsApp opt-outs come from your replies"},
+        {"automatedDecisions", "No decisions with legal or similarly significant effects. Rate limits and fraud "
+                               "rules may refuse to send a code automatically (Art. 22 does not apply)."},
+    };
+}
+
+void SubjectService::exportData(std::string text, RequestContext ctx, Reply<ExportResult> reply) {
+    auto parsed = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
+    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
+    const Subject subject = std::get<Subject>(parsed);
+    auto result = std::make_shared<ExportResult>();
+    service_.store().submit(
+        [this, subject, ctx, result](store::Transaction& t) {
+            const std::int64_t now = service_.now();
+            const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
+            json requests = json::array(), fallbacks = json::array(), deliveries = json::array(),
+                 auth = json::array(), failures = json::array();
+            for (const auto& r : d.requests) requests.push_back(requestJson(r, now));
+            for (const auto& r : d.fallbackRequests) {
+                json j = requestJson(r, now);
+                j.erase("destination");  // another subject's number
+                fallbacks.push_back(std::move(j));
+            }
+            for (const auto& a : d.deliveries) deliveries.push_back(deliveryJson(a));
+            for (const auto& a : d.audit) {
+                json j = {{"time", a.at}, {"event", a.event}, {"outcome", a.outcome}};
+                if (!a.app.empty()) j["app"] = a.app;
+                if (!a.requestId.empty()) j["requestId"] = a.requestId;
+                auth.push_back(std::move(j));
+            }
+            for (const auto& f : d.failures)
+                failures.push_back({{"app", f.app},
+                                    {"failedVerifications", f.failures.failures},
+                                    {"lockedUntil", f.failures.lockedUntil}});
+            json optOut = nullptr;
+            if (d.optOut)
+                optOut = {{"since", d.optOut->createdAt}, {"source", d.optOut->source}, {"reason", d.optOut->reason}};
+            result->empty = d.empty();
+            result->registerId = completeRequest(t, "export", subject.hash, ctx, result->empty ? "nothing held" : "");
+            result->document = {
+                {"format", "twofactor-subject-export/1"},
+                {"generatedAt", now},
+                {"subject", {{"kind", subject.email ? "email" : "phone"}, {"address", subject.address}}},
+                {"restricted", d.flags.restrictedAt.has_value()},
+                {"restrictedSince", isoOrNull(d.flags.restrictedAt)},
+                {"objected", d.flags.objectedAt.has_value()},
+                {"objectedSince", isoOrNull(d.flags.objectedAt)},
+                {"data",
+                 {{"requests", requests},
+                  {"requestsWithYourFallbackEmail", fallbacks},
+                  {"deliveries", deliveries},
+                  {"authenticationEvents", auth},
+                  {"optOut", optOut},
+                  {"verificationFailures", failures}}},
+                {"context", article15Context()},
+            };
+            service_.record(t, service_.auditRecord("gdpr-export", "", ctx.uid, "success", "", "",
+                                                    std::to_string(d.requests.size()) + " request(s)"));
+        },
+        [result, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailed(e));
+            reply(std::move(*result));
+        });
+}
+
+void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> reply) {
+    auto parsed = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
+    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
+    const Subject subject = std::get<Subject>(parsed);
+    auto result = std::make_shared<Erasure>();
+    auto missing = std::make_shared<bool>(false);
+    service_.store().submit(
+        [this, subject, ctx, result, missing](store::Transaction& t) {
+            const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
+            if (d.empty()) {
+                *missing = true;
+                result->registerId = completeRequest(t, "delete", subject.hash, ctx, "nothing held");
+                return;
+            }
+            result->recipients = recipientsOf(d.deliveries);
+            result->counts = t.eraseSubject(subject.hash, subject.address);
+            result->registerId = completeRequest(t, "delete", subject.hash, ctx, "");
+            service_.record(t, service_.auditRecord("gdpr-delete", "", ctx.uid, "success", "", "",
+                                                    std::to_string(result->counts.requests) + " request(s), " +
+                                                        std::to_string(result->counts.deliveries) +
+                                                        " delivery attempt(s) erased"));
+        },
+        [this, result, missing, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailed(e));
+            if (*missing) return reply(noSuchSubject());
+            // Deleted rows must not linger in the WAL: checkpoint before answering
+            // (secure_delete has overwritten them in the pages themselves).
+            service_.store().checkpoint([result, reply](std::exception_ptr ce) {
+                if (ce) log::warning("checkpoint after an erasure failed; it happens at the next one");
+                reply(std::move(*result));
+            });
+        });
+}
+
+void SubjectService::rectify(std::string text, std::string to, RequestContext ctx, Reply<Rectification> reply) {
+    auto parsedOld = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsedOld)) return reply(std::move(*f));
+    auto parsedNew = parseSubject(to, "to");
+    if (auto* f = std::get_if<otp::Failure>(&parsedNew)) return reply(std::move(*f));
+    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
+    const Subject from = std::get<Subject>(parsedOld);
+    const Subject into = std::get<Subject>(parsedNew);
+    if (from.email != into.email)
+        return reply(otp::Failure{"io.twofactor.Privacy.InvalidSubject",
+                                  {{"parameter", "to"}, {"reason", "an email address and a phone number cannot replace each other"}},
+                                  "invalid to: an email address and a phone number cannot replace each other"});
+    if (from.hash == into.hash)
+        return reply(otp::Failure{"io.twofactor.Privacy.InvalidSubject",
+                                  {{"parameter", "to"}, {"reason", "it is the same address once normalised"}},
+                                  "invalid to: it is the same address once normalised"});
+    auto result = std::make_shared<Rectification>();
+    auto failure = std::make_shared<std::optional<otp::Failure>>();
+    service_.store().submit(
+        [this, from, into, ctx, result, failure](store::Transaction& t) {
+            if (t.subjectFlags(from.hash).restrictedAt || t.subjectFlags(into.hash).restrictedAt) {
+                *failure = otp::Failure{"io.twofactor.Otp.Restricted", {},
+                                        "processing of this subject is restricted (Art. 18): unrestrict first"};
+                return;
+            }
+            // The audit log is history and is not rectified: nothing else held, nothing to do.
+            auto held = t.findSubjectData(from.hash, from.address);
+            held.audit.clear();
+            if (held.empty()) {
+                *failure = noSuchSubject();
+                return;
+            }
+            result->counts = t.rectifySubject(from.hash, from.address, into.hash, into.address);
+            result->registerId = completeRequest(t, "rectify", from.hash, ctx, "");
+            service_.record(t, service_.auditRecord("gdpr-rectify", "", ctx.uid, "success", "", "",
+                                                    std::to_string(result->counts.requests) + " request(s) moved"));
+        },
+        [result, failure, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailed(e));
+            if (*failure) return reply(std::move(**failure));
+            reply(std::move(*result));
+        });
+}
+
+void SubjectService::restrict(std::string text, bool on, RequestContext ctx, Reply<FlagChange> reply) {
+    auto parsed = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
+    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
+    const Subject subject = std::get<Subject>(parsed);
+    auto result = std::make_shared<FlagChange>();
+    service_.store().submit(
+        [this, subject, on, ctx, result](store::Transaction& t) {
+            const auto before = t.subjectFlags(subject.hash).restrictedAt;
+            const std::int64_t now = service_.now();
+            result->changed = on != before.has_value();
+            if (result->changed) t.setRestricted(subject.hash, on ? std::optional<std::int64_t>(now) : std::nullopt);
+            result->since = on ? (before ? before : std::optional<std::int64_t>(now)) : std::nullopt;
+            const std::string kind = on ? "restrict" : "unrestrict";
+            result->registerId = completeRequest(t, kind, subject.hash, ctx, result->changed ? "" : "already so");
+            service_.record(t, service_.auditRecord("gdpr-" + kind, "", ctx.uid, "success", "", "",
+                                                    result->changed ? "" : "unchanged"));
+        },
+        [result, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailed(e));
+            reply(std::move(*result));
+        });
+}
+
+void SubjectService::object(std::string text, RequestContext ctx, Reply<FlagChange> reply) {
+    auto parsed = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
+    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
+    const Subject subject = std::get<Subject>(parsed);
+    auto result = std::make_shared<FlagChange>();
+    service_.store().submit(
+        [this, subject, ctx, result](store::Transaction& t) {
+            const auto before = t.subjectFlags(subject.hash).objectedAt;
+            result->changed = !before;
+            result->since = before ? before : std::optional<std::int64_t>(service_.now());
+            if (result->changed) t.setObjected(subject.hash, result->since);
+            result->registerId = completeRequest(t, "object", subject.hash, ctx, result->changed ? "" : "already so");
+            service_.record(t, service_.auditRecord("gdpr-object", "", ctx.uid, "success", "", "",
+                                                    result->changed ? "" : "unchanged"));
+        },
+        [result, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailed(e));
+            reply(std::move(*result));
+        });
+}
+
+void SubjectService::registerRequest(std::string kind, std::string text, std::string note, RequestContext ctx,
+                                     Reply<store::PrivacyRequest> reply) {
+    if (!validRequestKind(kind))
+        return reply(otp::Failure{"org.varlink.service.InvalidParameter", {{"parameter", "kind"}},
+                                  "kind must be export, delete, rectify, restrict, unrestrict or object"});
+    if (note.size() > 256)
+        return reply(otp::Failure{"org.varlink.service.InvalidParameter", {{"parameter", "note"}},
+                                  "note must be at most 256 characters"});
+    auto parsed = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
+    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
+    const Subject subject = std::get<Subject>(parsed);
+    auto result = std::make_shared<store::PrivacyRequest>();
+    service_.store().submit(
+        [this, subject, kind, note, ctx, result](store::Transaction& t) {
+            result->kind = kind;
+            result->subjectHash = subject.hash;
+            result->received = ctx.received.value_or(service_.now());
+            result->due = result->received + kAnswerWithin;
+            result->uid = ctx.uid;
+            result->note = note;
+            result->id = t.insertPrivacyRequest(*result);
+            service_.record(t, service_.auditRecord("gdpr-register", "", ctx.uid, "success", "", "",
+                                                    kind + " request " + std::to_string(result->id) + " received"));
+        },
+        [result, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailed(e));
+            reply(std::move(*result));
+        });
+}
+
+void SubjectService::listRequests(store::PrivacyRequestQuery query, Reply<std::vector<store::PrivacyRequest>> reply) {
+    auto result = std::make_shared<std::vector<store::PrivacyRequest>>();
+    service_.store().submit([query, result](store::Transaction& t) { *result = t.listPrivacyRequests(query); },
+                            [result, reply](std::exception_ptr e) {
+                                if (e) return reply(storeFailed(e));
+                                reply(std::move(*result));
+                            });
+}
+
+}  // namespace twofactor::privacy

@@ -1,0 +1,112 @@
+// GDPR data-subject requests (issue 5): access/portability (Art. 15, 20),
+// erasure with the recipients to notify (Art. 17, 19), rectification (Art.
+// 16), restriction (Art. 18), objection (Art. 21), and the register of
+// requests with their one-month deadline (Art. 12(3)).
+//
+// A subject is an email address or a phone number, normalised exactly as at
+// send time and found by the keyed subject hash. Each operation is one store
+// work item together with its register entry and its audit record: it happens
+// whole, recorded, or not at all.
+#pragma once
+
+#include "config/config.hpp"
+#include "otp/service.hpp"
+#include "store/store.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace twofactor::privacy {
+
+inline constexpr std::int64_t kAnswerWithin = 30 * 86400;  // Art. 12(3): one month
+inline constexpr const char* kRequestKinds[] = {"export", "delete", "rectify", "restrict", "unrestrict", "object"};
+[[nodiscard]] bool validRequestKind(std::string_view kind);
+
+// Who else processed a subject's messages, for the Art. 19 notice.
+struct Recipient {
+    std::string name;     // "Amazon Web Services (Amazon SES)", ...
+    std::string driver;   // ses, smtp, whatsapp
+    std::string country;  // where it processes, as far as the configuration tells
+    std::vector<std::string> messageIds;  // the provider's ids of the messages it accepted
+};
+
+struct Erasure {
+    store::SubjectCounts counts;
+    std::vector<Recipient> recipients;
+    std::int64_t registerId = 0;
+};
+
+struct FlagChange {
+    bool changed = false;             // false: it was already so
+    std::optional<std::int64_t> since;  // restriction / objection in force since
+    std::int64_t registerId = 0;
+};
+
+struct Rectification {
+    store::SubjectCounts counts;
+    std::int64_t registerId = 0;
+};
+
+struct ExportResult {
+    nlohmann::json document;
+    bool empty = true;  // nothing is held about the subject
+    std::int64_t registerId = 0;
+};
+
+// Common to every request: who asked, and when the request was received
+// (default: now) for the deadline.
+struct RequestContext {
+    std::int64_t uid = -1;
+    std::optional<std::int64_t> received;
+};
+
+class SubjectService {
+public:
+    template <typename T>
+    using Reply = std::function<void(otp::Outcome<T>)>;
+
+    SubjectService(const config::Config& config, otp::OtpService& service);
+
+    void exportData(std::string subject, RequestContext ctx, Reply<ExportResult> reply);
+    void erase(std::string subject, RequestContext ctx, Reply<Erasure> reply);
+    void rectify(std::string subject, std::string to, RequestContext ctx, Reply<Rectification> reply);
+    void restrict(std::string subject, bool on, RequestContext ctx, Reply<FlagChange> reply);
+    void object(std::string subject, RequestContext ctx, Reply<FlagChange> reply);
+
+    // Records a request received (by letter, mail, ...) to be answered later.
+    void registerRequest(std::string kind, std::string subject, std::string note, RequestContext ctx,
+                         Reply<store::PrivacyRequest> reply);
+    void listRequests(store::PrivacyRequestQuery query, Reply<std::vector<store::PrivacyRequest>> reply);
+
+    // The Art. 15 context of an export: purposes, categories, recipients and
+    // their countries, retention periods, rights, complaint, source, automated decisions.
+    [[nodiscard]] nlohmann::json article15Context() const;
+
+private:
+    struct Subject {
+        std::string address;  // normalised
+        std::string hash;
+        bool email = true;
+    };
+    [[nodiscard]] std::variant<Subject, otp::Failure> parseSubject(const std::string& text,
+                                                                   const char* parameter) const;
+    [[nodiscard]] std::optional<otp::Failure> checkReceived(const RequestContext& ctx) const;
+    // Completes the oldest open register entry of that kind for the subject, or
+    // adds a completed one. Returns its id.
+    std::int64_t completeRequest(store::Transaction& t, const std::string& kind, const std::string& subjectHash,
+                                 const RequestContext& ctx, const std::string& note) const;
+    [[nodiscard]] std::vector<Recipient> recipientsOf(const std::vector<otp::DeliveryAttempt>& deliveries) const;
+    [[nodiscard]] std::string recipientName(const std::string& driver) const;
+    [[nodiscard]] std::string recipientCountry(const std::string& driver) const;
+
+    const config::Config& config_;
+    otp::OtpService& service_;
+    std::string phoneRegion_;  // the default region every app shares, else "" (E.164 required)
+};
+
+}  // namespace twofactor::privacy
