@@ -2,6 +2,9 @@
 // own store (openSqlcipherStore, synchronous FULL, the daemon's schema and
 // statements).
 //
+// Rows are written in time order (ten requests a second), as the daemon
+// writes them; subject hashes are random, as keyed hashes are.
+//
 // 1. Export of one subject among --rows requests: the store work item behind
 //    `twofactor gdpr export` (Transaction::findSubjectData: requests,
 //    fallbacks, deliveries, audit, opt-out, failures, flags). Target <= 50 ms.
@@ -98,7 +101,8 @@ int main(int argc, char** argv) {
     for (long start = 0; start < rows; start += chunk) {
         store::runSync(*s, [&](store::Transaction& t) {
             for (long n = start; n < std::min(rows, start + chunk); ++n) {
-                const auto r = makeRequest(n, kNow - 200 * kDay + n % 1000);
+                // Rows arrive in time order, ten per second.
+                const auto r = makeRequest(n, kNow - 200 * kDay + n / 10);
                 t.insertRequest(r);
                 DeliveryAttempt a;
                 a.requestId = r.id;

@@ -121,6 +121,29 @@ std::optional<otp::Failure> SubjectService::checkReceived(const RequestContext& 
     return std::nullopt;
 }
 
+template <typename T>
+std::optional<SubjectService::Subject> SubjectService::begin(const std::string& text, const RequestContext& ctx,
+                                                             const Reply<T>& reply) const {
+    auto parsed = parseSubject(text, "subject");
+    if (auto* f = std::get_if<otp::Failure>(&parsed)) {
+        reply(std::move(*f));
+        return std::nullopt;
+    }
+    if (auto f = checkReceived(ctx)) {
+        reply(std::move(*f));
+        return std::nullopt;
+    }
+    return std::get<Subject>(parsed);
+}
+
+template <typename T>
+std::function<void(std::exception_ptr)> SubjectService::answerWith(std::shared_ptr<T> result, Reply<T> reply) {
+    return [result = std::move(result), reply = std::move(reply)](std::exception_ptr e) {
+        if (e) return reply(storeFailed(e));
+        reply(std::move(*result));
+    };
+}
+
 std::int64_t SubjectService::completeRequest(store::Transaction& t, const std::string& kind,
                                              const std::string& subjectHash, const RequestContext& ctx,
                                              const std::string& note) const {
@@ -222,13 +245,11 @@ json SubjectService::article15Context() const {
 }
 
 void SubjectService::exportData(std::string text, RequestContext ctx, Reply<ExportResult> reply) {
-    auto parsed = parseSubject(text, "subject");
-    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
-    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
-    const Subject subject = std::get<Subject>(parsed);
+    const auto subject = begin(text, ctx, reply);
+    if (!subject) return;
     auto result = std::make_shared<ExportResult>();
     service_.store().submit(
-        [this, subject, ctx, result](store::Transaction& t) {
+        [this, subject = *subject, ctx, result](store::Transaction& t) {
             const std::int64_t now = service_.now();
             const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
             json requests = json::array(), fallbacks = json::array(), deliveries = json::array(),
@@ -275,21 +296,16 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
             service_.record(t, service_.auditRecord("gdpr-export", "", ctx.uid, "success", "", "",
                                                     std::to_string(d.requests.size()) + " request(s)"));
         },
-        [result, reply](std::exception_ptr e) {
-            if (e) return reply(storeFailed(e));
-            reply(std::move(*result));
-        });
+        answerWith(result, reply));
 }
 
 void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> reply) {
-    auto parsed = parseSubject(text, "subject");
-    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
-    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
-    const Subject subject = std::get<Subject>(parsed);
+    const auto subject = begin(text, ctx, reply);
+    if (!subject) return;
     auto result = std::make_shared<Erasure>();
     auto missing = std::make_shared<bool>(false);
     service_.store().submit(
-        [this, subject, ctx, result, missing](store::Transaction& t) {
+        [this, subject = *subject, ctx, result, missing](store::Transaction& t) {
             const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
             if (d.empty()) {
                 *missing = true;
@@ -361,49 +377,36 @@ void SubjectService::rectify(std::string text, std::string to, RequestContext ct
 }
 
 void SubjectService::restrict(std::string text, bool on, RequestContext ctx, Reply<FlagChange> reply) {
-    auto parsed = parseSubject(text, "subject");
-    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
-    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
-    const Subject subject = std::get<Subject>(parsed);
+    setFlag(on ? "restrict" : "unrestrict", std::move(text), on, ctx, std::move(reply));
+}
+
+void SubjectService::object(std::string text, RequestContext ctx, Reply<FlagChange> reply) {
+    setFlag("object", std::move(text), true, ctx, std::move(reply));
+}
+
+// Restriction (Art. 18) or objection (Art. 21): set or lifted, registered and audited in one work item.
+void SubjectService::setFlag(std::string kind, std::string text, bool on, RequestContext ctx, Reply<FlagChange> reply) {
+    const auto subject = begin(text, ctx, reply);
+    if (!subject) return;
     auto result = std::make_shared<FlagChange>();
     service_.store().submit(
-        [this, subject, on, ctx, result](store::Transaction& t) {
-            const auto before = t.subjectFlags(subject.hash).restrictedAt;
-            const std::int64_t now = service_.now();
+        [this, subject = *subject, kind, on, ctx, result](store::Transaction& t) {
+            const bool restriction = kind != "object";
+            const auto flags = t.subjectFlags(subject.hash);
+            const auto before = restriction ? flags.restrictedAt : flags.objectedAt;
+            const std::optional<std::int64_t> after =
+                on ? (before ? before : std::optional<std::int64_t>(service_.now())) : std::nullopt;
             result->changed = on != before.has_value();
-            if (result->changed) t.setRestricted(subject.hash, on ? std::optional<std::int64_t>(now) : std::nullopt);
-            result->since = on ? (before ? before : std::optional<std::int64_t>(now)) : std::nullopt;
-            const std::string kind = on ? "restrict" : "unrestrict";
+            result->since = after;
+            if (result->changed) {
+                if (restriction) t.setRestricted(subject.hash, after);
+                else t.setObjected(subject.hash, after);
+            }
             result->registerId = completeRequest(t, kind, subject.hash, ctx, result->changed ? "" : "already so");
             service_.record(t, service_.auditRecord("gdpr-" + kind, "", ctx.uid, "success", "", "",
                                                     result->changed ? "" : "unchanged"));
         },
-        [result, reply](std::exception_ptr e) {
-            if (e) return reply(storeFailed(e));
-            reply(std::move(*result));
-        });
-}
-
-void SubjectService::object(std::string text, RequestContext ctx, Reply<FlagChange> reply) {
-    auto parsed = parseSubject(text, "subject");
-    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
-    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
-    const Subject subject = std::get<Subject>(parsed);
-    auto result = std::make_shared<FlagChange>();
-    service_.store().submit(
-        [this, subject, ctx, result](store::Transaction& t) {
-            const auto before = t.subjectFlags(subject.hash).objectedAt;
-            result->changed = !before;
-            result->since = before ? before : std::optional<std::int64_t>(service_.now());
-            if (result->changed) t.setObjected(subject.hash, result->since);
-            result->registerId = completeRequest(t, "object", subject.hash, ctx, result->changed ? "" : "already so");
-            service_.record(t, service_.auditRecord("gdpr-object", "", ctx.uid, "success", "", "",
-                                                    result->changed ? "" : "unchanged"));
-        },
-        [result, reply](std::exception_ptr e) {
-            if (e) return reply(storeFailed(e));
-            reply(std::move(*result));
-        });
+        answerWith(result, reply));
 }
 
 void SubjectService::registerRequest(std::string kind, std::string text, std::string note, RequestContext ctx,
@@ -414,13 +417,11 @@ void SubjectService::registerRequest(std::string kind, std::string text, std::st
     if (note.size() > 256)
         return reply(otp::Failure{"org.varlink.service.InvalidParameter", {{"parameter", "note"}},
                                   "note must be at most 256 characters"});
-    auto parsed = parseSubject(text, "subject");
-    if (auto* f = std::get_if<otp::Failure>(&parsed)) return reply(std::move(*f));
-    if (auto f = checkReceived(ctx)) return reply(std::move(*f));
-    const Subject subject = std::get<Subject>(parsed);
+    const auto subject = begin(text, ctx, reply);
+    if (!subject) return;
     auto result = std::make_shared<store::PrivacyRequest>();
     service_.store().submit(
-        [this, subject, kind, note, ctx, result](store::Transaction& t) {
+        [this, subject = *subject, kind, note, ctx, result](store::Transaction& t) {
             result->kind = kind;
             result->subjectHash = subject.hash;
             result->received = ctx.received.value_or(service_.now());
@@ -431,10 +432,7 @@ void SubjectService::registerRequest(std::string kind, std::string text, std::st
             service_.record(t, service_.auditRecord("gdpr-register", "", ctx.uid, "success", "", "",
                                                     kind + " request " + std::to_string(result->id) + " received"));
         },
-        [result, reply](std::exception_ptr e) {
-            if (e) return reply(storeFailed(e));
-            reply(std::move(*result));
-        });
+        answerWith(result, reply));
 }
 
 void SubjectService::listRequests(store::PrivacyRequestQuery query, Reply<std::vector<store::PrivacyRequest>> reply) {

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -96,6 +97,15 @@ private:
     [[nodiscard]] std::variant<Subject, otp::Failure> parseSubject(const std::string& text,
                                                                    const char* parameter) const;
     [[nodiscard]] std::optional<otp::Failure> checkReceived(const RequestContext& ctx) const;
+    // The subject and the request context checked; on failure the reply is
+    // sent and nullopt returned.
+    template <typename T>
+    [[nodiscard]] std::optional<Subject> begin(const std::string& text, const RequestContext& ctx,
+                                               const Reply<T>& reply) const;
+    // A store completion answering with *result, or the store's failure.
+    template <typename T>
+    static std::function<void(std::exception_ptr)> answerWith(std::shared_ptr<T> result, Reply<T> reply);
+    void setFlag(std::string kind, std::string text, bool on, RequestContext ctx, Reply<FlagChange> reply);
     // Completes the oldest open register entry of that kind for the subject, or
     // adds a completed one. Returns its id.
     std::int64_t completeRequest(store::Transaction& t, const std::string& kind, const std::string& subjectHash,

@@ -1358,13 +1358,24 @@ PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy,
             if (progress) progress(counts);
             continue;
         }
+        // Each batch is its own work item: verify calls queue between them.
+        // Its size adapts so that one takes about kPurgeBatchBudget of the
+        // writer's time (at most batchSize rows): on a large, cold store a
+        // batch of batchSize rows can hold the writer for many times that.
+        int size = batchSize;
         for (;;) {
-            // Each batch is its own work item: verify calls queue between them.
-            const std::int64_t n =
-                runSync(store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, false); });
+            std::chrono::steady_clock::duration took{};
+            const std::int64_t n = runSync(store, [&](Transaction& t) {
+                const auto start = std::chrono::steady_clock::now();
+                const auto rows = t.purgeStep(kind, now, policy, size, false);
+                took = std::chrono::steady_clock::now() - start;
+                return rows;
+            });
             counts[kind] += n;
             if (progress) progress(counts);
-            if (n < batchSize) break;
+            if (n < size) break;
+            if (took > kPurgeBatchBudget && size > 16) size = std::max(16, size / 2);
+            else if (took < kPurgeBatchBudget / 2 && size < batchSize) size = std::min(batchSize, size * 2);
         }
     }
     if (!dryRun) {

@@ -8,6 +8,7 @@
 #include "otp/request.hpp"
 #include "util/secret.hpp"
 
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <future>
@@ -300,8 +301,13 @@ auto runSync(Store& store, F&& f) -> decltype(f(std::declval<Transaction&>())) {
     }
 }
 
+// How long one purge batch may hold the writer, roughly: batches shrink
+// (down to 16 rows) when they take longer and grow back up to batchSize when
+// they take less than half.
+inline constexpr std::chrono::milliseconds kPurgeBatchBudget{8};
+
 // Runs a retention purge: each batch of at most batchSize rows is its own
-// work item, so other work interleaves. With dryRun, counts what would go and
+// work item, so other work interleaves; its size adapts to kPurgeBatchBudget. With dryRun, counts what would go and
 // changes nothing. Then checkpoints the WAL (not on a dry run). `progress`, if
 // set, is called after each batch with the counts so far. Blocks: call it off
 // the I/O thread.
