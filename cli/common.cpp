@@ -3,6 +3,11 @@
 #include "ipc/paths.hpp"
 
 #include <cstdio>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <cstring>
+#include <csignal>
+#include <cerrno>
 #include <ctime>
 #include <unistd.h>
 
@@ -174,6 +179,103 @@ int callMore(const Globals& g, const std::string& command, const char* method, c
     if (reply.error) return reportError(command, reply);
     out = std::move(reply.parameters);
     return -1;
+}
+
+namespace {
+
+void syncDirectory(const std::string& dir) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    ::fsync(fd);
+    ::close(fd);
+}
+
+// The temporary file a backup is written to, next to FILE, so that FILE only
+// ever appears complete. An interrupt (SIGINT, SIGTERM, SIGHUP) removes it too.
+char gPartial[4096];
+extern "C" void removePartialAndExit(int sig) {
+    if (gPartial[0]) ::unlink(gPartial);
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
+
+}  // namespace
+
+bool PrivateFile::create(const std::string& target, std::string& error) {
+    target_ = target;
+    const auto slash = target.find_last_of('/');
+    dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
+    const std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
+    if (base.empty() || base == "." || base == "..") {
+        error = target + " names a directory, not a file";
+        return false;
+    }
+    struct stat st {};
+    if (::stat(dir_.c_str(), &st) != 0) {
+        error = "cannot write " + target + ": " +
+                (errno == ENOENT ? "directory " + dir_ + " does not exist" : dir_ + ": " + std::strerror(errno));
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        error = "cannot write " + target + ": " + dir_ + " is not a directory";
+        return false;
+    }
+    tmp_ = dir_ + "/." + base + ".XXXXXX";
+    if (tmp_.size() >= sizeof gPartial) {
+        error = "path too long: " + target;
+        return false;
+    }
+    fd_ = ::mkostemp(tmp_.data(), O_CLOEXEC);  // mode 0600
+    if (fd_ < 0) {
+        error = "cannot create a file in " + dir_ + ": " + std::strerror(errno);
+        return false;
+    }
+    std::memcpy(gPartial, tmp_.c_str(), tmp_.size() + 1);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, removePartialAndExit);
+    return true;
+}
+
+PrivateFile::~PrivateFile() { discard(); }
+
+bool PrivateFile::write(const unsigned char* data, std::size_t size) {
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = ::write(fd_, data + done, size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            writeError_ = std::strerror(errno);
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool PrivateFile::commit(bool force, std::string& error) {
+    if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+        fd_ = -1;
+        error = "cannot write " + target_ + ": " + std::strerror(errno);
+        return false;
+    }
+    fd_ = -1;
+    if (force ? ::rename(tmp_.c_str(), target_.c_str()) != 0 : ::link(tmp_.c_str(), target_.c_str()) != 0) {
+        error = errno == EEXIST ? target_ + " exists; --force replaces it"
+                                : "cannot create " + target_ + ": " + std::strerror(errno);
+        return false;
+    }
+    if (!force) ::unlink(tmp_.c_str());
+    tmp_.clear();
+    gPartial[0] = '\0';
+    syncDirectory(dir_);
+    return true;
+}
+
+void PrivateFile::discard() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (!tmp_.empty()) ::unlink(tmp_.c_str());
+    tmp_.clear();
+    gPartial[0] = '\0';
 }
 
 ProgressLine::ProgressLine(std::string command) : command_(std::move(command)), enabled_(::isatty(STDERR_FILENO) == 1) {}

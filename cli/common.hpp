@@ -12,6 +12,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace twofactor::cli {
 
@@ -60,6 +62,32 @@ private:
     std::string command_;
     bool enabled_;
     bool shown_ = false;
+};
+
+// A file the CLI writes for the user (a backup, a GDPR export): created
+// 0600 as a temporary file next to the target, so that the target only ever
+// appears complete; moved into place by commit (rename over it with force,
+// else link, which fails if it exists). An interrupt (SIGINT, SIGTERM,
+// SIGHUP) or any failure removes the temporary file.
+class PrivateFile {
+public:
+    // Creates the temporary file; on failure `error` says why.
+    bool create(const std::string& target, std::string& error);
+    ~PrivateFile();
+    bool write(const unsigned char* data, std::size_t size);
+    bool write(const std::vector<unsigned char>& data) { return write(data.data(), data.size()); }
+    bool write(std::string_view text) {
+        return write(reinterpret_cast<const unsigned char*>(text.data()), text.size());
+    }
+    const std::string& writeError() const { return writeError_; }
+    // fsync, then move into place.
+    bool commit(bool force, std::string& error);
+    void discard();
+
+private:
+    std::string target_, dir_, tmp_;
+    int fd_ = -1;
+    std::string writeError_;
 };
 
 // A group of subcommands kept in a file of its own.

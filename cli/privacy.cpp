@@ -14,55 +14,6 @@ namespace twofactor::cli {
 
 namespace {
 
-// Writes `data` to `path`, created 0600. Without `force` an existing file is
-// never touched (O_EXCL); with it, a temporary file next to it replaces it
-// atomically. A partial file is removed. Returns "" or a sentence.
-std::string writePrivateFile(const std::string& path, const std::string& data, bool force) {
-    std::string target = path;
-    std::string temp;
-    int fd = -1;
-    if (force) {
-        const auto slash = path.find_last_of('/');
-        const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
-        std::string pattern = dir + "/.twofactor-XXXXXX";
-        std::vector<char> buf(pattern.begin(), pattern.end());
-        buf.push_back('\0');
-        fd = ::mkstemp(buf.data());  // mode 0600
-        if (fd < 0) return "cannot create a file in " + dir + ": " + std::strerror(errno);
-        temp = buf.data();
-    } else {
-        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            if (errno == EEXIST) return path + " already exists; it was left as it is (--force replaces it)";
-            return "cannot create " + path + ": " + std::strerror(errno);
-        }
-    }
-    const std::string& written = force ? temp : target;
-    std::size_t off = 0;
-    while (off < data.size()) {
-        const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            const std::string why = std::strerror(errno);
-            ::close(fd);
-            ::unlink(written.c_str());
-            return "cannot write " + path + ": " + why;
-        }
-        off += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
-        const std::string why = std::strerror(errno);
-        ::unlink(written.c_str());
-        return "cannot write " + path + ": " + why;
-    }
-    if (force && ::rename(temp.c_str(), target.c_str()) != 0) {
-        const std::string why = std::strerror(errno);
-        ::unlink(temp.c_str());
-        return "cannot replace " + path + ": " + why;
-    }
-    return "";
-}
-
 // YYYY-MM-DD (midnight UTC), YYYY-MM-DDTHH:MM:SSZ or Unix seconds.
 std::optional<std::int64_t> parseDay(const std::string& text) {
     if (auto t = parseTime(text)) return t;
@@ -229,7 +180,10 @@ private:
             std::fwrite(text.data(), 1, text.size(), stdout);
             return kOk;
         }
-        if (std::string err = writePrivateFile(output_, text, force_); !err.empty()) {
+        PrivateFile file;
+        std::string err;
+        if (!file.create(output_, err) || !file.write(text) || !file.commit(force_, err)) {
+            if (err.empty()) err = "cannot write " + output_ + ": " + file.writeError();
             std::fprintf(stderr, "twofactor %s: %s\n", command.c_str(), err.c_str());
             return kUsage;
         }

@@ -135,7 +135,7 @@ class Gdpr(unittest.TestCase):
             self.assertEqual(json.load(f)["subject"]["address"], "file@example.org")
         r = self.gdpr("export", "--subject", "file@example.org", "-o", os.path.join(self.tmp, "no", "such", "x"))
         self.assertEqual(r.returncode, 2)
-        self.assertIn("cannot create", r.stderr)
+        self.assertIn("does not exist", r.stderr)
 
     def test_unknown_and_invalid_subjects(self):
         doc = self.export("never.seen@example.org")
