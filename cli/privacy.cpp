@@ -88,10 +88,10 @@ public:
                 return kOk;
             }
             const json& e = out["erased"];
-            std::printf("erased: %s request(s), %s delivery attempt(s), %s audit subject(s), %s opt-out(s) "
-                        "(register #%s)\n",
+            std::printf("erased: %s request(s), %s delivery attempt(s), %s audit subject(s), %s opt-out(s), "
+                        "%s outbox message(s) (register #%s)\n",
                         str(e, "requests").c_str(), str(e, "deliveries").c_str(), str(e, "auditRecords").c_str(),
-                        str(e, "optOuts").c_str(), str(out, "registerId").c_str());
+                        str(e, "optOuts").c_str(), str(out, "outboxMessages").c_str(), str(out, "registerId").c_str());
             if (out["recipients"].empty()) std::printf("recipients to notify (Art. 19): none\n");
             else std::printf("recipients to notify (Art. 19):\n");
             for (const auto& r : out["recipients"]) {

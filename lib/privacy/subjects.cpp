@@ -4,6 +4,8 @@
 #include "util/log.hpp"
 
 #include <algorithm>
+#include <dirent.h>
+#include <unistd.h>
 #include <map>
 #include <memory>
 #include <set>
@@ -177,6 +179,29 @@ std::string SubjectService::recipientCountry(const std::string& driver) const {
     return "";
 }
 
+// Messages to an erased subject that no mail pick-up has taken from the
+// outbox yet (new/NAME, or cur/NAME:2,FLAGS once a reader saw them): the
+// delivery log named them, and they hold the address and a code.
+std::int64_t SubjectService::removeOutboxMessages(const std::vector<std::string>& names) const {
+    if (names.empty() || config_.outboxDir.empty()) return 0;
+    std::int64_t removed = 0;
+    for (const auto& name : names) {
+        if (name.find('/') != std::string::npos || name.empty() || name[0] == '.') continue;
+        if (::unlink((config_.outboxDir + "/new/" + name).c_str()) == 0) ++removed;
+        if (DIR* dir = ::opendir((config_.outboxDir + "/cur").c_str())) {
+            while (const dirent* e = ::readdir(dir)) {
+                const std::string_view entry = e->d_name;
+                if (entry.size() > name.size() && entry.substr(0, name.size()) == name && entry[name.size()] == ':' &&
+                    ::unlinkat(::dirfd(dir), e->d_name, 0) == 0)
+                    ++removed;
+            }
+            ::closedir(dir);
+        }
+    }
+    if (removed) log::info("erasure removed " + std::to_string(removed) + " message(s) from the outbox");
+    return removed;
+}
+
 std::vector<Recipient> SubjectService::recipientsOf(const std::vector<otp::DeliveryAttempt>& deliveries) const {
     std::map<std::string, Recipient> byDriver;
     for (const auto& a : deliveries) {
@@ -304,8 +329,9 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
     if (!subject) return;
     auto result = std::make_shared<Erasure>();
     auto missing = std::make_shared<bool>(false);
+    auto outboxNames = std::make_shared<std::vector<std::string>>();
     service_.store().submit(
-        [this, subject = *subject, ctx, result, missing](store::Transaction& t) {
+        [this, subject = *subject, ctx, result, missing, outboxNames](store::Transaction& t) {
             const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
             if (d.empty()) {
                 *missing = true;
@@ -313,6 +339,8 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
                 return;
             }
             result->recipients = recipientsOf(d.deliveries);
+            for (const auto& a : d.deliveries)
+                if (a.driver == "outbox" && !a.providerMessageId.empty()) outboxNames->push_back(a.providerMessageId);
             result->counts = t.eraseSubject(subject.hash, subject.address);
             result->registerId = completeRequest(t, "delete", subject.hash, ctx, "");
             service_.record(t, service_.auditRecord("gdpr-delete", "", ctx.uid, "success", "", "",
@@ -320,9 +348,10 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
                                                         std::to_string(result->counts.deliveries) +
                                                         " delivery attempt(s) erased"));
         },
-        [this, result, missing, reply](std::exception_ptr e) {
+        [this, result, missing, outboxNames, reply](std::exception_ptr e) {
             if (e) return reply(storeFailed(e));
             if (*missing) return reply(noSuchSubject());
+            result->outboxMessages = removeOutboxMessages(*outboxNames);
             // Deleted rows must not linger in the WAL: checkpoint before answering
             // (secure_delete has overwritten them in the pages themselves).
             service_.store().checkpoint([result, reply](std::exception_ptr ce) {

@@ -38,6 +38,7 @@ struct Recipient {
 
 struct Erasure {
     store::SubjectCounts counts;
+    std::int64_t outboxMessages = 0;  // messages to the subject still in the outbox, removed
     std::vector<Recipient> recipients;
     std::int64_t registerId = 0;
 };
@@ -110,6 +111,7 @@ private:
     // adds a completed one. Returns its id.
     std::int64_t completeRequest(store::Transaction& t, const std::string& kind, const std::string& subjectHash,
                                  const RequestContext& ctx, const std::string& note) const;
+    std::int64_t removeOutboxMessages(const std::vector<std::string>& names) const;
     [[nodiscard]] std::vector<Recipient> recipientsOf(const std::vector<otp::DeliveryAttempt>& deliveries) const;
     [[nodiscard]] std::string recipientName(const std::string& driver) const;
     [[nodiscard]] std::string recipientCountry(const std::string& driver) const;

@@ -81,6 +81,7 @@ void Server::addPrivacyMethods() {
                                                                {"country", rc.country},
                                                                {"messageIds", rc.messageIds}});
                                      return json{{"erased", erasedJson(res.counts)},
+                                                 {"outboxMessages", res.outboxMessages},
                                                  {"recipients", recipients},
                                                  {"registerId", res.registerId}};
                                  });

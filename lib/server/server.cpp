@@ -91,7 +91,8 @@ json requestJson(const otp::OtpRequest& r, std::int64_t now) {
         {"id", r.id},
         {"app", r.app},
         {"channel", r.channel},
-        {"destination", otp::maskDestination(d)},
+        // Retention clears it after delivery_logs: the request is then known by its keyed subject hash only.
+        {"destination", r.destination.empty() ? std::string("(cleared)") : otp::maskDestination(d)},
         {"purpose", r.purpose},
         {"locale", r.locale},
         {"status", otp::statusName(r.effectiveStatus(now))},

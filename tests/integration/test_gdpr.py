@@ -218,6 +218,27 @@ class Gdpr(unittest.TestCase):
         r = d.cli("gdpr", "delete", "--subject", number)
         self.assertEqual(r.returncode, 7)
 
+    def test_delete_removes_waiting_outbox_messages(self):
+        d = self.d
+        rid = d.send("outboxed@example.org", "shop")
+        other = d.send("neighbour@example.org", "shop")
+        self.assertIn("outboxed@example.org", d.message_for(rid))
+        # A mail reader already saw one copy: maildir moved it to cur/ with flags.
+        [path] = [p for p in d.outbox_files() if "." + rid + "." in os.path.basename(p)]
+        cur = os.path.join(d.state, "outbox", "cur")
+        os.makedirs(cur, exist_ok=True)
+        os.rename(path, os.path.join(cur, os.path.basename(path) + ":2,S"))
+        rid2 = d.send("outboxed@example.org", "shop")
+        r = d.cli("--json", "gdpr", "delete", "--subject", "outboxed@example.org")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["outboxMessages"], 2)
+        leftovers = d.outbox_files() + [os.path.join(cur, n) for n in os.listdir(cur)]
+        for p in leftovers:
+            with open(p) as f:
+                self.assertNotIn("outboxed@example.org", f.read(), p)
+        self.assertFalse([p for p in leftovers if rid2 in p or rid in p])
+        self.assertIn("neighbour@example.org", d.message_for(other))  # another subject's mail stays
+
     def test_rectify_moves_everything_to_the_new_address(self):
         d = self.d
         rid = d.send("old.name@example.org", "shop")
