@@ -221,6 +221,17 @@ CREATE INDEX requests_by_fallback ON requests (fallback_destination) WHERE fallb
 CREATE INDEX requests_by_subject_only ON requests (subject_hash);
 CREATE INDEX deliveries_by_app ON deliveries (app);
 )sql",
+    // 9: subjects are found through (app, subject_hash) for every app in
+    // `apps`, which holds every app that ever had a request (insertRequest
+    // adds it): one index keyed by random hashes fewer to write on every send
+    // and every purged request.
+    R"sql(
+INSERT OR IGNORE INTO apps (name, first_seen, removed_at)
+    SELECT app, min(created_at), NULL FROM requests GROUP BY app;
+INSERT OR IGNORE INTO apps (name, first_seen, removed_at)
+    SELECT app, 0, NULL FROM subject_failures GROUP BY app;
+DROP INDEX requests_by_subject_only;
+)sql",
 };
 
 inline constexpr const char* kInsertRetentionRun =
@@ -306,6 +317,9 @@ inline constexpr const char* kCloseAuditGate =
 
 // Apps in the configuration over time.
 inline constexpr const char* kSelectApps = "SELECT name, removed_at FROM apps";
+// Every app with a request is in `apps` (subject lookups rely on it). ?1 app, ?2 now.
+inline constexpr const char* kEnsureApp =
+    "INSERT OR IGNORE INTO apps (name, first_seen, removed_at) VALUES (?1, ?2, NULL)";
 inline constexpr const char* kInsertApp = "INSERT INTO apps (name, first_seen, removed_at) VALUES (?1, ?2, NULL)";
 inline constexpr const char* kSetAppRemoved = "UPDATE apps SET removed_at = ?2 WHERE name = ?1";
 
@@ -322,7 +336,8 @@ inline constexpr const char* kDropEmptyFlags =
     "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "      \
     "finished_at, failure, fallback_destination"
 inline constexpr const char* kSelectSubjectRequests =
-    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE subject_hash = ?1 ORDER BY created_at, rowid";
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1 "
+    "ORDER BY created_at, rowid";
 // ?1 the normalised address
 inline constexpr const char* kSelectFallbackRequests =
     "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_destination = ?1 AND fallback_destination <> '' "
@@ -336,16 +351,18 @@ inline constexpr const char* kSelectSubjectAudit =
     "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
     "subject_commit FROM audit WHERE subject = ?1 AND subject <> '' ORDER BY seq";
 inline constexpr const char* kSelectSubjectFailureRows =
-    "SELECT app, failures, locked_until FROM subject_failures WHERE subject_hash = ?1 ORDER BY app";
+    "SELECT app, failures, locked_until FROM subject_failures WHERE app IN (SELECT name FROM apps) "
+    "AND subject_hash = ?1 ORDER BY app";
 
 // Erasure, in this order (deliveries before the requests they hang on).
 inline constexpr const char* kEraseSubject[] = {
-    "DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = ?1)",
-    "DELETE FROM requests WHERE subject_hash = ?1",
+    "DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE app IN (SELECT name FROM apps) "
+    "AND subject_hash = ?1)",
+    "DELETE FROM requests WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
     "UPDATE requests SET fallback_destination = '' WHERE fallback_destination = ?2 AND fallback_destination <> ''",
     TF_ERASE_AUDIT_SUBJECT " WHERE subject = ?1 AND subject <> ''",
     "DELETE FROM optouts WHERE subject_hash = ?1",
-    "DELETE FROM subject_failures WHERE subject_hash = ?1",
+    "DELETE FROM subject_failures WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
     "DELETE FROM subject_flags WHERE subject_hash = ?1",
     // rate counter keys are "APP/HASH"; fraud sets hold the hash as key or member
     "DELETE FROM rate_counters WHERE key = ?1 OR substr(key, -length(?1) - 1) = '/' || ?1",
@@ -359,10 +376,11 @@ inline constexpr const char* kEraseSubject[] = {
 // Rectification: ?1 old hash, ?2 new hash, ?3 new address, ?4 old address.
 inline constexpr const char* kRectifySubject[] = {
     "UPDATE requests SET subject_hash = ?2, destination = CASE destination WHEN '' THEN '' ELSE ?3 END "
-    "WHERE subject_hash = ?1",
+    "WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
     "UPDATE requests SET fallback_destination = ?3 WHERE fallback_destination = ?4 AND fallback_destination <> ''",
     "UPDATE OR REPLACE optouts SET subject_hash = ?2, destination = ?3 WHERE subject_hash = ?1",
-    "UPDATE OR REPLACE subject_failures SET subject_hash = ?2 WHERE subject_hash = ?1",
+    "UPDATE OR REPLACE subject_failures SET subject_hash = ?2 WHERE app IN (SELECT name FROM apps) "
+    "AND subject_hash = ?1",
     "UPDATE OR REPLACE subject_flags SET subject_hash = ?2 WHERE subject_hash = ?1",
 };
 

@@ -665,6 +665,12 @@ public:
     }
 
     void insertRequest(const otp::OtpRequest& r) override {
+        // Subject lookups go through (app, subject_hash) for the apps in `apps`.
+        auto& app = stmt(ensureApp_, sql::kEnsureApp);
+        app.bind(1, r.app);
+        app.bind(2, r.createdAt);
+        app.step();
+        app.reset();
         auto& s = insert_;
         s.reset();
         s.bind(1, r.id);
@@ -817,7 +823,7 @@ private:
     sqlite3* db_;
     Statement insertRun_, lastRun_;
     std::unique_ptr<Statement> purges_[std::size(sql::kPurge)][4], counts_[std::size(sql::kPurge)][4];
-    std::unique_ptr<Statement> flagsSel_;
+    std::unique_ptr<Statement> flagsSel_, ensureApp_;
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,

@@ -324,3 +324,56 @@ TEST_CASE("retention purge interleaves with other work and records runs", "[stor
     CHECK(last->finished == now + 2);
     CHECK(last->counts.requestLog == 250);
 }
+
+TEST_CASE("a subject's data is found, rectified and erased through the keyed hash", "[store][gdpr]") {
+    TempDir dir;
+    const auto key = crypto::randomSecret(32);
+    auto s = open(dir.path / "t.db", key);
+    auto a = sample("req-a");
+    auto b = sample("req-b");
+    b.app = "other-app";  // never synced from a configuration: inserting it is enough to be found
+    auto c = sample("req-c");
+    c.subjectHash = "someone-else";
+    c.destination = "c@example.org";
+    c.fallbackDestination = "a@example.org";
+    store::runSync(*s, [&](store::Transaction& t) {
+        for (const auto* r : {&a, &b, &c}) t.insertRequest(*r);
+        otp::DeliveryAttempt d;
+        d.requestId = "req-a";
+        d.app = "shop";
+        d.channel = "email";
+        d.driver = "ses";
+        d.at = 1000;
+        d.outcome = "accepted";
+        d.providerMessageId = "ses-1";
+        t.insertDeliveryAttempt(d);
+        t.putSubjectFailures("shop", "subj", otp::SubjectFailures{2, 0});
+    });
+    auto data = store::runSync(*s, [](store::Transaction& t) { return t.findSubjectData("subj", "a@example.org"); });
+    CHECK(data.requests.size() == 2);
+    CHECK(data.fallbackRequests.size() == 1);
+    CHECK(data.deliveries.size() == 1);
+    CHECK(data.failures.size() == 1);
+
+    const auto moved = store::runSync(*s, [](store::Transaction& t) {
+        return t.rectifySubject("subj", "a@example.org", "subj2", "n@example.org");
+    });
+    CHECK(moved.requests == 2);
+    CHECK(moved.fallbacks == 1);
+    CHECK(moved.failures == 1);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectData("subj", "a@example.org"); }).empty());
+    auto back = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("req-a"); });
+    REQUIRE(back);
+    CHECK(back->destination == "n@example.org");
+
+    const auto erased =
+        store::runSync(*s, [](store::Transaction& t) { return t.eraseSubject("subj2", "n@example.org"); });
+    CHECK(erased.requests == 2);
+    CHECK(erased.deliveries == 1);
+    CHECK(erased.fallbacks == 1);
+    CHECK(erased.failures == 1);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectData("subj2", "n@example.org"); }).empty());
+    auto other = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("req-c"); });
+    REQUIRE(other);  // another subject's request stays, without the erased fallback address
+    CHECK(other->fallbackDestination.empty());
+}
