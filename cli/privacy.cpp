@@ -1,14 +1,10 @@
 // twofactor gdpr ... (dpo): data-subject requests and their register.
 #include "cli/common.hpp"
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
-#include <fcntl.h>
 #include <string>
 #include <sys/stat.h>
-#include <unistd.h>
 
 namespace twofactor::cli {
 
