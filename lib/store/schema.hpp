@@ -232,6 +232,12 @@ INSERT OR IGNORE INTO apps (name, first_seen, removed_at)
     SELECT app, 0, NULL FROM subject_failures GROUP BY app;
 DROP INDEX requests_by_subject_only;
 )sql",
+    // 10: fraud rules count a set's members within the window through
+    // (rule, key, at), reading no more rows than the rule's threshold
+    // (kCountFraudMembers), however many sends the set has seen.
+    R"sql(
+CREATE INDEX fraud_sets_by_time ON fraud_sets (rule, key, at);
+)sql",
 };
 
 inline constexpr const char* kInsertRetentionRun =
@@ -398,12 +404,17 @@ inline constexpr const char* kListPrivacyRequests =
     "WHERE (?1 = 0 OR completed IS NULL) AND (?2 IS NULL OR (completed IS NULL AND due < ?2)) "
     "ORDER BY received, id LIMIT ?3";
 
-inline constexpr const char* kSelectFraudMembers =
-    "SELECT member, at FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3";
+// Fraud sets. ?1 rule, ?2 key, ?3 since (exclusive), ?4 the member not to count.
+// ?5 the cap: the count stops there.
+inline constexpr const char* kCountFraudMembers =
+    "SELECT count(*) FROM (SELECT 1 FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3 AND member <> ?4 "
+    "LIMIT ?5)";
+// ?5: n - 1 for when the n-th most recently seen member was seen.
+inline constexpr const char* kSelectFraudMemberSeen =
+    "SELECT at FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3 AND member <> ?4 "
+    "ORDER BY at DESC LIMIT 1 OFFSET ?5";
 inline constexpr const char* kPutFraudMember =
     "INSERT OR REPLACE INTO fraud_sets (rule, key, member, at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-inline constexpr const char* kExpireFraudMembers =
-    "DELETE FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND expires_at <= ?3";
 
 inline constexpr const char* kInsertRequestLog =
     "INSERT INTO request_log (at, method, duration_ms, result, uid) VALUES (?1, ?2, ?3, ?4, ?5)";
