@@ -649,7 +649,7 @@ public:
     }
 
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
-        auto& s = selectDeliveries_;
+        auto& s = q.requestId ? stmt(requestDeliveries_, sql::kSelectDeliveriesOfRequest) : selectDeliveries_;
         s.reset();
         if (q.requestId) s.bind(1, *q.requestId);
         if (q.since) s.bind(2, *q.since);
@@ -834,7 +834,7 @@ private:
     sqlite3* db_;
     Statement insertRun_, lastRun_;
     std::unique_ptr<Statement> purges_[std::size(sql::kPurge)][4], counts_[std::size(sql::kPurge)][4];
-    std::unique_ptr<Statement> flagsSel_, ensureApp_;
+    std::unique_ptr<Statement> flagsSel_, ensureApp_, requestDeliveries_;
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
