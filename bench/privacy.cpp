@@ -3,7 +3,8 @@
 // statements).
 //
 // Rows are written in time order (ten requests a second), as the daemon
-// writes them; subject hashes are random, as keyed hashes are.
+// writes them, with time-ordered request ids as the daemon makes them;
+// subject hashes are random, as keyed hashes are.
 //
 // 1. Export of one subject among --rows requests: the store work item behind
 //    `twofactor gdpr export` (Transaction::findSubjectData: requests,
@@ -50,7 +51,8 @@ std::string subjectHash(long subject) {
 
 OtpRequest makeRequest(long n, std::int64_t created) {
     OtpRequest r;
-    r.id = "req" + std::to_string(n);
+    // Ids as the daemon makes them (crypto::timeOrderedId), ten requests a second.
+    r.id = crypto::timeOrderedId(created * 1000 + (n % 10) * 100);
     r.app = "shop";
     r.channel = "email";
     const long subject = n / kRequestsPerSubject;

@@ -107,7 +107,9 @@ void readRateLimits(const Reader& reader, const toml::table& t, const std::strin
 void readFraudRule(const Reader& reader, const toml::table& t, const std::string& prefix, FraudRule& rule) {
     reader.allowOnly(t, prefix, {"threshold", "window", "action"});
     if (const toml::node* n = t.get("threshold")) {
-        rule.threshold = static_cast<int>(reader.integer(*n, prefix + ".threshold", 1, 1000000));
+        // A check reads at most `threshold` of the set's members: the cap keeps
+        // that a few milliseconds at worst.
+        rule.threshold = static_cast<int>(reader.integer(*n, prefix + ".threshold", 1, 10000));
     }
     if (const toml::node* n = t.get("window")) {
         rule.window = std::chrono::seconds(reader.integer(*n, prefix + ".window", 1, 86400, "seconds"));

@@ -75,7 +75,7 @@ struct RateLimits {
 // (logged and audited as "flagged:<rule>", the send goes ahead) or blocks
 // (refused like a rate limit, scope "fraud:<rule>").
 struct FraudRule {
-    int threshold = 10;                 // threshold, 1..1000000
+    int threshold = 10;                 // threshold, 1..10000
     std::chrono::seconds window{3600};  // window, 1..86400
     bool block = false;                 // action = "flag" | "block"
 };

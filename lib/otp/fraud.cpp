@@ -32,23 +32,23 @@ FraudVerdict checkFraud(FraudStore& store, const config::FraudRules& rules, cons
     FraudVerdict verdict;
     for (const auto& s : applicable(rules, keys)) {
         const std::int64_t window = s.config->window.count();
-        const auto members = store.findFraudMembers(s.rule, s.key, now - window);
-        std::vector<std::int64_t> times;
-        for (const auto& [member, at] : members)
-            if (member != s.member) times.push_back(at);
-        // This send's member counts once, seen now, whether new or seen before.
-        const auto count = static_cast<std::int64_t>(times.size()) + 1;
-        if (count <= s.config->threshold) continue;
+        const std::int64_t threshold = s.config->threshold;
+        // This send's member counts once, seen now, whether new or seen
+        // before; the rule fires once `threshold` others are in the window.
+        const std::int64_t others = store.countFraudMembers(s.rule, s.key, s.member, now - window, threshold);
+        if (others + 1 <= threshold) continue;
         if (!s.config->block) {
             verdict.flagged.emplace_back(s.rule);
             continue;
         }
         if (verdict.block) continue;
-        // Retry once enough of the others have left the window to bring the count back to the threshold.
-        std::sort(times.begin(), times.end());
-        const auto k = static_cast<std::size_t>(count - s.config->threshold);  // 1 .. times.size()
-        const std::int64_t leaves = times[std::min(k, times.size()) - 1] + window;
-        verdict.block = Refusal{std::string("fraud:") + s.rule, std::clamp<std::int64_t>(leaves - now, 1, window)};
+        // The count is back at the threshold once only threshold - 1 others
+        // remain: when the threshold-th most recent one leaves the window.
+        std::int64_t retryAfter = window;
+        if (threshold >= 1)
+            if (const auto seen = store.fraudMemberSeen(s.rule, s.key, s.member, now - window, threshold))
+                retryAfter = std::clamp<std::int64_t>(*seen + window - now, 1, window);
+        verdict.block = Refusal{std::string("fraud:") + s.rule, retryAfter};
     }
     return verdict;
 }
@@ -59,7 +59,7 @@ void recordFraud(FraudStore& store, const config::FraudRules& rules, const Fraud
 }
 
 std::string destinationPrefix(const std::string& d) {
-    if (const auto at = d.rfind('@'); at != std::string::npos) return d.substr(at + 1);
+    if (d.find('@') != std::string::npos) return "";
     if (d.size() > 4 && d[0] == '+') return d.substr(0, d.size() - 3);
     return "";
 }

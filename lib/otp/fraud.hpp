@@ -12,21 +12,31 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace twofactor::otp {
 
 // One velocity set's members seen within a window. Members and keys are keyed
-// hashes (or random send ids): no address, IP or device text in clear.
+// hashes (or random send ids): no address, IP or device text in clear. The
+// store answers in outcomes bounded by the rule's threshold, never by handing
+// out the set: a set keyed by a busy value can hold a member per send, and a
+// check must cost the same whatever it holds.
 class FraudStore {
 public:
     virtual ~FraudStore() = default;
-    // The members of set (rule, key) last seen after `since`, with when.
-    [[nodiscard]] virtual std::vector<std::pair<std::string, std::int64_t>> findFraudMembers(
-        std::string_view rule, std::string_view key, std::int64_t since) = 0;
-    // Adds or refreshes a member, to be forgotten from `expiresAt` on; drops
-    // the members of this set that expired by `at`.
+    // How many members of set (rule, key) other than `except` were last seen
+    // after `since`, counting no further than `cap`.
+    [[nodiscard]] virtual std::int64_t countFraudMembers(std::string_view rule, std::string_view key,
+                                                         std::string_view except, std::int64_t since,
+                                                         std::int64_t cap) = 0;
+    // When the n-th most recently seen (n >= 1) of those members was last
+    // seen; nullopt when there are fewer than n.
+    [[nodiscard]] virtual std::optional<std::int64_t> fraudMemberSeen(std::string_view rule, std::string_view key,
+                                                                      std::string_view except, std::int64_t since,
+                                                                      std::int64_t n) = 0;
+    // Adds or refreshes a member, to be forgotten from `expiresAt` on (the
+    // retention purge deletes it then; the queries above never read members
+    // that left the window, so nothing is deleted per call).
     virtual void putFraudMember(std::string_view rule, std::string_view key, std::string_view member,
                                 std::int64_t at, std::int64_t expiresAt) = 0;
 };
@@ -61,7 +71,10 @@ struct FraudVerdict {
 void recordFraud(FraudStore& store, const config::FraudRules& rules, const FraudKeys& keys, std::int64_t now);
 
 // The range a destination belongs to: an E.164 number without its last 3
-// digits ("+4915112345678" -> "+4915112345"), an email address's domain.
+// digits ("+4915112345678" -> "+4915112345"). Empty for an email address: the
+// rule watches for pumping of premium-rate number ranges, which email has no
+// counterpart of, and a domain such as gmail.com is no range but a large
+// share of all traffic (the rule would fire on ordinary use).
 [[nodiscard]] std::string destinationPrefix(const std::string& normalizedDestination);
 
 }  // namespace twofactor::otp

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 
@@ -292,7 +293,11 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
 
     const std::int64_t now = clock_.now();
     OtpRequest r;
-    r.id = crypto::randomId();
+    // Time-ordered from the wall clock (not the service's clock, which tests
+    // set): what matters is the order rows reach the store in.
+    r.id = crypto::timeOrderedId(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
     r.app = app.name;
     r.channel = channelName;
     r.destination = dest.normalized;

@@ -111,33 +111,44 @@ public:
           lastAudit_(db, sql::kSelectLastAudit),
           insertAudit_(db, sql::kInsertAudit),
           selectAudit_(db, sql::kSelectAudit),
-          selectFraud_(db, sql::kSelectFraudMembers),
+          countFraud_(db, sql::kCountFraudMembers),
+          fraudSeen_(db, sql::kSelectFraudMemberSeen),
           putFraud_(db, sql::kPutFraudMember),
-          expireFraud_(db, sql::kExpireFraudMembers),
           insertCall_(db, sql::kInsertRequestLog),
           selectCalls_(db, sql::kSelectRequestLog) {}
 
-    std::vector<std::pair<std::string, std::int64_t>> findFraudMembers(std::string_view rule, std::string_view key,
-                                                                       std::int64_t since) override {
-        auto& s = selectFraud_;
+    std::int64_t countFraudMembers(std::string_view rule, std::string_view key, std::string_view except,
+                                   std::int64_t since, std::int64_t cap) override {
+        auto& s = countFraud_;
         s.reset();
         s.bind(1, rule);
         s.bind(2, key);
         s.bind(3, since);
-        std::vector<std::pair<std::string, std::int64_t>> out;
-        while (s.step()) out.emplace_back(s.text(0), s.integer(1));
+        s.bind(4, except);
+        s.bind(5, cap);
+        const std::int64_t n = s.step() ? s.integer(0) : 0;
         s.reset();
-        return out;
+        return n;
+    }
+
+    std::optional<std::int64_t> fraudMemberSeen(std::string_view rule, std::string_view key, std::string_view except,
+                                                std::int64_t since, std::int64_t n) override {
+        if (n < 1) return std::nullopt;
+        auto& s = fraudSeen_;
+        s.reset();
+        s.bind(1, rule);
+        s.bind(2, key);
+        s.bind(3, since);
+        s.bind(4, except);
+        s.bind(5, n - 1);
+        std::optional<std::int64_t> at;
+        if (s.step()) at = s.integer(0);
+        s.reset();
+        return at;
     }
 
     void putFraudMember(std::string_view rule, std::string_view key, std::string_view member, std::int64_t at,
                         std::int64_t expiresAt) override {
-        auto& e = expireFraud_;
-        e.reset();
-        e.bind(1, rule);
-        e.bind(2, key);
-        e.bind(3, at);
-        e.step();
         auto& s = putFraud_;
         s.reset();
         s.bind(1, rule);
@@ -638,7 +649,7 @@ public:
     }
 
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
-        auto& s = selectDeliveries_;
+        auto& s = q.requestId ? stmt(requestDeliveries_, sql::kSelectDeliveriesOfRequest) : selectDeliveries_;
         s.reset();
         if (q.requestId) s.bind(1, *q.requestId);
         if (q.since) s.bind(2, *q.since);
@@ -823,11 +834,11 @@ private:
     sqlite3* db_;
     Statement insertRun_, lastRun_;
     std::unique_ptr<Statement> purges_[std::size(sql::kPurge)][4], counts_[std::size(sql::kPurge)][4];
-    std::unique_ptr<Statement> flagsSel_, ensureApp_;
+    std::unique_ptr<Statement> flagsSel_, ensureApp_, requestDeliveries_;
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
-        selectFraud_, putFraud_, expireFraud_, insertCall_, selectCalls_;
+        countFraud_, fraudSeen_, putFraud_, insertCall_, selectCalls_;
 };
 
 class SqlcipherStore final : public Store {

@@ -114,4 +114,20 @@ std::string randomId(std::size_t bytes) {
     return out;
 }
 
+std::string timeOrderedId(std::int64_t unixMillis) {
+    static const char alphabet[] = "234567abcdefghijklmnopqrstuvwxyz";
+    std::string out(26, alphabet[0]);
+    auto t = static_cast<std::uint64_t>(unixMillis < 0 ? 0 : unixMillis);
+    for (int i = 9; i >= 0; --i, t >>= 5) out[static_cast<std::size_t>(i)] = alphabet[t & 31];
+    unsigned char raw[10];
+    randomBytes(raw, sizeof raw);
+    std::size_t o = 10;
+    for (std::size_t i = 0; i < sizeof raw; i += 5) {
+        std::uint64_t v = 0;
+        for (std::size_t k = 0; k < 5; ++k) v = (v << 8) | raw[i + k];
+        for (int k = 7; k >= 0; --k) out[o++] = alphabet[(v >> (5 * k)) & 31];
+    }
+    return out;
+}
+
 }  // namespace twofactor::crypto

@@ -37,4 +37,13 @@ void randomBytes(void* out, std::size_t size);
 // A random identifier: `bytes` random bytes in lower-case base32 (RFC 4648 alphabet, no padding).
 [[nodiscard]] std::string randomId(std::size_t bytes = 15);
 
+// A request id: the creation time in milliseconds since the epoch (10
+// characters, 50 bits), then 80 random bits (16 characters), 26 characters of
+// RFC 4648's base32 characters taken in ASCII order ("234567a-z"), so ids sort
+// by creation time. Ids made together share their first characters and fall
+// on the same index pages: inserts and retention purges touch a few adjacent
+// pages rather than one random page per row. The 80 random bits keep ids
+// unguessable even to someone who knows when a request was made.
+[[nodiscard]] std::string timeOrderedId(std::int64_t unixMillis);
+
 }  // namespace twofactor::crypto

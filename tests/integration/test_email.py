@@ -169,7 +169,7 @@ class Ses(unittest.TestCase):
         self.assertEqual(r.returncode, 6, r.stderr)
         self.assertIn("MessageRejected", r.stderr)
         self.assertNotIn("reject@example.org", r.stderr)  # the provider's text names it; ours does not
-        rid = re.search(r"request ([a-z2-7]{24})", r.stderr).group(1)
+        rid = re.search(r"request ([a-z2-7]{26})", r.stderr).group(1)
         self.assertEqual(json.loads(self.d.cli("--json", "status", rid).stdout)["status"], "failed")
         [a] = attempts(self.d, rid)
         self.assertEqual((a["outcome"], a["errorClass"], a["statusCode"]), ("failed", "rejected", 400))
@@ -307,14 +307,14 @@ class Smtp(unittest.TestCase):
     def test_temporary_failure_retried_then_failed(self):
         r = self.d.cli("send", "--app", "books", "--to", "tempfail@example.org")
         self.assertEqual(r.returncode, 6, r.stderr)
-        rid = re.search(r"request ([a-z2-7]{24})", r.stderr).group(1)
+        rid = re.search(r"request ([a-z2-7]{26})", r.stderr).group(1)
         a = attempts(self.d, rid)
         self.assertEqual([(x["outcome"], x["statusCode"]) for x in a], [("retry", 451), ("failed", 451)])
 
     def test_rejected_recipient_is_final(self):
         r = self.d.cli("send", "--app", "books", "--to", "reject@example.org")
         self.assertEqual(r.returncode, 6, r.stderr)
-        rid = re.search(r"request ([a-z2-7]{24})", r.stderr).group(1)
+        rid = re.search(r"request ([a-z2-7]{26})", r.stderr).group(1)
         [a] = attempts(self.d, rid)
         self.assertEqual((a["outcome"], a["statusCode"], a["errorClass"]), ("failed", 550, "rejected"))
 

@@ -98,12 +98,21 @@ class Fraud(unittest.TestCase):
         self.assertNotIn("dev@devices.example", rec)
 
     def test_block_destination_prefix(self):
+        # Three numbers of one range (+4915123456xxx), then a fourth: blocked.
         for i in range(3):
-            self.assertEqual(self.send("p%d@premium.example" % i).returncode, 0)
-        self.refused(self.send("p9@premium.example"), "destination_prefix")
-        self.assertEqual(self.send("p9@other.example").returncode, 0)
+            self.assertEqual(self.send("+4915123456%03d" % i).returncode, 0)
+        self.refused(self.send("+4915123456099"), "destination_prefix")
+        self.assertEqual(self.send("+4915123457099").returncode, 0)
         self.at(300)
-        self.assertEqual(self.send("p9@premium.example").returncode, 0)
+        self.assertEqual(self.send("+4915123456099").returncode, 0)
+
+    def test_no_destination_range_for_email(self):
+        # A domain is no range: many addresses at one provider are ordinary traffic.
+        for i in range(6):
+            r = self.send("p%d@premium.example" % i)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        outcomes = [a["outcome"] for a in self.audit()]
+        self.assertNotIn("refused:fraud:destination_prefix", outcomes)
 
     def test_defaults_only_flag(self):
         for i in range(12):

@@ -25,7 +25,7 @@ class Lifecycle(unittest.TestCase):
 
     def test_send_outbox_verify(self):
         rid = self.d.send("alice@example.org")
-        self.assertRegex(rid, r"^[a-z2-7]{24}$")
+        self.assertRegex(rid, r"^[a-z2-7]{26}$")
         msg = self.d.message_for(rid)
         self.assertIn("To: alice@example.org", msg)
         code = self.d.code_for(rid)

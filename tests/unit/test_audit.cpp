@@ -78,9 +78,13 @@ public:
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
         return t_.findAuditRecords(q);
     }
-    std::vector<std::pair<std::string, std::int64_t>> findFraudMembers(std::string_view r, std::string_view k,
-                                                                       std::int64_t since) override {
-        return t_.findFraudMembers(r, k, since);
+    std::int64_t countFraudMembers(std::string_view r, std::string_view k, std::string_view except, std::int64_t since,
+                                   std::int64_t cap) override {
+        return t_.countFraudMembers(r, k, except, since, cap);
+    }
+    std::optional<std::int64_t> fraudMemberSeen(std::string_view r, std::string_view k, std::string_view except,
+                                                std::int64_t since, std::int64_t n) override {
+        return t_.fraudMemberSeen(r, k, except, since, n);
     }
     void putFraudMember(std::string_view r, std::string_view k, std::string_view m, std::int64_t at,
                         std::int64_t exp) override {

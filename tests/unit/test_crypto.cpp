@@ -43,6 +43,34 @@ TEST_CASE("random ids are base32 and distinct", "[crypto]") {
     CHECK(seen.size() == 1000);
 }
 
+TEST_CASE("request ids sort by creation time and stay unguessable", "[crypto]") {
+    const std::int64_t t = 1'800'000'000'123;
+    std::set<std::string> seen;
+    std::string previous;
+    for (int i = 0; i < 1000; ++i) {
+        const auto id = crypto::timeOrderedId(t + i / 10);
+        REQUIRE(id.size() == 26);
+        // The characters of the old 24-character ids: both kinds read the same way.
+        for (char c : id) REQUIRE(((c >= 'a' && c <= 'z') || (c >= '2' && c <= '7')));
+        if (i % 10 == 0) CHECK(id > previous);  // a later millisecond sorts after every earlier id
+        if (i % 10 == 9) previous = id;
+        seen.insert(id.substr(10));
+    }
+    CHECK(seen.size() == 1000);  // the random part: 80 bits, distinct
+    // Ten characters of time: the same millisecond, the same prefix.
+    CHECK(crypto::timeOrderedId(t).substr(0, 10) == crypto::timeOrderedId(t).substr(0, 10));
+    CHECK(crypto::timeOrderedId(0).substr(0, 10) == "2222222222");
+    CHECK(crypto::timeOrderedId(31).substr(0, 10) == "222222222z");
+    CHECK(crypto::timeOrderedId(32).substr(0, 10) == "2222222232");
+    // Every random character takes all 32 values: no bit of the 80 is fixed.
+    std::set<char> at[16];
+    for (int i = 0; i < 2000; ++i) {
+        const auto id = crypto::timeOrderedId(t);
+        for (std::size_t k = 0; k < 16; ++k) at[k].insert(id[10 + k]);
+    }
+    for (const auto& s : at) CHECK(s.size() == 32);
+}
+
 TEST_CASE("randomBelow stays in range and reaches both ends", "[crypto]") {
     bool low = false, high = false;
     for (int i = 0; i < 2000; ++i) {

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -23,20 +24,34 @@ namespace {
 
 class MemoryFraudStore final : public otp::FraudStore {
 public:
-    std::vector<std::pair<std::string, std::int64_t>> findFraudMembers(std::string_view rule, std::string_view key,
-                                                                       std::int64_t since) override {
-        std::vector<std::pair<std::string, std::int64_t>> out;
-        for (const auto& [member, e] : sets[{std::string(rule), std::string(key)}])
-            if (e.first > since) out.emplace_back(member, e.first);
-        return out;
+    std::int64_t countFraudMembers(std::string_view rule, std::string_view key, std::string_view except,
+                                   std::int64_t since, std::int64_t cap) override {
+        largestAsk = std::max(largestAsk, cap);
+        return std::min<std::int64_t>(cap, static_cast<std::int64_t>(seen(rule, key, except, since).size()));
+    }
+    std::optional<std::int64_t> fraudMemberSeen(std::string_view rule, std::string_view key, std::string_view except,
+                                                std::int64_t since, std::int64_t n) override {
+        largestAsk = std::max(largestAsk, n);
+        auto times = seen(rule, key, except, since);
+        std::sort(times.rbegin(), times.rend());
+        if (n < 1 || n > static_cast<std::int64_t>(times.size())) return std::nullopt;
+        return times[static_cast<std::size_t>(n - 1)];
     }
     void putFraudMember(std::string_view rule, std::string_view key, std::string_view member, std::int64_t at,
                         std::int64_t expiresAt) override {
-        auto& set = sets[{std::string(rule), std::string(key)}];
-        std::erase_if(set, [&](const auto& m) { return m.second.second <= at; });
-        set[std::string(member)] = {at, expiresAt};
+        sets[{std::string(rule), std::string(key)}][std::string(member)] = {at, expiresAt};
     }
     std::map<std::pair<std::string, std::string>, std::map<std::string, std::pair<std::int64_t, std::int64_t>>> sets;
+    std::int64_t largestAsk = 0;  // the most rows a rule asked the store to look at
+
+private:
+    std::vector<std::int64_t> seen(std::string_view rule, std::string_view key, std::string_view except,
+                                   std::int64_t since) {
+        std::vector<std::int64_t> out;
+        for (const auto& [member, e] : sets[{std::string(rule), std::string(key)}])
+            if (e.first > since && member != except) out.push_back(e.first);
+        return out;
+    }
 };
 
 constexpr std::int64_t T0 = 1'800'000'000;
@@ -142,8 +157,37 @@ TEST_CASE("sends per destination prefix", "[fraud]") {
     CHECK(v.block->retryAfter == 95);
     CHECK_FALSE(send(s, r, keys("d9", "", "", "other"), T0 + 5).block);
     CHECK_FALSE(send(s, r, keys("d9", "", "", "p"), T0 + 100).block);
-    // Expired members are dropped when the set is written.
-    CHECK(s.sets.at({"destination_prefix", "app/p"}).size() == 3);
+    // Members that left the window stay until retention deletes them; they no longer count.
+    CHECK(s.sets.at({"destination_prefix", "app/p"}).size() == 4);
+}
+
+TEST_CASE("far more members than the threshold: the block lasts until enough have left", "[fraud]") {
+    MemoryFraudStore s;
+    // Ten destinations from one IP let through by a flagging rule...
+    auto flagging = rules(1000, false);
+    for (int i = 0; i < 10; ++i) CHECK_FALSE(send(s, flagging, keys("d" + std::to_string(i), "ip"), T0 + i).block);
+    // ...then the rule blocks at 3: eleven in the window, back at 3 once only
+    // two others remain, i.e. when the one seen at T0 + 7 leaves (T0 + 107).
+    const auto blocking = rules(3, true);
+    auto v = otp::checkFraud(s, blocking, keys("d99", "ip"), T0 + 20);
+    REQUIRE(v.block);
+    CHECK(v.block->scope == "fraud:distinct_destinations_per_ip");
+    CHECK(v.block->retryAfter == 87);
+    // An address already in the set does not count twice.
+    v = otp::checkFraud(s, blocking, keys("d9", "ip"), T0 + 20);
+    REQUIRE(v.block);
+    CHECK(v.block->retryAfter == 86);
+    CHECK_FALSE(otp::checkFraud(s, blocking, keys("d99", "ip"), T0 + 107).block);
+}
+
+TEST_CASE("a rule asks the store about no more members than its threshold", "[fraud]") {
+    MemoryFraudStore s;
+    auto r = rules(1000, false);
+    for (int i = 0; i < 200; ++i) send(s, r, keys("d" + std::to_string(i), "ip", "dev", "p"), T0);
+    s.largestAsk = 0;
+    auto blocking = rules(7, true);
+    REQUIRE(otp::checkFraud(s, blocking, keys("x", "ip", "dev", "p"), T0 + 1).block);
+    CHECK(s.largestAsk == 7);
 }
 
 TEST_CASE("a flagging rule and a blocking rule: the block wins", "[fraud]") {
@@ -157,9 +201,11 @@ TEST_CASE("a flagging rule and a blocking rule: the block wins", "[fraud]") {
     CHECK(v.flagged == std::vector<std::string>{"distinct_destinations_per_ip"});
 }
 
-TEST_CASE("destination prefixes: a number without its last 3 digits, an email's domain", "[fraud]") {
+TEST_CASE("destination prefixes: a number without its last 3 digits; none for email", "[fraud]") {
     CHECK(otp::destinationPrefix("+4915112345678") == "+4915112345");
-    CHECK(otp::destinationPrefix("a@example.org") == "example.org");
+    // A domain is no range: gmail.com would be a large share of all sends.
+    CHECK(otp::destinationPrefix("a@example.org") == "");
+    CHECK(otp::destinationPrefix("a@gmail.com") == "");
     CHECK(otp::destinationPrefix("") == "");
 }
 
@@ -185,6 +231,7 @@ TEST_CASE("fraud rules are read per app and checked", "[fraud][config]") {
     };
     fails("action = \"deny\"\n", "action");
     fails("threshold = 0\n", "threshold");
+    fails("threshold = 10001\n", "threshold");
     fails("window = 86401\n", "window");
     fails("limit = 3\n", "unknown key");
     try {
@@ -329,7 +376,7 @@ TEST_CASE_METHOD(Service, "fraud sets hold keyed hashes only", "[fraud][service]
     std::pair<std::string*, int*> out{&all, &rows};
     REQUIRE(sqlite3_exec(db, "SELECT rule, key, member FROM fraud_sets", collect, &out, nullptr) == SQLITE_OK);
     sqlite3_close(db);
-    CHECK(rows == 3);
+    CHECK(rows == 2);  // destinations per IP, devices per destination: an email address has no range
     for (const char* clear : {"someone", "example.org", "198.51.100", "Firefox"}) CHECK(all.find(clear) == std::string::npos);
     store = store::openSqlcipherStore([&] {
         store::SqlcipherOptions o;

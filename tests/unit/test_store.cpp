@@ -170,23 +170,37 @@ TEST_CASE("the request log: newest first by limit, returned oldest first, filter
     CHECK(window[1].at == 102);
 }
 
-TEST_CASE("fraud sets: members after `since`, expired ones dropped on write", "[store][fraud]") {
+TEST_CASE("fraud sets: members after `since` counted up to a cap, the n-th most recent", "[store][fraud]") {
     TempDir dir;
     const auto key = crypto::randomSecret(32);
     auto s = open(dir.path / "t.db", key);
     store::runSync(*s, [](store::Transaction& t) {
         t.putFraudMember("r", "k", "a", 100, 200);
         t.putFraudMember("r", "k", "b", 150, 250);
-        t.putFraudMember("r", "other", "c", 150, 250);
+        t.putFraudMember("r", "k", "c", 160, 260);
+        t.putFraudMember("r", "k", "d", 170, 270);
+        t.putFraudMember("r", "other", "e", 150, 250);
     });
-    auto members = store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("r", "k", 120); });
-    REQUIRE(members.size() == 1);
-    CHECK(members[0] == std::pair<std::string, std::int64_t>{"b", 150});
-    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("r", "k", 0); }).size() == 2);
-    store::runSync(*s, [](store::Transaction& t) { t.putFraudMember("r", "k", "b", 210, 310); });  // a expired at 200
-    members = store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("r", "k", 0); });
-    REQUIRE(members.size() == 1);
-    CHECK(members[0].second == 210);
+    const auto count = [&](std::string_view except, std::int64_t since, std::int64_t cap) {
+        return store::runSync(*s, [&](store::Transaction& t) { return t.countFraudMembers("r", "k", except, since, cap); });
+    };
+    const auto seen = [&](std::string_view except, std::int64_t since, std::int64_t n) {
+        return store::runSync(*s, [&](store::Transaction& t) { return t.fraudMemberSeen("r", "k", except, since, n); });
+    };
+    CHECK(count("", 0, 10) == 4);
+    CHECK(count("", 0, 2) == 2);
+    CHECK(count("", 120, 10) == 3);
+    CHECK(count("c", 120, 10) == 2);
+    CHECK(count("", 170, 10) == 0);
+    CHECK(seen("", 0, 1) == std::optional<std::int64_t>(170));
+    CHECK(seen("d", 0, 1) == std::optional<std::int64_t>(160));
+    CHECK(seen("", 0, 4) == std::optional<std::int64_t>(100));
+    CHECK_FALSE(seen("", 120, 4));
+    // A member seen again moves to its new time.
+    store::runSync(*s, [](store::Transaction& t) { t.putFraudMember("r", "k", "a", 210, 310); });
+    CHECK(count("", 200, 10) == 1);
+    CHECK(seen("", 0, 1) == std::optional<std::int64_t>(210));
+    CHECK(count("", 0, 10) == 4);
 }
 
 namespace {
@@ -282,7 +296,7 @@ TEST_CASE("retention purge: exact counts per category, dry run first", "[store][
     CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findDeliveryAttempts(q); }).size() == 2);
     store::CallQuery cq;
     CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findCalls(cq); }).size() == 1);
-    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findFraudMembers("ip-dest", "k", 0); }).size() == 1);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.countFraudMembers("ip-dest", "k", "", 0, 10); }) == 1);
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findRateCounter("app", "shop"); }));
     CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findRateCounter("ip", "shop/b"); }));
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "subj"); })->failures == 2);
