@@ -2,13 +2,39 @@
 
 #include "util/files.hpp"
 
-#include <chrono>
-#include <ctime>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
 
 namespace twofactor::channel {
 
-OutboxChannel::OutboxChannel(std::string directory) : directory_(std::move(directory)) {
+namespace {
+
+std::runtime_error sysError(const std::string& what, const std::string& path) {
+    return std::runtime_error(what + " " + path + ": " + std::strerror(errno));
+}
+
+void fsyncDirectory(const std::string& directory) {
+    const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw sysError("cannot open", directory);
+    const int rc = ::fsync(fd);
+    const int saved = errno;
+    ::close(fd);
+    errno = saved;
+    if (rc != 0) throw sysError("cannot fsync", directory);
+}
+
+}  // namespace
+
+OutboxChannel::OutboxChannel(std::string directory, DirectorySync sync)
+    : directory_(std::move(directory)), sync_(sync ? std::move(sync) : DirectorySync(fsyncDirectory)) {
     files::ensureDirectory(directory_, 0700);
     files::ensureDirectory(directory_ + "/tmp", 0700);
     files::ensureDirectory(directory_ + "/new", 0700);
@@ -90,6 +116,70 @@ std::string sixDigits(long long v) {
 }
 }  // namespace
 
+void OutboxChannel::writeMessageFile(const std::string& name, std::string_view content) const {
+    std::string tmp = directory_ + "/tmp/." + name + ".XXXXXX";
+    const int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+    if (fd < 0) throw sysError("cannot create a file in", directory_ + "/tmp");
+    auto fail = [&](const char* what) {
+        const auto error = sysError(what, tmp);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return error;
+    };
+    if (::fchmod(fd, 0600) != 0) throw fail("cannot chmod");
+    while (!content.empty()) {
+        const ssize_t n = ::write(fd, content.data(), content.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw fail("cannot write");
+        }
+        content.remove_prefix(static_cast<std::size_t>(n));
+    }
+    if (::fsync(fd) != 0) throw fail("cannot fsync");
+    if (::close(fd) != 0) {
+        const auto error = sysError("cannot close", tmp);
+        ::unlink(tmp.c_str());
+        throw error;
+    }
+    const std::string target = directory_ + "/new/" + name;
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+        const auto error = sysError("cannot rename into", target);
+        ::unlink(tmp.c_str());
+        throw error;
+    }
+}
+
+void OutboxChannel::awaitDirectorySync() {
+    std::unique_lock lock(syncMutex_);
+    // Joined after the rename: whichever sync begins from here on covers it.
+    if (!openRound_) openRound_ = std::make_shared<SyncRound>();
+    const std::shared_ptr<SyncRound> round = openRound_;
+    while (!round->done) {
+        if (syncing_ || openRound_ != round) {
+            syncDone_.wait(lock);
+            continue;
+        }
+        // Lead this round: renames finishing from now on join the next one.
+        syncing_ = true;
+        openRound_.reset();
+        lock.unlock();
+        std::string error;
+        try {
+            sync_(directory_ + "/new");
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        lock.lock();
+        round->done = true;
+        round->error = std::move(error);
+        syncing_ = false;
+        syncDone_.notify_all();
+    }
+    // A failed sync fails every message it covered, even if a later one succeeds:
+    // after an fsync error the kernel may have dropped what it was to write.
+    if (!round->error.empty()) throw std::runtime_error(round->error);
+}
+
 void OutboxChannel::deliver(Message message, Done done) {
     const auto start = std::chrono::steady_clock::now();
     DeliveryResult result;
@@ -102,7 +192,8 @@ void OutboxChannel::deliver(Message message, Done done) {
                                  message.requestId + "." + std::to_string(message.attempt) + "." +
                                  std::to_string(sequence_++) + "." + std::to_string(::getpid()) + ".msg";
         SecretString body(format(message, micros / 1000000));
-        files::writeFileAtomic(directory_ + "/tmp", directory_ + "/new", name, body.view());
+        writeMessageFile(name, body.view());
+        awaitDirectorySync();
         result.outcome = DeliveryOutcome::Accepted;
         result.providerMessageId = name;
     } catch (const std::exception& e) {

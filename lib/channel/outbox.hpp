@@ -1,19 +1,35 @@
 // The outbox channel: each message becomes one file in a maildir-like
 // directory (tmp/ then rename into new/), mode 0600. For trying the product,
 // for tests, and for sites that hand messages on to another system.
+//
+// A message is acknowledged only once it is durable: its file written and
+// fsynced in tmp/, renamed into new/, and new/ fsynced. Deliveries running at
+// the same time share the directory's fsync (group commit, as the store
+// shares a transaction): the first to finish its rename syncs new/ for every
+// rename done before it began; those that finish meanwhile join the next one.
 #pragma once
 
 #include "channel/channel.hpp"
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace twofactor::channel {
 
 class OutboxChannel final : public Channel {
 public:
+    // Makes the entries of a directory durable; throws std::runtime_error
+    // naming the directory when it cannot. The default fsyncs it. Tests pass
+    // their own to watch which renames each sync covers.
+    using DirectorySync = std::function<void(const std::string& directory)>;
+
     // Creates DIR/tmp and DIR/new (mode 0700) if missing.
-    explicit OutboxChannel(std::string directory);
+    explicit OutboxChannel(std::string directory, DirectorySync sync = {});
     std::string driverName() const override { return "outbox"; }
     void deliver(Message message, Done done) override;
     const std::string& directory() const { return directory_; }
@@ -23,8 +39,25 @@ public:
     [[nodiscard]] static std::string format(const Message& message, std::int64_t unixTime);
 
 private:
+    // Writes the file into tmp/, fsyncs it and renames it into new/.
+    void writeMessageFile(const std::string& name, std::string_view content) const;
+    // Returns once new/ has been synced after this thread's rename; throws
+    // when that sync failed.
+    void awaitDirectorySync();
+
+    // One directory sync and the renames it covers.
+    struct SyncRound {
+        bool done = false;
+        std::string error;  // empty when the sync succeeded
+    };
+
     std::string directory_;
+    DirectorySync sync_;
     std::atomic<unsigned long> sequence_{0};
+    std::mutex syncMutex_;
+    std::condition_variable syncDone_;
+    std::shared_ptr<SyncRound> openRound_;  // joined by renames finished since the running sync began
+    bool syncing_ = false;
 };
 
 }  // namespace twofactor::channel

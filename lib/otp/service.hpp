@@ -135,13 +135,17 @@ public:
     void record(store::Transaction& t, AuditRecord r) const;
     [[nodiscard]] store::Store& store() const { return store_; }
 
-private:
-    struct DeliveryRun;
+    // The keys a send counts under in the rate limits and the fraud sets
+    // (keyed hashes): also for tools that write a send's rows themselves
+    // (bench/prefill.cpp), so their counters are the ones the daemon reads.
     [[nodiscard]] SendKeys sendKeys(const std::string& app, const std::string& subjectHash,
                                     const std::string& clientIp) const;
     [[nodiscard]] FraudKeys fraudKeys(const std::string& app, const std::string& subjectHash,
                                       const std::string& destination, const std::string& clientIp,
                                       const std::string& device, const std::string& requestId) const;
+
+private:
+    struct DeliveryRun;
     [[nodiscard]] const config::RateLimits& rateLimits(const std::string& app) const;
     [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
     bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
