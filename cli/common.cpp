@@ -29,6 +29,22 @@ std::string flagFor(const std::string& parameter) {
 
 }  // namespace
 
+Selection Selection::fromArguments(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--json") continue;
+        if (arg == "--socket") {
+            ++i;
+            continue;
+        }
+        if (arg.rfind("--socket=", 0) == 0) continue;
+        // An option before the command (--help, --version, a typo): the whole tree.
+        if (arg.empty() || arg[0] == '-') return all();
+        return Selection{arg};
+    }
+    return all();
+}
+
 std::string str(const json& p, const char* key) {
     auto it = p.find(key);
     if (it == p.end()) return "";

@@ -90,11 +90,29 @@ private:
     std::string writeError_;
 };
 
+// The top-level commands a run builds. Constructing CLI11's options is most
+// of what a short command costs at start-up, so a run builds only the command
+// named on its command line; help, version, anything it cannot tell from the
+// first word, and every parse error get the whole tree.
+class Selection {
+public:
+    static Selection all() { return Selection{{}}; }
+    // The first word after the global options, if there is one to tell.
+    static Selection fromArguments(int argc, char** argv);
+    [[nodiscard]] bool everything() const { return command_.empty(); }
+    [[nodiscard]] bool wants(std::string_view command) const { return everything() || command == command_; }
+
+private:
+    explicit Selection(std::string_view command) : command_(command) {}
+    std::string_view command_;
+};
+
 // A group of subcommands kept in a file of its own.
 class CommandGroup {
 public:
     virtual ~CommandGroup() = default;
-    virtual void add(CLI::App& app) = 0;
+    // Adds the group's top-level commands that `pick` wants.
+    virtual void add(CLI::App& app, const Selection& pick) = 0;
     // The exit code when one of the group's commands was chosen, else -1.
     virtual int run(const Globals& g) = 0;
 };

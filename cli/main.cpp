@@ -7,7 +7,7 @@
 #include "ipc/paths.hpp"
 
 #include <cstdio>
-#include <iostream>
+#include <cstdlib>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -34,18 +34,30 @@ void printRequest(const json& r) {
     if (r.contains("failure")) line("failure", str(r, "failure"));
 }
 
+// stdio rather than std::cin: iostreams cost every run their start-up.
 bool readCodeFromStdin(std::string& code) {
-    std::string line;
-    if (!std::getline(std::cin, line)) return false;
+    char* buf = nullptr;
+    std::size_t capacity = 0;
+    const ssize_t n = ::getline(&buf, &capacity, stdin);
+    std::string line = n < 0 ? "" : std::string(buf, static_cast<std::size_t>(n));
+    std::free(buf);
+    if (n < 0) return false;
+    if (!line.empty() && line.back() == '\n') line.pop_back();
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
     std::size_t start = line.find_first_not_of(" \t");
     code = start == std::string::npos ? "" : line.substr(start);
     return true;
 }
 
+// Returned by a run built for one command whose parse failed: the whole
+// tree parses again, and reports.
+constexpr int kParseAgain = -2;
+
+bool chosen(const CLI::App* command) { return command != nullptr && command->parsed(); }
+
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv, const Selection& pick) {
     CLI::App app{"twofactor - issue and verify one-time passwords through twofactord", "twofactor"};
     app.require_subcommand(1);
     app.fallthrough();
@@ -60,98 +72,129 @@ int main(int argc, char** argv) {
     std::optional<std::int64_t> sTtl, sLength;
     bool sNoWait = false;
     std::string sFallback;
-    auto* send = app.add_subcommand("send", "issue a code and deliver it; prints the request id");
-    send->add_option("--app", sApp, "the app (from the configuration)")->required();
-    send->add_option("--to", sTo, "email address or phone number (E.164, e.g. +4915112345678)")->required();
-    send->add_option("--channel", sChannel, "email or whatsapp (default: from the destination)")
-        ->check(CLI::IsMember({"email", "whatsapp"}));
-    send->add_option("--purpose", sPurpose, "login, verify or recovery (default login)")
-        ->check(CLI::IsMember({"login", "verify", "recovery"}));
-    send->add_option("--locale", sLocale, "message language, e.g. de or pt-BR");
-    send->add_option("--ip", sIp, "the end user's IP address");
-    send->add_option("--device", sDevice, "the end user's device or user agent");
-    send->add_option("--reference", sReference, "your own reference, stored with the request");
-    send->add_option("--ttl", sTtl, "lifetime in seconds (within the app's bounds)");
-    send->add_option("--length", sLength, "number of digits (within the app's bounds)");
-    send->add_flag("--no-wait", sNoWait, "return once the request is stored; deliver in the background");
-    send->add_option("--fallback-email", sFallback,
-                     "WhatsApp only: deliver to this address instead if WhatsApp fails for good");
+    CLI::App* send = nullptr;
+    if (pick.wants("send")) {
+        send = app.add_subcommand("send", "issue a code and deliver it; prints the request id");
+        send->add_option("--app", sApp, "the app (from the configuration)")->required();
+        send->add_option("--to", sTo, "email address or phone number (E.164, e.g. +4915112345678)")->required();
+        send->add_option("--channel", sChannel, "email or whatsapp (default: from the destination)")
+            ->check(CLI::IsMember({"email", "whatsapp"}));
+        send->add_option("--purpose", sPurpose, "login, verify or recovery (default login)")
+            ->check(CLI::IsMember({"login", "verify", "recovery"}));
+        send->add_option("--locale", sLocale, "message language, e.g. de or pt-BR");
+        send->add_option("--ip", sIp, "the end user's IP address");
+        send->add_option("--device", sDevice, "the end user's device or user agent");
+        send->add_option("--reference", sReference, "your own reference, stored with the request");
+        send->add_option("--ttl", sTtl, "lifetime in seconds (within the app's bounds)");
+        send->add_option("--length", sLength, "number of digits (within the app's bounds)");
+        send->add_flag("--no-wait", sNoWait, "return once the request is stored; deliver in the background");
+        send->add_option("--fallback-email", sFallback,
+                         "WhatsApp only: deliver to this address instead if WhatsApp fails for good");
+    }
 
     // verify
     std::string vId, vApp, vTo, vCode;
-    auto* verify = app.add_subcommand("verify", "check a code; prints the status; exit 0 only when approved");
-    auto* idOpt = verify->add_option("--id", vId, "the request id");
-    auto* appOpt = verify->add_option("--app", vApp, "the app (with --to: the newest pending request)");
-    auto* toOpt = verify->add_option("--to", vTo, "the destination (with --app)");
-    verify->add_option("--code", vCode, "the code, or - to read it from standard input")->required();
-    idOpt->excludes(appOpt)->excludes(toOpt);
-    appOpt->needs(toOpt);
-    toOpt->needs(appOpt);
+    CLI::App* verify = nullptr;
+    if (pick.wants("verify")) {
+        verify = app.add_subcommand("verify", "check a code; prints the status; exit 0 only when approved");
+        auto* idOpt = verify->add_option("--id", vId, "the request id");
+        auto* appOpt = verify->add_option("--app", vApp, "the app (with --to: the newest pending request)");
+        auto* toOpt = verify->add_option("--to", vTo, "the destination (with --app)");
+        verify->add_option("--code", vCode, "the code, or - to read it from standard input")->required();
+        idOpt->excludes(appOpt)->excludes(toOpt);
+        appOpt->needs(toOpt);
+        toOpt->needs(appOpt);
+    }
 
     std::string rid;
-    auto* status = app.add_subcommand("status", "show a request");
-    status->add_option("id", rid, "the request id")->required();
-    auto* cancel = app.add_subcommand("cancel", "cancel a pending request; its code no longer verifies");
-    cancel->add_option("id", rid, "the request id")->required();
-    auto* resend = app.add_subcommand("resend", "send a new code for a pending request (the old one stops working)");
-    resend->add_option("id", rid, "the request id")->required();
-    auto* whoami = app.add_subcommand("whoami", "show your uid and the roles twofactord grants you");
+    CLI::App *status = nullptr, *cancel = nullptr, *resend = nullptr, *whoami = nullptr;
+    if (pick.wants("status")) {
+        status = app.add_subcommand("status", "show a request");
+        status->add_option("id", rid, "the request id")->required();
+    }
+    if (pick.wants("cancel")) {
+        cancel = app.add_subcommand("cancel", "cancel a pending request; its code no longer verifies");
+        cancel->add_option("id", rid, "the request id")->required();
+    }
+    if (pick.wants("resend")) {
+        resend = app.add_subcommand("resend", "send a new code for a pending request (the old one stops working)");
+        resend->add_option("id", rid, "the request id")->required();
+    }
+    if (pick.wants("whoami")) whoami = app.add_subcommand("whoami", "show your uid and the roles twofactord grants you");
 
     std::string oDest, oReason;
     int oLimit = 1000;
-    auto* optout = app.add_subcommand("optout", "the WhatsApp opt-out list (admin)");
-    optout->require_subcommand(1);
-    auto* optoutAdd = optout->add_subcommand("add", "stop WhatsApp messages to a number");
-    optoutAdd->add_option("number", oDest, "the phone number (E.164)")->required();
-    optoutAdd->add_option("--reason", oReason, "why, for the record");
-    auto* optoutRemove = optout->add_subcommand("remove", "allow WhatsApp messages to a number again");
-    optoutRemove->add_option("number", oDest, "the phone number (E.164)")->required();
-    auto* optoutList = optout->add_subcommand("list", "show the opt-out list");
-    optoutList->add_option("--limit", oLimit, "at most this many entries (default 1000)");
+    CLI::App *optout = nullptr, *optoutAdd = nullptr, *optoutRemove = nullptr;
+    if (pick.wants("optout")) {
+        optout = app.add_subcommand("optout", "the WhatsApp opt-out list (admin)");
+        optout->require_subcommand(1);
+        optoutAdd = optout->add_subcommand("add", "stop WhatsApp messages to a number");
+        optoutAdd->add_option("number", oDest, "the phone number (E.164)")->required();
+        optoutAdd->add_option("--reason", oReason, "why, for the record");
+        optoutRemove = optout->add_subcommand("remove", "allow WhatsApp messages to a number again");
+        optoutRemove->add_option("number", oDest, "the phone number (E.164)")->required();
+        auto* optoutList = optout->add_subcommand("list", "show the opt-out list");
+        optoutList->add_option("--limit", oLimit, "at most this many entries (default 1000)");
+    }
 
     std::string dId, dSince, dUntil;
     int dLimit = 100;
-    auto* deliveries = app.add_subcommand("deliveries", "show the delivery log, by request or by time");
-    deliveries->add_option("id", dId, "a request id (default: all requests)");
-    deliveries->add_option("--since", dSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    deliveries->add_option("--limit", dLimit, "at most this many attempts, the newest (default 100)");
+    CLI::App* deliveries = nullptr;
+    if (pick.wants("deliveries")) {
+        deliveries = app.add_subcommand("deliveries", "show the delivery log, by request or by time");
+        deliveries->add_option("id", dId, "a request id (default: all requests)");
+        deliveries->add_option("--since", dSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        deliveries->add_option("--limit", dLimit, "at most this many attempts, the newest (default 100)");
+    }
 
     std::string cSince, cUntil;
     int cLimit = 1000;
-    auto* calls = app.add_subcommand("calls", "show the request log: Varlink calls to twofactord (admin)");
-    calls->add_option("--since", cSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    calls->add_option("--until", cUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    calls->add_option("--limit", cLimit, "at most this many calls, the newest (default 1000)");
+    CLI::App* calls = nullptr;
+    if (pick.wants("calls")) {
+        calls = app.add_subcommand("calls", "show the request log: Varlink calls to twofactord (admin)");
+        calls->add_option("--since", cSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        calls->add_option("--until", cUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        calls->add_option("--limit", cLimit, "at most this many calls, the newest (default 1000)");
+    }
 
     std::string aSince, aUntil, aApp, aOutcome, aFrom, aTo;
     int aLimit = 1000;
-    auto* retention = app.add_subcommand("retention", "the retention purge (dpo, admin)");
-    retention->require_subcommand(1);
-    auto* retentionRun = retention->add_subcommand("run", "purge now what the retention periods allow; prints rows per category");
     bool rDryRun = false;
-    retentionRun->add_flag("--dry-run", rDryRun, "only count what would be purged; delete nothing");
-    auto* retentionStatus = retention->add_subcommand("status", "show the last run, the next scheduled run and rows purged");
+    CLI::App *retention = nullptr, *retentionRun = nullptr;
+    if (pick.wants("retention")) {
+        retention = app.add_subcommand("retention", "the retention purge (dpo, admin)");
+        retention->require_subcommand(1);
+        retentionRun = retention->add_subcommand("run", "purge now what the retention periods allow; prints rows per category");
+        retentionRun->add_flag("--dry-run", rDryRun, "only count what would be purged; delete nothing");
+        retention->add_subcommand("status", "show the last run, the next scheduled run and rows purged");
+    }
 
-    auto* audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
-    audit->require_subcommand(1);
-    auto* auditList = audit->add_subcommand("list", "show audit records, oldest first");
-    auditList->add_option("--since", aSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    auditList->add_option("--until", aUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    auditList->add_option("--app", aApp, "only records of this app");
-    auditList->add_option("--outcome", aOutcome, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
-    auditList->add_option("--limit", aLimit, "at most this many records (default 1000)");
-    auto* auditVerify = audit->add_subcommand("verify", "check the hash chain; exit 1 at the first broken record (admin)");
-    auto* auditExport = audit->add_subcommand("export", "print records as JSON lines, for investigations");
-    auditExport->add_option("--from", aFrom, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    auditExport->add_option("--to", aTo, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    CLI::App *audit = nullptr, *auditList = nullptr, *auditVerify = nullptr, *auditExport = nullptr;
+    if (pick.wants("audit")) {
+        audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
+        audit->require_subcommand(1);
+        auditList = audit->add_subcommand("list", "show audit records, oldest first");
+        auditList->add_option("--since", aSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        auditList->add_option("--until", aUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        auditList->add_option("--app", aApp, "only records of this app");
+        auditList->add_option("--outcome", aOutcome, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
+        auditList->add_option("--limit", aLimit, "at most this many records (default 1000)");
+        auditVerify = audit->add_subcommand("verify", "check the hash chain; exit 1 at the first broken record (admin)");
+        auditExport = audit->add_subcommand("export", "print records as JSON lines, for investigations");
+        auditExport->add_option("--from", aFrom, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        auditExport->add_option("--to", aTo, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+    }
 
     std::unique_ptr<CommandGroup> groups[] = {privacyCommands(), maintenanceCommands()};
-    for (auto& group : groups) group->add(app);
+    for (auto& group : groups) group->add(app, pick);
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
+        // Only the whole tree reports a parse error, so its messages, help and
+        // version read the same however a run was built.
+        if (!pick.everything()) return kParseAgain;
         if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
         // One line, like every other error.
         std::fprintf(stderr, "twofactor: %s (see twofactor --help)\n", e.what());
@@ -162,7 +205,7 @@ int main(int argc, char** argv) {
         if (int rc = group->run(g); rc >= 0) return rc;
 
     json out;
-    if (*send) {
+    if (chosen(send)) {
         json p = {{"app", sApp}, {"destination", sTo}};
         if (!sChannel.empty()) p["channel"] = sChannel;
         if (!sPurpose.empty()) p["purpose"] = sPurpose;
@@ -182,7 +225,7 @@ int main(int argc, char** argv) {
         else std::printf("%s\n", str(out["request"], "id").c_str());
         return kOk;
     }
-    if (*optout) {
+    if (chosen(optout)) {
         if (*optoutAdd) {
             json p = {{"destination", oDest}};
             if (!oReason.empty()) p["reason"] = oReason;
@@ -209,7 +252,7 @@ int main(int argc, char** argv) {
         }
         return kOk;
     }
-    if (*retention) {
+    if (chosen(retention)) {
         static const char* const kCategories[] = {"codeHashes",   "deliveries",   "requestLog",      "clientData",
                                                   "rateCounters", "fraudSets",    "subjectFailures", "authMetadata",
                                                   "auditRecords", "removedApps"};
@@ -237,7 +280,6 @@ int main(int argc, char** argv) {
             }
             return kOk;
         }
-        (void)retentionStatus;
         if (int rc = call(g, "retention status", "io.twofactor.Privacy.RetentionStatus", json::object(), out); rc >= 0)
             return rc;
         if (g.json) {
@@ -256,7 +298,7 @@ int main(int argc, char** argv) {
         printCounts(out["lastCounts"]);
         return kOk;
     }
-    if (*audit) {
+    if (chosen(audit)) {
         const std::string command = *auditList ? "audit list" : *auditVerify ? "audit verify" : "audit export";
         if (*auditVerify) {
             if (int rc = call(g, command, "io.twofactor.Audit.Verify", json::object(), out); rc >= 0) return rc;
@@ -308,7 +350,7 @@ int main(int argc, char** argv) {
         }
         return kOk;
     }
-    if (*calls) {
+    if (chosen(calls)) {
         json p = {{"limit", cLimit}};
         for (auto [text, key] : {std::pair{&cSince, "since"}, std::pair{&cUntil, "until"}}) {
             if (text->empty()) continue;
@@ -332,7 +374,7 @@ int main(int argc, char** argv) {
         }
         return kOk;
     }
-    if (*deliveries) {
+    if (chosen(deliveries)) {
         json p = {{"limit", dLimit}};
         if (!dId.empty()) p["id"] = dId;
         for (auto [text, key] : {std::pair{&dSince, "since"}, std::pair{&dUntil, "until"}}) {
@@ -365,7 +407,7 @@ int main(int argc, char** argv) {
         }
         return kOk;
     }
-    if (*verify) {
+    if (chosen(verify)) {
         if (vId.empty() && vApp.empty()) {
             std::fprintf(stderr, "twofactor verify: give --id, or --app and --to\n");
             return kUsage;
@@ -389,17 +431,17 @@ int main(int argc, char** argv) {
         else std::printf("%s\n", str(out, "status").c_str());
         return approved ? kOk : kRejected;
     }
-    if (*status || *cancel || *resend) {
-        const std::string command = *status ? "status" : *cancel ? "cancel" : "resend";
-        const std::string method = "io.twofactor.Otp." + std::string(*status ? "Status" : *cancel ? "Cancel" : "Resend");
+    if (chosen(status) || chosen(cancel) || chosen(resend)) {
+        const std::string command = chosen(status) ? "status" : chosen(cancel) ? "cancel" : "resend";
+        const std::string method = "io.twofactor.Otp." + std::string(chosen(status) ? "Status" : chosen(cancel) ? "Cancel" : "Resend");
         if (int rc = call(g, command, method.c_str(), {{"id", rid}}, out); rc >= 0) return rc;
-        if (g.json) std::printf("%s\n", (*resend ? out : out["request"]).dump().c_str());
-        else if (*status) printRequest(out["request"]);
-        else if (*cancel) std::printf("%s\n", str(out["request"], "status").c_str());
+        if (g.json) std::printf("%s\n", (chosen(resend) ? out : out["request"]).dump().c_str());
+        else if (chosen(status)) printRequest(out["request"]);
+        else if (chosen(cancel)) std::printf("%s\n", str(out["request"], "status").c_str());
         else std::printf("%s\n", str(out["request"], "id").c_str());
         return kOk;
     }
-    if (*whoami) {
+    if (chosen(whoami)) {
         if (int rc = call(g, "whoami", "io.twofactor.Daemon.WhoAmI", json::object(), out); rc >= 0) return rc;
         if (g.json) {
             std::printf("%s\n", out.dump().c_str());
@@ -412,4 +454,11 @@ int main(int argc, char** argv) {
         return kOk;
     }
     return kUsage;
+}
+
+int main(int argc, char** argv) {
+    const Selection one = Selection::fromArguments(argc, argv);
+    if (!one.everything())
+        if (const int rc = run(argc, argv, one); rc != kParseAgain) return rc;
+    return run(argc, argv, Selection::all());
 }

@@ -135,19 +135,23 @@ std::string mebibytes(std::int64_t bytes) {
 
 class MaintenanceCommands final : public CommandGroup {
 public:
-    void add(CLI::App& app) override {
-        key_ = app.add_subcommand("key", "the database key (admin)");
-        key_->require_subcommand(1);
-        rotate_ = key_->add_subcommand(
-            "rotate", "rekey the database to a fresh random key and verify it; the old key stops working");
-        backup_ = app.add_subcommand("backup", "write an encrypted, verified copy of the database to FILE (admin)");
-        backup_->add_option("-o,--output", output_, "the file to write, mode 0600; it must not exist")->required();
-        backup_->add_flag("--force", force_, "replace FILE if it exists");
+    void add(CLI::App& app, const Selection& pick) override {
+        if (pick.wants("key")) {
+            key_ = app.add_subcommand("key", "the database key (admin)");
+            key_->require_subcommand(1);
+            rotate_ = key_->add_subcommand(
+                "rotate", "rekey the database to a fresh random key and verify it; the old key stops working");
+        }
+        if (pick.wants("backup")) {
+            backup_ = app.add_subcommand("backup", "write an encrypted, verified copy of the database to FILE (admin)");
+            backup_->add_option("-o,--output", output_, "the file to write, mode 0600; it must not exist")->required();
+            backup_->add_flag("--force", force_, "replace FILE if it exists");
+        }
     }
 
     int run(const Globals& g) override {
-        if (*rotate_) return rotate(g);
-        if (*backup_) return backup(g);
+        if (rotate_ != nullptr && *rotate_) return rotate(g);
+        if (backup_ != nullptr && *backup_) return backup(g);
         return -1;
     }
 

@@ -23,7 +23,8 @@ std::string day(std::int64_t t) { return isoTime(t).substr(0, 10); }
 
 class PrivacyCommands final : public CommandGroup {
 public:
-    void add(CLI::App& app) override {
+    void add(CLI::App& app, const Selection& pick) override {
+        if (!pick.wants("gdpr")) return;
         gdpr_ = app.add_subcommand("gdpr", "GDPR data-subject requests and their register (dpo, admin)");
         gdpr_->require_subcommand(1);
         auto subject = [this](CLI::App* c) {
@@ -60,7 +61,7 @@ public:
     }
 
     int run(const Globals& g) override {
-        if (!*gdpr_) return -1;
+        if (gdpr_ == nullptr || !*gdpr_) return -1;
         json p = json::object();
         const std::string command = "gdpr " + std::string(gdpr_->get_subcommands().front()->get_name());
         if (!*requests_) {

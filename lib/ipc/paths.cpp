@@ -4,19 +4,15 @@
 
 #include "build_config.h"
 
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <stdexcept>
 #include <string>
-#include <vector>
 
 namespace twofactor::paths {
 
-namespace {
+namespace detail {
 
 // The XDG base directory spec says relative values are invalid and must be
 // ignored; honouring them would make the location depend on the working directory.
@@ -38,30 +34,10 @@ std::string joinPath(std::string dir, const std::string& tail) {
     return dir + tail;
 }
 
-// HOME first, as shells and XDG do; the password database covers services
-// started without a login environment.
-std::string homeDirectory() {
-    if (std::string home = absoluteEnv("HOME"); !home.empty()) {
-        return home;
-    }
-    long hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-    std::vector<char> buffer(hint > 0 ? static_cast<std::size_t>(hint) : 1024);
-    for (;;) {
-        passwd entry{};
-        passwd* result = nullptr;
-        int rc = ::getpwuid_r(::getuid(), &entry, buffer.data(), buffer.size(), &result);
-        if (rc == ERANGE && buffer.size() < (1u << 20)) {
-            buffer.resize(buffer.size() * 2);
-            continue;
-        }
-        if (rc == 0 && result != nullptr && result->pw_dir != nullptr && result->pw_dir[0] == '/') {
-            return result->pw_dir;
-        }
-        return {};
-    }
-}
+}  // namespace detail
 
-}  // namespace
+using detail::absoluteEnv;
+using detail::joinPath;
 
 std::string systemSocket() { return TWOFACTOR_SOCKET_PATH; }
 std::string systemStateDir() { return TWOFACTOR_STATE_DIR; }
@@ -89,22 +65,6 @@ std::string clientSocket() {
     if (isSocket(own)) return own;
     if (std::string system = systemSocket(); isSocket(system)) return system;
     return own;
-}
-
-std::string defaultStateDir() {
-    if (std::string state = absoluteEnv("XDG_STATE_HOME"); !state.empty()) {
-        return joinPath(state, "twofactor");
-    }
-    if (::getuid() == 0) {
-        return systemStateDir();
-    }
-    std::string home = homeDirectory();
-    if (home.empty()) {
-        // No fallback under /tmp: the state directory holds key material, and a
-        // world-writable parent lets another user plant or read it.
-        throw std::runtime_error("cannot determine the home directory for the state directory; set XDG_STATE_HOME");
-    }
-    return joinPath(home, ".local/state/twofactor");
 }
 
 }  // namespace twofactor::paths

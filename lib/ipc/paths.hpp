@@ -26,4 +26,12 @@ std::string systemSocket();
 std::string systemStateDir();
 std::string systemConfigPath();
 
+namespace detail {
+// Shared by paths.cpp and state_paths.cpp.
+// The variable's value if it is an absolute path, else empty.
+std::string absoluteEnv(const char* name);
+// dir + "/" + tail, with no doubled slash.
+std::string joinPath(std::string dir, const std::string& tail);
+}  // namespace detail
+
 }  // namespace twofactor::paths
