@@ -13,7 +13,8 @@
 # MAX_SECONDS per loadgen run (60), CLIENTS ("1 16 64"), STORE_PAIRS (10000),
 # PREFILL_REQUESTS (1000000), PREFILL_SPAN (2592000 s: 30 days), HF_RUNS (200),
 # HF_WARMUP (20); SES=0 skips the SES part, SES_SENDS (5000) sends per SES
-# run, SES_CLIENTS ("16 64"); PRIVACY=0 skips the privacy part, PRIVACY_ROWS
+# run, SES_CLIENTS ("16 64") for sends that wait for the provider,
+# SES_NOWAIT_CLIENTS (16) for the wait = false run; PRIVACY=0 skips the privacy part, PRIVACY_ROWS
 # (1000000), PRIVACY_BATCH (1000).
 # Only Unix sockets and loopback are used; every step runs under `timeout`;
 # the daemons, the mock and the temporary directory are removed on exit.
@@ -31,13 +32,13 @@ if [ "$tiny" = 1 ]; then
     pairs=${PAIRS:-20} max_seconds=${MAX_SECONDS:-20} clients_list=${CLIENTS:-"1 4"} store_pairs=${STORE_PAIRS:-20}
     prefill_requests=${PREFILL_REQUESTS:-300} prefill_span=${PREFILL_SPAN:-3600}
     hf_runs=${HF_RUNS:-3} hf_warmup=${HF_WARMUP:-1} warmup_pairs=10
-    ses=${SES:-1} ses_sends=${SES_SENDS:-20} ses_clients_list=${SES_CLIENTS:-"4"}
+    ses=${SES:-1} ses_sends=${SES_SENDS:-20} ses_clients_list=${SES_CLIENTS:-"4"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-4}
     privacy=${PRIVACY:-1} privacy_rows=${PRIVACY_ROWS:-200} privacy_batch=${PRIVACY_BATCH:-50}
 else
     pairs=${PAIRS:-5000} max_seconds=${MAX_SECONDS:-60} clients_list=${CLIENTS:-"1 16 64"} store_pairs=${STORE_PAIRS:-10000}
     prefill_requests=${PREFILL_REQUESTS:-1000000} prefill_span=${PREFILL_SPAN:-2592000}
     hf_runs=${HF_RUNS:-200} hf_warmup=${HF_WARMUP:-20} warmup_pairs=200
-    ses=${SES:-1} ses_sends=${SES_SENDS:-5000} ses_clients_list=${SES_CLIENTS:-"16 64"}
+    ses=${SES:-1} ses_sends=${SES_SENDS:-5000} ses_clients_list=${SES_CLIENTS:-"16 64"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-16}
     privacy=${PRIVACY:-1} privacy_rows=${PRIVACY_ROWS:-1000000} privacy_batch=${PRIVACY_BATCH:-1000}
 fi
 
@@ -66,8 +67,9 @@ skip() {  # skip DESCRIPTION REASON
 
 n_clients=$(wc -w <<<"$clients_list")
 n_ses=$(wc -w <<<"$ses_clients_list")
-# baseline, empty daemon + warm-up, loadgens, prefill, pre-filled daemon + warm-up, loadgens, hyperfine, SES (3 + runs), privacy
-[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1))"
+# baseline, empty daemon + warm-up, loadgens, prefill, pre-filled daemon + warm-up, loadgens, hyperfine,
+# SES (mock, daemon, warm-up, runs, no-wait run), privacy
+[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1 + 1))"
 
 # ---- build if needed (not in --tiny: the test suite has built everything) ----
 if [ "$tiny" = 0 ]; then
@@ -177,6 +179,8 @@ start_daemon() {
 }
 # rss FIELD: VmRSS or VmHWM of the running daemon, in MiB.
 rss() { awk -v f="$1:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$daemon_pid/status" 2>/dev/null; }
+# pss: its proportional set size now (shared library pages divided among the processes mapping them), in MiB.
+pss() { awk '$1 == "Pss:" { printf "%.1f", $2 / 1024 }' "/proc/$daemon_pid/smaps_rollup" 2>/dev/null; }
 
 # field NAME LINE: the value of NAME=... in a RESULT line.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
@@ -202,7 +206,7 @@ run_loadgen() {  # run_loadgen LABEL CLIENTS
 warm_up() {
     timeout 120 "$loadgen" --socket "$socket" --outbox "$state/outbox" --clients 4 --pairs "$warmup_pairs" >/dev/null
 }
-declare -A rss_idle rss_peak
+declare -A rss_idle rss_peak pss_idle
 
 # ---- 1. the storage baseline ----
 say "store baseline: $store_pairs INSERT+UPDATE pairs per measurement (at most 15 s each)"
@@ -225,6 +229,7 @@ steady() {  # steady LABEL: daemon of $tmp/LABEL, warm-up, loadgen at each clien
         return 1
     fi
     rss_idle[$label]=$(rss VmRSS)
+    pss_idle[$label]=$(pss)
     warm_up
     result $? "daemon on the $label store started, idle RSS ${rss_idle[$label]} MiB, warm-up"
     for c in $clients_list; do
@@ -299,7 +304,7 @@ run_ses() {  # run_ses LABEL CLIENTS LOADGEN-FLAGS...
     result "$rc" "SES $label: ${ses_drate[$label]} deliveries/s"
 }
 if [ "$ses" != 1 ]; then
-    for d in "SES mock" "SES daemon" "SES warm-up" $ses_clients_list; do skip "SES $d" "SES=0"; done
+    for d in "SES mock" "SES daemon" "SES warm-up" $ses_clients_list "no-wait"; do skip "SES $d" "SES=0"; done
 else
     say "SES: twofactor-mock-ses on 127.0.0.1 (no signature checks), daemon with [delivery] email = \"ses\" on the pre-filled store"
     sesdir=$tmp/ses
@@ -333,10 +338,13 @@ timeout = 10"
             say "SES: $c client(s), $ses_sends sends, each waiting for the provider's answer"
             run_ses "wait-$c" "$c" --send-only
         done
+        say "SES: $ses_nowait_clients client(s), $ses_sends sends with wait = false (--no-wait)"
+        run_ses "no-wait-$ses_nowait_clients" "$ses_nowait_clients" --no-wait
     else
         result 1 "SES daemon on the pre-filled store started"
         result 1 "SES warm-up"
         for c in $ses_clients_list; do result 1 "SES wait-$c (no daemon)"; done
+        result 1 "SES no-wait (no daemon)"
     fi
     stop_daemon
     stop_mock
@@ -390,7 +398,7 @@ if [ "${#ses_rate[@]}" -gt 0 ]; then
     echo
     printf '%-26s %10s %12s %9s %9s %7s %11s %9s\n' "SES mock, pre-filled" "sends/s" "deliveries/s" "p50 ms" "p99 ms" \
         "errors" "mock/sent" "log ok"
-    for label in $(printf '%s\n' "${!ses_rate[@]}" | sort -t- -k2,2n); do
+    for label in $(printf '%s\n' "${!ses_rate[@]}" | sort); do
         printf '%-26s %10s %12s %9s %9s %7s %11s %9s\n' "$label clients" "${ses_rate[$label]}" "${ses_drate[$label]}" \
             "${ses_p50[$label]}" "${ses_p99[$label]}" "${ses_errs[$label]}" "${ses_deliv[$label]}" "${ses_log[$label]}"
     done
@@ -418,8 +426,8 @@ if [ -n "${hf_verify_ms:-}" ]; then
 fi
 printf '%-58s %7s MiB %10s %7s\n' "P5: daemon RSS idle, pre-filled store" "${rss_idle[pre]:-n/a}" "<= 20 MiB" "$(met "${rss_idle[pre]:-}" '<=' 20)"
 printf '%-58s %7s MiB %10s %7s\n' "P5: daemon peak RSS (VmHWM), pre-filled, up to ${clients_list##* } clients" "${rss_peak[pre]:-n/a}" "<= 64 MiB" "$(met "${rss_peak[pre]:-}" '<=' 64)"
-printf '  (empty store: idle %s MiB, peak %s MiB; pre-filled store %s MiB on disk, filled in %s s)\n' \
-    "${rss_idle[empty]:-n/a}" "${rss_peak[empty]:-n/a}" "${prefill_db_mib:-n/a}" "${prefill_seconds:-n/a}"
+printf '  (idle PSS %s MiB; empty store: idle RSS %s MiB, peak %s MiB; pre-filled store %s MiB on disk, filled in %s s)\n' \
+    "${pss_idle[pre]:-n/a}" "${rss_idle[empty]:-n/a}" "${rss_peak[empty]:-n/a}" "${prefill_db_mib:-n/a}" "${prefill_seconds:-n/a}"
 if [ "$privacy" = 1 ]; then
     printf '%-58s %10s %10s\n' "export of one subject among $privacy_rows requests (p99)" "${privacy_export:-n/a} ms" "<= 50 ms"
     printf '%-58s %10s %10s\n' "purge of $privacy_rows expired requests" "${privacy_purge:-n/a}" "<= 10 s, p99 <= 20 ms"
