@@ -1698,10 +1698,12 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
 
     if (const toml::node* n = root.get("outbox")) {
         const toml::table& outbox = reader.table(*n, "outbox");
-        reader.allowOnly(outbox, "outbox", {"directory"});
+        reader.allowOnly(outbox, "outbox", {"directory", "keep"});
         if (const toml::node* d = outbox.get("directory")) {
             config.outboxDir = reader.absolutePath(*d, "outbox.directory");
         }
+        if (const toml::node* k = outbox.get("keep"))
+            config.outboxKeepUntilPickup = reader.oneOf(*k, "outbox.keep", {"until-end", "until-pickup"}) == "until-pickup";
     }
     fillDerivedPaths(config);
 
