@@ -112,10 +112,11 @@ class Durable(unittest.TestCase):
         rid = next(iter(sent))
         jobs = [x for x in deliveries(self.d, rid) if x["outcome"] == "queued"]
         self.assertEqual(len(jobs), 1)
-        self.assertEqual((jobs[0]["send"], jobs[0]["attempts"]), (1, 1))
+        self.assertEqual(jobs[0]["send"], 1)
+        self.assertGreaterEqual(jobs[0]["attempts"], 1)  # retries go on while it is down
         self.assertIn("ServiceUnavailable", jobs[0]["lastError"])
         human = self.d.cli("deliveries", rid).stdout
-        self.assertRegex(human, r"(?m)^queued +%s +1\.1 +next try " % rid)
+        self.assertRegex(human, r"(?m)^queued +%s +1\.[1-9] +next try " % rid)
         self.kill()
         os.unlink(self.down)  # the provider is back
         self.d.start()
