@@ -97,7 +97,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         message = "delivery failed: " + str(p, "reason") + " (request " + str(p, "id") + ")";
         code = kDeliveryFailed;
     } else if (name == "StoreFailed") {
-        message = "twofactord could not store the request; nothing was sent (see its log)";
+        // The daemon says what failed and what that means (a refused verify changed nothing, a refused send sent nothing).
+        message = p.contains("reason") ? "twofactord: " + str(p, "reason") + " (see its log)"
+                                       : "twofactord could not use its store (see its log)";
         code = kUnreachable;
     } else if (name == "AuditFailed") {
         message = "twofactord could not write the audit record; nothing was done (see its log)";

@@ -141,7 +141,7 @@ int run(int argc, char** argv, const Selection& pick) {
     int dLimit = 100;
     CLI::App* deliveries = nullptr;
     if (pick.wants("deliveries")) {
-        deliveries = app.add_subcommand("deliveries", "show the delivery log, by request or by time");
+        deliveries = app.add_subcommand("deliveries", "show the delivery log and the sends still queued, by request or by time");
         deliveries->add_option("id", dId, "a request id (default: all requests)");
         deliveries->add_option("--since", dSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
         deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
@@ -388,8 +388,14 @@ int run(int argc, char** argv, const Selection& pick) {
             p[key] = *t;
         }
         if (int rc = call(g, "deliveries", "io.twofactor.Otp.Deliveries", p, out); rc >= 0) return rc;
+        const json jobs = out.contains("jobs") ? out["jobs"] : json::array();
         if (g.json) {
             for (const auto& a : out["attempts"]) std::printf("%s\n", a.dump().c_str());  // JSON lines
+            // A job still queued follows, as a line with outcome "queued".
+            for (auto j : jobs) {
+                j["outcome"] = "queued";
+                std::printf("%s\n", j.dump().c_str());
+            }
             return kOk;
         }
         for (const auto& a : out["attempts"]) {
@@ -404,6 +410,14 @@ int run(int argc, char** argv, const Selection& pick) {
                         str(a, "channel").c_str(), str(a, "driver").c_str(), str(a, "outcome").c_str(),
                         a.contains("statusCode") ? str(a, "statusCode").c_str() : "-", str(a, "durationMs").c_str(),
                         detail.c_str());
+        }
+        for (const auto& j : jobs) {
+            std::string detail = "next try " + isoTime(j.value("nextAttemptAt", std::int64_t{0}));
+            if (j.contains("holder"))
+                detail += ", held by " + str(j, "holder") + " until " + isoTime(j.value("leaseUntil", std::int64_t{0}));
+            if (j.contains("lastError")) detail += "; last error " + str(j, "lastError");
+            std::printf("queued                %s  %s.%s  %s\n", str(j, "requestId").c_str(), str(j, "send").c_str(),
+                        str(j, "attempts").c_str(), detail.c_str());
         }
         return kOk;
     }

@@ -2,8 +2,11 @@
 
 #include "util/files.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+
+#include <set>
 #include <unistd.h>
 
 #include <cerrno>
@@ -204,6 +207,63 @@ void OutboxChannel::deliver(Message message, Done done) {
     }
     result.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
     done(std::move(result));
+}
+
+std::string OutboxChannel::requestIdOf(std::string_view name) {
+    // SECONDS.MICROS.REQUEST.SEND.SEQUENCE.PID.msg, with ":2,FLAGS" in cur/
+    std::size_t start = 0;
+    for (int field = 0; field < 2; ++field) {
+        start = name.find('.', start);
+        if (start == std::string_view::npos) return {};
+        ++start;
+    }
+    const std::size_t end = name.find('.', start);
+    if (end == std::string_view::npos || end == start || name.find(".msg") == std::string_view::npos) return {};
+    return std::string(name.substr(start, end - start));
+}
+
+namespace {
+
+// Calls f(directory, name) for each message file in new/ (and cur/).
+template <typename F>
+void forEachMessage(const std::string& directory, bool includeCur, F&& f) {
+    for (const char* sub : {"/new", "/cur"}) {
+        if (!includeCur && std::string_view(sub) == "/cur") break;
+        const std::string dir = directory + sub;
+        DIR* d = ::opendir(dir.c_str());
+        if (!d) continue;
+        while (const dirent* e = ::readdir(d)) {
+            if (e->d_name[0] == '.') continue;
+            if (!f(dir, std::string_view(e->d_name))) break;
+        }
+        ::closedir(d);
+    }
+}
+
+}  // namespace
+
+std::size_t OutboxChannel::removeRequests(const std::string& directory, const std::vector<std::string>& requestIds,
+                                          bool includeCur) {
+    if (requestIds.empty() || directory.empty()) return 0;
+    const std::set<std::string, std::less<>> wanted(requestIds.begin(), requestIds.end());
+    std::vector<std::string> doomed;
+    forEachMessage(directory, includeCur, [&](const std::string& dir, std::string_view name) {
+        if (wanted.count(requestIdOf(name))) doomed.push_back(dir + "/" + std::string(name));
+        return true;
+    });
+    std::size_t removed = 0;
+    for (const auto& path : doomed)
+        if (::unlink(path.c_str()) == 0) ++removed;
+    return removed;
+}
+
+std::vector<std::string> OutboxChannel::requestIds(const std::string& directory, bool includeCur, std::size_t limit) {
+    std::set<std::string> ids;
+    forEachMessage(directory, includeCur, [&](const std::string&, std::string_view name) {
+        if (auto id = requestIdOf(name); !id.empty()) ids.insert(std::move(id));
+        return ids.size() < limit;
+    });
+    return {ids.begin(), ids.end()};
 }
 
 }  // namespace twofactor::channel

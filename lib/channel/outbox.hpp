@@ -18,6 +18,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace twofactor::channel {
 
@@ -37,6 +39,20 @@ public:
     // The file's text: an RFC 5322 message; email with an HTML template is
     // multipart/alternative (text, then HTML), everything else text/plain.
     [[nodiscard]] static std::string format(const Message& message, std::int64_t unixTime);
+
+    // Removal. A message holds a plaintext code and an address, useless once
+    // its request ended: these find messages by the request id in their names
+    // (maildir: new/NAME, or cur/NAME:2,FLAGS once a reader marked them).
+    // `includeCur` false leaves cur/ to a consumer that moves what it picked
+    // up there ([outbox] keep = "until-pickup").
+    // Removes the messages of these requests; returns how many went.
+    static std::size_t removeRequests(const std::string& directory, const std::vector<std::string>& requestIds,
+                                      bool includeCur);
+    // The request ids of the messages in the outbox (each once), at most `limit`.
+    [[nodiscard]] static std::vector<std::string> requestIds(const std::string& directory, bool includeCur,
+                                                             std::size_t limit);
+    // The request id in a message's file name, or "" when it is not ours.
+    [[nodiscard]] static std::string requestIdOf(std::string_view fileName);
 
 private:
     // Writes the file into tmp/, fsyncs it and renames it into new/.

@@ -240,6 +240,10 @@ struct Config {
 
     // [outbox]
     std::string outboxDir;  // directory, default STATE_DIR/outbox
+    // keep: "until-end" (default) removes a request's messages from new/ and
+    // cur/ when it ends; "until-pickup" only from new/: what a consumer moved
+    // to cur/ is its own. Either way by the retention run after expiry.
+    bool outboxKeepUntilPickup = false;
 
     Tls tls;      // [tls]
     Ses ses;      // [ses]

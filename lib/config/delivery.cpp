@@ -38,10 +38,12 @@ void readDelivery(const Reader& reader, const toml::table& t, Config& config) {
 }
 
 void readOutbox(const Reader& reader, const toml::table& t, Config& config) {
-    reader.allowOnly(t, "outbox", {"directory"});
+    reader.allowOnly(t, "outbox", {"directory", "keep"});
     if (const toml::node* d = t.get("directory")) {
         config.outboxDir = reader.absolutePath(*d, "outbox.directory");
     }
+    if (const toml::node* k = t.get("keep"))
+        config.outboxKeepUntilPickup = reader.oneOf(*k, "outbox.keep", {"until-end", "until-pickup"}) == "until-pickup";
 }
 
 void readRetry(const Reader& reader, const toml::table& t, Retry& retry) {

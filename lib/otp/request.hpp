@@ -81,6 +81,22 @@ struct DeliveryAttempt {
     std::string providerError;
 };
 
+// A send still to be delivered, as the store keeps it so that delivery outlives
+// the daemon: which request and send, how many tries so far and when the next
+// is due, and who is delivering it until when (the lease). Never the code: a
+// daemon taking the job over from a holder that is gone generates a fresh one.
+struct DeliveryJob {
+    std::string requestId;
+    int send = 1;               // the request's send this job delivers
+    int attempts = 0;           // tries made for this send so far
+    std::int64_t retryAt = 0;   // the next try is not made before this time
+    std::string holder;         // the daemon start delivering it
+    std::int64_t leaseUntil = 0;
+    std::int64_t expiresAt = 0;  // the request's expiry as of this send
+    std::int64_t createdAt = 0;
+    std::string lastError;       // the last try's error, scrubbed of the destination
+};
+
 // A later report from a provider about a message it accepted.
 struct ProviderStatus {
     std::string providerMessageId;

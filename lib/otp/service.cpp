@@ -7,7 +7,9 @@
 #include "util/log.hpp"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -92,21 +94,33 @@ std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::
     if (s == Status::Expired && r->status == Status::Pending) {
         r->finish(Status::Expired, now);
         t.updateRequest(*r);
+        t.endDeliveryJob(r->id);
     }
     return notPending(*r, s);
 }
 
 // The answer for store work that failed: AuditFailed when the audit record
-// could not be written (the operation was undone), else StoreFailed.
-Failure storeFailure(std::exception_ptr e, const std::string& what) {
+// could not be written (the operation was undone), else StoreFailed, whose
+// reason says what failed, the database's own words on why (e.g. "database
+// or disk is full"; never a path) and what that means for the caller.
+Failure storeFailure(std::exception_ptr e, const std::string& what,
+                     const std::string& consequence = "nothing was sent") {
+    std::string why;
     try {
         std::rethrow_exception(e);
     } catch (const AuditWriteError& err) {
         log::error(std::string(err.what()) + "; the operation was refused");
         return Failure{"AuditFailed", json_object(), "the audit record could not be written; nothing was done"};
+    } catch (const std::exception& err) {
+        why = err.what();
+        log::error(what + ": " + why);
     } catch (...) {
     }
-    return Failure{"StoreFailed", json_object(), what};
+    static constexpr std::string_view kPrefix = "database error: ";
+    if (why.rfind(kPrefix, 0) == 0) why = why.substr(kPrefix.size());
+    else why.clear();  // other errors may carry paths: the log has them
+    const std::string reason = what + (why.empty() ? "" : " (" + why + ")") + "; " + consequence;
+    return Failure{"StoreFailed", {{"reason", reason}}, reason};
 }
 
 // Result of a unit of store work, filled on the writer thread and read in `done`.
@@ -137,6 +151,16 @@ OtpService::OtpService(const config::Config& config, store::Store& store,
     // key before switching, so the chain stays verifiable across the change.
     const auto a = crypto::hmacSha256(pepper_, "twofactor audit key v1");
     auditKey_ = SecretBytes(a.data(), a.size());
+    // Jobs held by another start of this node belong to a daemon that is gone
+    // (one daemon per state directory): the sweep takes them over at once.
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
+    node_ = host;
+    holder_ = node_ + "/" + crypto::randomId();
+}
+
+void OtpService::requestEnded(const std::string& id) {
+    if (requestEnded_) executor_([hook = requestEnded_, id] { hook(id); });
 }
 
 AuditRecord OtpService::auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
@@ -167,7 +191,7 @@ void OtpService::audit(AuditRecord r, Reply<AuditRecord> reply) {
     auto stored = std::make_shared<AuditRecord>();
     store_.submit([this, r = std::move(r), stored](store::Transaction& t) { *stored = appendAudit(t, auditKey_, r); },
                   [stored, reply](std::exception_ptr e) {
-                      if (e) return reply(storeFailure(e, "the audit record could not be written"));
+                      if (e) return reply(storeFailure(e, "the audit record could not be written", "nothing was recorded"));
                       reply(std::move(*stored));
                   });
 }
@@ -369,6 +393,9 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             (void)admitSend(t, limits, keys, now);  // cannot refuse: checked above in this work item
             if (!objected) recordFraud(t, *fraud, fraudKeys, now);
             t.insertRequest(r);
+            // The job commits with the request: a crash before the provider
+            // took the message leaves it for the sweep of the next start.
+            t.putDeliveryJob(DeliveryJob{r.id, r.sends, 0, now, holder_, now + kLeaseSeconds, r.expiresAt, now, {}});
             for (const auto& rule : verdict.flagged) {
                 log::warning("fraud rule " + rule + " flagged send " + r.id + " for app '" + r.app + "'");
                 record(t, auditRecord("send", r.app, uid, "flagged:" + rule, r.id, r.subjectHash));
@@ -403,7 +430,9 @@ struct OtpService::DeliveryRun {
     OtpRequest request;  // as committed for this send
     SecretString code;
     Reply<SendResult> reply;
-    int attempt = 0;
+    int send = 1;  // the job's send: requests.sends when it started
+    std::atomic<int> attempt{0};
+    std::atomic<bool> inFlight{false};  // a try is with the provider: its lease is being renewed
     std::mutex mutex;
     bool answered = false;
 
@@ -443,24 +472,45 @@ std::string scrub(std::string text, const OtpRequest& r) {
 
 }  // namespace
 
-void OtpService::deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply) {
+void OtpService::deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply, int attemptsSoFar,
+                         std::chrono::milliseconds firstIn) {
     auto run = std::make_shared<DeliveryRun>();
     run->request = std::move(request);
+    run->send = run->request.sends;
     run->code = std::move(code);
     run->reply = std::move(reply);
+    run->attempt = attemptsSoFar;
     if (!wait) run->answer(SendResult{run->request, DeliveryState::Queued});
     else
         // A send answers once the provider accepted or refused for good, or after
         // send_wait with delivery still being retried in the background.
         scheduler_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.retry.sendWait),
                    [run] { run->answer(SendResult{run->request, DeliveryState::Retrying}); });
-    executor_([this, run] { attempt(run); });
+    if (firstIn.count() > 0) scheduler_(firstIn, [this, run] { attempt(run); });
+    else executor_([this, run] { attempt(run); });
+}
+
+// While a try is with the provider, its lease is renewed, so that no other
+// daemon takes the job over from a holder that is merely slow.
+void OtpService::keepLease(const std::shared_ptr<DeliveryRun>& run, int attempt) {
+    scheduler_(std::chrono::seconds(kLeaseSeconds / 3), [this, run, attempt] {
+        if (!run->inFlight || run->attempt != attempt) return;
+        store_.submit(
+            [this, run](store::Transaction& t) {
+                (void)t.renewDeliveryLease(run->request.id, run->send, holder_, clock_.now() + kLeaseSeconds);
+            },
+            [](std::exception_ptr e) {
+                if (e) log::warning("a delivery lease could not be renewed");
+            });
+        keepLease(run, attempt);
+    });
 }
 
 void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
     const OtpRequest& r = run->request;
     const config::App& app = config_.apps.at(r.app);
-    ++run->attempt;
+    const int attemptNo = ++run->attempt;
+    run->inFlight = true;
     channel::Message m;
     m.requestId = r.id;
     m.app = r.app;
@@ -470,7 +520,7 @@ void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
     m.destination = r.destination;
     m.purpose = r.purpose;
     m.attempt = r.sends;
-    m.deliveryAttempt = run->attempt;
+    m.deliveryAttempt = attemptNo;
     m.expiresAt = r.expiresAt;
     std::string usedLocale;
     const config::Template& t = channel::selectTemplate(app, r.locale, r.purpose, usedLocale);
@@ -483,12 +533,24 @@ void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
     channels_.at(r.channel)->deliver(std::move(m), [this, run](channel::DeliveryResult result) {
         attemptDone(run, std::move(result));
     });
+    // A channel that answered at once (the outbox) needs no renewal.
+    if (run->inFlight && run->attempt == attemptNo) keepLease(run, attemptNo);
 }
 
 void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result) {
+    run->inFlight = false;
     const OtpRequest& r = run->request;
     const std::int64_t now = clock_.now();
     result.error = scrub(result.error, r);
+    // A local write that failed (a full disk) names the daemon's paths: those
+    // stay in its log; the caller, the request and the delivery log get the
+    // system's reason only.
+    const std::string logError = result.error;
+    if (result.errorClass == "io") {
+        const auto colon = result.error.rfind(": ");
+        result.error = "the message could not be written" +
+                       (colon == std::string::npos ? std::string() : " (" + result.error.substr(colon + 2) + ")");
+    }
 
     // Retry a transient failure while the request is valid and tries remain.
     std::optional<std::chrono::milliseconds> retryIn;
@@ -516,10 +578,22 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
     a.errorClass = result.errorClass;
     a.error = result.error;
     a.ambiguous = result.ambiguous;
-    store_.submit([a](store::Transaction& t) { t.insertDeliveryAttempt(a); },
-                  [id = r.id](std::exception_ptr e) {
-                      if (e) log::error("the delivery log of request " + id + " could not be written");
-                  });
+    // The job follows the try in the same work item: accepted ends it, a
+    // retry records the attempt count and when the next is due (the lease
+    // runs on to a little after it), so both survive a restart.
+    const std::int64_t retryAt = retryIn ? now + (retryIn->count() + 999) / 1000 : 0;
+    const bool accepted = result.outcome == channel::DeliveryOutcome::Accepted;
+    store_.submit(
+        [this, a, accepted, retryAt, retrying = retryIn.has_value(), send = run->send](store::Transaction& t) {
+            t.insertDeliveryAttempt(a);
+            if (accepted) (void)t.finishDeliveryJob(a.requestId, send, holder_);
+            else if (retrying)
+                (void)t.recordDeliveryRetry(a.requestId, send, holder_, a.attempt, retryAt, retryAt + kLeaseSeconds,
+                                            a.errorClass + ": " + a.error);
+        },
+        [id = r.id](std::exception_ptr e) {
+            if (e) log::error("the delivery log of request " + id + " could not be written");
+        });
 
     const std::string where = "request " + r.id + " (" + r.app + ", " + r.channel + ", send " +
                               std::to_string(r.sends) + ", attempt " + std::to_string(run->attempt) + ") by " +
@@ -537,13 +611,15 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
         scheduler_(*retryIn, [this, run] {
             // Only while this send is still the current one: a resend or a
             // cancel, verify or expiry ends the retries of the old code.
+            // And while this daemon still holds the job: another may have taken it over.
             auto still = std::make_shared<bool>(false);
-            const std::int64_t id_sends = run->request.sends;
+            const int id_sends = run->send;
             store_.submit(
                 [this, run, still, id_sends](store::Transaction& t) {
                     auto current = t.findRequest(run->request.id);
                     *still = current && current->effectiveStatus(clock_.now()) == Status::Pending &&
-                             current->sends == id_sends;
+                             current->sends == id_sends &&
+                             t.renewDeliveryLease(run->request.id, id_sends, holder_, clock_.now() + kLeaseSeconds);
                 },
                 [this, run, still](std::exception_ptr e) {
                     if (e || !*still) {
@@ -556,7 +632,7 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
         });
         return;
     }
-    log::warning(where + ": failed: " + result.error);
+    log::warning(where + ": failed: " + logError);
     if (tryFallback(run, result)) return;
     failRequest(run, result.error.empty() ? "delivery failed" : result.error);
 }
@@ -611,7 +687,7 @@ void OtpService::optOutAdd(std::string destination, std::string reason, std::str
                                             "source " + entry.source));
                   },
                   [entry, reply](std::exception_ptr e) {
-                      if (e) return reply(storeFailure(e, "the opt-out could not be stored"));
+                      if (e) return reply(storeFailure(e, "the opt-out could not be stored", "the list is unchanged"));
                       reply(entry);
                   });
 }
@@ -631,7 +707,7 @@ void OtpService::optOutRemove(std::string destination, Reply<bool> reply, std::i
                                             *removed ? "" : "not on the list"));
                   },
                   [removed, reply](std::exception_ptr e) {
-                      if (e) return reply(storeFailure(e, "the opt-out list could not be changed"));
+                      if (e) return reply(storeFailure(e, "the opt-out list could not be changed", "the list is unchanged"));
                       reply(*removed);
                   });
 }
@@ -672,9 +748,11 @@ void OtpService::failRequest(const std::shared_ptr<DeliveryRun>& run, const std:
                 current->failure = failed->failure;
                 current->finish(Status::Failed, clock_.now());
                 t.updateRequest(*current);
+                t.endDeliveryJob(current->id);
             }
         },
-        [run, failed](std::exception_ptr) {
+        [this, run, failed](std::exception_ptr e) {
+            if (!e) requestEnded(failed->id);
             run->answer(Failure{"DeliveryFailed", {{"id", failed->id}, {"reason", failed->failure}},
                                 "delivery of " + failed->id + " failed: " + failed->failure});
         });
@@ -738,6 +816,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
             if (s == Status::Expired && r.status == Status::Pending) {
                 r.finish(Status::Expired, now);
                 t.updateRequest(r);
+                t.endDeliveryJob(r.id);
             } else if (s == Status::Pending) {
                 // Across requests: a locked-out subject gets no code compared, nothing counted.
                 if (auto refusal = checkVerify(t, r.app, r.subjectHash, now)) {
@@ -766,6 +845,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                              std::to_string(r.maxAttempts) + (r.status == Status::Locked ? ", now locked" : "");
                 }
                 t.updateRequest(r);
+                if (r.status != Status::Pending) t.endDeliveryJob(r.id);
             }
             // Fails closed: without its record the approval (or failure count) is undone.
             record(t, auditRecord("verify", r.app, uid, outcome, r.id, r.subjectHash, detail));
@@ -773,8 +853,10 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
             result.request = std::move(r);
             state->outcome = std::move(result);
         },
-        [state, reply](std::exception_ptr e) {
-            if (e) return reply(storeFailure(e, "the verification could not be stored"));
+        [this, state, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailure(e, "the verification could not be stored", "nothing was changed"));
+            if (auto* v = std::get_if<VerifyResult>(&*state->outcome); v && v->request && v->status != Status::Pending)
+                requestEnded(v->request->id);
             reply(std::move(*state->outcome));
         });
 }
@@ -805,11 +887,13 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
             auto r = &std::get<OtpRequest>(found);
             r->finish(Status::Canceled, now);
             t.updateRequest(*r);
+            t.endDeliveryJob(r->id);
             record(t, auditRecord("cancel", r->app, uid, "success", r->id, r->subjectHash));
             state->outcome = std::move(*r);
         },
-        [state, reply](std::exception_ptr e) {
-            if (e) return reply(storeFailure(e, "the cancellation could not be stored"));
+        [this, state, reply](std::exception_ptr e) {
+            if (e) return reply(storeFailure(e, "the cancellation could not be stored", "nothing was changed"));
+            if (auto* r = std::get_if<OtpRequest>(&*state->outcome)) requestEnded(r->id);
             reply(std::move(*state->outcome));
         });
 }
@@ -857,6 +941,7 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
             r->expiresAt = now + r->ttl;
             r->updatedAt = now;
             t.updateRequest(*r);
+            t.putDeliveryJob(DeliveryJob{r->id, r->sends, 0, now, holder_, now + kLeaseSeconds, r->expiresAt, now, {}});
             record(t, auditRecord("resend", r->app, uid, "success", r->id, r->subjectHash,
                                   "send " + std::to_string(r->sends) + " of " + std::to_string(r->maxSends)));
             state->outcome = std::move(*r);
@@ -868,6 +953,143 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
                 return;
             }
             reply(std::get<Failure>(std::move(*state->outcome)));
+        });
+}
+
+void OtpService::deliveryJobs(std::optional<std::string> requestId, int limit, Reply<std::vector<DeliveryJob>> reply) {
+    if (limit < 1 || limit > 10000)
+        return reply(Failure{"OutOfRange", {{"parameter", "limit"}, {"min", 1}, {"max", 10000}},
+                             "limit must be between 1 and 10000"});
+    auto jobs = std::make_shared<std::vector<DeliveryJob>>();
+    store_.submit(
+        [jobs, requestId, limit](store::Transaction& t) {
+            if (!requestId) *jobs = t.listDeliveryJobs(limit);
+            else if (auto j = t.findDeliveryJob(*requestId)) jobs->push_back(std::move(*j));
+        },
+        [jobs, reply](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the delivery jobs could not be read"});
+            reply(std::move(*jobs));
+        });
+}
+
+namespace {
+
+// Where a request's message goes now: after a WhatsApp failure fell back to
+// email, the stored channel is email and the address the fallback one.
+std::string deliveryAddress(const OtpRequest& r) {
+    if (r.channel == "email" && r.destination.find('@') == std::string::npos) return r.fallbackDestination;
+    return r.destination;
+}
+
+struct Takeover {
+    OtpRequest request;
+    SecretString code;
+    DeliveryJob job;
+};
+
+struct SweepResult {
+    int claimed = 0;
+    std::vector<Takeover> takeovers;
+    std::vector<std::string> ended;
+};
+
+}  // namespace
+
+void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
+    auto result = std::make_shared<SweepResult>();
+    store_.submit(
+        [this, result, limit](store::Transaction& t) {
+            const std::int64_t now = clock_.now();
+            auto claimed = t.claimDeliveryJobs(holder_, node_ + "/", now, now + kLeaseSeconds, limit);
+            result->claimed = static_cast<int>(claimed.size());
+            for (auto& job : claimed) {
+                auto r = t.findRequest(job.requestId);
+                if (!r) {
+                    t.endDeliveryJob(job.requestId);
+                    continue;
+                }
+                const Status s = r->effectiveStatus(now);
+                if (s != Status::Pending) {
+                    if (r->status == Status::Pending) {
+                        r->finish(s, now);
+                        t.updateRequest(*r);
+                    }
+                    t.endDeliveryJob(r->id);
+                    result->ended.push_back(r->id);
+                    continue;
+                }
+                const auto app = config_.apps.find(r->app);
+                const auto channel = channels_.find(r->channel);
+                std::string refusal;
+                if (app == config_.apps.end()) refusal = "the app is no longer configured";
+                else if (channel == channels_.end() || !channel->second) refusal = "the channel is no longer configured";
+                else if (deliveryAddress(*r).empty()) refusal = "the destination was cleared";
+                else if (job.attempts >= config_.retry.maxAttempts)
+                    refusal = "delivery failed after " + std::to_string(job.attempts) + " attempts: " + job.lastError;
+                if (!refusal.empty()) {
+                    r->failure = refusal;
+                    r->finish(Status::Failed, now);
+                    t.updateRequest(*r);
+                    t.endDeliveryJob(r->id);
+                    result->ended.push_back(r->id);
+                    log::warning("request " + r->id + ": delivery job ended: " + refusal);
+                    continue;
+                }
+                // The code of the holder that is gone was never written down:
+                // a fresh one replaces its hash, as a resend does, so no code
+                // is ever delivered twice. Attempts (and the backoff) go on.
+                SecretString code = generateCode(r->codeLength);
+                r->codeHash = codeHash(pepper_, r->id, code.view());
+                ++r->sends;
+                r->expiresAt = now + r->ttl;
+                r->updatedAt = now;
+                t.updateRequest(*r);
+                const std::string from = job.holder;
+                job.send = r->sends;
+                job.holder = holder_;
+                job.leaseUntil = std::max(now, job.retryAt) + kLeaseSeconds;
+                job.expiresAt = r->expiresAt;
+                t.putDeliveryJob(job);
+                record(t, auditRecord("resend", r->app, -1, "success", r->id, r->subjectHash,
+                                      "delivery taken over from " + from + ", send " + std::to_string(r->sends) +
+                                          " of " + std::to_string(r->maxSends)));
+                result->takeovers.push_back(Takeover{std::move(*r), std::move(code), std::move(job)});
+            }
+        },
+        [this, result, done](std::exception_ptr e) {
+            if (e) {
+                log::error("the delivery sweep could not claim its jobs");
+                if (done) done(0);
+                return;
+            }
+            for (const auto& id : result->ended) requestEnded(id);
+            const std::int64_t now = clock_.now();
+            for (auto& to : result->takeovers) {
+                OtpRequest r = std::move(to.request);
+                log::info("request " + r.id + ": delivery taken over (send " + std::to_string(r.sends) + ", " +
+                          std::to_string(to.job.attempts) + " attempt(s) so far)");
+                r.destination = deliveryAddress(r);
+                const auto wait = std::chrono::seconds(std::max<std::int64_t>(0, to.job.retryAt - now));
+                deliver(std::move(r), std::move(to.code), false, [](Outcome<SendResult>) {}, to.job.attempts, wait);
+            }
+            if (done) done(result->claimed);
+        });
+}
+
+void OtpService::endedRequests(std::vector<std::string> ids, Reply<std::vector<std::string>> reply) {
+    if (ids.size() > 1000) ids.resize(1000);
+    auto ended = std::make_shared<std::vector<std::string>>();
+    store_.submit(
+        [this, ids = std::move(ids), ended](store::Transaction& t) {
+            const std::int64_t now = clock_.now();
+            for (const auto& id : ids) {
+                auto r = t.findRequest(id);
+                if (!r || r->effectiveStatus(now) != Status::Pending) ended->push_back(id);
+            }
+        },
+        [ended, reply](std::exception_ptr e) {
+            if (e) return reply(Failure{"StoreFailed", {}, "the requests could not be read"});
+            reply(std::move(*ended));
         });
 }
 

@@ -98,6 +98,27 @@ public:
     void cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid = -1);
     void resend(std::string id, Reply<SendResult> reply, std::int64_t uid = -1);
     void deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply);
+    // Sends still to be delivered (one request's, or the soonest due), at most `limit`.
+    void deliveryJobs(std::optional<std::string> requestId, int limit, Reply<std::vector<DeliveryJob>> reply);
+
+    // Durable delivery. A send commits its request and a job in one work item;
+    // this daemon start holds the job (a lease, renewed while a try is in
+    // flight) while it delivers from memory. The sweep claims at most `limit`
+    // jobs that are due (a lease that lapsed) or were held by an earlier start
+    // on this node, and takes each over: a fresh code replaces the old one's
+    // hash (counted as a send, attempts kept) and is delivered; jobs of
+    // requests no longer pending end. `done` gets how many were claimed.
+    void sweepDeliveries(int limit, std::function<void(int claimed)> done);
+    // Of these request ids, those whose request is gone or no longer pending
+    // (at most 1000 looked at): whose outbox messages hold a useless code.
+    void endedRequests(std::vector<std::string> ids, Reply<std::vector<std::string>> reply);
+    // Called (on the delivery executor) with the id of each request this
+    // service moved out of pending: its outbox messages can go.
+    void onRequestEnded(std::function<void(const std::string& requestId)> hook) { requestEnded_ = std::move(hook); }
+    // This daemon start's name in job leases: "NODE/START".
+    [[nodiscard]] const std::string& deliveryHolder() const { return holder_; }
+    // How long a lease lasts without renewal.
+    static constexpr std::int64_t kLeaseSeconds = 30;
 
     // The WhatsApp opt-out list. Destinations are phone numbers (normalised
     // as at send time); `source` is "cli" or "webhook".
@@ -149,7 +170,10 @@ private:
     [[nodiscard]] const config::RateLimits& rateLimits(const std::string& app) const;
     [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
     bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
-    void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply);
+    void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply, int attemptsSoFar = 0,
+                 std::chrono::milliseconds firstIn = std::chrono::milliseconds(0));
+    void keepLease(const std::shared_ptr<DeliveryRun>& run, int attempt);
+    void requestEnded(const std::string& id);
     void attempt(const std::shared_ptr<DeliveryRun>& run);
     void attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result);
     void failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason);
@@ -166,6 +190,9 @@ private:
     SecretBytes auditKey_;  // seals the audit chain
     Executor executor_;
     Scheduler scheduler_;
+    std::string node_;    // this host, the first part of holder_
+    std::string holder_;  // this start's lease holder id
+    std::function<void(const std::string&)> requestEnded_;
 };
 
 }  // namespace twofactor::otp

@@ -1,10 +1,10 @@
 #include "privacy/subjects.hpp"
 
+#include "channel/outbox.hpp"
 #include "otp/destination.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
-#include <dirent.h>
 #include <unistd.h>
 #include <map>
 #include <memory>
@@ -179,25 +179,14 @@ std::string SubjectService::recipientCountry(const std::string& driver) const {
     return "";
 }
 
-// Messages to an erased subject that no mail pick-up has taken from the
-// outbox yet (new/NAME, or cur/NAME:2,FLAGS once a reader saw them): the
-// delivery log named them, and they hold the address and a code.
-std::int64_t SubjectService::removeOutboxMessages(const std::vector<std::string>& names) const {
-    if (names.empty() || config_.outboxDir.empty()) return 0;
-    std::int64_t removed = 0;
-    for (const auto& name : names) {
-        if (name.find('/') != std::string::npos || name.empty() || name[0] == '.') continue;
-        if (::unlink((config_.outboxDir + "/new/" + name).c_str()) == 0) ++removed;
-        if (DIR* dir = ::opendir((config_.outboxDir + "/cur").c_str())) {
-            while (const dirent* e = ::readdir(dir)) {
-                const std::string_view entry = e->d_name;
-                if (entry.size() > name.size() && entry.substr(0, name.size()) == name && entry[name.size()] == ':' &&
-                    ::unlinkat(::dirfd(dir), e->d_name, 0) == 0)
-                    ++removed;
-            }
-            ::closedir(dir);
-        }
-    }
+// Messages to an erased subject still in the outbox (new/, or cur/ once a
+// reader saw them; both, whatever [outbox] keep says: erasure leaves nothing on
+// this host), found by the ids of the subject's requests, which their file
+// names carry: the delivery log that once named them is purged after 90 days.
+std::int64_t SubjectService::removeOutboxMessages(const std::vector<std::string>& requestIds) const {
+    if (requestIds.empty() || config_.outboxDir.empty()) return 0;
+    const auto removed =
+        static_cast<std::int64_t>(channel::OutboxChannel::removeRequests(config_.outboxDir, requestIds, true));
     if (removed) log::info("erasure removed " + std::to_string(removed) + " message(s) from the outbox");
     return removed;
 }
@@ -339,8 +328,9 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
                 return;
             }
             result->recipients = recipientsOf(d.deliveries);
-            for (const auto& a : d.deliveries)
-                if (a.driver == "outbox" && !a.providerMessageId.empty()) outboxNames->push_back(a.providerMessageId);
+            // Not the requests it was only the email fallback of: their messages
+            // may be another subject's, still waiting for its WhatsApp code.
+            for (const auto& r : d.requests) outboxNames->push_back(r.id);
             result->counts = t.eraseSubject(subject.hash, subject.address);
             result->registerId = completeRequest(t, "delete", subject.hash, ctx, "");
             service_.record(t, service_.auditRecord("gdpr-delete", "", ctx.uid, "success", "", "",

@@ -129,6 +129,17 @@ json attemptJson(const otp::DeliveryAttempt& a) {
     return j;
 }
 
+json jobJson(const otp::DeliveryJob& j) {
+    json out = {{"requestId", j.requestId}, {"send", j.send},           {"attempts", j.attempts},
+                {"nextAttemptAt", j.retryAt}, {"expiresAt", j.expiresAt}, {"createdAt", j.createdAt}};
+    if (!j.holder.empty()) {
+        out["holder"] = j.holder;
+        out["leaseUntil"] = j.leaseUntil;
+    }
+    if (!j.lastError.empty()) out["lastError"] = j.lastError;
+    return out;
+}
+
 json auditJson(const otp::AuditRecord& r) {
     json j = {{"seq", r.seq},         {"time", r.at},         {"event", r.event},
               {"outcome", r.outcome}, {"prevHash", r.prevHash}, {"hash", r.hash}};
@@ -494,11 +505,25 @@ void Server::buildMethodTable() {
         q.since = opt<std::int64_t>(p, "since");
         q.until = opt<std::int64_t>(p, "until");
         q.limit = static_cast<int>(std::clamp<std::int64_t>(opt<std::int64_t>(p, "limit").value_or(100), -1, 100000));
-        service_->deliveries(std::move(q), [this, r = onIo(r)](otp::Outcome<std::vector<otp::DeliveryAttempt>> o) {
-            answer(r, o, [](const std::vector<otp::DeliveryAttempt>& list) {
-                json attempts = json::array();
-                for (const auto& a : list) attempts.push_back(attemptJson(a));
-                return json{{"attempts", attempts}};
+        // With the jobs still queued, so that a send waiting for its retry (or
+        // for a takeover after a restart) shows up before it has a log entry.
+        // A time range asks for the log only.
+        const bool withJobs = !q.since && !q.until;
+        const auto id = q.requestId;
+        const int limit = q.limit;
+        service_->deliveries(std::move(q), [this, r = onIo(r), withJobs, id, limit](
+                                               otp::Outcome<std::vector<otp::DeliveryAttempt>> o) {
+            auto* list = std::get_if<std::vector<otp::DeliveryAttempt>>(&o);
+            if (!list) return answer(r, o, [](const auto&) { return json::object(); });
+            json attempts = json::array();
+            for (const auto& a : *list) attempts.push_back(attemptJson(a));
+            if (!withJobs) return r("", json{{"attempts", attempts}, {"jobs", json::array()}});
+            service_->deliveryJobs(id, std::max(limit, 1), [this, r, attempts](otp::Outcome<std::vector<otp::DeliveryJob>> j) {
+                answer(r, j, [&attempts](const std::vector<otp::DeliveryJob>& jobs) {
+                    json out = json::array();
+                    for (const auto& job : jobs) out.push_back(jobJson(job));
+                    return json{{"attempts", attempts}, {"jobs", out}};
+                });
             });
         });
     });
@@ -630,6 +655,7 @@ bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done
             if (!dryRun) store::runSync(*store_, [&](store::Transaction& t) { t.insertRetentionRun(run); });
             log::info(std::string(dryRun ? "retention dry run" : "retention purge") + " (" + run.trigger +
                       "): " + countsText(run.counts));
+            if (!dryRun) sweepOutbox();
         } catch (const std::exception& e) {
             error = std::current_exception();
             log::error(std::string("retention purge failed: ") + e.what());
@@ -702,6 +728,45 @@ void Server::openStore() {
             });
         });
     subjects_ = std::make_unique<privacy::SubjectService>(config_, *service_);
+    if (outbox_)
+        service_->onRequestEnded([dir = config_.outboxDir, cur = !config_.outboxKeepUntilPickup](const std::string& id) {
+            if (const auto n = channel::OutboxChannel::removeRequests(dir, {id}, cur))
+                log::debug("request " + id + " ended; " + std::to_string(n) + " outbox message(s) removed");
+        });
+}
+
+void Server::deliverySweepTick() {
+    service_->sweepDeliveries(kSweepBatch, [](int claimed) {
+        if (claimed > 0) log::info("delivery sweep claimed " + std::to_string(claimed) + " job(s)");
+    });
+    if (++ticksSinceOutboxSweep_ >= kOutboxSweepTicks) {
+        ticksSinceOutboxSweep_ = 0;
+        sweepOutbox();
+    }
+    deliveryTimer_->expires_after(deliverySweepTick_);
+    deliveryTimer_->async_wait([this](const asio::error_code& ec) {
+        if (ec || stopping_) return;
+        deliverySweepTick();
+    });
+}
+
+// Messages of requests that ended without this daemon seeing it (an expiry,
+// a crash before the removal): their code is useless, their address is not.
+void Server::sweepOutbox() {
+    if (!outbox_) return;
+    asio::post(deliveryPool_, [this] {
+        const bool cur = !config_.outboxKeepUntilPickup;
+        auto ids = channel::OutboxChannel::requestIds(config_.outboxDir, cur, 1000);
+        if (ids.empty()) return;
+        service_->endedRequests(std::move(ids), [this, cur](otp::Outcome<std::vector<std::string>> o) {
+            auto* ended = std::get_if<std::vector<std::string>>(&o);
+            if (!ended || ended->empty()) return;
+            asio::post(deliveryPool_, [this, cur, ended = std::move(*ended)] {
+                const auto n = channel::OutboxChannel::removeRequests(config_.outboxDir, ended, cur);
+                if (n) log::info("removed " + std::to_string(n) + " outbox message(s) of requests that ended");
+            });
+        });
+    });
 }
 
 // The daemon's start, with the configuration it loaded, is the first thing in
@@ -836,6 +901,9 @@ int Server::run() {
     openStore();
     recordStart();
     scheduleRetention();
+    deliveryTimer_ = std::make_unique<asio::steady_timer>(io_);
+    ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
+    deliverySweepTick();
     startWebhook();
     listen();
     accept();
@@ -846,6 +914,7 @@ int Server::run() {
         acceptor_.close(ignored);
         stopping_ = true;
         if (retentionTimer_) retentionTimer_->cancel();
+        if (deliveryTimer_) deliveryTimer_->cancel();
         // Calls in progress (a code being delivered) finish and are answered first, for at most 10 s.
         if (inFlight_ == 0) {
             io_.stop();

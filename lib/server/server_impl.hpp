@@ -180,6 +180,14 @@ private:
     using RetentionDone = std::function<void(std::exception_ptr, const store::RetentionRun&)>;
     bool startRetention(std::string trigger, bool dryRun, RetentionDone done,
                         std::function<void(const store::PurgeCounts&)> progress = {});
+    // Durable delivery: a sweep at start and every deliverySweepTick_ claims
+    // due and orphaned jobs (at most kSweepBatch a tick); every
+    // kOutboxSweepTicks ticks, and after each retention run, outbox messages of
+    // requests that ended go.
+    void deliverySweepTick();
+    void sweepOutbox();
+    static constexpr int kSweepBatch = 64;
+    static constexpr int kOutboxSweepTicks = 15;
     Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
     void startWebhook();
     void listen();
@@ -232,6 +240,9 @@ private:
     std::int64_t nextRetention_ = 0;  // 0: the schedule never matches
     std::unique_ptr<asio::steady_timer> retentionTimer_;
     std::atomic<bool> retentionRunning_{false};
+    std::chrono::seconds deliverySweepTick_{2};
+    std::unique_ptr<asio::steady_timer> deliveryTimer_;
+    int ticksSinceOutboxSweep_ = 0;
 };
 
 }  // namespace twofactor::server::detail

@@ -241,7 +241,69 @@ DROP INDEX requests_by_subject_only;
 CREATE INDEX fraud_sets_by_time ON fraud_sets (rule, key, at);
 CREATE INDEX rate_counters_by_last ON rate_counters (last_at);
 )sql",
+    // 11: delivery jobs: what survives a crash of the daemon delivering a send.
+    // One row per request (its current send), never the code: a daemon that
+    // takes a job over generates a fresh one. due_at is when anyone should look
+    // at the job next (the retry time, or the end of a live lease, whichever is
+    // later), so the periodic sweep reads only due rows through one index;
+    // holder finds the jobs of a daemon that restarted on the same node.
+    R"sql(
+CREATE TABLE delivery_jobs (
+    request_id   TEXT PRIMARY KEY NOT NULL,
+    send_no      INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retry_at     INTEGER NOT NULL,
+    holder       TEXT NOT NULL DEFAULT '',
+    lease_until  INTEGER NOT NULL DEFAULT 0,
+    due_at       INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX delivery_jobs_due ON delivery_jobs (due_at);
+CREATE INDEX delivery_jobs_by_holder ON delivery_jobs (holder) WHERE holder <> '';
+)sql",
 };
+
+// Delivery jobs. The contract is one of outcomes (claim if free or expired,
+// finish if still held), each a single conditional statement, so a backend
+// with many writers gives the same answers as this single writer.
+#define TF_JOB_COLUMNS \
+    "request_id, send_no, attempts, retry_at, holder, lease_until, expires_at, created_at, last_error"
+// ?1 request, ?2 send, ?3 attempts, ?4 retry at, ?5 holder, ?6 lease until, ?7 expires, ?8 created, ?9 error
+inline constexpr const char* kPutDeliveryJob =
+    "INSERT OR REPLACE INTO delivery_jobs (" TF_JOB_COLUMNS ", due_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, max(?4, ?6))";
+inline constexpr const char* kSelectDeliveryJob = "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE request_id = ?1";
+// Claim candidates: ?1 now, ?2 limit (due ones, oldest due first) ...
+inline constexpr const char* kSelectDueJobs =
+    "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2";
+// ... and those held by another start of this node: ?1 <= holder < ?2 (the
+// node's prefix range), ?3 this holder, ?4 limit.
+inline constexpr const char* kSelectOrphanedJobs =
+    "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE holder >= ?1 AND holder < ?2 AND holder <> ?3 "
+    "AND holder <> '' LIMIT ?4";
+// The claim itself, conditional on the job still being due or orphaned as
+// seen: ?1 request, ?2 new holder, ?3 lease until, ?4 now, ?5/?6 node range.
+inline constexpr const char* kClaimDeliveryJob =
+    "UPDATE delivery_jobs SET holder = ?2, lease_until = ?3, due_at = max(retry_at, ?3) "
+    "WHERE request_id = ?1 AND (due_at <= ?4 OR (holder >= ?5 AND holder < ?6 AND holder <> ?2 AND holder <> ''))";
+// ?1 request, ?2 send, ?3 holder, ?4 lease until
+inline constexpr const char* kRenewDeliveryLease =
+    "UPDATE delivery_jobs SET lease_until = ?4, due_at = max(retry_at, ?4) "
+    "WHERE request_id = ?1 AND send_no = ?2 AND holder = ?3";
+// ?1 request, ?2 send, ?3 holder, ?4 attempts, ?5 retry at, ?6 lease until, ?7 error
+inline constexpr const char* kRecordDeliveryRetry =
+    "UPDATE delivery_jobs SET attempts = ?4, retry_at = ?5, lease_until = ?6, due_at = max(?5, ?6), "
+    "last_error = ?7 WHERE request_id = ?1 AND send_no = ?2 AND holder = ?3";
+// ?1 request, ?2 send, ?3 holder
+inline constexpr const char* kFinishDeliveryJob =
+    "DELETE FROM delivery_jobs WHERE request_id = ?1 AND send_no = ?2 AND holder = ?3";
+inline constexpr const char* kEndDeliveryJob = "DELETE FROM delivery_jobs WHERE request_id = ?1";
+// ?1 request or NULL, ?2 limit: soonest due first
+inline constexpr const char* kListDeliveryJobs =
+    "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE (?1 IS NULL OR request_id = ?1) ORDER BY due_at LIMIT ?2";
+#undef TF_JOB_COLUMNS
 
 inline constexpr const char* kInsertRetentionRun =
     "INSERT INTO retention_runs (started, finished, trigger, code_hashes, deliveries, request_log, client_data, "
@@ -365,6 +427,8 @@ inline constexpr const char* kSelectSubjectFailureRows =
 
 // Erasure, in this order (deliveries before the requests they hang on).
 inline constexpr const char* kEraseSubject[] = {
+    "DELETE FROM delivery_jobs WHERE request_id IN (SELECT id FROM requests WHERE app IN (SELECT name FROM apps) "
+    "AND subject_hash = ?1)",
     "DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE app IN (SELECT name FROM apps) "
     "AND subject_hash = ?1)",
     "DELETE FROM requests WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",

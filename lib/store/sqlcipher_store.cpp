@@ -345,7 +345,7 @@ public:
 
     SubjectCounts eraseSubject(std::string_view subjectHash, std::string_view address) override {
         SubjectCounts c;
-        std::int64_t* targets[] = {&c.deliveries, &c.requests, &c.fallbacks,    &c.auditRecords, &c.optOuts,
+        std::int64_t* targets[] = {&c.deliveryJobs, &c.deliveries, &c.requests, &c.fallbacks,    &c.auditRecords, &c.optOuts,
                                    &c.failures,   &c.flags,    &c.rateCounters, &c.fraudSets};
         static_assert(std::size(sql::kEraseSubject) == std::size(targets));
         for (std::size_t i = 0; i < std::size(sql::kEraseSubject); ++i) {
@@ -589,6 +589,128 @@ public:
         return s.changes() > 0;
     }
 
+    void putDeliveryJob(const otp::DeliveryJob& j) override {
+        auto& s = stmt(putJob_, sql::kPutDeliveryJob);
+        s.bind(1, j.requestId);
+        s.bind(2, j.send);
+        s.bind(3, j.attempts);
+        s.bind(4, j.retryAt);
+        s.bind(5, j.holder);
+        s.bind(6, j.leaseUntil);
+        s.bind(7, j.expiresAt);
+        s.bind(8, j.createdAt);
+        s.bind(9, j.lastError);
+        s.step();
+        s.reset();
+    }
+
+    std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder, std::string_view nodePrefix,
+                                                    std::int64_t now, std::int64_t leaseUntil, int limit) override {
+        // The node's holders are the range [prefix, prefix with its last byte + 1).
+        std::string low(nodePrefix), high(nodePrefix);
+        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
+        std::vector<otp::DeliveryJob> candidates;
+        if (!low.empty()) {
+            auto& o = stmt(orphanedJobs_, sql::kSelectOrphanedJobs);
+            o.bind(1, low);
+            o.bind(2, high);
+            o.bind(3, holder);
+            o.bind(4, limit);
+            while (o.step()) candidates.push_back(readJob(o));
+            o.reset();
+        }
+        if (static_cast<int>(candidates.size()) < limit) {
+            auto& d = stmt(dueJobs_, sql::kSelectDueJobs);
+            d.bind(1, now);
+            d.bind(2, limit - static_cast<int>(candidates.size()));
+            while (d.step()) {
+                auto j = readJob(d);
+                if (std::none_of(candidates.begin(), candidates.end(),
+                                 [&](const otp::DeliveryJob& c) { return c.requestId == j.requestId; }))
+                    candidates.push_back(std::move(j));
+            }
+            d.reset();
+        }
+        std::vector<otp::DeliveryJob> claimed;
+        auto& c = stmt(claimJob_, sql::kClaimDeliveryJob);
+        for (auto& j : candidates) {
+            c.bind(1, j.requestId);
+            c.bind(2, holder);
+            c.bind(3, leaseUntil);
+            c.bind(4, now);
+            c.bind(5, low.empty() ? std::string("\x01") : low);
+            c.bind(6, low.empty() ? std::string("\x01") : high);
+            c.step();
+            const bool won = sqlite3_changes(db_) == 1;
+            c.reset();
+            if (won) claimed.push_back(std::move(j));
+        }
+        return claimed;
+    }
+
+    bool renewDeliveryLease(std::string_view requestId, int send, std::string_view holder,
+                            std::int64_t leaseUntil) override {
+        auto& s = stmt(renewJob_, sql::kRenewDeliveryLease);
+        s.bind(1, requestId);
+        s.bind(2, send);
+        s.bind(3, holder);
+        s.bind(4, leaseUntil);
+        s.step();
+        s.reset();
+        return sqlite3_changes(db_) == 1;
+    }
+
+    bool recordDeliveryRetry(std::string_view requestId, int send, std::string_view holder, int attempts,
+                             std::int64_t retryAt, std::int64_t leaseUntil, std::string_view error) override {
+        auto& s = stmt(retryJob_, sql::kRecordDeliveryRetry);
+        s.bind(1, requestId);
+        s.bind(2, send);
+        s.bind(3, holder);
+        s.bind(4, attempts);
+        s.bind(5, retryAt);
+        s.bind(6, leaseUntil);
+        s.bind(7, error);
+        s.step();
+        s.reset();
+        return sqlite3_changes(db_) == 1;
+    }
+
+    bool finishDeliveryJob(std::string_view requestId, int send, std::string_view holder) override {
+        auto& s = stmt(finishJob_, sql::kFinishDeliveryJob);
+        s.bind(1, requestId);
+        s.bind(2, send);
+        s.bind(3, holder);
+        s.step();
+        s.reset();
+        return sqlite3_changes(db_) == 1;
+    }
+
+    void endDeliveryJob(std::string_view requestId) override {
+        auto& s = stmt(endJob_, sql::kEndDeliveryJob);
+        s.bind(1, requestId);
+        s.step();
+        s.reset();
+    }
+
+    std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view requestId) override {
+        auto& s = stmt(selectJob_, sql::kSelectDeliveryJob);
+        s.bind(1, requestId);
+        std::optional<otp::DeliveryJob> j;
+        if (s.step()) j = readJob(s);
+        s.reset();
+        return j;
+    }
+
+    std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) override {
+        auto& s = stmt(listJobs_, sql::kListDeliveryJobs);
+        s.bindNull(1);
+        s.bind(2, limit);
+        std::vector<otp::DeliveryJob> out;
+        while (s.step()) out.push_back(readJob(s));
+        s.reset();
+        return out;
+    }
+
     std::optional<otp::OptOut> findOptOut(std::string_view subjectHash) override {
         auto& s = selectOptOut_;
         s.reset();
@@ -778,6 +900,20 @@ private:
         return a;
     }
 
+    static otp::DeliveryJob readJob(const Statement& s) {
+        otp::DeliveryJob j;
+        j.requestId = s.text(0);
+        j.send = static_cast<int>(s.integer(1));
+        j.attempts = static_cast<int>(s.integer(2));
+        j.retryAt = s.integer(3);
+        j.holder = s.text(4);
+        j.leaseUntil = s.integer(5);
+        j.expiresAt = s.integer(6);
+        j.createdAt = s.integer(7);
+        j.lastError = s.text(8);
+        return j;
+    }
+
     static otp::OptOut readOptOut(const Statement& s) {
         otp::OptOut e;
         e.subjectHash = s.text(0);
@@ -835,6 +971,8 @@ private:
     Statement insertRun_, lastRun_;
     std::unique_ptr<Statement> purges_[std::size(sql::kPurge)][4], counts_[std::size(sql::kPurge)][4];
     std::unique_ptr<Statement> flagsSel_, ensureApp_, requestDeliveries_;
+    std::unique_ptr<Statement> putJob_, orphanedJobs_, dueJobs_, claimJob_, renewJob_, retryJob_, finishJob_, endJob_,
+        selectJob_, listJobs_;
     Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
@@ -1081,10 +1219,16 @@ private:
         try {
             if (key.size() != kRawKeyBytes) throw std::runtime_error("the store key must be 256 bits");
             if (!applyKey(db_, key)) throw std::runtime_error("cannot apply the store key: " + errorOf(db_));
-            // A wrong key or a foreign file fails on the first read of the schema.
-            if (!execQuiet(db_, "SELECT count(*) FROM sqlite_master"))
-                throw std::runtime_error("cannot open database " + path_ +
-                                         ": the store key does not match (or the file is not a twofactor database)");
+            // A wrong key or a foreign file fails on the first read of the schema
+            // with "not a database"; anything else (a full disk that cannot take
+            // the WAL index, an I/O error) is reported as what it is.
+            if (!execQuiet(db_, "SELECT count(*) FROM sqlite_master")) {
+                const int code = sqlite3_extended_errcode(db_) & 0xff;
+                if (code == SQLITE_NOTADB)
+                    throw std::runtime_error("cannot open database " + path_ +
+                                             ": the store key does not match (or the file is not a twofactor database)");
+                throw std::runtime_error("cannot open database " + path_ + ": " + errorOf(db_));
+            }
             exec(db_, "PRAGMA journal_mode = WAL");
             exec(db_, synchronousFull_ ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
             exec(db_, "PRAGMA foreign_keys = ON");

@@ -122,6 +122,7 @@ struct SubjectCounts {
     std::int64_t flags = 0;
     std::int64_t rateCounters = 0;
     std::int64_t fraudSets = 0;
+    std::int64_t deliveryJobs = 0;
 };
 
 // One entry of the register of data-subject requests.
@@ -169,6 +170,35 @@ public:
     [[nodiscard]] virtual std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& query) = 0;
     // Returns whether a logged attempt carries that provider message id.
     virtual bool updateDeliveryStatus(const otp::ProviderStatus& status) = 0;
+
+    // Delivery jobs: outcomes a store with many writers can give as well, each
+    // decided in one conditional statement.
+    // The request's job is now this one (a resend or a takeover replaces the
+    // job of the previous send).
+    virtual void putDeliveryJob(const otp::DeliveryJob& job) = 0;
+    // Claims at most `limit` jobs for `holder` until `leaseUntil`: those due at
+    // `now` (retry time and any lease passed) and those held by another start
+    // of this node (a holder beginning with `nodePrefix`, which a restart left
+    // behind). Returns each claimed job as it was before the claim, so the
+    // caller sees whom it took it from.
+    [[nodiscard]] virtual std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder,
+                                                                         std::string_view nodePrefix,
+                                                                         std::int64_t now, std::int64_t leaseUntil,
+                                                                         int limit) = 0;
+    // Extends the lease if `holder` still holds the job of this send.
+    virtual bool renewDeliveryLease(std::string_view requestId, int send, std::string_view holder,
+                                    std::int64_t leaseUntil) = 0;
+    // Records a failed try (the attempt count, when the next is due, the error)
+    // if `holder` still holds this send's job; the lease runs to leaseUntil.
+    virtual bool recordDeliveryRetry(std::string_view requestId, int send, std::string_view holder, int attempts,
+                                     std::int64_t retryAt, std::int64_t leaseUntil, std::string_view error) = 0;
+    // Ends this send's job (accepted, or refused for good) if `holder` still holds it.
+    virtual bool finishDeliveryJob(std::string_view requestId, int send, std::string_view holder) = 0;
+    // Ends the request's job, whichever send and holder: the request left pending.
+    virtual void endDeliveryJob(std::string_view requestId) = 0;
+    [[nodiscard]] virtual std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view requestId) = 0;
+    // The jobs due soonest first, at most `limit`.
+    [[nodiscard]] virtual std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) = 0;
 
     [[nodiscard]] virtual std::optional<otp::OptOut> findOptOut(std::string_view subjectHash) = 0;
     virtual void putOptOut(const otp::OptOut& entry) = 0;  // adds or replaces

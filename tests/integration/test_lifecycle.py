@@ -8,6 +8,14 @@ import unittest
 
 import harness
 
+
+def wait_until(predicate, seconds=10):
+    """The outbox is cleaned after the answer, on a delivery thread."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and not predicate():
+        time.sleep(0.05)
+    return predicate()
+
 T0 = 1_800_000_000  # the injected clock's start
 
 
@@ -123,9 +131,12 @@ class Lifecycle(unittest.TestCase):
 
     def test_cancel(self):
         rid = self.d.send("heidi@example.org")
+        code = self.d.code_for(rid)
         r = self.d.cli("cancel", rid)
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "canceled"))
-        r = self.d.cli("verify", "--id", rid, "--code", self.d.code_for(rid))
+        # Its message, now holding a useless code, leaves the outbox.
+        self.assertTrue(wait_until(lambda: not [p for p in self.d.outbox_files() if "." + rid + "." in p]))
+        r = self.d.cli("verify", "--id", rid, "--code", code)
         self.assertEqual((r.returncode, r.stdout.strip()), (1, "canceled"))
         r = self.d.cli("cancel", rid)
         self.assertEqual(r.returncode, 1)

@@ -15,6 +15,9 @@ checks the JSON's shape, and answers according to the recipient's local part:
   slow@..., slow+TAG@...  sleeps --slow-seconds before answering 200
   anything else    200 {"MessageId": "<uuid>"}
 
+While the file given by --down-file exists, every SendEmail is answered 503
+ServiceUnavailable instead (an outage a test can start and end).
+
 Every request is appended to --log as one JSON line (headers, parsed body,
 region and service from the signature, the status answered). It exits by
 itself after --max-seconds, and on SIGTERM.
@@ -55,8 +58,9 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class State:
-    def __init__(self, credentials, log_path, slow_seconds):
+    def __init__(self, credentials, log_path, slow_seconds, down_file=None):
         self.credentials = credentials  # access key id -> (secret, token or None)
+        self.down_file = down_file
         self.log_path = log_path
         self.slow_seconds = slow_seconds
         self.lock = threading.Lock()
@@ -190,6 +194,8 @@ class Handler(BaseHTTPRequestHandler):
             reply = error(400, "BadRequestException", "Content-Type must be application/json")
         elif (shape := check_shape(doc)) is not None:
             reply = error(400, "BadRequestException", shape)
+        elif state.down_file and os.path.exists(state.down_file):
+            reply = error(503, "ServiceUnavailable", "Service is unavailable, try again later")
         else:
             address = doc["Destination"]["ToAddresses"][0]
             slow = address.split("@", 1)[0].lower().split("+", 1)[0] == "slow"
@@ -247,6 +253,7 @@ def main():
                         help='a JSON file: [{"accessKeyId":..., "secretAccessKey":..., "sessionToken":...}]')
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--slow-seconds", type=float, default=3)
+    parser.add_argument("--down-file", help="while this file exists, answer 503 to every send")
     args = parser.parse_args()
 
     with open(args.credentials, encoding="utf-8") as f:
@@ -254,7 +261,7 @@ def main():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True  # a slow@ answer must not hold up the exit
-    server.state = State(credentials, args.log, args.slow_seconds)
+    server.state = State(credentials, args.log, args.slow_seconds, args.down_file)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

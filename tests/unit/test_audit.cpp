@@ -58,6 +58,24 @@ public:
     void putOptOut(const otp::OptOut& e) override { t_.putOptOut(e); }
     bool removeOptOut(std::string_view s) override { return t_.removeOptOut(s); }
     std::vector<otp::OptOut> listOptOuts(int limit) override { return t_.listOptOuts(limit); }
+    void putDeliveryJob(const otp::DeliveryJob& j) override { t_.putDeliveryJob(j); }
+    std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view h, std::string_view p, std::int64_t now,
+                                                    std::int64_t until, int limit) override {
+        return t_.claimDeliveryJobs(h, p, now, until, limit);
+    }
+    bool renewDeliveryLease(std::string_view id, int send, std::string_view h, std::int64_t until) override {
+        return t_.renewDeliveryLease(id, send, h, until);
+    }
+    bool recordDeliveryRetry(std::string_view id, int send, std::string_view h, int attempts, std::int64_t at,
+                             std::int64_t until, std::string_view e) override {
+        return t_.recordDeliveryRetry(id, send, h, attempts, at, until, e);
+    }
+    bool finishDeliveryJob(std::string_view id, int send, std::string_view h) override {
+        return t_.finishDeliveryJob(id, send, h);
+    }
+    void endDeliveryJob(std::string_view id) override { t_.endDeliveryJob(id); }
+    std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view id) override { return t_.findDeliveryJob(id); }
+    std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) override { return t_.listDeliveryJobs(limit); }
     std::optional<otp::RateCounter> findRateCounter(std::string_view s, std::string_view k) override {
         return t_.findRateCounter(s, k);
     }

@@ -34,6 +34,10 @@ public:
                 r.errorClass = "throttled";
                 r.statusCode = 429;
                 r.error = "TooManyRequestsException: slow down, " + m.destination;
+            } else if (ioError) {  // as the outbox reports a full disk
+                r.outcome = channel::DeliveryOutcome::Permanent;
+                r.errorClass = "io";
+                r.error = "cannot create a file in /var/lib/twofactor/outbox/tmp: No space left on device";
             } else if (fail) {
                 r.outcome = channel::DeliveryOutcome::Permanent;
                 r.errorClass = "rejected";
@@ -45,6 +49,7 @@ public:
     std::mutex mutex;
     std::vector<std::string> texts, codes;
     bool fail = false;
+    bool ioError = false;
     int transientFailures = 0;
 };
 
@@ -390,4 +395,126 @@ TEST_CASE_METHOD(Fixture, "subject hashes are keyed and stable", "[service]") {
     CHECK(service->subjectHash("a@example.org") == service->subjectHash("a@example.org"));
     CHECK(service->subjectHash("a@example.org") != service->subjectHash("b@example.org"));
     CHECK(service->subjectHash("a@example.org") != crypto::hex(crypto::sha256("a@example.org")));
+}
+
+namespace {
+
+// A daemon start over the fixture's store and channel: a restart is a second
+// one with the same pepper (the key file) and a new holder id.
+std::unique_ptr<otp::OtpService> start(Fixture& f, const SecretBytes& pepper) {
+    return std::make_unique<otp::OtpService>(
+        f.cfg, *f.store, std::map<std::string, channel::Channel*>{{"email", &f.channel}, {"whatsapp", &f.channel}},
+        f.clock, pepper.clone(), [](std::function<void()> job) { job(); },
+        [&f](std::chrono::milliseconds d, std::function<void()> job) { f.scheduler.push(d, std::move(job)); });
+}
+
+// The daemon dies: its timers (the pending retry) go with it.
+void crash(Fixture& f) {
+    store::runSync(*f.store, [](store::Transaction&) {});  // what it committed stays
+    std::lock_guard lock(f.scheduler.mutex);
+    f.scheduler.tasks.clear();
+}
+
+int sweep(Fixture& f, otp::OtpService& s) {
+    std::promise<int> p;
+    auto claimed = p.get_future();
+    s.sweepDeliveries(64, [&](int n) { p.set_value(n); });
+    const int n = claimed.get();
+    store::runSync(*f.store, [](store::Transaction&) {});  // the takeovers' delivery log
+    return n;
+}
+
+std::string queuedSend(Fixture& f, otp::OtpService& s, const std::string& to) {
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = to;
+    in.wait = false;
+    auto o = f.wait<otp::SendResult>([&](auto cb) { s.send(std::move(in), cb); });
+    REQUIRE(std::holds_alternative<otp::SendResult>(o));
+    return std::get<otp::SendResult>(o).request.id;
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "a send's job outlives a crash: the next start delivers a fresh code, once",
+                 "[service][jobs]") {
+    const SecretBytes pepper = crypto::randomSecret(32);
+    auto first = start(*this, pepper);
+    channel.transientFailures = 1;  // the provider is down for the first try
+    const std::string id = queuedSend(*this, *first, "crash@example.org");
+    const std::string oldCode = lastCode();
+    // While the first start holds the job (its retry is due), its own sweep leaves it alone.
+    CHECK(sweep(*this, *first) == 0);
+    auto job = wait<std::vector<otp::DeliveryJob>>([&](auto cb) { first->deliveryJobs(id, 10, cb); });
+    REQUIRE(std::get<std::vector<otp::DeliveryJob>>(job).size() == 1);
+    CHECK(std::get<std::vector<otp::DeliveryJob>>(job)[0].attempts == 1);
+    crash(*this);
+    first.reset();
+
+    auto second = start(*this, pepper);
+    CHECK(second->deliveryHolder() != std::get<std::vector<otp::DeliveryJob>>(job)[0].holder);
+    clock.advance(5);  // past the recorded backoff
+    CHECK(sweep(*this, *second) == 1);
+    REQUIRE(channel.codes.size() == 2);
+    const std::string newCode = lastCode();
+    // Taken over once: a second sweep and a third start find nothing to deliver.
+    CHECK(sweep(*this, *second) == 0);
+    CHECK(sweep(*this, *start(*this, pepper)) == 0);
+    CHECK(channel.codes.size() == 2);
+    auto st = wait<otp::OtpRequest>([&](auto cb) { second->status(id, cb); });
+    REQUIRE(std::holds_alternative<otp::OtpRequest>(st));
+    CHECK(std::get<otp::OtpRequest>(st).sends == 2);  // counted as a send
+    CHECK(std::get<otp::OtpRequest>(st).attempts == 0);
+    const auto attempts = log(id);
+    REQUIRE(attempts.size() == 2);
+    CHECK(attempts[1].send == 2);
+    CHECK(attempts[1].attempt == 2);  // the tries go on counting
+    CHECK(attempts[1].outcome == "accepted");
+    // The old code was never stored, so only the fresh one verifies.
+    service = std::move(second);
+    if (oldCode != newCode) CHECK_FALSE(verify(id, oldCode).approved);
+    CHECK(verify(id, newCode).approved);
+    auto none = wait<std::vector<otp::DeliveryJob>>([&](auto cb) { service->deliveryJobs(id, 10, cb); });
+    CHECK(std::get<std::vector<otp::DeliveryJob>>(none).empty());
+}
+
+TEST_CASE_METHOD(Fixture, "jobs end with their request: verified, canceled or expired ones are not delivered",
+                 "[service][jobs]") {
+    const SecretBytes pepper = crypto::randomSecret(32);
+    auto first = start(*this, pepper);
+    channel.transientFailures = 3;
+    const std::string expiring = queuedSend(*this, *first, "late@example.org");
+    const std::string canceled = queuedSend(*this, *first, "cancel@example.org");
+    auto c = wait<otp::OtpRequest>([&](auto cb) { first->cancel(canceled, cb); });
+    REQUIRE(std::holds_alternative<otp::OtpRequest>(c));
+    crash(*this);
+    first.reset();
+    const std::size_t before = channel.codes.size();
+    clock.advance(cfg.apps.at("default").ttl.count() + 1);
+    auto second = start(*this, pepper);
+    CHECK(sweep(*this, *second) == 1);  // the canceled one's job ended with it
+    CHECK(channel.codes.size() == before);
+    auto st = wait<otp::OtpRequest>([&](auto cb) { second->status(expiring, cb); });
+    REQUIRE(std::holds_alternative<otp::OtpRequest>(st));
+    CHECK(std::get<otp::OtpRequest>(st).status == otp::Status::Expired);
+    auto jobs = wait<std::vector<otp::DeliveryJob>>([&](auto cb) { second->deliveryJobs(std::nullopt, 10, cb); });
+    CHECK(std::get<std::vector<otp::DeliveryJob>>(jobs).empty());
+}
+
+TEST_CASE_METHOD(Fixture, "a failed write ends the request as failed and names no path", "[service][jobs]") {
+    channel.ioError = true;
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = "full@example.org";
+    auto o = send(std::move(in));
+    REQUIRE(failure(o) == "DeliveryFailed");
+    const auto& f = std::get<otp::Failure>(o);
+    CHECK(f.message.find("/var/lib") == std::string::npos);
+    CHECK(f.message.find("No space left on device") != std::string::npos);
+    const std::string id = f.parameters["id"];
+    CHECK(log(id).at(0).error == "the message could not be written (No space left on device)");
+    auto jobs = wait<std::vector<otp::DeliveryJob>>([&](auto cb) { service->deliveryJobs(id, 10, cb); });
+    CHECK(std::get<std::vector<otp::DeliveryJob>>(jobs).empty());
+    auto st = wait<otp::OtpRequest>([&](auto cb) { service->status(id, cb); });
+    CHECK(std::get<otp::OtpRequest>(st).status == otp::Status::Failed);
 }

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -390,4 +391,99 @@ TEST_CASE("a subject's data is found, rectified and erased through the keyed has
     auto other = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("req-c"); });
     REQUIRE(other);  // another subject's request stays, without the erased fallback address
     CHECK(other->fallbackDestination.empty());
+}
+
+TEST_CASE("delivery jobs: claimed only when due or orphaned, finished only by their holder", "[store][jobs]") {
+    TempDir dir;
+    const auto key = crypto::randomSecret(32);
+    auto s = open(dir.path / "t.db", key);
+    const std::int64_t now = 1000;
+    store::runSync(*s, [&](store::Transaction& t) {
+        for (const char* id : {"held", "lapsed", "orphan", "foreign"}) t.insertRequest(sample(id));
+        // held: a live lease of this start; lapsed: its lease ran out;
+        // orphan: an earlier start on this node; foreign: another node, live.
+        t.putDeliveryJob({"held", 1, 0, now, "node/b", now + 30, now + 600, now, ""});
+        t.putDeliveryJob({"lapsed", 1, 2, now - 40, "node/b", now - 10, now + 600, now - 40, "network: refused"});
+        t.putDeliveryJob({"orphan", 1, 1, now + 5, "node/a", now + 30, now + 600, now, ""});
+        t.putDeliveryJob({"foreign", 1, 0, now, "other/x", now + 30, now + 600, now, ""});
+    });
+
+    auto claimed = store::runSync(
+        *s, [&](store::Transaction& t) { return t.claimDeliveryJobs("node/b", "node/", now, now + 30, 10); });
+    std::vector<std::string> ids;
+    for (const auto& j : claimed) ids.push_back(j.requestId);
+    std::sort(ids.begin(), ids.end());
+    CHECK(ids == std::vector<std::string>{"lapsed", "orphan"});
+    for (const auto& j : claimed) {
+        // Returned as they were, so the caller knows whom it took them from.
+        if (j.requestId == "orphan") CHECK(j.holder == "node/a");
+        if (j.requestId == "lapsed") {
+            CHECK(j.attempts == 2);
+            CHECK(j.lastError == "network: refused");
+        }
+    }
+    // Claimed once: a second sweep at the same time finds nothing left.
+    CHECK(store::runSync(*s, [&](store::Transaction& t) {
+              return t.claimDeliveryJobs("node/c", "node/x", now, now + 30, 10);
+          }).empty());
+    // A restart (node/c) takes over every job of this node's earlier starts, not another node's.
+    auto restart = store::runSync(
+        *s, [&](store::Transaction& t) { return t.claimDeliveryJobs("node/c", "node/", now, now + 100, 10); });
+    CHECK(restart.size() == 3);
+    auto foreign = store::runSync(*s, [](store::Transaction& t) { return t.findDeliveryJob("foreign"); });
+    REQUIRE(foreign);
+    CHECK(foreign->holder == "other/x");
+    // Once its lease lapses, anyone may claim it.
+    CHECK(store::runSync(*s, [&](store::Transaction& t) {
+              return t.claimDeliveryJobs("node/c", "node/", now + 31, now + 61, 10);
+          }).size() == 1);
+
+    store::runSync(*s, [&](store::Transaction& t) {
+        // Only the holder of the job's send may renew, record a retry, or finish it.
+        CHECK_FALSE(t.renewDeliveryLease("held", 1, "node/b", now + 60));
+        CHECK(t.renewDeliveryLease("held", 1, "node/c", now + 60));
+        CHECK_FALSE(t.recordDeliveryRetry("held", 2, "node/c", 1, now + 5, now + 35, "x"));
+        CHECK(t.recordDeliveryRetry("held", 1, "node/c", 1, now + 5, now + 35, "throttled: slow down"));
+        CHECK_FALSE(t.finishDeliveryJob("held", 1, "node/b"));
+    });
+    auto held = store::runSync(*s, [](store::Transaction& t) { return t.findDeliveryJob("held"); });
+    REQUIRE(held);
+    CHECK(held->attempts == 1);
+    CHECK(held->retryAt == now + 5);
+    CHECK(held->leaseUntil == now + 35);
+    // Due again when the lease runs out, not at the retry time while it is held.
+    CHECK(store::runSync(*s, [&](store::Transaction& t) {
+              return t.claimDeliveryJobs("other/y", "other/y/", now + 10, now + 40, 10);
+          }).empty());
+
+    store::runSync(*s, [&](store::Transaction& t) {
+        CHECK(t.finishDeliveryJob("held", 1, "node/c"));
+        t.endDeliveryJob("lapsed");
+    });
+    auto left = store::runSync(*s, [](store::Transaction& t) { return t.listDeliveryJobs(10); });
+    REQUIRE(left.size() == 2);
+    CHECK(left.front().requestId != "held");
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findDeliveryJob("held"); }));
+}
+
+TEST_CASE("delivery jobs: a resend's job replaces the previous send's; erasure removes them", "[store][jobs]") {
+    TempDir dir;
+    const auto key = crypto::randomSecret(32);
+    auto s = open(dir.path / "t.db", key);
+    store::runSync(*s, [&](store::Transaction& t) {
+        t.syncApps({"shop"}, 1000);
+        t.insertRequest(sample("r1"));
+        t.putDeliveryJob({"r1", 1, 3, 1000, "node/a", 1030, 1600, 1000, "e"});
+        t.putDeliveryJob({"r1", 2, 0, 1010, "node/a", 1040, 1610, 1010, ""});
+    });
+    auto j = store::runSync(*s, [](store::Transaction& t) { return t.findDeliveryJob("r1"); });
+    REQUIRE(j);
+    CHECK(j->send == 2);
+    CHECK(j->attempts == 0);
+    // The old send's holder can no longer finish the new send's job.
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.finishDeliveryJob("r1", 1, "node/a"); }));
+    auto counts = store::runSync(*s, [](store::Transaction& t) { return t.eraseSubject("subj", "a@example.org"); });
+    CHECK(counts.deliveryJobs == 1);
+    CHECK(counts.requests == 1);
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findDeliveryJob("r1"); }));
 }
