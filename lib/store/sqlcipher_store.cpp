@@ -999,6 +999,12 @@ public:
         if (!enqueue(item) && item.done) item.done(closedError());
     }
 
+    void submitRedoable(Work work, Done done) override {
+        Item item{std::move(work), std::move(done), nullptr};
+        item.redoable = true;
+        if (!enqueue(item) && item.done) item.done(closedError());
+    }
+
     void checkpoint(Done done) override {
         Item item;
         item.onConnection = [this, done] {
@@ -1127,6 +1133,7 @@ private:
         // transaction, between batches (a checkpoint, a rekey), and reports
         // through a callback of its own.
         std::function<void()> onConnection;
+        bool redoable = false;  // submitRedoable
     };
 
     // A connection of its own for maintenance, closed with its scope.
@@ -1246,6 +1253,8 @@ private:
             savepoint_ = std::make_unique<Statement>(db_, "SAVEPOINT item");
             release_ = std::make_unique<Statement>(db_, "RELEASE item");
             rollbackTo_ = std::make_unique<Statement>(db_, "ROLLBACK TO item");
+            syncNormal_ = std::make_unique<Statement>(db_, "PRAGMA synchronous = NORMAL");
+            syncFull_ = std::make_unique<Statement>(db_, "PRAGMA synchronous = FULL");
         } catch (...) {
             closeConnection();
             throw;
@@ -1259,6 +1268,8 @@ private:
         savepoint_.reset();
         release_.reset();
         rollbackTo_.reset();
+        syncNormal_.reset();
+        syncFull_.reset();
         sqlite3_close(db_);
         db_ = nullptr;
     }
@@ -1417,10 +1428,17 @@ private:
             std::fill(errors.begin(), errors.end(), unusableError());
             return;
         }
+        // A retention batch alone needs no fsync of its own: with synchronous
+        // FULL that fsync was most of a batch's time. Anything else in the
+        // transaction keeps it synced.
+        const bool unsynced =
+            synchronousFull_ && std::all_of(batch.begin(), batch.end(), [](const Item& i) { return i.redoable; });
         try {
+            if (unsynced) run(*syncNormal_);
             run(*begin_);
         } catch (...) {
             std::fill(errors.begin(), errors.end(), std::current_exception());
+            if (unsynced) restoreSync();
             return;
         }
         for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -1445,6 +1463,17 @@ private:
             std::fill(errors.begin(), errors.end(), e);
             log::error("a store commit failed; its requests were refused");
         }
+        if (unsynced) restoreSync();
+    }
+
+    void restoreSync() {
+        try {
+            run(*syncFull_);
+        } catch (...) {
+            // Never go on committing other work unsynced.
+            log::error("cannot restore synchronous = FULL; the store refuses work");
+            closeConnection();
+        }
     }
 
     static void run(Statement& s) {
@@ -1453,7 +1482,7 @@ private:
         s.reset();
     }
 
-    std::unique_ptr<Statement> begin_, commit_, savepoint_, release_, rollbackTo_;
+    std::unique_ptr<Statement> begin_, commit_, savepoint_, release_, rollbackTo_, syncNormal_, syncFull_;
     std::string path_;
     std::size_t maxBatch_;
     bool synchronousFull_;
@@ -1526,12 +1555,17 @@ PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy,
         int size = batchSize;
         for (;;) {
             std::chrono::steady_clock::duration took{};
-            const std::int64_t n = runSync(store, [&](Transaction& t) {
-                const auto start = std::chrono::steady_clock::now();
-                const auto rows = t.purgeStep(kind, now, policy, size, false);
-                took = std::chrono::steady_clock::now() - start;
-                return rows;
-            });
+            std::int64_t n = 0;
+            std::promise<void> committed;
+            auto future = committed.get_future();
+            store.submitRedoable(
+                [&](Transaction& t) {
+                    const auto start = std::chrono::steady_clock::now();
+                    n = t.purgeStep(kind, now, policy, size, false);
+                    took = std::chrono::steady_clock::now() - start;
+                },
+                [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); });
+            future.get();
             counts[kind] += n;
             if (progress) progress(counts);
             if (n < size) break;

@@ -277,6 +277,12 @@ public:
     // that transaction committed, on the writer thread: keep it short.
     virtual void submit(Work work, Done done) = 0;
 
+    // Like submit, for work that a crash may undo without harm because it is
+    // simply done again (a retention batch): a transaction holding only such
+    // work commits without waiting for the disk, and `done` means committed,
+    // durable once the next synced commit or checkpoint is. The default is submit.
+    virtual void submitRedoable(Work work, Done done) { submit(std::move(work), std::move(done)); }
+
     // Queues a WAL checkpoint (TRUNCATE) on the writer's connection, outside
     // any transaction, after the work queued before it.
     virtual void checkpoint(Done done) = 0;
@@ -337,8 +343,10 @@ auto runSync(Store& store, F&& f) -> decltype(f(std::declval<Transaction&>())) {
 inline constexpr std::chrono::milliseconds kPurgeBatchBudget{8};
 
 // Runs a retention purge: each batch of at most batchSize rows is its own
-// work item, so other work interleaves; its size adapts to kPurgeBatchBudget. With dryRun, counts what would go and
-// changes nothing. Then checkpoints the WAL (not on a dry run). `progress`, if
+// work item (submitRedoable: a batch a crash undoes is purged by the next
+// run), so other work interleaves; its size adapts to kPurgeBatchBudget. With dryRun, counts what would go and
+// changes nothing. Then checkpoints the WAL (not on a dry run), which makes
+// the whole purge durable. `progress`, if
 // set, is called after each batch with the counts so far. Blocks: call it off
 // the I/O thread.
 PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy, int batchSize, bool dryRun,

@@ -144,9 +144,9 @@ std::vector<std::string> violations(sqlite3* db, const std::vector<Entry>& state
         std::string error;
         const auto plan = explain(db, e.text, error);
         const auto may = kMayScan.find(e.name);
-        if (print) {
-            std::cout << e.name << (may != kMayScan.end() ? "  [may scan: " + may->second + "]" : "") << "\n";
-            for (const auto& line : plan) std::cout << "    " << line << "\n";
+        if (print) {  // as TAP comments: the suite runs the tests under a TAP reporter
+            std::cout << "# " << e.name << (may != kMayScan.end() ? "  [may scan: " + may->second + "]" : "") << "\n";
+            for (const auto& line : plan) std::cout << "#     " << line << "\n";
         }
         if (!error.empty()) {
             out.push_back(e.name + ": " + error);
