@@ -3,6 +3,7 @@
 #include "ipc/paths.hpp"
 
 #include <cstdio>
+#include <string_view>
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <cstring>
@@ -56,8 +57,17 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     const json& p = reply.parameters;
     std::string message;
     int code = kUsage;
-    if (name == "InvalidParameter") message = "invalid " + flagFor(str(p, "parameter"));
-    else if (name == "PermissionDenied") {
+    if (name == "InvalidParameter") {
+        const std::string parameter = str(p, "parameter");
+        if (parameter == "fallbackEmail")
+            message = "--fallback-email refused: it applies only to a WhatsApp send of an app that falls back to "
+                      "email (fallback_to_email = true and email among its channels), and must be an email address";
+        else if (parameter == "received")
+            message = "--received must lie between 2000-01-01 and today (twofactord's clock): "
+                      "a request cannot arrive in the future";
+        else
+            message = "invalid " + flagFor(parameter);
+    } else if (name == "PermissionDenied") {
         message = "permission denied: uid " + std::to_string(::getuid()) + " holds no role that may do this";
         code = kDenied;
     } else if (name == "NoSuchApp") message = "no app named '" + str(p, "app") + "' is configured";
@@ -165,13 +175,69 @@ std::string isoTime(std::int64_t t) {
     return buf;
 }
 
-std::optional<std::int64_t> parseTime(const std::string& text) {
-    if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 19)
-        return std::stoll(text);
+std::optional<std::int64_t> parseTime(std::string_view text) {
+    if (!text.empty() && text.size() < 19 && text.find_first_not_of("0123456789") == std::string_view::npos)
+        return std::stoll(std::string(text));
+    // Fixed-width digits at `pos`, or -1.
+    auto number = [&](std::size_t pos, std::size_t width) {
+        if (pos + width > text.size()) return -1;
+        int n = 0;
+        for (std::size_t i = pos; i < pos + width; ++i) {
+            if (text[i] < '0' || text[i] > '9') return -1;
+            n = n * 10 + (text[i] - '0');
+        }
+        return n;
+    };
+    auto at = [&](std::size_t pos, std::string_view chars) {
+        return pos < text.size() && chars.find(text[pos]) != std::string_view::npos;
+    };
+    const int year = number(0, 4), month = number(5, 2), day = number(8, 2);
+    if (year < 1970 || !at(4, "-") || !at(7, "-") || month < 1 || month > 12 || day < 1) return std::nullopt;
+    static constexpr int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > kDays[month - 1] || (month == 2 && day == 29 && !leap)) return std::nullopt;
     std::tm tm{};
-    const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (!end || *end) return std::nullopt;
-    return static_cast<std::int64_t>(timegm(&tm));
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month - 1;
+    tm.tm_mday = day;
+    if (text.size() == 10) return static_cast<std::int64_t>(timegm(&tm));
+    // RFC 3339: a time of day with seconds and a zone; 'T' may be 't' or a space.
+    const int hour = number(11, 2), minute = number(14, 2), second = number(17, 2);
+    if (!at(10, "Tt ") || !at(13, ":") || !at(16, ":") || hour < 0 || hour > 23 || minute < 0 || minute > 59 ||
+        second < 0 || second > 60)
+        return std::nullopt;
+    std::size_t pos = 19;
+    if (at(pos, ".")) {
+        const std::size_t digits = pos + 1;
+        while (at(pos + 1, "0123456789")) ++pos;
+        if (pos + 1 == digits) return std::nullopt;
+        ++pos;
+    }
+    std::int64_t offset = 0;
+    if (at(pos, "Zz") && pos + 1 == text.size()) {
+    } else if (at(pos, "+-") && pos + 6 == text.size() && at(pos + 3, ":")) {
+        const int oh = number(pos + 1, 2), om = number(pos + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59) return std::nullopt;
+        offset = (text[pos] == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+    } else {
+        return std::nullopt;
+    }
+    tm.tm_hour = hour;
+    tm.tm_min = minute;
+    tm.tm_sec = second == 60 ? 59 : second;  // a leap second counts as the one before it
+    return static_cast<std::int64_t>(timegm(&tm)) - offset;
+}
+
+bool addTime(const std::string& command, const char* flag, const std::string& text, const char* key, json& params) {
+    if (text.empty()) return true;
+    const auto t = parseTime(text);
+    if (!t) {
+        std::fprintf(stderr, "twofactor %s: %s: '%s' is not a time: give %s\n", command.c_str(), flag, text.c_str(),
+                     kTimeForms);
+        return false;
+    }
+    params[key] = *t;
+    return true;
 }
 
 int call(const Globals& g, const std::string& command, const char* method, const json& params, json& out) {
@@ -219,25 +285,33 @@ extern "C" void removePartialAndExit(int sig) {
 
 }  // namespace
 
-bool PrivateFile::create(const std::string& target, std::string& error) {
-    target_ = target;
+bool PrivateFile::checkTarget(const std::string& target, std::string& error) {
     const auto slash = target.find_last_of('/');
-    dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
     const std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
     if (base.empty() || base == "." || base == "..") {
         error = target + " names a directory, not a file";
         return false;
     }
     struct stat st {};
-    if (::stat(dir_.c_str(), &st) != 0) {
+    if (::stat(dir.c_str(), &st) != 0) {
         error = "cannot write " + target + ": " +
-                (errno == ENOENT ? "directory " + dir_ + " does not exist" : dir_ + ": " + std::strerror(errno));
+                (errno == ENOENT ? "directory " + dir + " does not exist" : dir + ": " + std::strerror(errno));
         return false;
     }
     if (!S_ISDIR(st.st_mode)) {
-        error = "cannot write " + target + ": " + dir_ + " is not a directory";
+        error = "cannot write " + target + ": " + dir + " is not a directory";
         return false;
     }
+    return true;
+}
+
+bool PrivateFile::create(const std::string& target, std::string& error) {
+    if (!checkTarget(target, error)) return false;
+    target_ = target;
+    const auto slash = target.find_last_of('/');
+    dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
+    const std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
     tmp_ = dir_ + "/." + base + ".XXXXXX";
     if (tmp_.size() >= sizeof gPartial) {
         error = "path too long: " + target;

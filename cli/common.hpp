@@ -38,8 +38,15 @@ struct Globals {
 
 [[nodiscard]] std::string str(const json& p, const char* key);
 [[nodiscard]] std::string isoTime(std::int64_t t);
-// Unix seconds, or an ISO 8601 UTC time "2026-11-26T03:00:00Z".
-[[nodiscard]] std::optional<std::int64_t> parseTime(const std::string& text);
+// Every time option (--since, --until, --from, --to, --received) takes the
+// same forms: Unix seconds, YYYY-MM-DD (midnight UTC), or RFC 3339 with a
+// zone ("2026-11-26T03:00:00Z", "2026-11-26T04:00:00.5+01:00").
+inline constexpr const char* kTimeForms = "Unix seconds, YYYY-MM-DD or RFC 3339 (2026-11-26T03:00:00Z)";
+[[nodiscard]] std::optional<std::int64_t> parseTime(std::string_view text);
+// Sets params[key] from a time option's text (nothing when empty); false,
+// with the reason on stderr, when the text is not a time.
+[[nodiscard]] bool addTime(const std::string& command, const char* flag, const std::string& text, const char* key,
+                           json& params);
 // One line naming what failed and why; returns the exit code for it.
 int reportError(const std::string& command, const ipc::Reply& reply);
 
@@ -71,6 +78,8 @@ private:
 // SIGHUP) or any failure removes the temporary file.
 class PrivateFile {
 public:
+    // Whether the target's directory exists, without writing anything.
+    static bool checkTarget(const std::string& target, std::string& error);
     // Creates the temporary file; on failure `error` says why.
     bool create(const std::string& target, std::string& error);
     ~PrivateFile();

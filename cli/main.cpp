@@ -7,7 +7,9 @@
 #include "ipc/paths.hpp"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -55,6 +57,78 @@ constexpr int kParseAgain = -2;
 
 bool chosen(const CLI::App* command) { return command != nullptr && command->parsed(); }
 
+// The default socket as --help states it: the user's own, then the system's,
+// once when they are the same (root without XDG_RUNTIME_DIR).
+std::string socketDefaults() {
+    const std::string own = paths::defaultSocket(), system = paths::systemSocket();
+    return own == system ? own : own + ", else " + system;
+}
+
+// Edit distance with adjacent transpositions ("sned" is one from "send").
+std::size_t editDistance(std::string_view a, std::string_view b) {
+    std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+    for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+    for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i)
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+        }
+    return d[a.size()][b.size()];
+}
+
+// The command closest to a mistyped word, if one is close enough to be meant.
+std::string nearestCommand(const CLI::App& level, const std::string& word) {
+    std::string best;
+    std::size_t bestDistance = 3;  // at most two edits...
+    for (const CLI::App* c : level.get_subcommands([](const CLI::App*) { return true; })) {
+        const std::string& name = c->get_name();
+        const std::size_t distance = name.rfind(word, 0) == 0 ? 1 : editDistance(word, name);
+        if (distance < bestDistance && distance * 2 < std::max(word.size(), name.size())) {  // ...in a long word
+            best = name;
+            bestDistance = distance;
+        }
+    }
+    return best;
+}
+
+// A parse error as one line, like every other error, naming the command it
+// belongs to and that command's --help. A missing or mistyped command says
+// so rather than CLI11's "A subcommand is required".
+int reportUsageError(CLI::App& app, const CLI::ParseError& e) {
+    CLI::App* level = &app;
+    std::string command = "twofactor";
+    for (auto chosen = level->get_subcommands(); !chosen.empty(); chosen = level->get_subcommands()) {
+        level = chosen.front();
+        command += " " + level->get_name();
+    }
+    const bool wantsCommand = level->get_require_subcommand_min() > 0 && level->get_subcommands().empty();
+    if (!wantsCommand) {
+        std::fprintf(stderr, "%s: %s (see %s --help)\n", command.c_str(), e.what(), command.c_str());
+        return kUsage;
+    }
+    // The first word left over that is not an option or an option's value.
+    std::string word;
+    const std::vector<std::string> rest = app.remaining(true);
+    for (std::size_t i = 0; i < rest.size() && word.empty(); ++i) {
+        if (rest[i].empty() || rest[i][0] != '-') word = rest[i];
+        else if (rest[i].find('=') == std::string::npos) ++i;
+    }
+    if (word.empty()) {
+        std::string names;
+        for (const CLI::App* c : level->get_subcommands([](const CLI::App*) { return true; }))
+            names += (names.empty() ? "" : ", ") + c->get_name();
+        std::fprintf(stderr, "%s: a command is required: %s (see %s --help)\n", command.c_str(), names.c_str(),
+                     command.c_str());
+        return kUsage;
+    }
+    const std::string nearest = nearestCommand(*level, word);
+    std::fprintf(stderr, "%s: unknown command '%s'%s; see %s --help\n", command.c_str(), word.c_str(),
+                 nearest.empty() ? "" : (" (did you mean '" + nearest + "'?)").c_str(), command.c_str());
+    return kUsage;
+}
+
 }  // namespace
 
 int run(int argc, char** argv, const Selection& pick) {
@@ -62,7 +136,7 @@ int run(int argc, char** argv, const Selection& pick) {
     app.require_subcommand(1);
     app.fallthrough();
     Globals g;
-    app.add_option("--socket", g.socket, "twofactord's socket (default: " + paths::defaultSocket() + ", else " + paths::systemSocket() + ")")
+    app.add_option("--socket", g.socket, "twofactord's socket (default: " + socketDefaults() + ")")
         ->envname("TWOFACTOR_SOCKET");
     app.add_flag("--json", g.json, "print the full JSON objects instead of text");
     app.set_version_flag("--version", "twofactor " TWOFACTOR_VERSION);
@@ -134,7 +208,7 @@ int run(int argc, char** argv, const Selection& pick) {
         optoutRemove = optout->add_subcommand("remove", "allow WhatsApp messages to a number again");
         optoutRemove->add_option("number", oDest, "the phone number (E.164)")->required();
         auto* optoutList = optout->add_subcommand("list", "show the opt-out list");
-        optoutList->add_option("--limit", oLimit, "at most this many entries (default 1000)");
+        optoutList->add_option("--limit", oLimit, "at most this many entries, the newest (default 1000)");
     }
 
     std::string dId, dSince, dUntil;
@@ -143,8 +217,8 @@ int run(int argc, char** argv, const Selection& pick) {
     if (pick.wants("deliveries")) {
         deliveries = app.add_subcommand("deliveries", "show the delivery log and the sends still queued, by request or by time");
         deliveries->add_option("id", dId, "a request id (default: all requests)");
-        deliveries->add_option("--since", dSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-        deliveries->add_option("--until", dUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        deliveries->add_option("--since", dSince, std::string("from this time: ") + kTimeForms);
+        deliveries->add_option("--until", dUntil, std::string("before this time: ") + kTimeForms);
         deliveries->add_option("--limit", dLimit, "at most this many attempts, the newest (default 100)");
     }
 
@@ -153,8 +227,8 @@ int run(int argc, char** argv, const Selection& pick) {
     CLI::App* calls = nullptr;
     if (pick.wants("calls")) {
         calls = app.add_subcommand("calls", "show the request log: Varlink calls to twofactord (admin)");
-        calls->add_option("--since", cSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-        calls->add_option("--until", cUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        calls->add_option("--since", cSince, std::string("from this time: ") + kTimeForms);
+        calls->add_option("--until", cUntil, std::string("before this time: ") + kTimeForms);
         calls->add_option("--limit", cLimit, "at most this many calls, the newest (default 1000)");
     }
 
@@ -175,15 +249,15 @@ int run(int argc, char** argv, const Selection& pick) {
         audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
         audit->require_subcommand(1);
         auditList = audit->add_subcommand("list", "show audit records, oldest first");
-        auditList->add_option("--since", aSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-        auditList->add_option("--until", aUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        auditList->add_option("--since", aSince, std::string("from this time: ") + kTimeForms);
+        auditList->add_option("--until", aUntil, std::string("before this time: ") + kTimeForms);
         auditList->add_option("--app", aApp, "only records of this app");
         auditList->add_option("--outcome", aOutcome, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
-        auditList->add_option("--limit", aLimit, "at most this many records (default 1000)");
+        auditList->add_option("--limit", aLimit, "at most this many records, the newest (default 1000)");
         auditVerify = audit->add_subcommand("verify", "check the hash chain; exit 1 at the first broken record (admin)");
         auditExport = audit->add_subcommand("export", "print records as JSON lines, for investigations");
-        auditExport->add_option("--from", aFrom, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-        auditExport->add_option("--to", aTo, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+        auditExport->add_option("--from", aFrom, std::string("from this time: ") + kTimeForms);
+        auditExport->add_option("--to", aTo, std::string("before this time: ") + kTimeForms);
     }
 
     std::unique_ptr<CommandGroup> groups[] = {privacyCommands(), maintenanceCommands()};
@@ -196,9 +270,7 @@ int run(int argc, char** argv, const Selection& pick) {
         // version read the same however a run was built.
         if (!pick.everything()) return kParseAgain;
         if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-        // One line, like every other error.
-        std::fprintf(stderr, "twofactor: %s (see twofactor --help)\n", e.what());
-        return kUsage;
+        return reportUsageError(app, e);
     }
 
     for (auto& group : groups)
@@ -216,7 +288,16 @@ int run(int argc, char** argv, const Selection& pick) {
         if (sTtl) p["ttl"] = *sTtl;
         if (sLength) p["length"] = *sLength;
         if (sNoWait) p["wait"] = false;
-        if (!sFallback.empty()) p["fallbackEmail"] = sFallback;
+        if (!sFallback.empty()) {
+            // Caught here because only this side knows the send's channel for
+            // certain before anything is stored; the daemon checks the rest.
+            if (sChannel == "email" || (sChannel.empty() && sTo.find('@') != std::string::npos)) {
+                std::fprintf(stderr, "twofactor send: --fallback-email applies only to a WhatsApp send; this one goes "
+                                     "by email already\n");
+                return kUsage;
+            }
+            p["fallbackEmail"] = sFallback;
+        }
         if (int rc = call(g, "send", "io.twofactor.Otp.Send", p, out); rc >= 0) return rc;
         if (!g.json && str(out, "delivery") == "retrying")
             std::fprintf(stderr, "twofactor send: not delivered yet; retrying in the background (see twofactor deliveries %s)\n",
@@ -318,18 +399,10 @@ int run(int argc, char** argv, const Selection& pick) {
             return kRejected;
         }
         json p = json::object();
-        const auto times = *auditList ? std::vector<std::pair<std::string*, const char*>>{{&aSince, "since"}, {&aUntil, "until"}}
-                                      : std::vector<std::pair<std::string*, const char*>>{{&aFrom, "from"}, {&aTo, "to"}};
-        for (auto [text, key] : times) {
-            if (text->empty()) continue;
-            const auto t = parseTime(*text);
-            if (!t) {
-                std::fprintf(stderr, "twofactor %s: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
-                             command.c_str(), key, text->c_str());
-                return kUsage;
-            }
-            p[key] = *t;
-        }
+        const bool timesOk = *auditList ? addTime(command, "--since", aSince, "since", p) &&
+                                              addTime(command, "--until", aUntil, "until", p)
+                                        : addTime(command, "--from", aFrom, "from", p) && addTime(command, "--to", aTo, "to", p);
+        if (!timesOk) return kUsage;
         if (*auditList) {
             p["limit"] = aLimit;
             if (!aApp.empty()) p["app"] = aApp;
@@ -337,31 +410,29 @@ int run(int argc, char** argv, const Selection& pick) {
         }
         const char* method = *auditList ? "io.twofactor.Audit.List" : "io.twofactor.Audit.Export";
         if (int rc = call(g, command, method, p, out); rc >= 0) return rc;
-        for (const auto& r : out["records"]) {
-            if (g.json || *auditExport) {
-                std::printf("%s\n", r.dump().c_str());  // JSON lines
-                continue;
-            }
-            std::printf("%6s  %s  %-17s %-22s %-8s uid %-6s %-24s %s\n", str(r, "seq").c_str(),
-                        isoTime(r.value("time", std::int64_t{0})).c_str(), str(r, "event").c_str(),
-                        str(r, "outcome").c_str(), r.contains("app") ? str(r, "app").c_str() : "-",
-                        r.contains("uid") ? str(r, "uid").c_str() : "-",
-                        r.contains("requestId") ? str(r, "requestId").c_str() : "-", str(r, "detail").c_str());
+        if (g.json || *auditExport) {
+            for (const auto& r : out["records"]) std::printf("%s\n", r.dump().c_str());  // JSON lines
+            return kOk;
         }
+        // Columns as wide as their widest value (at least the usual width),
+        // so a long outcome or app name does not shift the columns after it.
+        auto field = [](const json& r, const char* key) { return r.contains(key) ? str(r, key) : "-"; };
+        static const char* const kColumns[] = {"seq", "event", "outcome", "app", "uid", "requestId"};
+        int width[] = {6, 17, 22, 8, 6, 24};
+        for (const auto& r : out["records"])
+            for (std::size_t i = 0; i < std::size(kColumns); ++i)
+                width[i] = std::max(width[i], static_cast<int>(field(r, kColumns[i]).size()));
+        for (const auto& r : out["records"])
+            std::printf("%*s  %s  %-*s %-*s %-*s uid %-*s %-*s %s\n", width[0], field(r, "seq").c_str(),
+                        isoTime(r.value("time", std::int64_t{0})).c_str(), width[1], field(r, "event").c_str(), width[2],
+                        field(r, "outcome").c_str(), width[3], field(r, "app").c_str(), width[4],
+                        field(r, "uid").c_str(), width[5], field(r, "requestId").c_str(), str(r, "detail").c_str());
         return kOk;
     }
     if (chosen(calls)) {
         json p = {{"limit", cLimit}};
-        for (auto [text, key] : {std::pair{&cSince, "since"}, std::pair{&cUntil, "until"}}) {
-            if (text->empty()) continue;
-            const auto t = parseTime(*text);
-            if (!t) {
-                std::fprintf(stderr, "twofactor calls: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
-                             key, text->c_str());
-                return kUsage;
-            }
-            p[key] = *t;
-        }
+        if (!addTime("calls", "--since", cSince, "since", p) || !addTime("calls", "--until", cUntil, "until", p))
+            return kUsage;
         if (int rc = call(g, "calls", "io.twofactor.Daemon.RequestLog", p, out); rc >= 0) return rc;
         for (const auto& c : out["entries"]) {
             if (g.json) {
@@ -377,16 +448,8 @@ int run(int argc, char** argv, const Selection& pick) {
     if (chosen(deliveries)) {
         json p = {{"limit", dLimit}};
         if (!dId.empty()) p["id"] = dId;
-        for (auto [text, key] : {std::pair{&dSince, "since"}, std::pair{&dUntil, "until"}}) {
-            if (text->empty()) continue;
-            const auto t = parseTime(*text);
-            if (!t) {
-                std::fprintf(stderr, "twofactor deliveries: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
-                             key, text->c_str());
-                return kUsage;
-            }
-            p[key] = *t;
-        }
+        if (!addTime("deliveries", "--since", dSince, "since", p) || !addTime("deliveries", "--until", dUntil, "until", p))
+            return kUsage;
         if (int rc = call(g, "deliveries", "io.twofactor.Otp.Deliveries", p, out); rc >= 0) return rc;
         const json jobs = out.contains("jobs") ? out["jobs"] : json::array();
         if (g.json) {
@@ -462,7 +525,9 @@ int run(int argc, char** argv, const Selection& pick) {
         } else {
             std::string roles;
             for (const auto& r : out["roles"]) roles += (roles.empty() ? "" : ", ") + r.get<std::string>();
-            std::printf("uid %s (%s)\nroles %s\n", str(out, "uid").c_str(), str(out, "user").c_str(),
+            // A uid without a passwd entry has no user name to show.
+            const std::string user = str(out, "user");
+            std::printf("uid %s%s\nroles %s\n", str(out, "uid").c_str(), user.empty() ? "" : (" (" + user + ")").c_str(),
                         roles.empty() ? "(none)" : roles.c_str());
         }
         return kOk;

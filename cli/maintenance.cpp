@@ -173,15 +173,19 @@ private:
             std::fprintf(stderr, "twofactor backup: %s\n", message.c_str());
             return code;
         };
-        // Refused before the daemon does any work; link() settles a race at the end.
+        // Refused before the daemon does any work, by looking only; link()
+        // settles a race at the end.
         struct stat st {};
         if (::lstat(output_.c_str(), &st) == 0) {
             if (S_ISDIR(st.st_mode)) return fail(output_ + " is a directory; name the file to write", kUsage);
             if (!force_) return fail(output_ + " exists; --force replaces it", kUsage);
         }
-        PrivateFile file;
         std::string error;
-        if (!file.create(output_, error)) return fail(error, kUsage);
+        if (!PrivateFile::checkTarget(output_, error)) return fail(error, kUsage);
+        // The file is created once twofactord has accepted the call: a user
+        // it refuses (no admin role) leaves nothing behind, not even briefly.
+        PrivateFile file;
+        bool created = false;
 
         ProgressLine line("backup");
         Sha256 sha;
@@ -192,6 +196,10 @@ private:
         const int rc = callMore(
             g, "backup", "io.twofactor.Maintenance.Backup", json::object(),
             [&](const json& p) {
+                if (!created) {
+                    created = true;
+                    if (!file.create(output_, problem)) return;
+                }
                 const std::string phase = str(p, "phase");
                 if (phase == "copy") {
                     const auto done = p.value("pagesDone", std::int64_t{0});

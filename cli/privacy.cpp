@@ -10,15 +10,6 @@ namespace twofactor::cli {
 
 namespace {
 
-// YYYY-MM-DD (midnight UTC), YYYY-MM-DDTHH:MM:SSZ or Unix seconds.
-std::optional<std::int64_t> parseDay(const std::string& text) {
-    if (auto t = parseTime(text)) return t;
-    std::tm tm{};
-    const char* end = strptime(text.c_str(), "%Y-%m-%d", &tm);
-    if (!end || *end) return std::nullopt;
-    return static_cast<std::int64_t>(timegm(&tm));
-}
-
 std::string day(std::int64_t t) { return isoTime(t).substr(0, 10); }
 
 class PrivacyCommands final : public CommandGroup {
@@ -31,7 +22,8 @@ public:
             c->add_option("--subject", subject_, "the data subject: an email address or a phone number (+49...)")
                 ->required();
             c->add_option("--received", received_,
-                          "when the subject's request arrived: YYYY-MM-DD (default: now); the answer is due 30 days later");
+                          std::string("when the subject's request arrived (default: now): ") + kTimeForms +
+                              "; the answer is due 30 days later");
         };
         export_ = gdpr_->add_subcommand("export", "everything held about a subject, as one JSON document (Art. 15, 20)");
         subject(export_);
@@ -57,7 +49,7 @@ public:
         requests_ = gdpr_->add_subcommand("requests", "the register of requests: received, due, completed");
         auto* open = requests_->add_flag("--open", open_, "only requests not yet completed");
         requests_->add_flag("--overdue", overdue_, "only open requests past their due date")->excludes(open);
-        requests_->add_option("--limit", limit_, "at most this many (default 1000)");
+        requests_->add_option("--limit", limit_, "at most this many, the newest received (default 1000)");
     }
 
     int run(const Globals& g) override {
@@ -66,15 +58,8 @@ public:
         const std::string command = "gdpr " + std::string(gdpr_->get_subcommands().front()->get_name());
         if (!*requests_) {
             p["subject"] = subject_;
-            if (!received_.empty()) {
-                const auto t = parseDay(received_);
-                if (!t) {
-                    std::fprintf(stderr, "twofactor %s: --received: '%s' is not YYYY-MM-DD\n", command.c_str(),
-                                 received_.c_str());
-                    return kUsage;
-                }
-                p["received"] = *t;
-            }
+            // The daemon refuses a day in the future by its own clock.
+            if (!addTime(command, "--received", received_, "received", p)) return kUsage;
         }
         json out;
         if (*export_) return runExport(g, command, p);

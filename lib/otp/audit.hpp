@@ -63,6 +63,7 @@ struct AuditQuery {
     std::optional<std::string> outcome;  // exact, or a prefix ending in ':' ("refused:")
     std::int64_t afterSeq = 0;           // seq > afterSeq (paging)
     int limit = 1000;
+    bool newest = false;                 // the newest `limit` that match (still oldest first), not the oldest
 };
 
 // What the audit log needs from the store. store::Transaction implements it.

@@ -573,6 +573,7 @@ void Server::buildMethodTable() {
         q.until = opt<std::int64_t>(p, "until");
         q.app = opt<std::string>(p, "app");
         q.outcome = opt<std::string>(p, "outcome");
+        q.newest = true;
         q.limit = static_cast<int>(std::clamp<std::int64_t>(opt<std::int64_t>(p, "limit").value_or(1000), -1, 1000000));
         service_->auditList(std::move(q), auditReply(r));
     });
@@ -808,7 +809,8 @@ void Server::startWebhook() {
     handlers.onInbound = [this](const webhook::InboundText& m) {
         switch (webhook::classifyOptText(m.body)) {
             case webhook::OptCommand::Stop:
-                service_->optOutAdd(m.from, "replied " + std::string(m.body.size() <= 16 ? m.body : "STOP"), "webhook",
+                // One reason for every stop word and spelling ("stop", "Arrêt "), so the list reads alike.
+                service_->optOutAdd(m.from, "replied STOP", "webhook",
                                     [](otp::Outcome<otp::OptOut> o) {
                                         if (std::holds_alternative<otp::OptOut>(o))
                                             log::info("a WhatsApp recipient opted out (STOP)");

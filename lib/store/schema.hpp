@@ -465,11 +465,12 @@ inline constexpr const char* kSelectOpenPrivacyRequest =
     "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
     "WHERE kind = ?1 AND subject_hash = ?2 AND completed IS NULL ORDER BY received, id LIMIT 1";
 inline constexpr const char* kCompletePrivacyRequest = "UPDATE privacy_requests SET completed = ?2 WHERE id = ?1";
-// ?1 open only (0/1), ?2 overdue at or NULL, ?3 limit: oldest received first
+// ?1 open only (0/1), ?2 overdue at or NULL, ?3 limit: the newest received,
+// returned oldest first by the caller's reversal.
 inline constexpr const char* kListPrivacyRequests =
     "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
     "WHERE (?1 = 0 OR completed IS NULL) AND (?2 IS NULL OR (completed IS NULL AND due < ?2)) "
-    "ORDER BY received, id LIMIT ?3";
+    "ORDER BY received DESC, id DESC LIMIT ?3";
 
 // Fraud sets. ?1 rule, ?2 key, ?3 since (exclusive), ?4 the member not to count.
 // ?5 the cap: the count stops there.
@@ -506,6 +507,13 @@ inline constexpr const char* kSelectAudit =
     "subject_commit FROM audit WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR app = ?4) "
     "AND (?5 IS NULL OR outcome = ?5) AND (?6 IS NULL OR substr(outcome, 1, length(?6)) = ?6) "
     "ORDER BY seq LIMIT ?7";
+// The same filters, the newest ?7 records that match (?1 is 0): what `audit
+// list --limit` shows, reversed to oldest first by the caller.
+inline constexpr const char* kSelectAuditNewest =
+    "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
+    "subject_commit FROM audit WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR app = ?4) "
+    "AND (?5 IS NULL OR outcome = ?5) AND (?6 IS NULL OR substr(outcome, 1, length(?6)) = ?6) "
+    "ORDER BY seq DESC LIMIT ?7";
 
 inline constexpr const char* kSelectRateCounter =
     "SELECT window_start, count, last_at FROM rate_counters WHERE scope = ?1 AND key = ?2";
@@ -550,9 +558,10 @@ inline constexpr const char* kSelectOptOut =
 inline constexpr const char* kInsertOptOut =
     "INSERT OR REPLACE INTO optouts (subject_hash, destination, created_at, source, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
 inline constexpr const char* kDeleteOptOut = "DELETE FROM optouts WHERE subject_hash = ?1";
+// The newest ?1 entries, returned oldest first by the caller's reversal.
 inline constexpr const char* kListOptOuts =
-    "SELECT subject_hash, destination, created_at, source, reason FROM optouts ORDER BY created_at, destination "
-    "LIMIT ?1";
+    "SELECT subject_hash, destination, created_at, source, reason FROM optouts ORDER BY created_at DESC, "
+    "destination DESC LIMIT ?1";
 
 inline constexpr const char* kSelectRequest =
     "SELECT id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "

@@ -427,6 +427,7 @@ public:
         s.bind(3, q.limit);
         std::vector<PrivacyRequest> out;
         while (s.step()) out.push_back(readPrivacyRequest(s));
+        std::reverse(out.begin(), out.end());
         return out;
     }
 
@@ -518,8 +519,17 @@ public:
     }
 
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
-        auto& s = selectAudit_;
-        s.reset();
+        if (q.newest) {
+            Statement s(db_, sql::kSelectAuditNewest);
+            auto out = readAuditRecords(s, q);
+            std::reverse(out.begin(), out.end());
+            return out;
+        }
+        selectAudit_.reset();
+        return readAuditRecords(selectAudit_, q);
+    }
+
+    std::vector<otp::AuditRecord> readAuditRecords(Statement& s, const otp::AuditQuery& q) {
         s.bind(1, q.afterSeq);
         if (q.since) s.bind(2, *q.since);
         if (q.until) s.bind(3, *q.until);
@@ -747,6 +757,7 @@ public:
         std::vector<otp::OptOut> out;
         while (s.step()) out.push_back(readOptOut(s));
         s.reset();
+        std::reverse(out.begin(), out.end());
         return out;
     }
 

@@ -187,6 +187,10 @@ class Whatsapp(unittest.TestCase):
         self.assertEqual(self.post(self.inbound(number, "  stop ")), 200)
         wait_for(lambda: number in self.d.cli("optout", "list").stdout)
         self.assertIn("webhook", self.d.cli("optout", "list").stdout)
+        # Whatever the spelling of the reply, the reason reads the same.
+        [entry] = [json.loads(l) for l in self.d.cli("--json", "optout", "list").stdout.splitlines()
+                   if number in l]
+        self.assertEqual(entry["reason"], "replied STOP")
         r = self.d.cli("send", "--app", "shop", "--to", number)
         self.assertEqual(r.returncode, 5, r.stderr)
         self.assertIn("opted-out", r.stderr)
