@@ -150,6 +150,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "InternalError") {
         message = "twofactord failed internally (see its log)";
         code = kUnreachable;
+    } else if (name == "Busy") {
+        message = "twofactord is busy (more work queued than its store takes); nothing was done, try again shortly";
+        code = kUnreachable;
     } else if (name == "TooManyConnections") {
         message = "twofactord refused the connection: this user already has " + str(p, "limit") + " open";
         code = kPolicy;

@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -31,6 +33,9 @@ void rebaseStateDir(config::Config& c, const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // The database, its WAL and SHM, keys and outbox files are the daemon's
+    // alone, whatever umask the caller had; the socket is opened up explicitly.
+    ::umask(0077);
     CLI::App app{"twofactord - one-time-password daemon (Varlink over a Unix socket)", "twofactord"};
     std::string configPath;
     std::string stateDir;

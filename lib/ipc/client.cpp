@@ -1,12 +1,88 @@
 #include "ipc/client.hpp"
 
-#include <cerrno>
-#include <cstring>
+#include "build_config.h"
+
+#include <pwd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
 namespace twofactor::ipc {
+
+namespace {
+
+// The uid of the installed daemon's user (TWOFACTOR_DAEMON_USER), if it exists.
+bool daemonUserUid(uid_t& out) {
+    std::vector<char> buf(16384);
+    passwd pw{};
+    passwd* found = nullptr;
+    if (::getpwnam_r(TWOFACTOR_DAEMON_USER, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr)
+        return false;
+    out = pw.pw_uid;
+    return true;
+}
+
+// Who may serve this CLI: root, the invoking user (a per-user daemon), or the
+// installed daemon's user.
+bool trustedUid(uid_t uid) {
+    if (uid == 0 || uid == ::getuid() || uid == ::geteuid()) return true;
+    uid_t daemon = 0;
+    return daemonUserUid(daemon) && uid == daemon;
+}
+
+std::string trustedText() { return "root, this user or the daemon's user '" TWOFACTOR_DAEMON_USER "'"; }
+
+std::string directoryOf(const std::string& path) {
+    const auto slash = path.rfind('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+}  // namespace
+
+bool Client::checkServer(int fd, const std::string& socketPath, std::string& error) {
+    // Anyone who can create the socket's path (a squatted /tmp/twofactor-UID/)
+    // would receive the code and could answer "approved": the daemon must be
+    // who it should be, in a directory only trusted users can change.
+    const std::string dir = directoryOf(socketPath);
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+        error = "cannot check " + dir + ": " + std::strerror(errno);
+        return false;
+    }
+    if (!trustedUid(st.st_uid)) {
+        error = "refusing to use " + socketPath + ": its directory " + dir + " is owned by uid " +
+                std::to_string(st.st_uid) + ", not by " + trustedText();
+        return false;
+    }
+    if ((st.st_mode & 022) != 0) {
+        // A sticky directory (/tmp) lets others add names but not replace ours.
+        struct stat sock {};
+        if (!(st.st_mode & S_ISVTX) || ::lstat(socketPath.c_str(), &sock) != 0 || !trustedUid(sock.st_uid)) {
+            error = "refusing to use " + socketPath + ": its directory " + dir +
+                    " is writable by group or others, who could replace the socket";
+            return false;
+        }
+    }
+    struct ucred cred {};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        error = std::string("cannot read the credentials of the server at ") + socketPath + ": " + std::strerror(errno);
+        return false;
+    }
+    if (!trustedUid(cred.uid)) {
+        error = "refusing to use " + socketPath + ": it is served by uid " + std::to_string(cred.uid) + " (pid " +
+                std::to_string(cred.pid) + "), not by " + trustedText() + "; it is not twofactord";
+        return false;
+    }
+    return true;
+}
 
 Client::~Client() {
     if (fd_ >= 0) ::close(fd_);
@@ -31,6 +107,10 @@ bool Client::connect(const std::string& socketPath, Client& out, std::string& er
         ::close(fd);
         return false;
     }
+    if (!checkServer(fd, socketPath, error)) {
+        ::close(fd);
+        return false;
+    }
     if (out.fd_ >= 0) ::close(out.fd_);
     out.fd_ = fd;
     return true;
@@ -44,12 +124,15 @@ bool Client::callMore(std::string_view method, const nlohmann::json& parameters,
                       Reply& reply, std::string& error) {
     const std::string message = encodeCall(method, parameters, /*more=*/onContinue != nullptr);
     std::string_view rest = message;
+    // A daemon that refused the connection (TooManyConnections) wrote why and
+    // closed it: that reply is what the user should see, not "Broken pipe".
+    std::string sendError;
     while (!rest.empty()) {
         const ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
-            error = std::string("cannot send to twofactord: ") + std::strerror(errno);
-            return false;
+            sendError = std::string("cannot send to twofactord: ") + std::strerror(errno);
+            break;
         }
         rest.remove_prefix(static_cast<std::size_t>(n));
     }
@@ -62,6 +145,10 @@ bool Client::callMore(std::string_view method, const nlohmann::json& parameters,
                 return false;
             }
             reply = std::move(std::get<Reply>(parsed));
+            if (!sendError.empty() && !reply.error) {
+                error = sendError;
+                return false;
+            }
             if (reply.continues && !reply.error) {
                 if (onContinue) onContinue(reply.parameters);
                 continue;
@@ -71,7 +158,9 @@ bool Client::callMore(std::string_view method, const nlohmann::json& parameters,
         const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            error = n == 0 ? "twofactord closed the connection" : std::string("cannot read from twofactord: ") + std::strerror(errno);
+            if (!sendError.empty()) error = sendError;
+            else if (n == 0) error = "twofactord closed the connection";
+            else error = std::string("cannot read from twofactord: ") + std::strerror(errno);
             return false;
         }
         if (reader_.feed(buf, static_cast<std::size_t>(n)) == FrameReader::Status::TooLarge) {

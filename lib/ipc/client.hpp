@@ -17,7 +17,12 @@ public:
     Client(Client&& other) noexcept : fd_(other.fd_), reader_(std::move(other.reader_)) { other.fd_ = -1; }
     ~Client();
 
-    // Connects; on failure returns false and sets `error` to a sentence naming the path.
+    // Connects, then checks that the server is who it should be before
+    // anything is sent: the socket's directory is owned by root, this user or
+    // the daemon's user and not writable by others (unless sticky with a
+    // socket such a user owns), and SO_PEERCRED names one of those uids. On
+    // failure returns false and sets `error` to a sentence naming the path
+    // and what was wrong.
     [[nodiscard]] static bool connect(const std::string& socketPath, Client& out, std::string& error);
     Client() = default;
 
@@ -33,6 +38,8 @@ public:
                                 Reply& reply, std::string& error);
 
 private:
+    [[nodiscard]] static bool checkServer(int fd, const std::string& socketPath, std::string& error);
+
     int fd_ = -1;
     FrameReader reader_{16 * 1024 * 1024};
 };

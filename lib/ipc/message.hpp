@@ -35,6 +35,9 @@ public:
     // Bytes of an incomplete message are buffered (e.g. the peer hung up mid-message).
     [[nodiscard]] bool hasPartial() const;
 
+    // A complete message waits for next().
+    [[nodiscard]] bool hasMessage() const { return !complete_.empty(); }
+
 private:
     std::size_t maxMessageBytes_;
     std::deque<std::string> complete_;

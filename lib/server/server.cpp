@@ -2,6 +2,13 @@
 
 #include "build_config.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -206,8 +213,11 @@ void Connection::armTimer() {
 
 void Connection::read() {
     if (closed_ || reading_ || closeAfterWrite_) return;
-    // Back-pressure: a client that pipelines faster than we answer waits.
-    if (calls_.size() >= 16 || output_.size() >= 16) return;
+    // Back-pressure: a client that pipelines faster than we answer waits, its
+    // calls beyond the limit left unread in the socket.
+    if (calls_.size() >= static_cast<std::size_t>(server_.limits().maxCallsPerConnection) || frames_.hasMessage() ||
+        output_.size() >= 16)
+        return;
     reading_ = true;
     socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](const asio::error_code& ec,
                                                                                std::size_t n) {
@@ -227,21 +237,28 @@ void Connection::read() {
                        true);
             return;
         }
-        while (auto text = self->frames_.next()) {
-            auto parsed = ipc::parseCall(*text, self->server_.limits().maxDepth);
-            if (auto* err = std::get_if<ipc::MessageError>(&parsed)) {
-                log::warning("uid " + std::to_string(self->peer_.uid) + " sent an invalid message (" + err->reason +
-                             "); closing");
-                self->send(ipc::encodeError(std::string(kDaemonIface) + ".InvalidMessage", {{"reason", err->reason}}),
-                           true);
-                return;
-            }
-            self->calls_.push_back(std::move(std::get<ipc::Call>(parsed)));
-        }
+        if (!self->takeCalls()) return;
         self->armTimer();
         self->processNext();
         self->read();
     });
+}
+
+bool Connection::takeCalls() {
+    const auto limit = static_cast<std::size_t>(server_.limits().maxCallsPerConnection);
+    while (calls_.size() < limit) {
+        auto text = frames_.next();
+        if (!text) break;
+        auto parsed = ipc::parseCall(*text, server_.limits().maxDepth);
+        if (auto* err = std::get_if<ipc::MessageError>(&parsed)) {
+            log::warning("uid " + std::to_string(peer_.uid) + " sent an invalid message (" + err->reason +
+                         "); closing");
+            send(ipc::encodeError(std::string(kDaemonIface) + ".InvalidMessage", {{"reason", err->reason}}), true);
+            return false;
+        }
+        calls_.push_back(std::move(std::get<ipc::Call>(parsed)));
+    }
+    return true;
 }
 
 void Connection::processNext() {
@@ -262,6 +279,7 @@ void Connection::finishCall(bool oneway, std::string error, json parameters) {
     server_.callFinished();
     if (closed_) return;
     if (!oneway) send(error.empty() ? ipc::encodeReply(parameters) : ipc::encodeError(error, parameters));
+    if (!takeCalls()) return;
     processNext();
     read();
 }
@@ -301,11 +319,42 @@ void Connection::flush() {
 
 // ---- Server ----
 
+void CallLog::add(store::CallRecord record) {
+    {
+        std::lock_guard lock(mutex_);
+        if (pending_.size() >= kMaxPending) {
+            ++dropped_;
+            return;
+        }
+        pending_.push_back(std::move(record));
+        if (queued_) return;
+        queued_ = true;
+    }
+    store_.submitReserved(
+        [this](store::Transaction& t) {
+            std::vector<store::CallRecord> rows;
+            {
+                std::lock_guard lock(mutex_);
+                rows.swap(pending_);
+                queued_ = false;
+            }
+            for (const auto& row : rows) t.insertCall(row);
+        },
+        [](std::exception_ptr e) {
+            if (e) log::error("calls could not be written to the request log");
+        });
+}
+
+std::uint64_t CallLog::takeDropped() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(dropped_, 0);
+}
+
 // The request log: one row per call, written after the reply has gone out,
-// through the store's queue (group commit), so it never delays the call.
-// The retention job deletes it after [retention] delivery_logs (90 days).
+// through the store's queue (group commit, see CallLog), so it never delays
+// the call. The retention job deletes it after [retention] delivery_logs (90 days).
 Respond Server::logged(const ipc::Call& call, std::int64_t uid, Respond respond) {
-    if (!store_) return respond;
+    if (!callLog_) return respond;
     constexpr std::size_t kMaxMethod = 256;
     return [this, respond = std::move(respond), method = call.method.substr(0, kMaxMethod), uid,
             at = clock_->now(), started = std::chrono::steady_clock::now()](std::string error, json params) {
@@ -317,39 +366,27 @@ Respond Server::logged(const ipc::Call& call, std::int64_t uid, Respond respond)
         rec.durationMs =
             std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
         respond(std::move(error), std::move(params));
-        store_->submit([rec = std::move(rec)](store::Transaction& t) { t.insertCall(rec); },
-                       [](std::exception_ptr e) {
-                           if (e) log::error("a call could not be written to the request log");
-                       });
+        callLog_->add(std::move(rec));
     };
 }
 
 void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& call, Respond respond) {
     const Peer& peer = conn->peer();
-    respond = logged(call, peer.uid, std::move(respond));
     const auto dot = call.method.rfind('.');
     const std::string ifaceName = call.method.substr(0, dot);
     auto entry = methods_.find(call.method);
+    // Introspection and WhoAmI may be called by anyone as often as they like
+    // and change nothing: no per-call rows. Nor for a peer with no role: every
+    // call it can make is one of those, a denial (counted instead) or an
+    // unknown method, so what it costs the daemon stays bounded.
+    const bool open = entry != methods_.end() && entry->second.access == Access::Anyone;
+    if (!open && !peer.roles.empty()) respond = logged(call, peer.uid, std::move(respond));
     if (entry == methods_.end()) {
         if (!interfaces_.count(ifaceName))
             return respond("org.varlink.service.InterfaceNotFound", {{"interface", ifaceName}});
         return respond("org.varlink.service.MethodNotFound", {{"method", call.method}});
     }
-    if (!peer.may(entry->second.access)) {
-        log::warning("permission denied: uid " + std::to_string(peer.uid) + " (" +
-                     (peer.user.empty() ? "unknown user" : peer.user) + ") called " + call.method);
-        // Audited, without blocking: a denial is already a refusal.
-        otp::AuditRecord rec;
-        rec.event = "permission-denied";
-        rec.uid = peer.uid;
-        rec.outcome = "denied";
-        rec.detail = call.method;
-        if (service_)
-            service_->audit(std::move(rec), [](otp::Outcome<otp::AuditRecord> o) {
-                if (std::holds_alternative<otp::Failure>(o)) log::error("a permission denial could not be audited");
-            });
-        return respond("org.varlink.service.PermissionDenied", json::object());
-    }
+    if (!peer.may(entry->second.access)) return refuseDenied(peer, call.method, std::move(respond));
     if (call.upgrade) return respond("org.varlink.service.InvalidParameter", {{"parameter", "upgrade"}});
     const auto& iface = interfaces_.at(ifaceName);
     const auto* method = iface.findMethod(call.method.substr(dot + 1));
@@ -358,6 +395,7 @@ void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& 
                    violation->parameter + " " + violation->reason);
         return respond("org.varlink.service.InvalidParameter", {{"parameter", violation->parameter}});
     }
+    if (!open && storeSaturated()) return respond(std::string(kDaemonIface) + ".Busy", json::object());
     try {
         if (entry->second.stream) {
             if (entry->second.requiresMore && !call.more)
@@ -669,6 +707,8 @@ bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done
 
 void Server::openStore() {
     files::ensureDirectory(config_.stateDir, 0700);
+    checkStateDirectory();
+    lockStateDirectory();
     SecretBytes storeKey = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
     if (!store::keyFromCredential("store-key")) {
         // A key rotation that a crash interrupted left <keyFile>.new: keep whichever key opens the database.
@@ -699,6 +739,7 @@ void Server::openStore() {
     so.key = std::move(storeKey);
     so.synchronousFull = config_.synchronousFull;
     store_ = store::openSqlcipherStore(std::move(so));
+    callLog_ = std::make_unique<CallLog>(*store_);
 
     std::map<std::string, channel::Channel*> channels;
     for (const auto& [channelName, driver] : config_.drivers) {
@@ -844,8 +885,13 @@ void Server::listen() {
 #endif
     const std::string& path = config_.socketPath;
     if (path.size() >= sizeof(sockaddr_un::sun_path)) throw std::runtime_error("socket path too long: " + path);
-    files::ensureDirectory(files::dirName(path), 0755);
-    files::checkPrivateDirectory(files::dirName(path));
+    // The daemon's umask (0077) would make a new directory 0700: other users
+    // with a role must reach the socket in it.
+    const std::string dir = files::dirName(path);
+    const bool created = !files::exists(dir);
+    files::ensureDirectory(dir, 0755);
+    if (created) ::chmod(dir.c_str(), 0755);
+    files::checkPrivateDirectory(dir);
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
@@ -868,12 +914,10 @@ void Server::listen() {
 void Server::accept() {
     acceptor_.async_accept([this](const asio::error_code& ec, stream_protocol::socket socket) {
         if (ec) {
-            if (ec != asio::error::operation_aborted) {
-                log::warning("accept failed: " + ec.message());
-                accept();
-            }
+            if (ec != asio::error::operation_aborted && !stopping_) acceptLater(ec);
             return;
         }
+        acceptBackoff_ = std::chrono::milliseconds(0);
         struct ucred cred {};
         socklen_t len = sizeof cred;
         if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
@@ -909,6 +953,7 @@ int Server::run() {
     startWebhook();
     listen();
     accept();
+    scheduleFloodTick();
     signals_.async_wait([this](const asio::error_code& ec, int sig) {
         if (ec) return;
         log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
@@ -917,6 +962,10 @@ int Server::run() {
         stopping_ = true;
         if (retentionTimer_) retentionTimer_->cancel();
         if (deliveryTimer_) deliveryTimer_->cancel();
+        if (floodTimer_) floodTimer_->cancel();
+        if (acceptTimer_) acceptTimer_->cancel();
+        // Denials counted so far are recorded before the store closes.
+        closeDenialWindow(clock_->now());
         // Calls in progress (a code being delivered) finish and are answered first, for at most 10 s.
         if (inFlight_ == 0) {
             io_.stop();
@@ -940,6 +989,155 @@ int Server::run() {
     store_->close();
     if (ownsSocketPath_) ::unlink(config_.socketPath.c_str());
     return 0;
+}
+
+// ---- Flood: what a local peer calling as fast as it can costs the daemon ----
+
+namespace {
+
+// Every window ends in one line and one audit record per uid still denied.
+constexpr std::int64_t kDenialWindow = 60;  // seconds of the daemon's clock
+
+std::string thousands(std::uint64_t n) {
+    std::string digits = std::to_string(n);
+    std::string out;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+        out.push_back(digits[i]);
+    }
+    return out;
+}
+
+std::string uidText(std::int64_t uid) {
+    return uid == DenialLedger::kOtherUids ? std::string("other uids") : "uid " + std::to_string(uid);
+}
+
+}  // namespace
+
+void Server::refuseDenied(const Peer& peer, const std::string& method, Respond respond) {
+    // No store work and no log line per denial: the first of a uid is logged
+    // and audited at once, the rest counted for the window's summary.
+    if (denials_.deny(peer.uid, method)) {
+        log::warning("permission denied: uid " + std::to_string(peer.uid) + " (" +
+                     (peer.user.empty() ? "unknown user" : peer.user) + ") called " + method +
+                     "; further denials of this uid are counted and logged once per " + std::to_string(kDenialWindow) +
+                     " s");
+        auditDenials(peer.uid, 1, method, false, 0);
+    }
+    respond("org.varlink.service.PermissionDenied", json::object());
+}
+
+void Server::auditDenials(std::int64_t uid, std::uint64_t count, const std::string& method, bool summary,
+                          std::int64_t seconds) {
+    if (!service_) return;
+    otp::AuditRecord rec;
+    rec.event = "permission-denied";
+    rec.uid = uid == DenialLedger::kOtherUids ? -1 : uid;
+    rec.outcome = "denied";
+    rec.detail = summary ? uidText(uid) + ": " + thousands(count) + " denied call" + (count == 1 ? "" : "s") + " in " +
+                               std::to_string(seconds) + " s (last " + method + ")"
+                         : method;
+    // Not written (the store's queue is full): counted into the next window.
+    service_->audit(std::move(rec), [this, uid, count, method](otp::Outcome<otp::AuditRecord> o) {
+        if (!std::holds_alternative<otp::Failure>(o)) return;
+        asio::post(io_, [this, uid, count, method] {
+            denials_.carry(uid, count, method);
+            busyLog_.warning("permission denials could not be audited yet; they are counted into the next window");
+        });
+    });
+}
+
+void Server::closeDenialWindow(std::int64_t now) {
+    const std::int64_t seconds = std::max<std::int64_t>(1, now - denialWindowStart_);
+    denialWindowStart_ = now;
+    for (const auto& s : denials_.close()) {
+        log::warning("permission denied: " + uidText(s.uid) + ": " + thousands(s.count) + " more denied call" +
+                     (s.count == 1 ? "" : "s") + " in " + std::to_string(seconds) + " s (last " + s.lastMethod + ")");
+        auditDenials(s.uid, s.count, s.lastMethod, true, seconds);
+    }
+    if (callLog_)
+        if (const auto dropped = callLog_->takeDropped())
+            callLogDrops_.warning("the request log fell behind: " + thousands(dropped) + " call(s) not recorded");
+}
+
+void Server::scheduleFloodTick() {
+    if (denialWindowStart_ == 0) denialWindowStart_ = clock_->now();
+    if (!floodTimer_) floodTimer_ = std::make_unique<asio::steady_timer>(io_);
+    // Each second: tests move a file clock by a window at once.
+    floodTimer_->expires_after(std::chrono::seconds(1));
+    floodTimer_->async_wait([this](const asio::error_code& ec) {
+        if (ec || stopping_) return;
+        const std::int64_t now = clock_->now();
+        if (now - denialWindowStart_ >= kDenialWindow || now < denialWindowStart_) closeDenialWindow(now);
+        scheduleFloodTick();
+    });
+}
+
+bool Server::storeSaturated() {
+    if (!store_ || !store_->saturated()) return false;
+    ++busyRefusals_;
+    busyLog_.warning("the store's queue is full: calls are refused with Busy (" + thousands(busyRefusals_) +
+                     " so far)");
+    return true;
+}
+
+void Server::acceptLater(const asio::error_code& ec) {
+    // Out of descriptors (EMFILE, ENFILE) or memory: the connection waits in
+    // the backlog, so accepting again at once would fail again at once.
+    // Back off from 10 ms up to 1 s; other errors (a peer gone before its
+    // accept) concern one connection only.
+    const bool resources = ec == asio::error::no_descriptors || ec.value() == ENFILE ||
+                           ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+    acceptLog_.warning("accept failed: " + ec.message() +
+                       (resources ? "; waiting before accepting again (raise LimitNOFILE= or lower "
+                                    "max_connections_per_uid)"
+                                  : ""));
+    if (!resources) return accept();
+    acceptBackoff_ = std::min(std::chrono::milliseconds(1000),
+                              std::max(std::chrono::milliseconds(10), acceptBackoff_ * 2));
+    if (!acceptTimer_) acceptTimer_ = std::make_unique<asio::steady_timer>(io_);
+    acceptTimer_->expires_after(acceptBackoff_);
+    acceptTimer_->async_wait([this](const asio::error_code& e) {
+        if (!e && !stopping_) accept();
+    });
+}
+
+// ---- State directory ----
+
+void Server::checkStateDirectory() const {
+    struct stat st {};
+    if (::stat(config_.stateDir.c_str(), &st) != 0)
+        throw std::runtime_error("cannot stat state directory " + config_.stateDir + ": " + std::strerror(errno));
+    if ((st.st_mode & 077) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw std::runtime_error("state directory " + config_.stateDir + " is accessible by group or others (mode " +
+                                 mode + "); it holds the database and keys: fix with chmod 700 " + config_.stateDir);
+    }
+}
+
+void Server::lockStateDirectory() {
+    const std::string path = config_.stateDir + "/twofactord.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        char buf[32] = {};
+        const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+        ::close(fd);
+        if (err != EWOULDBLOCK) throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
+        std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+        while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+        if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) pid = "unknown";
+        throw std::runtime_error("another twofactord (pid " + pid + ") is using the state directory " +
+                                 config_.stateDir + "; stop it first, or give this one its own --state-dir");
+    }
+    // The holder's pid, for the message above; the lock itself is the flock,
+    // which ends with the process however it ends.
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+        log::warning("cannot write the pid to " + path + ": " + std::strerror(errno));
+    stateLock_ = fd;
 }
 
 }  // namespace detail

@@ -35,9 +35,11 @@
 #include <deque>
 #include <future>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 
+#include "server/denials.hpp"
 #include "server/server.hpp"
 
 namespace twofactor::server::detail {
@@ -88,6 +90,9 @@ public:
 
 private:
     void read();
+    // Moves received messages into calls_, up to max_calls_per_connection;
+    // false when one was invalid (answered, and the connection closes).
+    bool takeCalls();
     void armTimer();
     void processNext();
     void finishCall(bool oneway, std::string error, json parameters);
@@ -110,6 +115,26 @@ private:
     std::chrono::steady_clock::time_point partialSince_{};
 };
 
+// The request log's rows wait here and reach the store as one reserved work
+// item at a time: calls never put more than one item for it in the store's
+// queue, so a flood of calls cannot fill that queue with log rows, and rows
+// beyond kMaxPending (the writer far behind) are counted as dropped.
+class CallLog {
+public:
+    explicit CallLog(store::Store& store) : store_(store) {}
+    void add(store::CallRecord record);
+    // Rows dropped since the last call.
+    [[nodiscard]] std::uint64_t takeDropped();
+
+private:
+    static constexpr std::size_t kMaxPending = 8192;
+    store::Store& store_;
+    std::mutex mutex_;
+    std::vector<store::CallRecord> pending_;
+    bool queued_ = false;
+    std::uint64_t dropped_ = 0;
+};
+
 class Server {
 public:
     Server(const config::Config& config, const DaemonOptions& options)
@@ -126,6 +151,12 @@ public:
         for (const auto& e : ipc::embeddedInterfaces()) interfaces_.emplace(std::string(e.name), ipc::idl::Interface::parse(e.description));
         buildMethodTable();
     }
+
+    ~Server() {
+        if (stateLock_ >= 0) ::close(stateLock_);
+    }
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
 
     int run();
 
@@ -192,6 +223,24 @@ private:
     void startWebhook();
     void listen();
     void accept();
+    // Waits before accepting again after EMFILE and the like: the pending
+    // connection stays in the backlog, and retrying at once would spin.
+    void acceptLater(const asio::error_code& ec);
+
+    // The daemon's own protections against a local flood (server.cpp, "Flood").
+    // A denied call: answered at once; counted per uid and window.
+    void refuseDenied(const Peer& peer, const std::string& method, Respond respond);
+    // One audit record of denials: the first of a window (count 1, the
+    // method), or a window's count.
+    void auditDenials(std::int64_t uid, std::uint64_t count, const std::string& method, bool summary,
+                      std::int64_t seconds);
+    void scheduleFloodTick();
+    void closeDenialWindow(std::int64_t now);
+    // Whether the store's queue is too full to start a call now.
+    bool storeSaturated();
+    // State directory: private (no group or other access) and locked by one daemon.
+    void checkStateDirectory() const;
+    void lockStateDirectory();
 
     // Posts a completion from a store or delivery thread back to the I/O thread.
     Respond onIo(Respond respond) {
@@ -243,6 +292,19 @@ private:
     std::chrono::seconds deliverySweepTick_{2};
     std::unique_ptr<asio::steady_timer> deliveryTimer_;
     int ticksSinceOutboxSweep_ = 0;
+
+    // Flood protections (I/O thread).
+    std::unique_ptr<CallLog> callLog_;
+    DenialLedger denials_;
+    std::int64_t denialWindowStart_ = 0;
+    std::unique_ptr<asio::steady_timer> floodTimer_;
+    std::uint64_t busyRefusals_ = 0;
+    log::Throttled busyLog_{std::chrono::seconds(10)};
+    log::Throttled acceptLog_{std::chrono::seconds(10)};
+    log::Throttled callLogDrops_{std::chrono::seconds(60)};
+    std::unique_ptr<asio::steady_timer> acceptTimer_;
+    std::chrono::milliseconds acceptBackoff_{0};
+    int stateLock_ = -1;  // the flock on <state_dir>/twofactord.lock, held while the daemon runs
 };
 
 }  // namespace twofactor::server::detail

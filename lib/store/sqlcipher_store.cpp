@@ -995,6 +995,7 @@ public:
     explicit SqlcipherStore(SqlcipherOptions options)
         : path_(std::move(options.path)),
           maxBatch_(options.maxBatch),
+          maxQueued_(options.maxQueued),
           synchronousFull_(options.synchronousFull),
           key_(std::move(options.key)) {
         open(key_);
@@ -1007,13 +1008,33 @@ public:
 
     void submit(Work work, Done done) override {
         Item item{std::move(work), std::move(done), nullptr};
-        if (!enqueue(item) && item.done) item.done(closedError());
+        switch (enqueue(item, /*bounded=*/true)) {
+            case Enqueued::Yes: break;
+            case Enqueued::Closed:
+                if (item.done) item.done(closedError());
+                break;
+            case Enqueued::Full:
+                if (item.done) item.done(std::make_exception_ptr(StoreBusy()));
+                break;
+        }
+    }
+
+    void submitReserved(Work work, Done done) override {
+        Item item{std::move(work), std::move(done), nullptr};
+        if (enqueue(item, /*bounded=*/false) != Enqueued::Yes && item.done) item.done(closedError());
+    }
+
+    // A quarter of the queue stays for the work of calls already started.
+    bool saturated() const override {
+        return queued_.load(std::memory_order_relaxed) >= maxQueued_ - maxQueued_ / 4;
     }
 
     void submitRedoable(Work work, Done done) override {
         Item item{std::move(work), std::move(done), nullptr};
         item.redoable = true;
-        if (!enqueue(item) && item.done) item.done(closedError());
+        // Retention batches run one at a time: like reserved work, they are
+        // queued even when the queue is full, so a flood cannot stop retention.
+        if (enqueue(item, /*bounded=*/false) != Enqueued::Yes && item.done) item.done(closedError());
     }
 
     void checkpoint(Done done) override {
@@ -1034,7 +1055,7 @@ public:
             }
             if (done) done(error);
         };
-        if (!enqueue(item) && done) done(closedError());
+        if (enqueue(item, false) != Enqueued::Yes && done) done(closedError());
     }
 
     void close() override {
@@ -1062,7 +1083,7 @@ public:
             key->wipe();
             if (done) done(std::move(result));
         };
-        if (!enqueue(item) && done) done(RekeyResult{RekeyStatus::OldKey, "the store is closed"});
+        if (enqueue(item, false) != Enqueued::Yes && done) done(RekeyResult{RekeyStatus::OldKey, "the store is closed"});
     }
 
     BackupResult backup(const std::string& target, const BackupProgress& progress) override {
@@ -1290,15 +1311,19 @@ private:
         return key_.clone();
     }
 
-    // Queues an item (moving it only then); false when the store is closed.
-    bool enqueue(Item& item) {
+    enum class Enqueued { Yes, Closed, Full };
+    // Queues an item (moving it only then). A bounded item is refused when
+    // the queue already holds maxQueued_ items.
+    Enqueued enqueue(Item& item, bool bounded) {
         {
             std::lock_guard lock(mutex_);
-            if (stopping_) return false;
+            if (stopping_) return Enqueued::Closed;
+            if (bounded && queue_.size() >= maxQueued_) return Enqueued::Full;
             queue_.push_back(std::move(item));
+            queued_.store(queue_.size(), std::memory_order_relaxed);
         }
         wake_.notify_one();
-        return true;
+        return Enqueued::Yes;
     }
 
     static std::exception_ptr closedError() {
@@ -1414,6 +1439,7 @@ private:
                 if (queue_.front().onConnection) {
                     auto task = std::move(queue_.front().onConnection);
                     queue_.pop_front();
+                    queued_.store(queue_.size(), std::memory_order_relaxed);
                     lock.unlock();
                     task();
                     continue;
@@ -1422,6 +1448,7 @@ private:
                     batch.push_back(std::move(queue_.front()));
                     queue_.pop_front();
                 }
+                queued_.store(queue_.size(), std::memory_order_relaxed);
             }
             runBatch(batch, errors);
             for (std::size_t i = 0; i < batch.size(); ++i)
@@ -1496,6 +1523,8 @@ private:
     std::unique_ptr<Statement> begin_, commit_, savepoint_, release_, rollbackTo_, syncNormal_, syncFull_;
     std::string path_;
     std::size_t maxBatch_;
+    std::size_t maxQueued_;
+    std::atomic<std::size_t> queued_{0};  // queue_.size(), readable without the lock
     bool synchronousFull_;
     sqlite3* db_ = nullptr;  // the writer's connection; null once no key opens the database
     std::unique_ptr<SqlcipherTransaction> txn_;
@@ -1555,7 +1584,8 @@ PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy,
     if (batchSize < 1) batchSize = 1;
     for (PurgeKind kind : kPurgeKinds) {
         if (dryRun) {
-            counts[kind] = runSync(store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, true); });
+            counts[kind] = runSync(
+                store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, true); }, true);
             if (progress) progress(counts);
             continue;
         }

@@ -15,6 +15,10 @@ struct SqlcipherOptions {
     SecretBytes key;               // raw 256-bit key
     bool synchronousFull = true;   // PRAGMA synchronous = FULL (else NORMAL)
     std::size_t maxBatch = 512;    // work items per group transaction
+    // Work items waiting for the writer before submit refuses with StoreBusy;
+    // the daemon runs at most one call per connection, so this is far above
+    // what max_connections_per_uid lets one uid queue.
+    std::size_t maxQueued = 4096;
 };
 
 // Opens (creating if needed) and migrates the database, then starts the

@@ -262,6 +262,14 @@ struct BackupResult {
 };
 using BackupProgress = std::function<void(std::int64_t pagesDone, std::int64_t pagesTotal)>;
 
+// What submit's `done` receives when the queue is full: the work was not
+// queued and nothing of it ran. Callers answer at once (the daemon's Busy
+// error) instead of letting memory and waiting times grow without bound.
+class StoreBusy : public std::runtime_error {
+public:
+    StoreBusy() : std::runtime_error("the store is busy: its queue is full") {}
+};
+
 class Store {
 public:
     using Work = std::function<void(Transaction&)>;
@@ -275,6 +283,8 @@ public:
     // writes inside one work item are atomic with respect to all others.
     // Many items share one transaction (group commit); `done` runs only after
     // that transaction committed, on the writer thread: keep it short.
+    // The queue is bounded: when it holds its limit of items, the work is not
+    // queued and `done` runs at once, on the caller's thread, with StoreBusy.
     virtual void submit(Work work, Done done) = 0;
 
     // Like submit, for work that a crash may undo without harm because it is
@@ -282,6 +292,18 @@ public:
     // work commits without waiting for the disk, and `done` means committed,
     // durable once the next synced commit or checkpoint is. The default is submit.
     virtual void submitRedoable(Work work, Done done) { submit(std::move(work), std::move(done)); }
+
+    // The same for the daemon's own bookkeeping, whose amount the daemon
+    // bounds itself (one batch of request-log rows, one aggregated denial
+    // record per uid and window, retention batches one at a time): it is
+    // queued even when the queue is full, so a flood of callers cannot make
+    // the daemon lose it. The default has no bound to step over.
+    virtual void submitReserved(Work work, Done done) { submit(std::move(work), std::move(done)); }
+
+    // Whether the queue is nearly full (submit may refuse soon). The daemon
+    // asks before it starts a call, so a call is refused whole with Busy
+    // rather than halfway.
+    [[nodiscard]] virtual bool saturated() const { return false; }
 
     // Queues a WAL checkpoint (TRUNCATE) on the writer's connection, outside
     // any transaction, after the work queued before it.
@@ -318,20 +340,24 @@ public:
     }
 };
 
-// Runs work and waits for its commit; rethrows its error. For tests, tools and benchmarks.
+// Runs work and waits for its commit; rethrows its error. For tests, tools,
+// benchmarks and the daemon's own bookkeeping (reserved: see submitReserved).
 template <typename F>
-auto runSync(Store& store, F&& f) -> decltype(f(std::declval<Transaction&>())) {
+auto runSync(Store& store, F&& f, bool reserved = false) -> decltype(f(std::declval<Transaction&>())) {
     using R = decltype(f(std::declval<Transaction&>()));
     std::promise<void> committed;
     auto future = committed.get_future();
+    auto submit = [&](Store::Work work) {
+        auto done = [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); };
+        if (reserved) store.submitReserved(std::move(work), done);
+        else store.submit(std::move(work), done);
+    };
     if constexpr (std::is_void_v<R>) {
-        store.submit([&](Transaction& t) { f(t); },
-                     [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); });
+        submit([&](Transaction& t) { f(t); });
         future.get();
     } else {
         std::optional<R> result;
-        store.submit([&](Transaction& t) { result.emplace(f(t)); },
-                     [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); });
+        submit([&](Transaction& t) { result.emplace(f(t)); });
         future.get();
         return std::move(*result);
     }

@@ -17,6 +17,26 @@ bool journal() {
     static const bool j = std::getenv("JOURNAL_STREAM") != nullptr;
     return j;
 }
+
+// One record per line, and nothing a peer sends (a method name, a user name)
+// can forge a record or drive the terminal that shows the log: control
+// characters are written as \n, \r, \t or \xHH, and a backslash as \\ so an
+// escape in the log always means one.
+void appendEscaped(std::string& line, std::string_view message) {
+    static const char hex[] = "0123456789abcdef";
+    for (char ch : message) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '\\') line += "\\\\";
+        else if (c == '\n') line += "\\n";
+        else if (c == '\r') line += "\\r";
+        else if (c == '\t') line += "\\t";
+        else if (c < 0x20 || c == 0x7f) {
+            line += "\\x";
+            line.push_back(hex[c >> 4]);
+            line.push_back(hex[c & 0xf]);
+        } else line.push_back(ch);
+    }
+}
 }  // namespace
 
 void setLevel(Level level) { minLevel = static_cast<int>(level); }
@@ -42,11 +62,27 @@ void write(Level level, std::string_view message) {
         line += names[static_cast<int>(level)];
         line += ": ";
     }
-    // One record per line: control characters from peers cannot forge records.
-    for (char c : message) line.push_back(c == '\n' || c == '\r' ? ' ' : c);
+    appendEscaped(line, message);
     line.push_back('\n');
     std::lock_guard lock(writeMutex);
     std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+void Throttled::warning(std::string_view message) {
+    std::uint64_t held = 0;
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = std::chrono::steady_clock::now();
+        if (last_ != std::chrono::steady_clock::time_point{} && now - last_ < every_) {
+            ++held_;
+            return;
+        }
+        last_ = now;
+        held = held_;
+        held_ = 0;
+    }
+    if (held == 0) write(Level::Warning, message);
+    else write(Level::Warning, std::string(message) + " (" + std::to_string(held) + " more like it not logged)");
 }
 
 }  // namespace twofactor::log

@@ -1,8 +1,10 @@
 """The Varlink surface: introspection, strict parsing, limits, hostile clients."""
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -178,6 +180,186 @@ class Varlink(unittest.TestCase):
     def test_admin_status(self):
         r = self.d.call("io.twofactor.Daemon.GetStatus")
         self.assertEqual(r["parameters"]["apps"], ["shop"])
+
+    def test_too_many_connections_reaches_the_cli_as_exit_5(self):
+        conns = [self.d.connect() for _ in range(20)]
+        try:
+            r = self.d.cli("whoami")
+            self.assertEqual(r.returncode, 5, r.stderr)
+            self.assertIn("refused the connection: this user already has 20 open", r.stderr)
+            self.assertNotIn("Broken pipe", r.stderr)
+        finally:
+            for c in conns:
+                c.sock.close()
+        time.sleep(0.3)
+        self.assertStillServes()
+
+    def test_peer_strings_are_escaped_in_the_log(self):
+        # An unknown field's name is quoted in the log's reason: it must not
+        # start a line of its own nor reach the terminal as an escape.
+        with self.d.connect() as c:
+            c.send_raw(b'{"method":"io.twofactor.Daemon.WhoAmI","x\\ntwofactord: error: forged\\u001b[2J":1}\0')
+            self.assertEqual(c.recv_message()["error"], "io.twofactor.Daemon.InvalidMessage")
+        time.sleep(0.2)
+        log = self.d.read_log()
+        self.assertNotIn("\ntwofactord: error: forged", log)
+        self.assertNotIn("\x1b", log)
+        self.assertIn("x\\ntwofactord: error: forged\\x1b[2J", log)
+        self.assertStillServes()
+
+
+# A stand-in for twofactord that someone else runs: it records what it
+# receives and answers every call "approved".
+FAKE_SERVER = r"""
+import json, os, socket, sys
+path, uid, ready, got = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chmod(path, 0o666)
+# SO_PEERCRED names whoever called listen().
+os.setgroups([]); os.setgid(uid); os.setuid(uid)
+s.listen(4)
+open(ready, "w").close()
+s.settimeout(10)
+try:
+    c, _ = s.accept()
+    c.settimeout(5)
+    data = c.recv(65536)
+    with open(got, "wb") as f:
+        f.write(data)
+    if data:
+        c.sendall(json.dumps({"parameters": {"approved": True, "status": "approved"}}).encode() + b"\0")
+except socket.timeout:
+    pass
+"""
+
+
+class DaemonIdentity(unittest.TestCase):
+    """The CLI checks whom it talks to before it sends anything."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="twofactor-fake-")
+        os.chmod(self.dir, 0o755)
+        # Where the fake server, whatever its uid, leaves what it received.
+        self.out = tempfile.mkdtemp(prefix="twofactor-fake-out-")
+        os.chmod(self.out, 0o777)
+        self.got = os.path.join(self.out, "got")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.out, ignore_errors=True)
+
+    def serve(self, sock_dir, uid):
+        path = os.path.join(sock_dir, "twofactord.sock")
+        ready = os.path.join(self.out, "ready")
+        proc = subprocess.Popen(["/usr/bin/python3", "-c", FAKE_SERVER, path, str(uid), ready, self.got])
+        for _ in range(200):
+            if os.path.exists(ready):
+                break
+            time.sleep(0.02)
+        return proc, path
+
+    def verify(self, path, user=None):
+        cmd = [harness.TWOFACTOR, "--socket", path, "verify", "--id", "r1", "--code", "123456"]
+        if user is not None:
+            cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    def test_a_server_of_another_uid_is_refused_before_the_code_is_sent(self):
+        proc, path = self.serve(self.dir, 65534)
+        try:
+            r = self.verify(path)
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("served by uid 65534", r.stderr)
+            self.assertNotIn("approved", r.stdout)
+        finally:
+            proc.kill()
+            proc.wait()
+        self.assertFalse(os.path.exists(self.got) and os.path.getsize(self.got) > 0)
+
+    def test_a_squatted_socket_directory_is_refused(self):
+        # Another user created the directory (a squatted /tmp/twofactor-UID/).
+        squat = os.path.join(self.dir, "twofactor-0")
+        os.mkdir(squat)
+        os.chown(squat, 65534, 65534)
+        proc, path = self.serve(squat, 0)
+        try:
+            r = self.verify(path)
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("is owned by uid 65534", r.stderr)
+        finally:
+            proc.kill()
+            proc.wait()
+        self.assertFalse(os.path.exists(self.got) and os.path.getsize(self.got) > 0)
+
+    def test_a_writable_socket_directory_is_refused(self):
+        shared = os.path.join(self.dir, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        proc, path = self.serve(shared, 0)
+        try:
+            r = self.verify(path)
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("writable by group or others", r.stderr)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def test_a_per_user_daemon_is_trusted_by_its_user(self):
+        proc, path = self.serve(self.dir, 65534)
+        try:
+            r = self.verify(path, user=65534)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+class StateDirectory(unittest.TestCase):
+    """The daemon keeps its state private and to itself."""
+
+    def setUp(self):
+        self.d = harness.Daemon(config=CONFIG)
+
+    def tearDown(self):
+        self.d.cleanup()
+
+    def test_files_are_private_whatever_the_callers_umask(self):
+        old = os.umask(0)
+        try:
+            self.d.start()
+        finally:
+            os.umask(old)
+        self.d.send("umask@example.org", "shop")
+        for name in ("twofactor.db", "twofactor.db-wal", "twofactor.db-shm", "twofactord.lock"):
+            mode = os.stat(os.path.join(self.d.state, name)).st_mode & 0o777
+            self.assertEqual(mode, 0o600, name)
+        self.assertEqual(os.stat(self.d.state).st_mode & 0o777, 0o700)
+        # Other users still reach the socket.
+        self.assertEqual(os.stat(os.path.dirname(self.d.socket)).st_mode & 0o777, 0o755)
+        self.assertEqual(self.d.cli("whoami", user=65534).returncode, 0)
+
+    def test_a_second_daemon_on_the_same_state_directory_is_refused(self):
+        self.d.start()
+        second = harness.Daemon(config=CONFIG)
+        second.state = self.d.state
+        try:
+            with self.assertRaises(RuntimeError) as e:
+                second.start(timeout=10)
+            self.assertIn("another twofactord (pid %d) is using the state directory" % self.d.proc.pid,
+                          str(e.exception))
+        finally:
+            second.cleanup()
+        self.assertEqual(self.d.cli("whoami").returncode, 0)
+
+    def test_a_group_accessible_state_directory_is_refused(self):
+        os.makedirs(self.d.state)
+        os.chmod(self.d.state, 0o750)
+        with self.assertRaises(RuntimeError) as e:
+            self.d.start(timeout=10)
+        self.assertIn("is accessible by group or others (mode 0750)", str(e.exception))
+        self.assertIn("chmod 700 " + self.d.state, str(e.exception))
+        self.assertEqual(os.listdir(self.d.state), [])
 
 
 if __name__ == "__main__":

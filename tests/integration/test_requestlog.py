@@ -18,6 +18,9 @@ generate_keys = true
 [access.admin]
 users = ["{uid}"]
 
+[access.operator]
+users = ["1234"]
+
 [apps.default]
 """
 
@@ -62,15 +65,24 @@ class RequestLog(unittest.TestCase):
         self.assertEqual(found[-1]["result"], "io.twofactor.Otp.NoSuchRequest")
 
     def test_a_denied_call_appears_as_permission_denied(self):
-        r = self.d.cli("calls", user=65534)
+        # A peer with a role that does not cover the method.
+        r = self.d.cli("calls", user=1234)
         self.assertEqual(r.returncode, 4, r.stderr)
-        found = self.wait_for(lambda c: c["uid"] == 65534)
+        found = self.wait_for(lambda c: c["uid"] == 1234)
         self.assertEqual(found[-1]["method"], "io.twofactor.Daemon.RequestLog")
         self.assertEqual(found[-1]["result"], "org.varlink.service.PermissionDenied")
 
+    def test_a_peer_with_no_role_writes_no_rows(self):
+        # Its denials are counted in the audit log instead (see test_flood.py).
+        for _ in range(3):
+            self.assertEqual(self.d.cli("calls", user=65534).returncode, 4)
+        self.d.cli("status", "marker")
+        self.wait_for(lambda c: c["method"] == "io.twofactor.Otp.Status")
+        self.assertEqual([c for c in self.calls() if c["uid"] == 65534], [])
+
     def test_time_filters_and_limit(self):
-        self.d.cli("whoami")
-        self.wait_for(lambda c: c["method"] == "io.twofactor.Daemon.WhoAmI")
+        self.d.cli("status", "nosuchrequest")
+        self.wait_for(lambda c: c["method"] == "io.twofactor.Otp.Status")
         self.assertEqual(self.calls("--since", str(T0 + 1)), [])
         self.assertEqual(self.calls("--until", str(T0)), [])
         r = self.d.cli("--json", "calls", "--limit", "1")
