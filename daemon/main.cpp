@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <utility>
 
 using namespace twofactor;
 
@@ -60,12 +61,17 @@ int main(int argc, char** argv) {
 
     config::Config cfg;
     try {
-        if (!configPath.empty()) cfg = config::loadFile(configPath);
-        else if (files::exists(paths::systemConfigPath())) cfg = config::loadFile(paths::systemConfigPath());
-        else cfg = config::embeddedDefault();
-    } catch (const config::ConfigError& e) {
-        std::fprintf(stderr, "twofactord: %s\n", e.what());
-        return 2;
+        if (configPath.empty() && files::exists(paths::systemConfigPath())) configPath = paths::systemConfigPath();
+        if (configPath.empty()) {
+            cfg = config::embeddedDefault();
+        } else {
+            // Every mistake in the file at once, sorted by line: fixing them
+            // one start at a time is slow, and worse under systemd.
+            config::CheckResult checked = config::checkFile(configPath);
+            for (const auto& e : checked.errors) std::fprintf(stderr, "twofactord: %s\n", e.what());
+            if (!checked.config) return 2;
+            cfg = std::move(*checked.config);
+        }
     } catch (const std::exception& e) {  // e.g. no home directory for the embedded default
         std::fprintf(stderr, "twofactord: %s\n", e.what());
         return 2;

@@ -148,7 +148,7 @@ Template readTemplate(const Reader& reader, const toml::table& t, const std::str
         checkPlaceholders(reader, *n, key, out.subject);
     } else {
         if (subjectFallback == nullptr) {
-            reader.fail(t.source(), prefix + ".subject", "is required: " + noSubject);
+            reader.fail(t, prefix + ".subject", "is required: " + noSubject);
         }
         out.subject = subjectFallback->subject;
     }
@@ -162,7 +162,7 @@ Template readTemplate(const Reader& reader, const toml::table& t, const std::str
         out.text = readTemplateFile(reader, *textFile, prefix + ".text_file");
     } else {
         if (text == nullptr) {
-            reader.fail(t.source(), prefix + ".text", "is required");
+            reader.fail(t, prefix + ".text", "is required");
         }
         out.text = reader.string(*text, prefix + ".text");
         if (!checkPlaceholders(reader, *text, prefix + ".text", out.text)) {
@@ -208,7 +208,7 @@ void readTemplates(const Reader& reader, const toml::table& templates, const std
         std::string locale(k.str());
         std::string localeKey = keyJoin(key, locale);
         if (!validLocale(locale)) {
-            reader.fail(k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
+            reader.fail(v, k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
         }
         const toml::table& lt = reader.table(v, localeKey);
         reader.allowOnly(lt, localeKey,

@@ -1675,8 +1675,14 @@ TEST_CASE("the WhatsApp driver needs its settings and a template per app", "[con
         CHECK(c.drivers.at("whatsapp") == "outbox");
         CHECK(c.apps.at("shop").whatsappTemplates.empty());
     }
-    SECTION("[whatsapp] values are checked before the cross-check") {
-        CHECK(errorOf(wa + "[whatsapp]\nphone_number_id = \"+49\"\n" + kApp + en) ==
+    SECTION("[whatsapp] values are checked, and the cross-check still reports what else is missing") {
+        const CheckResult r = check(wa + "[whatsapp]\nphone_number_id = \"+49\"\n" + kApp + en, kFile);
+        REQUIRE(r.errors.size() == 2);
+        CHECK(std::string(r.errors[0].what()) ==
+              kFile + ":3:12: whatsapp.token_file: is required by delivery.whatsapp = \"whatsapp\" (or pass the systemd "
+                      "credential \"whatsapp-token\")");
+        // Not also "phone_number_id is required": it was given, wrongly.
+        CHECK(std::string(r.errors[1].what()) ==
               kFile + ":5:19: whatsapp.phone_number_id: must be 1 to 32 digits (the phone number ID from WhatsApp "
                       "Manager, not the phone number)");
     }
@@ -1714,4 +1720,79 @@ TEST_CASE("[retention]: defaults, values and an invalid cron schedule", "[config
     CHECK(errorOf("[retention]\nschedule = \"0 0 30 2 *\"\n" + kApp).find("never matches") != std::string::npos);
     CHECK(errorOf("[retention]\nbatch_size = 0\n" + kApp).find(":2:") != std::string::npos);
     CHECK(errorOf("[retention]\nkeep = 1\n" + kApp).find("retention.keep") != std::string::npos);
+}
+
+TEST_CASE("check reports every error in the file, sorted by line", "[config][check]") {
+    const std::string text = R"([daemon]
+socket = "relative.sock"
+log_level = "loud"
+bogus = 1
+
+[apps.shop]
+ttl = 5
+channels = ["email", "pigeon"]
+default_locale = "EN"
+
+[retry]
+max_attempts = 0
+
+[apps.Bad]
+)";
+    const CheckResult r = check(text, kFile);
+    CHECK_FALSE(r.config.has_value());
+    std::vector<std::pair<int, std::string>> got;
+    for (const auto& e : r.errors) {
+        got.emplace_back(e.line(), e.key());
+        CHECK(e.file() == kFile);
+    }
+    const std::vector<std::pair<int, std::string>> want = {
+        {2, "daemon.socket"},      {3, "daemon.log_level"},          {4, "daemon.bogus"},
+        {7, "apps.shop.ttl"},      {8, "apps.shop.channels[1]"},     {9, "apps.shop.default_locale"},
+        {12, "retry.max_attempts"}, {14, "apps.Bad"},
+    };
+    CHECK(got == want);
+    // parse() and loadFile() still stop the daemon with one error: the first by line.
+    CHECK(errorOf(text) == kFile + ":2:10: daemon.socket: must be an absolute path");
+}
+
+TEST_CASE("check leaves out what only taking a wrong value out caused", "[config][check]") {
+    // Without the bad region, ses.region would be "required by delivery.email".
+    CheckResult r = check("[delivery]\nemail = \"ses\"\n[ses]\nregion = \"mars\"\nfrom = \"a@example.org\"\n" + kApp,
+                          kFile);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].key() == "ses.region");
+    CHECK(r.errors[0].line() == 4);
+
+    // Without the unreadable text_file, "text is required" would follow.
+    r = check(kApp + "[apps.shop.templates.en]\ntext_file = \"/nonexistent/en.txt\"\n", kFile);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].key() == "apps.shop.templates.en.text_file");
+
+    // Every app a driver check finds wanting is named, not only the first.
+    r = check("[delivery]\nemail = \"ses\"\n[ses]\nregion = \"eu-west-1\"\n[apps.a]\n[apps.b]\n", kFile);
+    REQUIRE(r.errors.size() == 2);
+    CHECK(std::string(r.errors[0].what()).find("apps.a has no ses_from") != std::string::npos);
+    CHECK(std::string(r.errors[1].what()).find("apps.b has no ses_from") != std::string::npos);
+}
+
+TEST_CASE("check: a TOML syntax error is the only one; a valid file has none", "[config][check]") {
+    CheckResult r = check("[daemon]\nsocket = \"/a\"\nlog_level = \n[apps.shop]\nttl = 5\n", kFile);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].line() == 3);
+    CHECK(r.errors[0].key().empty());
+
+    r = check(kApp + "ttl = 300\n", kFile);
+    CHECK(r.errors.empty());
+    REQUIRE(r.config.has_value());
+    CHECK(r.config->apps.at("shop").ttl.count() == 300);
+
+    r = check("[daemon]\nlog_level = \"loud\"\n", kFile);
+    REQUIRE(r.errors.size() == 2);
+    CHECK(r.errors[0].key() == "daemon.log_level");
+    CHECK(r.errors[1].key() == "apps");  // no place in the file: last
+    CHECK(r.errors[1].line() == 0);
+
+    const auto missing = checkFile("/nonexistent/twofactord.toml");
+    REQUIRE(missing.errors.size() == 1);
+    CHECK(std::string(missing.errors[0].what()) == "/nonexistent/twofactord.toml: No such file or directory");
 }
