@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <set>
@@ -425,7 +426,7 @@ TEST_CASE("template placeholders are checked", "[config][errors]") {
     const std::string t = kApp + "[apps.shop.templates.en]\n";
     CHECK(errorOf(t + "text = \"{{code}} for {{name}}\"\n") ==
           kFile + ":3:8: apps.shop.templates.en.text: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, "
-                  "{{minutes}})");
+                  "{{minutes}}, {{minutes|ONE|OTHER}})");
     CHECK_THAT(errorOf(t + "text = \"{{ code }}\"\n"),
                Catch::StartsWith(kFile + ":3:8: apps.shop.templates.en.text: unknown placeholder \"{{ code }}\""));
     CHECK(errorOf(t + "text = \"{{code}} {{app\"\n") ==
@@ -647,8 +648,14 @@ TEST_CASE("built-in templates are complete and use only known placeholders", "[c
         CHECK_FALSE(t.html.empty());
         // Lock screens and mail logs show subjects: never the code there.
         CHECK(placeholders(t.subject) == std::set<std::string>{"app"});
-        CHECK(placeholders(t.text) == std::set<std::string>{"code", "app", "minutes"});
-        CHECK(placeholders(t.html) == std::set<std::string>{"code", "app", "minutes"});
+        // The number of minutes, and the word for it in the template's language.
+        const std::map<std::string, std::string> plural = {{"en", "minutes|minute|minutes"},
+                                                           {"de", "minutes|Minute|Minuten"},
+                                                           {"fr", "minutes|minute|minutes"},
+                                                           {"es", "minutes|minuto|minutos"}};
+        const std::set<std::string> expected = {"code", "app", "minutes", plural.at(key.substr(0, 2))};
+        CHECK(placeholders(t.text) == expected);
+        CHECK(placeholders(t.html) == expected);
         CHECK(t.subject.find('\n') == std::string::npos);
         CHECK_THAT(t.html, Catch::StartsWith("<p>") && Catch::EndsWith("</p>"));
     }
@@ -1185,7 +1192,7 @@ TEST_CASE("purpose templates", "[config][templates]") {
         CHECK(errorOf(t + "subject = \"x\"\n") == kFile + ":2:1: apps.shop.templates.en.verify.text: is required");
         CHECK(errorOf(t + "subject = \"{{code}} {{x}}\"\ntext = \"{{code}}\"\n") ==
               kFile + ":3:11: apps.shop.templates.en.verify.subject: unknown placeholder \"{{x}}\" (allowed: {{code}}, "
-                      "{{app}}, {{minutes}})");
+                      "{{app}}, {{minutes}}, {{minutes|ONE|OTHER}})");
         CHECK(errorOf(kApp + "[apps.shop.templates.en]\nlogin = \"x\"\n") ==
               kFile + ":3:9: apps.shop.templates.en.login: must be a table");
     }
@@ -1255,7 +1262,8 @@ TEST_CASE("template files are read at load", "[config][templates]") {
         const std::string unknown = dir.write("u.txt", "{{code}}\n\nDear {{name}},\n");
         CHECK(errorOf(t + "text_file = " + q(unknown) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + unknown +
-                  ":3: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, {{minutes}})");
+                  ":3: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, {{minutes}}, "
+                  "{{minutes|ONE|OTHER}})");
         const std::string open = dir.write("o.txt", "{{code}} {{app");
         CHECK(errorOf(t + "text_file = " + q(open) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + open + ":1: unterminated placeholder \"{{\"");
@@ -1795,4 +1803,27 @@ TEST_CASE("check: a TOML syntax error is the only one; a valid file has none", "
     const auto missing = checkFile("/nonexistent/twofactord.toml");
     REQUIRE(missing.errors.size() == 1);
     CHECK(std::string(missing.errors[0].what()) == "/nonexistent/twofactord.toml: No such file or directory");
+}
+
+TEST_CASE("plural placeholders need as many forms as the locale's rule has", "[config][templates]") {
+    CHECK(errorOf(kApp + "[apps.shop.templates.de]\ntext = \"{{code}}: {{minutes}} {{minutes|Minute|Minuten}}\"\n")
+              .empty());
+    CHECK(errorOf(kApp + "[apps.shop.templates.pt-BR]\nsubject = \"S\"\n"
+                         "text = \"{{code}} {{minutes}} {{minutes|minuto|minutos}}\"\n")
+              .empty());
+    CHECK(errorOf(kApp + "[apps.shop.templates.en]\ntext = \"{{code}} {{minutes}} {{minutes|minutes}}\"\n") ==
+          kFile + ":3:8: apps.shop.templates.en.text: {{minutes|minutes}}: locale \"en\" needs 2 forms "
+                  "(one|other, such as {{minutes|minute|minutes}}), not 1");
+    CHECK(errorOf(kApp + "[apps.shop.templates.pl]\nsubject = \"S\"\n"
+                         "text = \"{{code}} {{minutes|minuta|minuty|minut}}\"\n")
+              .find("there are no plural rules for locale \"pl\"") != std::string::npos);
+    // Built-in templates pass their own checks: every locale's forms are complete.
+    for (const auto& [key, t] : builtinTemplates()) {
+        const std::string locale = key.substr(0, key.find('.'));
+        const std::string purpose = key.find('.') == std::string::npos ? "" : "." + key.substr(key.find('.') + 1);
+        INFO(key);
+        CHECK(errorOf(kApp + "[apps.shop.templates." + locale + purpose + "]\ntext = \"\"\"" + t.text +
+                      "\"\"\"\nhtml = \"\"\"" + t.html + "\"\"\"\n")
+                  .empty());
+    }
 }
