@@ -590,7 +590,7 @@ void Server::scheduleRetention() {
     nextRetention_ = schedule_->next(clock_->now()).value_or(0);
     retentionTimer_ = std::make_unique<asio::steady_timer>(io_);
     log::info("retention purges scheduled \"" + schedule_->text() + "\" (UTC), next at " +
-              std::to_string(nextRetention_));
+              (nextRetention_ != 0 ? log::timestamp(nextRetention_) : std::string("never")));
     retentionTick();
 }
 

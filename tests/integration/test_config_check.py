@@ -51,5 +51,27 @@ class CheckConfig(unittest.TestCase):
         self.assertIn(name + ": ok", r.stdout)
 
 
+class Logging(unittest.TestCase):
+    def test_log_lines_and_times_are_rfc3339(self):
+        import calendar
+        import re
+        clock = calendar.timegm((2026, 12, 1, 0, 0, 0))
+        d = harness.Daemon(clock=clock)
+        d.start()
+        try:
+            d.send("alice@example.org", "default", "--purpose", "verify")
+        finally:
+            d.stop()
+        lines = d.read_log().splitlines()
+        d.cleanup()
+        self.assertTrue(lines)
+        for line in lines:
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ twofactord: (debug|info|warning|error): ")
+        # The default schedule "17 3 * * *" (UTC), from the daemon's clock.
+        self.assertTrue(any(line.endswith("next at 2026-12-01T03:17:00Z") for line in lines), lines)
+        # No bare Unix seconds (an outbox file name starts with them: that is a name).
+        self.assertFalse(any(re.search(r"(?<![\w.])1[0-9]{9}(?![\w.])", line) for line in lines), lines)
+
+
 if __name__ == "__main__":
     harness.main()
