@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
     std::string clockFile;
     bool checkConfig = false;
     bool version = false;
+    bool printMethods = false;
     app.add_option("-c,--config", configPath,
                    "configuration file (default " TWOFACTOR_CONFIG_PATH "; without one, the embedded default runs)");
     app.add_option("--state-dir", stateDir, "state directory (database, keys, outbox), overriding the configuration");
@@ -46,6 +47,8 @@ int main(int argc, char** argv) {
     app.add_flag("--check-config", checkConfig, "validate the configuration, print a summary and exit");
     app.add_option("--clock-file", clockFile,
                    "for tests: read the current time (Unix seconds) from this file instead of the system clock");
+    app.add_flag("--print-methods", printMethods,
+                 "print every Varlink method and the role it needs (anyone, operator, dpo, admin) and exit");
     app.add_flag("--version", version, "print the version and exit");
     try {
         app.parse(argc, argv);
@@ -56,6 +59,11 @@ int main(int argc, char** argv) {
     }
     if (version) {
         std::printf("twofactord %s\n", TWOFACTOR_VERSION);
+        return 0;
+    }
+    if (printMethods) {
+        for (const auto& m : server::methodTable())
+            std::printf("%s %s\n", m.name.c_str(), server::accessName(m.access));
         return 0;
     }
 

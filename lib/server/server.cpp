@@ -874,6 +874,23 @@ int Server::run() {
 }  // namespace detail
 
 
+std::vector<MethodAccess> methodTable() {
+    // A server that never runs: building the table opens nothing.
+    const config::Config config;
+    const detail::Server server(config, DaemonOptions{});
+    return server.methodAccess();
+}
+
+const char* accessName(Access access) {
+    switch (access) {
+        case Access::Anyone: return "anyone";
+        case Access::Operator: return "operator";
+        case Access::Dpo: return "dpo";
+        case Access::Admin: return "admin";
+    }
+    return "unknown";
+}
+
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
