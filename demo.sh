@@ -23,8 +23,10 @@ trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -S "$TWOFACTOR_SOCKET" ] && break; sleep 0.05; done
 sed 's/^/    /' "$demo/twofactord.log"
 
-say "twofactor send --app default --to alice@example.org"
-id=$(build/cli/twofactor send --app default --to alice@example.org)
+# Email proves control of an address; it is no sign-in factor (NIST SP 800-63B),
+# so the purpose is "verify", never "login".
+say "twofactor send --app default --to alice@example.org --purpose verify"
+id=$(build/cli/twofactor send --app default --to alice@example.org --purpose verify)
 echo "$id"
 
 msg=$(ls -t "$demo"/state/outbox/new/*."$id".* | head -n 1)

@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <utility>
 
 using namespace twofactor;
 
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
     std::string clockFile;
     bool checkConfig = false;
     bool version = false;
+    bool printMethods = false;
     app.add_option("-c,--config", configPath,
                    "configuration file (default " TWOFACTOR_CONFIG_PATH "; without one, the embedded default runs)");
     app.add_option("--state-dir", stateDir, "state directory (database, keys, outbox), overriding the configuration");
@@ -50,6 +52,8 @@ int main(int argc, char** argv) {
     app.add_flag("--check-config", checkConfig, "validate the configuration, print a summary and exit");
     app.add_option("--clock-file", clockFile,
                    "for tests: read the current time (Unix seconds) from this file instead of the system clock");
+    app.add_flag("--print-methods", printMethods,
+                 "print every Varlink method and the role it needs (anyone, operator, dpo, admin) and exit");
     app.add_flag("--version", version, "print the version and exit");
     try {
         app.parse(argc, argv);
@@ -62,15 +66,25 @@ int main(int argc, char** argv) {
         std::printf("twofactord %s\n", TWOFACTOR_VERSION);
         return 0;
     }
+    if (printMethods) {
+        for (const auto& m : server::methodTable())
+            std::printf("%s %s\n", m.name.c_str(), server::accessName(m.access));
+        return 0;
+    }
 
     config::Config cfg;
     try {
-        if (!configPath.empty()) cfg = config::loadFile(configPath);
-        else if (files::exists(paths::systemConfigPath())) cfg = config::loadFile(paths::systemConfigPath());
-        else cfg = config::embeddedDefault();
-    } catch (const config::ConfigError& e) {
-        std::fprintf(stderr, "twofactord: %s\n", e.what());
-        return 2;
+        if (configPath.empty() && files::exists(paths::systemConfigPath())) configPath = paths::systemConfigPath();
+        if (configPath.empty()) {
+            cfg = config::embeddedDefault();
+        } else {
+            // Every mistake in the file at once, sorted by line: fixing them
+            // one start at a time is slow, and worse under systemd.
+            config::CheckResult checked = config::checkFile(configPath);
+            for (const auto& e : checked.errors) std::fprintf(stderr, "twofactord: %s\n", e.what());
+            if (!checked.config) return 2;
+            cfg = std::move(*checked.config);
+        }
     } catch (const std::exception& e) {  // e.g. no home directory for the embedded default
         std::fprintf(stderr, "twofactord: %s\n", e.what());
         return 2;

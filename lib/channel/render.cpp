@@ -1,5 +1,7 @@
 #include "channel/render.hpp"
 
+#include "config/plural.hpp"
+
 #include <map>
 #include <string>
 
@@ -21,6 +23,22 @@ std::string htmlEscape(std::string_view text) {
     return out;
 }
 
+namespace {
+// The form for values.minutes out of "ONE|OTHER". Config validation gives
+// every template as many forms as its locale's rule has; the last form
+// stands in for any that is missing.
+std::string_view pluralForm(std::string_view forms, const RenderValues& values) {
+    std::size_t index = config::pluralForm(values.locale, values.minutes);
+    std::size_t start = 0;
+    for (; index > 0; --index) {
+        const auto bar = forms.find('|', start);
+        if (bar == std::string_view::npos) break;
+        start = bar + 1;
+    }
+    return forms.substr(start, forms.find('|', start) - start);
+}
+}  // namespace
+
 std::string renderTemplate(std::string_view text, const RenderValues& values, bool html) {
     std::string out;
     out.reserve(text.size() + 16);
@@ -32,13 +50,17 @@ std::string renderTemplate(std::string_view text, const RenderValues& values, bo
         if (close == std::string_view::npos) break;
         out.append(text.substr(pos, open - pos));
         const std::string_view name = text.substr(open + 2, close - open - 2);
+        pos = close + 2;
+        if (name.substr(0, 8) == "minutes|") {
+            out.append(pluralForm(name.substr(8), values));
+            continue;
+        }
         std::string value;
         if (name == "code") value = std::string(values.code);
         else if (name == "app") value = std::string(values.app);
         else if (name == "minutes") value = std::to_string(values.minutes);
         else value = std::string(text.substr(open, close + 2 - open));  // config validation rejects these
         out += html ? htmlEscape(value) : value;
-        pos = close + 2;
     }
     out.append(text.substr(pos));
     return out;

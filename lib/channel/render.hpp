@@ -13,9 +13,12 @@ struct RenderValues {
     std::string_view code;
     std::string_view app;  // display name
     long minutes = 10;
+    std::string_view locale = "en";  // the template's: picks {{minutes|ONE|OTHER}}'s form
 };
 
-// Replaces {{code}}, {{app}} and {{minutes}}; with html=true the values are HTML-escaped.
+// Replaces {{code}}, {{app}} and {{minutes}}, and {{minutes|ONE|OTHER}} with the
+// form the locale's plural rule picks for `minutes` (template text, so never
+// escaped); with html=true the values are HTML-escaped.
 [[nodiscard]] std::string renderTemplate(std::string_view text, const RenderValues& values, bool html);
 
 [[nodiscard]] std::string htmlEscape(std::string_view text);

@@ -20,14 +20,14 @@ void readWhatsappTemplates(const Reader& reader, const toml::table& templates, c
         std::string locale(k.str());
         std::string localeKey = keyJoin(key, locale);
         if (!validLocale(locale)) {
-            reader.fail(k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
+            reader.fail(v, k.source(), localeKey, "is not a locale tag such as \"en\", \"de\" or \"pt-BR\"");
         }
         const toml::table& lt = reader.table(v, localeKey);
         reader.allowOnly(lt, localeKey, {"name", "language"});
         WhatsappTemplate out;
         const toml::node* name = lt.get("name");
         if (name == nullptr) {
-            reader.fail(lt.source(), localeKey + ".name", "is required");
+            reader.fail(lt, localeKey + ".name", "is required");
         }
         out.name = reader.string(*name, localeKey + ".name");
         if (!validWhatsappTemplateName(out.name)) {
@@ -36,7 +36,7 @@ void readWhatsappTemplates(const Reader& reader, const toml::table& templates, c
         }
         const toml::node* language = lt.get("language");
         if (language == nullptr) {
-            reader.fail(lt.source(), localeKey + ".language", "is required");
+            reader.fail(lt, localeKey + ".language", "is required");
         }
         out.language = reader.string(*language, localeKey + ".language");
         if (!validWhatsappLanguage(out.language)) {

@@ -8,9 +8,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <set>
+#include <tuple>
 #include <utility>
 
 namespace twofactor::config {
@@ -150,13 +153,13 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     const toml::table& apps = reader.table(*appsNode, "apps");
     if (apps.empty()) {
-        reader.fail(apps.source(), "apps", "no apps configured");
+        reader.fail(apps, "apps", "no apps configured");
     }
     for (auto&& [k, v] : apps) {
         std::string name(k.str());
         std::string key = "apps." + name;
         if (!validAppName(name)) {
-            reader.fail(k.source(), key,
+            reader.fail(v, k.source(), key,
                         "app names must be 1 to 63 characters of a-z, 0-9, '_' and '-', starting with a letter or "
                         "digit");
         }
@@ -169,18 +172,45 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
 
 }  // namespace
 
-Config parse(std::string_view text, const std::string& sourceName) {
-    toml::table root;
-    try {
-        root = toml::parse(text, sourceName);
-    } catch (const toml::parse_error& e) {
-        throw ConfigError(sourceName, static_cast<int>(e.source().begin.line),
-                          static_cast<int>(e.source().begin.column), "", std::string(e.description()));
+namespace {
+
+bool holds(const toml::node& node, const toml::node* target) {
+    if (&node == target) {
+        return true;
     }
-    return fromTable(Reader(sourceName), root, sourceName);
+    if (const toml::array* a = node.as_array()) {
+        return std::any_of(a->begin(), a->end(), [&](const toml::node& e) { return holds(e, target); });
+    }
+    if (const toml::table* t = node.as_table()) {
+        return std::any_of(t->begin(), t->end(), [&](auto&& kv) { return holds(kv.second, target); });
+    }
+    return false;
 }
 
-Config loadFile(const std::string& path) {
+// Takes `target` out of the document: the key that holds it, or the whole
+// list it is an element of (the checks name elements by index, which removing
+// one would shift). Returns the table it was taken from, or nullptr.
+toml::table* removeNode(toml::table& table, const toml::node* target) {
+    for (auto&& [k, v] : table) {
+        if (&v == target || (v.is_array() && holds(v, target))) {
+            const std::string key(k.str());
+            table.erase(key);
+            return &table;
+        }
+        if (toml::table* sub = v.as_table(); sub != nullptr && holds(*sub, target)) {
+            return removeNode(*sub, target);
+        }
+    }
+    return nullptr;
+}
+
+bool before(const ConfigError& a, const ConfigError& b) {
+    // Errors without a place (such as "no apps configured") come last.
+    auto place = [](const ConfigError& e) { return std::tuple(e.line() <= 0, e.line(), e.column()); };
+    return place(a) < place(b);
+}
+
+std::string readText(const std::string& path) {
     std::FILE* file = std::fopen(path.c_str(), "rbe");
     if (file == nullptr) {
         int err = errno;
@@ -198,8 +228,85 @@ Config loadFile(const std::string& path) {
     if (err != 0) {
         throw ConfigError(path, 0, 0, "", std::strerror(err));
     }
-    return parse(text, path);
+    return text;
 }
+
+}  // namespace
+
+// Reading stops at the first wrong value. To find the next one, that value is
+// taken out of the document and the whole document read again, until a read
+// gets through: a valid file is read once, and a file with N mistakes N + 1
+// times. What a removal alone causes is left out: a second error for a key
+// already reported (a bad ses.region, taken out, then "ses.region is
+// required"), and a table's own error (such as a missing key) once something
+// was taken out of it.
+CheckResult check(std::string_view text, const std::string& sourceName) {
+    CheckResult result;
+    toml::table root;
+    try {
+        root = toml::parse(text, sourceName);
+    } catch (const toml::parse_error& e) {
+        // The parser cannot go on past a syntax error: that one is all we know.
+        result.errors.emplace_back(sourceName, static_cast<int>(e.source().begin.line),
+                                   static_cast<int>(e.source().begin.column), "", std::string(e.description()));
+        return result;
+    }
+    std::set<std::string> failedKeys;  // of the values taken out
+    std::set<const toml::node*> shortened;
+    auto add = [&](const ConfigError& e, const toml::node* node) {
+        const bool consequence =
+            (!e.key().empty() && failedKeys.count(e.key()) != 0) || (node != nullptr && shortened.count(node) != 0);
+        if (!consequence) {
+            result.errors.push_back(e);
+        }
+    };
+    while (true) {
+        const Reader reader(sourceName);
+        try {
+            Config config = fromTable(reader, root, sourceName);
+            for (const ConfigError& e : reader.reported()) {
+                add(e, nullptr);
+            }
+            if (result.errors.empty()) {
+                result.config = std::move(config);
+            }
+            break;
+        } catch (const ConfigError& e) {
+            const toml::node* node = reader.failedNode();
+            add(e, node);
+            failedKeys.insert(e.key());
+            toml::table* from = node != nullptr ? removeNode(root, node) : nullptr;
+            if (from == nullptr) {
+                break;
+            }
+            shortened.insert(from);
+        }
+    }
+    std::stable_sort(result.errors.begin(), result.errors.end(), before);
+    return result;
+}
+
+CheckResult checkFile(const std::string& path) {
+    std::string text;
+    try {
+        text = readText(path);
+    } catch (const ConfigError& e) {
+        CheckResult result;
+        result.errors.push_back(e);
+        return result;
+    }
+    return check(text, path);
+}
+
+Config parse(std::string_view text, const std::string& sourceName) {
+    CheckResult result = check(text, sourceName);
+    if (!result.config) {
+        throw result.errors.front();
+    }
+    return std::move(*result.config);
+}
+
+Config loadFile(const std::string& path) { return parse(readText(path), path); }
 
 Config embeddedDefault() {
     Config config;

@@ -261,9 +261,19 @@ struct Config {
 };
 
 // Reads and validates a TOML file. Unknown keys, wrong types and out-of-range
-// values throw ConfigError naming file, line and key.
+// values throw ConfigError naming file, line and key (the first by line).
 Config loadFile(const std::string& path);
 Config parse(std::string_view text, const std::string& sourceName);
+
+// What checking a file found: the configuration when it is valid, else every
+// error in it, sorted by line. A TOML syntax error stops the parser: then it
+// is the only one.
+struct CheckResult {
+    std::optional<Config> config;
+    std::vector<ConfigError> errors;
+};
+CheckResult checkFile(const std::string& path);
+CheckResult check(std::string_view text, const std::string& sourceName);
 
 // The embedded default: per-user state directory and socket, one app
 // "default", the outbox for email and WhatsApp, keys generated on first

@@ -28,7 +28,7 @@ std::vector<std::string> whatsappTemplateCandidates(const std::string& locale) {
 void readDelivery(const Reader& reader, const toml::table& t, Config& config) {
     reader.allowOnly(t, "delivery", {"email", "whatsapp"});
     if (t.empty()) {
-        reader.fail(t.source(), "delivery", "must give a driver for at least one channel");
+        reader.fail(t, "delivery", "must give a driver for at least one channel");
     }
     for (auto&& [k, v] : t) {
         std::string key = keyJoin("delivery", k.str());
@@ -67,7 +67,8 @@ void readRetry(const Reader& reader, const toml::table& t, Retry& retry) {
 }
 
 // What a driver needs but one table alone cannot tell: settings that may be
-// given globally or per app. Errors point at the [delivery] entry.
+// given globally or per app. Errors point at the [delivery] entry; each is
+// reported and the checks go on, as nothing is left half-read.
 void checkEmailDriver(const Reader& reader, const toml::table* delivery, const Config& config) {
     auto driver = config.drivers.find("email");
     if (driver == config.drivers.end() || delivery == nullptr) {
@@ -81,19 +82,19 @@ void checkEmailDriver(const Reader& reader, const toml::table* delivery, const C
                 continue;
             }
             if (config.ses.region.empty() && app.sesRegion.empty()) {
-                reader.fail(where, "ses.region", because + " (apps." + name + " has no ses_region)");
+                reader.report(where, "ses.region", because + " (apps." + name + " has no ses_region)");
             }
             if (config.ses.from.empty() && app.sesFrom.empty()) {
-                reader.fail(where, "ses.from", because + " (apps." + name + " has no ses_from)");
+                reader.report(where, "ses.from", because + " (apps." + name + " has no ses_from)");
             }
         }
     } else if (driver->second == "smtp") {
         if (config.smtp.url.empty()) {
-            reader.fail(where, "smtp.url", because);
+            reader.report(where, "smtp.url", because);
         }
         for (const auto& [name, app] : config.apps) {
             if (usesChannel(app, "email") && config.smtp.from.empty() && app.emailFrom.empty()) {
-                reader.fail(where, "smtp.from", because + " (apps." + name + " has no email_from)");
+                reader.report(where, "smtp.from", because + " (apps." + name + " has no email_from)");
             }
         }
     }
@@ -107,10 +108,10 @@ void checkWhatsappDriver(const Reader& reader, const toml::table* delivery, cons
     const toml::node& where = *delivery->get("whatsapp");
     const std::string because = "is required by delivery.whatsapp = \"whatsapp\"";
     if (config.whatsapp.phoneNumberId.empty()) {
-        reader.fail(where, "whatsapp.phone_number_id", because);
+        reader.report(where, "whatsapp.phone_number_id", because);
     }
     if (config.whatsapp.tokenFile.empty() && !haveCredential("whatsapp-token")) {
-        reader.fail(where, "whatsapp.token_file", because + " (or pass the systemd credential \"whatsapp-token\")");
+        reader.report(where, "whatsapp.token_file", because + " (or pass the systemd credential \"whatsapp-token\")");
     }
     for (const auto& [name, app] : config.apps) {
         if (!usesChannel(app, "whatsapp")) {
@@ -128,7 +129,7 @@ void checkWhatsappDriver(const Reader& reader, const toml::table* delivery, cons
                 }
                 wanted += "\"" + candidates[i] + "\"";
             }
-            reader.fail(where, "apps." + name + ".whatsapp_templates",
+            reader.report(where, "apps." + name + ".whatsapp_templates",
                         because + " (apps." + name + " has no template for " + wanted + ")");
         }
     }

@@ -55,19 +55,32 @@ inline std::string indexKey(std::string_view key, std::size_t index) {
 }
 
 // Reads typed values from a parsed document and turns every problem into a
-// ConfigError pointing at the offending node.
+// ConfigError pointing at the offending node. The reader remembers which node
+// that was, so that a check of the whole file can take it out and read on
+// (see config::check).
 class Reader {
 public:
     explicit Reader(std::string file) : file_(std::move(file)) {}
 
-    [[noreturn]] void fail(const toml::source_region& where, const std::string& key,
+    // Stops reading: `node` is wrong, reported at `where` (its key, say).
+    [[noreturn]] void fail(const toml::node& node, const toml::source_region& where, const std::string& key,
                            const std::string& message) const {
-        throw ConfigError(file_, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), key,
-                          message);
+        failed_ = &node;
+        throw error(where, key, message);
     }
     [[noreturn]] void fail(const toml::node& node, const std::string& key, const std::string& message) const {
-        fail(node.source(), key, message);
+        fail(node, node.source(), key, message);
     }
+
+    // Records an error and reads on: for checks whose failure leaves nothing
+    // half-read, such as what a driver needs from other sections.
+    void report(const toml::node& node, const std::string& key, const std::string& message) const {
+        reported_.push_back(error(node.source(), key, message));
+    }
+
+    // The node the last fail() named, or nullptr.
+    const toml::node* failedNode() const { return failed_; }
+    const std::vector<ConfigError>& reported() const { return reported_; }
 
     const toml::table& table(const toml::node& node, const std::string& key) const {
         const toml::table* t = node.as_table();
@@ -92,7 +105,7 @@ public:
                 }
                 expected += a;
             }
-            fail(k.source(), keyJoin(prefix, k.str()),
+            fail(v, k.source(), keyJoin(prefix, k.str()),
                  std::string(v.is_table() ? "unknown table" : "unknown key") + " (expected one of: " + expected +
                      ")");
         }
@@ -166,7 +179,14 @@ public:
     }
 
 private:
+    ConfigError error(const toml::source_region& where, const std::string& key, const std::string& message) const {
+        return ConfigError(file_, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), key,
+                           message);
+    }
+
     std::string file_;
+    mutable const toml::node* failed_ = nullptr;
+    mutable std::vector<ConfigError> reported_;
 };
 
 }  // namespace twofactor::config::detail

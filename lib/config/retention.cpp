@@ -34,10 +34,12 @@ void readRetention(const Reader& reader, const toml::table& t, Retention& retent
         retention.removedApps = reader.integer(*n, "retention.removed_apps", 0, 3650LL * 86400, "seconds");
     }
     // Authentication metadata outlives the delivery log it was distilled from.
-    if (retention.authenticationMetadata < retention.deliveryLogs)
-        reader.fail(t, "retention.authentication_metadata",
+    if (retention.authenticationMetadata < retention.deliveryLogs) {
+        const toml::node* given = t.get("authentication_metadata");
+        reader.fail(given != nullptr ? *given : *t.get("delivery_logs"), "retention.authentication_metadata",
                     "must not be shorter than retention.delivery_logs (" + std::to_string(retention.deliveryLogs) +
                         " s)");
+    }
     if (const toml::node* n = t.get("batch_size")) {
         retention.batchSize = static_cast<int>(reader.integer(*n, "retention.batch_size", 1, 100000));
     }

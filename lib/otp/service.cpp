@@ -525,7 +525,7 @@ void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
     std::string usedLocale;
     const config::Template& t = channel::selectTemplate(app, r.locale, r.purpose, usedLocale);
     m.locale = usedLocale;
-    const channel::RenderValues values{run->code.view(), app.displayName, (r.ttl + 59) / 60};
+    const channel::RenderValues values{run->code.view(), app.displayName, (r.ttl + 59) / 60, usedLocale};
     m.subject = SecretString(channel::renderTemplate(t.subject, values, false));
     m.text = SecretString(channel::renderTemplate(t.text, values, false));
     if (!t.html.empty()) m.html = SecretString(channel::renderTemplate(t.html, values, true));

@@ -654,7 +654,7 @@ void Server::scheduleRetention() {
     nextRetention_ = schedule_->next(clock_->now()).value_or(0);
     retentionTimer_ = std::make_unique<asio::steady_timer>(io_);
     log::info("retention purges scheduled \"" + schedule_->text() + "\" (UTC), next at " +
-              std::to_string(nextRetention_));
+              (nextRetention_ != 0 ? log::timestamp(nextRetention_) : std::string("never")));
     retentionTick();
 }
 
@@ -1142,6 +1142,23 @@ void Server::lockStateDirectory() {
 
 }  // namespace detail
 
+
+std::vector<MethodAccess> methodTable() {
+    // A server that never runs: building the table opens nothing.
+    const config::Config config;
+    const detail::Server server(config, DaemonOptions{});
+    return server.methodAccess();
+}
+
+const char* accessName(Access access) {
+    switch (access) {
+        case Access::Anyone: return "anyone";
+        case Access::Operator: return "operator";
+        case Access::Dpo: return "dpo";
+        case Access::Admin: return "admin";
+    }
+    return "unknown";
+}
 
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists

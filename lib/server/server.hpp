@@ -62,4 +62,15 @@ int runDaemon(const config::Config& config, const DaemonOptions& options);
 // The method names every interface file declares, for checking the table against the IDL.
 [[nodiscard]] std::vector<std::string> declaredMethods();
 
+// Every method the daemon serves and who may call it, in name order, from the
+// one method table: `twofactord --print-methods` prints it, and the man page's
+// access table is generated from that.
+struct MethodAccess {
+    std::string name;
+    Access access;
+};
+[[nodiscard]] std::vector<MethodAccess> methodTable();
+// "anyone", "operator", "dpo" or "admin".
+[[nodiscard]] const char* accessName(Access access);
+
 }  // namespace twofactor::server

@@ -159,6 +159,11 @@ public:
     Server& operator=(const Server&) = delete;
 
     int run();
+    std::vector<MethodAccess> methodAccess() const {
+        std::vector<MethodAccess> out;
+        for (const auto& [name, entry] : methods_) out.push_back(MethodAccess{name, entry.access});
+        return out;
+    }
 
     // Called by connections.
     void dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& call, Respond respond);

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
 #include <string>
 
@@ -50,15 +51,26 @@ bool parseLevel(std::string_view name, Level& out) {
     return true;
 }
 
+std::string timestamp(std::int64_t unixSeconds) {
+    const auto t = static_cast<std::time_t>(unixSeconds);
+    std::tm tm{};
+    char buffer[32];
+    if (::gmtime_r(&t, &tm) == nullptr || std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return std::to_string(unixSeconds);  // beyond what gmtime can represent
+    return buffer;
+}
+
 void write(Level level, std::string_view message) {
     if (static_cast<int>(level) < minLevel) return;
     static const char* const names[] = {"debug", "info", "warning", "error"};
     static const char* const priorities[] = {"<7>", "<6>", "<4>", "<3>"};
     std::string line;
-    line.reserve(message.size() + 16);
+    line.reserve(message.size() + 48);
+    // The journal stamps each record itself; elsewhere the line says when.
     if (journal()) line += priorities[static_cast<int>(level)];
     else {
-        line += "twofactord: ";
+        line += timestamp(static_cast<std::int64_t>(std::time(nullptr)));
+        line += " twofactord: ";
         line += names[static_cast<int>(level)];
         line += ": ";
     }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <string_view>
 
 namespace twofactor::log {
@@ -13,6 +14,10 @@ enum class Level { Debug = 0, Info = 1, Warning = 2, Error = 3 };
 void setLevel(Level level);
 [[nodiscard]] bool parseLevel(std::string_view name, Level& out);
 void write(Level level, std::string_view message);
+
+// A time for a log line: RFC 3339 in UTC to the second, "2026-12-01T09:00:00Z".
+// Log lines say when things happen in this form, never as raw Unix seconds.
+[[nodiscard]] std::string timestamp(std::int64_t unixSeconds);
 
 inline void debug(std::string_view m) { write(Level::Debug, m); }
 inline void info(std::string_view m) { write(Level::Info, m); }

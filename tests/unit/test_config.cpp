@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <set>
@@ -425,7 +426,7 @@ TEST_CASE("template placeholders are checked", "[config][errors]") {
     const std::string t = kApp + "[apps.shop.templates.en]\n";
     CHECK(errorOf(t + "text = \"{{code}} for {{name}}\"\n") ==
           kFile + ":3:8: apps.shop.templates.en.text: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, "
-                  "{{minutes}})");
+                  "{{minutes}}, {{minutes|ONE|OTHER}})");
     CHECK_THAT(errorOf(t + "text = \"{{ code }}\"\n"),
                Catch::StartsWith(kFile + ":3:8: apps.shop.templates.en.text: unknown placeholder \"{{ code }}\""));
     CHECK(errorOf(t + "text = \"{{code}} {{app\"\n") ==
@@ -647,8 +648,14 @@ TEST_CASE("built-in templates are complete and use only known placeholders", "[c
         CHECK_FALSE(t.html.empty());
         // Lock screens and mail logs show subjects: never the code there.
         CHECK(placeholders(t.subject) == std::set<std::string>{"app"});
-        CHECK(placeholders(t.text) == std::set<std::string>{"code", "app", "minutes"});
-        CHECK(placeholders(t.html) == std::set<std::string>{"code", "app", "minutes"});
+        // The number of minutes, and the word for it in the template's language.
+        const std::map<std::string, std::string> plural = {{"en", "minutes|minute|minutes"},
+                                                           {"de", "minutes|Minute|Minuten"},
+                                                           {"fr", "minutes|minute|minutes"},
+                                                           {"es", "minutes|minuto|minutos"}};
+        const std::set<std::string> expected = {"code", "app", "minutes", plural.at(key.substr(0, 2))};
+        CHECK(placeholders(t.text) == expected);
+        CHECK(placeholders(t.html) == expected);
         CHECK(t.subject.find('\n') == std::string::npos);
         CHECK_THAT(t.html, Catch::StartsWith("<p>") && Catch::EndsWith("</p>"));
     }
@@ -1185,7 +1192,7 @@ TEST_CASE("purpose templates", "[config][templates]") {
         CHECK(errorOf(t + "subject = \"x\"\n") == kFile + ":2:1: apps.shop.templates.en.verify.text: is required");
         CHECK(errorOf(t + "subject = \"{{code}} {{x}}\"\ntext = \"{{code}}\"\n") ==
               kFile + ":3:11: apps.shop.templates.en.verify.subject: unknown placeholder \"{{x}}\" (allowed: {{code}}, "
-                      "{{app}}, {{minutes}})");
+                      "{{app}}, {{minutes}}, {{minutes|ONE|OTHER}})");
         CHECK(errorOf(kApp + "[apps.shop.templates.en]\nlogin = \"x\"\n") ==
               kFile + ":3:9: apps.shop.templates.en.login: must be a table");
     }
@@ -1255,7 +1262,8 @@ TEST_CASE("template files are read at load", "[config][templates]") {
         const std::string unknown = dir.write("u.txt", "{{code}}\n\nDear {{name}},\n");
         CHECK(errorOf(t + "text_file = " + q(unknown) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + unknown +
-                  ":3: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, {{minutes}})");
+                  ":3: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, {{minutes}}, "
+                  "{{minutes|ONE|OTHER}})");
         const std::string open = dir.write("o.txt", "{{code}} {{app");
         CHECK(errorOf(t + "text_file = " + q(open) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + open + ":1: unterminated placeholder \"{{\"");
@@ -1675,8 +1683,14 @@ TEST_CASE("the WhatsApp driver needs its settings and a template per app", "[con
         CHECK(c.drivers.at("whatsapp") == "outbox");
         CHECK(c.apps.at("shop").whatsappTemplates.empty());
     }
-    SECTION("[whatsapp] values are checked before the cross-check") {
-        CHECK(errorOf(wa + "[whatsapp]\nphone_number_id = \"+49\"\n" + kApp + en) ==
+    SECTION("[whatsapp] values are checked, and the cross-check still reports what else is missing") {
+        const CheckResult r = check(wa + "[whatsapp]\nphone_number_id = \"+49\"\n" + kApp + en, kFile);
+        REQUIRE(r.errors.size() == 2);
+        CHECK(std::string(r.errors[0].what()) ==
+              kFile + ":3:12: whatsapp.token_file: is required by delivery.whatsapp = \"whatsapp\" (or pass the systemd "
+                      "credential \"whatsapp-token\")");
+        // Not also "phone_number_id is required": it was given, wrongly.
+        CHECK(std::string(r.errors[1].what()) ==
               kFile + ":5:19: whatsapp.phone_number_id: must be 1 to 32 digits (the phone number ID from WhatsApp "
                       "Manager, not the phone number)");
     }
@@ -1714,4 +1728,102 @@ TEST_CASE("[retention]: defaults, values and an invalid cron schedule", "[config
     CHECK(errorOf("[retention]\nschedule = \"0 0 30 2 *\"\n" + kApp).find("never matches") != std::string::npos);
     CHECK(errorOf("[retention]\nbatch_size = 0\n" + kApp).find(":2:") != std::string::npos);
     CHECK(errorOf("[retention]\nkeep = 1\n" + kApp).find("retention.keep") != std::string::npos);
+}
+
+TEST_CASE("check reports every error in the file, sorted by line", "[config][check]") {
+    const std::string text = R"([daemon]
+socket = "relative.sock"
+log_level = "loud"
+bogus = 1
+
+[apps.shop]
+ttl = 5
+channels = ["email", "pigeon"]
+default_locale = "EN"
+
+[retry]
+max_attempts = 0
+
+[apps.Bad]
+)";
+    const CheckResult r = check(text, kFile);
+    CHECK_FALSE(r.config.has_value());
+    std::vector<std::pair<int, std::string>> got;
+    for (const auto& e : r.errors) {
+        got.emplace_back(e.line(), e.key());
+        CHECK(e.file() == kFile);
+    }
+    const std::vector<std::pair<int, std::string>> want = {
+        {2, "daemon.socket"},      {3, "daemon.log_level"},          {4, "daemon.bogus"},
+        {7, "apps.shop.ttl"},      {8, "apps.shop.channels[1]"},     {9, "apps.shop.default_locale"},
+        {12, "retry.max_attempts"}, {14, "apps.Bad"},
+    };
+    CHECK(got == want);
+    // parse() and loadFile() still stop the daemon with one error: the first by line.
+    CHECK(errorOf(text) == kFile + ":2:10: daemon.socket: must be an absolute path");
+}
+
+TEST_CASE("check leaves out what only taking a wrong value out caused", "[config][check]") {
+    // Without the bad region, ses.region would be "required by delivery.email".
+    CheckResult r = check("[delivery]\nemail = \"ses\"\n[ses]\nregion = \"mars\"\nfrom = \"a@example.org\"\n" + kApp,
+                          kFile);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].key() == "ses.region");
+    CHECK(r.errors[0].line() == 4);
+
+    // Without the unreadable text_file, "text is required" would follow.
+    r = check(kApp + "[apps.shop.templates.en]\ntext_file = \"/nonexistent/en.txt\"\n", kFile);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].key() == "apps.shop.templates.en.text_file");
+
+    // Every app a driver check finds wanting is named, not only the first.
+    r = check("[delivery]\nemail = \"ses\"\n[ses]\nregion = \"eu-west-1\"\n[apps.a]\n[apps.b]\n", kFile);
+    REQUIRE(r.errors.size() == 2);
+    CHECK(std::string(r.errors[0].what()).find("apps.a has no ses_from") != std::string::npos);
+    CHECK(std::string(r.errors[1].what()).find("apps.b has no ses_from") != std::string::npos);
+}
+
+TEST_CASE("check: a TOML syntax error is the only one; a valid file has none", "[config][check]") {
+    CheckResult r = check("[daemon]\nsocket = \"/a\"\nlog_level = \n[apps.shop]\nttl = 5\n", kFile);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].line() == 3);
+    CHECK(r.errors[0].key().empty());
+
+    r = check(kApp + "ttl = 300\n", kFile);
+    CHECK(r.errors.empty());
+    REQUIRE(r.config.has_value());
+    CHECK(r.config->apps.at("shop").ttl.count() == 300);
+
+    r = check("[daemon]\nlog_level = \"loud\"\n", kFile);
+    REQUIRE(r.errors.size() == 2);
+    CHECK(r.errors[0].key() == "daemon.log_level");
+    CHECK(r.errors[1].key() == "apps");  // no place in the file: last
+    CHECK(r.errors[1].line() == 0);
+
+    const auto missing = checkFile("/nonexistent/twofactord.toml");
+    REQUIRE(missing.errors.size() == 1);
+    CHECK(std::string(missing.errors[0].what()) == "/nonexistent/twofactord.toml: No such file or directory");
+}
+
+TEST_CASE("plural placeholders need as many forms as the locale's rule has", "[config][templates]") {
+    CHECK(errorOf(kApp + "[apps.shop.templates.de]\ntext = \"{{code}}: {{minutes}} {{minutes|Minute|Minuten}}\"\n")
+              .empty());
+    CHECK(errorOf(kApp + "[apps.shop.templates.pt-BR]\nsubject = \"S\"\n"
+                         "text = \"{{code}} {{minutes}} {{minutes|minuto|minutos}}\"\n")
+              .empty());
+    CHECK(errorOf(kApp + "[apps.shop.templates.en]\ntext = \"{{code}} {{minutes}} {{minutes|minutes}}\"\n") ==
+          kFile + ":3:8: apps.shop.templates.en.text: {{minutes|minutes}}: locale \"en\" needs 2 forms "
+                  "(one|other, such as {{minutes|minute|minutes}}), not 1");
+    CHECK(errorOf(kApp + "[apps.shop.templates.pl]\nsubject = \"S\"\n"
+                         "text = \"{{code}} {{minutes|minuta|minuty|minut}}\"\n")
+              .find("there are no plural rules for locale \"pl\"") != std::string::npos);
+    // Built-in templates pass their own checks: every locale's forms are complete.
+    for (const auto& [key, t] : builtinTemplates()) {
+        const std::string locale = key.substr(0, key.find('.'));
+        const std::string purpose = key.find('.') == std::string::npos ? "" : "." + key.substr(key.find('.') + 1);
+        INFO(key);
+        CHECK(errorOf(kApp + "[apps.shop.templates." + locale + purpose + "]\ntext = \"\"\"" + t.text +
+                      "\"\"\"\nhtml = \"\"\"" + t.html + "\"\"\"\n")
+                  .empty());
+    }
 }

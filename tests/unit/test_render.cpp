@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sys/stat.h>
 
@@ -109,6 +110,47 @@ text = "Anmelden: {{code}}"
     CHECK(channel::selectTemplate(app, "nl", "verify", used).text == builtins.at("de.verify").text);
     CHECK(used == "de");
     CHECK(channel::selectTemplate(app, "fr", "verify", used).text == builtins.at("fr.verify").text);
+}
+
+TEST_CASE("built-in templates say 1 minute and 2 minutes in every shipped language", "[render]") {
+    // What one minute and two minutes read as, in the text and the HTML part.
+    const std::map<std::string, std::pair<std::string, std::string>> expected = {
+        {"en", {"in 1 minute.", "in 2 minutes."}},
+        {"de", {"1 Minute gültig", "2 Minuten gültig"}},
+        {"fr", {"dans 1 minute.", "dans 2 minutes."}},
+        {"es", {"en 1 minuto.", "en 2 minutos."}},
+    };
+    for (const auto& [key, t] : config::builtinTemplates()) {
+        const std::string locale = key.substr(0, key.find('.'));
+        INFO(key);
+        REQUIRE(expected.count(locale) == 1);
+        const auto& [one, two] = expected.at(locale);
+        for (const std::string* part : {&t.text, &t.html}) {
+            const channel::RenderValues v1{"123456", "Shop", 1, locale};
+            const channel::RenderValues v2{"123456", "Shop", 2, locale};
+            CHECK(channel::renderTemplate(*part, v1, part == &t.html).find(one) != std::string::npos);
+            CHECK(channel::renderTemplate(*part, v2, part == &t.html).find(two) != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("plural forms follow the locale's rule", "[render]") {
+    const std::string text = "{{minutes}} {{minutes|ONE|OTHER}}";
+    auto render = [&](long minutes, std::string_view locale) {
+        return channel::renderTemplate(text, channel::RenderValues{"1", "a", minutes, locale}, false);
+    };
+    CHECK(render(1, "en") == "1 ONE");
+    CHECK(render(0, "en") == "0 OTHER");
+    CHECK(render(21, "en") == "21 OTHER");
+    // French counts 0 with 1; Portuguese too, except in Portugal.
+    CHECK(render(0, "fr") == "0 ONE");
+    CHECK(render(2, "fr-CA") == "2 OTHER");
+    CHECK(render(0, "pt-BR") == "0 ONE");
+    CHECK(render(0, "pt-PT") == "0 OTHER");
+    CHECK(render(1, "de") == "1 ONE");
+    // The forms are template text: not escaped in HTML, unlike the values.
+    CHECK(channel::renderTemplate("{{minutes|<b>x</b>|y}} {{app}}", channel::RenderValues{"1", "<a>", 1, "en"}, true) ==
+          "<b>x</b> &lt;a&gt;");
 }
 
 TEST_CASE("outbox writes one private file per message", "[outbox]") {
