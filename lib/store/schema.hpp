@@ -451,12 +451,18 @@ inline constexpr const char* kSelectDeliveries =
     "FROM deliveries WHERE (?1 IS NULL OR request_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
     "ORDER BY id DESC LIMIT ?4";
 
-// A provider's later word on a message (WhatsApp webhook statuses). "read" may
-// arrive without "delivered", and late updates must not undo later ones: only
-// a newer timestamp replaces an older one.
+// A provider's later word on a message (WhatsApp webhook statuses). Statuses
+// only move forward, sent < delivered < read, and failed is final: "read" may
+// arrive without "delivered", and webhooks arrive out of order, often within
+// the same timestamp second, so the order of the statuses decides, not their
+// timestamps. A repeated status changes nothing.
+#define TF_STATUS_RANK(s) \
+    "(CASE " s " WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END)"
 inline constexpr const char* kUpdateDeliveryStatus =
     "UPDATE deliveries SET provider_status = ?2, provider_status_at = ?3, provider_error = ?4 "
-    "WHERE provider_message_id = ?1 AND provider_message_id <> '' AND provider_status_at <= ?3";
+    "WHERE provider_message_id = ?1 AND provider_message_id <> '' "
+    "AND " TF_STATUS_RANK("provider_status") " < " TF_STATUS_RANK("?2");
+#undef TF_STATUS_RANK
 
 inline constexpr const char* kSelectOptOut =
     "SELECT subject_hash, destination, created_at, source, reason FROM optouts WHERE subject_hash = ?1";

@@ -167,7 +167,9 @@ public:
     virtual void insertDeliveryAttempt(const otp::DeliveryAttempt& attempt) = 0;
     // Oldest first, at most query.limit rows (the newest ones when more match).
     [[nodiscard]] virtual std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& query) = 0;
-    // Returns whether a logged attempt carries that provider message id.
+    // Moves a logged attempt's provider status forward (sent < delivered <
+    // read; failed is final). Returns whether it did: false for an unknown
+    // message id, or a status not past the one recorded.
     virtual bool updateDeliveryStatus(const otp::ProviderStatus& status) = 0;
 
     [[nodiscard]] virtual std::optional<otp::OptOut> findOptOut(std::string_view subjectHash) = 0;

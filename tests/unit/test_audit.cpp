@@ -450,3 +450,50 @@ TEST_CASE_METHOD(Fixture, "retention prunes the head of the chain and it resumes
     CHECK_FALSE(v.ok);
     CHECK(v.reason.find("missing") != std::string::npos);
 }
+
+TEST_CASE_METHOD(Fixture, "provider statuses only move forward", "[audit][status]") {
+    // A delivery attempt with a provider message id, as the WhatsApp driver logs one.
+    otp::DeliveryAttempt a;
+    a.requestId = "r1";
+    a.app = "default";
+    a.channel = "whatsapp";
+    a.driver = "whatsapp-cloud";
+    a.send = 1;
+    a.attempt = 1;
+    a.at = clock.now();
+    a.outcome = "accepted";
+    a.providerMessageId = "wamid.1";
+    store::runSync(*real, [&](store::Transaction& t) { t.insertDeliveryAttempt(a); });
+    auto update = [&](const std::string& status, std::int64_t at) {
+        otp::ProviderStatus st;
+        st.providerMessageId = "wamid.1";
+        st.status = status;
+        st.at = at;
+        return store::runSync(*real, [&](store::Transaction& t) { return t.updateDeliveryStatus(st); });
+    };
+    auto current = [&] {
+        otp::DeliveryQuery q;
+        q.requestId = "r1";
+        const auto list = store::runSync(*real, [&](store::Transaction& t) { return t.findDeliveryAttempts(q); });
+        REQUIRE(list.size() == 1);
+        return list[0];
+    };
+    const std::int64_t t = clock.now();
+    CHECK(update("read", t));       // read may come without delivered
+    CHECK_FALSE(update("sent", t));  // a late sent in the same second
+    CHECK_FALSE(update("delivered", t + 5));  // a later timestamp does not make it newer news
+    CHECK_FALSE(update("read", t + 6));       // nor does a repetition
+    CHECK(current().providerStatus == "read");
+    CHECK(current().providerStatusAt == t);
+    CHECK(update("failed", t + 7));
+    CHECK_FALSE(update("read", t + 8));  // failed is final
+    CHECK_FALSE(update("sent", t + 9));
+    CHECK(current().providerStatus == "failed");
+    CHECK_FALSE(update("bogus", t + 10));
+    // An unknown message id changes nothing either.
+    otp::ProviderStatus st;
+    st.providerMessageId = "wamid.other";
+    st.status = "read";
+    st.at = t;
+    CHECK_FALSE(store::runSync(*real, [&](store::Transaction& t2) { return t2.updateDeliveryStatus(st); }));
+}
