@@ -1,7 +1,7 @@
 // twofactor: the command-line client of twofactord. Output on stdout is for
 // scripts (an id, a status); errors are one line on stderr; the exit code
 // says what happened (see twofactor(1)). Shared pieces: common.hpp; command
-// groups in files of their own: privacy.cpp (gdpr), maintenance.cpp (key, backup).
+// groups in files of their own: audit.cpp, privacy.cpp (gdpr), maintenance.cpp (key, backup).
 #include "build_config.h"
 #include "cli/common.hpp"
 #include "ipc/paths.hpp"
@@ -124,8 +124,6 @@ int main(int argc, char** argv) {
     calls->add_option("--until", cUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
     calls->add_option("--limit", cLimit, "at most this many calls, the newest (default 1000)");
 
-    std::string aSince, aUntil, aApp, aOutcome, aFrom, aTo;
-    int aLimit = 1000;
     auto* retention = app.add_subcommand("retention", "the retention purge (dpo, admin)");
     retention->require_subcommand(1);
     auto* retentionRun = retention->add_subcommand("run", "purge now what the retention periods allow; prints rows per category");
@@ -133,20 +131,7 @@ int main(int argc, char** argv) {
     retentionRun->add_flag("--dry-run", rDryRun, "only count what would be purged; delete nothing");
     auto* retentionStatus = retention->add_subcommand("status", "show the last run, the next scheduled run and rows purged");
 
-    auto* audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
-    audit->require_subcommand(1);
-    auto* auditList = audit->add_subcommand("list", "show audit records, oldest first");
-    auditList->add_option("--since", aSince, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    auditList->add_option("--until", aUntil, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    auditList->add_option("--app", aApp, "only records of this app");
-    auditList->add_option("--outcome", aOutcome, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
-    auditList->add_option("--limit", aLimit, "at most this many records (default 1000)");
-    auto* auditVerify = audit->add_subcommand("verify", "check the hash chain; exit 1 at the first broken record (admin)");
-    auto* auditExport = audit->add_subcommand("export", "print records as JSON lines, for investigations");
-    auditExport->add_option("--from", aFrom, "from this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-    auditExport->add_option("--to", aTo, "before this time: Unix seconds or YYYY-MM-DDTHH:MM:SSZ");
-
-    std::unique_ptr<CommandGroup> groups[] = {privacyCommands(), maintenanceCommands()};
+    std::unique_ptr<CommandGroup> groups[] = {auditCommands(), privacyCommands(), maintenanceCommands()};
     for (auto& group : groups) group->add(app);
 
     try {
@@ -254,58 +239,6 @@ int main(int argc, char** argv) {
         std::printf("last run  %s to %s (%s)\n", isoTime(out.value("lastStarted", std::int64_t{0})).c_str(),
                     isoTime(out.value("lastFinished", std::int64_t{0})).c_str(), str(out, "lastTrigger").c_str());
         printCounts(out["lastCounts"]);
-        return kOk;
-    }
-    if (*audit) {
-        const std::string command = *auditList ? "audit list" : *auditVerify ? "audit verify" : "audit export";
-        if (*auditVerify) {
-            if (int rc = call(g, command, "io.twofactor.Audit.Verify", json::object(), out); rc >= 0) return rc;
-            if (g.json) std::printf("%s\n", out.dump().c_str());
-            if (out.value("ok", false)) {
-                if (!g.json) {
-                    std::printf("ok %s records", str(out, "records").c_str());
-                    if (out.value("firstSeq", std::int64_t{1}) > 1)
-                        std::printf(" from seq %s (older ones pruned by retention)", str(out, "firstSeq").c_str());
-                    if (out.value("erased", std::int64_t{0}) > 0)
-                        std::printf(", %s with an erased subject", str(out, "erased").c_str());
-                    std::printf("\n");
-                }
-                return kOk;
-            }
-            if (!g.json) std::printf("broken at seq %s: %s\n", str(out, "firstBroken").c_str(), str(out, "reason").c_str());
-            return kRejected;
-        }
-        json p = json::object();
-        const auto times = *auditList ? std::vector<std::pair<std::string*, const char*>>{{&aSince, "since"}, {&aUntil, "until"}}
-                                      : std::vector<std::pair<std::string*, const char*>>{{&aFrom, "from"}, {&aTo, "to"}};
-        for (auto [text, key] : times) {
-            if (text->empty()) continue;
-            const auto t = parseTime(*text);
-            if (!t) {
-                std::fprintf(stderr, "twofactor %s: --%s: '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
-                             command.c_str(), key, text->c_str());
-                return kUsage;
-            }
-            p[key] = *t;
-        }
-        if (*auditList) {
-            p["limit"] = aLimit;
-            if (!aApp.empty()) p["app"] = aApp;
-            if (!aOutcome.empty()) p["outcome"] = aOutcome;
-        }
-        const char* method = *auditList ? "io.twofactor.Audit.List" : "io.twofactor.Audit.Export";
-        if (int rc = call(g, command, method, p, out); rc >= 0) return rc;
-        for (const auto& r : out["records"]) {
-            if (g.json || *auditExport) {
-                std::printf("%s\n", r.dump().c_str());  // JSON lines
-                continue;
-            }
-            std::printf("%6s  %s  %-17s %-22s %-8s uid %-6s %-24s %s\n", str(r, "seq").c_str(),
-                        isoTime(r.value("time", std::int64_t{0})).c_str(), str(r, "event").c_str(),
-                        str(r, "outcome").c_str(), r.contains("app") ? str(r, "app").c_str() : "-",
-                        r.contains("uid") ? str(r, "uid").c_str() : "-",
-                        r.contains("requestId") ? str(r, "requestId").c_str() : "-", str(r, "detail").c_str());
-        }
         return kOk;
     }
     if (*calls) {

@@ -183,13 +183,28 @@ void OtpService::auditList(AuditQuery query, Reply<std::vector<AuditRecord>> rep
                   });
 }
 
-void OtpService::auditVerify(Reply<AuditVerification> reply) {
+void OtpService::auditVerify(Reply<AuditVerification> reply, std::optional<AuditCheckpoint> checkpoint) {
     auto result = std::make_shared<AuditVerification>();
-    store_.submit([this, result](store::Transaction& t) { *result = verifyAuditChain(t, auditKey_); },
+    store_.submit([this, result, checkpoint](store::Transaction& t) { *result = verifyAuditChain(t, auditKey_, checkpoint); },
                   [result, reply](std::exception_ptr e) {
                       if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
                       reply(std::move(*result));
                   });
+}
+
+void OtpService::auditCheckpoint(Reply<AuditCheckpoint> reply) {
+    auto result = std::make_shared<AuditCheckpoint>();
+    store_.submit([result](store::Transaction& t) { *result = otp::auditCheckpoint(t); },
+                  [result, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
+                      reply(std::move(*result));
+                  });
+}
+
+std::optional<AuditRecord> OtpService::sealLegacyAuditAnchor() {
+    return store::runSync(store_, [this](store::Transaction& t) {
+        return otp::sealLegacyAuditAnchor(t, auditKey_, clock_.now());
+    });
 }
 
 SendKeys OtpService::sendKeys(const std::string& app, const std::string& subjectHash,

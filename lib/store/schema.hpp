@@ -232,6 +232,16 @@ INSERT OR IGNORE INTO apps (name, first_seen, removed_at)
     SELECT app, 0, NULL FROM subject_failures GROUP BY app;
 DROP INDEX requests_by_subject_only;
 )sql",
+    // 12: tamper evidence. Each retention cut of the audit log seals the
+    // anchor it leaves with the audit key (lib/otp/audit.hpp); an anchor cut
+    // before this has no seal, and is marked 'legacy' for the daemon to seal as
+    // found on its next start, in the open (an "audit-anchor" record). The
+    // genesis anchor needs none.
+    R"sql(
+ALTER TABLE audit_gate ADD COLUMN anchor_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE audit_gate ADD COLUMN anchor_seal TEXT NOT NULL DEFAULT '';
+UPDATE audit_gate SET anchor_seal = 'legacy' WHERE anchor_seq > 0;
+)sql",
 };
 
 inline constexpr const char* kInsertRetentionRun =
@@ -309,11 +319,17 @@ inline constexpr PurgeSql kPurge[] = {
 
 // Audit pruning: the oldest records after the anchor (?1 anchor seq, ?2 limit).
 inline constexpr const char* kSelectAuditHead = "SELECT seq, at, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2";
-inline constexpr const char* kSelectAuditAnchor = "SELECT anchor_seq, anchor_hash FROM audit_gate WHERE id = 1";
+inline constexpr const char* kSelectAuditAnchor =
+    "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1";
 inline constexpr const char* kOpenAuditGate = "UPDATE audit_gate SET prune_before = ?1 WHERE id = 1";
 inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE seq <= ?1";
 inline constexpr const char* kCloseAuditGate =
-    "UPDATE audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2 WHERE id = 1";
+    "UPDATE audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2, anchor_at = ?3, anchor_seal = ?4 "
+    "WHERE id = 1";
+// ?1 seq, ?2 hash: only the legacy anchor still there; ?3 at, ?4 seal
+inline constexpr const char* kSealLegacyAnchor =
+    "UPDATE audit_gate SET anchor_at = ?3, anchor_seal = ?4 WHERE id = 1 AND anchor_seq = ?1 AND anchor_hash = ?2 "
+    "AND anchor_seal = 'legacy'";
 
 // Apps in the configuration over time.
 inline constexpr const char* kSelectApps = "SELECT name, removed_at FROM apps";

@@ -83,6 +83,10 @@ struct RetentionPolicy {
     std::int64_t deliveryLogs = 90 * 86400;
     std::int64_t authMetadata = 365 * 86400;
     std::int64_t removedApps = 30 * 86400;
+    // Seals the anchor each cut of the audit log leaves (otp::auditAnchorSeal).
+    // Without it, or while the current anchor's seal does not verify, no audit
+    // record is pruned: a cut must neither be unsealed nor launder a forged one.
+    const SecretBytes* auditKey = nullptr;
 };
 
 // GDPR (issue 5): what is held about one data subject, found by the keyed
