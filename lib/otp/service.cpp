@@ -3,6 +3,7 @@
 #include "channel/render.hpp"
 #include "otp/code.hpp"
 #include "otp/destination.hpp"
+#include "otp/recipient.hpp"
 #include "util/crypto.hpp"
 #include "util/log.hpp"
 
@@ -526,6 +527,9 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
     a.errorClass = result.errorClass;
     a.error = result.error;
     a.ambiguous = result.ambiguous;
+    const DeliveryRecipient to = deliveryRecipient(config_, r.app, result.driver);
+    a.provider = to.provider;
+    a.region = to.region;
     store_.submit([a](store::Transaction& t) { t.insertDeliveryAttempt(a); },
                   [id = r.id](std::exception_ptr e) {
                       if (e) log::error("the delivery log of request " + id + " could not be written");

@@ -236,11 +236,15 @@ DROP INDEX requests_by_subject_only;
     // anchor it leaves with the audit key (lib/otp/audit.hpp); an anchor cut
     // before this has no seal, and is marked 'legacy' for the daemon to seal as
     // found on its next start, in the open (an "audit-anchor" record). The
-    // genesis anchor needs none.
+    // genesis anchor needs none. Deliveries record who each attempt handed
+    // the address to (provider, region), so that a GDPR answer names the
+    // recipients that received it, whatever the configuration says later.
     R"sql(
 ALTER TABLE audit_gate ADD COLUMN anchor_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE audit_gate ADD COLUMN anchor_seal TEXT NOT NULL DEFAULT '';
 UPDATE audit_gate SET anchor_seal = 'legacy' WHERE anchor_seq > 0;
+ALTER TABLE deliveries ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN region TEXT NOT NULL DEFAULT '';
 )sql",
 };
 
@@ -361,8 +365,8 @@ inline constexpr const char* kSelectFallbackRequests =
 #undef TF_REQUEST_COLUMNS
 inline constexpr const char* kSelectRequestDeliveries =
     "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
-    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
-    "FROM deliveries WHERE request_id = ?1 ORDER BY id";
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error, "
+    "provider, region FROM deliveries WHERE request_id = ?1 ORDER BY id";
 inline constexpr const char* kSelectSubjectAudit =
     "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
     "subject_commit FROM audit WHERE subject = ?1 AND subject <> '' ORDER BY seq";
@@ -407,6 +411,10 @@ inline constexpr const char* kInsertPrivacyRequest =
 inline constexpr const char* kSelectOpenPrivacyRequest =
     "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
     "WHERE kind = ?1 AND subject_hash = ?2 AND completed IS NULL ORDER BY received, id LIMIT 1";
+// A subject's own entries (GDPR Art. 15: the register holds their data too).
+inline constexpr const char* kSelectSubjectPrivacyRequests =
+    "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
+    "WHERE subject_hash = ?1 ORDER BY received, id";
 inline constexpr const char* kCompletePrivacyRequest = "UPDATE privacy_requests SET completed = ?2 WHERE id = ?1";
 // ?1 open only (0/1), ?2 overdue at or NULL, ?3 limit: oldest received first
 inline constexpr const char* kListPrivacyRequests =
@@ -456,15 +464,15 @@ inline constexpr const char* kDeleteSubjectFailures =
 
 inline constexpr const char* kInsertDelivery =
     "INSERT INTO deliveries (request_id, app, channel, driver, send_no, attempt_no, at, outcome, "
-    "provider_message_id, status_code, duration_ms, error_class, error, ambiguous) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    "provider_message_id, status_code, duration_ms, error_class, error, ambiguous, provider, region) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 // ?1 request id or NULL, ?2 since or NULL, ?3 until or NULL, ?4 limit. The
 // newest rows that match, returned oldest first by the caller's reversal.
 inline constexpr const char* kSelectDeliveries =
     "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
-    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
-    "FROM deliveries WHERE (?1 IS NULL OR request_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error, "
+    "provider, region FROM deliveries WHERE (?1 IS NULL OR request_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
     "ORDER BY id DESC LIMIT ?4";
 
 // A provider's later word on a message (WhatsApp webhook statuses). Statuses

@@ -337,7 +337,14 @@ public:
                 for (const auto& r : *list) {
                     s.reset();
                     s.bind(1, r.id);
-                    while (s.step()) d.deliveries.push_back(readDelivery(s));
+                    while (s.step()) {
+                        auto a = readDelivery(s);
+                        // Of a request the subject was only the email fallback of, only
+                        // the email attempts went to them; the others went to another
+                        // subject's number.
+                        if (list == &d.fallbackRequests && a.channel != "email") continue;
+                        d.deliveries.push_back(std::move(a));
+                    }
                 }
         }
         {
@@ -430,6 +437,14 @@ public:
         s.bind(1, id);
         s.bind(2, at);
         s.step();
+    }
+
+    std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) override {
+        Statement s(db_, sql::kSelectSubjectPrivacyRequests);
+        s.bind(1, subjectHash);
+        std::vector<PrivacyRequest> out;
+        while (s.step()) out.push_back(readPrivacyRequest(s));
+        return out;
     }
 
     std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& q) override {
@@ -658,6 +673,8 @@ public:
         s.bind(12, a.errorClass);
         s.bind(13, a.error);
         s.bind(14, a.ambiguous ? 1 : 0);
+        s.bind(15, a.provider);
+        s.bind(16, a.region);
         s.step();
     }
 
@@ -788,6 +805,8 @@ private:
         a.providerStatus = s.text(15);
         a.providerStatusAt = s.integer(16);
         a.providerError = s.text(17);
+        a.provider = s.text(18);
+        a.region = s.text(19);
         return a;
     }
 

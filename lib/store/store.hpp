@@ -104,7 +104,7 @@ struct SubjectFailureRecord {
 struct SubjectData {
     std::vector<otp::OtpRequest> requests;         // subject_hash = the subject's
     std::vector<otp::OtpRequest> fallbackRequests;  // the subject's address was another request's email fallback
-    std::vector<otp::DeliveryAttempt> deliveries;   // of all those requests, oldest first
+    std::vector<otp::DeliveryAttempt> deliveries;   // of all those requests (of fallback ones: email only), oldest first
     std::vector<otp::AuditRecord> audit;            // records naming the subject
     std::optional<otp::OptOut> optOut;
     std::vector<SubjectFailureRecord> failures;
@@ -214,6 +214,8 @@ public:
                                                                               std::string_view subjectHash) = 0;
     virtual void completePrivacyRequest(std::int64_t id, std::int64_t at) = 0;
     [[nodiscard]] virtual std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& query) = 0;
+    // Every register entry about one subject, oldest received first.
+    [[nodiscard]] virtual std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) = 0;
 };
 
 // ---- Maintenance (issue 5): how a key rotation and a backup end ----

@@ -118,6 +118,9 @@ public:
     std::vector<store::PrivacyRequest> listPrivacyRequests(const store::PrivacyRequestQuery& q) override {
         return t_.listPrivacyRequests(q);
     }
+    std::vector<store::PrivacyRequest> subjectPrivacyRequests(std::string_view h) override {
+        return t_.subjectPrivacyRequests(h);
+    }
 
 private:
     store::Transaction& t_;
