@@ -125,6 +125,7 @@ public:
     // The exit code when one of the group's commands was chosen, else -1.
     virtual int run(const Globals& g) = 0;
 };
+std::unique_ptr<CommandGroup> auditCommands();        // audit (audit.cpp)
 std::unique_ptr<CommandGroup> privacyCommands();      // gdpr (privacy.cpp)
 std::unique_ptr<CommandGroup> maintenanceCommands();  // key, backup (maintenance.cpp)
 

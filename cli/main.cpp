@@ -1,7 +1,7 @@
 // twofactor: the command-line client of twofactord. Output on stdout is for
 // scripts (an id, a status); errors are one line on stderr; the exit code
 // says what happened (see twofactor(1)). Shared pieces: common.hpp; command
-// groups in files of their own: privacy.cpp (gdpr), maintenance.cpp (key, backup).
+// groups in files of their own: audit.cpp, privacy.cpp (gdpr), maintenance.cpp (key, backup).
 #include "build_config.h"
 #include "cli/common.hpp"
 #include "ipc/paths.hpp"
@@ -232,8 +232,6 @@ int run(int argc, char** argv, const Selection& pick) {
         calls->add_option("--limit", cLimit, "at most this many calls, the newest (default 1000)");
     }
 
-    std::string aSince, aUntil, aApp, aOutcome, aFrom, aTo;
-    int aLimit = 1000;
     bool rDryRun = false;
     CLI::App *retention = nullptr, *retentionRun = nullptr;
     if (pick.wants("retention")) {
@@ -244,23 +242,7 @@ int run(int argc, char** argv, const Selection& pick) {
         retention->add_subcommand("status", "show the last run, the next scheduled run and rows purged");
     }
 
-    CLI::App *audit = nullptr, *auditList = nullptr, *auditVerify = nullptr, *auditExport = nullptr;
-    if (pick.wants("audit")) {
-        audit = app.add_subcommand("audit", "the audit log (dpo, admin)");
-        audit->require_subcommand(1);
-        auditList = audit->add_subcommand("list", "show audit records, oldest first");
-        auditList->add_option("--since", aSince, std::string("from this time: ") + kTimeForms);
-        auditList->add_option("--until", aUntil, std::string("before this time: ") + kTimeForms);
-        auditList->add_option("--app", aApp, "only records of this app");
-        auditList->add_option("--outcome", aOutcome, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
-        auditList->add_option("--limit", aLimit, "at most this many records, the newest (default 1000)");
-        auditVerify = audit->add_subcommand("verify", "check the hash chain; exit 1 at the first broken record (admin)");
-        auditExport = audit->add_subcommand("export", "print records as JSON lines, for investigations");
-        auditExport->add_option("--from", aFrom, std::string("from this time: ") + kTimeForms);
-        auditExport->add_option("--to", aTo, std::string("before this time: ") + kTimeForms);
-    }
-
-    std::unique_ptr<CommandGroup> groups[] = {privacyCommands(), maintenanceCommands()};
+    std::unique_ptr<CommandGroup> groups[] = {auditCommands(), privacyCommands(), maintenanceCommands()};
     for (auto& group : groups) group->add(app, pick);
 
     try {
@@ -377,56 +359,6 @@ int run(int argc, char** argv, const Selection& pick) {
         std::printf("last run  %s to %s (%s)\n", isoTime(out.value("lastStarted", std::int64_t{0})).c_str(),
                     isoTime(out.value("lastFinished", std::int64_t{0})).c_str(), str(out, "lastTrigger").c_str());
         printCounts(out["lastCounts"]);
-        return kOk;
-    }
-    if (chosen(audit)) {
-        const std::string command = *auditList ? "audit list" : *auditVerify ? "audit verify" : "audit export";
-        if (*auditVerify) {
-            if (int rc = call(g, command, "io.twofactor.Audit.Verify", json::object(), out); rc >= 0) return rc;
-            if (g.json) std::printf("%s\n", out.dump().c_str());
-            if (out.value("ok", false)) {
-                if (!g.json) {
-                    std::printf("ok %s records", str(out, "records").c_str());
-                    if (out.value("firstSeq", std::int64_t{1}) > 1)
-                        std::printf(" from seq %s (older ones pruned by retention)", str(out, "firstSeq").c_str());
-                    if (out.value("erased", std::int64_t{0}) > 0)
-                        std::printf(", %s with an erased subject", str(out, "erased").c_str());
-                    std::printf("\n");
-                }
-                return kOk;
-            }
-            if (!g.json) std::printf("broken at seq %s: %s\n", str(out, "firstBroken").c_str(), str(out, "reason").c_str());
-            return kRejected;
-        }
-        json p = json::object();
-        const bool timesOk = *auditList ? addTime(command, "--since", aSince, "since", p) &&
-                                              addTime(command, "--until", aUntil, "until", p)
-                                        : addTime(command, "--from", aFrom, "from", p) && addTime(command, "--to", aTo, "to", p);
-        if (!timesOk) return kUsage;
-        if (*auditList) {
-            p["limit"] = aLimit;
-            if (!aApp.empty()) p["app"] = aApp;
-            if (!aOutcome.empty()) p["outcome"] = aOutcome;
-        }
-        const char* method = *auditList ? "io.twofactor.Audit.List" : "io.twofactor.Audit.Export";
-        if (int rc = call(g, command, method, p, out); rc >= 0) return rc;
-        if (g.json || *auditExport) {
-            for (const auto& r : out["records"]) std::printf("%s\n", r.dump().c_str());  // JSON lines
-            return kOk;
-        }
-        // Columns as wide as their widest value (at least the usual width),
-        // so a long outcome or app name does not shift the columns after it.
-        auto field = [](const json& r, const char* key) { return r.contains(key) ? str(r, key) : "-"; };
-        static const char* const kColumns[] = {"seq", "event", "outcome", "app", "uid", "requestId"};
-        int width[] = {6, 17, 22, 8, 6, 24};
-        for (const auto& r : out["records"])
-            for (std::size_t i = 0; i < std::size(kColumns); ++i)
-                width[i] = std::max(width[i], static_cast<int>(field(r, kColumns[i]).size()));
-        for (const auto& r : out["records"])
-            std::printf("%*s  %s  %-*s %-*s %-*s uid %-*s %-*s %s\n", width[0], field(r, "seq").c_str(),
-                        isoTime(r.value("time", std::int64_t{0})).c_str(), width[1], field(r, "event").c_str(), width[2],
-                        field(r, "outcome").c_str(), width[3], field(r, "app").c_str(), width[4],
-                        field(r, "uid").c_str(), width[5], field(r, "requestId").c_str(), str(r, "detail").c_str());
         return kOk;
     }
     if (chosen(calls)) {

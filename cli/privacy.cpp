@@ -158,6 +158,13 @@ private:
         if (out.value("empty", false))
             std::fprintf(stderr, "twofactor %s: nothing is held about that subject; the document says so\n",
                          command.c_str());
+        const json& controller = out["document"]["context"]["controller"];
+        if (!controller.is_object() || !controller.value("name", json()).is_string() ||
+            !controller.value("contact", json()).is_string())
+            std::fprintf(stderr,
+                         "twofactor %s: warning: the export does not name the controller or how to reach them: set "
+                         "[privacy] controller and contact in twofactord.toml (GDPR Art. 13(1)(a), 15)\n",
+                         command.c_str());
         if (output_.empty()) {
             std::fwrite(text.data(), 1, text.size(), stdout);
             return kOk;

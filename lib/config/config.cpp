@@ -93,7 +93,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "retention", "apps"});
+                      "webhook", "retention", "privacy", "apps"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -145,6 +145,19 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     if (const toml::node* n = root.get("retention")) {
         readRetention(reader, reader.table(*n, "retention"), config.retention);
+    }
+    if (const toml::node* n = root.get("privacy")) {
+        const toml::table& t = reader.table(*n, "privacy");
+        reader.allowOnly(t, "privacy", {"controller", "contact", "dpo"});
+        for (auto [key, out] : {std::pair{"controller", &config.privacy.controller},
+                                std::pair{"contact", &config.privacy.contact}, std::pair{"dpo", &config.privacy.dpo}}) {
+            const toml::node* v = t.get(key);
+            if (v == nullptr) continue;
+            const std::string name = std::string("privacy.") + key;
+            *out = reader.string(*v, name);
+            if (!validUtf8(*out)) reader.fail(*v, name, "must be valid UTF-8");
+            if (auto problem = privacyTextProblem(*out)) reader.fail(*v, name, *problem);
+        }
     }
 
     const toml::node* appsNode = root.get("apps");

@@ -1,6 +1,7 @@
 // twofactord's configuration: the TOML file, or the embedded default when there is none.
 #pragma once
 
+#include "config/privacy.hpp"
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -256,6 +257,7 @@ struct Config {
     Whatsapp whatsapp;  // [whatsapp]
     Webhook webhook;    // [webhook]
     Retention retention;  // [retention]
+    Privacy privacy;      // [privacy]
 
     std::map<std::string, App> apps;  // [apps.NAME]
 };

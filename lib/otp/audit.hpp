@@ -26,7 +26,8 @@ struct AuditRecord {
     std::int64_t at = 0;   // Unix seconds
     std::string app;       // empty when not about one app
     std::string event;     // send, resend, verify, cancel, optout-add, optout-remove, permission-denied, config-load,
-                           // key-rotation, backup, gdpr-export|delete|rectify|restrict|unrestrict|object|register
+                           // key-rotation, backup, gdpr-export|delete|rectify|restrict|unrestrict|object|register,
+                           // audit-anchor
     std::int64_t uid = -1;  // the peer's uid; -1 when not a peer's call (webhook, daemon)
     std::string outcome;    // success, approved, rejected, failure, refused:<scope>, denied
     std::string requestId;  // empty when none
@@ -47,10 +48,31 @@ struct AuditRecord {
 };
 
 // The first record kept after the oldest were pruned by retention: the chain
-// resumes from the last pruned record's seq and hash.
+// resumes from the last pruned record's seq and hash. Each retention cut
+// writes a new anchor sealed with the audit key, so that someone holding only
+// the database key cannot cut the head of the chain and write an anchor that
+// verifies. The genesis anchor (seq 0) needs no seal: it claims that nothing
+// was cut, which record 1 proves or disproves by itself.
 struct AuditAnchor {
     std::int64_t seq = 0;
     std::string hash;  // kAuditGenesis when nothing was pruned
+    std::int64_t at = 0;  // when the cut that wrote it ran (Unix seconds)
+    std::string seal;     // hex HMAC-SHA256(audit key, canonical anchor); kAuditLegacySeal, or empty
+};
+
+// What migration 12 put in the seal of an anchor written before anchors were
+// sealed. The daemon seals such an anchor as it finds it once, on its next
+// start, and records that in the chain ("audit-anchor"), so the adoption is
+// visible; see sealLegacyAuditAnchor.
+inline constexpr const char* kAuditLegacySeal = "legacy";
+
+// The chain head for safekeeping outside the daemon (twofactor audit
+// checkpoint): with it, a later verification proves that no record up to seq
+// was removed, even from the end of the chain, which the chain alone cannot.
+struct AuditCheckpoint {
+    std::int64_t seq = 0;
+    std::string hash;
+    std::int64_t at = 0;  // the record's time
 };
 
 // prev_hash of the first record.
@@ -77,6 +99,9 @@ public:
     [[nodiscard]] virtual std::vector<AuditRecord> findAuditRecords(const AuditQuery& query) = 0;
     // Where the chain starts (after retention pruned its head).
     [[nodiscard]] virtual AuditAnchor auditAnchor() = 0;
+    // Seals an anchor marked kAuditLegacySeal, if it is still the one given
+    // (seq and hash); returns whether it was.
+    virtual bool sealLegacyAuditAnchor(const AuditAnchor& sealed) = 0;
 };
 
 // Thrown when an audit record cannot be written. The work item that tried to
@@ -89,9 +114,28 @@ struct AuditWriteError : std::runtime_error {
 [[nodiscard]] std::string canonicalAuditRecord(const AuditRecord& r);
 [[nodiscard]] std::string auditRecordHash(const SecretBytes& key, const AuditRecord& r);
 
+// The unambiguous byte string an anchor's seal covers, and the seal.
+[[nodiscard]] std::string canonicalAuditAnchor(const AuditAnchor& a);
+[[nodiscard]] std::string auditAnchorSeal(const SecretBytes& key, const AuditAnchor& a);
+// The genesis anchor, or one whose seal matches.
+[[nodiscard]] bool auditAnchorValid(const SecretBytes& key, const AuditAnchor& a);
+
 // Fills seq, prevHash and hash from the chain's tail and appends the record.
 // Any failure is rethrown as AuditWriteError. Returns the record as stored.
 AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord record);
+
+// On the daemon's start: seals an anchor migrated from before anchors were
+// sealed and appends an "audit-anchor" record saying so. Returns that record,
+// or nothing when the anchor needed no adoption.
+std::optional<AuditRecord> sealLegacyAuditAnchor(AuditStore& store, const SecretBytes& key, std::int64_t now);
+
+// How a checkpoint compared with the chain.
+enum class CheckpointMatch {
+    None,     // no checkpoint given
+    Matched,  // the record at the checkpoint's seq is there, with its hash and time
+    Pruned,   // older than the anchor: cut by retention, under a sealed anchor
+    Failed,   // missing or different: see reason
+};
 
 struct AuditVerification {
     bool ok = true;
@@ -100,10 +144,18 @@ struct AuditVerification {
     std::int64_t prunedBefore = 0;           // records before this seq were pruned by retention
     std::optional<std::int64_t> firstBroken;  // seq of the first record that does not verify
     std::string reason;
+    bool anchorSealed = true;   // false: the anchor's seal is missing or forged (ok is false then)
+    std::int64_t lastSeq = 0;   // the chain's head: its last record, or the anchor when none is left
+    CheckpointMatch checkpoint = CheckpointMatch::None;
 };
 
-// Walks the whole chain from its anchor (seq 1 unless pruned), in pages, and reports the first broken link.
-// Removing records from the end cannot be seen from the chain alone.
-[[nodiscard]] AuditVerification verifyAuditChain(AuditStore& store, const SecretBytes& key);
+// Walks the whole chain from its anchor (seq 1 unless pruned), in pages, and reports the first broken link,
+// or an anchor whose seal does not verify. Removing records from the end cannot be seen from the chain
+// alone: given a checkpoint taken earlier, it also checks that the record it names is still there, unchanged.
+[[nodiscard]] AuditVerification verifyAuditChain(AuditStore& store, const SecretBytes& key,
+                                                 const std::optional<AuditCheckpoint>& checkpoint = std::nullopt);
+
+// The chain's head now: its last record, or the anchor when retention left none.
+[[nodiscard]] AuditCheckpoint auditCheckpoint(AuditStore& store);
 
 }  // namespace twofactor::otp

@@ -79,6 +79,11 @@ struct DeliveryAttempt {
     std::string providerStatus;
     std::int64_t providerStatusAt = 0;
     std::string providerError;
+    // Who the attempt handed the address to, as configured when it was made
+    // (lib/otp/recipient.hpp): "aws-ses", "meta", the SMTP relay's host, or
+    // "outbox"; "" for attempts logged before this was recorded.
+    std::string provider;
+    std::string region;  // the AWS region SES (or its SMTP interface) was used in; "" otherwise
 };
 
 // A send still to be delivered, as the store keeps it so that delivery outlives

@@ -3,6 +3,7 @@
 #include "channel/render.hpp"
 #include "otp/code.hpp"
 #include "otp/destination.hpp"
+#include "otp/recipient.hpp"
 #include "util/crypto.hpp"
 #include "util/log.hpp"
 
@@ -208,13 +209,28 @@ void OtpService::auditList(AuditQuery query, Reply<std::vector<AuditRecord>> rep
                   });
 }
 
-void OtpService::auditVerify(Reply<AuditVerification> reply) {
+void OtpService::auditVerify(Reply<AuditVerification> reply, std::optional<AuditCheckpoint> checkpoint) {
     auto result = std::make_shared<AuditVerification>();
-    store_.submit([this, result](store::Transaction& t) { *result = verifyAuditChain(t, auditKey_); },
+    store_.submit([this, result, checkpoint](store::Transaction& t) { *result = verifyAuditChain(t, auditKey_, checkpoint); },
                   [result, reply](std::exception_ptr e) {
                       if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
                       reply(std::move(*result));
                   });
+}
+
+void OtpService::auditCheckpoint(Reply<AuditCheckpoint> reply) {
+    auto result = std::make_shared<AuditCheckpoint>();
+    store_.submit([result](store::Transaction& t) { *result = otp::auditCheckpoint(t); },
+                  [result, reply](std::exception_ptr e) {
+                      if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
+                      reply(std::move(*result));
+                  });
+}
+
+std::optional<AuditRecord> OtpService::sealLegacyAuditAnchor() {
+    return store::runSync(store_, [this](store::Transaction& t) {
+        return otp::sealLegacyAuditAnchor(t, auditKey_, clock_.now());
+    });
 }
 
 SendKeys OtpService::sendKeys(const std::string& app, const std::string& subjectHash,
@@ -578,6 +594,9 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
     a.errorClass = result.errorClass;
     a.error = result.error;
     a.ambiguous = result.ambiguous;
+    const DeliveryRecipient to = deliveryRecipient(config_, r.app, result.driver);
+    a.provider = to.provider;
+    a.region = to.region;
     // The job follows the try in the same work item: accepted ends it, a
     // retry records the attempt count and when the next is due (the lease
     // runs on to a little after it), so both survive a restart.

@@ -140,7 +140,16 @@ public:
     void audit(AuditRecord record, Reply<AuditRecord> reply);
     // Oldest first; limit 1 .. 100000.
     void auditList(AuditQuery query, Reply<std::vector<AuditRecord>> reply);
-    void auditVerify(Reply<AuditVerification> reply);
+    // With a checkpoint (taken earlier by auditCheckpoint and kept outside the
+    // daemon), also proves that no record up to it was cut.
+    void auditVerify(Reply<AuditVerification> reply, std::optional<AuditCheckpoint> checkpoint = std::nullopt);
+    void auditCheckpoint(Reply<AuditCheckpoint> reply);
+    // Seals an audit anchor migrated from before anchors were sealed, recording
+    // that in the chain. Blocks until committed: for the daemon's start.
+    std::optional<AuditRecord> sealLegacyAuditAnchor();
+    // Lets a retention purge seal the anchor each cut of the audit log leaves,
+    // without the audit key leaving the service's keeping.
+    void sealRetention(store::RetentionPolicy& policy) const { policy.auditKey = &auditKey_; }
 
     // hex HMAC of a normalised destination under the subject key: how stored
     // requests are found without the destination being a lookup key.

@@ -2,6 +2,7 @@
 
 #include "channel/outbox.hpp"
 #include "otp/destination.hpp"
+#include "otp/recipient.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 namespace twofactor::privacy {
 
@@ -55,13 +57,16 @@ std::string awsRegionCountry(const std::string& region) {
     return it == kCountries.end() ? "AWS region " + region : it->second + " (AWS region " + region + ")";
 }
 
-// The host of a URL like smtp://relay.example.org:587.
-std::string urlHost(const std::string& url) {
-    auto start = url.find("://");
-    start = start == std::string::npos ? 0 : start + 3;
-    auto end = url.find_first_of(":/", start);
-    return url.substr(start, end == std::string::npos ? std::string::npos : end - start);
+using otp::urlHost;
+
+json privacyRequestJson(const store::PrivacyRequest& r) {
+    json j = {{"id", r.id},       {"kind", r.kind},  {"received", r.received},
+              {"due", r.due},     {"completed", isoOrNull(r.completed)}};
+    if (!r.note.empty()) j["note"] = r.note;
+    return j;
 }
+
+json optionalText(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 
 json requestJson(const otp::OtpRequest& r, std::int64_t now) {
     json j = {{"id", r.id},
@@ -103,6 +108,11 @@ SubjectService::SubjectService(const config::Config& config, otp::OtpService& se
     std::set<std::string> regions;
     for (const auto& [name, app] : config.apps) regions.insert(app.defaultRegion);
     if (regions.size() == 1) phoneRegion_ = *regions.begin();
+    // An export must name the controller (Art. 13(1)(a), 15); refusing it would
+    // keep the subject from the rest of their answer, so say so instead.
+    if (config.privacy.controller.empty() || config.privacy.contact.empty())
+        log::warning("[privacy] controller and contact are not both set: GDPR subject exports will not say who the "
+                     "controller is or how to reach them (see twofactord.toml(5))");
 }
 
 std::variant<SubjectService::Subject, otp::Failure> SubjectService::parseSubject(const std::string& text,
@@ -165,17 +175,22 @@ std::int64_t SubjectService::completeRequest(store::Transaction& t, const std::s
     return t.insertPrivacyRequest(r);
 }
 
-std::string SubjectService::recipientName(const std::string& driver) const {
+// Names and countries from what an attempt recorded (provider, region), not
+// from the configuration now, which may have changed since.
+std::string SubjectService::recipientName(const std::string& driver, const std::string& provider,
+                                          const std::string& region) const {
     if (driver == "ses") return "Amazon Web Services EMEA SARL (Amazon SES)";
-    if (driver == "smtp") return "SMTP relay " + urlHost(config_.smtp.url);
+    if (driver == "smtp")
+        return "SMTP relay " + provider + (region.empty() ? "" : " (Amazon SES SMTP interface)");
     if (driver == "whatsapp") return "Meta Platforms Ireland Ltd. (WhatsApp Business Cloud API)";
     return driver;
 }
 
-std::string SubjectService::recipientCountry(const std::string& driver) const {
-    if (driver == "ses") return awsRegionCountry(config_.ses.region);
+std::string SubjectService::recipientCountry(const std::string& driver, const std::string& provider,
+                                             const std::string& region) const {
+    if (driver == "ses" || (driver == "smtp" && !region.empty())) return awsRegionCountry(region);
     if (driver == "whatsapp") return "Ireland; transfers to the United States (EU-US Data Privacy Framework)";
-    if (driver == "smtp") return "where the relay " + urlHost(config_.smtp.url) + " is operated";
+    if (driver == "smtp") return "where the relay " + provider + " is operated";
     return "";
 }
 
@@ -192,40 +207,48 @@ std::int64_t SubjectService::removeOutboxMessages(const std::vector<std::string>
 }
 
 std::vector<Recipient> SubjectService::recipientsOf(const std::vector<otp::DeliveryAttempt>& deliveries) const {
-    std::map<std::string, Recipient> byDriver;
+    std::map<std::tuple<std::string, std::string, std::string>, Recipient> byProvider;
     for (const auto& a : deliveries) {
         if (a.driver == "outbox") continue;  // stays on this host
+        // An attempt logged before providers were recorded: the configuration
+        // now is the best that is known.
+        const otp::DeliveryRecipient to =
+            a.provider.empty() ? otp::deliveryRecipient(config_, a.app, a.driver) : otp::DeliveryRecipient{a.provider, a.region};
         // Every attempt handed the address over, accepted or not.
-        auto& r = byDriver[a.driver];
+        auto& r = byProvider[{a.driver, to.provider, to.region}];
         r.driver = a.driver;
+        r.provider = to.provider;
+        r.region = to.region;
+        r.channel = a.channel;
         if (!a.providerMessageId.empty() &&
             std::find(r.messageIds.begin(), r.messageIds.end(), a.providerMessageId) == r.messageIds.end())
             r.messageIds.push_back(a.providerMessageId);
     }
     std::vector<Recipient> out;
-    for (auto& [driver, r] : byDriver) {
-        r.name = recipientName(driver);
-        r.country = recipientCountry(driver);
+    for (auto& [key, r] : byProvider) {
+        r.name = recipientName(r.driver, r.provider, r.region);
+        r.country = recipientCountry(r.driver, r.provider, r.region);
         out.push_back(std::move(r));
     }
     return out;
 }
 
-json SubjectService::article15Context() const {
-    std::set<std::string> drivers;
-    for (const auto& [channel, driver] : config_.drivers) drivers.insert(driver);
+json SubjectService::article15Context(const std::vector<Recipient>& received) const {
     json recipients = json::array();
-    for (const auto& d : drivers) {
-        if (d == "outbox") continue;
-        recipients.push_back({{"name", recipientName(d)},
-                              {"country", recipientCountry(d)},
-                              {"receives", d == "whatsapp" ? "your phone number and the code message, to deliver it"
-                                                           : "your email address and the code message, to deliver it"}});
+    for (const auto& rc : received) {
+        json j = {{"name", rc.name},
+                  {"country", rc.country},
+                  {"receives", rc.channel == "whatsapp" ? "your phone number and the code message, to deliver it"
+                                                        : "your email address and the code message, to deliver it"}};
+        if (!rc.region.empty()) j["region"] = rc.region;
+        recipients.push_back(std::move(j));
     }
     const auto days = [](std::int64_t seconds) { return seconds / 86400; };
     const auto& r = config_.retention;
+    const auto& p = config_.privacy;
     return {
-        {"controller", "the operator of this twofactor service"},
+        {"controller",
+         {{"name", optionalText(p.controller)}, {"contact", optionalText(p.contact)}, {"dpo", optionalText(p.dpo)}}},
         {"purposes",
          json::array({"sending one-time passwords you asked for and checking them (the service you use)",
                       "preventing abuse: rate limits and fraud detection from IP addresses and device details "
@@ -290,6 +313,9 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
                 optOut = {{"since", d.optOut->createdAt}, {"source", d.optOut->source}, {"reason", d.optOut->reason}};
             result->empty = d.empty();
             result->registerId = completeRequest(t, "export", subject.hash, ctx, result->empty ? "nothing held" : "");
+            // The register's entries about the subject, this export's included.
+            json privacyRequests = json::array();
+            for (const auto& pr : t.subjectPrivacyRequests(subject.hash)) privacyRequests.push_back(privacyRequestJson(pr));
             result->document = {
                 {"format", "twofactor-subject-export/1"},
                 {"generatedAt", now},
@@ -304,8 +330,9 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
                   {"deliveries", deliveries},
                   {"authenticationEvents", auth},
                   {"optOut", optOut},
-                  {"verificationFailures", failures}}},
-                {"context", article15Context()},
+                  {"verificationFailures", failures},
+                  {"privacyRequests", privacyRequests}}},
+                {"context", article15Context(recipientsOf(d.deliveries))},
             };
             service_.record(t, service_.auditRecord("gdpr-export", "", ctx.uid, "success", "", "",
                                                     std::to_string(d.requests.size()) + " request(s)"));

@@ -32,7 +32,10 @@ inline constexpr const char* kRequestKinds[] = {"export", "delete", "rectify", "
 struct Recipient {
     std::string name;     // "Amazon Web Services (Amazon SES)", ...
     std::string driver;   // ses, smtp, whatsapp
-    std::string country;  // where it processes, as far as the configuration tells
+    std::string provider;  // as recorded with the attempts: "aws-ses", "meta", the SMTP relay's host
+    std::string region;    // the AWS region the attempts used; "" when none
+    std::string channel;   // email or whatsapp: what it received
+    std::string country;  // where it processes, from the recorded region
     std::vector<std::string> messageIds;  // the provider's ids of the messages it accepted
 };
 
@@ -85,9 +88,10 @@ public:
                          Reply<store::PrivacyRequest> reply);
     void listRequests(store::PrivacyRequestQuery query, Reply<std::vector<store::PrivacyRequest>> reply);
 
-    // The Art. 15 context of an export: purposes, categories, recipients and
-    // their countries, retention periods, rights, complaint, source, automated decisions.
-    [[nodiscard]] nlohmann::json article15Context() const;
+    // The Art. 15 context of an export: the controller ([privacy]), purposes,
+    // categories, the recipients that received the subject's data and their
+    // countries, retention periods, rights, complaint, source, automated decisions.
+    [[nodiscard]] nlohmann::json article15Context(const std::vector<Recipient>& recipients) const;
 
 private:
     struct Subject {
@@ -113,8 +117,10 @@ private:
                                  const RequestContext& ctx, const std::string& note) const;
     std::int64_t removeOutboxMessages(const std::vector<std::string>& names) const;
     [[nodiscard]] std::vector<Recipient> recipientsOf(const std::vector<otp::DeliveryAttempt>& deliveries) const;
-    [[nodiscard]] std::string recipientName(const std::string& driver) const;
-    [[nodiscard]] std::string recipientCountry(const std::string& driver) const;
+    [[nodiscard]] std::string recipientName(const std::string& driver, const std::string& provider,
+                                            const std::string& region) const;
+    [[nodiscard]] std::string recipientCountry(const std::string& driver, const std::string& provider,
+                                               const std::string& region) const;
 
     const config::Config& config_;
     otp::OtpService& service_;

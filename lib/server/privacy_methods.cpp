@@ -75,11 +75,14 @@ void Server::addPrivacyMethods() {
                                                std::to_string(res->counts.requests) + " request(s))");
                                  answer(r, o, [erasedJson](const privacy::Erasure& res) {
                                      json recipients = json::array();
-                                     for (const auto& rc : res.recipients)
-                                         recipients.push_back({{"name", rc.name},
-                                                               {"provider", rc.driver},
-                                                               {"country", rc.country},
-                                                               {"messageIds", rc.messageIds}});
+                                     for (const auto& rc : res.recipients) {
+                                         json j = {{"name", rc.name},
+                                                   {"provider", rc.driver},
+                                                   {"country", rc.country},
+                                                   {"messageIds", rc.messageIds}};
+                                         if (!rc.region.empty()) j["region"] = rc.region;
+                                         recipients.push_back(std::move(j));
+                                     }
                                      return json{{"erased", erasedJson(res.counts)},
                                                  {"outboxMessages", res.outboxMessages},
                                                  {"recipients", recipients},

@@ -623,13 +623,31 @@ void Server::buildMethodTable() {
         log::info("uid " + std::to_string(peer.uid) + " exported the audit log");
         service_->auditList(std::move(q), auditReply(r));
     });
-    add("io.twofactor.Audit.Verify", Access::Admin, [this](const Peer&, const json&, Respond r) {
+    add("io.twofactor.Audit.Verify", Access::Admin, [this](const Peer&, const json& p, Respond r) {
+        std::optional<otp::AuditCheckpoint> checkpoint;
+        if (const auto it = p.find("checkpoint"); it != p.end() && !it->is_null())
+            checkpoint = otp::AuditCheckpoint{it->at("seq").get<std::int64_t>(), it->at("hash").get<std::string>(),
+                                              it->at("time").get<std::int64_t>()};
         service_->auditVerify([this, r = onIo(r)](otp::Outcome<otp::AuditVerification> o) {
             answer(r, o, [](const otp::AuditVerification& v) {
-                json out = {{"ok", v.ok}, {"records", v.records}, {"erased", v.erased}, {"firstSeq", v.prunedBefore}};
+                json out = {{"ok", v.ok},           {"records", v.records},          {"erased", v.erased},
+                            {"firstSeq", v.prunedBefore}, {"lastSeq", v.lastSeq}, {"anchorSealed", v.anchorSealed}};
                 if (v.firstBroken) out["firstBroken"] = *v.firstBroken;
                 if (!v.reason.empty()) out["reason"] = v.reason;
+                switch (v.checkpoint) {
+                    case otp::CheckpointMatch::None: break;
+                    case otp::CheckpointMatch::Matched: out["checkpoint"] = "matched"; break;
+                    case otp::CheckpointMatch::Pruned: out["checkpoint"] = "pruned"; break;
+                    case otp::CheckpointMatch::Failed: out["checkpoint"] = "failed"; break;
+                }
                 return out;
+            });
+        }, std::move(checkpoint));
+    });
+    add("io.twofactor.Audit.Checkpoint", Access::Dpo, [this](const Peer&, const json&, Respond r) {
+        service_->auditCheckpoint([this, r = onIo(r)](otp::Outcome<otp::AuditCheckpoint> o) {
+            answer(r, o, [](const otp::AuditCheckpoint& c) {
+                return json{{"checkpoint", {{"seq", c.seq}, {"hash", c.hash}, {"time", c.at}}}};
             });
         });
     });
@@ -689,6 +707,7 @@ bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done
             policy.deliveryLogs = config_.retention.deliveryLogs;
             policy.authMetadata = config_.retention.authenticationMetadata;
             policy.removedApps = config_.retention.removedApps;
+            service_->sealRetention(policy);
             run.counts = store::purge(*store_, run.started, policy, config_.retention.batchSize, dryRun, progress);
             run.finished = clock_->now();
             if (!dryRun) store::runSync(*store_, [&](store::Transaction& t) { t.insertRetentionRun(run); });
@@ -822,6 +841,10 @@ void Server::recordStart() {
     for (const auto& name : removed)
         log::info("app '" + name + "' is no longer configured; its data will be purged " +
                   std::to_string(config_.retention.removedApps / 86400) + " days from now");
+
+    if (const auto adopted = service_->sealLegacyAuditAnchor())
+        log::warning("the audit log's anchor, left by a retention cut before anchors were sealed, is now sealed as "
+                     "found (audit record " + std::to_string(adopted->seq) + ")");
 
     otp::AuditRecord rec;
     rec.event = "config-load";

@@ -263,6 +263,20 @@ CREATE TABLE delivery_jobs (
 CREATE INDEX delivery_jobs_due ON delivery_jobs (due_at);
 CREATE INDEX delivery_jobs_by_holder ON delivery_jobs (holder) WHERE holder <> '';
 )sql",
+    // 12: tamper evidence. Each retention cut of the audit log seals the
+    // anchor it leaves with the audit key (lib/otp/audit.hpp); an anchor cut
+    // before this has no seal, and is marked 'legacy' for the daemon to seal as
+    // found on its next start, in the open (an "audit-anchor" record). The
+    // genesis anchor needs none. Deliveries record who each attempt handed
+    // the address to (provider, region), so that a GDPR answer names the
+    // recipients that received it, whatever the configuration says later.
+    R"sql(
+ALTER TABLE audit_gate ADD COLUMN anchor_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE audit_gate ADD COLUMN anchor_seal TEXT NOT NULL DEFAULT '';
+UPDATE audit_gate SET anchor_seal = 'legacy' WHERE anchor_seq > 0;
+ALTER TABLE deliveries ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN region TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
@@ -380,11 +394,17 @@ inline constexpr PurgeSql kPurge[] = {
 
 // Audit pruning: the oldest records after the anchor (?1 anchor seq, ?2 limit).
 inline constexpr const char* kSelectAuditHead = "SELECT seq, at, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2";
-inline constexpr const char* kSelectAuditAnchor = "SELECT anchor_seq, anchor_hash FROM audit_gate WHERE id = 1";
+inline constexpr const char* kSelectAuditAnchor =
+    "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1";
 inline constexpr const char* kOpenAuditGate = "UPDATE audit_gate SET prune_before = ?1 WHERE id = 1";
 inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE seq <= ?1";
 inline constexpr const char* kCloseAuditGate =
-    "UPDATE audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2 WHERE id = 1";
+    "UPDATE audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2, anchor_at = ?3, anchor_seal = ?4 "
+    "WHERE id = 1";
+// ?1 seq, ?2 hash: only the legacy anchor still there; ?3 at, ?4 seal
+inline constexpr const char* kSealLegacyAnchor =
+    "UPDATE audit_gate SET anchor_at = ?3, anchor_seal = ?4 WHERE id = 1 AND anchor_seq = ?1 AND anchor_hash = ?2 "
+    "AND anchor_seal = 'legacy'";
 
 // Apps in the configuration over time.
 inline constexpr const char* kSelectApps = "SELECT name, removed_at FROM apps";
@@ -416,8 +436,8 @@ inline constexpr const char* kSelectFallbackRequests =
 #undef TF_REQUEST_COLUMNS
 inline constexpr const char* kSelectRequestDeliveries =
     "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
-    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
-    "FROM deliveries WHERE request_id = ?1 ORDER BY id";
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error, "
+    "provider, region FROM deliveries WHERE request_id = ?1 ORDER BY id";
 inline constexpr const char* kSelectSubjectAudit =
     "SELECT seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, "
     "subject_commit FROM audit WHERE subject = ?1 AND subject <> '' ORDER BY seq";
@@ -464,6 +484,10 @@ inline constexpr const char* kInsertPrivacyRequest =
 inline constexpr const char* kSelectOpenPrivacyRequest =
     "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
     "WHERE kind = ?1 AND subject_hash = ?2 AND completed IS NULL ORDER BY received, id LIMIT 1";
+// A subject's own entries (GDPR Art. 15: the register holds their data too).
+inline constexpr const char* kSelectSubjectPrivacyRequests =
+    "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
+    "WHERE subject_hash = ?1 ORDER BY received, id";
 inline constexpr const char* kCompletePrivacyRequest = "UPDATE privacy_requests SET completed = ?2 WHERE id = ?1";
 // ?1 open only (0/1), ?2 overdue at or NULL, ?3 limit: the newest received,
 // returned oldest first by the caller's reversal.
@@ -528,30 +552,36 @@ inline constexpr const char* kDeleteSubjectFailures =
 
 inline constexpr const char* kInsertDelivery =
     "INSERT INTO deliveries (request_id, app, channel, driver, send_no, attempt_no, at, outcome, "
-    "provider_message_id, status_code, duration_ms, error_class, error, ambiguous) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    "provider_message_id, status_code, duration_ms, error_class, error, ambiguous, provider, region) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 // ?1 unused, ?2 since or NULL, ?3 until or NULL, ?4 limit. The newest rows
 // that match, returned oldest first by the caller's reversal.
 inline constexpr const char* kSelectDeliveries =
     "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
-    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
-    "FROM deliveries WHERE (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error, "
+    "provider, region FROM deliveries WHERE (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
     "ORDER BY id DESC LIMIT ?4";
 // The same for one request (?1): through deliveries_by_request, not a walk
 // back from the newest attempt until the request's turn up.
 inline constexpr const char* kSelectDeliveriesOfRequest =
     "SELECT id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, "
-    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error "
-    "FROM deliveries WHERE request_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
+    "status_code, duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error, "
+    "provider, region FROM deliveries WHERE request_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) "
     "ORDER BY id DESC LIMIT ?4";
 
-// A provider's later word on a message (WhatsApp webhook statuses). "read" may
-// arrive without "delivered", and late updates must not undo later ones: only
-// a newer timestamp replaces an older one.
+// A provider's later word on a message (WhatsApp webhook statuses). Statuses
+// only move forward, sent < delivered < read, and failed is final: "read" may
+// arrive without "delivered", and webhooks arrive out of order, often within
+// the same timestamp second, so the order of the statuses decides, not their
+// timestamps. A repeated status changes nothing.
+#define TF_STATUS_RANK(s) \
+    "(CASE " s " WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END)"
 inline constexpr const char* kUpdateDeliveryStatus =
     "UPDATE deliveries SET provider_status = ?2, provider_status_at = ?3, provider_error = ?4 "
-    "WHERE provider_message_id = ?1 AND provider_message_id <> '' AND provider_status_at <= ?3";
+    "WHERE provider_message_id = ?1 AND provider_message_id <> '' "
+    "AND " TF_STATUS_RANK("provider_status") " < " TF_STATUS_RANK("?2");
+#undef TF_STATUS_RANK
 
 inline constexpr const char* kSelectOptOut =
     "SELECT subject_hash, destination, created_at, source, reason FROM optouts WHERE subject_hash = ?1";

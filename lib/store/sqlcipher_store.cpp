@@ -174,7 +174,7 @@ public:
             case PurgeKind::AuditRecords: cutoff = now - policy.authMetadata; break;
             case PurgeKind::RemovedApps: cutoff = now - policy.removedApps; break;
         }
-        if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit);
+        if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit, policy.auditKey, now);
         const auto i = static_cast<std::size_t>(kind);
         std::int64_t total = 0;
         for (std::size_t k = 0; k < 4; ++k) {
@@ -200,9 +200,17 @@ public:
     }
 
     // Deletes the oldest audit records older than the cutoff, from the head of
-    // the chain only, and moves the anchor the chain resumes from.
-    std::int64_t pruneAudit(std::int64_t cutoff, int limit) {
+    // the chain only, and moves the anchor the chain resumes from, sealed.
+    std::int64_t pruneAudit(std::int64_t cutoff, int limit, const SecretBytes* key, std::int64_t now) {
+        if (key == nullptr) return 0;
         const otp::AuditAnchor anchor = auditAnchor();
+        if (!otp::auditAnchorValid(*key, anchor)) {
+            if (!anchorWarned_)
+                log::warning("audit records are not pruned: the audit log's anchor is not sealed, or its seal does not "
+                             "verify (see twofactor audit verify)");
+            anchorWarned_ = true;
+            return 0;
+        }
         Statement head(db_, sql::kSelectAuditHead);
         head.bind(1, anchor.seq);
         head.bind(2, limit);
@@ -224,21 +232,37 @@ public:
         del.bind(1, lastSeq);
         del.step();
         const std::int64_t deleted = sqlite3_changes(db_);
+        otp::AuditAnchor next{lastSeq, lastHash, now, ""};
+        next.seal = otp::auditAnchorSeal(*key, next);
         Statement close(db_, sql::kCloseAuditGate);
-        close.bind(1, lastSeq);
-        close.bind(2, lastHash);
+        close.bind(1, next.seq);
+        close.bind(2, next.hash);
+        close.bind(3, next.at);
+        close.bind(4, next.seal);
         close.step();
         return deleted;
     }
 
     otp::AuditAnchor auditAnchor() override {
         Statement s(db_, sql::kSelectAuditAnchor);
-        otp::AuditAnchor a{0, otp::kAuditGenesis};
+        otp::AuditAnchor a{0, otp::kAuditGenesis, 0, ""};
         if (s.step()) {
             a.seq = s.integer(0);
             a.hash = s.text(1);
+            a.at = s.integer(2);
+            a.seal = s.text(3);
         }
         return a;
+    }
+
+    bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override {
+        Statement s(db_, sql::kSealLegacyAnchor);
+        s.bind(1, a.seq);
+        s.bind(2, a.hash);
+        s.bind(3, a.at);
+        s.bind(4, a.seal);
+        s.step();
+        return sqlite3_changes(db_) > 0;
     }
 
     std::vector<std::string> syncApps(const std::vector<std::string>& configured, std::int64_t now) override {
@@ -324,7 +348,14 @@ public:
                 for (const auto& r : *list) {
                     s.reset();
                     s.bind(1, r.id);
-                    while (s.step()) d.deliveries.push_back(readDelivery(s));
+                    while (s.step()) {
+                        auto a = readDelivery(s);
+                        // Of a request the subject was only the email fallback of, only
+                        // the email attempts went to them; the others went to another
+                        // subject's number.
+                        if (list == &d.fallbackRequests && a.channel != "email") continue;
+                        d.deliveries.push_back(std::move(a));
+                    }
                 }
         }
         {
@@ -417,6 +448,14 @@ public:
         s.bind(1, id);
         s.bind(2, at);
         s.step();
+    }
+
+    std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) override {
+        Statement s(db_, sql::kSelectSubjectPrivacyRequests);
+        s.bind(1, subjectHash);
+        std::vector<PrivacyRequest> out;
+        while (s.step()) out.push_back(readPrivacyRequest(s));
+        return out;
     }
 
     std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& q) override {
@@ -778,6 +817,8 @@ public:
         s.bind(12, a.errorClass);
         s.bind(13, a.error);
         s.bind(14, a.ambiguous ? 1 : 0);
+        s.bind(15, a.provider);
+        s.bind(16, a.region);
         s.step();
     }
 
@@ -908,6 +949,8 @@ private:
         a.providerStatus = s.text(15);
         a.providerStatusAt = s.integer(16);
         a.providerError = s.text(17);
+        a.provider = s.text(18);
+        a.region = s.text(19);
         return a;
     }
 
@@ -988,6 +1031,7 @@ private:
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
         countFraud_, fraudSeen_, putFraud_, insertCall_, selectCalls_;
+    bool anchorWarned_ = false;  // the unsealed-anchor warning is logged once per connection
 };
 
 class SqlcipherStore final : public Store {

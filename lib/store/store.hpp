@@ -83,6 +83,10 @@ struct RetentionPolicy {
     std::int64_t deliveryLogs = 90 * 86400;
     std::int64_t authMetadata = 365 * 86400;
     std::int64_t removedApps = 30 * 86400;
+    // Seals the anchor each cut of the audit log leaves (otp::auditAnchorSeal).
+    // Without it, or while the current anchor's seal does not verify, no audit
+    // record is pruned: a cut must neither be unsealed nor launder a forged one.
+    const SecretBytes* auditKey = nullptr;
 };
 
 // GDPR (issue 5): what is held about one data subject, found by the keyed
@@ -100,7 +104,7 @@ struct SubjectFailureRecord {
 struct SubjectData {
     std::vector<otp::OtpRequest> requests;         // subject_hash = the subject's
     std::vector<otp::OtpRequest> fallbackRequests;  // the subject's address was another request's email fallback
-    std::vector<otp::DeliveryAttempt> deliveries;   // of all those requests, oldest first
+    std::vector<otp::DeliveryAttempt> deliveries;   // of all those requests (of fallback ones: email only), oldest first
     std::vector<otp::AuditRecord> audit;            // records naming the subject
     std::optional<otp::OptOut> optOut;
     std::vector<SubjectFailureRecord> failures;
@@ -168,7 +172,9 @@ public:
     virtual void insertDeliveryAttempt(const otp::DeliveryAttempt& attempt) = 0;
     // Oldest first, at most query.limit rows (the newest ones when more match).
     [[nodiscard]] virtual std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& query) = 0;
-    // Returns whether a logged attempt carries that provider message id.
+    // Moves a logged attempt's provider status forward (sent < delivered <
+    // read; failed is final). Returns whether it did: false for an unknown
+    // message id, or a status not past the one recorded.
     virtual bool updateDeliveryStatus(const otp::ProviderStatus& status) = 0;
 
     // Delivery jobs: outcomes a store with many writers can give as well, each
@@ -238,6 +244,8 @@ public:
                                                                               std::string_view subjectHash) = 0;
     virtual void completePrivacyRequest(std::int64_t id, std::int64_t at) = 0;
     [[nodiscard]] virtual std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& query) = 0;
+    // Every register entry about one subject, oldest received first.
+    [[nodiscard]] virtual std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) = 0;
 };
 
 // ---- Maintenance (issue 5): how a key rotation and a backup end ----

@@ -45,8 +45,14 @@ phone_number_id = "106540352242922"
 token_file = "{root}/wa-token"
 timeout = 3
 
+[privacy]
+controller = "Example Shop GmbH, Hauptstr. 1, 10115 Berlin"
+contact = "privacy@example.org"
+dpo = "dpo@example.org"
+
 [apps.shop]
 channels = ["email", "whatsapp"]
+fallback_to_email = true
 [apps.shop.rate_limits]
 resend_cooldown = 0
 [apps.shop.whatsapp_templates]
@@ -64,7 +70,7 @@ class Gdpr(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="twofactor-gdpr-")
         cls.glog = os.path.join(cls.tmp, "graph.jsonl")
-        control = os.path.join(cls.tmp, "control.json")
+        control = cls.control = os.path.join(cls.tmp, "control.json")
         with open(control, "w") as f:
             json.dump({}, f)
         port_file = os.path.join(cls.tmp, "port")
@@ -105,12 +111,58 @@ class Gdpr(unittest.TestCase):
         self.assertIn(("verify", "approved"), events)
         self.assertFalse(doc["restricted"])
         ctx = doc["context"]
-        for key in ("purposes", "categories", "recipients", "retention", "rights", "complaint", "source",
-                    "automatedDecisions"):
+        for key in ("purposes", "categories", "retention", "rights", "complaint", "source", "automatedDecisions"):
             self.assertTrue(ctx[key], key)
-        self.assertIn("Meta", json.dumps(ctx["recipients"]))
+        # Recipients are those that received this subject's data: the outbox
+        # stays on this host, and nothing went to WhatsApp.
+        self.assertEqual(ctx["recipients"], [])
+        self.assertEqual(ctx["controller"], {"name": "Example Shop GmbH, Hauptstr. 1, 10115 Berlin",
+                                             "contact": "privacy@example.org", "dpo": "dpo@example.org"})
         self.assertIn("365 days", ctx["retention"]["authenticationMetadata"])
         self.assertNotIn(code, json.dumps(doc))
+
+    def test_recipients_of_a_phone_subject_and_of_an_email_fallback(self):
+        d = self.d
+        number = "+4915112355501"
+        with open(self.control + ".tmp", "w") as f:
+            json.dump({number: [131026]}, f)  # undeliverable on WhatsApp: falls back to email
+        os.replace(self.control + ".tmp", self.control)
+        try:
+            r = d.cli("--json", "send", "--app", "shop", "--to", number, "--fallback-email",
+                      "only.fallback@example.org")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rid = json.loads(r.stdout)["request"]["id"]
+        finally:
+            with open(self.control, "w") as f:
+                json.dump({}, f)
+        phone = self.export(number)
+        self.assertIn("Meta", json.dumps(phone["context"]["recipients"]))
+        # The fallback address only ever got an email: Meta got the number, not it.
+        fallback = self.export("only.fallback@example.org")
+        [req] = fallback["data"]["requestsWithYourFallbackEmail"]
+        self.assertEqual(req["id"], rid)
+        self.assertEqual([a["channel"] for a in fallback["data"]["deliveries"]], ["email"])
+        self.assertNotIn("Meta", json.dumps(fallback["context"]["recipients"]))
+        self.assertNotIn("whatsapp", json.dumps(fallback["data"]))
+        r = d.cli("--json", "gdpr", "delete", "--subject", "only.fallback@example.org", user=DPO)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["recipients"], [])
+
+    def test_export_holds_the_register_entries_of_the_subject(self):
+        d = self.d
+        d.send("registered@example.org", "shop")
+        r = self.gdpr("register", "--kind", "rectify", "--subject", "registered@example.org",
+                      "--note", "phone call", user=DPO)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = self.export("registered@example.org")
+        kinds = [(e["kind"], e.get("note"), e["completed"] is None) for e in doc["data"]["privacyRequests"]]
+        self.assertEqual(kinds, [("rectify", "phone call", True), ("export", None, False)])
+
+    def test_verify_by_address_says_why_nothing_matched(self):
+        r = self.d.cli("verify", "--app", "shop", "--to", "nobody.here@example.org", "--code", "123456")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "")
+        self.assertIn("no pending request for that app and destination", r.stderr)
 
     def test_export_file_is_private_and_never_overwritten_without_force(self):
         d = self.d
@@ -204,6 +256,8 @@ class Gdpr(unittest.TestCase):
         self.assertEqual(meta["messageIds"], [wamid])
 
         doc = self.export(number)
+        # The register keeps the requests themselves (accountability), and they are the subject's data.
+        self.assertEqual([e["kind"] for e in doc["data"].pop("privacyRequests")], ["delete", "export"])
         self.assertEqual(doc["data"], {"requests": [], "requestsWithYourFallbackEmail": [], "deliveries": [],
                                        "authenticationEvents": [], "optOut": None, "verificationFailures": []})
         self.assertEqual(d.cli("status", rid).returncode, 7)
@@ -319,7 +373,11 @@ class RetentionPolicies(unittest.TestCase):
                 d.send("other%d@example.org" % i, "keep")
             d.set_clock(T0 + 91 * DAY)
             self.assertEqual(d.cli("retention", "run").returncode, 0)
-            [req] = json.loads(d.cli("gdpr", "export", "--subject", "aging@example.org").stdout)["data"]["requests"]
+            r = d.cli("gdpr", "export", "--subject", "aging@example.org")
+            # No [privacy] in this configuration: the export says who is missing, not a placeholder.
+            self.assertIn("warning: the export does not name the controller", r.stderr)
+            self.assertIsNone(json.loads(r.stdout)["context"]["controller"]["name"])
+            [req] = json.loads(r.stdout)["data"]["requests"]
             self.assertIsNone(req["destination"])  # found by the keyed hash only
             self.assertNotIn("reference", req)
             self.assertEqual(req["status"], "approved")

@@ -45,6 +45,7 @@ EXPECTED = {
     "io.twofactor.Audit.List": {"dpo", "admin"},
     "io.twofactor.Audit.Export": {"dpo", "admin"},
     "io.twofactor.Audit.Verify": {"admin"},
+    "io.twofactor.Audit.Checkpoint": {"dpo", "admin"},
     "io.twofactor.Privacy.RetentionRun": {"dpo", "admin"},
     "io.twofactor.Privacy.RetentionStatus": {"dpo", "admin"},
     "io.twofactor.Privacy.SubjectExport": {"dpo", "admin"},

@@ -165,6 +165,27 @@ class Whatsapp(unittest.TestCase):
         text = self.d.cli("deliveries", rid).stdout
         self.assertIn("[read ", text)
 
+    def test_statuses_only_move_forward(self):
+        rid = self.d.send("+4915112340009", "shop")
+        wamid = attempts(self.d, rid)[0]["providerMessageId"]
+        status = lambda s, ts: self.envelope({"messaging_product": "whatsapp", "statuses": [
+            {"id": wamid, "status": s, "timestamp": str(ts), "recipient_id": "4915112340009"}]})
+        current = lambda: attempts(self.d, rid)[0].get("providerStatus")
+        self.assertEqual(self.post(status("read", 2000000100)), 200)
+        wait_for(lambda: current() == "read")
+        # Webhooks come out of order: a late "sent" or "delivered", even in the
+        # same second or a later one, does not undo "read". The store takes the
+        # updates in the order they were posted, before the listing below.
+        self.assertEqual(self.post(status("sent", 2000000100)), 200)
+        self.assertEqual(self.post(status("delivered", 2000000101)), 200)
+        self.assertEqual(current(), "read")
+        self.assertEqual(attempts(self.d, rid)[0]["providerStatusAt"], 2000000100)
+        # failed is final.
+        self.assertEqual(self.post(status("failed", 2000000102)), 200)
+        wait_for(lambda: current() == "failed")
+        self.assertEqual(self.post(status("read", 2000000103)), 200)
+        self.assertEqual(current(), "failed")
+
     def test_bad_signature_refused_and_ignored(self):
         before = self.d.cli("optout", "list").stdout
         self.assertEqual(self.post(self.inbound("+4915112340002", "STOP"), secret="wrong"), 401)

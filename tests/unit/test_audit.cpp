@@ -117,6 +117,7 @@ public:
     void insertRetentionRun(const store::RetentionRun& r) override { t_.insertRetentionRun(r); }
     std::optional<store::RetentionRun> lastRetentionRun() override { return t_.lastRetentionRun(); }
     otp::AuditAnchor auditAnchor() override { return t_.auditAnchor(); }
+    bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override { return t_.sealLegacyAuditAnchor(a); }
     std::vector<std::string> syncApps(const std::vector<std::string>& c, std::int64_t now) override {
         return t_.syncApps(c, now);
     }
@@ -138,6 +139,9 @@ public:
     void completePrivacyRequest(std::int64_t id, std::int64_t at) override { t_.completePrivacyRequest(id, at); }
     std::vector<store::PrivacyRequest> listPrivacyRequests(const store::PrivacyRequestQuery& q) override {
         return t_.listPrivacyRequests(q);
+    }
+    std::vector<store::PrivacyRequest> subjectPrivacyRequests(std::string_view h) override {
+        return t_.subjectPrivacyRequests(h);
     }
 
 private:
@@ -243,10 +247,24 @@ struct Fixture {
         REQUIRE(std::holds_alternative<std::vector<otp::AuditRecord>>(o));
         return std::get<std::vector<otp::AuditRecord>>(o);
     }
-    otp::AuditVerification verifyChain() {
-        auto o = wait<otp::AuditVerification>([&](auto cb) { service->auditVerify(cb); });
+    otp::AuditVerification verifyChain(std::optional<otp::AuditCheckpoint> checkpoint = std::nullopt) {
+        auto o = wait<otp::AuditVerification>([&](auto cb) { service->auditVerify(cb, checkpoint); });
         REQUIRE(std::holds_alternative<otp::AuditVerification>(o));
         return std::get<otp::AuditVerification>(o);
+    }
+    otp::AuditCheckpoint checkpoint() {
+        auto o = wait<otp::AuditCheckpoint>([&](auto cb) { service->auditCheckpoint(cb); });
+        REQUIRE(std::holds_alternative<otp::AuditCheckpoint>(o));
+        return std::get<otp::AuditCheckpoint>(o);
+    }
+    // A retention purge as the daemon runs it: the service lends the audit key for the anchor's seal.
+    store::PurgeCounts purge() {
+        store::RetentionPolicy policy;
+        service->sealRetention(policy);
+        return store::purge(*real, clock.now(), policy, 2, false);
+    }
+    otp::AuditAnchor anchor() {
+        return store::runSync(*real, [](store::Transaction& t) { return t.auditAnchor(); });
     }
     // A send and a right and a wrong verify: five records.
     std::string activity() {
@@ -456,11 +474,15 @@ TEST_CASE_METHOD(Fixture, "retention prunes the head of the chain and it resumes
     activity();  // 5 records at T
     clock.set(clock.now() + 400 * 86400);
     activity();  // 5 more, 400 days later
-    store::RetentionPolicy policy;
-    const auto counts = store::purge(*real, clock.now(), policy, 2, false);
+    // Without the audit key no cut can be sealed, so none is made.
+    CHECK(store::purge(*real, clock.now(), store::RetentionPolicy{}, 2, false).auditRecords == 0);
+    const auto counts = purge();
     CHECK(counts.auditRecords == 5);  // the first activity's records, more than a year old
     auto v = verifyChain();
     CHECK(v.ok);
+    CHECK(v.anchorSealed);
+    CHECK(anchor().seq == 5);
+    CHECK(anchor().seal.size() == 64);
     CHECK(v.prunedBefore == 6);
     CHECK(v.records == 5);
     // A pruned head is not a gap: a record deleted from the middle still is.
@@ -471,4 +493,208 @@ TEST_CASE_METHOD(Fixture, "retention prunes the head of the chain and it resumes
     v = verifyChain();
     CHECK_FALSE(v.ok);
     CHECK(v.reason.find("missing") != std::string::npos);
+}
+
+namespace {
+
+// What someone holding only the database key can do: cut the chain's head and
+// write an anchor that matches the first record kept, as the store would.
+void forgeHeadCut(Fixture& f, std::int64_t upTo, const std::string& seal) {
+    const auto kept = f.records();
+    std::string hash;
+    for (const auto& r : kept)
+        if (r.seq == upTo) hash = r.hash;
+    REQUIRE_FALSE(hash.empty());
+    f.close();
+    f.rawSql("UPDATE audit_gate SET prune_before = " + std::to_string(upTo) + "; DELETE FROM audit WHERE seq <= " +
+             std::to_string(upTo) + "; UPDATE audit_gate SET prune_before = 0, anchor_seq = " + std::to_string(upTo) +
+             ", anchor_hash = '" + hash + "', anchor_seal = '" + seal + "'");
+    f.open();
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "an anchor written with only the database key is reported", "[audit][seal]") {
+    activity();
+    REQUIRE(verifyChain().ok);
+    SECTION("without a seal") {
+        forgeHeadCut(*this, 2, "");
+        const auto v = verifyChain();
+        CHECK_FALSE(v.ok);
+        CHECK_FALSE(v.anchorSealed);
+        REQUIRE(v.firstBroken);
+        CHECK(*v.firstBroken == 3);
+        CHECK(v.reason.find("no seal") != std::string::npos);
+    }
+    SECTION("with a seal made up, or taken from an earlier cut") {
+        clock.set(clock.now() + 400 * 86400);
+        activity();  // records 6..10
+        REQUIRE(purge().auditRecords == 5);
+        const std::string earlierSeal = anchor().seal;  // genuine, for the cut at seq 5
+        forgeHeadCut(*this, 7, earlierSeal);
+        auto v = verifyChain();
+        CHECK_FALSE(v.ok);
+        CHECK_FALSE(v.anchorSealed);
+        CHECK(v.reason.find("seal does not verify") != std::string::npos);
+        forgeHeadCut(*this, 8, std::string(64, 'a'));
+        v = verifyChain();
+        CHECK_FALSE(v.ok);
+        CHECK(v.reason.find("seal does not verify") != std::string::npos);
+    }
+    SECTION("claiming the genesis anchor hides nothing") {
+        close();
+        rawSql("UPDATE audit_gate SET prune_before = 2; DELETE FROM audit WHERE seq <= 2; "
+               "UPDATE audit_gate SET prune_before = 0");
+        open();
+        const auto v = verifyChain();
+        CHECK_FALSE(v.ok);
+        CHECK(v.anchorSealed);
+        CHECK(v.reason.find("missing") != std::string::npos);
+    }
+}
+
+TEST_CASE_METHOD(Fixture, "retention does not cut on from a forged anchor", "[audit][seal][retention]") {
+    activity();
+    forgeHeadCut(*this, 2, "");
+    clock.set(clock.now() + 400 * 86400);
+    activity();
+    // Records 3..5 are old enough, but a sealed cut after them would launder the forgery.
+    CHECK(purge().auditRecords == 0);
+    CHECK(anchor().seq == 2);
+    CHECK(anchor().seal.empty());
+    CHECK_FALSE(verifyChain().ok);
+}
+
+TEST_CASE_METHOD(Fixture, "an anchor from before anchors were sealed is sealed once, in the open", "[audit][seal]") {
+    activity();
+    clock.set(clock.now() + 400 * 86400);
+    activity();
+    REQUIRE(purge().auditRecords == 5);
+    // What migration 12 leaves of an anchor cut by an earlier version.
+    close();
+    rawSql("UPDATE audit_gate SET anchor_seal = 'legacy', anchor_at = 0");
+    open();
+    auto v = verifyChain();
+    CHECK_FALSE(v.ok);
+    CHECK(v.reason.find("next start") != std::string::npos);
+    const auto adopted = service->sealLegacyAuditAnchor();
+    REQUIRE(adopted);
+    CHECK(adopted->event == "audit-anchor");
+    CHECK(adopted->seq == 11);
+    CHECK(adopted->detail.find("seq 5") != std::string::npos);
+    v = verifyChain();
+    CHECK(v.ok);
+    CHECK(v.records == 6);
+    CHECK(anchor().at == clock.now());
+    CHECK_FALSE(service->sealLegacyAuditAnchor());  // once only
+    // The genesis anchor of a store that never cut needs no adoption.
+    CHECK(otp::auditAnchorValid(crypto::randomSecret(32), otp::AuditAnchor{0, otp::kAuditGenesis, 0, ""}));
+    CHECK_FALSE(otp::auditAnchorValid(crypto::randomSecret(32), otp::AuditAnchor{0, std::string(64, 'f'), 0, ""}));
+}
+
+TEST_CASE_METHOD(Fixture, "a checkpoint proves that no record up to it was cut", "[audit][seal][checkpoint]") {
+    // An empty log's head is the genesis.
+    auto empty = checkpoint();
+    CHECK(empty.seq == 0);
+    CHECK(empty.hash == otp::kAuditGenesis);
+    CHECK(verifyChain(empty).checkpoint == otp::CheckpointMatch::Matched);
+
+    activity();
+    const auto cp = checkpoint();
+    const auto rs = records();
+    CHECK(cp.seq == 5);
+    CHECK(cp.hash == rs.back().hash);
+    CHECK(cp.at == rs.back().at);
+    clock.set(clock.now() + 3600);  // past the destination cooldown
+    activity();
+    auto v = verifyChain(cp);
+    CHECK(v.ok);
+    CHECK(v.checkpoint == otp::CheckpointMatch::Matched);
+    CHECK(v.lastSeq == 10);
+
+    SECTION("records cut from the end") {
+        close();
+        rawSql("UPDATE audit_gate SET prune_before = 10; DELETE FROM audit WHERE seq >= 4; "
+               "UPDATE audit_gate SET prune_before = 0");
+        open();
+        CHECK(verifyChain().ok);  // the chain alone cannot tell
+        v = verifyChain(cp);
+        CHECK_FALSE(v.ok);
+        CHECK(v.checkpoint == otp::CheckpointMatch::Failed);
+        REQUIRE(v.firstBroken);
+        CHECK(*v.firstBroken == 5);
+        CHECK(v.reason.find("cut from the end") != std::string::npos);
+        CHECK(v.reason.find("ends at seq 3") != std::string::npos);
+    }
+    SECTION("a checkpoint that does not match") {
+        auto other = cp;
+        other.hash = std::string(64, '0');
+        v = verifyChain(other);
+        CHECK_FALSE(v.ok);
+        CHECK(v.reason.find("does not match the checkpoint") != std::string::npos);
+        other = cp;
+        other.at += 1;
+        CHECK_FALSE(verifyChain(other).ok);
+    }
+    SECTION("records cut by retention, under a sealed anchor") {
+        clock.set(clock.now() + 400 * 86400);
+        activity();
+        REQUIRE(purge().auditRecords == 10);
+        v = verifyChain(cp);
+        CHECK(v.ok);
+        CHECK(v.checkpoint == otp::CheckpointMatch::Pruned);
+        auto atAnchor = cp;
+        atAnchor.seq = 10;
+        atAnchor.hash = anchor().hash;
+        CHECK(verifyChain(atAnchor).checkpoint == otp::CheckpointMatch::Matched);
+        atAnchor.hash = std::string(64, '1');
+        CHECK_FALSE(verifyChain(atAnchor).ok);
+    }
+}
+
+TEST_CASE_METHOD(Fixture, "provider statuses only move forward", "[audit][status]") {
+    // A delivery attempt with a provider message id, as the WhatsApp driver logs one.
+    otp::DeliveryAttempt a;
+    a.requestId = "r1";
+    a.app = "default";
+    a.channel = "whatsapp";
+    a.driver = "whatsapp-cloud";
+    a.send = 1;
+    a.attempt = 1;
+    a.at = clock.now();
+    a.outcome = "accepted";
+    a.providerMessageId = "wamid.1";
+    store::runSync(*real, [&](store::Transaction& t) { t.insertDeliveryAttempt(a); });
+    auto update = [&](const std::string& status, std::int64_t at) {
+        otp::ProviderStatus st;
+        st.providerMessageId = "wamid.1";
+        st.status = status;
+        st.at = at;
+        return store::runSync(*real, [&](store::Transaction& t) { return t.updateDeliveryStatus(st); });
+    };
+    auto current = [&] {
+        otp::DeliveryQuery q;
+        q.requestId = "r1";
+        const auto list = store::runSync(*real, [&](store::Transaction& t) { return t.findDeliveryAttempts(q); });
+        REQUIRE(list.size() == 1);
+        return list[0];
+    };
+    const std::int64_t t = clock.now();
+    CHECK(update("read", t));       // read may come without delivered
+    CHECK_FALSE(update("sent", t));  // a late sent in the same second
+    CHECK_FALSE(update("delivered", t + 5));  // a later timestamp does not make it newer news
+    CHECK_FALSE(update("read", t + 6));       // nor does a repetition
+    CHECK(current().providerStatus == "read");
+    CHECK(current().providerStatusAt == t);
+    CHECK(update("failed", t + 7));
+    CHECK_FALSE(update("read", t + 8));  // failed is final
+    CHECK_FALSE(update("sent", t + 9));
+    CHECK(current().providerStatus == "failed");
+    CHECK_FALSE(update("bogus", t + 10));
+    // An unknown message id changes nothing either.
+    otp::ProviderStatus st;
+    st.providerMessageId = "wamid.other";
+    st.status = "read";
+    st.at = t;
+    CHECK_FALSE(store::runSync(*real, [&](store::Transaction& t2) { return t2.updateDeliveryStatus(st); }));
 }

@@ -1827,3 +1827,21 @@ TEST_CASE("plural placeholders need as many forms as the locale's rule has", "[c
                   .empty());
     }
 }
+
+TEST_CASE("[privacy] names the controller; bad values are refused with the key", "[config][privacy]") {
+    const Config c = parse("[privacy]\ncontroller = \"Example GmbH, Hauptstr. 1, 10115 Berlin\"\n"
+                           "contact = \"privacy@example.org\"\ndpo = \"https://example.org/dpo\"\n" + kApp,
+                           kFile);
+    CHECK(c.privacy.controller == "Example GmbH, Hauptstr. 1, 10115 Berlin");
+    CHECK(c.privacy.contact == "privacy@example.org");
+    CHECK(c.privacy.dpo == "https://example.org/dpo");
+    CHECK(parse(kApp, kFile).privacy.controller.empty());
+    CHECK(errorOf("[privacy]\ndpo = \"dpo@localhost\"\n" + kApp).find("privacy.dpo: is not a valid email address") !=
+          std::string::npos);
+    CHECK(errorOf("[privacy]\ncontact = \"\"\n" + kApp).find("privacy.contact: must not be empty") != std::string::npos);
+    CHECK(errorOf("[privacy]\ncontroller = \"A\\nB\"\n" + kApp).find("privacy.controller: must be one line") !=
+          std::string::npos);
+    CHECK(errorOf("[privacy]\ncontroller = \"" + std::string(301, 'x') + "\"\n" + kApp).find("at most 300") !=
+          std::string::npos);
+    CHECK(errorOf("[privacy]\nowner = \"x\"\n" + kApp).find("privacy.owner") != std::string::npos);
+}
