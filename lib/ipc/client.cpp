@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -17,14 +18,24 @@ namespace twofactor::ipc {
 namespace {
 
 // The uid of the installed daemon's user (TWOFACTOR_DAEMON_USER), if it exists.
+// Read from /etc/passwd itself, not through NSS, which the static CLI cannot
+// load: the daemon's user is a system user (sysusers.d), always kept there.
 bool daemonUserUid(uid_t& out) {
+    std::FILE* f = std::fopen("/etc/passwd", "re");
+    if (f == nullptr) return false;
     std::vector<char> buf(16384);
     passwd pw{};
-    passwd* found = nullptr;
-    if (::getpwnam_r(TWOFACTOR_DAEMON_USER, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr)
-        return false;
-    out = pw.pw_uid;
-    return true;
+    passwd* entry = nullptr;
+    bool found = false;
+    while (::fgetpwent_r(f, &pw, buf.data(), buf.size(), &entry) == 0 && entry != nullptr) {
+        if (std::strcmp(entry->pw_name, TWOFACTOR_DAEMON_USER) == 0) {
+            out = entry->pw_uid;
+            found = true;
+            break;
+        }
+    }
+    std::fclose(f);
+    return found;
 }
 
 // Who may serve this CLI: root, the invoking user (a per-user daemon), or the
