@@ -314,9 +314,9 @@ inline constexpr const char* kRecordDeliveryRetry =
 inline constexpr const char* kFinishDeliveryJob =
     "DELETE FROM delivery_jobs WHERE request_id = ?1 AND send_no = ?2 AND holder = ?3";
 inline constexpr const char* kEndDeliveryJob = "DELETE FROM delivery_jobs WHERE request_id = ?1";
-// ?1 request or NULL, ?2 limit: soonest due first
+// ?1 limit: soonest due first (one request's job is kSelectDeliveryJob)
 inline constexpr const char* kListDeliveryJobs =
-    "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE (?1 IS NULL OR request_id = ?1) ORDER BY due_at LIMIT ?2";
+    "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs ORDER BY due_at LIMIT ?1";
 #undef TF_JOB_COLUMNS
 
 inline constexpr const char* kInsertRetentionRun =

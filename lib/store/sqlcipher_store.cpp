@@ -752,8 +752,7 @@ public:
 
     std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) override {
         auto& s = stmt(listJobs_, sql::kListDeliveryJobs);
-        s.bindNull(1);
-        s.bind(2, limit);
+        s.bind(1, limit);
         std::vector<otp::DeliveryJob> out;
         while (s.step()) out.push_back(readJob(s));
         s.reset();

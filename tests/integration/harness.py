@@ -187,7 +187,8 @@ class TapResult(unittest.TextTestResult):
 
     def _line(self, ok, test, note=""):
         self.n += 1
-        name = "%s.%s" % (type(test).__name__, test._testMethodName)
+        # A class or module fixture that failed reports as an _ErrorHolder, which has no method name.
+        name = "%s.%s" % (type(test).__name__, test._testMethodName) if hasattr(test, "_testMethodName") else str(test)
         print("%s %d - %s%s" % ("ok" if ok else "not ok", self.n, name, note), flush=True)
 
     def addSuccess(self, test):

@@ -134,13 +134,13 @@ class WithDaemon(unittest.TestCase):
         # Calls at one instant, read from a later one so the reads stay out.
         d.set_clock(T0 + 20)
         d.cli("status", "no-such-request")
-        d.cli("whoami")
-        d.cli("whoami")
+        d.cli("deliveries")  # logged; WhoAmI and introspection are not
+        d.cli("deliveries")
         d.set_clock(T0 + 30)
         calls = lambda n: [json.loads(l)["method"].rsplit(".", 1)[1] for l in
                            d.cli("--json", "calls", "--until", str(T0 + 30), "--limit", n).stdout.splitlines()]
-        self.assertEqual(calls("2"), ["WhoAmI", "WhoAmI"])
-        self.assertEqual(calls("3"), ["Status", "WhoAmI", "WhoAmI"])
+        self.assertEqual(calls("2"), ["Deliveries", "Deliveries"])
+        self.assertEqual(calls("3"), ["Status", "Deliveries", "Deliveries"])
         listed = [json.loads(l)["destination"] for l in d.cli("--json", "optout", "list", "--limit", "2").stdout.splitlines()]
         self.assertEqual(listed, ["+4915112345002", "+4915112345003"])
         for day in ("2027-01-01", "2027-01-05", "2027-01-10"):
