@@ -112,6 +112,11 @@ Failure storeFailure(std::exception_ptr e, const std::string& what,
     } catch (const AuditWriteError& err) {
         log::error(std::string(err.what()) + "; the operation was refused");
         return Failure{"AuditFailed", json_object(), "the audit record could not be written; nothing was done"};
+    } catch (const store::StoreBusy&) {
+        // The queue filled between the daemon's check and this work: the
+        // work never ran, so the caller may simply try again.
+        return Failure{"io.twofactor.Daemon.Busy", json_object(),
+                       "twofactord is busy: its store queue is full; nothing was done, try again shortly"};
     } catch (const std::exception& err) {
         why = err.what();
         log::error(what + ": " + why);

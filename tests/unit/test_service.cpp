@@ -518,3 +518,38 @@ TEST_CASE_METHOD(Fixture, "a failed write ends the request as failed and names n
     auto st = wait<otp::OtpRequest>([&](auto cb) { service->status(id, cb); });
     CHECK(std::get<otp::OtpRequest>(st).status == otp::Status::Failed);
 }
+
+namespace {
+
+// A store whose queue is always full, as a flood leaves it.
+class FullStore final : public store::Store {
+public:
+    void submit(Work, Done done) override {
+        if (done) done(std::make_exception_ptr(store::StoreBusy()));
+    }
+    void checkpoint(Done done) override {
+        if (done) done(std::make_exception_ptr(store::StoreBusy()));
+    }
+    void close() override {}
+    std::string description() const override { return "full"; }
+};
+
+}  // namespace
+
+TEST_CASE("a full store queue answers Busy, which the caller may retry, not StoreFailed", "[service][busy]") {
+    const config::Config cfg = config::embeddedDefault();
+    ManualClock clock{1'800'000'000};
+    RecordingChannel channel;
+    FullStore full;
+    otp::OtpService service(cfg, full, {{"email", &channel}}, clock, crypto::randomSecret(32),
+                            [](std::function<void()> f) { f(); }, [](std::chrono::milliseconds, std::function<void()>) {});
+    otp::SendInput in;
+    in.app = "default";
+    in.destination = "busy@example.org";
+    std::promise<otp::Outcome<otp::SendResult>> p;
+    service.send(std::move(in), [&](otp::Outcome<otp::SendResult> o) { p.set_value(std::move(o)); });
+    const auto o = p.get_future().get();
+    REQUIRE(std::holds_alternative<otp::Failure>(o));
+    CHECK(std::get<otp::Failure>(o).error == "io.twofactor.Daemon.Busy");
+    CHECK(channel.codes.empty());  // nothing was sent
+}
