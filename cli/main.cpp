@@ -23,8 +23,15 @@ void printRequest(const json& r) {
     auto line = [](const char* k, const std::string& v) { std::printf("%-12s %s\n", k, v.c_str()); };
     line("id", str(r, "id"));
     line("app", str(r, "app"));
-    line("channel", str(r, "channel"));
-    line("destination", str(r, "destination"));
+    if (r.value("fellBack", false)) {
+        // Tried by WhatsApp, delivered by email: both, each with its destination.
+        line("channel", "whatsapp, then email (fallback)");
+        line("destination", str(r, "destination") + " (whatsapp), " + str(r, "fallbackDestination") + " (email)");
+    } else {
+        line("channel", str(r, "channel"));
+        line("destination", str(r, "destination"));
+        if (r.contains("fallbackDestination")) line("fallback", str(r, "fallbackDestination") + " (email, if WhatsApp fails)");
+    }
     line("purpose", str(r, "purpose"));
     line("locale", str(r, "locale"));
     line("status", str(r, "status"));

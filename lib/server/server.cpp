@@ -112,6 +112,14 @@ json requestJson(const otp::OtpRequest& r, std::int64_t now) {
     };
     if (!r.reference.empty()) j["reference"] = r.reference;
     if (!r.failure.empty()) j["failure"] = r.failure;
+    // Only a WhatsApp send carries a fallback address; once WhatsApp failed for
+    // good and the code went by email, `channel` says email and `destination`
+    // is still the number that was tried first.
+    if (!r.fallbackDestination.empty()) {
+        j["fallbackDestination"] =
+            otp::maskDestination(otp::Destination{otp::DestinationKind::Email, r.fallbackDestination});
+        j["fellBack"] = r.channel == "email";
+    }
     return j;
 }
 

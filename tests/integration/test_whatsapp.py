@@ -275,6 +275,14 @@ class Whatsapp(unittest.TestCase):
         self.assertEqual(self.d.code_for(rid), self.code_in(self.graph_requests(number)[0]))
         st = json.loads(self.d.cli("--json", "status", rid).stdout)
         self.assertEqual(st["channel"], "email")
+        self.assertTrue(st["fellBack"])
+        self.assertNotIn("fallback@example.org", st["fallbackDestination"])  # masked
+        self.assertTrue(st["fallbackDestination"].endswith("@example.org"))
+        self.assertNotIn("15112340008", st["destination"])
+        # Both channels, each with its own masked destination.
+        text = self.d.cli("status", rid).stdout
+        self.assertIn("whatsapp, then email (fallback)", text)
+        self.assertIn("%s (whatsapp), %s (email)" % (st["destination"], st["fallbackDestination"]), text)
         self.assertEqual(self.d.cli("verify", "--id", rid, "--code", self.d.code_for(rid)).returncode, 0)
 
     def test_denied_country_refused(self):
