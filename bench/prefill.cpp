@@ -32,7 +32,7 @@
 #include "otp/destination.hpp"
 #include "otp/service.hpp"
 #include "store/keys.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/clock.hpp"
 #include "util/crypto.hpp"
 #include "util/files.hpp"

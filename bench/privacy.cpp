@@ -18,7 +18,7 @@
 //    --verify-interval-ms and their latency is recorded. Target p99 <= 20 ms.
 //
 // Output: a table and "RESULT ..." lines. Never asserted.
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
 
 #include <CLI/CLI.hpp>

@@ -11,8 +11,8 @@
 //
 // Each measurement stops at --pairs or after --max-seconds, whichever comes
 // first. Output: a table and one "RESULT mode=... pairs_per_s=..." line each.
-#include "store/schema.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/schema.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
 
 #include <CLI/CLI.hpp>

@@ -15,7 +15,7 @@
 #include "privacy/cron.hpp"
 #include "privacy/subjects.hpp"
 #include "store/keys.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/clock.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"

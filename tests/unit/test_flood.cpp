@@ -1,7 +1,7 @@
 // What keeps a flood of local calls bounded: denials counted per uid and
 // window, and the store's queue that refuses work when full.
 #include "server/denials.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
 
 #include <catch2/catch.hpp>

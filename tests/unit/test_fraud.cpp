@@ -4,7 +4,7 @@
 #include "config/config.hpp"
 #include "otp/fraud.hpp"
 #include "otp/service.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/clock.hpp"
 #include "util/crypto.hpp"
 

@@ -3,7 +3,7 @@
 #include "config/config.hpp"
 #include "otp/limits.hpp"
 #include "otp/service.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/clock.hpp"
 #include "util/crypto.hpp"
 

@@ -1,6 +1,6 @@
 // Key rotation, online backup and the pending-key protocol of the store (issue 5).
 #include "store/keys.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
 
 #include <sqlite3.h>

@@ -1,6 +1,6 @@
 #include "config/config.hpp"
 #include "otp/service.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
 
 #include <catch2/catch.hpp>

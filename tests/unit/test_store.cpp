@@ -1,5 +1,5 @@
 #include "store/keys.hpp"
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
 
 #include <catch2/catch.hpp>

@@ -1,6 +1,6 @@
-#include "store/sqlcipher_store.hpp"
+#include "store/sqlcipher/store.hpp"
 
-#include "store/schema.hpp"
+#include "store/sqlcipher/schema.hpp"
 #include "util/crypto.hpp"
 #include "util/log.hpp"
 
