@@ -141,7 +141,7 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
     reader.allowOnly(t, prefix,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
                       "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
-                      "ses_region", "ses_from", "ses_configuration_set", "email_from", "whatsapp_templates",
+                      "ses_region", "ses_from", "ses_configuration_set", "email_from", "email_local_part", "whatsapp_templates",
                       "allowed_countries", "denied_countries", "fallback_to_email", "rate_limits", "fraud"});
     App app;
     app.name = name;
@@ -253,6 +253,11 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
     }
     if (const toml::node* n = t.get("email_from")) {
         app.emailFrom = readMailbox(reader, *n, prefix + ".email_from");
+    }
+
+    if (const toml::node* n = t.get("email_local_part")) {
+        app.emailLocalPartExact =
+            reader.oneOf(*n, prefix + ".email_local_part", {"case-insensitive", "exact"}) == "exact";
     }
 
     if (const toml::node* n = t.get("whatsapp_templates")) {

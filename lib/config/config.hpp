@@ -111,6 +111,9 @@ struct App {
     std::string sesFrom;              // ses_from
     std::string sesConfigurationSet;  // ses_configuration_set
     std::string emailFrom;            // email_from: the SMTP sender, "" = [smtp] from
+    // email_local_part = "exact": "John@x" and "john@x" are two subjects (for
+    // limits, verify by address, GDPR). Default "case-insensitive": one.
+    bool emailLocalPartExact = false;
 
     // WhatsApp, per app.
     // [apps.NAME.whatsapp_templates]: locale -> approved AUTHENTICATION

@@ -127,6 +127,24 @@ char32_t toLower(char32_t c) {
     return c;
 }
 
+void appendUtf8(std::string& out, char32_t c) {
+    if (c < 0x80) {
+        out.push_back(static_cast<char>(c));
+    } else if (c < 0x800) {
+        out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    } else if (c < 0x10000) {
+        out.push_back(static_cast<char>(0xE0 | (c >> 12)));
+        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    } else {
+        out.push_back(static_cast<char>(0xF0 | (c >> 18)));
+        out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+}
+
 // RFC 5322 atext, ASCII part.
 bool isAtext(char c) {
     if (isAsciiLetter(static_cast<unsigned char>(c)) || isAsciiDigit(static_cast<unsigned char>(c))) return true;
@@ -426,6 +444,19 @@ std::string phoneRegion(std::string_view e164) {
     util.GetRegionCodesForCountryCallingCode(number.country_code(), &regions);
     if (regions.size() == 1 && regions.front().size() == 2) return regions.front();
     return "";  // "001" (non-geographic) and unknown codes have no ISO 3166 region
+}
+
+std::string emailMatchForm(const Destination& d) {
+    if (d.kind != DestinationKind::Email) return d.normalized;
+    const std::size_t at = d.normalized.rfind('@');
+    if (at == std::string::npos) return d.normalized;
+    std::u32string cps;
+    if (!decodeUtf8(std::string_view(d.normalized).substr(0, at), cps)) return d.normalized;
+    std::string folded;
+    folded.reserve(d.normalized.size());
+    for (char32_t c : cps) appendUtf8(folded, toLower(c));
+    folded.append(d.normalized, at, std::string::npos);  // the domain is lower-case already
+    return folded;
 }
 
 std::string maskDestination(const Destination& d) {

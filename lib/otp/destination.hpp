@@ -50,6 +50,14 @@ struct DestinationError {
 // non-geographic numbers (+800, +882, ...) which have no ISO region.
 [[nodiscard]] std::string phoneRegion(std::string_view e164);
 
+// The form an email address is matched by, for apps that match local parts
+// case-insensitively (the default; `email_local_part = "exact"` opts out):
+// the local part lower-cased with the same letters the domain is, so
+// "John.Doe@Example.org" and "john.doe@example.org" are one subject. The
+// address a code is sent to keeps the case it was given in. Phone numbers
+// (and anything that is not an email address) come back unchanged.
+[[nodiscard]] std::string emailMatchForm(const Destination& d);
+
 // For display to operators: "j***@example.org", "+49151*****678". Works on
 // normalised destinations; anything unexpected is masked more, never less.
 [[nodiscard]] std::string maskDestination(const Destination& d);

@@ -270,6 +270,22 @@ std::string OtpService::subjectHash(std::string_view normalizedDestination) cons
     return crypto::hex(crypto::hmacSha256(subjectKey_, normalizedDestination));
 }
 
+std::string OtpService::subjectHash(const config::App& app, const Destination& d) const {
+    return subjectHash(app.emailLocalPartExact ? d.normalized : emailMatchForm(d));
+}
+
+std::string OtpService::earlierSubjectHash(const config::App& app, const Destination& d) const {
+    if (app.emailLocalPartExact) return "";
+    const std::string folded = emailMatchForm(d);
+    return folded == d.normalized ? "" : subjectHash(d.normalized);
+}
+
+std::vector<std::string> OtpService::subjectHashes(const Destination& d) const {
+    std::vector<std::string> hashes{subjectHash(emailMatchForm(d))};
+    if (emailMatchForm(d) != d.normalized) hashes.push_back(subjectHash(d.normalized));
+    return hashes;
+}
+
 void OtpService::send(SendInput in, Reply<SendResult> reply) {
     const auto appIt = config_.apps.find(in.app);
     if (appIt == config_.apps.end())
@@ -296,7 +312,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
 
     if (channelName == "whatsapp") {
         if (auto refusal = countryRefusal(app, dest.normalized)) {
-            recordLater(auditRecord("send", app.name, in.uid, "refused:country", "", subjectHash(dest.normalized),
+            recordLater(auditRecord("send", app.name, in.uid, "refused:country", "", subjectHash(app, dest),
                                     "country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -346,7 +362,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     r.app = app.name;
     r.channel = channelName;
     r.destination = dest.normalized;
-    r.subjectHash = subjectHash(dest.normalized);
+    r.subjectHash = subjectHash(app, dest);
     r.purpose = purpose;
     r.locale = in.locale.value_or(app.defaultLocale);
     r.clientIp = in.clientIp.value_or("");
@@ -372,10 +388,12 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
          &limits = app.rateLimits, fraud = &app.fraud,
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
-         uid = in.uid](store::Transaction& t) {
+         earlier = earlierSubjectHash(app, dest), uid = in.uid](store::Transaction& t) {
             // GDPR: a restricted subject gets nothing sent (Art. 18); an objecting
             // one is not profiled: no client IP or device kept, no fraud signals (Art. 21).
-            const auto flags = t.subjectFlags(shared->first.subjectHash);
+            // A flag set before local parts were matched without case is under the exact form's hash.
+            auto flags = t.subjectFlags(shared->first.subjectHash);
+            if (!earlier.empty() && !flags.restrictedAt && !flags.objectedAt) flags = t.subjectFlags(earlier);
             if (flags.restrictedAt) {
                 record(t, auditRecord("send", shared->first.app, uid, "refused:restricted", "",
                                       shared->first.subjectHash));
@@ -797,6 +815,7 @@ void OtpService::deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttem
 void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
     if (!wellFormedCode(in.code.view())) return reply(invalidParameter("code", "must be 4 to 10 digits"));
     std::string subject;
+    std::string earlier;
     std::string appName;
     if (in.id) {
         if (in.app || in.destination)
@@ -810,7 +829,8 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
         auto parsed = parseDestination(*in.destination, appIt->second.defaultRegion);
         if (auto* err = std::get_if<DestinationError>(&parsed))
             return reply(Failure{"InvalidDestination", {{"reason", err->reason}}, "invalid destination: " + err->reason});
-        subject = subjectHash(std::get<Destination>(parsed).normalized);
+        subject = subjectHash(appIt->second, std::get<Destination>(parsed));
+        earlier = earlierSubjectHash(appIt->second, std::get<Destination>(parsed));
         appName = *in.app;
     }
 
@@ -818,8 +838,9 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
     auto code = std::make_shared<SecretString>(std::move(in.code));
     const std::string id = in.id.value_or("");
     store_.submit(
-        [this, state, code, id, appName, subject, uid = in.uid](store::Transaction& t) {
+        [this, state, code, id, appName, subject, earlier, uid = in.uid](store::Transaction& t) {
             auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
+            if (!found && id.empty() && !earlier.empty()) found = t.findNewestPending(appName, earlier);
             if (!found) {
                 record(t, auditRecord("verify", appName, uid, "failure", id, subject, "no such request"));
                 state->outcome = id.empty() ? Failure{"NoSuchRequest", {{"id", ""}}, "no pending request for this destination"}

@@ -5,6 +5,7 @@
 #include "channel/channel.hpp"
 #include "config/config.hpp"
 #include "otp/audit.hpp"
+#include "otp/destination.hpp"
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
@@ -154,6 +155,15 @@ public:
     // hex HMAC of a normalised destination under the subject key: how stored
     // requests are found without the destination being a lookup key.
     [[nodiscard]] std::string subjectHash(std::string_view normalizedDestination) const;
+    // The hash a request of `app` is filed under: of the address's match form
+    // unless the app matches local parts exactly (emailMatchForm()).
+    [[nodiscard]] std::string subjectHash(const config::App& app, const Destination& d) const;
+    // The other hash the same subject of `app` may be filed under: the exact
+    // form's, for data stored before local parts were matched without case.
+    // Empty when there is none (exact apps, phones, lower-case addresses).
+    [[nodiscard]] std::string earlierSubjectHash(const config::App& app, const Destination& d) const;
+    // Every hash the subject is filed under in any app, the match form's first.
+    [[nodiscard]] std::vector<std::string> subjectHashes(const Destination& d) const;
     [[nodiscard]] std::int64_t now() const { return clock_.now(); }
 
     // A record of this service's, stamped with the clock.

@@ -123,7 +123,34 @@ std::variant<SubjectService::Subject, otp::Failure> SubjectService::parseSubject
                             {{"parameter", parameter}, {"reason", err->reason}},
                             std::string("invalid ") + parameter + ": " + err->reason};
     const auto& d = std::get<otp::Destination>(parsed);
-    return Subject{d.normalized, service_.subjectHash(d.normalized), d.kind == otp::DestinationKind::Email};
+    auto hashes = service_.subjectHashes(d);
+    return Subject{d.normalized, hashes.front(), hashes, d.kind == otp::DestinationKind::Email};
+}
+
+store::SubjectData SubjectService::findAll(store::Transaction& t, const Subject& subject) {
+    // The address finds the requests it was the fallback of: once is enough.
+    store::SubjectData all = t.findSubjectData(subject.hashes.front(), subject.address);
+    for (std::size_t i = 1; i < subject.hashes.size(); ++i) {
+        store::SubjectData d = t.findSubjectData(subject.hashes[i], "");
+        for (auto& r : d.requests) all.requests.push_back(std::move(r));
+        for (auto& a : d.deliveries) all.deliveries.push_back(std::move(a));
+        for (auto& a : d.audit) all.audit.push_back(std::move(a));
+        for (auto& f : d.failures) all.failures.push_back(std::move(f));
+        if (!all.optOut) all.optOut = std::move(d.optOut);
+        const auto earliest = [](std::optional<std::int64_t>& into, const std::optional<std::int64_t>& other) {
+            if (other && (!into || *other < *into)) into = other;
+        };
+        earliest(all.flags.restrictedAt, d.flags.restrictedAt);
+        earliest(all.flags.objectedAt, d.flags.objectedAt);
+    }
+    if (subject.hashes.size() > 1) {
+        std::stable_sort(all.requests.begin(), all.requests.end(),
+                         [](const auto& a, const auto& b) { return a.createdAt < b.createdAt; });
+        std::stable_sort(all.deliveries.begin(), all.deliveries.end(),
+                         [](const auto& a, const auto& b) { return a.at < b.at; });
+        std::stable_sort(all.audit.begin(), all.audit.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    }
+    return all;
 }
 
 std::optional<otp::Failure> SubjectService::checkReceived(const RequestContext& ctx) const {
@@ -288,7 +315,7 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
     service_.store().submit(
         [this, subject = *subject, ctx, result](store::Transaction& t) {
             const std::int64_t now = service_.now();
-            const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
+            const store::SubjectData d = findAll(t, subject);
             json requests = json::array(), fallbacks = json::array(), deliveries = json::array(),
                  auth = json::array(), failures = json::array();
             for (const auto& r : d.requests) requests.push_back(requestJson(r, now));
@@ -315,7 +342,8 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
             result->registerId = completeRequest(t, "export", subject.hash, ctx, result->empty ? "nothing held" : "");
             // The register's entries about the subject, this export's included.
             json privacyRequests = json::array();
-            for (const auto& pr : t.subjectPrivacyRequests(subject.hash)) privacyRequests.push_back(privacyRequestJson(pr));
+            for (const auto& h : subject.hashes)
+                for (const auto& pr : t.subjectPrivacyRequests(h)) privacyRequests.push_back(privacyRequestJson(pr));
             result->document = {
                 {"format", "twofactor-subject-export/1"},
                 {"generatedAt", now},
@@ -348,7 +376,7 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
     auto outboxNames = std::make_shared<std::vector<std::string>>();
     service_.store().submit(
         [this, subject = *subject, ctx, result, missing, outboxNames](store::Transaction& t) {
-            const store::SubjectData d = t.findSubjectData(subject.hash, subject.address);
+            const store::SubjectData d = findAll(t, subject);
             if (d.empty()) {
                 *missing = true;
                 result->registerId = completeRequest(t, "delete", subject.hash, ctx, "nothing held");
@@ -358,7 +386,8 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
             // Not the requests it was only the email fallback of: their messages
             // may be another subject's, still waiting for its WhatsApp code.
             for (const auto& r : d.requests) outboxNames->push_back(r.id);
-            result->counts = t.eraseSubject(subject.hash, subject.address);
+            for (std::size_t i = 0; i < subject.hashes.size(); ++i)
+                result->counts += t.eraseSubject(subject.hashes[i], i == 0 ? subject.address : std::string());
             result->registerId = completeRequest(t, "delete", subject.hash, ctx, "");
             service_.record(t, service_.auditRecord("gdpr-delete", "", ctx.uid, "success", "", "",
                                                     std::to_string(result->counts.requests) + " request(s), " +
@@ -390,7 +419,7 @@ void SubjectService::rectify(std::string text, std::string to, RequestContext ct
         return reply(otp::Failure{"io.twofactor.Privacy.InvalidSubject",
                                   {{"parameter", "to"}, {"reason", "an email address and a phone number cannot replace each other"}},
                                   "invalid to: an email address and a phone number cannot replace each other"});
-    if (from.hash == into.hash)
+    if (from.address == into.address)
         return reply(otp::Failure{"io.twofactor.Privacy.InvalidSubject",
                                   {{"parameter", "to"}, {"reason", "it is the same address once normalised"}},
                                   "invalid to: it is the same address once normalised"});
@@ -398,19 +427,24 @@ void SubjectService::rectify(std::string text, std::string to, RequestContext ct
     auto failure = std::make_shared<std::optional<otp::Failure>>();
     service_.store().submit(
         [this, from, into, ctx, result, failure](store::Transaction& t) {
-            if (t.subjectFlags(from.hash).restrictedAt || t.subjectFlags(into.hash).restrictedAt) {
+            bool restricted = false;
+            for (const auto& h : from.hashes) restricted = restricted || t.subjectFlags(h).restrictedAt.has_value();
+            for (const auto& h : into.hashes) restricted = restricted || t.subjectFlags(h).restrictedAt.has_value();
+            if (restricted) {
                 *failure = otp::Failure{"io.twofactor.Otp.Restricted", {},
                                         "processing of this subject is restricted (Art. 18): unrestrict first"};
                 return;
             }
             // The audit log is history and is not rectified: nothing else held, nothing to do.
-            auto held = t.findSubjectData(from.hash, from.address);
+            auto held = findAll(t, from);
             held.audit.clear();
             if (held.empty()) {
                 *failure = noSuchSubject();
                 return;
             }
-            result->counts = t.rectifySubject(from.hash, from.address, into.hash, into.address);
+            for (std::size_t i = 0; i < from.hashes.size(); ++i)
+                result->counts += t.rectifySubject(from.hashes[i], i == 0 ? from.address : std::string(), into.hash,
+                                                   into.address);
             result->registerId = completeRequest(t, "rectify", from.hash, ctx, "");
             service_.record(t, service_.auditRecord("gdpr-rectify", "", ctx.uid, "success", "", "",
                                                     std::to_string(result->counts.requests) + " request(s) moved"));
@@ -438,16 +472,22 @@ void SubjectService::setFlag(std::string kind, std::string text, bool on, Reques
     service_.store().submit(
         [this, subject = *subject, kind, on, ctx, result](store::Transaction& t) {
             const bool restriction = kind != "object";
-            const auto flags = t.subjectFlags(subject.hash);
-            const auto before = restriction ? flags.restrictedAt : flags.objectedAt;
+            std::optional<std::int64_t> before;
+            for (const auto& h : subject.hashes) {
+                const auto flags = t.subjectFlags(h);
+                const auto at = restriction ? flags.restrictedAt : flags.objectedAt;
+                if (at && (!before || *at < *before)) before = at;
+            }
             const std::optional<std::int64_t> after =
                 on ? (before ? before : std::optional<std::int64_t>(service_.now())) : std::nullopt;
             result->changed = on != before.has_value();
             result->since = after;
-            if (result->changed) {
-                if (restriction) t.setRestricted(subject.hash, after);
-                else t.setObjected(subject.hash, after);
-            }
+            // Under every hash: whichever an app files the subject under, the flag is seen.
+            if (result->changed)
+                for (const auto& h : subject.hashes) {
+                    if (restriction) t.setRestricted(h, after);
+                    else t.setObjected(h, after);
+                }
             result->registerId = completeRequest(t, kind, subject.hash, ctx, result->changed ? "" : "already so");
             service_.record(t, service_.auditRecord("gdpr-" + kind, "", ctx.uid, "success", "", "",
                                                     result->changed ? "" : "unchanged"));

@@ -95,10 +95,16 @@ public:
 
 private:
     struct Subject {
-        std::string address;  // normalised
-        std::string hash;
+        std::string address;  // normalised, as given
+        std::string hash;     // the hash of its match form: the register's key
+        // Every hash the subject's data may be filed under (hash first; then the
+        // exact form's, for apps with email_local_part = "exact" and data stored
+        // before local parts were matched without case).
+        std::vector<std::string> hashes;
         bool email = true;
     };
+    // The subject's data under every one of its hashes, as one.
+    [[nodiscard]] static store::SubjectData findAll(store::Transaction& t, const Subject& subject);
     [[nodiscard]] std::variant<Subject, otp::Failure> parseSubject(const std::string& text,
                                                                    const char* parameter) const;
     [[nodiscard]] std::optional<otp::Failure> checkReceived(const RequestContext& ctx) const;

@@ -127,6 +127,19 @@ struct SubjectCounts {
     std::int64_t rateCounters = 0;
     std::int64_t fraudSets = 0;
     std::int64_t deliveryJobs = 0;
+    SubjectCounts& operator+=(const SubjectCounts& o) {
+        requests += o.requests;
+        fallbacks += o.fallbacks;
+        deliveries += o.deliveries;
+        auditRecords += o.auditRecords;
+        optOuts += o.optOuts;
+        failures += o.failures;
+        flags += o.flags;
+        rateCounters += o.rateCounters;
+        fraudSets += o.fraudSets;
+        deliveryJobs += o.deliveryJobs;
+        return *this;
+    }
 };
 
 // One entry of the register of data-subject requests.

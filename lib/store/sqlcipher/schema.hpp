@@ -277,6 +277,15 @@ UPDATE audit_gate SET anchor_seal = 'legacy' WHERE anchor_seq > 0;
 ALTER TABLE deliveries ADD COLUMN provider TEXT NOT NULL DEFAULT '';
 ALTER TABLE deliveries ADD COLUMN region TEXT NOT NULL DEFAULT '';
 )sql",
+    // 13: a subject's address is matched without case in its local part (as
+    // it always was in its domain), and so is the email fallback other
+    // requests hold in the clear: "John@x" given to a GDPR request finds the
+    // requests that fell back to "john@x". NOCASE folds ASCII only, which the
+    // address's domain (A-labels) and nearly every local part are.
+    R"sql(
+DROP INDEX requests_by_fallback;
+CREATE INDEX requests_by_fallback ON requests (fallback_destination COLLATE NOCASE) WHERE fallback_destination <> '';
+)sql",
 };
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
@@ -431,7 +440,7 @@ inline constexpr const char* kSelectSubjectRequests =
     "ORDER BY created_at, rowid";
 // ?1 the normalised address
 inline constexpr const char* kSelectFallbackRequests =
-    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_destination = ?1 AND fallback_destination <> '' "
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_destination = ?1 COLLATE NOCASE AND fallback_destination <> '' "
     "ORDER BY created_at, rowid";
 #undef TF_REQUEST_COLUMNS
 inline constexpr const char* kSelectRequestDeliveries =
@@ -452,7 +461,8 @@ inline constexpr const char* kEraseSubject[] = {
     "DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE app IN (SELECT name FROM apps) "
     "AND subject_hash = ?1)",
     "DELETE FROM requests WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
-    "UPDATE requests SET fallback_destination = '' WHERE fallback_destination = ?2 AND fallback_destination <> ''",
+    "UPDATE requests SET fallback_destination = '' WHERE fallback_destination = ?2 COLLATE NOCASE "
+    "AND fallback_destination <> ''",
     TF_ERASE_AUDIT_SUBJECT " WHERE subject = ?1 AND subject <> ''",
     "DELETE FROM optouts WHERE subject_hash = ?1",
     "DELETE FROM subject_failures WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
@@ -470,7 +480,8 @@ inline constexpr const char* kEraseSubject[] = {
 inline constexpr const char* kRectifySubject[] = {
     "UPDATE requests SET subject_hash = ?2, destination = CASE destination WHEN '' THEN '' ELSE ?3 END "
     "WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
-    "UPDATE requests SET fallback_destination = ?3 WHERE fallback_destination = ?4 AND fallback_destination <> ''",
+    "UPDATE requests SET fallback_destination = ?3 WHERE fallback_destination = ?4 COLLATE NOCASE "
+    "AND fallback_destination <> ''",
     "UPDATE OR REPLACE optouts SET subject_hash = ?2, destination = ?3 WHERE subject_hash = ?1",
     "UPDATE OR REPLACE subject_failures SET subject_hash = ?2 WHERE app IN (SELECT name FROM apps) "
     "AND subject_hash = ?1",
