@@ -40,6 +40,25 @@ otp::OtpRequest sample(const std::string& id, std::int64_t t = 1000) {
     return r;
 }
 
+// Rate counters and failure counts reach the store only as outcomes.
+void countSends(store::Transaction& t, const char* scope, const std::string& key, std::int64_t window,
+                std::int64_t at, int n) {
+    for (int i = 0; i < n; ++i) (void)t.countSendsIf({{scope, key, window}}, at, [](const auto&) { return true; });
+}
+
+std::optional<otp::RateCounter> readCounter(store::Transaction& t, const char* scope, const std::string& key) {
+    std::optional<otp::RateCounter> seen;
+    (void)t.countSendsIf({{scope, key, 3600}}, 0, [&](const auto& found) {
+        seen = found[0];
+        return false;
+    });
+    return seen;
+}
+
+void countFailures(store::Transaction& t, const std::string& app, const std::string& subject, int n) {
+    for (int i = 0; i < n; ++i) (void)t.countSubjectFailure(app, subject);
+}
+
 std::unique_ptr<store::Store> open(const fs::path& db, const SecretBytes& key) {
     store::SqlcipherOptions o;
     o.path = db.string();
@@ -64,8 +83,7 @@ TEST_CASE("requests round-trip through the encrypted store", "[store]") {
     CHECK(*back->codeHash == *r.codeHash);
     CHECK(back->status == otp::Status::Pending);
 
-    back->finish(otp::Status::Approved, 1200);
-    store::runSync(*s, [&](store::Transaction& t) { t.updateRequest(*back); });
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.approveRequest("req1", 1, *back->codeHash, 1200); }));
     auto again = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("req1"); });
     CHECK(again->status == otp::Status::Approved);
     CHECK_FALSE(again->codeHash);
@@ -239,15 +257,17 @@ void seedRetention(store::Store& s, std::int64_t now) {
         for (int i = 0; i < 5; ++i)
             t.insertCall(store::CallRecord{0, i < 4 ? now - 95 * kDay : now - 5, "io.twofactor.Otp.Send", 1, "ok", 0});
         // Rate counters: 2 stale, 1 live. Fraud set members: 3 expired, 1 not.
-        t.putRateCounter("destination", "shop/a", otp::RateCounter{now - 2 * kDay, 1, now - 2 * kDay});
-        t.putRateCounter("ip", "shop/b", otp::RateCounter{now - 3 * kDay, 4, now - 3 * kDay});
-        t.putRateCounter("app", "shop", otp::RateCounter{now - 30, 9, now - 1});
+        countSends(t, "destination", "shop/a", 900, now - 2 * kDay, 1);
+        countSends(t, "ip", "shop/b", 3600, now - 3 * kDay, 4);
+        countSends(t, "app", "shop", 3600, now - 30, 1);
+        countSends(t, "app", "shop", 3600, now - 1, 8);
         for (int i = 0; i < 4; ++i)
             t.putFraudMember("ip-dest", "k", "m" + std::to_string(i), now - 7200, i < 3 ? now - 3600 : now + 60);
         // Subject failures: "gone" has no request since the cutoff; "subj" has one; "locked" is locked.
-        t.putSubjectFailures("shop", "gone", otp::SubjectFailures{3, 0});
-        t.putSubjectFailures("shop", "subj", otp::SubjectFailures{2, 0});
-        t.putSubjectFailures("shop", "locked", otp::SubjectFailures{12, now + 600});
+        countFailures(t, "shop", "gone", 3);
+        countFailures(t, "shop", "subj", 2);
+        countFailures(t, "shop", "locked", 12);
+        t.lockSubject("shop", "locked", now + 600);
     });
 }
 
@@ -298,8 +318,8 @@ TEST_CASE("retention purge: exact counts per category, dry run first", "[store][
     store::CallQuery cq;
     CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findCalls(cq); }).size() == 1);
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.countFraudMembers("ip-dest", "k", "", 0, 10); }) == 1);
-    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findRateCounter("app", "shop"); }));
-    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findRateCounter("ip", "shop/b"); }));
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return readCounter(t, "app", "shop"); }));
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return readCounter(t, "ip", "shop/b"); }));
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "subj"); })->failures == 2);
     CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "gone"); }));
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "locked"); })->failures == 12);
@@ -362,7 +382,7 @@ TEST_CASE("a subject's data is found, rectified and erased through the keyed has
         d.outcome = "accepted";
         d.providerMessageId = "ses-1";
         t.insertDeliveryAttempt(d);
-        t.putSubjectFailures("shop", "subj", otp::SubjectFailures{2, 0});
+        countFailures(t, "shop", "subj", 2);
     });
     auto data = store::runSync(*s, [](store::Transaction& t) { return t.findSubjectData("subj", "a@example.org"); });
     CHECK(data.requests.size() == 2);
