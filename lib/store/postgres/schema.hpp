@@ -57,6 +57,24 @@ CREATE TABLE subject_failures (
     PRIMARY KEY (app, subject_hash)
 );
 )sql",
+    // 2: delivery jobs, shared by the nodes: claimed under leases with
+    // FOR UPDATE SKIP LOCKED, so two nodes sweeping at once take disjoint jobs.
+    R"sql(
+CREATE TABLE delivery_jobs (
+    request_id   TEXT PRIMARY KEY,
+    send_no      INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retry_at     BIGINT NOT NULL,
+    holder       TEXT NOT NULL DEFAULT '',
+    lease_until  BIGINT NOT NULL DEFAULT 0,
+    due_at       BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX delivery_jobs_due ON delivery_jobs (due_at);
+CREATE INDEX delivery_jobs_by_holder ON delivery_jobs (holder) WHERE holder <> '';
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -130,5 +148,42 @@ inline constexpr const char* kLockSubject =
     "UPDATE subject_failures SET locked_until = GREATEST(locked_until, $3) WHERE app = $1 AND subject_hash = $2";
 inline constexpr const char* kDeleteSubjectFailures =
     "DELETE FROM subject_failures WHERE app = $1 AND subject_hash = $2";
+
+// Delivery jobs: the same outcomes as the SQLCipher backend's, each one statement.
+#define TF_JOB_COLUMNS \
+    "request_id, send_no, attempts, retry_at, holder, lease_until, expires_at, created_at, last_error"
+// $1 request, $2 send, $3 attempts, $4 retry at, $5 holder, $6 lease until, $7 expires, $8 created, $9 error
+inline constexpr const char* kPutDeliveryJob =
+    "INSERT INTO delivery_jobs (" TF_JOB_COLUMNS ", due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+    "GREATEST($4::BIGINT, $6::BIGINT)) ON CONFLICT (request_id) DO UPDATE SET send_no = EXCLUDED.send_no, "
+    "attempts = EXCLUDED.attempts, retry_at = EXCLUDED.retry_at, holder = EXCLUDED.holder, "
+    "lease_until = EXCLUDED.lease_until, expires_at = EXCLUDED.expires_at, created_at = EXCLUDED.created_at, "
+    "last_error = EXCLUDED.last_error, due_at = EXCLUDED.due_at";
+inline constexpr const char* kSelectDeliveryJob = "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE request_id = $1";
+// The claim: jobs due at $1, or held by another start of this node ($2 <=
+// holder < $3, not $4, the new holder), at most $5, locked with SKIP LOCKED
+// (a job another node is claiming this instant is left to it) and taken
+// until $6. RETURNING names the picked row: each job as it was before.
+inline constexpr const char* kClaimDeliveryJobs =
+    "WITH picked AS (SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE due_at <= $1 "
+    "OR (holder >= $2 AND holder < $3 AND holder <> $4 AND holder <> '') ORDER BY due_at LIMIT $5 "
+    "FOR UPDATE SKIP LOCKED) "
+    "UPDATE delivery_jobs j SET holder = $4, lease_until = $6, due_at = GREATEST(j.retry_at, $6::BIGINT) "
+    "FROM picked p WHERE j.request_id = p.request_id RETURNING p.request_id, p.send_no, p.attempts, p.retry_at, "
+    "p.holder, p.lease_until, p.expires_at, p.created_at, p.last_error";
+// $1 request, $2 send, $3 holder, $4 lease until
+inline constexpr const char* kRenewDeliveryLease =
+    "UPDATE delivery_jobs SET lease_until = $4, due_at = GREATEST(retry_at, $4::BIGINT) "
+    "WHERE request_id = $1 AND send_no = $2 AND holder = $3";
+// $1 request, $2 send, $3 holder, $4 attempts, $5 retry at, $6 lease until, $7 error
+inline constexpr const char* kRecordDeliveryRetry =
+    "UPDATE delivery_jobs SET attempts = $4, retry_at = $5, lease_until = $6, "
+    "due_at = GREATEST($5::BIGINT, $6::BIGINT), last_error = $7 WHERE request_id = $1 AND send_no = $2 AND holder = $3";
+inline constexpr const char* kFinishDeliveryJob =
+    "DELETE FROM delivery_jobs WHERE request_id = $1 AND send_no = $2 AND holder = $3";
+inline constexpr const char* kEndDeliveryJob = "DELETE FROM delivery_jobs WHERE request_id = $1";
+inline constexpr const char* kListDeliveryJobs =
+    "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs ORDER BY due_at LIMIT $1";
+#undef TF_JOB_COLUMNS
 
 }  // namespace twofactor::store::pg

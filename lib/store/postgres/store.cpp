@@ -273,22 +273,48 @@ public:
         missing("findDeliveryAttempts");
     }
     bool updateDeliveryStatus(const otp::ProviderStatus&) override { missing("updateDeliveryStatus"); }
-    void putDeliveryJob(const otp::DeliveryJob&) override { missing("putDeliveryJob"); }
-    std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view, std::string_view, std::int64_t, std::int64_t,
-                                                    int) override {
-        missing("claimDeliveryJobs");
+    // ---- delivery jobs ----
+    void putDeliveryJob(const otp::DeliveryJob& j) override {
+        Params p;
+        p.text(j.requestId).integer(j.send).integer(j.attempts).integer(j.retryAt).text(j.holder);
+        p.integer(j.leaseUntil).integer(j.expiresAt).integer(j.createdAt).text(j.lastError);
+        c_.exec(pg::kPutDeliveryJob, p);
     }
-    bool renewDeliveryLease(std::string_view, int, std::string_view, std::int64_t) override {
-        missing("renewDeliveryLease");
+    std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder, std::string_view nodePrefix,
+                                                    std::int64_t now, std::int64_t leaseUntil, int limit) override {
+        // The node's holders are the range [prefix, prefix with its last byte + 1);
+        // without a prefix, a range nothing falls in.
+        std::string low(nodePrefix), high(nodePrefix);
+        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
+        if (low.empty()) low = high = "\x01";
+        Params p;
+        p.integer(now).text(low).text(high).text(holder).integer(limit).integer(leaseUntil);
+        return readJobs(c_.exec(pg::kClaimDeliveryJobs, p));
     }
-    bool recordDeliveryRetry(std::string_view, int, std::string_view, int, std::int64_t, std::int64_t,
-                             std::string_view) override {
-        missing("recordDeliveryRetry");
+    bool renewDeliveryLease(std::string_view requestId, int send, std::string_view holder,
+                            std::int64_t leaseUntil) override {
+        return c_.exec(pg::kRenewDeliveryLease, Params().text(requestId).integer(send).text(holder).integer(leaseUntil))
+                   .affected() == 1;
     }
-    bool finishDeliveryJob(std::string_view, int, std::string_view) override { missing("finishDeliveryJob"); }
-    void endDeliveryJob(std::string_view) override { missing("endDeliveryJob"); }
-    std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view) override { missing("findDeliveryJob"); }
-    std::vector<otp::DeliveryJob> listDeliveryJobs(int) override { missing("listDeliveryJobs"); }
+    bool recordDeliveryRetry(std::string_view requestId, int send, std::string_view holder, int attempts,
+                             std::int64_t retryAt, std::int64_t leaseUntil, std::string_view error) override {
+        Params p;
+        p.text(requestId).integer(send).text(holder).integer(attempts).integer(retryAt).integer(leaseUntil).text(error);
+        return c_.exec(pg::kRecordDeliveryRetry, p).affected() == 1;
+    }
+    bool finishDeliveryJob(std::string_view requestId, int send, std::string_view holder) override {
+        return c_.exec(pg::kFinishDeliveryJob, Params().text(requestId).integer(send).text(holder)).affected() == 1;
+    }
+    void endDeliveryJob(std::string_view requestId) override { c_.exec(pg::kEndDeliveryJob, Params().text(requestId)); }
+    std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view requestId) override {
+        auto jobs = readJobs(c_.exec(pg::kSelectDeliveryJob, Params().text(requestId)));
+        if (jobs.empty()) return std::nullopt;
+        return std::move(jobs.front());
+    }
+    std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) override {
+        return readJobs(c_.exec(pg::kListDeliveryJobs, Params().integer(limit)));
+    }
+
     std::optional<otp::OptOut> findOptOut(std::string_view) override { missing("findOptOut"); }
     void putOptOut(const otp::OptOut&) override { missing("putOptOut"); }
     bool removeOptOut(std::string_view) override { missing("removeOptOut"); }
@@ -334,6 +360,15 @@ public:
     }
 
 private:
+    static std::vector<otp::DeliveryJob> readJobs(const Result& r) {
+        std::vector<otp::DeliveryJob> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::DeliveryJob{r.text(i, 0), static_cast<int>(r.integer(i, 1)), static_cast<int>(r.integer(i, 2)),
+                                           r.integer(i, 3), r.text(i, 4), r.integer(i, 5), r.integer(i, 6),
+                                           r.integer(i, 7), r.text(i, 8)});
+        return out;
+    }
+
     std::optional<otp::OtpRequest> readOne(const Result& s) {
         if (s.rows() == 0) return std::nullopt;
         otp::OtpRequest r;
@@ -559,7 +594,7 @@ SecretString loadDsn(const std::string& credentialName, const std::string& dsnFi
 }
 
 const char* postgresMissing() {
-    return "the delivery log and jobs, opt-outs, the request log, retention, apps, GDPR requests, the audit log "
+    return "the delivery log, opt-outs, the request log, retention, apps, GDPR requests, the audit log "
            "and fraud sets";
 }
 
