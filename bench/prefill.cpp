@@ -123,16 +123,15 @@ bool writePair(store::Transaction& t, otp::OtpService& service, WalkingClock& cl
     if (otp::checkVerify(t, v.app, v.subjectHash, now)) return true;  // locked out: nothing compared
     if (p.verify >= 90) {
         otp::recordVerifyFailure(t, app.rateLimits, v.app, v.subjectHash, now);
-        ++v.attempts;
-        v.updatedAt = now;
-        t.updateRequest(v);
+        if (auto counted = t.countWrongCode(v.id, now)) v.attempts = counted->attempts;
         service.record(t, service.auditRecord("verify", v.app, 0, "rejected", v.id, v.subjectHash,
                                               "wrong code, attempt " + std::to_string(v.attempts) + " of " +
                                                   std::to_string(v.maxAttempts)));
     }
+    if (!v.codeHash || !t.approveRequest(v.id, v.sends, *v.codeHash, now))
+        throw std::runtime_error("request " + v.id + " could not be approved");
     v.finish(otp::Status::Approved, now);
     otp::recordVerifySuccess(t, v.app, v.subjectHash);
-    t.updateRequest(v);
     service.record(t, service.auditRecord("verify", v.app, 0, "approved", v.id, v.subjectHash));
     return true;
 }

@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
     OtpRequest live = makeRequest(rows + 1, kNow);
     live.id = "live";
     live.expiresAt = kNow + 3600;
+    live.maxAttempts = 1 << 30;  // every verify below counts a wrong code; none locks it
     store::runSync(*s, [&](store::Transaction& t) { t.insertRequest(live); });
     std::printf("populated %ld requests and %ld delivery attempts in %.1f s\n", rows, rows, ms(Clock::now() - t0) / 1000);
 
@@ -159,12 +160,8 @@ int main(int argc, char** argv) {
         while (!done) {
             const auto start = Clock::now();
             store::runSync(*s, [&](store::Transaction& t) {
-                auto r = t.findRequest("live");
-                if (r) {
-                    r->attempts = (r->attempts + 1) % 3;
-                    r->updatedAt = kNow;
-                    t.updateRequest(*r);
-                }
+                (void)t.findRequest("live");
+                (void)t.countWrongCode("live", kNow);
             });
             verifyMs.push_back(ms(Clock::now() - start));
             std::this_thread::sleep_for(std::chrono::milliseconds(verifyIntervalMs));

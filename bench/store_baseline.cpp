@@ -2,12 +2,12 @@
 //
 // 1. Raw SQLCipher from one thread, as a naive application would write it:
 //    sqlite3 API, raw key (PRAGMA key = "x'..'"), WAL, the project's schema
-//    (kMigrations) and statements (kInsertRequest, kUpdateRequest); every
+//    (kMigrations) and statements (kInsertRequest, kApproveRequest); every
 //    statement its own autocommit transaction. One pair = one INSERT + one
-//    UPDATE (a send and its verify), run with synchronous=NORMAL and =FULL.
+//    conditional UPDATE (a send and its verify), run with synchronous=NORMAL and =FULL.
 // 2. The project's group-commit store (openSqlcipherStore, synchronous FULL)
 //    with S concurrent submitters, each calling runSync(insert) then
-//    runSync(update) per pair: many submitters share one commit (one fsync).
+//    runSync(approve) per pair: many submitters share one commit (one fsync).
 //
 // Each measurement stops at --pairs or after --max-seconds, whichever comes
 // first. Output: a table and one "RESULT mode=... pairs_per_s=..." line each.
@@ -35,7 +35,6 @@ using Clock = std::chrono::steady_clock;
 namespace sql = twofactor::store::sql;
 namespace crypto = twofactor::crypto;
 using twofactor::otp::OtpRequest;
-using twofactor::otp::Status;
 
 void check(sqlite3* db, int rc, const char* what) {
     if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -66,8 +65,6 @@ OtpRequest makeRequest(long n, std::int64_t now) {
     r.expiresAt = now + r.ttl;
     return r;
 }
-
-void finish(OtpRequest& r, std::int64_t now) { r.finish(Status::Approved, now); }
 
 std::int64_t unixNow() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -103,12 +100,12 @@ public:
         }
         check(db_, sqlite3_prepare_v2(db_, sql::kEnsureApp, -1, &ensureApp_, nullptr), "prepare ensure app");
         check(db_, sqlite3_prepare_v2(db_, sql::kInsertRequest, -1, &insert_, nullptr), "prepare insert");
-        check(db_, sqlite3_prepare_v2(db_, sql::kUpdateRequest, -1, &update_, nullptr), "prepare update");
+        check(db_, sqlite3_prepare_v2(db_, sql::kApproveRequest, -1, &update_, nullptr), "prepare approve");
         // The statements are bound by hand below: a column added to them must
         // stop this program at once, not leave a parameter NULL.
         expectParameters(ensureApp_, 2, "kEnsureApp");
         expectParameters(insert_, 24, "kInsertRequest");
-        expectParameters(update_, 10, "kUpdateRequest");
+        expectParameters(update_, 4, "kApproveRequest");
     }
     ~RawDb() {
         sqlite3_finalize(ensureApp_);
@@ -154,22 +151,16 @@ public:
         check(db_, sqlite3_step(s), "insert");
     }
 
-    void update(const OtpRequest& r) {
+    // What the store's approveRequest does: approve if still pending with this code.
+    void approve(const OtpRequest& r, std::int64_t now) {
         sqlite3_stmt* s = update_;
         sqlite3_reset(s);
         text(s, 1, r.id);
-        hash(s, 2, r);
-        text(s, 3, twofactor::otp::statusName(r.status));
-        sqlite3_bind_int64(s, 4, r.attempts);
-        sqlite3_bind_int64(s, 5, r.sends);
-        sqlite3_bind_int64(s, 6, r.expiresAt);
-        sqlite3_bind_int64(s, 7, r.updatedAt);
-        if (r.finishedAt) sqlite3_bind_int64(s, 8, *r.finishedAt);
-        else sqlite3_bind_null(s, 8);
-        text(s, 9, r.failure);
-        text(s, 10, r.channel);
-        check(db_, sqlite3_step(s), "update");
-        if (sqlite3_changes(db_) != 1) throw std::runtime_error("update changed no row");
+        sqlite3_bind_int64(s, 2, r.sends);
+        sqlite3_bind_int64(s, 3, now);
+        hash(s, 4, r);
+        check(db_, sqlite3_step(s), "approve");
+        if (sqlite3_changes(db_) != 1) throw std::runtime_error("approve changed no row");
     }
 
 private:
@@ -204,8 +195,7 @@ Result runRaw(const std::string& path, const std::string& keyHex, bool full, lon
     const auto deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(maxSeconds));
     for (auto& r : requests) {
         db.insert(r);
-        finish(r, now);
-        db.update(r);
+        db.approve(r, now);
         ++res.pairs;
         if ((res.pairs & 15) == 0 && Clock::now() >= deadline) break;
     }
@@ -238,8 +228,10 @@ Result runGroup(const std::string& path, const twofactor::SecretBytes& key, bool
                 OtpRequest r = makeRequest(n, now);
                 try {
                     twofactor::store::runSync(*store, [&](twofactor::store::Transaction& tx) { tx.insertRequest(r); });
-                    finish(r, now);
-                    twofactor::store::runSync(*store, [&](twofactor::store::Transaction& tx) { tx.updateRequest(r); });
+                    const bool approved = twofactor::store::runSync(*store, [&](twofactor::store::Transaction& tx) {
+                        return tx.approveRequest(r.id, r.sends, *r.codeHash, now);
+                    });
+                    if (!approved) throw std::runtime_error("request " + r.id + " was not approved");
                 } catch (const std::exception& e) {
                     if (!failed.exchange(true)) firstError = e.what();
                     return;

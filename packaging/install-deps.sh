@@ -9,6 +9,8 @@ packages=(
   nlohmann-json3-dev libphonenumber-dev libasio-dev libsystemd-dev libcpp-httplib-dev scdoc
   python3-aiosmtpd python3-botocore sqlcipher swaks hyperfine util-linux openssl
 )
+# The PostgreSQL backend (libpq) and the throwaway server its tests start.
+packages+=(libpq-dev postgresql-15)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -93,7 +93,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "retention", "privacy", "apps"});
+                      "webhook", "retention", "privacy", "apps", "store"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -103,6 +103,9 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
 
     if (const toml::node* n = root.get("daemon")) {
         readDaemon(reader, reader.table(*n, "daemon"), config);
+    }
+    if (const toml::node* n = root.get("store")) {
+        readStore(reader, reader.table(*n, "store"), config);
     }
     if (const toml::node* n = root.get("limits")) {
         readLimits(reader, reader.table(*n, "limits"), config.limits);

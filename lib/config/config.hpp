@@ -237,6 +237,13 @@ struct Config {
     bool synchronousFull = true;  // synchronous = "full" | "normal"
     std::string logLevel = "info";  // log_level: debug, info, warning, error
 
+    // [store]
+    struct Store {
+        std::string backend = "sqlcipher";  // backend: "sqlcipher" | "postgresql"
+        std::string dsnFile;                // dsn_file; credential name "store-dsn"
+        int connections = 4;                // connections (PostgreSQL)
+    } store;
+
     Limits limits;  // [limits]
 
     // [access.operator], [access.dpo], [access.admin]

@@ -11,13 +11,6 @@ namespace twofactor::otp {
 
 namespace {
 
-struct Check {
-    const char* scope;
-    std::string key;
-    int max;
-    std::int64_t window;
-};
-
 std::string counterKey(const std::string& app, const std::string& hash) { return app + "/" + hash; }
 
 // A window that started in the "future" (the clock was set back) still counts:
@@ -26,46 +19,57 @@ bool windowOver(const RateCounter& c, std::int64_t window, std::int64_t now) { r
 
 }  // namespace
 
+RateCounter countOneSend(const std::optional<RateCounter>& counter, std::int64_t window, std::int64_t now) {
+    RateCounter c = counter.value_or(RateCounter{now, 0, 0});
+    if (!counter || windowOver(c, window, now)) c = RateCounter{now, 0, 0};
+    ++c.count;
+    c.lastAt = now;
+    return c;
+}
+
 namespace {
 
 std::optional<Refusal> sendLimits(LimitStore& store, const config::RateLimits& limits, const SendKeys& keys,
                                   std::int64_t now, bool count) {
-    std::vector<Check> checks;
-    checks.push_back({"destination", counterKey(keys.app, keys.destination), limits.destinationSends,
-                      limits.destinationWindow.count()});
-    if (!keys.ip.empty())
-        checks.push_back({"ip", counterKey(keys.app, keys.ip), limits.ipSends, limits.ipWindow.count()});
-    if (!keys.prefix.empty())
-        checks.push_back(
-            {"prefix", counterKey(keys.app, keys.prefix), limits.prefixSends, limits.prefixWindow.count()});
-    checks.push_back({"app", keys.app, limits.appSends, limits.appWindow.count()});
+    std::vector<RateKey> rateKeys;
+    std::vector<int> caps;
+    rateKeys.push_back({"destination", counterKey(keys.app, keys.destination), limits.destinationWindow.count()});
+    caps.push_back(limits.destinationSends);
+    if (!keys.ip.empty()) {
+        rateKeys.push_back({"ip", counterKey(keys.app, keys.ip), limits.ipWindow.count()});
+        caps.push_back(limits.ipSends);
+    }
+    if (!keys.prefix.empty()) {
+        rateKeys.push_back({"prefix", counterKey(keys.app, keys.prefix), limits.prefixWindow.count()});
+        caps.push_back(limits.prefixSends);
+    }
+    rateKeys.push_back({"app", keys.app, limits.appWindow.count()});
+    caps.push_back(limits.appSends);
 
-    std::vector<std::optional<RateCounter>> found;
-    found.reserve(checks.size());
-    for (const auto& c : checks) found.push_back(store.findRateCounter(c.scope, c.key));
-
-    // The cooldown first: it is the most specific answer for a caller resending too fast.
-    const auto cooldown = limits.resendCooldown.count();
-    if (cooldown > 0 && found[0] && found[0]->count > 0) {
-        const std::int64_t since = now - found[0]->lastAt;
-        if (since < cooldown) return Refusal{"destination-cooldown", std::min(cooldown, cooldown - since)};
-    }
-    for (std::size_t i = 0; i < checks.size(); ++i) {
-        const auto& c = found[i];
-        if (!c || windowOver(*c, checks[i].window, now)) continue;
-        if (c->count >= checks[i].max)
-            return Refusal{checks[i].scope, std::clamp<std::int64_t>(c->windowStart + checks[i].window - now, 1,
-                                                                     checks[i].window)};
-    }
-    if (!count) return std::nullopt;
-    for (std::size_t i = 0; i < checks.size(); ++i) {
-        RateCounter c = found[i].value_or(RateCounter{});
-        if (!found[i] || windowOver(c, checks[i].window, now)) c = RateCounter{now, 0, 0};
-        ++c.count;
-        c.lastAt = now;
-        store.putRateCounter(checks[i].scope, checks[i].key, c);
-    }
-    return std::nullopt;
+    std::optional<Refusal> refusal;
+    const auto decide = [&](const std::vector<std::optional<RateCounter>>& found) {
+        // The cooldown first: it is the most specific answer for a caller resending too fast.
+        const auto cooldown = limits.resendCooldown.count();
+        if (cooldown > 0 && found[0] && found[0]->count > 0) {
+            const std::int64_t since = now - found[0]->lastAt;
+            if (since < cooldown) {
+                refusal = Refusal{"destination-cooldown", std::min(cooldown, cooldown - since)};
+                return false;
+            }
+        }
+        for (std::size_t i = 0; i < rateKeys.size(); ++i) {
+            const auto& c = found[i];
+            if (!c || windowOver(*c, rateKeys[i].window, now)) continue;
+            if (c->count >= caps[i]) {
+                refusal = Refusal{rateKeys[i].scope, std::clamp<std::int64_t>(c->windowStart + rateKeys[i].window - now,
+                                                                              1, rateKeys[i].window)};
+                return false;
+            }
+        }
+        return count;
+    };
+    (void)store.countSendsIf(rateKeys, now, decide);
+    return refusal;
 }
 
 }  // namespace
@@ -89,21 +93,18 @@ std::optional<Refusal> checkVerify(LimitStore& store, std::string_view app, std:
 
 void recordVerifyFailure(LimitStore& store, const config::RateLimits& limits, std::string_view app,
                          std::string_view subjectHash, std::int64_t now) {
-    SubjectFailures f = store.findSubjectFailures(app, subjectHash).value_or(SubjectFailures{});
-    ++f.failures;
-    if (f.failures >= limits.maxSubjectFailures) {
-        // The n-th failure past the threshold locks for lockout * 2^n, capped.
-        const std::int64_t beyond = f.failures - limits.maxSubjectFailures;
-        const std::int64_t cap = limits.subjectMaxLockout.count();
-        std::int64_t delay = limits.subjectLockout.count();
-        for (std::int64_t i = 0; i < beyond && delay < cap; ++i) delay *= 2;
-        f.lockedUntil = now + std::min(delay, cap);
-    }
-    store.putSubjectFailures(app, subjectHash, f);
+    const std::int64_t failures = store.countSubjectFailure(app, subjectHash);
+    if (failures < limits.maxSubjectFailures) return;
+    // The n-th failure past the threshold locks for lockout * 2^n, capped.
+    const std::int64_t beyond = failures - limits.maxSubjectFailures;
+    const std::int64_t cap = limits.subjectMaxLockout.count();
+    std::int64_t delay = limits.subjectLockout.count();
+    for (std::int64_t i = 0; i < beyond && delay < cap; ++i) delay *= 2;
+    store.lockSubject(app, subjectHash, now + std::min(delay, cap));
 }
 
 void recordVerifySuccess(LimitStore& store, std::string_view app, std::string_view subjectHash) {
-    store.putSubjectFailures(app, subjectHash, SubjectFailures{});
+    store.clearSubjectFailures(app, subjectHash);
 }
 
 std::string networkPrefix(const std::string& ip) {

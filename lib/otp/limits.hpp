@@ -7,9 +7,11 @@
 #include "config/config.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace twofactor::otp {
 
@@ -27,16 +29,39 @@ struct SubjectFailures {
     std::int64_t lockedUntil = 0;
 };
 
+// One counter of a send: its scope, its key and the length of its window.
+struct RateKey {
+    const char* scope;
+    std::string key;
+    std::int64_t window;
+};
+
+// A counter after one more send at `now`, for stores that count in code: a
+// window fully in the past (or no counter yet) starts again at `now`.
+[[nodiscard]] RateCounter countOneSend(const std::optional<RateCounter>& counter, std::int64_t window,
+                                       std::int64_t now);
+
 // What the limits need from the store. store::Transaction implements it.
+// Each method is an outcome, not a read followed by a write, so the limits
+// stay exact when several writers (nodes on one database) count at once.
 class LimitStore {
 public:
+    using RateDecision = std::function<bool(const std::vector<std::optional<RateCounter>>&)>;
     virtual ~LimitStore() = default;
-    [[nodiscard]] virtual std::optional<RateCounter> findRateCounter(std::string_view scope, std::string_view key) = 0;
-    virtual void putRateCounter(std::string_view scope, std::string_view key, const RateCounter& counter) = 0;
+    // Reads the counters, which no other writer changes until this work item
+    // ends, and passes them to `admit` in the order of `keys` (nullopt for one
+    // never counted). When `admit` says yes, counts one send at `now` in each:
+    // a counter whose window is over starts a new window at `now`. Returns
+    // whether it counted.
+    virtual bool countSendsIf(const std::vector<RateKey>& keys, std::int64_t now, const RateDecision& admit) = 0;
     [[nodiscard]] virtual std::optional<SubjectFailures> findSubjectFailures(std::string_view app,
                                                                              std::string_view subjectHash) = 0;
-    // Adds or replaces; failures == 0 removes the row.
-    virtual void putSubjectFailures(std::string_view app, std::string_view subjectHash, const SubjectFailures& f) = 0;
+    // Counts one more consecutive failure and returns the new count.
+    virtual std::int64_t countSubjectFailure(std::string_view app, std::string_view subjectHash) = 0;
+    // Refuses verifies until `until`; a later lock already set stays.
+    virtual void lockSubject(std::string_view app, std::string_view subjectHash, std::int64_t until) = 0;
+    // A correct code: the subject's failures are forgotten.
+    virtual void clearSubjectFailures(std::string_view app, std::string_view subjectHash) = 0;
 };
 
 // A refusal: the scope named in the RateLimited error and seconds until a retry can succeed (>= 1).

@@ -48,6 +48,11 @@ Failure notPending(const OtpRequest& r, Status s) {
                    "request " + r.id + " is " + statusName(s)};
 }
 
+// Another writer changed the request between its read and this change.
+Failure superseded(const std::string& id) {
+    return Failure{"NotPending", {{"id", id}, {"status", "superseded"}}, "request " + id + " is no longer pending"};
+}
+
 Failure rateLimited(const Refusal& r) {
     std::string what;
     if (r.scope == "destination-cooldown") what = "too soon after the last code sent to this destination";
@@ -92,9 +97,8 @@ std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::
     if (!r) return noSuchRequest(id);
     const Status s = r->effectiveStatus(now);
     if (s == Status::Pending) return std::move(*r);
-    if (s == Status::Expired && r->status == Status::Pending) {
+    if (s == Status::Expired && r->status == Status::Pending && t.finishRequest(r->id, std::nullopt, s, now)) {
         r->finish(Status::Expired, now);
-        t.updateRequest(*r);
         t.endDeliveryJob(r->id);
     }
     return notPending(*r, s);
@@ -691,11 +695,8 @@ bool OtpService::tryFallback(const std::shared_ptr<DeliveryRun>& run, const chan
     store_.submit(
         [this, run, switched, sends](store::Transaction& t) {
             auto current = t.findRequest(run->request.id);
-            if (!current || current->effectiveStatus(clock_.now()) != Status::Pending || current->sends != sends) return;
-            current->channel = "email";
-            current->updatedAt = clock_.now();
-            t.updateRequest(*current);
-            *switched = true;
+            if (!current || current->effectiveStatus(clock_.now()) != Status::Pending) return;
+            *switched = t.switchChannel(run->request.id, sends, "email", clock_.now());
         },
         [this, run, switched](std::exception_ptr e) {
             if (e || !*switched) {
@@ -785,13 +786,8 @@ void OtpService::failRequest(const std::shared_ptr<DeliveryRun>& run, const std:
         [this, failed, sends](store::Transaction& t) {
             // Only the current send of a still-pending request fails it: it may
             // have been canceled, verified or resent meanwhile.
-            auto current = t.findRequest(failed->id);
-            if (current && current->status == Status::Pending && current->sends == sends) {
-                current->failure = failed->failure;
-                current->finish(Status::Failed, clock_.now());
-                t.updateRequest(*current);
-                t.endDeliveryJob(current->id);
-            }
+            if (t.finishRequest(failed->id, static_cast<int>(sends), Status::Failed, clock_.now(), failed->failure))
+                t.endDeliveryJob(failed->id);
         },
         [this, run, failed](std::exception_ptr e) {
             if (!e) requestEnded(failed->id);
@@ -859,9 +855,8 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
             std::string outcome = "rejected";
             std::string detail = std::string("request ") + statusName(s);
             if (s == Status::Expired && r.status == Status::Pending) {
+                if (t.finishRequest(r.id, std::nullopt, s, now)) t.endDeliveryJob(r.id);
                 r.finish(Status::Expired, now);
-                t.updateRequest(r);
-                t.endDeliveryJob(r.id);
             } else if (s == Status::Pending) {
                 // Across requests: a locked-out subject gets no code compared, nothing counted.
                 if (auto refusal = checkVerify(t, r.app, r.subjectHash, now)) {
@@ -875,21 +870,29 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                 const auto given = codeHash(pepper_, r.id, code->view());
                 const bool match = expected && crypto::constantTimeEqual(given.data(), given.size(), expected->data(),
                                                                          expected->size());
-                if (match) {
+                // Conditional changes: of two verifies racing on one request
+                // (on two nodes), one approves, and every wrong code counts.
+                if (match && t.approveRequest(r.id, r.sends, *expected, now)) {
                     r.finish(Status::Approved, now);
                     result.approved = true;
                     recordVerifySuccess(t, r.app, r.subjectHash);
                     outcome = "approved";
                     detail.clear();
-                } else {
+                } else if (match) {
+                    // Another writer ended it or replaced the code since it was read.
+                    if (auto current = t.findRequest(r.id)) r = std::move(*current);
+                    detail = std::string("request ") + statusName(r.effectiveStatus(now));
+                } else if (auto counted = t.countWrongCode(r.id, now)) {
                     recordVerifyFailure(t, rateLimits(r.app), r.app, r.subjectHash, now);
-                    ++r.attempts;
+                    r.attempts = counted->attempts;
                     r.updatedAt = now;
-                    if (r.attempts >= r.maxAttempts) r.finish(Status::Locked, now);
+                    if (counted->locked) r.finish(Status::Locked, now);
                     detail = "wrong code, attempt " + std::to_string(r.attempts) + " of " +
                              std::to_string(r.maxAttempts) + (r.status == Status::Locked ? ", now locked" : "");
+                } else {
+                    if (auto current = t.findRequest(r.id)) r = std::move(*current);
+                    detail = std::string("request ") + statusName(r.effectiveStatus(now));
                 }
-                t.updateRequest(r);
                 if (r.status != Status::Pending) t.endDeliveryJob(r.id);
             }
             // Fails closed: without its record the approval (or failure count) is undone.
@@ -930,8 +933,11 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
                 return;
             }
             auto r = &std::get<OtpRequest>(found);
+            if (!t.finishRequest(r->id, std::nullopt, Status::Canceled, now)) {
+                state->outcome = superseded(r->id);
+                return;
+            }
             r->finish(Status::Canceled, now);
-            t.updateRequest(*r);
             t.endDeliveryJob(r->id);
             record(t, auditRecord("cancel", r->app, uid, "success", r->id, r->subjectHash));
             state->outcome = std::move(*r);
@@ -981,11 +987,15 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
             }
             // A new code replaces the old hash at once; the attempt counter stays.
             *code = generateCode(r->codeLength);
-            r->codeHash = codeHash(pepper_, r->id, code->view());
+            const auto hash = codeHash(pepper_, r->id, code->view());
+            if (!t.replaceCode(r->id, r->sends, hash, now + r->ttl, now)) {
+                state->outcome = superseded(r->id);
+                return;
+            }
+            r->codeHash = hash;
             ++r->sends;
             r->expiresAt = now + r->ttl;
             r->updatedAt = now;
-            t.updateRequest(*r);
             t.putDeliveryJob(DeliveryJob{r->id, r->sends, 0, now, holder_, now + kLeaseSeconds, r->expiresAt, now, {}});
             record(t, auditRecord("resend", r->app, uid, "success", r->id, r->subjectHash,
                                   "send " + std::to_string(r->sends) + " of " + std::to_string(r->maxSends)));
@@ -1055,10 +1065,7 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 }
                 const Status s = r->effectiveStatus(now);
                 if (s != Status::Pending) {
-                    if (r->status == Status::Pending) {
-                        r->finish(s, now);
-                        t.updateRequest(*r);
-                    }
+                    if (r->status == Status::Pending) (void)t.finishRequest(r->id, std::nullopt, s, now);
                     t.endDeliveryJob(r->id);
                     result->ended.push_back(r->id);
                     continue;
@@ -1072,9 +1079,8 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 else if (job.attempts >= config_.retry.maxAttempts)
                     refusal = "delivery failed after " + std::to_string(job.attempts) + " attempts: " + job.lastError;
                 if (!refusal.empty()) {
-                    r->failure = refusal;
-                    r->finish(Status::Failed, now);
-                    t.updateRequest(*r);
+                    // Ended by another writer since the claim: its job went with it.
+                    if (!t.finishRequest(r->id, r->sends, Status::Failed, now, refusal)) continue;
                     t.endDeliveryJob(r->id);
                     result->ended.push_back(r->id);
                     log::warning("request " + r->id + ": delivery job ended: " + refusal);
@@ -1084,11 +1090,14 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 // a fresh one replaces its hash, as a resend does, so no code
                 // is ever delivered twice. Attempts (and the backoff) go on.
                 SecretString code = generateCode(r->codeLength);
-                r->codeHash = codeHash(pepper_, r->id, code.view());
+                const auto hash = codeHash(pepper_, r->id, code.view());
+                // Resent or ended by another writer since the claim: the job
+                // is the one of that send now, or gone.
+                if (!t.replaceCode(r->id, r->sends, hash, now + r->ttl, now)) continue;
+                r->codeHash = hash;
                 ++r->sends;
                 r->expiresAt = now + r->ttl;
                 r->updatedAt = now;
-                t.updateRequest(*r);
                 const std::string from = job.holder;
                 job.send = r->sends;
                 job.holder = holder_;

@@ -6,6 +6,7 @@
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
+#include "util/crypto.hpp"
 #include "util/secret.hpp"
 
 #include <chrono>
@@ -169,6 +170,13 @@ struct RetentionRun {
     PurgeCounts counts;
 };
 
+// What countWrongCode leaves: the attempts counted so far, and whether this
+// one locked the request.
+struct WrongCode {
+    int attempts = 0;
+    bool locked = false;
+};
+
 // One unit of work's view of the store, valid only inside Store::submit's work
 // function. It is also the rate limits' store (rate counters, subject failures)
 // and the audit log's (append and read only).
@@ -180,7 +188,36 @@ public:
     [[nodiscard]] virtual std::optional<otp::OtpRequest> findNewestPending(std::string_view app,
                                                                            std::string_view subjectHash) = 0;
     virtual void insertRequest(const otp::OtpRequest& request) = 0;
-    virtual void updateRequest(const otp::OtpRequest& request) = 0;
+
+    // ---- Request state changes ----
+    // Each is one conditional change that says whether it applied, never a
+    // read followed by a write of the whole row: two writers acting on one
+    // pending request (two verifies of one code on two nodes) cannot both
+    // succeed, and no attempt is lost. `send` is the send the caller saw
+    // (OtpRequest::sends); a resend or a takeover since makes the change fail.
+
+    // Approves the request if it is still pending in this send, not expired at
+    // `now`, and its code hash is still `codeHash` (the one the caller
+    // compared the code with). The code hash is cleared.
+    [[nodiscard]] virtual bool approveRequest(std::string_view id, int send, const crypto::Digest& codeHash,
+                                              std::int64_t now) = 0;
+    // Counts one wrong code against a request still pending and not expired at
+    // `now`; the one that reaches max_attempts locks it. nullopt: it was not pending.
+    [[nodiscard]] virtual std::optional<WrongCode> countWrongCode(std::string_view id, std::int64_t now) = 0;
+    // Ends a request still pending (and in send `send`, when given) with
+    // status `to` (expired, canceled, failed); a non-empty `failure` is
+    // recorded as the reason. The code hash is cleared.
+    [[nodiscard]] virtual bool finishRequest(std::string_view id, std::optional<int> send, otp::Status to,
+                                             std::int64_t now, std::string_view failure = {}) = 0;
+    // A new code for a request still pending in send `send`: its hash
+    // replaces the old one, sends becomes send + 1, the expiry moves.
+    [[nodiscard]] virtual bool replaceCode(std::string_view id, int send, const crypto::Digest& codeHash,
+                                           std::int64_t expiresAt, std::int64_t now) = 0;
+    // Delivers a request still pending in send `send` through another channel
+    // from now on (the email fallback).
+    [[nodiscard]] virtual bool switchChannel(std::string_view id, int send, std::string_view channel,
+                                             std::int64_t now) = 0;
+    // ---- end of request state changes ----
 
     virtual void insertDeliveryAttempt(const otp::DeliveryAttempt& attempt) = 0;
     // Oldest first, at most query.limit rows (the newest ones when more match).

@@ -48,7 +48,23 @@ public:
         return t_.findNewestPending(a, s);
     }
     void insertRequest(const otp::OtpRequest& r) override { t_.insertRequest(r); }
-    void updateRequest(const otp::OtpRequest& r) override { t_.updateRequest(r); }
+    bool approveRequest(std::string_view id, int send, const crypto::Digest& h, std::int64_t now) override {
+        return t_.approveRequest(id, send, h, now);
+    }
+    std::optional<store::WrongCode> countWrongCode(std::string_view id, std::int64_t now) override {
+        return t_.countWrongCode(id, now);
+    }
+    bool finishRequest(std::string_view id, std::optional<int> send, otp::Status to, std::int64_t now,
+                       std::string_view failure) override {
+        return t_.finishRequest(id, send, to, now, failure);
+    }
+    bool replaceCode(std::string_view id, int send, const crypto::Digest& h, std::int64_t exp,
+                     std::int64_t now) override {
+        return t_.replaceCode(id, send, h, exp, now);
+    }
+    bool switchChannel(std::string_view id, int send, std::string_view c, std::int64_t now) override {
+        return t_.switchChannel(id, send, c, now);
+    }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         return t_.findDeliveryAttempts(q);
@@ -76,18 +92,19 @@ public:
     void endDeliveryJob(std::string_view id) override { t_.endDeliveryJob(id); }
     std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view id) override { return t_.findDeliveryJob(id); }
     std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) override { return t_.listDeliveryJobs(limit); }
-    std::optional<otp::RateCounter> findRateCounter(std::string_view s, std::string_view k) override {
-        return t_.findRateCounter(s, k);
-    }
-    void putRateCounter(std::string_view s, std::string_view k, const otp::RateCounter& c) override {
-        t_.putRateCounter(s, k, c);
+    bool countSendsIf(const std::vector<otp::RateKey>& k, std::int64_t now, const RateDecision& admit) override {
+        return t_.countSendsIf(k, now, admit);
     }
     std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view a, std::string_view s) override {
         return t_.findSubjectFailures(a, s);
     }
-    void putSubjectFailures(std::string_view a, std::string_view s, const otp::SubjectFailures& f) override {
-        t_.putSubjectFailures(a, s, f);
+    std::int64_t countSubjectFailure(std::string_view a, std::string_view s) override {
+        return t_.countSubjectFailure(a, s);
     }
+    void lockSubject(std::string_view a, std::string_view s, std::int64_t until) override {
+        t_.lockSubject(a, s, until);
+    }
+    void clearSubjectFailures(std::string_view a, std::string_view s) override { t_.clearSubjectFailures(a, s); }
     std::optional<otp::AuditRecord> lastAuditRecord() override { return t_.lastAuditRecord(); }
     void insertAuditRecord(const otp::AuditRecord& r) override {
         if (fail_) throw std::runtime_error("disk full (injected)");

@@ -21,22 +21,31 @@ namespace {
 
 class MemoryLimitStore final : public otp::LimitStore {
 public:
-    std::optional<otp::RateCounter> findRateCounter(std::string_view scope, std::string_view key) override {
-        auto it = counters.find({std::string(scope), std::string(key)});
-        if (it == counters.end()) return std::nullopt;
-        return it->second;
-    }
-    void putRateCounter(std::string_view scope, std::string_view key, const otp::RateCounter& c) override {
-        counters[{std::string(scope), std::string(key)}] = c;
+    bool countSendsIf(const std::vector<otp::RateKey>& keys, std::int64_t now, const RateDecision& admit) override {
+        std::vector<std::optional<otp::RateCounter>> found;
+        for (const auto& k : keys) {
+            auto it = counters.find({k.scope, k.key});
+            found.push_back(it == counters.end() ? std::nullopt : std::optional(it->second));
+        }
+        if (!admit(found)) return false;
+        for (std::size_t i = 0; i < keys.size(); ++i)
+            counters[{keys[i].scope, keys[i].key}] = otp::countOneSend(found[i], keys[i].window, now);
+        return true;
     }
     std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view app, std::string_view subject) override {
         auto it = failures.find({std::string(app), std::string(subject)});
         if (it == failures.end()) return std::nullopt;
         return it->second;
     }
-    void putSubjectFailures(std::string_view app, std::string_view subject, const otp::SubjectFailures& f) override {
-        if (f.failures == 0) failures.erase({std::string(app), std::string(subject)});
-        else failures[{std::string(app), std::string(subject)}] = f;
+    std::int64_t countSubjectFailure(std::string_view app, std::string_view subject) override {
+        return ++failures[{std::string(app), std::string(subject)}].failures;
+    }
+    void lockSubject(std::string_view app, std::string_view subject, std::int64_t until) override {
+        auto& f = failures[{std::string(app), std::string(subject)}];
+        f.lockedUntil = std::max(f.lockedUntil, until);
+    }
+    void clearSubjectFailures(std::string_view app, std::string_view subject) override {
+        failures.erase({std::string(app), std::string(subject)});
     }
     std::map<std::pair<std::string, std::string>, otp::RateCounter> counters;
     std::map<std::pair<std::string, std::string>, otp::SubjectFailures> failures;

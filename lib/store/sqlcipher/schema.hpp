@@ -556,8 +556,14 @@ inline constexpr const char* kPutRateCounter =
     "INSERT OR REPLACE INTO rate_counters (scope, key, window_start, count, last_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 inline constexpr const char* kSelectSubjectFailures =
     "SELECT failures, locked_until FROM subject_failures WHERE app = ?1 AND subject_hash = ?2";
-inline constexpr const char* kPutSubjectFailures =
-    "INSERT OR REPLACE INTO subject_failures (app, subject_hash, failures, locked_until) VALUES (?1, ?2, ?3, ?4)";
+// One more failure: the row starts at 0 when there is none, then the count
+// goes up in SQL; the writer reads it back (no RETURNING in SQLite 3.15).
+inline constexpr const char* kEnsureSubjectFailures =
+    "INSERT OR IGNORE INTO subject_failures (app, subject_hash, failures, locked_until) VALUES (?1, ?2, 0, 0)";
+inline constexpr const char* kCountSubjectFailure =
+    "UPDATE subject_failures SET failures = failures + 1 WHERE app = ?1 AND subject_hash = ?2";
+inline constexpr const char* kLockSubject =
+    "UPDATE subject_failures SET locked_until = max(locked_until, ?3) WHERE app = ?1 AND subject_hash = ?2";
 inline constexpr const char* kDeleteSubjectFailures =
     "DELETE FROM subject_failures WHERE app = ?1 AND subject_hash = ?2";
 
@@ -622,8 +628,32 @@ inline constexpr const char* kInsertRequest =
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, "
     "?23, ?24)";
 
-inline constexpr const char* kUpdateRequest =
-    "UPDATE requests SET code_hash = ?2, status = ?3, attempts = ?4, sends = ?5, expires_at = ?6, updated_at = ?7, "
-    "finished_at = ?8, failure = ?9, channel = ?10 WHERE id = ?1";
+// Request state changes: each conditional on the state the caller saw, so
+// that with several writers exactly one of them applies (see store.hpp).
+// ?1 id, ?2 send, ?3 now, ?4 the code hash compared with.
+inline constexpr const char* kApproveRequest =
+    "UPDATE requests SET status = 'approved', finished_at = ?3, updated_at = ?3, code_hash = NULL "
+    "WHERE id = ?1 AND status = 'pending' AND sends = ?2 AND expires_at > ?3 AND code_hash = ?4";
+// ?1 id, ?2 now. SET expressions see the row before the change, so
+// attempts + 1 is the new count throughout.
+inline constexpr const char* kCountWrongCode =
+    "UPDATE requests SET attempts = attempts + 1, updated_at = ?2, "
+    "status = CASE WHEN attempts + 1 >= max_attempts THEN 'locked' ELSE status END, "
+    "finished_at = CASE WHEN attempts + 1 >= max_attempts THEN ?2 ELSE finished_at END, "
+    "code_hash = CASE WHEN attempts + 1 >= max_attempts THEN NULL ELSE code_hash END "
+    "WHERE id = ?1 AND status = 'pending' AND expires_at > ?2";
+inline constexpr const char* kSelectRequestAttempts = "SELECT attempts, status FROM requests WHERE id = ?1";
+// ?1 id, ?2 send or NULL (any), ?3 the new status, ?4 now, ?5 the reason or ''.
+inline constexpr const char* kFinishRequest =
+    "UPDATE requests SET status = ?3, finished_at = ?4, updated_at = ?4, code_hash = NULL, "
+    "failure = CASE WHEN ?5 = '' THEN failure ELSE ?5 END "
+    "WHERE id = ?1 AND status = 'pending' AND (?2 IS NULL OR sends = ?2)";
+// ?1 id, ?2 send, ?3 the new code hash, ?4 expires at, ?5 now.
+inline constexpr const char* kReplaceCode =
+    "UPDATE requests SET code_hash = ?3, sends = sends + 1, expires_at = ?4, updated_at = ?5 "
+    "WHERE id = ?1 AND status = 'pending' AND sends = ?2";
+// ?1 id, ?2 send, ?3 channel, ?4 now.
+inline constexpr const char* kSwitchChannel =
+    "UPDATE requests SET channel = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'pending' AND sends = ?2";
 
 }  // namespace twofactor::store::sql

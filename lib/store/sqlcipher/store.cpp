@@ -36,7 +36,10 @@ public:
         sqlite3_reset(stmt_);
         sqlite3_clear_bindings(stmt_);
     }
-    void bind(int i, std::string_view s) { check(sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT)); }
+    // A default-constructed string_view has no data: bound as is, SQLite would store NULL, not ''.
+    void bind(int i, std::string_view s) {
+        check(sqlite3_bind_text(stmt_, i, s.data() ? s.data() : "", static_cast<int>(s.size()), SQLITE_TRANSIENT));
+    }
     void bind(int i, std::int64_t v) { check(sqlite3_bind_int64(stmt_, i, v)); }
     void bind(int i, int v) { check(sqlite3_bind_int64(stmt_, i, v)); }
     void bindNull(int i) { check(sqlite3_bind_null(stmt_, i)); }
@@ -95,7 +98,6 @@ public:
           select_(db, sql::kSelectRequest),
           newest_(db, sql::kSelectNewestPending),
           insert_(db, sql::kInsertRequest),
-          update_(db, sql::kUpdateRequest),
           insertDelivery_(db, sql::kInsertDelivery),
           selectDeliveries_(db, sql::kSelectDeliveries),
           updateStatus_(db, sql::kUpdateDeliveryStatus),
@@ -106,7 +108,6 @@ public:
           selectCounter_(db, sql::kSelectRateCounter),
           putCounter_(db, sql::kPutRateCounter),
           selectFailures_(db, sql::kSelectSubjectFailures),
-          putFailures_(db, sql::kPutSubjectFailures),
           deleteFailures_(db, sql::kDeleteSubjectFailures),
           lastAudit_(db, sql::kSelectLastAudit),
           insertAudit_(db, sql::kInsertAudit),
@@ -582,7 +583,7 @@ public:
         return out;
     }
 
-    std::optional<otp::RateCounter> findRateCounter(std::string_view scope, std::string_view key) override {
+    std::optional<otp::RateCounter> findRateCounter(std::string_view scope, std::string_view key) {
         auto& s = selectCounter_;
         s.reset();
         s.bind(1, scope);
@@ -593,7 +594,7 @@ public:
         return c;
     }
 
-    void putRateCounter(std::string_view scope, std::string_view key, const otp::RateCounter& c) override {
+    void putRateCounter(std::string_view scope, std::string_view key, const otp::RateCounter& c) {
         auto& s = putCounter_;
         s.reset();
         s.bind(1, scope);
@@ -602,6 +603,18 @@ public:
         s.bind(4, c.count);
         s.bind(5, c.lastAt);
         s.step();
+    }
+
+    // Read, decided and counted inside the single writer: no other work runs
+    // between the read and the write.
+    bool countSendsIf(const std::vector<otp::RateKey>& keys, std::int64_t now, const RateDecision& admit) override {
+        std::vector<std::optional<otp::RateCounter>> found;
+        found.reserve(keys.size());
+        for (const auto& k : keys) found.push_back(findRateCounter(k.scope, k.key));
+        if (!admit(found)) return false;
+        for (std::size_t i = 0; i < keys.size(); ++i)
+            putRateCounter(keys[i].scope, keys[i].key, otp::countOneSend(found[i], keys[i].window, now));
+        return true;
     }
 
     std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view app, std::string_view subjectHash) override {
@@ -615,16 +628,36 @@ public:
         return f;
     }
 
-    void putSubjectFailures(std::string_view app, std::string_view subjectHash, const otp::SubjectFailures& f) override {
-        auto& s = f.failures == 0 ? deleteFailures_ : putFailures_;
+    std::int64_t countSubjectFailure(std::string_view app, std::string_view subjectHash) override {
+        for (auto [slot, text] : {std::pair{&ensureFailures_, sql::kEnsureSubjectFailures},
+                                  std::pair{&countFailure_, sql::kCountSubjectFailure}}) {
+            auto& s = stmt(*slot, text);
+            s.bind(1, app);
+            s.bind(2, subjectHash);
+            s.step();
+            s.reset();
+        }
+        auto f = findSubjectFailures(app, subjectHash);
+        if (!f) throw std::runtime_error("a subject's failure count vanished while it was counted");
+        return f->failures;
+    }
+
+    void lockSubject(std::string_view app, std::string_view subjectHash, std::int64_t until) override {
+        auto& s = stmt(lockSubject_, sql::kLockSubject);
+        s.bind(1, app);
+        s.bind(2, subjectHash);
+        s.bind(3, until);
+        s.step();
+        s.reset();
+    }
+
+    void clearSubjectFailures(std::string_view app, std::string_view subjectHash) override {
+        auto& s = deleteFailures_;
         s.reset();
         s.bind(1, app);
         s.bind(2, subjectHash);
-        if (f.failures != 0) {
-            s.bind(3, f.failures);
-            s.bind(4, f.lockedUntil);
-        }
         s.step();
+        s.reset();
     }
 
     bool updateDeliveryStatus(const otp::ProviderStatus& st) override {
@@ -885,22 +918,73 @@ public:
         s.step();
     }
 
-    void updateRequest(const otp::OtpRequest& r) override {
-        auto& s = update_;
-        s.reset();
-        s.bind(1, r.id);
-        bindHash(s, 2, r.codeHash);
-        s.bind(3, std::string_view(otp::statusName(r.status)));
-        s.bind(4, r.attempts);
-        s.bind(5, r.sends);
-        s.bind(6, r.expiresAt);
-        s.bind(7, r.updatedAt);
-        if (r.finishedAt) s.bind(8, *r.finishedAt);
-        else s.bindNull(8);
-        s.bind(9, r.failure);
-        s.bind(10, r.channel);
+    bool approveRequest(std::string_view id, int send, const crypto::Digest& codeHash, std::int64_t now) override {
+        auto& s = stmt(approve_, sql::kApproveRequest);
+        s.bind(1, id);
+        s.bind(2, send);
+        s.bind(3, now);
+        s.bindBlob(4, codeHash.data(), codeHash.size());
         s.step();
-        if (s.changes() != 1) throw std::runtime_error("request " + r.id + " vanished during an update");
+        const bool applied = s.changes() == 1;
+        s.reset();
+        return applied;
+    }
+
+    std::optional<WrongCode> countWrongCode(std::string_view id, std::int64_t now) override {
+        auto& s = stmt(wrongCode_, sql::kCountWrongCode);
+        s.bind(1, id);
+        s.bind(2, now);
+        s.step();
+        const bool applied = s.changes() == 1;
+        s.reset();
+        if (!applied) return std::nullopt;
+        auto& r = stmt(attempts_, sql::kSelectRequestAttempts);
+        r.bind(1, id);
+        if (!r.step()) throw std::runtime_error("a request vanished while its attempt was counted");
+        WrongCode w{static_cast<int>(r.integer(0)), r.text(1) == "locked"};
+        r.reset();
+        return w;
+    }
+
+    bool finishRequest(std::string_view id, std::optional<int> send, otp::Status to, std::int64_t now,
+                       std::string_view failure) override {
+        auto& s = stmt(finish_, sql::kFinishRequest);
+        s.bind(1, id);
+        if (send) s.bind(2, *send);
+        else s.bindNull(2);
+        s.bind(3, std::string_view(otp::statusName(to)));
+        s.bind(4, now);
+        s.bind(5, failure);
+        s.step();
+        const bool applied = s.changes() == 1;
+        s.reset();
+        return applied;
+    }
+
+    bool replaceCode(std::string_view id, int send, const crypto::Digest& codeHash, std::int64_t expiresAt,
+                     std::int64_t now) override {
+        auto& s = stmt(replaceCode_, sql::kReplaceCode);
+        s.bind(1, id);
+        s.bind(2, send);
+        s.bindBlob(3, codeHash.data(), codeHash.size());
+        s.bind(4, expiresAt);
+        s.bind(5, now);
+        s.step();
+        const bool applied = s.changes() == 1;
+        s.reset();
+        return applied;
+    }
+
+    bool switchChannel(std::string_view id, int send, std::string_view channel, std::int64_t now) override {
+        auto& s = stmt(switchChannel_, sql::kSwitchChannel);
+        s.bind(1, id);
+        s.bind(2, send);
+        s.bind(3, channel);
+        s.bind(4, now);
+        s.step();
+        const bool applied = s.changes() == 1;
+        s.reset();
+        return applied;
     }
 
 private:
@@ -1024,10 +1108,12 @@ private:
     Statement insertRun_, lastRun_;
     std::unique_ptr<Statement> purges_[std::size(sql::kPurge)][4], counts_[std::size(sql::kPurge)][4];
     std::unique_ptr<Statement> flagsSel_, ensureApp_, requestDeliveries_;
+    std::unique_ptr<Statement> ensureFailures_, countFailure_, lockSubject_, approve_, wrongCode_, attempts_, finish_,
+        replaceCode_, switchChannel_;
     std::unique_ptr<Statement> putJob_, orphanedJobs_, dueJobs_, claimJob_, renewJob_, retryJob_, finishJob_, endJob_,
         selectJob_, listJobs_;
-    Statement select_, newest_, insert_, update_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
-        insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_, putFailures_,
+    Statement select_, newest_, insert_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
+        insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
         countFraud_, fraudSeen_, putFraud_, insertCall_, selectCalls_;
     bool anchorWarned_ = false;  // the unsealed-anchor warning is logged once per connection

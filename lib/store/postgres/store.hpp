@@ -1,0 +1,35 @@
+// The PostgreSQL backend (libpq): several daemons on one database. Each work
+// item is its own READ COMMITTED transaction on one of a few connections,
+// retried whole on a serialization failure or deadlock; personal data is
+// sealed in the daemon (sealed.hpp).
+#pragma once
+
+#include "store/store.hpp"
+#include "util/secret.hpp"
+
+#include <memory>
+#include <string>
+
+namespace twofactor::store {
+
+struct PostgresOptions {
+    SecretString dsn;            // a libpq connection string; may hold a password, never logged
+    SecretBytes key;             // the store key: the column key is derived from it
+    int connections = 4;         // work items run on this many connections at once
+    std::size_t maxQueued = 4096;
+};
+
+// Connects, migrates the schema and starts the connections. Throws
+// std::runtime_error naming what failed (never the connection string).
+[[nodiscard]] std::unique_ptr<Store> openPostgresStore(PostgresOptions options);
+
+// The connection string from $CREDENTIALS_DIRECTORY/<credentialName>
+// (systemd LoadCredential=) or else `dsnFile`, a file of mode 0600 or
+// stricter owned by the daemon's user: never argv or the environment.
+[[nodiscard]] SecretString loadDsn(const std::string& credentialName, const std::string& dsnFile);
+
+// What the PostgreSQL backend does not do yet: the store methods it refuses
+// (each throws, naming itself) until it implements them.
+[[nodiscard]] const char* postgresMissing();
+
+}  // namespace twofactor::store
