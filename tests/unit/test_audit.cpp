@@ -48,6 +48,8 @@ public:
         return t_.findNewestPending(a, s);
     }
     void insertRequest(const otp::OtpRequest& r) override { t_.insertRequest(r); }
+    void bindRequest(std::string_view id, std::string_view digest) override { t_.bindRequest(id, digest); }
+    std::string requestBinding(std::string_view id) override { return t_.requestBinding(id); }
     void updateRequest(const otp::OtpRequest& r) override { t_.updateRequest(r); }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {

@@ -277,6 +277,12 @@ UPDATE audit_gate SET anchor_seal = 'legacy' WHERE anchor_seq > 0;
 ALTER TABLE deliveries ADD COLUMN provider TEXT NOT NULL DEFAULT '';
 ALTER TABLE deliveries ADD COLUMN region TEXT NOT NULL DEFAULT '';
 )sql",
+    // 16 (renumbered at merge): transaction binding. A bound code's context
+    // is hashed into code_hash; the request keeps only a keyed digest of it,
+    // for audit and so that a resend or a takeover knows the code is bound.
+    R"sql(
+ALTER TABLE requests ADD COLUMN context_digest TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
@@ -614,5 +620,9 @@ inline constexpr const char* kInsertRequest =
 inline constexpr const char* kUpdateRequest =
     "UPDATE requests SET code_hash = ?2, status = ?3, attempts = ?4, sends = ?5, expires_at = ?6, updated_at = ?7, "
     "finished_at = ?8, failure = ?9, channel = ?10 WHERE id = ?1";
+
+// Transaction binding: ?1 request id, ?2 the context's keyed digest.
+inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = ?2 WHERE id = ?1";
+inline constexpr const char* kSelectRequestBinding = "SELECT context_digest FROM requests WHERE id = ?1";
 
 }  // namespace twofactor::store::sql
