@@ -110,6 +110,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "CountryNotAllowed") {
         message = "refused: the app does not send to numbers of " + str(p, "country");
         code = kPolicy;
+    } else if (name == "ClientCountryNotAllowed") {
+        message = "refused: the app does not send for clients in " + str(p, "country") + " (by the client IP, --ip)";
+        code = kPolicy;
     } else if (name == "DeliveryFailed") {
         message = "delivery failed: " + str(p, "reason") + " (request " + str(p, "id") + ")";
         code = kDeliveryFailed;

@@ -41,6 +41,10 @@ std::string readConfigurationSet(const Reader& reader, const toml::node& node, c
 // Whether systemd passed the named credential (present in $CREDENTIALS_DIRECTORY now, at load).
 bool haveCredential(std::string_view name);
 
+// [geoip] (geoip.cpp), and the apps' IP country rules that need it
+void readGeoip(const Reader& reader, const toml::table& t, Config& config);
+void checkIpCountryRules(const Reader& reader, const toml::table& root, const Config& config);
+
 // [retention] (retention.cpp)
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention);
 

@@ -321,6 +321,13 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     if (!validPurpose(purpose)) return reply(invalidParameter("purpose", "must be login, verify or recovery"));
     if (in.locale && !validLocale(*in.locale)) return reply(invalidParameter("locale", "not a locale tag"));
     if (in.clientIp && !validIp(*in.clientIp)) return reply(invalidParameter("clientIp", "not an IPv4 or IPv6 address"));
+    if (in.clientIp) {
+        if (auto refusal = ipCountryRefusal(app, *in.clientIp)) {
+            recordLater(auditRecord("send", app.name, in.uid, "refused:ip-country", "", subjectHash(dest.normalized),
+                                    "client country " + refusal->parameters.value("country", std::string("unknown"))));
+            return reply(std::move(*refusal));
+        }
+    }
     if (in.device && (in.device->size() > kMaxTextField || !printable(*in.device)))
         return reply(invalidParameter("device", "at most 256 printable characters"));
     if (in.reference && (in.reference->size() > kMaxTextField || !printable(*in.reference)))
@@ -466,6 +473,33 @@ std::optional<Failure> OtpService::countryRefusal(const config::App& app, const 
     if (in(app.deniedCountries) || (!app.allowedCountries.empty() && !in(app.allowedCountries)))
         return Failure{"CountryNotAllowed", {{"country", region.empty() ? "unknown" : region}},
                        "app '" + app.name + "' does not send to numbers of " + (region.empty() ? "unknown regions" : region)};
+    return std::nullopt;
+}
+
+void OtpService::setCountryDatabase(std::shared_ptr<const geo::CountryDatabase> db) {
+    std::lock_guard lock(geoMutex_);
+    geo_ = std::move(db);
+}
+
+std::optional<Failure> OtpService::ipCountryRefusal(const config::App& app, const std::string& clientIp) const {
+    if (app.allowedIpCountries.empty() && app.deniedIpCountries.empty()) return std::nullopt;
+    std::shared_ptr<const geo::CountryDatabase> db;
+    {
+        std::lock_guard lock(geoMutex_);
+        db = geo_;
+    }
+    // No database (missing at start or reload, which the log warned about):
+    // the rules are off rather than every send refused.
+    if (!db) return std::nullopt;
+    const std::string country = db->country(clientIp).value_or("");
+    const auto in = [&](const std::vector<std::string>& list) {
+        return std::find(list.begin(), list.end(), country) != list.end();
+    };
+    // An address the database does not place is outside every allow list.
+    if ((!country.empty() && in(app.deniedIpCountries)) || (!app.allowedIpCountries.empty() && !in(app.allowedIpCountries)))
+        return Failure{"ClientCountryNotAllowed", {{"country", country.empty() ? "unknown" : country}},
+                       "app '" + app.name + "' does not send for clients in " +
+                           (country.empty() ? std::string("unknown countries") : country)};
     return std::nullopt;
 }
 

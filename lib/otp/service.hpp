@@ -4,6 +4,7 @@
 
 #include "channel/channel.hpp"
 #include "config/config.hpp"
+#include "geo/country_db.hpp"
 #include "otp/audit.hpp"
 #include "otp/binding.hpp"
 #include "otp/fraud.hpp"
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 #include <map>
 #include <optional>
@@ -135,6 +137,10 @@ public:
     void optOutRemove(std::string destination, Reply<bool> reply, std::int64_t uid = -1);
     void optOutList(int limit, Reply<std::vector<OptOut>> reply);
 
+    // The country database behind the apps' client IP country rules; nullptr
+    // turns the rules off. Safe to call while sends run (SIGHUP reload).
+    void setCountryDatabase(std::shared_ptr<const geo::CountryDatabase> db);
+
     // A provider's later report on a message it accepted (webhook status updates).
     void providerStatus(ProviderStatus status);
 
@@ -186,6 +192,7 @@ private:
     struct DeliveryRun;
     [[nodiscard]] const config::RateLimits& rateLimits(const std::string& app) const;
     [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
+    [[nodiscard]] std::optional<Failure> ipCountryRefusal(const config::App& app, const std::string& clientIp) const;
     bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
     void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply, int attemptsSoFar = 0,
                  std::chrono::milliseconds firstIn = std::chrono::milliseconds(0), BoundContext context = {});
@@ -206,6 +213,8 @@ private:
     SecretBytes limitKey_;  // keys the hashes of client IPs and prefixes in rate counters
     SecretBytes auditKey_;  // seals the audit chain
     SecretBytes bindingKey_;  // keys the digests of bound contexts
+    mutable std::mutex geoMutex_;
+    std::shared_ptr<const geo::CountryDatabase> geo_;  // guarded by geoMutex_
     Executor executor_;
     Scheduler scheduler_;
     std::string node_;    // this host, the first part of holder_

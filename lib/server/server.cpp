@@ -997,6 +997,8 @@ int Server::run() {
     ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
     deliverySweepTick();
     startWebhook();
+    loadCountryDatabase();
+    awaitReload();
     listen();
     accept();
     scheduleFloodTick();
@@ -1209,7 +1211,9 @@ const char* accessName(Access access) {
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
-    ::signal(SIGHUP, SIG_IGN);  // no reload yet: restart to apply a new configuration
+    // Until the server's own handler is installed; it then reopens the country
+    // database (the configuration itself is applied by a restart).
+    ::signal(SIGHUP, SIG_IGN);
     detail::Server server(config, options);
     return server.run();
 }
