@@ -62,6 +62,10 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         if (parameter == "fallbackEmail")
             message = "--fallback-email refused: it applies only to a WhatsApp send of an app that falls back to "
                       "email (fallback_to_email = true and email among its channels), and must be an email address";
+        else if (parameter == "context")
+            message = "--bind refused: at most 8 KEY=VALUE entries, KEY a lower-case letter then letters, digits or "
+                      "'_' (at most 32), VALUE 1 to 200 bytes of text without control characters, \"{{\" or \"}}\"; "
+                      "email sends only; every {{context.KEY}} the app's template shows must be bound";
         else if (parameter == "received")
             message = "--received must lie between 2000-01-01 and today (twofactord's clock): "
                       "a request cannot arrive in the future";
@@ -81,6 +85,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         code = command == "verify" ? kRejected : kNotFound;
     } else if (name == "NotPending") {
         message = "request " + str(p, "id") + " is " + str(p, "status");
+        code = kRejected;
+    } else if (name == "ContextMismatch") {
+        message = "request " + str(p, "id") + " is bound to another context: resend it with the --bind entries of its send";
         code = kRejected;
     } else if (name == "TooManySends") {
         message = "request " + str(p, "id") + " reached its limit of " + str(p, "maxSends") + " sends";
@@ -102,6 +109,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         code = kPolicy;
     } else if (name == "CountryNotAllowed") {
         message = "refused: the app does not send to numbers of " + str(p, "country");
+        code = kPolicy;
+    } else if (name == "ClientCountryNotAllowed") {
+        message = "refused: the app does not send for clients in " + str(p, "country") + " (by the client IP, --ip)";
         code = kPolicy;
     } else if (name == "DeliveryFailed") {
         message = "delivery failed: " + str(p, "reason") + " (request " + str(p, "id") + ")";

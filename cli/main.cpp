@@ -138,6 +138,26 @@ int reportUsageError(CLI::App& app, const CLI::ParseError& e) {
 
 }  // namespace
 
+// --bind KEY=VALUE, repeated: the transaction a code is bound to. The daemon
+// checks the entries in full; here only their shape, so that a typo is named.
+bool bindingsJson(const char* command, const std::vector<std::string>& binds, json& out) {
+    out = json::object();
+    for (const auto& b : binds) {
+        const auto eq = b.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            std::fprintf(stderr, "twofactor %s: --bind takes KEY=VALUE, e.g. --bind 'amount=49.90 EUR'\n", command);
+            return false;
+        }
+        const std::string key = b.substr(0, eq);
+        if (out.contains(key)) {
+            std::fprintf(stderr, "twofactor %s: --bind %s given twice\n", command, key.c_str());
+            return false;
+        }
+        out[key] = b.substr(eq + 1);
+    }
+    return true;
+}
+
 int run(int argc, char** argv, const Selection& pick) {
     CLI::App app{"twofactor - issue and verify one-time passwords through twofactord", "twofactor"};
     app.require_subcommand(1);
@@ -153,6 +173,7 @@ int run(int argc, char** argv, const Selection& pick) {
     std::optional<std::int64_t> sTtl, sLength;
     bool sNoWait = false;
     std::string sFallback;
+    std::vector<std::string> sBind;
     CLI::App* send = nullptr;
     if (pick.wants("send")) {
         send = app.add_subcommand("send", "issue a code and deliver it; prints the request id");
@@ -171,10 +192,14 @@ int run(int argc, char** argv, const Selection& pick) {
         send->add_flag("--no-wait", sNoWait, "return once the request is stored; deliver in the background");
         send->add_option("--fallback-email", sFallback,
                          "WhatsApp only: deliver to this address instead if WhatsApp fails for good");
+        send->add_option("--bind", sBind,
+                         "KEY=VALUE, repeatable: bind the code to this transaction (shown in the message; "
+                         "verify must give the same)");
     }
 
     // verify
     std::string vId, vApp, vTo, vCode;
+    std::vector<std::string> vBind;
     CLI::App* verify = nullptr;
     if (pick.wants("verify")) {
         verify = app.add_subcommand("verify", "check a code; prints the status; exit 0 only when approved");
@@ -182,6 +207,7 @@ int run(int argc, char** argv, const Selection& pick) {
         auto* appOpt = verify->add_option("--app", vApp, "the app (with --to: the newest pending request)");
         auto* toOpt = verify->add_option("--to", vTo, "the destination (with --app)");
         verify->add_option("--code", vCode, "the code, or - to read it from standard input")->required();
+        verify->add_option("--bind", vBind, "KEY=VALUE, repeatable: the transaction the code was bound to at send");
         idOpt->excludes(appOpt)->excludes(toOpt);
         appOpt->needs(toOpt);
         toOpt->needs(appOpt);
@@ -200,6 +226,7 @@ int run(int argc, char** argv, const Selection& pick) {
     if (pick.wants("resend")) {
         resend = app.add_subcommand("resend", "send a new code for a pending request (the old one stops working)");
         resend->add_option("id", rid, "the request id")->required();
+        resend->add_option("--bind", vBind, "KEY=VALUE, repeatable: a bound request's context, as given at send");
     }
     if (pick.wants("whoami")) whoami = app.add_subcommand("whoami", "show your uid and the roles twofactord grants you");
 
@@ -286,6 +313,11 @@ int run(int argc, char** argv, const Selection& pick) {
                 return kUsage;
             }
             p["fallbackEmail"] = sFallback;
+        }
+        if (!sBind.empty()) {
+            json context;
+            if (!bindingsJson("send", sBind, context)) return kUsage;
+            p["context"] = context;
         }
         if (int rc = call(g, "send", "io.twofactor.Otp.Send", p, out); rc >= 0) return rc;
         if (!g.json && str(out, "delivery") == "retrying")
@@ -438,6 +470,11 @@ int run(int argc, char** argv, const Selection& pick) {
             p["app"] = vApp;
             p["destination"] = vTo;
         }
+        if (!vBind.empty()) {
+            json context;
+            if (!bindingsJson("verify", vBind, context)) return kUsage;
+            p["context"] = context;
+        }
         if (int rc = call(g, "verify", "io.twofactor.Otp.Verify", p, out); rc >= 0) return rc;
         const bool approved = out.value("approved", false);
         if (g.json) std::printf("%s\n", out.dump().c_str());
@@ -450,7 +487,13 @@ int run(int argc, char** argv, const Selection& pick) {
     if (chosen(status) || chosen(cancel) || chosen(resend)) {
         const std::string command = chosen(status) ? "status" : chosen(cancel) ? "cancel" : "resend";
         const std::string method = "io.twofactor.Otp." + std::string(chosen(status) ? "Status" : chosen(cancel) ? "Cancel" : "Resend");
-        if (int rc = call(g, command, method.c_str(), {{"id", rid}}, out); rc >= 0) return rc;
+        json p = {{"id", rid}};
+        if (chosen(resend) && !vBind.empty()) {
+            json context;
+            if (!bindingsJson("resend", vBind, context)) return kUsage;
+            p["context"] = context;
+        }
+        if (int rc = call(g, command, method.c_str(), p, out); rc >= 0) return rc;
         if (g.json) std::printf("%s\n", (chosen(resend) ? out : out["request"]).dump().c_str());
         else if (chosen(status)) printRequest(out["request"]);
         else if (chosen(cancel)) std::printf("%s\n", str(out["request"], "status").c_str());

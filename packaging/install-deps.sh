@@ -8,6 +8,7 @@ packages=(
   libcli11-dev libsqlcipher-dev libcurl4-openssl-dev libssl-dev libtomlplusplus-dev catch2
   nlohmann-json3-dev libphonenumber-dev libasio-dev libsystemd-dev libcpp-httplib-dev scdoc
   python3-aiosmtpd python3-botocore sqlcipher swaks hyperfine util-linux openssl
+  libpam0g-dev pamtester libmaxminddb-dev
 )
 # The PostgreSQL backend (libpq) and the throwaway server its tests start.
 packages+=(libpq-dev postgresql-15)

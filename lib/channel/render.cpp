@@ -56,13 +56,39 @@ std::string renderTemplate(std::string_view text, const RenderValues& values, bo
             continue;
         }
         std::string value;
-        if (name == "code") value = std::string(values.code);
+        if (name.substr(0, 8) == "context.") {
+            // A send refuses a context that lacks a key its template shows.
+            if (values.context)
+                if (auto v = values.context->value(name.substr(8))) value = std::string(*v);
+        } else if (name == "code") value = std::string(values.code);
         else if (name == "app") value = std::string(values.app);
         else if (name == "minutes") value = std::to_string(values.minutes);
         else value = std::string(text.substr(open, close + 2 - open));  // config validation rejects these
         out += html ? htmlEscape(value) : value;
     }
     out.append(text.substr(pos));
+    return out;
+}
+
+std::string contextLines(const otp::BoundContext& context, bool html) {
+    std::string out;
+    for (const auto& key : context.keys()) {
+        const std::string v(*context.value(key));
+        if (html) out += "<p>" + htmlEscape(key) + ": " + htmlEscape(v) + "</p>";
+        else out += "\n" + key + ": " + v;
+    }
+    if (!html && !out.empty()) out += "\n";
+    return out;
+}
+
+std::vector<std::string> contextPlaceholders(std::string_view text) {
+    std::vector<std::string> out;
+    for (auto pos = text.find("{{context."); pos != std::string_view::npos; pos = text.find("{{context.", pos)) {
+        const auto close = text.find("}}", pos);
+        if (close == std::string_view::npos) break;
+        out.emplace_back(text.substr(pos + 10, close - pos - 10));
+        pos = close + 2;
+    }
     return out;
 }
 

@@ -3,6 +3,7 @@
 
 #include "channel/channel.hpp"
 #include "config/config.hpp"
+#include "otp/binding.hpp"
 
 #include <string>
 #include <string_view>
@@ -14,12 +15,22 @@ struct RenderValues {
     std::string_view app;  // display name
     long minutes = 10;
     std::string_view locale = "en";  // the template's: picks {{minutes|ONE|OTHER}}'s form
+    const otp::BoundContext* context = nullptr;  // a bound send's context: {{context.KEY}}
 };
 
-// Replaces {{code}}, {{app}} and {{minutes}}, and {{minutes|ONE|OTHER}} with the
-// form the locale's plural rule picks for `minutes` (template text, so never
-// escaped); with html=true the values are HTML-escaped.
+// Replaces {{code}}, {{app}}, {{minutes}} and {{context.KEY}}, and
+// {{minutes|ONE|OTHER}} with the form the locale's plural rule picks for
+// `minutes` (template text, so never escaped); with html=true the values are
+// HTML-escaped.
 [[nodiscard]] std::string renderTemplate(std::string_view text, const RenderValues& values, bool html);
+
+// "key: value" lines (paragraphs in HTML) of a whole context: added to a
+// body whose template shows none of it, so the reader always sees what the
+// code approves.
+[[nodiscard]] std::string contextLines(const otp::BoundContext& context, bool html);
+
+// The KEYs of the {{context.KEY}} placeholders in a template text, in order.
+[[nodiscard]] std::vector<std::string> contextPlaceholders(std::string_view text);
 
 [[nodiscard]] std::string htmlEscape(std::string_view text);
 

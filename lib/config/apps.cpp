@@ -142,7 +142,7 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
                       "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
                       "ses_region", "ses_from", "ses_configuration_set", "email_from", "email_local_part", "whatsapp_templates",
-                      "allowed_countries", "denied_countries", "fallback_to_email", "rate_limits", "fraud"});
+                      "allowed_countries", "denied_countries", "allowed_ip_countries", "denied_ip_countries", "fallback_to_email", "rate_limits", "fraud"});
     App app;
     app.name = name;
     app.displayName = name;
@@ -288,6 +288,18 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
                             "\"" + laterCodes[i] + "\" is also in " + earlierKey);
             }
         }
+    }
+
+    // The client IP's country (by the [geoip] database): the same lists,
+    // checked in config.cpp against [geoip] once every section is read.
+    if (const toml::node* n = t.get("allowed_ip_countries"))
+        app.allowedIpCountries = readCountries(reader, *n, prefix + ".allowed_ip_countries");
+    if (const toml::node* n = t.get("denied_ip_countries")) {
+        app.deniedIpCountries = readCountries(reader, *n, prefix + ".denied_ip_countries");
+        for (std::size_t i = 0; i < app.deniedIpCountries.size(); ++i)
+            if (contains(app.allowedIpCountries, app.deniedIpCountries[i]))
+                reader.fail(*n->as_array()->get(i), indexKey(prefix + ".denied_ip_countries", i),
+                            "\"" + app.deniedIpCountries[i] + "\" is also in " + prefix + ".allowed_ip_countries");
     }
 
     if (const toml::node* n = t.get("fallback_to_email")) {

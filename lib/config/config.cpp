@@ -93,7 +93,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "retention", "privacy", "apps", "store"});
+                      "webhook", "retention", "privacy", "geoip", "apps", "store"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -149,6 +149,9 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     if (const toml::node* n = root.get("retention")) {
         readRetention(reader, reader.table(*n, "retention"), config.retention);
     }
+    if (const toml::node* n = root.get("geoip")) {
+        readGeoip(reader, reader.table(*n, "geoip"), config);
+    }
     if (const toml::node* n = root.get("privacy")) {
         const toml::table& t = reader.table(*n, "privacy");
         reader.allowOnly(t, "privacy", {"controller", "contact", "dpo"});
@@ -183,6 +186,7 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     checkEmailDriver(reader, delivery, config);
     checkWhatsappDriver(reader, delivery, config);
+    checkIpCountryRules(reader, root, config);
     return config;
 }
 

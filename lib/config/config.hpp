@@ -123,6 +123,11 @@ struct App {
     // A number from a denied region, or from outside a non-empty allow list, is refused.
     std::vector<std::string> allowedCountries;
     std::vector<std::string> deniedCountries;
+    // allowed_ip_countries / denied_ip_countries: the same for the client IP
+    // of a send, by the [geoip] database. A client from a denied country, or
+    // from outside a non-empty allow list (unknown included), is refused.
+    std::vector<std::string> allowedIpCountries;
+    std::vector<std::string> deniedIpCountries;
     // fallback_to_email: when WhatsApp fails for good and the send carried a
     // fallback email address, deliver the same request by email instead.
     bool fallbackToEmail = false;
@@ -268,6 +273,9 @@ struct Config {
     Webhook webhook;    // [webhook]
     Retention retention;  // [retention]
     Privacy privacy;      // [privacy]
+    // [geoip] database: a MaxMind DB (.mmdb, GeoLite2/GeoIP2 Country or DB-IP
+    // country) for the apps' client IP country rules; "" = none.
+    std::string geoipDatabase;
 
     std::map<std::string, App> apps;  // [apps.NAME]
 };

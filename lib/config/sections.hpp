@@ -43,6 +43,9 @@ bool haveCredential(std::string_view name);
 
 // [store] (store.cpp)
 void readStore(const Reader& reader, const toml::table& t, Config& config);
+// [geoip] (geoip.cpp), and the apps' IP country rules that need it
+void readGeoip(const Reader& reader, const toml::table& t, Config& config);
+void checkIpCountryRules(const Reader& reader, const toml::table& root, const Config& config);
 
 // [retention] (retention.cpp)
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention);

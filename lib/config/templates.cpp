@@ -21,8 +21,8 @@ const std::vector<std::string> kPurposes = {"login", "verify", "recovery"};
 // text_file and html_file: read once, at load, never at send time.
 constexpr std::size_t kMaxTemplateFile = 64 * 1024;
 
-// Checks a template string: only {{code}}, {{app}}, {{minutes}} and
-// {{minutes|FORM|FORM}} (as many forms as the locale's plural rule has),
+// Checks a template string: only {{code}}, {{app}}, {{minutes}},
+// {{context.KEY}} and {{minutes|FORM|FORM}} (as many forms as the locale's plural rule has),
 // nothing unterminated. Returns an error message ("" when fine) and sets `at`
 // to the offending offset and `hasCode` to whether {{code}} occurs.
 std::string placeholderError(std::string_view s, std::size_t& at, bool& hasCode, const std::string& locale) {
@@ -49,9 +49,17 @@ std::string placeholderError(std::string_view s, std::size_t& at, bool& hasCode,
                 return placeholder + ": locale \"" + locale + "\" needs " + std::to_string(*wanted) +
                        " forms (one|other, such as {{minutes|minute|minutes}}), not " + std::to_string(forms);
             }
+        } else if (name.substr(0, 8) == "context.") {
+            // A bound send's context (otp/binding.hpp): the key's syntax.
+            const std::string_view key = name.substr(8);
+            bool ok = !key.empty() && key.size() <= 32 && key[0] >= 'a' && key[0] <= 'z';
+            for (char c : key) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
+            if (!ok)
+                return "placeholder \"{{" + std::string(name) +
+                       "}}\": a context key is a lower-case letter, then letters, digits or '_', at most 32 bytes";
         } else if (name != "app" && name != "minutes") {
             return "unknown placeholder \"{{" + std::string(name) +
-                   "}}\" (allowed: {{code}}, {{app}}, {{minutes}}, {{minutes|ONE|OTHER}})";
+                   "}}\" (allowed: {{code}}, {{app}}, {{minutes}}, {{minutes|ONE|OTHER}}, {{context.KEY}})";
         }
         pos = end + 2;
     }

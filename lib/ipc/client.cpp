@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -100,6 +101,10 @@ Client::~Client() {
 }
 
 bool Client::connect(const std::string& socketPath, Client& out, std::string& error) {
+    return connect(socketPath, out, error, 0);
+}
+
+bool Client::connect(const std::string& socketPath, Client& out, std::string& error, int timeoutMs) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socketPath.size() >= sizeof addr.sun_path) {
@@ -111,6 +116,13 @@ bool Client::connect(const std::string& socketPath, Client& out, std::string& er
     if (fd < 0) {
         error = std::string("cannot create a socket: ") + std::strerror(errno);
         return false;
+    }
+    if (timeoutMs > 0) {
+        timeval tv{};
+        tv.tv_sec = timeoutMs / 1000;
+        tv.tv_usec = (timeoutMs % 1000) * 1000;
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
     if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
         error = "cannot reach twofactord at " + socketPath + ": " + std::strerror(errno) +
@@ -124,6 +136,7 @@ bool Client::connect(const std::string& socketPath, Client& out, std::string& er
     }
     if (out.fd_ >= 0) ::close(out.fd_);
     out.fd_ = fd;
+    out.timeoutMs_ = timeoutMs;
     return true;
 }
 
@@ -142,7 +155,9 @@ bool Client::callMore(std::string_view method, const nlohmann::json& parameters,
         const ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
-            sendError = std::string("cannot send to twofactord: ") + std::strerror(errno);
+            sendError = timeoutMs_ > 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+                            ? "twofactord took no data within " + std::to_string(timeoutMs_) + " ms"
+                            : std::string("cannot send to twofactord: ") + std::strerror(errno);
             break;
         }
         rest.remove_prefix(static_cast<std::size_t>(n));
@@ -171,6 +186,8 @@ bool Client::callMore(std::string_view method, const nlohmann::json& parameters,
         if (n <= 0) {
             if (!sendError.empty()) error = sendError;
             else if (n == 0) error = "twofactord closed the connection";
+            else if (timeoutMs_ > 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                error = "no answer from twofactord within " + std::to_string(timeoutMs_) + " ms";
             else error = std::string("cannot read from twofactord: ") + std::strerror(errno);
             return false;
         }

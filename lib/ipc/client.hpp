@@ -14,7 +14,10 @@ class Client {
 public:
     Client(const Client&) = delete;
     Client& operator=(const Client&) = delete;
-    Client(Client&& other) noexcept : fd_(other.fd_), reader_(std::move(other.reader_)) { other.fd_ = -1; }
+    Client(Client&& other) noexcept
+        : fd_(other.fd_), timeoutMs_(other.timeoutMs_), reader_(std::move(other.reader_)) {
+        other.fd_ = -1;
+    }
     ~Client();
 
     // Connects, then checks that the server is who it should be before
@@ -24,6 +27,11 @@ public:
     // failure returns false and sets `error` to a sentence naming the path
     // and what was wrong.
     [[nodiscard]] static bool connect(const std::string& socketPath, Client& out, std::string& error);
+
+    // The same with every later send and receive on the connection (and the
+    // connect itself, should the daemon's backlog be full) bounded by
+    // timeoutMs: for callers such as the PAM module that must not hang a login.
+    [[nodiscard]] static bool connect(const std::string& socketPath, Client& out, std::string& error, int timeoutMs);
     Client() = default;
 
     // Sends a call and waits for its reply. Returns false on an I/O or
@@ -41,6 +49,7 @@ private:
     [[nodiscard]] static bool checkServer(int fd, const std::string& socketPath, std::string& error);
 
     int fd_ = -1;
+    int timeoutMs_ = 0;
     FrameReader reader_{16 * 1024 * 1024};
 };
 

@@ -39,6 +39,19 @@ crypto::Digest codeHash(const SecretBytes& pepper, std::string_view requestId, s
     return crypto::hmacSha256(pepper, message.view());
 }
 
+crypto::Digest codeHash(const SecretBytes& pepper, std::string_view requestId, std::string_view code,
+                        std::string_view context) {
+    if (context.empty()) return codeHash(pepper, requestId, code);
+    SecretBytes message(requestId.size() + 1 + code.size() + 1 + context.size());
+    std::uint8_t* p = message.data();
+    for (char c : requestId) *p++ = static_cast<std::uint8_t>(c);
+    *p++ = 0x00;
+    for (char c : code) *p++ = static_cast<std::uint8_t>(c);
+    *p++ = 0x01;
+    for (char c : context) *p++ = static_cast<std::uint8_t>(c);
+    return crypto::hmacSha256(pepper, message.view());
+}
+
 bool wellFormedCode(std::string_view code) {
     if (code.size() < static_cast<std::size_t>(kMinCodeLength) || code.size() > static_cast<std::size_t>(kMaxCodeLength))
         return false;

@@ -23,6 +23,13 @@ inline constexpr int kMinCodeLength = 4, kMaxCodeLength = 10;
 // digits.)
 [[nodiscard]] crypto::Digest codeHash(const SecretBytes& pepper, std::string_view requestId, std::string_view code);
 
+// A code bound to a transaction's context (the canonical form of
+// otp/binding.hpp): HMAC-SHA256(pepper, requestId || 0x00 || code || 0x01 ||
+// context). Codes are digits, so the 0x01 keeps every bound message apart
+// from every unbound one; an empty context gives the unbound hash above.
+[[nodiscard]] crypto::Digest codeHash(const SecretBytes& pepper, std::string_view requestId, std::string_view code,
+                                      std::string_view context);
+
 // True when `code` looks like a code at all: 4..10 ASCII digits. Lets callers
 // reject garbage before spending an HMAC or an attempt on it.
 [[nodiscard]] bool wellFormedCode(std::string_view code);

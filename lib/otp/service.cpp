@@ -161,6 +161,8 @@ OtpService::OtpService(const config::Config& config, store::Store& store,
     // key before switching, so the chain stays verifiable across the change.
     const auto a = crypto::hmacSha256(pepper_, "twofactor audit key v1");
     auditKey_ = SecretBytes(a.data(), a.size());
+    const auto b = crypto::hmacSha256(pepper_, "twofactor binding key v1");
+    bindingKey_ = SecretBytes(b.data(), b.size());
     // Jobs held by another start of this node belong to a daemon that is gone
     // (one daemon per state directory): the sweep takes them over at once.
     char host[256] = {};
@@ -339,10 +341,36 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     if (!validPurpose(purpose)) return reply(invalidParameter("purpose", "must be login, verify or recovery"));
     if (in.locale && !validLocale(*in.locale)) return reply(invalidParameter("locale", "not a locale tag"));
     if (in.clientIp && !validIp(*in.clientIp)) return reply(invalidParameter("clientIp", "not an IPv4 or IPv6 address"));
+    if (in.clientIp) {
+        if (auto refusal = ipCountryRefusal(app, *in.clientIp)) {
+            recordLater(auditRecord("send", app.name, in.uid, "refused:ip-country", "", subjectHash(dest.normalized),
+                                    "client country " + refusal->parameters.value("country", std::string("unknown"))));
+            return reply(std::move(*refusal));
+        }
+    }
     if (in.device && (in.device->size() > kMaxTextField || !printable(*in.device)))
         return reply(invalidParameter("device", "at most 256 printable characters"));
     if (in.reference && (in.reference->size() > kMaxTextField || !printable(*in.reference)))
         return reply(invalidParameter("reference", "at most 256 printable characters"));
+    auto bound = parseBinding(in.context);
+    if (auto* err = std::get_if<BindingError>(&bound)) return reply(invalidParameter("context", err->reason));
+    BoundContext context = std::move(std::get<BoundContext>(bound));
+    if (!context.empty() && channelName != "email")
+        return reply(invalidParameter("context", "a bound code goes by email only: WhatsApp authentication templates "
+                                                 "cannot show the context"));
+    {
+        // Every context key the template shows must be bound: a message
+        // with a blank amount would approve what its reader cannot see.
+        std::string usedLocale;
+        const config::Template& t =
+            channel::selectTemplate(app, in.locale.value_or(app.defaultLocale), purpose, usedLocale);
+        for (const std::string* text : {&t.subject, &t.text, &t.html})
+            for (const auto& key : channel::contextPlaceholders(*text))
+                if (!context.value(key))
+                    return reply(invalidParameter("context", "the template of app '" + app.name + "' shows {{context." +
+                                                                 key + "}}: bind " + key));
+    }
+    const std::string digest = bindingDigest(bindingKey_, context);
 
     const std::int64_t ttl = in.ttl.value_or(app.ttl.count());
     if (ttl < kMinTtl || ttl > app.maxTtl.count())
@@ -382,13 +410,14 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     r.expiresAt = now + ttl;
     r.fallbackDestination = fallback;
     SecretString code = generateCode(r.codeLength);
-    r.codeHash = codeHash(pepper_, r.id, code.view());
+    r.codeHash = codeHash(pepper_, r.id, code.view(), context.canonical());
 
     // The code stays in memory (captured by the completion), never in the store's queue of SQL.
     auto shared = std::make_shared<std::pair<OtpRequest, SecretString>>(std::move(r), std::move(code));
+    auto sharedContext = std::make_shared<BoundContext>(std::move(context));
     auto refused = std::make_shared<std::optional<Failure>>();
     store_.submit(
-        [this, shared, refused, keys = sendKeys(app.name, shared->first.subjectHash, shared->first.clientIp),
+        [this, shared, refused, digest, keys = sendKeys(app.name, shared->first.subjectHash, shared->first.clientIp),
          &limits = app.rateLimits, fraud = &app.fraud,
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
@@ -436,6 +465,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             (void)admitSend(t, limits, keys, now);  // cannot refuse: checked above in this work item
             if (!objected) recordFraud(t, *fraud, fraudKeys, now);
             t.insertRequest(r);
+            if (!digest.empty()) t.bindRequest(r.id, digest);
             // The job commits with the request: a crash before the provider
             // took the message leaves it for the sweep of the next start.
             t.putDeliveryJob(DeliveryJob{r.id, r.sends, 0, now, holder_, now + kLeaseSeconds, r.expiresAt, now, {}});
@@ -445,12 +475,14 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             }
             // Fails closed: no record, no request, nothing sent.
             record(t, auditRecord("send", r.app, uid, "success", r.id, r.subjectHash,
-                                  "channel " + r.channel + ", purpose " + r.purpose));
+                                  "channel " + r.channel + ", purpose " + r.purpose +
+                                      (digest.empty() ? "" : ", bound to context digest " + digest)));
         },
-        [this, shared, refused, reply, wait = in.wait](std::exception_ptr e) {
+        [this, shared, sharedContext, refused, reply, wait = in.wait](std::exception_ptr e) {
             if (e) return reply(storeFailure(e, "the request could not be stored"));
             if (*refused) return reply(std::move(**refused));
-            deliver(std::move(shared->first), std::move(shared->second), wait, reply);
+            deliver(std::move(shared->first), std::move(shared->second), wait, reply, 0, std::chrono::milliseconds(0),
+                    std::move(*sharedContext));
         });
 }
 
@@ -466,12 +498,40 @@ std::optional<Failure> OtpService::countryRefusal(const config::App& app, const 
     return std::nullopt;
 }
 
+void OtpService::setCountryDatabase(std::shared_ptr<const geo::CountryDatabase> db) {
+    std::lock_guard lock(geoMutex_);
+    geo_ = std::move(db);
+}
+
+std::optional<Failure> OtpService::ipCountryRefusal(const config::App& app, const std::string& clientIp) const {
+    if (app.allowedIpCountries.empty() && app.deniedIpCountries.empty()) return std::nullopt;
+    std::shared_ptr<const geo::CountryDatabase> db;
+    {
+        std::lock_guard lock(geoMutex_);
+        db = geo_;
+    }
+    // No database (missing at start or reload, which the log warned about):
+    // the rules are off rather than every send refused.
+    if (!db) return std::nullopt;
+    const std::string country = db->country(clientIp).value_or("");
+    const auto in = [&](const std::vector<std::string>& list) {
+        return std::find(list.begin(), list.end(), country) != list.end();
+    };
+    // An address the database does not place is outside every allow list.
+    if ((!country.empty() && in(app.deniedIpCountries)) || (!app.allowedIpCountries.empty() && !in(app.allowedIpCountries)))
+        return Failure{"ClientCountryNotAllowed", {{"country", country.empty() ? "unknown" : country}},
+                       "app '" + app.name + "' does not send for clients in " +
+                           (country.empty() ? std::string("unknown countries") : country)};
+    return std::nullopt;
+}
+
 // One send's delivery: its attempts, retries and the single answer to the
 // caller. Holds the plaintext code in memory only, for as long as retries may
 // need it, and wipes it with itself.
 struct OtpService::DeliveryRun {
     OtpRequest request;  // as committed for this send
     SecretString code;
+    BoundContext context;  // shown in the message; empty for an unbound code
     Reply<SendResult> reply;
     int send = 1;  // the job's send: requests.sends when it started
     std::atomic<int> attempt{0};
@@ -516,11 +576,12 @@ std::string scrub(std::string text, const OtpRequest& r) {
 }  // namespace
 
 void OtpService::deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply, int attemptsSoFar,
-                         std::chrono::milliseconds firstIn) {
+                         std::chrono::milliseconds firstIn, BoundContext context) {
     auto run = std::make_shared<DeliveryRun>();
     run->request = std::move(request);
     run->send = run->request.sends;
     run->code = std::move(code);
+    run->context = std::move(context);
     run->reply = std::move(reply);
     run->attempt = attemptsSoFar;
     if (!wait) run->answer(SendResult{run->request, DeliveryState::Queued});
@@ -568,10 +629,16 @@ void OtpService::attempt(const std::shared_ptr<DeliveryRun>& run) {
     std::string usedLocale;
     const config::Template& t = channel::selectTemplate(app, r.locale, r.purpose, usedLocale);
     m.locale = usedLocale;
-    const channel::RenderValues values{run->code.view(), app.displayName, (r.ttl + 59) / 60, usedLocale};
+    const channel::RenderValues values{run->code.view(), app.displayName, (r.ttl + 59) / 60, usedLocale, &run->context};
     m.subject = SecretString(channel::renderTemplate(t.subject, values, false));
-    m.text = SecretString(channel::renderTemplate(t.text, values, false));
-    if (!t.html.empty()) m.html = SecretString(channel::renderTemplate(t.html, values, true));
+    // A template that shows none of a bound context gets all of it added.
+    const bool showsContext = (t.subject + t.text + t.html).find("{{context.") != std::string::npos;
+    const bool addContext = !run->context.empty() && !showsContext;
+    m.text = SecretString(channel::renderTemplate(t.text, values, false) +
+                          (addContext ? channel::contextLines(run->context, false) : std::string()));
+    if (!t.html.empty())
+        m.html = SecretString(channel::renderTemplate(t.html, values, true) +
+                              (addContext ? channel::contextLines(run->context, true) : std::string()));
     m.code = run->code.clone();
     channels_.at(r.channel)->deliver(std::move(m), [this, run](channel::DeliveryResult result) {
         attemptDone(run, std::move(result));
@@ -830,11 +897,14 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
         appName = *in.app;
     }
 
+    auto bound = parseBinding(in.context);
+    if (auto* err = std::get_if<BindingError>(&bound)) return reply(invalidParameter("context", err->reason));
+    auto context = std::make_shared<BoundContext>(std::move(std::get<BoundContext>(bound)));
     auto state = std::make_shared<Pending<VerifyResult>>();
     auto code = std::make_shared<SecretString>(std::move(in.code));
     const std::string id = in.id.value_or("");
     store_.submit(
-        [this, state, code, id, appName, subject, earlier, uid = in.uid](store::Transaction& t) {
+        [this, state, code, context, id, appName, subject, earlier, uid = in.uid](store::Transaction& t) {
             auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
             if (!found && id.empty() && !earlier.empty()) found = t.findNewestPending(appName, earlier);
             if (!found) {
@@ -867,7 +937,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                     return;
                 }
                 const auto expected = r.codeHash;
-                const auto given = codeHash(pepper_, r.id, code->view());
+                const auto given = codeHash(pepper_, r.id, code->view(), context->canonical());
                 const bool match = expected && crypto::constantTimeEqual(given.data(), given.size(), expected->data(),
                                                                          expected->size());
                 // Conditional changes: of two verifies racing on one request
@@ -887,8 +957,13 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                     r.attempts = counted->attempts;
                     r.updatedAt = now;
                     if (counted->locked) r.finish(Status::Locked, now);
-                    detail = "wrong code, attempt " + std::to_string(r.attempts) + " of " +
-                             std::to_string(r.maxAttempts) + (r.status == Status::Locked ? ", now locked" : "");
+                    // Counted as a wrong code either way: a caller trying
+                    // contexts gets no more tries than one trying codes.
+                    const bool contextDiffers = t.requestBinding(r.id) != bindingDigest(bindingKey_, *context);
+                    detail = std::string(contextDiffers ? "context differs from the one bound at send"
+                                                        : "wrong code") +
+                             ", attempt " + std::to_string(r.attempts) + " of " + std::to_string(r.maxAttempts) +
+                             (r.status == Status::Locked ? ", now locked" : "");
                 } else {
                     if (auto current = t.findRequest(r.id)) r = std::move(*current);
                     detail = std::string("request ") + statusName(r.effectiveStatus(now));
@@ -949,11 +1024,15 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
         });
 }
 
-void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t uid) {
+void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t uid,
+                        std::map<std::string, std::string> contextEntries) {
+    auto bound = parseBinding(contextEntries);
+    if (auto* err = std::get_if<BindingError>(&bound)) return reply(invalidParameter("context", err->reason));
+    auto context = std::make_shared<BoundContext>(std::move(std::get<BoundContext>(bound)));
     auto state = std::make_shared<Pending<OtpRequest>>();
     auto code = std::make_shared<SecretString>();
     store_.submit(
-        [this, state, code, id, uid](store::Transaction& t) {
+        [this, state, code, context, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
             auto found = loadPending(t, id, now);
             if (auto* f = std::get_if<Failure>(&found)) {
@@ -969,6 +1048,15 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
             if (r->channel == "whatsapp" && t.findOptOut(r->subjectHash)) {
                 record(t, auditRecord("resend", r->app, uid, "refused:opted-out", r->id, r->subjectHash));
                 state->outcome = optedOut();
+                return;
+            }
+            // Only the digest of a bound context is kept: the caller brings
+            // the context again, and it must be the one bound at send.
+            if (t.requestBinding(r->id) != bindingDigest(bindingKey_, *context)) {
+                record(t, auditRecord("resend", r->app, uid, "refused:context", r->id, r->subjectHash));
+                state->outcome = Failure{"ContextMismatch", {{"id", r->id}},
+                                         "request " + r->id + " is bound to another context than the one given "
+                                         "(a bound request is resent with the context of its send)"};
                 return;
             }
             if (r->sends >= r->maxSends) {
@@ -987,7 +1075,7 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
             }
             // A new code replaces the old hash at once; the attempt counter stays.
             *code = generateCode(r->codeLength);
-            const auto hash = codeHash(pepper_, r->id, code->view());
+            const auto hash = codeHash(pepper_, r->id, code->view(), context->canonical());
             if (!t.replaceCode(r->id, r->sends, hash, now + r->ttl, now)) {
                 state->outcome = superseded(r->id);
                 return;
@@ -1001,10 +1089,11 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
                                   "send " + std::to_string(r->sends) + " of " + std::to_string(r->maxSends)));
             state->outcome = std::move(*r);
         },
-        [this, state, code, reply](std::exception_ptr e) {
+        [this, state, code, context, reply](std::exception_ptr e) {
             if (e) return reply(storeFailure(e, "the resend could not be stored"));
             if (auto* r = std::get_if<OtpRequest>(&*state->outcome)) {
-                deliver(std::move(*r), std::move(*code), true, reply);
+                deliver(std::move(*r), std::move(*code), true, reply, 0, std::chrono::milliseconds(0),
+                        std::move(*context));
                 return;
             }
             reply(std::get<Failure>(std::move(*state->outcome)));
@@ -1076,6 +1165,10 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 if (app == config_.apps.end()) refusal = "the app is no longer configured";
                 else if (channel == channels_.end() || !channel->second) refusal = "the channel is no longer configured";
                 else if (deliveryAddress(*r).empty()) refusal = "the destination was cleared";
+                // The context is not kept, so a fresh code could be neither
+                // bound to it nor shown with it.
+                else if (!t.requestBinding(r->id).empty())
+                    refusal = "a bound request's context is not kept, so its code cannot be sent again; send anew";
                 else if (job.attempts >= config_.retry.maxAttempts)
                     refusal = "delivery failed after " + std::to_string(job.attempts) + " attempts: " + job.lastError;
                 if (!refusal.empty()) {

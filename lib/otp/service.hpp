@@ -4,8 +4,10 @@
 
 #include "channel/channel.hpp"
 #include "config/config.hpp"
+#include "geo/country_db.hpp"
 #include "otp/audit.hpp"
 #include "otp/destination.hpp"
+#include "otp/binding.hpp"
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
@@ -18,6 +20,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 #include <map>
 #include <optional>
@@ -50,6 +53,8 @@ struct SendInput {
     std::optional<std::int64_t> length;
     bool wait = true;  // false: answer once the request is committed; deliver in the background
     std::optional<std::string> fallbackEmail;  // WhatsApp only, when the app falls back to email
+    // Transaction binding (otp/binding.hpp): empty for an unbound code.
+    std::map<std::string, std::string> context;
     std::int64_t uid = -1;  // the caller's uid, for the audit log
 };
 
@@ -71,6 +76,8 @@ struct VerifyInput {
     std::optional<std::string> app;
     std::optional<std::string> destination;
     SecretString code;
+    // The context the code was bound to at send; a bound code verifies only with it.
+    std::map<std::string, std::string> context;
     std::int64_t uid = -1;  // the caller's uid, for the audit log
 };
 
@@ -97,7 +104,10 @@ public:
     void verify(VerifyInput input, Reply<VerifyResult> reply);
     void status(std::string id, Reply<OtpRequest> reply);
     void cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid = -1);
-    void resend(std::string id, Reply<SendResult> reply, std::int64_t uid = -1);
+    // A bound request's resend must present the context it was bound to (the
+    // store keeps only its digest): ContextMismatch otherwise.
+    void resend(std::string id, Reply<SendResult> reply, std::int64_t uid = -1,
+                std::map<std::string, std::string> context = {});
     void deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply);
     // Sends still to be delivered (one request's, or the soonest due), at most `limit`.
     void deliveryJobs(std::optional<std::string> requestId, int limit, Reply<std::vector<DeliveryJob>> reply);
@@ -127,6 +137,10 @@ public:
                    std::int64_t uid = -1);
     void optOutRemove(std::string destination, Reply<bool> reply, std::int64_t uid = -1);
     void optOutList(int limit, Reply<std::vector<OptOut>> reply);
+
+    // The country database behind the apps' client IP country rules; nullptr
+    // turns the rules off. Safe to call while sends run (SIGHUP reload).
+    void setCountryDatabase(std::shared_ptr<const geo::CountryDatabase> db);
 
     // A provider's later report on a message it accepted (webhook status updates).
     void providerStatus(ProviderStatus status);
@@ -188,9 +202,10 @@ private:
     struct DeliveryRun;
     [[nodiscard]] const config::RateLimits& rateLimits(const std::string& app) const;
     [[nodiscard]] std::optional<Failure> countryRefusal(const config::App& app, const std::string& e164) const;
+    [[nodiscard]] std::optional<Failure> ipCountryRefusal(const config::App& app, const std::string& clientIp) const;
     bool tryFallback(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result);
     void deliver(OtpRequest request, SecretString code, bool wait, Reply<SendResult> reply, int attemptsSoFar = 0,
-                 std::chrono::milliseconds firstIn = std::chrono::milliseconds(0));
+                 std::chrono::milliseconds firstIn = std::chrono::milliseconds(0), BoundContext context = {});
     void keepLease(const std::shared_ptr<DeliveryRun>& run, int attempt);
     void requestEnded(const std::string& id);
     void attempt(const std::shared_ptr<DeliveryRun>& run);
@@ -207,6 +222,9 @@ private:
     SecretBytes subjectKey_;
     SecretBytes limitKey_;  // keys the hashes of client IPs and prefixes in rate counters
     SecretBytes auditKey_;  // seals the audit chain
+    SecretBytes bindingKey_;  // keys the digests of bound contexts
+    mutable std::mutex geoMutex_;
+    std::shared_ptr<const geo::CountryDatabase> geo_;  // guarded by geoMutex_
     Executor executor_;
     Scheduler scheduler_;
     std::string node_;    // this host, the first part of holder_

@@ -422,6 +422,19 @@ void Server::dispatch(const std::shared_ptr<Connection>& conn, const ipc::Call& 
     }
 }
 
+namespace {
+// A bound send's context ([string]string, checked against the IDL before the
+// handler runs); its values are never logged.
+std::map<std::string, std::string> contextParameter(const json& p) {
+    std::map<std::string, std::string> out;
+    auto it = p.find("context");
+    if (it == p.end() || !it->is_object()) return out;
+    for (const auto& [k, v] : it->items())
+        if (v.is_string()) out[k] = v.get<std::string>();
+    return out;
+}
+}  // namespace
+
 void Server::buildMethodTable() {
     // org.varlink.service: introspection is open to every peer; it reveals only the API.
     add("org.varlink.service.GetInfo", Access::Anyone, [this](const Peer&, const json&, Respond r) {
@@ -496,6 +509,7 @@ void Server::buildMethodTable() {
         in.length = opt<std::int64_t>(p, "length");
         in.wait = opt<bool>(p, "wait").value_or(true);
         in.fallbackEmail = opt<std::string>(p, "fallbackEmail");
+        in.context = contextParameter(p);
         in.uid = peer.uid;
         const uid_t uid = peer.uid;
         service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::SendResult> o) {
@@ -512,6 +526,7 @@ void Server::buildMethodTable() {
         in.app = opt<std::string>(p, "app");
         in.destination = opt<std::string>(p, "destination");
         in.code = SecretString(p.at("code").get<std::string>());
+        in.context = contextParameter(p);
         in.uid = peer.uid;
         const uid_t uid = peer.uid;
         service_->verify(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::VerifyResult> o) {
@@ -543,7 +558,7 @@ void Server::buildMethodTable() {
             [this, r = onIo(r)](otp::Outcome<otp::SendResult> o) {
                 answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
             },
-            peer.uid);
+            peer.uid, contextParameter(p));
     });
     add("io.twofactor.Otp.Deliveries", Access::Operator, [this](const Peer&, const json& p, Respond r) {
         otp::DeliveryQuery q;
@@ -982,6 +997,8 @@ int Server::run() {
     ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
     deliverySweepTick();
     startWebhook();
+    loadCountryDatabase();
+    awaitReload();
     listen();
     accept();
     scheduleFloodTick();
@@ -1194,7 +1211,9 @@ const char* accessName(Access access) {
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
-    ::signal(SIGHUP, SIG_IGN);  // no reload yet: restart to apply a new configuration
+    // Until the server's own handler is installed; it then reopens the country
+    // database (the configuration itself is applied by a restart).
+    ::signal(SIGHUP, SIG_IGN);
     detail::Server server(config, options);
     return server.run();
 }

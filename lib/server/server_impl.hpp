@@ -226,6 +226,9 @@ private:
     static constexpr int kOutboxSweepTicks = 15;
     Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
     void startWebhook();
+    // The client IP country rules' database: opened at start and on each SIGHUP.
+    void loadCountryDatabase();
+    void awaitReload();
     void listen();
     void accept();
     // Waits before accepting again after EMFILE and the like: the pending
@@ -272,6 +275,8 @@ private:
     asio::io_context io_;
     stream_protocol::acceptor acceptor_;
     asio::signal_set signals_;
+    // SIGHUP: reopen the [geoip] country database (country_rules.cpp).
+    asio::signal_set reloadSignal_{io_, SIGHUP};
     asio::thread_pool deliveryPool_;
     std::map<std::string, ipc::idl::Interface> interfaces_;
     std::map<std::string, MethodEntry> methods_;

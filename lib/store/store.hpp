@@ -296,6 +296,14 @@ public:
     [[nodiscard]] virtual std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& query) = 0;
     // Every register entry about one subject, oldest received first.
     [[nodiscard]] virtual std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) = 0;
+
+    // ---- Transaction binding (otp/binding.hpp) ----
+    // Records that the request (inserted in this work item) has its code bound
+    // to a context, of which only this keyed digest is kept.
+    virtual void bindRequest(std::string_view requestId, std::string_view contextDigest) = 0;
+    // The digest a request's code is bound to; empty when it is not bound or
+    // there is no such request.
+    [[nodiscard]] virtual std::string requestBinding(std::string_view requestId) = 0;
 };
 
 // ---- Maintenance (issue 5): how a key rotation and a backup end ----

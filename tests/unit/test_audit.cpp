@@ -65,6 +65,8 @@ public:
     bool switchChannel(std::string_view id, int send, std::string_view c, std::int64_t now) override {
         return t_.switchChannel(id, send, c, now);
     }
+    void bindRequest(std::string_view id, std::string_view digest) override { t_.bindRequest(id, digest); }
+    std::string requestBinding(std::string_view id) override { return t_.requestBinding(id); }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         return t_.findDeliveryAttempts(q);

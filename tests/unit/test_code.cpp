@@ -141,3 +141,64 @@ TEST_CASE("codeHash depends on pepper, request id and code", "[code]") {
     CHECK(codeHash(pepper, "abc1", "23456") != codeHash(pepper, "abc", "123456"));
     CHECK(codeHash(pepper, "abc", "") != codeHash(pepper, "ab", "c"));
 }
+
+// ---- Transaction binding ----
+
+#include "otp/binding.hpp"
+
+#include <map>
+
+TEST_CASE("a bound code's hash covers the canonical context after a 0x01") {
+    const auto pepper = bytesOf("pepper-0123456789abcdef0123456789");
+    auto parsed = parseBinding({{"payee", "Shop GmbH"}, {"amount", "49.90 EUR"}});
+    REQUIRE(std::holds_alternative<BoundContext>(parsed));
+    const auto& ctx = std::get<BoundContext>(parsed);
+    CHECK(ctx.canonical() == "amount=49.90 EUR\npayee=Shop GmbH");  // sorted by key
+    CHECK(*ctx.value("payee") == "Shop GmbH");
+    CHECK_FALSE(ctx.value("pay"));
+    CHECK(ctx.keys() == std::vector<std::string>{"amount", "payee"});
+
+    const std::string id = "01HZZZ";
+    const auto bound = codeHash(pepper, id, "123456", ctx.canonical());
+    CHECK(crypto::hex(bound) == referenceHmacHex(pepper.view(), id + std::string(1, '\0') + "123456" +
+                                                                    std::string(1, '\x01') + std::string(ctx.canonical())));
+    // No context is the unbound hash, so requests stored before binding still verify.
+    CHECK(crypto::hex(codeHash(pepper, id, "123456", "")) == crypto::hex(codeHash(pepper, id, "123456")));
+    CHECK(crypto::hex(bound) != crypto::hex(codeHash(pepper, id, "123456")));
+    auto other = parseBinding({{"payee", "Shop GmbH"}, {"amount", "4990 EUR"}});
+    CHECK(crypto::hex(codeHash(pepper, id, "123456", std::get<BoundContext>(other).canonical())) != crypto::hex(bound));
+}
+
+TEST_CASE("binding entries are refused by what is wrong, never echoing a value") {
+    auto reason = [](std::map<std::string, std::string> m) {
+        auto r = parseBinding(m);
+        return std::holds_alternative<BindingError>(r) ? std::get<BindingError>(r).reason : std::string();
+    };
+    CHECK(reason({{"Amount", "1"}}).find("key 'Amount'") != std::string::npos);
+    CHECK(reason({{"1st", "1"}}) != "");
+    CHECK(reason({{std::string(33, 'a'), "1"}}) != "");
+    CHECK(reason({{"amount", ""}}).find("1 to 200 bytes") != std::string::npos);
+    CHECK(reason({{"amount", std::string(201, '9')}}) != "");
+    CHECK(reason({{"amount", std::string(200, '9')}}).empty());
+    CHECK(reason({{"amount", "secret\x01value"}}).find("control") != std::string::npos);
+    CHECK(reason({{"amount", "secret\x01value"}}).find("secret") == std::string::npos);
+    CHECK(reason({{"amount", "\xc3\x28"}}) != "");          // invalid UTF-8
+    CHECK(reason({{"amount", "\xc0\xaf"}}) != "");          // overlong
+    CHECK(reason({{"amount", "\xed\xa0\x80"}}) != "");      // surrogate
+    CHECK(reason({{"amount", "\xc2\x85"}}) != "");          // C1 control (NEL)
+    CHECK(reason({{"payee", "M\xc3\xbcller & S\xc3\xb6hne"}}).empty());
+    CHECK(reason({{"payee", "{{code}}"}}) != "");
+    std::map<std::string, std::string> nine;
+    for (int i = 0; i < 9; ++i) nine["k" + std::to_string(i)] = "v";
+    CHECK(reason(nine).find("at most 8") != std::string::npos);
+    nine.erase("k8");
+    CHECK(reason(nine).empty());
+}
+
+TEST_CASE("the audit digest is keyed and empty for no context") {
+    const auto k1 = bytesOf("key-one"), k2 = bytesOf("key-two");
+    auto ctx = std::get<BoundContext>(parseBinding({{"amount", "1 EUR"}}));
+    CHECK(bindingDigest(k1, ctx) == referenceHmacHex("key-one", "binding v1\namount=1 EUR"));
+    CHECK(bindingDigest(k1, ctx) != bindingDigest(k2, ctx));
+    CHECK(bindingDigest(k1, BoundContext{}).empty());
+}

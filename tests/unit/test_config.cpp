@@ -424,9 +424,13 @@ TEST_CASE("bad app names are rejected", "[config][errors]") {
 
 TEST_CASE("template placeholders are checked", "[config][errors]") {
     const std::string t = kApp + "[apps.shop.templates.en]\n";
+    CHECK(errorOf(t + "text = \"{{code}} for {{context.amount}}\"\n").empty());
+    CHECK(errorOf(t + "text = \"{{code}} for {{context.Amount}}\"\n") ==
+          kFile + ":3:8: apps.shop.templates.en.text: placeholder \"{{context.Amount}}\": a context key is a "
+                  "lower-case letter, then letters, digits or '_', at most 32 bytes");
     CHECK(errorOf(t + "text = \"{{code}} for {{name}}\"\n") ==
           kFile + ":3:8: apps.shop.templates.en.text: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, "
-                  "{{minutes}}, {{minutes|ONE|OTHER}})");
+                  "{{minutes}}, {{minutes|ONE|OTHER}}, {{context.KEY}})");
     CHECK_THAT(errorOf(t + "text = \"{{ code }}\"\n"),
                Catch::StartsWith(kFile + ":3:8: apps.shop.templates.en.text: unknown placeholder \"{{ code }}\""));
     CHECK(errorOf(t + "text = \"{{code}} {{app\"\n") ==
@@ -1192,7 +1196,7 @@ TEST_CASE("purpose templates", "[config][templates]") {
         CHECK(errorOf(t + "subject = \"x\"\n") == kFile + ":2:1: apps.shop.templates.en.verify.text: is required");
         CHECK(errorOf(t + "subject = \"{{code}} {{x}}\"\ntext = \"{{code}}\"\n") ==
               kFile + ":3:11: apps.shop.templates.en.verify.subject: unknown placeholder \"{{x}}\" (allowed: {{code}}, "
-                      "{{app}}, {{minutes}}, {{minutes|ONE|OTHER}})");
+                      "{{app}}, {{minutes}}, {{minutes|ONE|OTHER}}, {{context.KEY}})");
         CHECK(errorOf(kApp + "[apps.shop.templates.en]\nlogin = \"x\"\n") ==
               kFile + ":3:9: apps.shop.templates.en.login: must be a table");
     }
@@ -1263,7 +1267,7 @@ TEST_CASE("template files are read at load", "[config][templates]") {
         CHECK(errorOf(t + "text_file = " + q(unknown) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + unknown +
                   ":3: unknown placeholder \"{{name}}\" (allowed: {{code}}, {{app}}, {{minutes}}, "
-                  "{{minutes|ONE|OTHER}})");
+                  "{{minutes|ONE|OTHER}}, {{context.KEY}})");
         const std::string open = dir.write("o.txt", "{{code}} {{app");
         CHECK(errorOf(t + "text_file = " + q(open) + "\n") ==
               kFile + ":3:13: apps.shop.templates.en.text_file: " + open + ":1: unterminated placeholder \"{{\"");

@@ -326,6 +326,8 @@ public:
     std::optional<RetentionRun> lastRetentionRun() override { missing("lastRetentionRun"); }
     std::vector<std::string> syncApps(const std::vector<std::string>&, std::int64_t) override { missing("syncApps"); }
     SubjectFlags subjectFlags(std::string_view) override { missing("subjectFlags"); }
+    void bindRequest(std::string_view, std::string_view) override { missing("bindRequest"); }
+    std::string requestBinding(std::string_view) override { missing("requestBinding"); }
     void setRestricted(std::string_view, std::optional<std::int64_t>) override { missing("setRestricted"); }
     void setObjected(std::string_view, std::optional<std::int64_t>) override { missing("setObjected"); }
     SubjectData findSubjectData(std::string_view, std::string_view) override { missing("findSubjectData"); }
@@ -595,7 +597,7 @@ SecretString loadDsn(const std::string& credentialName, const std::string& dsnFi
 
 const char* postgresMissing() {
     return "the delivery log, opt-outs, the request log, retention, apps, GDPR requests, the audit log "
-           "and fraud sets";
+           "fraud sets and transaction binding";
 }
 
 }  // namespace twofactor::store

@@ -286,6 +286,12 @@ ALTER TABLE deliveries ADD COLUMN region TEXT NOT NULL DEFAULT '';
 DROP INDEX requests_by_fallback;
 CREATE INDEX requests_by_fallback ON requests (fallback_destination COLLATE NOCASE) WHERE fallback_destination <> '';
 )sql",
+    // 14: transaction binding. A bound code's context
+    // is hashed into code_hash; the request keeps only a keyed digest of it,
+    // for audit and so that a resend or a takeover knows the code is bound.
+    R"sql(
+ALTER TABLE requests ADD COLUMN context_digest TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
@@ -655,5 +661,9 @@ inline constexpr const char* kReplaceCode =
 // ?1 id, ?2 send, ?3 channel, ?4 now.
 inline constexpr const char* kSwitchChannel =
     "UPDATE requests SET channel = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'pending' AND sends = ?2";
+
+// Transaction binding: ?1 request id, ?2 the context's keyed digest.
+inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = ?2 WHERE id = ?1";
+inline constexpr const char* kSelectRequestBinding = "SELECT context_digest FROM requests WHERE id = ?1";
 
 }  // namespace twofactor::store::sql

@@ -451,6 +451,20 @@ public:
         s.step();
     }
 
+    // ---- Transaction binding ----
+    void bindRequest(std::string_view requestId, std::string_view contextDigest) override {
+        Statement s(db_, sql::kBindRequest);
+        s.bind(1, requestId);
+        s.bind(2, contextDigest);
+        s.step();
+    }
+
+    std::string requestBinding(std::string_view requestId) override {
+        Statement s(db_, sql::kSelectRequestBinding);
+        s.bind(1, requestId);
+        return s.step() ? s.text(0) : std::string();
+    }
+
     std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) override {
         Statement s(db_, sql::kSelectSubjectPrivacyRequests);
         s.bind(1, subjectHash);
