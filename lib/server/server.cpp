@@ -190,7 +190,7 @@ void Connection::start() {
 void Connection::close() {
     if (closed_) return;
     closed_ = true;
-    asio::error_code ignored;
+    error_code ignored;
     timer_.cancel();
     socket_.shutdown(stream_protocol::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -208,7 +208,7 @@ void Connection::armTimer() {
         partialSince_ = {};
         timer_.expires_after(limits.idleTimeout);
     }
-    timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    timer_.async_wait([self = shared_from_this()](const error_code& ec) {
         if (ec || self->closed_) return;
         if (self->busy_) {  // a call in progress is not idleness
             self->armTimer();
@@ -227,7 +227,7 @@ void Connection::read() {
         output_.size() >= 16)
         return;
     reading_ = true;
-    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](const asio::error_code& ec,
+    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](const error_code& ec,
                                                                                std::size_t n) {
         self->reading_ = false;
         if (self->closed_) return;
@@ -308,7 +308,7 @@ void Connection::flush() {
     if (writing_ || output_.empty() || closed_) return;
     writing_ = true;
     asio::async_write(socket_, asio::buffer(output_.front()),
-                      [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
+                      [self = shared_from_this()](const error_code& ec, std::size_t) {
                           self->writing_ = false;
                           if (self->closed_) return;
                           if (ec) {
@@ -692,7 +692,7 @@ void Server::retentionTick() {
         nextRetention_ = schedule_->next(now).value_or(0);
     }
     retentionTimer_->expires_after(retentionTick_);
-    retentionTimer_->async_wait([this](const asio::error_code& ec) {
+    retentionTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
         retentionTick();
     });
@@ -791,7 +791,7 @@ void Server::openStore() {
             // Timers live on the I/O thread; the job itself runs on the delivery pool.
             asio::post(io_, [this, delay, job = std::move(job)]() mutable {
                 auto timer = std::make_shared<asio::steady_timer>(io_, delay);
-                timer->async_wait([this, timer, job = std::move(job)](const asio::error_code& ec) mutable {
+                timer->async_wait([this, timer, job = std::move(job)](const error_code& ec) mutable {
                     if (!ec) asio::post(deliveryPool_, std::move(job));
                 });
             });
@@ -813,7 +813,7 @@ void Server::deliverySweepTick() {
         sweepOutbox();
     }
     deliveryTimer_->expires_after(deliverySweepTick_);
-    deliveryTimer_->async_wait([this](const asio::error_code& ec) {
+    deliveryTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
         deliverySweepTick();
     });
@@ -928,7 +928,7 @@ void Server::listen() {
         if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
         // A live daemon answers; a stale socket from a crash does not and is replaced.
         stream_protocol::socket probe(io_);
-        asio::error_code ec;
+        error_code ec;
         probe.connect(stream_protocol::endpoint(path), ec);
         if (!ec) throw std::runtime_error("another twofactord is already listening on " + path);
         ::unlink(path.c_str());
@@ -943,7 +943,7 @@ void Server::listen() {
 }
 
 void Server::accept() {
-    acceptor_.async_accept([this](const asio::error_code& ec, stream_protocol::socket socket) {
+    acceptor_.async_accept([this](const error_code& ec, stream_protocol::socket socket) {
         if (ec) {
             if (ec != asio::error::operation_aborted && !stopping_) acceptLater(ec);
             return;
@@ -958,7 +958,7 @@ void Server::accept() {
         }
         if (perUid_[cred.uid] >= config_.limits.maxConnectionsPerUid) {
             log::warning("uid " + std::to_string(cred.uid) + " has too many connections; refused");
-            asio::error_code ignored;
+            error_code ignored;
             std::string err = ipc::encodeError(std::string(kDaemonIface) + ".TooManyConnections",
                                                {{"limit", config_.limits.maxConnectionsPerUid}});
             asio::write(socket, asio::buffer(err), ignored);
@@ -985,10 +985,10 @@ int Server::run() {
     listen();
     accept();
     scheduleFloodTick();
-    signals_.async_wait([this](const asio::error_code& ec, int sig) {
+    signals_.async_wait([this](const error_code& ec, int sig) {
         if (ec) return;
         log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
-        asio::error_code ignored;
+        error_code ignored;
         acceptor_.close(ignored);
         stopping_ = true;
         if (retentionTimer_) retentionTimer_->cancel();
@@ -1003,7 +1003,7 @@ int Server::run() {
             return;
         }
         shutdownTimer_ = std::make_unique<asio::steady_timer>(io_, std::chrono::seconds(10));
-        shutdownTimer_->async_wait([this](const asio::error_code& e) {
+        shutdownTimer_->async_wait([this](const error_code& e) {
             if (e) return;
             log::warning(std::to_string(inFlight_) + " call(s) still running after 10 s; stopping anyway");
             io_.stop();
@@ -1096,7 +1096,7 @@ void Server::scheduleFloodTick() {
     if (!floodTimer_) floodTimer_ = std::make_unique<asio::steady_timer>(io_);
     // Each second: tests move a file clock by a window at once.
     floodTimer_->expires_after(std::chrono::seconds(1));
-    floodTimer_->async_wait([this](const asio::error_code& ec) {
+    floodTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
         const std::int64_t now = clock_->now();
         if (now - denialWindowStart_ >= kDenialWindow || now < denialWindowStart_) closeDenialWindow(now);
@@ -1112,7 +1112,7 @@ bool Server::storeSaturated() {
     return true;
 }
 
-void Server::acceptLater(const asio::error_code& ec) {
+void Server::acceptLater(const error_code& ec) {
     // Out of descriptors (EMFILE, ENFILE) or memory: the connection waits in
     // the backlog, so accepting again at once would fail again at once.
     // Back off from 10 ms up to 1 s; other errors (a peer gone before its
@@ -1128,7 +1128,7 @@ void Server::acceptLater(const asio::error_code& ec) {
                               std::max(std::chrono::milliseconds(10), acceptBackoff_ * 2));
     if (!acceptTimer_) acceptTimer_ = std::make_unique<asio::steady_timer>(io_);
     acceptTimer_->expires_after(acceptBackoff_);
-    acceptTimer_->async_wait([this](const asio::error_code& e) {
+    acceptTimer_->async_wait([this](const error_code& e) {
         if (!e && !stopping_) accept();
     });
 }

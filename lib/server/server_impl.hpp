@@ -21,7 +21,7 @@
 #include "util/log.hpp"
 #include "webhook/webhook.hpp"
 
-#include <asio.hpp>
+#include "util/asio.hpp"
 
 #include <grp.h>
 #include <pwd.h>
@@ -230,7 +230,7 @@ private:
     void accept();
     // Waits before accepting again after EMFILE and the like: the pending
     // connection stays in the backlog, and retrying at once would spin.
-    void acceptLater(const asio::error_code& ec);
+    void acceptLater(const error_code& ec);
 
     // The daemon's own protections against a local flood (server.cpp, "Flood").
     // A denied call: answered at once; counted per uid and window.
