@@ -41,6 +41,9 @@ std::string readConfigurationSet(const Reader& reader, const toml::node& node, c
 // Whether systemd passed the named credential (present in $CREDENTIALS_DIRECTORY now, at load).
 bool haveCredential(std::string_view name);
 
+// [http] (http.cpp)
+void readHttp(const Reader& reader, const toml::table& t, Http& http);
+
 // [retention] (retention.cpp)
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention);
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace twofactor::http {
@@ -113,8 +114,11 @@ std::shared_ptr<asio::ssl::context> makeTlsContext(const TlsSettings& t) {
     } catch (const std::exception&) {
         throw std::runtime_error("[http] cannot load the certificate chain " + t.certFile + " (PEM expected)");
     }
-    // Through our own reader: it refuses a key file others may read.
-    const SecretString key = files::readSecretFile(t.keyFile);
+    // Through our own readers: a key file others may read is refused; a
+    // systemd credential is the service manager's file, read as given.
+    const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
+    const bool credential = creds != nullptr && *creds != '\0' && t.keyFile.starts_with(std::string(creds) + "/");
+    const SecretString key = credential ? files::readCredentialFile(t.keyFile) : files::readSecretFile(t.keyFile);
     try {
         ctx->use_private_key(asio::buffer(key.view().data(), key.view().size()), asio::ssl::context::pem);
     } catch (const std::exception&) {

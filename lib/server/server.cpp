@@ -1,6 +1,7 @@
 #include "server/server_impl.hpp"
 
 #include "build_config.h"
+#include "util/crypto.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -472,12 +473,17 @@ void Server::buildMethodTable() {
                        [list, r = onIo(r)](std::exception_ptr e) {
                            if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
                            json entries = json::array();
-                           for (const auto& c : *list)
-                               entries.push_back({{"time", c.at},
-                                                  {"method", c.method},
-                                                  {"durationMs", c.durationMs},
-                                                  {"result", c.result},
-                                                  {"uid", c.uid}});
+                           for (const auto& c : *list) {
+                               json e = {{"time", c.at},
+                                         {"method", c.method},
+                                         {"durationMs", c.durationMs},
+                                         {"result", c.result},
+                                         {"uid", c.uid}};
+                               if (!c.keyId.empty()) e["keyId"] = c.keyId;
+                               if (!c.clientIp.empty()) e["clientIp"] = c.clientIp;
+                               if (c.status != 0) e["status"] = c.status;
+                               entries.push_back(std::move(e));
+                           }
                            r("", {{"entries", entries}});
                        });
     });
@@ -498,13 +504,63 @@ void Server::buildMethodTable() {
         in.fallbackEmail = opt<std::string>(p, "fallbackEmail");
         in.uid = peer.uid;
         const uid_t uid = peer.uid;
-        service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::SendResult> o) {
-            if (auto* res = std::get_if<otp::SendResult>(&o))
-                log::info("uid " + std::to_string(uid) + " sent request " + res->request.id + " (" + res->request.app +
-                          ", " + res->request.channel + ", " + res->request.purpose + "): " +
-                          otp::deliveryStateName(res->delivery));
-            answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
-        });
+        const auto idem = opt<std::string>(p, "idempotencyKey");
+        const auto send = [this, uid](otp::SendInput input, Respond respond) {
+            service_->send(std::move(input), [this, r = onIo(respond), uid](otp::Outcome<otp::SendResult> o) {
+                if (auto* res = std::get_if<otp::SendResult>(&o))
+                    log::info("uid " + std::to_string(uid) + " sent request " + res->request.id + " (" +
+                              res->request.app + ", " + res->request.channel + ", " + res->request.purpose +
+                              "): " + otp::deliveryStateName(res->delivery));
+                answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
+            });
+        };
+        if (!idem) return send(std::move(in), std::move(r));
+        if (idem->empty() || idem->size() > 255)
+            return r("org.varlink.service.InvalidParameter", {{"parameter", "idempotencyKey"}});
+        // The same records as the HTTPS API's Idempotency-Key, under the caller's uid.
+        json rest = p;
+        rest.erase("idempotencyKey");
+        const std::string keyId = "uid:" + std::to_string(uid);
+        const std::string bodyHash = crypto::hex(crypto::sha256("io.twofactor.Otp.Send\n" + rest.dump()));
+        auto record = std::make_shared<std::optional<store::IdempotencyRecord>>();
+        const std::int64_t now = clock_->now();
+        auto input = std::make_shared<otp::SendInput>(std::move(in));
+        store_->submit(
+            [record, keyId, key = *idem, bodyHash, now](store::Transaction& t) {
+                *record = t.claimIdempotencyKey(keyId, key, bodyHash, now, now - 24 * 3600);
+            },
+            [this, record, keyId, key = *idem, bodyHash, input, send, r](std::exception_ptr e) {
+                asio::post(io_, [this, e, record, keyId, key, bodyHash, input, send, r] {
+                    if (e) return r(std::string(kOtp) + ".StoreFailed", json::object());
+                    if (*record) {
+                        const auto& rec = **record;
+                        if (rec.bodyHash != bodyHash)
+                            return r(std::string(kOtp) + ".IdempotencyKeyReused", {{"idempotencyKey", key}});
+                        if (rec.status == 0)
+                            return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
+                        const json first = json::parse(rec.response, nullptr, false);
+                        if (first.is_object())
+                            return r(first.value("error", std::string()), first.value("parameters", json::object()));
+                        return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
+                    }
+                    send(std::move(*input), [this, r, keyId, key](std::string error, json params) {
+                        // As over HTTPS: an answer another try could change frees the key.
+                        const bool keep = error.empty() || (error.find("RateLimited") == std::string::npos &&
+                                                            error.find("StoreFailed") == std::string::npos &&
+                                                            error.find("Busy") == std::string::npos &&
+                                                            error.find("InternalError") == std::string::npos &&
+                                                            error.find("DeliveryFailed") == std::string::npos);
+                        const std::string stored = json{{"error", error}, {"parameters", params}}.dump();
+                        store_->submit(
+                            [keep, keyId, key, stored](store::Transaction& t) {
+                                if (keep) t.completeIdempotencyKey(keyId, key, 200, stored);
+                                else t.releaseIdempotencyKey(keyId, key);
+                            },
+                            [](std::exception_ptr) {});
+                        r(std::move(error), std::move(params));
+                    });
+                });
+            });
     });
     add("io.twofactor.Otp.Verify", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
         otp::VerifyInput in;
@@ -662,6 +718,7 @@ void Server::buildMethodTable() {
 
     addPrivacyMethods();
     addMaintenanceMethods();
+    addApiKeyMethods();
 
     // The table and the interface files must agree, in both directions.
     const auto declared = declaredMethods();
@@ -761,6 +818,11 @@ void Server::openStore() {
     // Copies of an interrupted backup (a crash while it ran) are not left behind.
     removeBackupLeftovers(config_.stateDir);
     SecretBytes pepper = store::loadKey("code-pepper", config_.pepperFile, config_.generateKeys);
+    {
+        // API key secrets get a key of their own, so neither hash says anything about the other.
+        const auto derived = crypto::hmacSha256(pepper, "twofactor api key hash v1");
+        apiKeyHashKey_ = SecretBytes(derived.data(), derived.size());
+    }
     store::SqlcipherOptions so;
     so.path = config_.databasePath;
     so.key = std::move(storeKey);
@@ -974,6 +1036,15 @@ void Server::accept() {
     });
 }
 
+void Server::waitForReload() {
+    reloadSignals_.async_wait([this](const error_code& ec, int) {
+        if (ec || stopping_) return;
+        log::info("received SIGHUP: reloading the HTTPS certificate (other settings need a restart)");
+        reloadHttpCertificate();
+        waitForReload();
+    });
+}
+
 int Server::run() {
     openStore();
     recordStart();
@@ -982,8 +1053,10 @@ int Server::run() {
     ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
     deliverySweepTick();
     startWebhook();
+    startHttp();
     listen();
     accept();
+    waitForReload();
     scheduleFloodTick();
     signals_.async_wait([this](const error_code& ec, int sig) {
         if (ec) return;
@@ -991,6 +1064,8 @@ int Server::run() {
         error_code ignored;
         acceptor_.close(ignored);
         stopping_ = true;
+        reloadSignals_.cancel(ignored);
+        if (http_) http_->stopAccepting();
         if (retentionTimer_) retentionTimer_->cancel();
         if (deliveryTimer_) deliveryTimer_->cancel();
         if (floodTimer_) floodTimer_->cancel();
@@ -1015,6 +1090,7 @@ int Server::run() {
     log::info("twofactord " TWOFACTOR_VERSION " ready (" + std::to_string(config_.apps.size()) + " app(s), store " +
               store_->description() + (config_.embedded ? ", embedded default" : ", config " + config_.sourcePath) + ")");
     io_.run();
+    if (http_) http_->stop();
     if (webhook_) webhook_->stop();
     deliveryPool_.join();
     store_->close();
@@ -1194,7 +1270,8 @@ const char* accessName(Access access) {
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
-    ::signal(SIGHUP, SIG_IGN);  // no reload yet: restart to apply a new configuration
+    // SIGHUP reloads the HTTPS certificate (the daemon's signal set takes it);
+    // anything else in the configuration needs a restart.
     detail::Server server(config, options);
     return server.run();
 }
