@@ -16,7 +16,10 @@
 //
 // Ends after --max-seconds, on SIGTERM or SIGINT, and prints its counts and a
 // "RESULT key=value ..." line.
-#include <asio.hpp>
+#include <utility>
+
+#include <boost/asio.hpp>
+namespace asio = boost::asio;
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -84,14 +87,14 @@ public:
         : socket_(std::move(socket)), timer_(socket_.get_executor()), stats_(stats), delay_(delay) {}
 
     void start() {
-        asio::error_code ignored;
+        boost::system::error_code ignored;
         socket_.set_option(tcp::no_delay(true), ignored);
         read();
     }
 
 private:
     void read() {
-        socket_.async_read_some(asio::buffer(chunk_), [self = shared_from_this()](asio::error_code ec, std::size_t n) {
+        socket_.async_read_some(asio::buffer(chunk_), [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
             if (ec) return;  // EOF or error: the session ends with its last reference
             self->in_.append(self->chunk_.data(), n);
             self->process();
@@ -195,7 +198,7 @@ private:
         }
         if (accepted && delay_.count() > 0) {
             timer_.expires_after(delay_);
-            timer_.async_wait([self = shared_from_this()](asio::error_code) { self->write(); });
+            timer_.async_wait([self = shared_from_this()](boost::system::error_code) { self->write(); });
         } else {
             write();
         }
@@ -210,10 +213,10 @@ private:
     void write() {
         sending_.swap(out_);
         out_.clear();
-        asio::async_write(socket_, asio::buffer(sending_), [self = shared_from_this()](asio::error_code ec, std::size_t) {
+        asio::async_write(socket_, asio::buffer(sending_), [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
             if (ec) return;
             if (self->closing_) {
-                asio::error_code ignored;
+                boost::system::error_code ignored;
                 self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
                 return;
             }
@@ -231,7 +234,7 @@ private:
 };
 
 void accept(tcp::acceptor& acceptor, Stats& stats, std::chrono::milliseconds delay) {
-    acceptor.async_accept([&acceptor, &stats, delay](asio::error_code ec, tcp::socket socket) {
+    acceptor.async_accept([&acceptor, &stats, delay](boost::system::error_code ec, tcp::socket socket) {
         if (ec == asio::error::operation_aborted) return;
         if (!ec) {
             ++stats.connections;
@@ -280,11 +283,11 @@ int main(int argc, char** argv) {
     asio::signal_set signals(io, SIGTERM, SIGINT);
     asio::steady_timer deadline(io, std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(maxSeconds)));
     std::string why = "time limit";
-    signals.async_wait([&](asio::error_code ec, int sig) {
+    signals.async_wait([&](boost::system::error_code ec, int sig) {
         if (!ec) why = sig == SIGTERM ? "SIGTERM" : "SIGINT";
         io.stop();
     });
-    deadline.async_wait([&](asio::error_code ec) {
+    deadline.async_wait([&](boost::system::error_code ec) {
         if (!ec) io.stop();
     });
     io.run();

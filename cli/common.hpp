@@ -128,5 +128,6 @@ public:
 std::unique_ptr<CommandGroup> auditCommands();        // audit (audit.cpp)
 std::unique_ptr<CommandGroup> privacyCommands();      // gdpr (privacy.cpp)
 std::unique_ptr<CommandGroup> maintenanceCommands();  // key, backup (maintenance.cpp)
+std::unique_ptr<CommandGroup> apiKeyCommands();       // apikey (apikey.cpp)
 
 }  // namespace twofactor::cli

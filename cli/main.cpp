@@ -276,7 +276,8 @@ int run(int argc, char** argv, const Selection& pick) {
         retention->add_subcommand("status", "show the last run, the next scheduled run and rows purged");
     }
 
-    std::unique_ptr<CommandGroup> groups[] = {auditCommands(), privacyCommands(), maintenanceCommands()};
+    std::unique_ptr<CommandGroup> groups[] = {auditCommands(), privacyCommands(), maintenanceCommands(),
+                                              apiKeyCommands()};
     for (auto& group : groups) group->add(app, pick);
 
     try {

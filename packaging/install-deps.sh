@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   meson ninja-build pkg-config g++ python3
   libcli11-dev libsqlcipher-dev libcurl4-openssl-dev libssl-dev libtomlplusplus-dev catch2
-  nlohmann-json3-dev libphonenumber-dev libasio-dev libsystemd-dev libcpp-httplib-dev scdoc
+  nlohmann-json3-dev libphonenumber-dev libboost1.74-dev libsystemd-dev scdoc
   python3-aiosmtpd python3-botocore sqlcipher swaks hyperfine util-linux openssl
   libpam0g-dev pamtester libmaxminddb-dev
 )

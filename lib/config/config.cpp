@@ -93,7 +93,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "retention", "privacy", "geoip", "apps", "store"});
+                      "webhook", "http", "retention", "privacy", "geoip", "apps", "store"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -145,6 +145,9 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     if (const toml::node* n = root.get("webhook")) {
         readWebhook(reader, reader.table(*n, "webhook"), config.webhook);
+    }
+    if (const toml::node* n = root.get("http")) {
+        readHttp(reader, reader.table(*n, "http"), config.http);
     }
     if (const toml::node* n = root.get("retention")) {
         readRetention(reader, reader.table(*n, "retention"), config.retention);

@@ -198,6 +198,28 @@ struct Webhook {
     std::size_t maxBodyBytes = 256 * 1024; // max_body_bytes, 1 KiB..16 MiB
 };
 
+// [http]: the HTTPS API for remote applications (lib/http/). Off until
+// `listen` names an address.
+struct Http {
+    std::vector<std::string> listen;  // listen: "0.0.0.0:8443", "[::]:8443"
+    // The certificate chain and key: $CREDENTIALS_DIRECTORY/http-cert and
+    // http-key, else these files. Read again on SIGHUP.
+    std::string certFile;             // cert_file
+    std::string keyFile;              // key_file
+    std::string minTls = "1.3";       // min_tls: "1.3" | "1.2"
+    std::vector<std::string> trustedProxies;  // trusted_proxies: addresses or CIDR networks
+    std::chrono::seconds headerTimeout{10};   // header_timeout, 1..300
+    std::chrono::seconds bodyTimeout{30};     // body_timeout: the whole request, 1..600, >= header_timeout
+    std::chrono::seconds idleTimeout{30};     // idle_timeout: keep-alive, 1..3600
+    std::size_t maxHeaderBytes = 16 * 1024;   // max_header_bytes, 1 KiB..1 MiB
+    std::size_t maxHeaderCount = 64;          // max_header_count, 8..1000
+    std::size_t maxBodyBytes = 64 * 1024;     // max_body_bytes, 1 KiB..16 MiB
+    int maxConnections = 1024;                // max_connections, 1..100000
+    int maxConnectionsPerIp = 64;             // max_connections_per_ip, 1..100000
+    // Calls one API key may make per minute (every route counts); 0: no limit.
+    int keyRequestsPerMinute = 600;           // key_requests_per_minute, 0..1000000
+};
+
 // [retry]: how transient delivery failures are retried, within the request's lifetime.
 struct Retry {
     int maxAttempts = 5;                       // max_attempts per send, 1..20
@@ -271,6 +293,7 @@ struct Config {
     Retry retry;  // [retry]
     Whatsapp whatsapp;  // [whatsapp]
     Webhook webhook;    // [webhook]
+    Http http;          // [http]
     Retention retention;  // [retention]
     Privacy privacy;      // [privacy]
     // [geoip] database: a MaxMind DB (.mmdb, GeoLite2/GeoIP2 Country or DB-IP

@@ -46,6 +46,8 @@ void readStore(const Reader& reader, const toml::table& t, Config& config);
 // [geoip] (geoip.cpp), and the apps' IP country rules that need it
 void readGeoip(const Reader& reader, const toml::table& t, Config& config);
 void checkIpCountryRules(const Reader& reader, const toml::table& root, const Config& config);
+// [http] (http.cpp)
+void readHttp(const Reader& reader, const toml::table& t, Http& http);
 
 // [retention] (retention.cpp)
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention);

@@ -26,13 +26,4 @@ void Server::loadCountryDatabase() {
     service_->setCountryDatabase(std::move(db));
 }
 
-void Server::awaitReload() {
-    reloadSignal_.async_wait([this](const asio::error_code& ec, int) {
-        if (ec || stopping_) return;
-        log::info("received SIGHUP: reopening the country database");
-        loadCountryDatabase();
-        awaitReload();
-    });
-}
-
 }  // namespace twofactor::server::detail

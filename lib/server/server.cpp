@@ -1,6 +1,7 @@
 #include "server/server_impl.hpp"
 
 #include "build_config.h"
+#include "util/crypto.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -190,7 +191,7 @@ void Connection::start() {
 void Connection::close() {
     if (closed_) return;
     closed_ = true;
-    asio::error_code ignored;
+    error_code ignored;
     timer_.cancel();
     socket_.shutdown(stream_protocol::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -208,7 +209,7 @@ void Connection::armTimer() {
         partialSince_ = {};
         timer_.expires_after(limits.idleTimeout);
     }
-    timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    timer_.async_wait([self = shared_from_this()](const error_code& ec) {
         if (ec || self->closed_) return;
         if (self->busy_) {  // a call in progress is not idleness
             self->armTimer();
@@ -227,7 +228,7 @@ void Connection::read() {
         output_.size() >= 16)
         return;
     reading_ = true;
-    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](const asio::error_code& ec,
+    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](const error_code& ec,
                                                                                std::size_t n) {
         self->reading_ = false;
         if (self->closed_) return;
@@ -308,7 +309,7 @@ void Connection::flush() {
     if (writing_ || output_.empty() || closed_) return;
     writing_ = true;
     asio::async_write(socket_, asio::buffer(output_.front()),
-                      [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
+                      [self = shared_from_this()](const error_code& ec, std::size_t) {
                           self->writing_ = false;
                           if (self->closed_) return;
                           if (ec) {
@@ -485,12 +486,17 @@ void Server::buildMethodTable() {
                        [list, r = onIo(r)](std::exception_ptr e) {
                            if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
                            json entries = json::array();
-                           for (const auto& c : *list)
-                               entries.push_back({{"time", c.at},
-                                                  {"method", c.method},
-                                                  {"durationMs", c.durationMs},
-                                                  {"result", c.result},
-                                                  {"uid", c.uid}});
+                           for (const auto& c : *list) {
+                               json e = {{"time", c.at},
+                                         {"method", c.method},
+                                         {"durationMs", c.durationMs},
+                                         {"result", c.result},
+                                         {"uid", c.uid}};
+                               if (!c.keyId.empty()) e["keyId"] = c.keyId;
+                               if (!c.clientIp.empty()) e["clientIp"] = c.clientIp;
+                               if (c.status != 0) e["status"] = c.status;
+                               entries.push_back(std::move(e));
+                           }
                            r("", {{"entries", entries}});
                        });
     });
@@ -512,13 +518,63 @@ void Server::buildMethodTable() {
         in.context = contextParameter(p);
         in.uid = peer.uid;
         const uid_t uid = peer.uid;
-        service_->send(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::SendResult> o) {
-            if (auto* res = std::get_if<otp::SendResult>(&o))
-                log::info("uid " + std::to_string(uid) + " sent request " + res->request.id + " (" + res->request.app +
-                          ", " + res->request.channel + ", " + res->request.purpose + "): " +
-                          otp::deliveryStateName(res->delivery));
-            answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
-        });
+        const auto idem = opt<std::string>(p, "idempotencyKey");
+        const auto send = [this, uid](otp::SendInput input, Respond respond) {
+            service_->send(std::move(input), [this, r = onIo(respond), uid](otp::Outcome<otp::SendResult> o) {
+                if (auto* res = std::get_if<otp::SendResult>(&o))
+                    log::info("uid " + std::to_string(uid) + " sent request " + res->request.id + " (" +
+                              res->request.app + ", " + res->request.channel + ", " + res->request.purpose +
+                              "): " + otp::deliveryStateName(res->delivery));
+                answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
+            });
+        };
+        if (!idem) return send(std::move(in), std::move(r));
+        if (idem->empty() || idem->size() > 255)
+            return r("org.varlink.service.InvalidParameter", {{"parameter", "idempotencyKey"}});
+        // The same records as the HTTPS API's Idempotency-Key, under the caller's uid.
+        json rest = p;
+        rest.erase("idempotencyKey");
+        const std::string keyId = "uid:" + std::to_string(uid);
+        const std::string bodyHash = crypto::hex(crypto::sha256("io.twofactor.Otp.Send\n" + rest.dump()));
+        auto record = std::make_shared<std::optional<store::IdempotencyRecord>>();
+        const std::int64_t now = clock_->now();
+        auto input = std::make_shared<otp::SendInput>(std::move(in));
+        store_->submit(
+            [record, keyId, key = *idem, bodyHash, now](store::Transaction& t) {
+                *record = t.claimIdempotencyKey(keyId, key, bodyHash, now, now - 24 * 3600);
+            },
+            [this, record, keyId, key = *idem, bodyHash, input, send, r](std::exception_ptr e) {
+                asio::post(io_, [this, e, record, keyId, key, bodyHash, input, send, r] {
+                    if (e) return r(std::string(kOtp) + ".StoreFailed", json::object());
+                    if (*record) {
+                        const auto& rec = **record;
+                        if (rec.bodyHash != bodyHash)
+                            return r(std::string(kOtp) + ".IdempotencyKeyReused", {{"idempotencyKey", key}});
+                        if (rec.status == 0)
+                            return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
+                        const json first = json::parse(rec.response, nullptr, false);
+                        if (first.is_object())
+                            return r(first.value("error", std::string()), first.value("parameters", json::object()));
+                        return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
+                    }
+                    send(std::move(*input), [this, r, keyId, key](std::string error, json params) {
+                        // As over HTTPS: an answer another try could change frees the key.
+                        const bool keep = error.empty() || (error.find("RateLimited") == std::string::npos &&
+                                                            error.find("StoreFailed") == std::string::npos &&
+                                                            error.find("Busy") == std::string::npos &&
+                                                            error.find("InternalError") == std::string::npos &&
+                                                            error.find("DeliveryFailed") == std::string::npos);
+                        const std::string stored = json{{"error", error}, {"parameters", params}}.dump();
+                        store_->submit(
+                            [keep, keyId, key, stored](store::Transaction& t) {
+                                if (keep) t.completeIdempotencyKey(keyId, key, 200, stored);
+                                else t.releaseIdempotencyKey(keyId, key);
+                            },
+                            [](std::exception_ptr) {});
+                        r(std::move(error), std::move(params));
+                    });
+                });
+            });
     });
     add("io.twofactor.Otp.Verify", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
         otp::VerifyInput in;
@@ -677,6 +733,7 @@ void Server::buildMethodTable() {
 
     addPrivacyMethods();
     addMaintenanceMethods();
+    addApiKeyMethods();
 
     // The table and the interface files must agree, in both directions.
     const auto declared = declaredMethods();
@@ -707,7 +764,7 @@ void Server::retentionTick() {
         nextRetention_ = schedule_->next(now).value_or(0);
     }
     retentionTimer_->expires_after(retentionTick_);
-    retentionTimer_->async_wait([this](const asio::error_code& ec) {
+    retentionTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
         retentionTick();
     });
@@ -776,6 +833,11 @@ void Server::openStore() {
     // Copies of an interrupted backup (a crash while it ran) are not left behind.
     removeBackupLeftovers(config_.stateDir);
     SecretBytes pepper = store::loadKey("code-pepper", config_.pepperFile, config_.generateKeys);
+    {
+        // API key secrets get a key of their own, so neither hash says anything about the other.
+        const auto derived = crypto::hmacSha256(pepper, "twofactor api key hash v1");
+        apiKeyHashKey_ = SecretBytes(derived.data(), derived.size());
+    }
     store::SqlcipherOptions so;
     so.path = config_.databasePath;
     so.key = std::move(storeKey);
@@ -806,7 +868,7 @@ void Server::openStore() {
             // Timers live on the I/O thread; the job itself runs on the delivery pool.
             asio::post(io_, [this, delay, job = std::move(job)]() mutable {
                 auto timer = std::make_shared<asio::steady_timer>(io_, delay);
-                timer->async_wait([this, timer, job = std::move(job)](const asio::error_code& ec) mutable {
+                timer->async_wait([this, timer, job = std::move(job)](const error_code& ec) mutable {
                     if (!ec) asio::post(deliveryPool_, std::move(job));
                 });
             });
@@ -828,7 +890,7 @@ void Server::deliverySweepTick() {
         sweepOutbox();
     }
     deliveryTimer_->expires_after(deliverySweepTick_);
-    deliveryTimer_->async_wait([this](const asio::error_code& ec) {
+    deliveryTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
         deliverySweepTick();
     });
@@ -943,7 +1005,7 @@ void Server::listen() {
         if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
         // A live daemon answers; a stale socket from a crash does not and is replaced.
         stream_protocol::socket probe(io_);
-        asio::error_code ec;
+        error_code ec;
         probe.connect(stream_protocol::endpoint(path), ec);
         if (!ec) throw std::runtime_error("another twofactord is already listening on " + path);
         ::unlink(path.c_str());
@@ -958,7 +1020,7 @@ void Server::listen() {
 }
 
 void Server::accept() {
-    acceptor_.async_accept([this](const asio::error_code& ec, stream_protocol::socket socket) {
+    acceptor_.async_accept([this](const error_code& ec, stream_protocol::socket socket) {
         if (ec) {
             if (ec != asio::error::operation_aborted && !stopping_) acceptLater(ec);
             return;
@@ -973,7 +1035,7 @@ void Server::accept() {
         }
         if (perUid_[cred.uid] >= config_.limits.maxConnectionsPerUid) {
             log::warning("uid " + std::to_string(cred.uid) + " has too many connections; refused");
-            asio::error_code ignored;
+            error_code ignored;
             std::string err = ipc::encodeError(std::string(kDaemonIface) + ".TooManyConnections",
                                                {{"limit", config_.limits.maxConnectionsPerUid}});
             asio::write(socket, asio::buffer(err), ignored);
@@ -989,6 +1051,17 @@ void Server::accept() {
     });
 }
 
+void Server::waitForReload() {
+    reloadSignals_.async_wait([this](const error_code& ec, int) {
+        if (ec || stopping_) return;
+        log::info("received SIGHUP: reloading the HTTPS certificate and reopening the country database "
+                  "(other settings need a restart)");
+        reloadHttpCertificate();
+        loadCountryDatabase();
+        waitForReload();
+    });
+}
+
 int Server::run() {
     openStore();
     recordStart();
@@ -998,16 +1071,19 @@ int Server::run() {
     deliverySweepTick();
     startWebhook();
     loadCountryDatabase();
-    awaitReload();
+    startHttp();
     listen();
     accept();
+    waitForReload();
     scheduleFloodTick();
-    signals_.async_wait([this](const asio::error_code& ec, int sig) {
+    signals_.async_wait([this](const error_code& ec, int sig) {
         if (ec) return;
         log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
-        asio::error_code ignored;
+        error_code ignored;
         acceptor_.close(ignored);
         stopping_ = true;
+        reloadSignals_.cancel(ignored);
+        if (http_) http_->stopAccepting();
         if (retentionTimer_) retentionTimer_->cancel();
         if (deliveryTimer_) deliveryTimer_->cancel();
         if (floodTimer_) floodTimer_->cancel();
@@ -1020,7 +1096,7 @@ int Server::run() {
             return;
         }
         shutdownTimer_ = std::make_unique<asio::steady_timer>(io_, std::chrono::seconds(10));
-        shutdownTimer_->async_wait([this](const asio::error_code& e) {
+        shutdownTimer_->async_wait([this](const error_code& e) {
             if (e) return;
             log::warning(std::to_string(inFlight_) + " call(s) still running after 10 s; stopping anyway");
             io_.stop();
@@ -1032,6 +1108,7 @@ int Server::run() {
     log::info("twofactord " TWOFACTOR_VERSION " ready (" + std::to_string(config_.apps.size()) + " app(s), store " +
               store_->description() + (config_.embedded ? ", embedded default" : ", config " + config_.sourcePath) + ")");
     io_.run();
+    if (http_) http_->stop();
     if (webhook_) webhook_->stop();
     deliveryPool_.join();
     store_->close();
@@ -1113,7 +1190,7 @@ void Server::scheduleFloodTick() {
     if (!floodTimer_) floodTimer_ = std::make_unique<asio::steady_timer>(io_);
     // Each second: tests move a file clock by a window at once.
     floodTimer_->expires_after(std::chrono::seconds(1));
-    floodTimer_->async_wait([this](const asio::error_code& ec) {
+    floodTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
         const std::int64_t now = clock_->now();
         if (now - denialWindowStart_ >= kDenialWindow || now < denialWindowStart_) closeDenialWindow(now);
@@ -1129,7 +1206,7 @@ bool Server::storeSaturated() {
     return true;
 }
 
-void Server::acceptLater(const asio::error_code& ec) {
+void Server::acceptLater(const error_code& ec) {
     // Out of descriptors (EMFILE, ENFILE) or memory: the connection waits in
     // the backlog, so accepting again at once would fail again at once.
     // Back off from 10 ms up to 1 s; other errors (a peer gone before its
@@ -1145,7 +1222,7 @@ void Server::acceptLater(const asio::error_code& ec) {
                               std::max(std::chrono::milliseconds(10), acceptBackoff_ * 2));
     if (!acceptTimer_) acceptTimer_ = std::make_unique<asio::steady_timer>(io_);
     acceptTimer_->expires_after(acceptBackoff_);
-    acceptTimer_->async_wait([this](const asio::error_code& e) {
+    acceptTimer_->async_wait([this](const error_code& e) {
         if (!e && !stopping_) accept();
     });
 }
@@ -1211,9 +1288,9 @@ const char* accessName(Access access) {
 int runDaemon(const config::Config& config, const DaemonOptions& options) {
     channel::curlGlobalInit();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);
-    // Until the server's own handler is installed; it then reopens the country
-    // database (the configuration itself is applied by a restart).
-    ::signal(SIGHUP, SIG_IGN);
+    // SIGHUP reloads the HTTPS certificate and reopens the country database
+    // (the daemon's signal set takes it); anything else in the configuration
+    // needs a restart.
     detail::Server server(config, options);
     return server.run();
 }

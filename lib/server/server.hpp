@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <sys/types.h>
+#include <utility>
 #include <vector>
 
 namespace twofactor::server {
@@ -70,6 +71,10 @@ struct MethodAccess {
     Access access;
 };
 [[nodiscard]] std::vector<MethodAccess> methodTable();
+// Every route of the HTTPS API as (method, pattern), from the one route
+// table; the OpenAPI document must list exactly these.
+[[nodiscard]] std::vector<std::pair<std::string, std::string>> httpRoutes(const config::Config& config);
+
 // "anyone", "operator", "dpo" or "admin".
 [[nodiscard]] const char* accessName(Access access);
 

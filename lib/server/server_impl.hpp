@@ -7,6 +7,7 @@
 #include "channel/ses.hpp"
 #include "channel/smtp.hpp"
 #include "channel/whatsapp.hpp"
+#include "http/server.hpp"
 #include "ipc/idl.hpp"
 #include "ipc/message.hpp"
 #include "ipc/varlink_interfaces.hpp"
@@ -21,7 +22,7 @@
 #include "util/log.hpp"
 #include "webhook/webhook.hpp"
 
-#include <asio.hpp>
+#include "util/asio.hpp"
 
 #include <grp.h>
 #include <pwd.h>
@@ -78,6 +79,7 @@ std::optional<T> opt(const json& params, const char* key) {
 
 
 class Server;
+struct ApiCall;  // http_api.cpp
 
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
@@ -159,6 +161,8 @@ public:
     Server& operator=(const Server&) = delete;
 
     int run();
+    // The HTTPS API's routes (http_api.cpp).
+    std::vector<std::pair<std::string, std::string>> routeTable();
     std::vector<MethodAccess> methodAccess() const {
         std::vector<MethodAccess> out;
         for (const auto& [name, entry] : methods_) out.push_back(MethodAccess{name, entry.access});
@@ -192,6 +196,27 @@ private:
     // Method groups kept in files of their own.
     void addPrivacyMethods();      // privacy_methods.cpp: io.twofactor.Privacy
     void addMaintenanceMethods();  // maintenance_methods.cpp: io.twofactor.Maintenance
+    void addApiKeyMethods();       // http_api.cpp: io.twofactor.ApiKey
+
+    // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
+    // every call goes through (key, scope, rate limit, Idempotency-Key).
+    using ApiAction = std::function<void(std::shared_ptr<ApiCall>)>;
+    void startHttp();
+    void waitForReload();  // SIGHUP
+    void reloadHttpCertificate();
+    void addHttpRoutes(http::Router& router);
+    void apiRoute(http::Router& router, std::string method, std::string pattern, std::string scope, ApiAction action);
+    void apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::string& scope, const ApiAction& action);
+    void apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
+    std::optional<json> apiBody(const std::shared_ptr<ApiCall>& call,
+                                const std::vector<std::pair<std::string, json::value_t>>& fields);
+    void apiOwnRequest(const std::shared_ptr<ApiCall>& call, const std::string& id,
+                       std::function<void(const otp::OtpRequest&)> next);
+    template <typename T, typename F>
+    void apiAnswer(const std::shared_ptr<ApiCall>& call, otp::Outcome<T> o, int status, F&& body);
+    void apiFinish(const std::shared_ptr<ApiCall>& call, http::Response response, const std::string& result);
+    void apiFail(const std::shared_ptr<ApiCall>& call, const std::string& error, const json& parameters,
+                 std::string detail);
     // Roles of a peer. The user and group databases are read at most every few
     // seconds per uid/gid: a script's CLI calls would otherwise each cost a scan
     // of /etc/passwd and /etc/group.
@@ -228,12 +253,11 @@ private:
     void startWebhook();
     // The client IP country rules' database: opened at start and on each SIGHUP.
     void loadCountryDatabase();
-    void awaitReload();
     void listen();
     void accept();
     // Waits before accepting again after EMFILE and the like: the pending
     // connection stays in the backlog, and retrying at once would spin.
-    void acceptLater(const asio::error_code& ec);
+    void acceptLater(const error_code& ec);
 
     // The daemon's own protections against a local flood (server.cpp, "Flood").
     // A denied call: answered at once; counted per uid and window.
@@ -275,8 +299,6 @@ private:
     asio::io_context io_;
     stream_protocol::acceptor acceptor_;
     asio::signal_set signals_;
-    // SIGHUP: reopen the [geoip] country database (country_rules.cpp).
-    asio::signal_set reloadSignal_{io_, SIGHUP};
     asio::thread_pool deliveryPool_;
     std::map<std::string, ipc::idl::Interface> interfaces_;
     std::map<std::string, MethodEntry> methods_;
@@ -286,6 +308,18 @@ private:
     std::unique_ptr<otp::OtpService> service_;
     std::unique_ptr<privacy::SubjectService> subjects_;
     std::unique_ptr<webhook::WebhookServer> webhook_;
+    std::unique_ptr<http::Server> http_;
+    // The key API key secrets are hashed with, derived from the pepper.
+    SecretBytes apiKeyHashKey_;
+    // I/O thread: keys recently looked up (the lookup's result and when), each
+    // key's request count in the current minute, and when its last use was written.
+    std::map<std::string, std::pair<std::optional<store::ApiKey>, std::chrono::steady_clock::time_point>> apiKeys_;
+    std::map<std::string, std::pair<std::int64_t, int>> apiWindows_;
+    std::map<std::string, std::int64_t> apiTouched_;
+    // Set by the metrics exporter: its text is then served at GET /metrics on
+    // the HTTPS listener (Prometheus text format).
+    std::function<std::string()> metricsText_;
+    asio::signal_set reloadSignals_{io_, SIGHUP};
     std::map<uid_t, int> perUid_;
     std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;
     int connections_ = 0;

@@ -30,6 +30,33 @@ struct CallRecord {
     std::int64_t durationMs = 0;
     std::string result;
     std::int64_t uid = -1;
+    // Calls over the HTTPS API: the API key, the client's address, the HTTP status.
+    std::string keyId;
+    std::string clientIp;
+    int status = 0;
+};
+
+// An API key of the HTTPS API. The secret itself is never stored: secretHash
+// is a keyed hash of it (lib/http/apikey.hpp).
+struct ApiKey {
+    std::string id;  // public, the part after "tfk_"
+    std::string app;
+    std::string scopes;  // comma-separated: send, verify, status, cancel
+    std::string secretHash;
+    std::string note;
+    std::int64_t createdAt = 0;
+    std::int64_t createdBy = -1;  // uid
+    std::int64_t expiresAt = 0;   // 0: never
+    std::int64_t revokedAt = 0;   // 0: not revoked
+    std::int64_t lastUsedAt = 0;  // 0: never used
+};
+
+// An Idempotency-Key as the first call with it left it.
+struct IdempotencyRecord {
+    std::string bodyHash;
+    std::int64_t createdAt = 0;
+    int status = 0;  // 0: the first call is still running
+    std::string response;
 };
 
 struct CallQuery {
@@ -263,6 +290,29 @@ public:
 
     virtual void insertCall(const CallRecord& call) = 0;
     [[nodiscard]] virtual std::vector<CallRecord> findCalls(const CallQuery& query) = 0;
+
+    // ---- The HTTPS API: keys and Idempotency-Key records ----
+    virtual void insertApiKey(const ApiKey& key) = 0;
+    [[nodiscard]] virtual std::optional<ApiKey> findApiKey(std::string_view id) = 0;
+    // Newest first, at most `limit`.
+    [[nodiscard]] virtual std::vector<ApiKey> listApiKeys(int limit) = 0;
+    // Revokes the key at `now` if it exists and is not revoked yet.
+    virtual bool revokeApiKey(std::string_view id, std::int64_t now) = 0;
+    // Moves the key's last use forward to `now` (never back).
+    virtual void touchApiKey(std::string_view id, std::int64_t now) = 0;
+    // Takes (keyId, idemKey) for a call with this body if it is still free (or
+    // its record is older than `windowStart`): nullopt when taken now, else the
+    // record that holds it. Prunes a few records older than windowStart.
+    [[nodiscard]] virtual std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view keyId,
+                                                                              std::string_view idemKey,
+                                                                              std::string_view bodyHash,
+                                                                              std::int64_t now,
+                                                                              std::int64_t windowStart) = 0;
+    // Stores the first call's answer, once.
+    virtual void completeIdempotencyKey(std::string_view keyId, std::string_view idemKey, int status,
+                                        std::string_view response) = 0;
+    // Frees a key whose first call ended before it sent anything (still unanswered).
+    virtual void releaseIdempotencyKey(std::string_view keyId, std::string_view idemKey) = 0;
 
     // Retention: purges (or, with dryRun, counts) at most `limit` rows of one
     // category; `now` and the policy give the cutoffs. Returns the rows affected.

@@ -4,7 +4,8 @@
 #include "util/files.hpp"
 #include "util/log.hpp"
 
-#include <httplib.h>
+#include "http/server.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -209,71 +210,17 @@ SecretString loadSecret(const char* credential, const std::string& file, const c
 
 // ---- HTTP ------------------------------------------------------------------
 
-constexpr std::size_t kWorkers = 8;
-constexpr std::size_t kQueuedConnections = 64;
-constexpr time_t kReadTimeoutSeconds = 10;
-constexpr time_t kWriteTimeoutSeconds = 10;
 constexpr std::size_t kMaxChallenge = 256;
+// Meta's deliveries arrive through the site's reverse proxy: one address, many connections.
+constexpr int kMaxConnections = 128;
 
-// httplib's own ThreadPool queues accepted connections without limit. This
-// one blocks the accept loop when full, so a flood waits in the kernel's
-// listen backlog instead of piling up open descriptors in the daemon.
-class BoundedPool final : public httplib::TaskQueue {
-public:
-    BoundedPool(std::size_t threads, std::size_t capacity) : capacity_(capacity) {
-        for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
-    }
-    ~BoundedPool() override { shutdown(); }
-    BoundedPool(const BoundedPool&) = delete;
-    BoundedPool& operator=(const BoundedPool&) = delete;
-
-    void enqueue(std::function<void()> fn) override {
-        std::unique_lock lock(mutex_);
-        notFull_.wait(lock, [&] { return jobs_.size() < capacity_ || shutdown_; });
-        jobs_.push_back(std::move(fn));
-        notEmpty_.notify_one();
-    }
-
-    // Runs what is queued (each job closes its socket) before joining.
-    void shutdown() override {
-        {
-            std::lock_guard lock(mutex_);
-            shutdown_ = true;
-        }
-        notEmpty_.notify_all();
-        notFull_.notify_all();
-        for (auto& t : threads_)
-            if (t.joinable()) t.join();
-    }
-
-private:
-    void run() {
-        for (;;) {
-            std::function<void()> fn;
-            {
-                std::unique_lock lock(mutex_);
-                notEmpty_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
-                if (jobs_.empty()) return;
-                fn = std::move(jobs_.front());
-                jobs_.pop_front();
-                notFull_.notify_one();
-            }
-            fn();
-        }
-    }
-
-    const std::size_t capacity_;
-    std::vector<std::thread> threads_;
-    std::deque<std::function<void()>> jobs_;
-    std::mutex mutex_;
-    std::condition_variable notEmpty_;
-    std::condition_variable notFull_;
-    bool shutdown_ = false;
-};
-
-void reply(httplib::Response& res, int status, const char* text) {
-    res.status = status;
-    res.set_content(std::string(text) + "\n", "text/plain; charset=utf-8");
+// One request per connection: the reverse proxy in front keeps its own
+// connections to Meta alive, loopback connects are cheap, and no idle client
+// holds a connection here.
+http::Response reply(int status, const char* text) {
+    auto r = http::Response::text(status, text);
+    r.close = true;
+    return r;
 }
 
 bool printableChallenge(std::string_view s) {
@@ -350,115 +297,38 @@ WebhookServer::WebhookServer(const config::Webhook& config, Handlers handlers)
     appSecret_ = loadSecret("whatsapp-app-secret", config_.appSecretFile, "app_secret_file");
 }
 
+struct WebhookServer::Loop {
+    asio::io_context io;
+    std::unique_ptr<http::Server> server;
+    std::thread thread;
+};
+
 WebhookServer::~WebhookServer() { stop(); }
+
+void WebhookServer::addRoutes(http::Router& router) const {
+    router.add("GET", config_.path, [this](http::Request& req, http::Reply done) { done(handleGet(req)); });
+    router.add("POST", config_.path, [this](http::Request& req, http::Reply done) { done(handlePost(req)); });
+}
 
 void WebhookServer::start() {
     std::lock_guard lock(mutex_);
     if (started_ || stopped_) throw std::logic_error("WebhookServer::start called twice");
-
-    auto server = std::make_unique<httplib::Server>();
-    server->new_task_queue = [] { return new BoundedPool(kWorkers, kQueuedConnections); };
-    // Not httplib's default SO_REUSEPORT: a second daemon (or anyone else
-    // running as our user) must fail to bind, not silently share our traffic.
-    server->set_socket_options([](socket_t sock) {
-        int yes = 1;
-        ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-        ::fcntl(sock, F_SETFD, FD_CLOEXEC);
-    });
-    server->set_read_timeout(kReadTimeoutSeconds, 0);
-    server->set_write_timeout(kWriteTimeoutSeconds, 0);
-    // One request per connection. Several answers below are given without
-    // reading the body, and httplib 0.11 ignores a handler's
-    // "Connection: close", so on a kept-alive connection the unread body would
-    // be parsed as the next request. The reverse proxy in front keeps its own
-    // connections to Meta alive; loopback connects are cheap. It also stops
-    // idle keep-alive clients from holding workers.
-    server->set_keep_alive_max_count(1);
-    server->set_payload_max_length(config_.maxBodyBytes);
-
-    // Runs on the headers alone, before httplib reads a body: wrong paths,
-    // methods and bodies we would refuse anyway are turned away unread.
-    server->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-        using R = httplib::Server::HandlerResponse;
-        if (req.path != config_.path) {
-            reply(res, 404, "not found");
-            return R::Handled;
-        }
-        if (req.method == "GET") return R::Unhandled;
-        if (req.method != "POST") {
-            reply(res, 405, "method not allowed");
-            res.set_header("Allow", "GET, POST");
-            return R::Handled;
-        }
-        // httplib would decompress the body, and the signature covers the
-        // bytes as sent; a compressed body is also a way around the size cap.
-        if (const auto enc = lowerAscii(req.get_header_value("Content-Encoding")); !enc.empty() && enc != "identity") {
-            reply(res, 415, "content encoding not supported");
-            return R::Handled;
-        }
-        // httplib treats these bodies specially (multipart is split into parts,
-        // leaving no raw body to verify); Meta sends JSON.
-        const auto type = lowerAscii(req.get_header_value("Content-Type"));
-        if (type.starts_with("multipart/") || type.starts_with("application/x-www-form-urlencoded")) {
-            reply(res, 415, "content type not supported");
-            return R::Handled;
-        }
-        // httplib 0.11 caps only bodies framed by Content-Length (a chunked or
-        // unframed one is read whole, whatever its size), so require it.
-        if (req.has_header("Transfer-Encoding") || !req.has_header("Content-Length")) {
-            reply(res, 411, "length required");
-            return R::Handled;
-        }
-        const auto lengthText = req.get_header_value("Content-Length");
-        std::uint64_t length = 0;
-        const auto [end, ec] = std::from_chars(lengthText.data(), lengthText.data() + lengthText.size(), length);
-        if (ec == std::errc::result_out_of_range || (ec == std::errc() && end == lengthText.data() + lengthText.size() &&
-                                                     length > config_.maxBodyBytes)) {
-            // Refused without reading it: draining a huge body would tie up a worker.
-            reply(res, 413, "payload too large");
-            return R::Handled;
-        }
-        if (ec != std::errc() || end != lengthText.data() + lengthText.size()) {
-            reply(res, 400, "bad content length");
-            return R::Handled;
-        }
-        return R::Unhandled;
-    });
-    server->Get(".*", [this](const httplib::Request& req, httplib::Response& res) { handleGet(req, res); });
-    server->Post(".*", [this](const httplib::Request& req, httplib::Response& res) { handlePost(req, res); });
-    // Never httplib's default, which copies the exception text into a response header.
-    server->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-        log::error("webhook: internal error while serving a request");
-        reply(res, 500, "internal error");
-    });
-
-    int bound = 0;
-    if (config_.port == 0) {
-        bound = server->bind_to_any_port(config_.listen);
-    } else if (server->bind_to_port(config_.listen, config_.port)) {
-        bound = config_.port;
-    } else {
-        bound = -1;
+    auto router = std::make_shared<http::Router>();
+    addRoutes(*router);
+    http::Limits limits;
+    limits.maxBodyBytes = config_.maxBodyBytes;
+    limits.maxConnections = kMaxConnections;
+    limits.maxConnectionsPerIp = kMaxConnections;
+    auto loop = std::make_unique<Loop>();
+    loop->server = std::make_unique<http::Server>(loop->io, limits, std::move(router));
+    try {
+        loop->server->listen(config_.listen, config_.port);
+    } catch (const std::exception& e) {
+        throw std::runtime_error("[webhook] " + std::string(e.what()));
     }
-    if (bound <= 0)
-        throw std::runtime_error("[webhook] cannot listen on " + config_.listen + " port " +
-                                 std::to_string(config_.port) + " (address in use or not local?)");
-
-    auto finished = std::make_shared<std::atomic<bool>>(false);
-    httplib::Server* raw = server.get();
-    thread_ = std::thread([raw, finished] {
-        raw->listen_after_bind();
-        finished->store(true);
-    });
-    // httplib's stop() does nothing until the listen loop has begun; wait for
-    // it so a stop() right after start() cannot leave the thread running.
-    while (!raw->is_running() && !finished->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    if (finished->load()) {
-        thread_.join();
-        throw std::runtime_error("[webhook] the listener on " + config_.listen + " stopped at once");
-    }
-    server_ = std::move(server);
-    port_ = bound;
+    port_ = loop->server->ports().front();
+    loop->thread = std::thread([io = &loop->io] { io->run(); });
+    loop_ = std::move(loop);
     started_ = true;
     log::info("webhook: listening on " + config_.listen + ":" + std::to_string(port_) + config_.path);
 }
@@ -468,46 +338,58 @@ void WebhookServer::stop() {
     if (stopped_) return;
     stopped_ = true;
     if (!started_) return;
-    server_->stop();
-    if (thread_.joinable()) thread_.join();
+    // The server's state belongs to its I/O thread: stopped there, after
+    // which nothing is left to run and the thread ends.
+    asio::post(loop_->io, [server = loop_->server.get()] { server->stop(); });
+    loop_->thread.join();
+    loop_->server.reset();
     log::info("webhook: stopped");
 }
 
-void WebhookServer::handleGet(const httplib::Request& req, httplib::Response& res) const {
-    res.set_header("Cache-Control", "no-store");
-    const auto challenge = req.get_param_value("hub.challenge");
-    if (req.get_param_value("hub.mode") != "subscribe" || !tokenMatches(verifyToken_, req.get_param_value("hub.verify_token")) ||
-        !printableChallenge(challenge)) {
-        log::warning("webhook: refused a verification request from " + req.remote_addr);
-        reply(res, 403, "forbidden");
-        return;
+http::Response WebhookServer::handleGet(const http::Request& req) const {
+    const auto challenge = req.queryParam("hub.challenge").value_or("");
+    if (req.queryParam("hub.mode") != "subscribe" ||
+        !tokenMatches(verifyToken_, req.queryParam("hub.verify_token").value_or("")) || !printableChallenge(challenge)) {
+        log::warning("webhook: refused a verification request from " + req.clientIp);
+        auto r = reply(403, "forbidden");
+        r.headers.emplace_back("Cache-Control", "no-store");
+        return r;
     }
     log::info("webhook: verification handshake answered");
-    res.status = 200;
+    http::Response r;
+    r.close = true;
+    r.status = 200;
     // The challenge is echoed back: plain text, never sniffed as HTML.
-    res.set_header("X-Content-Type-Options", "nosniff");
-    res.set_content(challenge, "text/plain");
+    r.contentType = "text/plain";
+    r.headers.emplace_back("Cache-Control", "no-store");
+    r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+    r.body = challenge;
+    return r;
 }
 
-void WebhookServer::handlePost(const httplib::Request& req, httplib::Response& res) const {
-    if (req.body.size() > config_.maxBodyBytes) {
-        reply(res, 413, "payload too large");
-        return;
-    }
+http::Response WebhookServer::handlePost(const http::Request& req) const {
+    // The signature covers the bytes as sent: a compressed body would have to
+    // be inflated first (and is a way around the size cap).
+    if (const auto enc = lowerAscii(req.header("Content-Encoding").value_or("")); !enc.empty() && enc != "identity")
+        return reply(415, "content encoding not supported");
+    // Meta sends JSON; form and multipart bodies are refused as before.
+    const auto type = lowerAscii(req.header("Content-Type").value_or(""));
+    if (type.starts_with("multipart/") || type.starts_with("application/x-www-form-urlencoded"))
+        return reply(415, "content type not supported");
+    // Meta frames its bodies by Content-Length; anything else is not Meta.
+    if (req.header("Transfer-Encoding") || !req.header("Content-Length")) return reply(411, "length required");
+    if (req.body.size() > config_.maxBodyBytes) return reply(413, "payload too large");
     // The signature first, over the bytes as received: nothing unauthenticated gets parsed.
-    if (req.get_header_value_count("X-Hub-Signature-256") != 1 ||
-        !verifySignature(appSecret_, req.body, req.get_header_value("X-Hub-Signature-256"))) {
-        log::warning("webhook: rejected a POST from " + req.remote_addr +
-                     (req.has_header("X-Hub-Signature-256") ? ": bad X-Hub-Signature-256"
-                                                            : ": no X-Hub-Signature-256"));
-        reply(res, 401, "bad signature");
-        return;
+    const auto signature = req.header("X-Hub-Signature-256");
+    if (req.headerCount("X-Hub-Signature-256") != 1 || !verifySignature(appSecret_, req.body, *signature)) {
+        log::warning("webhook: rejected a POST from " + req.clientIp +
+                     (signature ? ": bad X-Hub-Signature-256" : ": no X-Hub-Signature-256"));
+        return reply(401, "bad signature");
     }
     const auto parsed = parseWebhook(req.body);
     if (!parsed) {
         log::warning("webhook: a signed POST is not a WhatsApp Business Account notification");
-        reply(res, 400, "malformed notification");
-        return;
+        return reply(400, "malformed notification");
     }
     // One failing item does not stop the others; a 500 makes Meta redeliver the batch.
     bool failed = false;
@@ -526,12 +408,8 @@ void WebhookServer::handlePost(const httplib::Request& req, httplib::Response& r
         if (handlers_.onStatus) guarded("status", [&] { handlers_.onStatus(s); });
     for (const auto& m : parsed->messages)
         if (handlers_.onInbound) guarded("inbound message", [&] { handlers_.onInbound(m); });
-    if (failed) {
-        reply(res, 500, "internal error");
-        return;
-    }
-    res.status = 200;
-    res.set_content("ok\n", "text/plain; charset=utf-8");
+    if (failed) return reply(500, "internal error");
+    return reply(200, "ok");
 }
 
 }  // namespace twofactor::webhook

@@ -1,8 +1,8 @@
 // The receiver for Meta's WhatsApp Cloud API webhooks: message status updates
 // (sent, delivered, read, failed) and inbound texts (STOP / START opt-out).
-// Plain HTTP through cpp-httplib, meant to sit behind the site's TLS reverse
-// proxy; every POST must carry a valid X-Hub-Signature-256 before its body
-// is even parsed.
+// Plain HTTP on the daemon's Beast server (lib/http/), meant to sit behind
+// the site's TLS reverse proxy; every POST must carry a valid
+// X-Hub-Signature-256 before its body is even parsed.
 #pragma once
 
 #include "config/config.hpp"
@@ -19,11 +19,12 @@
 #include <utility>
 #include <vector>
 
-namespace httplib {
+namespace twofactor::http {
+class Router;
 class Server;
 struct Request;
 struct Response;
-}  // namespace httplib
+}  // namespace twofactor::http
 
 namespace twofactor::webhook {
 
@@ -65,7 +66,7 @@ struct ParsedWebhook {
 // HMAC-SHA256(appSecret, body), in constant time. False for an empty secret.
 [[nodiscard]] bool verifySignature(const SecretString& appSecret, std::string_view body, std::string_view header);
 
-// Called on the server's worker threads, possibly concurrently. Meta
+// Called on the listener's I/O thread; they must not block. Meta
 // redelivers a batch we answer with an error, so both must be idempotent.
 struct Handlers {
     std::function<void(const StatusUpdate&)> onStatus;
@@ -83,8 +84,11 @@ public:
     WebhookServer(const WebhookServer&) = delete;
     WebhookServer& operator=(const WebhookServer&) = delete;
 
+    // GET and POST config.path on a router (the HTTPS listener's, when the
+    // webhook shares it). This object must outlive the router's use.
+    void addRoutes(http::Router& router) const;
     // Binds config.listen:config.port (0: any free port) and serves on its
-    // own threads. Throws std::runtime_error when it cannot bind,
+    // own I/O thread. Throws std::runtime_error when it cannot bind,
     // std::logic_error when called twice.
     void start();
     // The bound port (0 before start()).
@@ -94,15 +98,15 @@ public:
     void stop();
 
 private:
-    void handleGet(const httplib::Request& req, httplib::Response& res) const;
-    void handlePost(const httplib::Request& req, httplib::Response& res) const;
+    [[nodiscard]] http::Response handleGet(const http::Request& req) const;
+    [[nodiscard]] http::Response handlePost(const http::Request& req) const;
 
     config::Webhook config_;
     Handlers handlers_;
     SecretString verifyToken_;
     SecretString appSecret_;
-    std::unique_ptr<httplib::Server> server_;
-    std::thread thread_;
+    struct Loop;
+    std::unique_ptr<Loop> loop_;
     std::mutex mutex_;  // serialises start() and stop()
     bool started_ = false;
     bool stopped_ = false;

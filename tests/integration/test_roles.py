@@ -58,6 +58,9 @@ EXPECTED = {
     "io.twofactor.Privacy.Requests": {"dpo", "admin"},
     "io.twofactor.Maintenance.RotateKey": {"admin"},
     "io.twofactor.Maintenance.Backup": {"admin"},  # an admin without "more" gets ExpectedMore
+    "io.twofactor.ApiKey.Create": {"admin"},
+    "io.twofactor.ApiKey.List": {"admin"},
+    "io.twofactor.ApiKey.Revoke": {"admin"},
 }
 
 # Parameters that pass validation, so that only access decides.
@@ -78,6 +81,8 @@ PARAMS = {
     "io.twofactor.Privacy.SubjectUnrestrict": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.SubjectObject": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.RegisterRequest": {"kind": "export", "subject": "roles-gdpr@example.org"},
+    "io.twofactor.ApiKey.Create": {"app": "shop", "scopes": ["status"]},
+    "io.twofactor.ApiKey.Revoke": {"id": "nosuchkey"},
 }
 
 CALLER = r"""

@@ -76,6 +76,20 @@ public:
     void putOptOut(const otp::OptOut& e) override { t_.putOptOut(e); }
     bool removeOptOut(std::string_view s) override { return t_.removeOptOut(s); }
     std::vector<otp::OptOut> listOptOuts(int limit) override { return t_.listOptOuts(limit); }
+    void insertApiKey(const store::ApiKey& k) override { t_.insertApiKey(k); }
+    std::optional<store::ApiKey> findApiKey(std::string_view id) override { return t_.findApiKey(id); }
+    std::vector<store::ApiKey> listApiKeys(int limit) override { return t_.listApiKeys(limit); }
+    bool revokeApiKey(std::string_view id, std::int64_t now) override { return t_.revokeApiKey(id, now); }
+    void touchApiKey(std::string_view id, std::int64_t now) override { t_.touchApiKey(id, now); }
+    std::optional<store::IdempotencyRecord> claimIdempotencyKey(std::string_view k, std::string_view i,
+                                                                std::string_view b, std::int64_t now,
+                                                                std::int64_t from) override {
+        return t_.claimIdempotencyKey(k, i, b, now, from);
+    }
+    void completeIdempotencyKey(std::string_view k, std::string_view i, int status, std::string_view r) override {
+        t_.completeIdempotencyKey(k, i, status, r);
+    }
+    void releaseIdempotencyKey(std::string_view k, std::string_view i) override { t_.releaseIdempotencyKey(k, i); }
     void putDeliveryJob(const otp::DeliveryJob& j) override { t_.putDeliveryJob(j); }
     std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view h, std::string_view p, std::int64_t now,
                                                     std::int64_t until, int limit) override {

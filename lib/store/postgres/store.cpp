@@ -327,6 +327,19 @@ public:
     std::vector<std::string> syncApps(const std::vector<std::string>&, std::int64_t) override { missing("syncApps"); }
     SubjectFlags subjectFlags(std::string_view) override { missing("subjectFlags"); }
     void bindRequest(std::string_view, std::string_view) override { missing("bindRequest"); }
+    void insertApiKey(const ApiKey&) override { missing("insertApiKey"); }
+    std::optional<ApiKey> findApiKey(std::string_view) override { missing("findApiKey"); }
+    std::vector<ApiKey> listApiKeys(int) override { missing("listApiKeys"); }
+    bool revokeApiKey(std::string_view, std::int64_t) override { missing("revokeApiKey"); }
+    void touchApiKey(std::string_view, std::int64_t) override { missing("touchApiKey"); }
+    std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view, std::string_view, std::string_view,
+                                                         std::int64_t, std::int64_t) override {
+        missing("claimIdempotencyKey");
+    }
+    void completeIdempotencyKey(std::string_view, std::string_view, int, std::string_view) override {
+        missing("completeIdempotencyKey");
+    }
+    void releaseIdempotencyKey(std::string_view, std::string_view) override { missing("releaseIdempotencyKey"); }
     std::string requestBinding(std::string_view) override { missing("requestBinding"); }
     void setRestricted(std::string_view, std::optional<std::int64_t>) override { missing("setRestricted"); }
     void setObjected(std::string_view, std::optional<std::int64_t>) override { missing("setObjected"); }
@@ -597,7 +610,7 @@ SecretString loadDsn(const std::string& credentialName, const std::string& dsnFi
 
 const char* postgresMissing() {
     return "the delivery log, opt-outs, the request log, retention, apps, GDPR requests, the audit log "
-           "fraud sets and transaction binding";
+           "fraud sets, transaction binding, API keys and Idempotency-Key records";
 }
 
 }  // namespace twofactor::store

@@ -292,6 +292,37 @@ CREATE INDEX requests_by_fallback ON requests (fallback_destination COLLATE NOCA
     R"sql(
 ALTER TABLE requests ADD COLUMN context_digest TEXT NOT NULL DEFAULT '';
 )sql",
+    // 15: the HTTPS API: API keys, stored as a keyed hash of their secret and
+    // found by their public id; Idempotency-Key records (the first answer of a
+    // call, kept 24 h, never a code); and the request log learns which key
+    // and client address a call came from and the HTTP status it got.
+    R"sql(
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY NOT NULL,
+    app           TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    secret_hash   TEXT NOT NULL,
+    note          TEXT NOT NULL DEFAULT '',
+    created_at    INTEGER NOT NULL,
+    created_by    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL DEFAULT 0,
+    revoked_at    INTEGER NOT NULL DEFAULT 0,
+    last_used_at  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE idempotency_keys (
+    key_id      TEXT NOT NULL,
+    idem_key    TEXT NOT NULL,
+    body_hash   TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    status      INTEGER NOT NULL DEFAULT 0,
+    response    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (key_id, idem_key)
+);
+CREATE INDEX idempotency_keys_by_time ON idempotency_keys (created_at);
+ALTER TABLE request_log ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE request_log ADD COLUMN client_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE request_log ADD COLUMN status INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
@@ -526,12 +557,50 @@ inline constexpr const char* kPutFraudMember =
     "INSERT OR REPLACE INTO fraud_sets (rule, key, member, at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 inline constexpr const char* kInsertRequestLog =
-    "INSERT INTO request_log (at, method, duration_ms, result, uid) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT INTO request_log (at, method, duration_ms, result, uid, key_id, client_ip, status) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 // ?1 since or NULL, ?2 until or NULL, ?3 limit: the newest rows that match,
 // returned oldest first by the caller's reversal.
 inline constexpr const char* kSelectRequestLog =
-    "SELECT id, at, method, duration_ms, result, uid FROM request_log "
+    "SELECT id, at, method, duration_ms, result, uid, key_id, client_ip, status FROM request_log "
     "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) ORDER BY id DESC LIMIT ?3";
+
+// API keys (the HTTPS API). ?1 id, ?2 app, ?3 scopes, ?4 secret hash, ?5 note,
+// ?6 created, ?7 created by (uid), ?8 expires (0: never).
+#define TF_API_KEY_COLUMNS \
+    "id, app, scopes, secret_hash, note, created_at, created_by, expires_at, revoked_at, last_used_at"
+inline constexpr const char* kInsertApiKey =
+    "INSERT INTO api_keys (id, app, scopes, secret_hash, note, created_at, created_by, expires_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+inline constexpr const char* kSelectApiKey = "SELECT " TF_API_KEY_COLUMNS " FROM api_keys WHERE id = ?1";
+inline constexpr const char* kListApiKeys =
+    "SELECT " TF_API_KEY_COLUMNS " FROM api_keys ORDER BY created_at DESC, id LIMIT ?1";
+// Revokes once: ?1 id, ?2 now.
+inline constexpr const char* kRevokeApiKey = "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at = 0";
+// Last use moves forward only (two calls may finish out of order).
+inline constexpr const char* kTouchApiKey =
+    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2";
+
+// Idempotency-Key records. A record older than the window (?3 = now - 24 h)
+// no longer holds its key: it goes before the claim.
+inline constexpr const char* kDeleteStaleIdempotencyKey =
+    "DELETE FROM idempotency_keys WHERE key_id = ?1 AND idem_key = ?2 AND created_at < ?3";
+// The claim: ?1 API key id, ?2 idempotency key, ?3 body hash, ?4 now; a change
+// count of 0 means someone holds the key already.
+inline constexpr const char* kClaimIdempotencyKey =
+    "INSERT OR IGNORE INTO idempotency_keys (key_id, idem_key, body_hash, created_at) VALUES (?1, ?2, ?3, ?4)";
+inline constexpr const char* kSelectIdempotencyKey =
+    "SELECT body_hash, created_at, status, response FROM idempotency_keys WHERE key_id = ?1 AND idem_key = ?2";
+// The first answer: ?1, ?2 the key, ?3 status, ?4 response body.
+inline constexpr const char* kCompleteIdempotencyKey =
+    "UPDATE idempotency_keys SET status = ?3, response = ?4 WHERE key_id = ?1 AND idem_key = ?2 AND status = 0";
+// Records past the window, a few at a time with every claim, oldest first: ?1 = now - 24 h.
+inline constexpr const char* kPruneIdempotencyKeys =
+    "DELETE FROM idempotency_keys WHERE rowid IN "
+    "(SELECT rowid FROM idempotency_keys WHERE created_at < ?1 ORDER BY created_at LIMIT 16)";
+// A first call that failed before anything was sent gives its key back.
+inline constexpr const char* kReleaseIdempotencyKey =
+    "DELETE FROM idempotency_keys WHERE key_id = ?1 AND idem_key = ?2 AND status = 0";
 
 // max(seq) is one step down the primary key; ORDER BY seq DESC LIMIT 1 reads
 // one row too, but its plan is a scan, which the query-plan test refuses.

@@ -527,6 +527,9 @@ public:
         s.bind(3, c.durationMs);
         s.bind(4, c.result);
         s.bind(5, c.uid);
+        s.bind(6, c.keyId);
+        s.bind(7, c.clientIp);
+        s.bind(8, c.status);
         s.step();
     }
 
@@ -537,10 +540,121 @@ public:
         if (q.until) s.bind(2, *q.until);
         s.bind(3, q.limit);
         std::vector<CallRecord> out;
-        while (s.step()) out.push_back(CallRecord{s.integer(0), s.integer(1), s.text(2), s.integer(3), s.text(4), s.integer(5)});
+        while (s.step())
+            out.push_back(CallRecord{s.integer(0), s.integer(1), s.text(2), s.integer(3), s.text(4), s.integer(5),
+                                     s.text(6), s.text(7), static_cast<int>(s.integer(8))});
         s.reset();
         std::reverse(out.begin(), out.end());
         return out;
+    }
+
+    // ---- The HTTPS API: keys and Idempotency-Key records ----
+    static ApiKey readApiKey(const Statement& s) {
+        return ApiKey{s.text(0),    s.text(1),    s.text(2),    s.text(3),    s.text(4),
+                      s.integer(5), s.integer(6), s.integer(7), s.integer(8), s.integer(9)};
+    }
+    void insertApiKey(const ApiKey& k) override {
+        auto& s = stmt(apiInsert_, sql::kInsertApiKey);
+        s.reset();
+        s.bind(1, k.id);
+        s.bind(2, k.app);
+        s.bind(3, k.scopes);
+        s.bind(4, k.secretHash);
+        s.bind(5, k.note);
+        s.bind(6, k.createdAt);
+        s.bind(7, k.createdBy);
+        s.bind(8, k.expiresAt);
+        s.step();
+        s.reset();
+    }
+    std::optional<ApiKey> findApiKey(std::string_view id) override {
+        auto& s = stmt(apiSelect_, sql::kSelectApiKey);
+        s.reset();
+        s.bind(1, id);
+        std::optional<ApiKey> out;
+        if (s.step()) out = readApiKey(s);
+        s.reset();
+        return out;
+    }
+    std::vector<ApiKey> listApiKeys(int limit) override {
+        auto& s = stmt(apiList_, sql::kListApiKeys);
+        s.reset();
+        s.bind(1, limit);
+        std::vector<ApiKey> out;
+        while (s.step()) out.push_back(readApiKey(s));
+        s.reset();
+        return out;
+    }
+    bool revokeApiKey(std::string_view id, std::int64_t now) override {
+        auto& s = stmt(apiRevoke_, sql::kRevokeApiKey);
+        s.reset();
+        s.bind(1, id);
+        s.bind(2, now);
+        s.step();
+        const bool changed = s.changes() > 0;
+        s.reset();
+        return changed;
+    }
+    void touchApiKey(std::string_view id, std::int64_t now) override {
+        auto& s = stmt(apiTouch_, sql::kTouchApiKey);
+        s.reset();
+        s.bind(1, id);
+        s.bind(2, now);
+        s.step();
+        s.reset();
+    }
+    std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view keyId, std::string_view idemKey,
+                                                         std::string_view bodyHash, std::int64_t now,
+                                                         std::int64_t windowStart) override {
+        auto& prune = stmt(idemPrune_, sql::kPruneIdempotencyKeys);
+        prune.reset();
+        prune.bind(1, windowStart);
+        prune.step();
+        prune.reset();
+        auto& stale = stmt(idemStale_, sql::kDeleteStaleIdempotencyKey);
+        stale.reset();
+        stale.bind(1, keyId);
+        stale.bind(2, idemKey);
+        stale.bind(3, windowStart);
+        stale.step();
+        stale.reset();
+        auto& claim = stmt(idemClaim_, sql::kClaimIdempotencyKey);
+        claim.reset();
+        claim.bind(1, keyId);
+        claim.bind(2, idemKey);
+        claim.bind(3, bodyHash);
+        claim.bind(4, now);
+        claim.step();
+        const bool taken = claim.changes() > 0;
+        claim.reset();
+        if (taken) return std::nullopt;
+        auto& s = stmt(idemSelect_, sql::kSelectIdempotencyKey);
+        s.reset();
+        s.bind(1, keyId);
+        s.bind(2, idemKey);
+        IdempotencyRecord r;
+        if (s.step()) r = IdempotencyRecord{s.text(0), s.integer(1), static_cast<int>(s.integer(2)), s.text(3)};
+        s.reset();
+        return r;
+    }
+    void completeIdempotencyKey(std::string_view keyId, std::string_view idemKey, int status,
+                                std::string_view response) override {
+        auto& s = stmt(idemComplete_, sql::kCompleteIdempotencyKey);
+        s.reset();
+        s.bind(1, keyId);
+        s.bind(2, idemKey);
+        s.bind(3, status);
+        s.bind(4, response);
+        s.step();
+        s.reset();
+    }
+    void releaseIdempotencyKey(std::string_view keyId, std::string_view idemKey) override {
+        auto& s = stmt(idemRelease_, sql::kReleaseIdempotencyKey);
+        s.reset();
+        s.bind(1, keyId);
+        s.bind(2, idemKey);
+        s.step();
+        s.reset();
     }
 
     std::optional<otp::AuditRecord> lastAuditRecord() override {
@@ -1124,6 +1238,9 @@ private:
     std::unique_ptr<Statement> flagsSel_, ensureApp_, requestDeliveries_;
     std::unique_ptr<Statement> ensureFailures_, countFailure_, lockSubject_, approve_, wrongCode_, attempts_, finish_,
         replaceCode_, switchChannel_;
+    // The HTTPS API's statements.
+    std::unique_ptr<Statement> apiInsert_, apiSelect_, apiList_, apiRevoke_, apiTouch_, idemPrune_, idemStale_,
+        idemClaim_, idemSelect_, idemComplete_, idemRelease_;
     std::unique_ptr<Statement> putJob_, orphanedJobs_, dueJobs_, claimJob_, renewJob_, retryJob_, finishJob_, endJob_,
         selectJob_, listJobs_;
     Statement select_, newest_, insert_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
