@@ -8,6 +8,8 @@ packages=(
   libcli11-dev libsqlcipher-dev libcurl4-openssl-dev libssl-dev libtomlplusplus-dev catch2
   nlohmann-json3-dev libphonenumber-dev libasio-dev libsystemd-dev libcpp-httplib-dev scdoc
   python3-aiosmtpd python3-botocore sqlcipher swaks hyperfine util-linux openssl
+  python3-prometheus-client bash-completion zsh systemd
+  debhelper dpkg-dev fakeroot lintian
 )
 
 missing=()

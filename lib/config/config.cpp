@@ -93,7 +93,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "retention", "privacy", "apps"});
+                      "webhook", "retention", "privacy", "apps", "metrics"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -145,6 +145,9 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     if (const toml::node* n = root.get("retention")) {
         readRetention(reader, reader.table(*n, "retention"), config.retention);
+    }
+    if (const toml::node* n = root.get("metrics")) {
+        readMetrics(reader, reader.table(*n, "metrics"), config.metrics);
     }
     if (const toml::node* n = root.get("privacy")) {
         const toml::table& t = reader.table(*n, "privacy");

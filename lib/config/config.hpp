@@ -259,6 +259,13 @@ struct Config {
     Retention retention;  // [retention]
     Privacy privacy;      // [privacy]
 
+    // [metrics]: the Prometheus endpoint, off unless listen is set.
+    struct Metrics {
+        std::string listen;   // as written, "127.0.0.1:9464"
+        std::string address;  // a loopback address: 127.0.0.0/8 or ::1
+        int port = 0;
+    } metrics;
+
     std::map<std::string, App> apps;  // [apps.NAME]
 };
 

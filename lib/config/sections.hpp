@@ -44,6 +44,9 @@ bool haveCredential(std::string_view name);
 // [retention] (retention.cpp)
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention);
 
+// [metrics] (metrics.cpp)
+void readMetrics(const Reader& reader, const toml::table& t, Config::Metrics& metrics);
+
 // [apps.NAME] (apps.cpp)
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
             const std::map<std::string, std::string>& drivers);

@@ -244,5 +244,99 @@ class Sandbox(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.d.state, "keys", "pepper.key")))
 
 
+class JournaledDaemon(harness.Daemon):
+    """A twofactord that systemd-journald records, as under systemd: in a
+    mount namespace whose /run/systemd and /run/log are directories of the
+    test, where a journald of its own listens; INVOCATION_ID set as systemd
+    sets it. The journal files stay in the test's directory for journalctl."""
+
+    def __init__(self, config):
+        super().__init__(config=config, clock=1_900_000_000)
+        self.journal_run = os.path.join(self.root, "journal-run")
+        self.journal_log = os.path.join(self.root, "journal-log")
+        self.journald_pid = os.path.join(self.root, "journald.pid")
+        for d in (self.journal_run, self.journal_log):
+            os.makedirs(d)
+
+    def env(self):
+        env = super().env()
+        env["INVOCATION_ID"] = "0123456789abcdef0123456789abcdef"
+        return env
+
+    def args(self):
+        script = (
+            "set -e\nmount --make-rprivate /\n"
+            "mkdir -p /run/systemd /run/log\n"
+            "mount --bind %s /run/systemd\nmount --bind %s /run/log\n"
+            "mkdir -p /run/systemd/journal\n"
+            "env -u INVOCATION_ID /lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &\n"
+            "echo $! > %s\n"
+            "i=0; while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
+            "exec %s\n" % (shlex.quote(self.journal_run), shlex.quote(self.journal_log),
+                            shlex.quote(self.journald_pid), " ".join(shlex.quote(a) for a in super().args())))
+        return ["unshare", "--mount", "--", "sh", "-c", script]
+
+    def stop(self):
+        super().stop()
+        try:
+            with open(self.journald_pid) as f:
+                pid = int(f.read())
+            os.kill(pid, 15)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+        except (OSError, ValueError):
+            pass
+
+    def records(self):
+        r = subprocess.run(["journalctl", "--directory", os.path.join(self.journal_log, "journal"), "-o", "json",
+                            "--no-pager", "SYSLOG_IDENTIFIER=twofactord"], capture_output=True, text=True, timeout=60)
+        return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+@unittest.skipUnless(can_sandbox() and os.path.exists("/lib/systemd/systemd-journald") and shutil.which("journalctl"),
+                     "needs root, a mount namespace and systemd-journald")
+class Journal(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = JournaledDaemon(CONFIG)
+        cls.d.start()
+        cls.rid = cls.d.send("journal@example.org")
+        cls.code = cls.d.code_for(cls.rid)
+        r = cls.d.cli("verify", "--id", cls.rid, "--code", cls.code)
+        assert r.returncode == 0, r.stderr
+        cls.d.stop()
+        cls.recs = cls.d.records()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_records_go_to_the_journal_with_priorities(self):
+        ready = [r for r in self.recs if "ready" in r.get("MESSAGE", "")]
+        self.assertEqual(len(ready), 1, self.recs)
+        self.assertEqual(ready[0]["PRIORITY"], "6")
+        # Not on stderr as well.
+        self.assertNotIn("ready", self.d.read_log())
+
+    def test_request_and_app_fields(self):
+        sent = [r for r in self.recs if " sent request " + self.rid in r.get("MESSAGE", "")]
+        self.assertEqual(len(sent), 1, self.recs)
+        self.assertEqual(sent[0]["TWOFACTOR_REQUEST"], self.rid)
+        self.assertEqual(sent[0]["TWOFACTOR_APP"], "default")
+        verified = [r for r in self.recs if r.get("MESSAGE", "").startswith("verify " + self.rid)]
+        self.assertEqual(len(verified), 1, self.recs)
+        self.assertEqual(verified[0]["TWOFACTOR_REQUEST"], self.rid)
+
+    def test_no_codes_or_addresses(self):
+        self.assertGreater(len(self.recs), 2)
+        for r in self.recs:
+            for k, v in r.items():
+                if k.startswith("_") or k.startswith("__"):
+                    continue  # journald's own fields: command line, cursor
+                self.assertNotIn("journal@example.org", str(v), k)
+                self.assertIsNone(re.search(r"\b%s\b" % self.code, str(v)), k)
+
+
 if __name__ == "__main__":
     harness.main()

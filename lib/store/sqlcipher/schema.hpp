@@ -516,6 +516,14 @@ inline constexpr const char* kSelectRequestLog =
     "SELECT id, at, method, duration_ms, result, uid FROM request_log "
     "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) ORDER BY id DESC LIMIT ?3";
 
+// twofactor stats: ?1 since, ?2 until, ?3 limit; the newest rows first,
+// through deliveries_by_time and audit_by_time.
+inline constexpr const char* kSelectRecentDeliveries =
+    "SELECT channel, driver, outcome, duration_ms, at FROM deliveries WHERE at >= ?1 AND at < ?2 "
+    "ORDER BY at DESC LIMIT ?3";
+inline constexpr const char* kSelectRecentEvents =
+    "SELECT event, outcome, at FROM audit WHERE at >= ?1 AND at < ?2 ORDER BY at DESC LIMIT ?3";
+
 // max(seq) is one step down the primary key; ORDER BY seq DESC LIMIT 1 reads
 // one row too, but its plan is a scan, which the query-plan test refuses.
 inline constexpr const char* kSelectLastAudit =
