@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <unistd.h>
 #include <vector>
 
@@ -277,8 +278,13 @@ int run(int argc, char** argv, const Selection& pick) {
     }
 
     std::unique_ptr<CommandGroup> groups[] = {auditCommands(), privacyCommands(), maintenanceCommands(),
-                                              apiKeyCommands()};
+                                              apiKeyCommands(), observationCommands()};
     for (auto& group : groups) group->add(app, pick);
+
+    if (pick.everything() && argc == 2 && std::string_view(argv[1]) == "--list-commands") {
+        std::printf("%s\n", commandTable(app).dump().c_str());
+        return kOk;
+    }
 
     try {
         app.parse(argc, argv);

@@ -8,7 +8,9 @@ packages=(
   libcli11-dev libsqlcipher-dev libcurl4-openssl-dev libssl-dev libtomlplusplus-dev catch2
   nlohmann-json3-dev libphonenumber-dev libboost1.74-dev libsystemd-dev scdoc
   python3-aiosmtpd python3-botocore sqlcipher swaks hyperfine util-linux openssl
-  libpam0g-dev pamtester libmaxminddb-dev
+  libpam0g-dev pamtester libmaxminddb-dev mmdb-bin
+  python3-prometheus-client bash-completion zsh systemd
+  debhelper dpkg-dev fakeroot lintian
 )
 # The PostgreSQL backend (libpq) and the throwaway server its tests start.
 packages+=(libpq-dev postgresql-15)

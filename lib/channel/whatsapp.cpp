@@ -264,7 +264,7 @@ void classifyHttp(long status, const std::string& responseBody, const Message& m
             // Codes, template and fixed text only: nothing about the recipient.
             std::string line = "WhatsApp operator alert: error " + std::to_string(*code) + ": " + action->hint;
             if (*code == 132001) line += " (template '" + tmpl.name + "', language '" + tmpl.language + "')";
-            log::error(line);
+            log::error(line, {log::Event::OperatorAlert, message.requestId, message.app});
         }
         return;
     }

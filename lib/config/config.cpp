@@ -93,7 +93,7 @@ void fillDerivedPaths(Config& config) {
 Config fromTable(const Reader& reader, const toml::table& root, const std::string& sourceName) {
     reader.allowOnly(root, "",
                      {"daemon", "limits", "access", "delivery", "outbox", "tls", "ses", "smtp", "retry", "whatsapp",
-                      "webhook", "http", "retention", "privacy", "geoip", "apps", "store"});
+                      "webhook", "http", "retention", "privacy", "geoip", "apps", "store", "metrics"});
 
     Config config;
     config.sourcePath = sourceName;
@@ -154,6 +154,9 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     }
     if (const toml::node* n = root.get("geoip")) {
         readGeoip(reader, reader.table(*n, "geoip"), config);
+    }
+    if (const toml::node* n = root.get("metrics")) {
+        readMetrics(reader, reader.table(*n, "metrics"), config.metrics);
     }
     if (const toml::node* n = root.get("privacy")) {
         const toml::table& t = reader.table(*n, "privacy");

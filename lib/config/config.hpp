@@ -300,6 +300,13 @@ struct Config {
     // country) for the apps' client IP country rules; "" = none.
     std::string geoipDatabase;
 
+    // [metrics]: the Prometheus endpoint, off unless listen is set.
+    struct Metrics {
+        std::string listen;   // as written, "127.0.0.1:9464"
+        std::string address;  // a loopback address: 127.0.0.0/8 or ::1
+        int port = 0;
+    } metrics;
+
     std::map<std::string, App> apps;  // [apps.NAME]
 };
 

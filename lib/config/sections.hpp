@@ -52,6 +52,9 @@ void readHttp(const Reader& reader, const toml::table& t, Http& http);
 // [retention] (retention.cpp)
 void readRetention(const Reader& reader, const toml::table& t, Retention& retention);
 
+// [metrics] (metrics.cpp)
+void readMetrics(const Reader& reader, const toml::table& t, Config::Metrics& metrics);
+
 // [apps.NAME] (apps.cpp)
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
             const std::map<std::string, std::string>& drivers);

@@ -114,7 +114,7 @@ Failure storeFailure(std::exception_ptr e, const std::string& what,
     try {
         std::rethrow_exception(e);
     } catch (const AuditWriteError& err) {
-        log::error(std::string(err.what()) + "; the operation was refused");
+        log::error(std::string(err.what()) + "; the operation was refused", {log::Event::AuditFailure, {}, {}});
         return Failure{"AuditFailed", json_object(), "the audit record could not be written; nothing was done"};
     } catch (const store::StoreBusy&) {
         // The queue filled between the daemon's check and this work: the
@@ -123,7 +123,7 @@ Failure storeFailure(std::exception_ptr e, const std::string& what,
                        "twofactord is busy: its store queue is full; nothing was done, try again shortly"};
     } catch (const std::exception& err) {
         why = err.what();
-        log::error(what + ": " + why);
+        log::error(what + ": " + why, {log::Event::StoreFailure, {}, {}});
     } catch (...) {
     }
     static constexpr std::string_view kPrefix = "database error: ";
@@ -194,7 +194,7 @@ void OtpService::record(store::Transaction& t, AuditRecord r) const { appendAudi
 void OtpService::recordLater(AuditRecord r) {
     store_.submit([this, r = std::move(r)](store::Transaction& t) { record(t, r); },
                   [](std::exception_ptr e) {
-                      if (e) log::error("an audit record of a refusal could not be written");
+                      if (e) log::error("an audit record of a refusal could not be written", {log::Event::AuditFailure, {}, {}});
                   });
 }
 
@@ -696,6 +696,7 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
     // runs on to a little after it), so both survive a restart.
     const std::int64_t retryAt = retryIn ? now + (retryIn->count() + 999) / 1000 : 0;
     const bool accepted = result.outcome == channel::DeliveryOutcome::Accepted;
+    if (deliveryAttempt_) deliveryAttempt_(a);
     store_.submit(
         [this, a, accepted, retryAt, retrying = retryIn.has_value(), send = run->send](store::Transaction& t) {
             t.insertDeliveryAttempt(a);
@@ -704,8 +705,8 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
                 (void)t.recordDeliveryRetry(a.requestId, send, holder_, a.attempt, retryAt, retryAt + kLeaseSeconds,
                                             a.errorClass + ": " + a.error);
         },
-        [id = r.id](std::exception_ptr e) {
-            if (e) log::error("the delivery log of request " + id + " could not be written");
+        [id = r.id, app = r.app](std::exception_ptr e) {
+            if (e) log::error("the delivery log of request " + id + " could not be written", {log::Event::StoreFailure, id, app});
         });
 
     const std::string where = "request " + r.id + " (" + r.app + ", " + r.channel + ", send " +

@@ -126,6 +126,9 @@ public:
     // Called (on the delivery executor) with the id of each request this
     // service moved out of pending: its outbox messages can go.
     void onRequestEnded(std::function<void(const std::string& requestId)> hook) { requestEnded_ = std::move(hook); }
+    // Called (on the delivery thread) with each provider attempt as it is
+    // logged: the daemon's metrics count them. Set before the first send.
+    void onDeliveryAttempt(std::function<void(const DeliveryAttempt&)> hook) { deliveryAttempt_ = std::move(hook); }
     // This daemon start's name in job leases: "NODE/START".
     [[nodiscard]] const std::string& deliveryHolder() const { return holder_; }
     // How long a lease lasts without renewal.
@@ -230,6 +233,7 @@ private:
     std::string node_;    // this host, the first part of holder_
     std::string holder_;  // this start's lease holder id
     std::function<void(const std::string&)> requestEnded_;
+    std::function<void(const DeliveryAttempt&)> deliveryAttempt_;
 };
 
 }  // namespace twofactor::otp

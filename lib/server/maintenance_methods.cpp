@@ -134,7 +134,9 @@ void Server::addMaintenanceMethods() {
             written.set_value(std::holds_alternative<otp::AuditRecord>(o));
         });
         const bool ok = future.get();
-        if (!ok) log::error(std::string("the ") + event + " by uid " + std::to_string(uid) + " could not be audited");
+        if (!ok)
+            log::error(std::string("the ") + event + " by uid " + std::to_string(uid) + " could not be audited",
+                       {log::Event::AuditFailure, {}, {}});
         return ok;
     };
 

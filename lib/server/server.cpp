@@ -435,6 +435,23 @@ std::map<std::string, std::string> contextParameter(const json& p) {
     return out;
 }
 }  // namespace
+// A Verify call's outcome as the metrics label it: a closed set.
+static const char* verificationOutcome(const otp::Outcome<otp::VerifyResult>& o) {
+    if (const auto* f = std::get_if<otp::Failure>(&o)) {
+        if (f->error == "NoSuchRequest") return "no_such_request";
+        if (f->error == "RateLimited") return "rate_limited";
+        return "error";
+    }
+    const auto& v = std::get<otp::VerifyResult>(o);
+    if (v.approved) return "approved";
+    switch (v.status) {
+    case otp::Status::Pending: return "wrong_code";
+    case otp::Status::Approved: return "replayed";
+    case otp::Status::Locked: return "locked";
+    case otp::Status::Expired: return "expired";
+    default: return "not_pending";
+    }
+}
 
 void Server::buildMethodTable() {
     // org.varlink.service: introspection is open to every peer; it reveals only the API.
@@ -471,6 +488,36 @@ void Server::buildMethodTable() {
                     {"connections", connections_}};
         if (outbox_) out["outbox"] = outbox_->directory();
         r("", out);
+    });
+
+    add("io.twofactor.Daemon.Apps", Access::Operator, [this](const Peer&, const json&, Respond r) {
+        json apps = json::array();
+        for (const auto& [name, app] : config_.apps)
+            apps.push_back({{"name", name},
+                            {"displayName", app.displayName},
+                            {"channels", app.channels},
+                            {"ttl", app.ttl.count()},
+                            {"codeLength", app.codeLength},
+                            {"maxAttempts", app.maxAttempts}});
+        r("", {{"apps", apps}});
+    });
+
+    add("io.twofactor.Daemon.Stats", Access::Operator, [this](const Peer&, const json& p, Respond r) {
+        store::ActivityQuery q;
+        q.until = opt<std::int64_t>(p, "until").value_or(clock_->now() + 1);
+        q.since = opt<std::int64_t>(p, "since").value_or(q.until - 1 - 86400);
+        if (q.since >= q.until) return r("org.varlink.service.InvalidParameter", {{"parameter", "since"}});
+        auto deliveries = std::make_shared<std::vector<store::ActivityDelivery>>();
+        auto events = std::make_shared<std::vector<store::ActivityEvent>>();
+        store_->submit(
+            [q, deliveries, events](store::Transaction& t) {
+                *deliveries = t.recentDeliveries(q);
+                *events = t.recentEvents(q);
+            },
+            [q, deliveries, events, r = onIo(r)](std::exception_ptr e) {
+                if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
+                r("", metrics::summarizeActivity(q, *deliveries, *events));
+            });
     });
 
     add("io.twofactor.Daemon.RequestLog", Access::Admin, [this](const Peer&, const json& p, Respond r) {
@@ -522,9 +569,13 @@ void Server::buildMethodTable() {
         const auto send = [this, uid](otp::SendInput input, Respond respond) {
             service_->send(std::move(input), [this, r = onIo(respond), uid](otp::Outcome<otp::SendResult> o) {
                 if (auto* res = std::get_if<otp::SendResult>(&o))
-                    log::info("uid " + std::to_string(uid) + " sent request " + res->request.id + " (" +
-                              res->request.app + ", " + res->request.channel + ", " + res->request.purpose +
-                              "): " + otp::deliveryStateName(res->delivery));
+                    log::write(log::Level::Info,
+                               "uid " + std::to_string(uid) + " sent request " + res->request.id + " (" +
+                                   res->request.app + ", " + res->request.channel + ", " + res->request.purpose +
+                                   "): " + otp::deliveryStateName(res->delivery),
+                               {log::Event::None, res->request.id, res->request.app});
+                if (std::holds_alternative<otp::SendResult>(o)) metrics_.send();
+                countRefusal(o);
                 answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
             });
         };
@@ -588,8 +639,12 @@ void Server::buildMethodTable() {
         service_->verify(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::VerifyResult> o) {
             if (auto* v = std::get_if<otp::VerifyResult>(&o); v && v->request)
                 // Authentication log: outcome only, never the code.
-                log::info("verify " + v->request->id + " by uid " + std::to_string(uid) + ": " +
-                          (v->approved ? "success" : "failure") + " (" + otp::statusName(v->status) + ")");
+                log::write(log::Level::Info,
+                           "verify " + v->request->id + " by uid " + std::to_string(uid) + ": " +
+                               (v->approved ? "success" : "failure") + " (" + otp::statusName(v->status) + ")",
+                           {log::Event::None, v->request->id, v->request->app});
+            metrics_.verification(verificationOutcome(o));
+            countRefusal(o);
             answer(r, o, [this](const otp::VerifyResult& v) {
                 json out = {{"approved", v.approved}, {"status", otp::statusName(v.status)}};
                 if (v.request) out["request"] = requestJson(*v.request, clock_->now());
@@ -612,6 +667,8 @@ void Server::buildMethodTable() {
         service_->resend(
             p.at("id").get<std::string>(),
             [this, r = onIo(r)](otp::Outcome<otp::SendResult> o) {
+                if (std::holds_alternative<otp::SendResult>(o)) metrics_.send();
+                countRefusal(o);
                 answer(r, o, [this](const otp::SendResult& res) { return sendJson(res); });
             },
             peer.uid, contextParameter(p));
@@ -1068,6 +1125,8 @@ int Server::run() {
     scheduleRetention();
     deliveryTimer_ = std::make_unique<asio::steady_timer>(io_);
     ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
+    // Before the first sweep, which may deliver on another thread at once.
+    startMetrics();
     deliverySweepTick();
     startWebhook();
     loadCountryDatabase();
@@ -1110,6 +1169,7 @@ int Server::run() {
     io_.run();
     if (http_) http_->stop();
     if (webhook_) webhook_->stop();
+    if (metricsEndpoint_) metricsEndpoint_->stop();
     deliveryPool_.join();
     store_->close();
     if (ownsSocketPath_) ::unlink(config_.socketPath.c_str());
@@ -1198,8 +1258,33 @@ void Server::scheduleFloodTick() {
     });
 }
 
+void Server::startMetrics() {
+    // Delivery attempts are counted where they are logged, on the delivery threads.
+    service_->onDeliveryAttempt([this](const otp::DeliveryAttempt& a) {
+        metrics_.delivery(a.channel, a.driver, a.outcome, static_cast<double>(a.durationMs) / 1000.0);
+    });
+    auto render = [this, startedAt = std::time(nullptr)] {
+        metrics::Snapshot s = metrics_.snapshot();
+        s.storeQueueDepth = static_cast<std::int64_t>(store_->queueDepth());
+        s.version = TWOFACTOR_VERSION;
+        s.startTime = static_cast<double>(startedAt);
+        return metrics::render(s);
+    };
+    // The HTTPS listener serves the same text at /metrics, behind its API keys' TLS.
+    metricsText_ = render;
+    if (config_.metrics.port == 0) return;
+    metricsEndpoint_ = std::make_unique<MetricsEndpoint>(io_, render);
+    try {
+        metricsEndpoint_->start(config_.metrics.address, config_.metrics.port);
+    } catch (const std::exception& e) {  // boost::system::system_error
+        throw std::runtime_error("[metrics] listen = \"" + config_.metrics.listen + "\": " + e.what());
+    }
+    log::info("metrics on http://" + config_.metrics.listen + "/metrics");
+}
+
 bool Server::storeSaturated() {
     if (!store_ || !store_->saturated()) return false;
+    metrics_.refusal("busy");
     ++busyRefusals_;
     busyLog_.warning("the store's queue is full: calls are refused with Busy (" + thousands(busyRefusals_) +
                      " so far)");

@@ -15,6 +15,8 @@
 #include "otp/service.hpp"
 #include "privacy/cron.hpp"
 #include "privacy/subjects.hpp"
+#include "server/metrics.hpp"
+#include "server/metrics_http.hpp"
 #include "store/keys.hpp"
 #include "store/sqlcipher/store.hpp"
 #include "util/clock.hpp"
@@ -253,6 +255,13 @@ private:
     void startWebhook();
     // The client IP country rules' database: opened at start and on each SIGHUP.
     void loadCountryDatabase();
+    void startMetrics();
+    // Counts a call a limit refused, by the limit's scope.
+    template <typename T>
+    void countRefusal(const otp::Outcome<T>& outcome) {
+        if (auto* f = std::get_if<otp::Failure>(&outcome); f && f->error == "RateLimited")
+            metrics_.refusal(f->parameters.value("scope", std::string("other")));
+    }
     void listen();
     void accept();
     // Waits before accepting again after EMFILE and the like: the pending
@@ -349,6 +358,10 @@ private:
     std::unique_ptr<asio::steady_timer> acceptTimer_;
     std::chrono::milliseconds acceptBackoff_{0};
     int stateLock_ = -1;  // the flock on <state_dir>/twofactord.lock, held while the daemon runs
+
+    // Prometheus counters (any thread) and the [metrics] listener (I/O thread).
+    metrics::Registry metrics_;
+    std::unique_ptr<MetricsEndpoint> metricsEndpoint_;
 };
 
 }  // namespace twofactor::server::detail

@@ -65,6 +65,24 @@ struct CallQuery {
     int limit = 1000;                   // the newest that match, returned oldest first
 };
 
+// ---- Observability: a bounded sample of recent activity (twofactor stats) ----
+// Read through the time indexes of the delivery log and the audit log: the
+// newest at most `limit` rows of each with since <= at < until.
+struct ActivityQuery {
+    std::int64_t since = 0;
+    std::int64_t until = 0;
+    int limit = 50000;
+};
+struct ActivityDelivery {
+    std::string channel, driver, outcome;  // outcome: accepted, retry, failed
+    std::int64_t durationMs = 0;
+    std::int64_t at = 0;
+};
+struct ActivityEvent {
+    std::string event, outcome;  // the audit log's: "send", "refused:destination"
+    std::int64_t at = 0;
+};
+
 // Retention (issue 5): what one purge removes, per category.
 // Data of restricted subjects (GDPR Art. 18) is kept unchanged by every
 // category except code hashes, rate counters and fraud signals, and the audit
@@ -313,6 +331,9 @@ public:
                                         std::string_view response) = 0;
     // Frees a key whose first call ended before it sent anything (still unanswered).
     virtual void releaseIdempotencyKey(std::string_view keyId, std::string_view idemKey) = 0;
+    // ---- Observability (ActivityQuery above): newest first ----
+    [[nodiscard]] virtual std::vector<ActivityDelivery> recentDeliveries(const ActivityQuery& query) = 0;
+    [[nodiscard]] virtual std::vector<ActivityEvent> recentEvents(const ActivityQuery& query) = 0;
 
     // Retention: purges (or, with dryRun, counts) at most `limit` rows of one
     // category; `now` and the policy give the cutoffs. Returns the rows affected.
@@ -420,6 +441,10 @@ public:
     // asks before it starts a call, so a call is refused whole with Busy
     // rather than halfway.
     [[nodiscard]] virtual bool saturated() const { return false; }
+
+    // ---- Observability: how much work waits for the writer right now ----
+    // (the metrics' twofactor_store_queue_depth). The default has no queue.
+    [[nodiscard]] virtual std::size_t queueDepth() const { return 0; }
 
     // Queues a WAL checkpoint (TRUNCATE) on the writer's connection, outside
     // any transaction, after the work queued before it.

@@ -46,6 +46,7 @@ class Daemon:
         env = dict(os.environ)
         env.pop("CREDENTIALS_DIRECTORY", None)
         env.pop("JOURNAL_STREAM", None)
+        env.pop("INVOCATION_ID", None)
         return env
 
     def start(self, timeout=20):

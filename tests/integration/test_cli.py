@@ -98,7 +98,7 @@ class UsageErrors(unittest.TestCase):
     def test_bad_times_name_the_option(self):
         for args in (["audit", "list", "--since"], ["audit", "list", "--until"], ["audit", "export", "--from"],
                      ["audit", "export", "--to"], ["deliveries", "--since"], ["deliveries", "--until"],
-                     ["calls", "--since"], ["calls", "--until"],
+                     ["calls", "--since"], ["calls", "--until"], ["stats", "--since"], ["stats", "--until"],
                      ["gdpr", "register", "--subject", "a@example.org", "--kind", "export", "--received"]):
             for bad in ("yesterday", "2027-13-01", "2027-02-29", "2027-01-15T08:00:00", "2027-01-15T25:00:00Z"):
                 r = run("--socket", "/nonexistent", *args, bad)

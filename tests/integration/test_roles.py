@@ -33,6 +33,8 @@ EXPECTED = {
     "io.twofactor.Daemon.WhoAmI": ANYONE,
     "io.twofactor.Daemon.GetStatus": {"admin"},
     "io.twofactor.Daemon.RequestLog": {"admin"},
+    "io.twofactor.Daemon.Apps": {"operator", "admin"},
+    "io.twofactor.Daemon.Stats": {"operator", "admin"},
     "io.twofactor.Otp.Send": {"operator", "admin"},
     "io.twofactor.Otp.Verify": {"operator", "admin"},
     "io.twofactor.Otp.Status": {"operator", "admin"},

@@ -143,6 +143,10 @@ public:
     }
     void insertCall(const store::CallRecord& c) override { t_.insertCall(c); }
     std::vector<store::CallRecord> findCalls(const store::CallQuery& q) override { return t_.findCalls(q); }
+    std::vector<store::ActivityDelivery> recentDeliveries(const store::ActivityQuery& q) override {
+        return t_.recentDeliveries(q);
+    }
+    std::vector<store::ActivityEvent> recentEvents(const store::ActivityQuery& q) override { return t_.recentEvents(q); }
     std::int64_t purgeStep(store::PurgeKind k, std::int64_t now, const store::RetentionPolicy& p, int limit,
                            bool dryRun) override {
         return t_.purgeStep(k, now, p, limit, dryRun);

@@ -328,6 +328,8 @@ public:
     SubjectFlags subjectFlags(std::string_view) override { missing("subjectFlags"); }
     void bindRequest(std::string_view, std::string_view) override { missing("bindRequest"); }
     void insertApiKey(const ApiKey&) override { missing("insertApiKey"); }
+    std::vector<ActivityDelivery> recentDeliveries(const ActivityQuery&) override { missing("recentDeliveries"); }
+    std::vector<ActivityEvent> recentEvents(const ActivityQuery&) override { missing("recentEvents"); }
     std::optional<ApiKey> findApiKey(std::string_view) override { missing("findApiKey"); }
     std::vector<ApiKey> listApiKeys(int) override { missing("listApiKeys"); }
     bool revokeApiKey(std::string_view, std::int64_t) override { missing("revokeApiKey"); }
@@ -610,7 +612,7 @@ SecretString loadDsn(const std::string& credentialName, const std::string& dsnFi
 
 const char* postgresMissing() {
     return "the delivery log, opt-outs, the request log, retention, apps, GDPR requests, the audit log "
-           "fraud sets, transaction binding, API keys and Idempotency-Key records";
+           "fraud sets, transaction binding, API keys, Idempotency-Key records and statistics";
 }
 
 }  // namespace twofactor::store

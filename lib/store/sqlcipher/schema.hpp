@@ -601,6 +601,13 @@ inline constexpr const char* kPruneIdempotencyKeys =
 // A first call that failed before anything was sent gives its key back.
 inline constexpr const char* kReleaseIdempotencyKey =
     "DELETE FROM idempotency_keys WHERE key_id = ?1 AND idem_key = ?2 AND status = 0";
+// twofactor stats: ?1 since, ?2 until, ?3 limit; the newest rows first,
+// through deliveries_by_time and audit_by_time.
+inline constexpr const char* kSelectRecentDeliveries =
+    "SELECT channel, driver, outcome, duration_ms, at FROM deliveries WHERE at >= ?1 AND at < ?2 "
+    "ORDER BY at DESC LIMIT ?3";
+inline constexpr const char* kSelectRecentEvents =
+    "SELECT event, outcome, at FROM audit WHERE at >= ?1 AND at < ?2 ORDER BY at DESC LIMIT ?3";
 
 // max(seq) is one step down the primary key; ORDER BY seq DESC LIMIT 1 reads
 // one row too, but its plan is a scan, which the query-plan test refuses.

@@ -116,7 +116,9 @@ public:
           fraudSeen_(db, sql::kSelectFraudMemberSeen),
           putFraud_(db, sql::kPutFraudMember),
           insertCall_(db, sql::kInsertRequestLog),
-          selectCalls_(db, sql::kSelectRequestLog) {}
+          selectCalls_(db, sql::kSelectRequestLog),
+          recentDeliveries_(db, sql::kSelectRecentDeliveries),
+          recentEvents_(db, sql::kSelectRecentEvents) {}
 
     std::int64_t countFraudMembers(std::string_view rule, std::string_view key, std::string_view except,
                                    std::int64_t since, std::int64_t cap) override {
@@ -655,6 +657,29 @@ public:
         s.bind(2, idemKey);
         s.step();
         s.reset();
+    }
+    std::vector<ActivityDelivery> recentDeliveries(const ActivityQuery& q) override {
+        auto& s = recentDeliveries_;
+        s.reset();
+        s.bind(1, q.since);
+        s.bind(2, q.until);
+        s.bind(3, q.limit);
+        std::vector<ActivityDelivery> out;
+        while (s.step()) out.push_back(ActivityDelivery{s.text(0), s.text(1), s.text(2), s.integer(3), s.integer(4)});
+        s.reset();
+        return out;
+    }
+
+    std::vector<ActivityEvent> recentEvents(const ActivityQuery& q) override {
+        auto& s = recentEvents_;
+        s.reset();
+        s.bind(1, q.since);
+        s.bind(2, q.until);
+        s.bind(3, q.limit);
+        std::vector<ActivityEvent> out;
+        while (s.step()) out.push_back(ActivityEvent{s.text(0), s.text(1), s.integer(2)});
+        s.reset();
+        return out;
     }
 
     std::optional<otp::AuditRecord> lastAuditRecord() override {
@@ -1246,7 +1271,7 @@ private:
     Statement select_, newest_, insert_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
-        countFraud_, fraudSeen_, putFraud_, insertCall_, selectCalls_;
+        countFraud_, fraudSeen_, putFraud_, insertCall_, selectCalls_, recentDeliveries_, recentEvents_;
     bool anchorWarned_ = false;  // the unsealed-anchor warning is logged once per connection
 };
 
@@ -1288,6 +1313,8 @@ public:
     bool saturated() const override {
         return queued_.load(std::memory_order_relaxed) >= maxQueued_ - maxQueued_ / 4;
     }
+
+    std::size_t queueDepth() const override { return queued_.load(std::memory_order_relaxed); }
 
     void submitRedoable(Work work, Done done) override {
         Item item{std::move(work), std::move(done), nullptr};
@@ -1759,7 +1786,7 @@ private:
             auto e = std::current_exception();
             sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
             std::fill(errors.begin(), errors.end(), e);
-            log::error("a store commit failed; its requests were refused");
+            log::error("a store commit failed; its requests were refused", {log::Event::StoreFailure, {}, {}});
         }
         if (unsynced) restoreSync();
     }
@@ -1769,7 +1796,7 @@ private:
             run(*syncFull_);
         } catch (...) {
             // Never go on committing other work unsynced.
-            log::error("cannot restore synchronous = FULL; the store refuses work");
+            log::error("cannot restore synchronous = FULL; the store refuses work", {log::Event::StoreFailure, {}, {}});
             closeConnection();
         }
     }

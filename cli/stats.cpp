@@ -1,0 +1,100 @@
+// twofactor apps and twofactor stats: what is configured and how delivery
+// and verification go, for operators and their monitoring.
+#include "cli/common.hpp"
+
+#include <cstdio>
+#include <string>
+
+namespace twofactor::cli {
+
+namespace {
+
+class ObservationCommands final : public CommandGroup {
+public:
+    void add(CLI::App& app, const Selection& pick) override {
+        if (pick.wants("apps")) apps_ = app.add_subcommand("apps", "list the configured apps: name, channels, code lifetime (operator)");
+        if (pick.wants("stats")) {
+            stats_ = app.add_subcommand("stats", "delivery and verification figures from the logs (operator)");
+            stats_->add_option("--since", since_, std::string("from this time (default: 24 hours ago): ") + kTimeForms);
+            stats_->add_option("--until", until_, std::string("before this time (default: now): ") + kTimeForms);
+        }
+    }
+
+    int run(const Globals& g) override {
+        if (apps_ != nullptr && *apps_) return apps(g);
+        if (stats_ != nullptr && *stats_) return stats(g);
+        return -1;
+    }
+
+private:
+    static int apps(const Globals& g) {
+        json out;
+        if (int rc = call(g, "apps", "io.twofactor.Daemon.Apps", json::object(), out); rc >= 0) return rc;
+        for (const auto& a : out["apps"]) {
+            if (g.json) {
+                std::printf("%s\n", a.dump().c_str());  // JSON lines
+                continue;
+            }
+            std::string channels;
+            for (const auto& c : a["channels"]) channels += (channels.empty() ? "" : ",") + c.get<std::string>();
+            // The name first and alone in its column: the shell completions read it.
+            std::printf("%-20s %-16s ttl %5ss  %s digits  %s attempts  %s\n", str(a, "name").c_str(),
+                        channels.c_str(), str(a, "ttl").c_str(), str(a, "codeLength").c_str(),
+                        str(a, "maxAttempts").c_str(), str(a, "displayName").c_str());
+        }
+        return kOk;
+    }
+
+    int stats(const Globals& g) const {
+        json p = json::object(), out;
+        if (!addTime("stats", "--since", since_, "since", p) || !addTime("stats", "--until", until_, "until", p))
+            return kUsage;
+        if (int rc = call(g, "stats", "io.twofactor.Daemon.Stats", p, out); rc >= 0) return rc;
+        if (g.json) {
+            std::printf("%s\n", out.dump().c_str());
+            return kOk;
+        }
+        const std::int64_t from = out.value("coveredFrom", std::int64_t{0});
+        std::printf("period         %s to %s%s\n", isoTime(out.value("since", std::int64_t{0})).c_str(),
+                    isoTime(out.value("until", std::int64_t{0})).c_str(),
+                    out.value("sampled", false) ? (" (more than the daemon reads at once: from " + isoTime(from) + ")").c_str()
+                                                : "");
+        std::printf("sends          %s\n", str(out, "sends").c_str());
+        std::int64_t attempts = 0;
+        for (const auto& d : out["deliveries"]) attempts += d.value("count", std::int64_t{0});
+        std::printf("deliveries     %lld attempts\n", static_cast<long long>(attempts));
+        for (const auto& d : out["deliveries"])
+            std::printf("  %-8s %-8s %-8s %s\n", str(d, "channel").c_str(), str(d, "driver").c_str(),
+                        str(d, "outcome").c_str(), str(d, "count").c_str());
+        if (out.contains("deliverySuccessRate"))
+            std::printf("success rate   %.1f%% of deliveries accepted by the provider\n",
+                        out["deliverySuccessRate"].get<double>() * 100.0);
+        else std::printf("success rate   - (no delivery ended)\n");
+        if (out.contains("providerLatencyP50Ms"))
+            std::printf("latency        p50 %s ms, p99 %s ms\n", str(out, "providerLatencyP50Ms").c_str(),
+                        str(out, "providerLatencyP99Ms").c_str());
+        auto counts = [](const char* title, const json& list) {
+            std::printf("%-14s", title);
+            if (list.empty()) std::printf(" none");
+            bool first = true;
+            for (const auto& c : list) {
+                std::printf("%s %s %s", first ? "" : ",", str(c, "outcome").c_str(), str(c, "count").c_str());
+                first = false;
+            }
+            std::printf("\n");
+        };
+        counts("verifications", out["verifications"]);
+        counts("refusals", out["refusals"]);
+        return kOk;
+    }
+
+    CLI::App* apps_ = nullptr;
+    CLI::App* stats_ = nullptr;
+    std::string since_, until_;
+};
+
+}  // namespace
+
+std::unique_ptr<CommandGroup> observationCommands() { return std::make_unique<ObservationCommands>(); }
+
+}  // namespace twofactor::cli
