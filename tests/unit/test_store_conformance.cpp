@@ -209,7 +209,7 @@ TEST_CASE("the request log: newest first by limit, returned oldest first, filter
     auto& s = f.store;
     store::runSync(*s, [](store::Transaction& t) {
         for (int i = 0; i < 5; ++i)
-            t.insertCall(store::CallRecord{0, 100 + i, "io.twofactor.Otp.Send", i, i % 2 ? "ok" : "io.twofactor.Otp.RateLimited", 1000 + i});
+            t.insertCall(store::CallRecord{0, 100 + i, "io.twofactor.Otp.Send", i, i % 2 ? "ok" : "io.twofactor.Otp.RateLimited", 1000 + i, "", "", 0});
     });
     const auto all = store::runSync(*s, [](store::Transaction& t) { return t.findCalls(store::CallQuery{}); });
     REQUIRE(all.size() == 5);
@@ -293,7 +293,7 @@ void seedRetention(store::Store& s, std::int64_t now) {
             t.insertDeliveryAttempt(a);
         }
         for (int i = 0; i < 5; ++i)
-            t.insertCall(store::CallRecord{0, i < 4 ? now - 95 * kDay : now - 5, "io.twofactor.Otp.Send", 1, "ok", 0});
+            t.insertCall(store::CallRecord{0, i < 4 ? now - 95 * kDay : now - 5, "io.twofactor.Otp.Send", 1, "ok", 0, "", "", 0});
         // Rate counters: 2 stale, 1 live. Fraud set members: 3 expired, 1 not.
         countSends(t, "destination", "shop/a", 900, now - 2 * kDay, 1);
         countSends(t, "ip", "shop/b", 3600, now - 3 * kDay, 4);
@@ -370,7 +370,7 @@ TEST_CASE("retention purge interleaves with other work and records runs", "[stor
     auto& s = f.store;
     const std::int64_t now = 1'800'000'000;
     store::runSync(*s, [&](store::Transaction& t) {
-        for (int i = 0; i < 250; ++i) t.insertCall(store::CallRecord{0, now - 100 * kDay, "m", 1, "ok", 0});
+        for (int i = 0; i < 250; ++i) t.insertCall(store::CallRecord{0, now - 100 * kDay, "m", 1, "ok", 0, "", "", 0});
     });
     // Work queued from the progress callback runs between two batches.
     std::vector<std::int64_t> seenBetween;
