@@ -2,6 +2,7 @@
 // files); every behaviour of the store contract is in test_store_conformance.cpp.
 #include "store/keys.hpp"
 #include "store/sqlcipher/store.hpp"
+#include "store_fixtures.hpp"
 #include "util/crypto.hpp"
 
 #include <catch2/catch.hpp>
@@ -15,29 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/tf-store-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
-
-otp::OtpRequest sample(const std::string& id, std::int64_t t = 1000) {
-    otp::OtpRequest r;
-    r.id = id;
-    r.app = "shop";
-    r.channel = "email";
-    r.destination = "a@example.org";
-    r.subjectHash = "subj";
-    r.purpose = "login";
-    r.locale = "en";
-    r.codeHash = crypto::sha256(id);
-    r.createdAt = r.updatedAt = t;
-    r.expiresAt = t + 600;
-    return r;
-}
+using test::TempDir;
+using test::sample;
 
 std::unique_ptr<store::Store> open(const fs::path& db, const SecretBytes& key) {
     store::SqlcipherOptions o;

@@ -8,6 +8,7 @@
 
 #include <libpq-fe.h>
 #endif
+#include "store_fixtures.hpp"
 #include "util/crypto.hpp"
 
 #include <catch2/catch.hpp>
@@ -26,29 +27,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/tf-store-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
-
-otp::OtpRequest sample(const std::string& id, std::int64_t t = 1000) {
-    otp::OtpRequest r;
-    r.id = id;
-    r.app = "shop";
-    r.channel = "email";
-    r.destination = "a@example.org";
-    r.subjectHash = "subj";
-    r.purpose = "login";
-    r.locale = "en";
-    r.codeHash = crypto::sha256(id);
-    r.createdAt = r.updatedAt = t;
-    r.expiresAt = t + 600;
-    return r;
-}
+using test::TempDir;
+using test::sample;
 
 // Rate counters and failure counts reach the store only as outcomes.
 void countSends(store::Transaction& t, const char* scope, const std::string& key, std::int64_t window,
