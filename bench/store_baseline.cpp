@@ -85,6 +85,7 @@ public:
                             nullptr) != SQLITE_OK)
             throw std::runtime_error("cannot open " + path);
         exec(db_, "PRAGMA key = \"x'" + keyHex + "'\"");
+        exec(db_, "PRAGMA cipher_page_size = 4096");  // as the project's store makes them
         exec(db_, "PRAGMA journal_mode = WAL");
         exec(db_, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
         // The remaining pragmas the project's store sets, for a like-for-like file.

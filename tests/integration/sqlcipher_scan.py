@@ -4,7 +4,8 @@ rows, and not in freed pages, page slack or WAL frames either
 (sqlcipher_export would only show the live rows).
 
 Only for databases keyed with a raw key (PRAGMA key = "x'<64 hex>'") and
-SQLCipher 3 defaults, which the store uses:
+SQLCipher 3 defaults but the page size, which the store sets to 4096 (stores
+made before it have SQLCipher 3's 1024; page_size=None finds which):
   * page 1 bytes 0..15: the random KDF salt, in clear;
   * the rest of each page, up to the reserve: AES-256-CBC ciphertext;
   * a 48-byte reserve at the end of every page: IV (16 bytes) then
@@ -70,6 +71,26 @@ def _decrypt_page(raw, pgno, key, page_size, mac_key=None):
     return head + plain + raw[end:]
 
 
+PAGE_SIZES = (4096, 1024)
+
+
+def page_size_of(path, key: bytes) -> int:
+    """The cipher page size of a database: the one whose page 1 decrypts to
+    a SQLite header giving that size."""
+    _check_key(key)
+    with open(path, "rb") as f:
+        head = f.read(max(PAGE_SIZES))
+    for size in PAGE_SIZES:
+        if len(head) < size:
+            continue
+        try:
+            _check_page1(_decrypt_page(head[:size], 1, key, size), size)
+            return size
+        except ValueError:
+            continue
+    raise ValueError(WRONG_KEY)
+
+
 def _check_page1(page, page_size):
     """Decrypted page 1 must carry a plausible SQLite header."""
     size = struct.unpack(">H", page[16:18])[0]
@@ -78,11 +99,13 @@ def _check_page1(page, page_size):
         raise ValueError(WRONG_KEY)
 
 
-def decrypt_pages(path, key: bytes, page_size=1024, verify_hmac=False) -> list:
+def decrypt_pages(path, key: bytes, page_size=None, verify_hmac=False) -> list:
     """Plaintext of each page of a SQLCipher 3 main database file. Raises
     ValueError("wrong key or not a SQLCipher 3 database") if page 1 does not
     decrypt to a SQLite header (or, with verify_hmac, a page HMAC fails)."""
     _check_key(key)
+    if page_size is None:
+        page_size = page_size_of(path, key)
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < page_size or len(data) % page_size:
@@ -98,7 +121,7 @@ def decrypt_pages(path, key: bytes, page_size=1024, verify_hmac=False) -> list:
     return pages
 
 
-def wal_frames(path, page_size=1024):
+def wal_frames(path, page_size=None):
     """(page number, raw encrypted page) of every complete frame of a -wal
     file, including frames past the last commit and stale frames of earlier
     WAL generations (they still hold data). A trailing partial frame is ignored."""
@@ -109,6 +132,8 @@ def wal_frames(path, page_size=1024):
     magic, _version, wal_page_size = struct.unpack(">III", data[:12])
     if magic not in (0x377F0682, 0x377F0683):
         raise ValueError("%s: not a WAL file" % path)
+    if page_size is None:
+        page_size = wal_page_size
     if wal_page_size != page_size:
         raise ValueError("%s: WAL page size %d, expected %d" % (path, wal_page_size, page_size))
     frame = WAL_FRAME_HEADER_SIZE + page_size
@@ -121,23 +146,26 @@ def wal_frames(path, page_size=1024):
     return out
 
 
-def decrypt_wal(path, key: bytes, salt: bytes, page_size=1024, verify_hmac=False) -> list:
-    """Plaintext of each frame's page in a -wal file. salt is the 16-byte
-    salt of the main database file (only needed for verify_hmac)."""
+def decrypt_wal(path, key: bytes, salt: bytes, page_size=None, verify_hmac=False) -> list:
+    """Plaintext of each frame's page in a -wal file (page_size None: the
+    one its header gives). salt is the 16-byte salt of the main database
+    file (only needed for verify_hmac)."""
     _check_key(key)
     mac_key = hmac_key(key, salt) if verify_hmac else None
     pages = []
     for pgno, raw in wal_frames(path, page_size):
-        page = _decrypt_page(raw, pgno, key, page_size, mac_key)
+        page = _decrypt_page(raw, pgno, key, len(raw), mac_key)
         if pgno == 1:
-            _check_page1(page, page_size)
+            _check_page1(page, len(raw))
         pages.append(page)
     return pages
 
 
-def plaintext(db_path, key: bytes, page_size=1024, verify_hmac=False) -> bytes:
+def plaintext(db_path, key: bytes, page_size=None, verify_hmac=False) -> bytes:
     """All pages of the database and of its -wal (if present and non-empty),
     decrypted and concatenated."""
+    if page_size is None:
+        page_size = page_size_of(db_path, key)
     pages = decrypt_pages(db_path, key, page_size, verify_hmac)
     with open(db_path, "rb") as f:
         salt = f.read(SALT_SIZE)
@@ -156,7 +184,7 @@ def _encodings(db_pages_head):
     return encs
 
 
-def contains(db_path, key: bytes, needle, page_size=1024) -> bool:
+def contains(db_path, key: bytes, needle, page_size=None) -> bool:
     """Whether needle occurs anywhere in the decrypted database or WAL. A str
     is searched as stored: UTF-8 (and UTF-16 if the database uses it)."""
     data = plaintext(db_path, key, page_size)

@@ -39,7 +39,7 @@ def store_key(d):
 def sql(d, text):
     """Runs SQL on the daemon's database with the store key alone, as the daemon's
     own tables and triggers allow anyone holding that key to."""
-    script = "PRAGMA key = \"x'%s'\";\n%s\n" % (store_key(d), text)
+    script = "PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = 4096;\n%s\n" % (store_key(d), text)
     r = subprocess.run([SQLCIPHER, os.path.join(d.state, "twofactor.db")], input=script, capture_output=True,
                        text=True, timeout=30)
     if r.returncode != 0 or "Error" in r.stderr:

@@ -14,6 +14,7 @@ import time
 import unittest
 
 import harness
+import sqlcipher_scan
 
 SQLCIPHER = shutil.which("sqlcipher") or "/usr/bin/sqlcipher"
 NOBODY = 65534
@@ -30,9 +31,10 @@ users = ["{uid}"]
 """
 
 
-def sqlcipher(db, key, sql):
-    """Runs SQL on `db` opened with `key` (hex); returns (exit status, stdout, stderr)."""
-    script = "PRAGMA key = \"x'%s'\";\n%s\n" % (key, sql)
+def sqlcipher(db, key, sql, page_size=4096):
+    """Runs SQL on `db` opened with `key` (hex) and the store's cipher page
+    size; returns (exit status, stdout, stderr)."""
+    script = "PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = %d;\n%s\n" % (key, page_size, sql)
     r = subprocess.run([SQLCIPHER, db], input=script, capture_output=True, text=True, timeout=30)
     return r.returncode, r.stdout.strip(), r.stderr.strip()
 
@@ -143,7 +145,7 @@ class KeyRotation(Base):
         holder = subprocess.Popen(["stdbuf", "-oL", SQLCIPHER, self.db], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            holder.stdin.write("PRAGMA key = \"x'%s'\";\nSELECT count(*) FROM sqlite_master;\n" % old)
+            holder.stdin.write("PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = 4096;\nSELECT count(*) FROM sqlite_master;\n" % old)
             holder.stdin.flush()
             self.assertTrue(holder.stdout.readline().strip().isdigit())
             r = d.cli("key", "rotate")
@@ -392,6 +394,74 @@ class Backup(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(sqlcipher(path, self.key(), "PRAGMA integrity_check;")[1], "ok")
         self.assertFalse(opens(path, old))
+
+
+class PageSize(Base):
+    """Stores are made with 4 KiB cipher pages; a store an older version made
+    with SQLCipher 3's 1 KiB pages still opens, serves, rotates and backs up
+    as it is, and twofactord(8)'s conversion turns it into a 4 KiB one."""
+
+    def test_a_new_store_has_4_kib_pages(self):
+        self.d.send("page@example.org")
+        key = bytes.fromhex(self.key())
+        self.assertEqual(sqlcipher_scan.page_size_of(self.db, key), 4096)
+        self.assertTrue(opens(self.db, self.key()))
+        _, _, err = sqlcipher(self.db, self.key(), "SELECT count(*) FROM requests;", page_size=1024)
+        self.assertIn("not a database", err)
+        self.assertNotIn("1 KiB cipher pages", self.d.read_log())
+
+    def legacy_store(self):
+        """Replaces the store with an empty 1 KiB-page one under the same key."""
+        self.d.stop()
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.unlink(self.db + suffix)
+        rc, _, err = sqlcipher(self.db, self.key(), "CREATE TABLE scratch(x);\nDROP TABLE scratch;", page_size=1024)
+        self.assertEqual((rc, err), (0, ""))
+        os.chmod(self.db, 0o600)
+        self.d.start()
+
+    def test_a_1_kib_store_serves_rotates_and_backs_up_as_it_is(self):
+        self.legacy_store()
+        self.assertIn("1 KiB cipher pages", self.d.read_log())
+        kept = self.send_and_verify("legacy@example.org")
+        self.assertEqual(sqlcipher_scan.page_size_of(self.db, bytes.fromhex(self.key())), 1024)
+        r = self.d.cli("key", "rotate")
+        self.assertEqual(r.returncode, 0, r.stderr + self.d.read_log())
+        self.assertEqual(sqlcipher(self.db, self.key(), "SELECT count(*) FROM requests;", page_size=1024)[1], "1")
+        path = os.path.join(self.out, "legacy.backup")
+        r = self.d.cli("backup", "-o", path)
+        self.assertEqual(r.returncode, 0, r.stderr + self.d.read_log())
+        self.assertEqual(sqlcipher(path, self.key(), "PRAGMA integrity_check;", page_size=1024)[1], "ok")
+        self.assertEqual(sqlcipher_scan.page_size_of(path, bytes.fromhex(self.key())), 1024)
+        self.assertEqual(self.d.cli("status", kept).returncode, 0)
+
+    def test_the_conversion_twofactord_8_describes(self):
+        self.legacy_store()
+        kept = self.send_and_verify("convert@example.org")
+        self.d.stop()
+        key = self.key()
+        version = sqlcipher(self.db, key, "PRAGMA user_version;", page_size=1024)[1]
+        self.assertTrue(version.isdigit() and int(version) > 0, version)
+        converted = self.db + ".4k"
+        script = ("ATTACH DATABASE '%s' AS new KEY \"x'%s'\";\nPRAGMA new.cipher_page_size = 4096;\n"
+                  "SELECT sqlcipher_export('new');\nPRAGMA new.user_version = %s;\nDETACH DATABASE new;"
+                  % (converted, key, version))
+        rc, _, err = sqlcipher(self.db, key, script, page_size=1024)
+        self.assertEqual((rc, err), (0, ""))
+        os.chmod(converted, 0o600)
+        os.rename(converted, self.db)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.unlink(self.db + suffix)
+        notices = self.d.read_log().count("1 KiB cipher pages")
+        self.d.start()
+        self.assertEqual(sqlcipher_scan.page_size_of(self.db, bytes.fromhex(key)), 4096)
+        self.assertEqual(self.d.cli("status", kept).returncode, 0)
+        r = self.d.cli("audit", "verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.send_and_verify("after@example.org")
+        self.assertEqual(self.d.read_log().count("1 KiB cipher pages"), notices)
 
 
 if __name__ == "__main__":

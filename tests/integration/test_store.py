@@ -53,12 +53,12 @@ class Store(unittest.TestCase):
                 self.assertNotEqual(r.returncode, 0)
                 self.assertIn("not a database", r.stderr + r.stdout)
                 wrong = "0" * 64
-                r = sqlcipher(db, "PRAGMA key = \"x'%s'\";\nSELECT count(*) FROM requests;\n" % wrong)
+                r = sqlcipher(db, "PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = 4096;\nSELECT count(*) FROM requests;\n" % wrong)
                 self.assertIn("not a database", r.stderr + r.stdout)
-                r = sqlcipher(db, "PRAGMA key = \"x'%s'\";\nSELECT count(*) FROM requests;\n" % key)
+                r = sqlcipher(db, "PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = 4096;\nSELECT count(*) FROM requests;\n" % key)
                 self.assertEqual(r.stdout.strip().splitlines()[-1], "45", r.stderr)
                 # Codes are stored only as 32-byte HMACs.
-                r = sqlcipher(db, "PRAGMA key = \"x'%s'\";\nSELECT DISTINCT length(code_hash) FROM requests;\n" % key)
+                r = sqlcipher(db, "PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = 4096;\nSELECT DISTINCT length(code_hash) FROM requests;\n" % key)
                 self.assertEqual(r.stdout.strip().splitlines()[-1], "32")
         finally:
             d.cleanup()

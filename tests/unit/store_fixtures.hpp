@@ -1,5 +1,5 @@
-// What the store's two test suites (the conformance suite and the
-// SQLCipher-only one) both start from: a scratch directory and a request.
+// What the store's test suites start from: a scratch directory, a request,
+// and the statements that open a SQLCipher store file from outside.
 #pragma once
 
 #include "otp/request.hpp"
@@ -19,6 +19,13 @@ struct TempDir {
     }
     ~TempDir() { std::filesystem::remove_all(path); }
 };
+
+// What opens a SQLCipher store file from outside, as an operator's tool or an
+// intruder with the key would: the raw key, then the store's cipher page
+// size (twofactord(8)). For sqlite3_exec, which runs both.
+inline std::string keyPragmas(const SecretBytes& key) {
+    return "PRAGMA key = \"x'" + crypto::hex(key.data(), key.size()) + "'\"; PRAGMA cipher_page_size = 4096";
+}
 
 inline otp::OtpRequest sample(const std::string& id, std::int64_t t = 1000) {
     otp::OtpRequest r;

@@ -1,6 +1,7 @@
 // The audit log: the chain verifies, tampering is found at the right record,
 // a failing audit write fails the operation (nothing sent), and records never
 // hold a code or a destination.
+#include "store_fixtures.hpp"
 #include "config/config.hpp"
 #include "otp/audit.hpp"
 #include "otp/service.hpp"
@@ -248,7 +249,7 @@ struct Fixture {
     void rawSql(const std::string& sql) {
         sqlite3* db = nullptr;
         REQUIRE(sqlite3_open(path().c_str(), &db) == SQLITE_OK);
-        const std::string key = "PRAGMA key = \"x'" + crypto::hex(storeKey.data(), storeKey.size()) + "'\"";
+        const std::string key = test::keyPragmas(storeKey);
         char* err = nullptr;
         const int rc = sqlite3_exec(db, (key + "; " + sql).c_str(), nullptr, nullptr, &err);
         const std::string message = err ? err : "";
@@ -378,7 +379,7 @@ TEST_CASE_METHOD(Fixture, "the store refuses to change audit records through SQL
     close();
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path().c_str(), &db) == SQLITE_OK);
-    const std::string key = "PRAGMA key = \"x'" + crypto::hex(storeKey.data(), storeKey.size()) + "'\"";
+    const std::string key = test::keyPragmas(storeKey);
     REQUIRE(sqlite3_exec(db, key.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
     CHECK(sqlite3_exec(db, "UPDATE audit SET outcome = 'x' WHERE seq = 2", nullptr, nullptr, nullptr) != SQLITE_OK);
     CHECK(sqlite3_exec(db, "DELETE FROM audit WHERE seq = 2", nullptr, nullptr, nullptr) != SQLITE_OK);
@@ -482,7 +483,7 @@ TEST_CASE_METHOD(Fixture, "an erased subject keeps the chain valid; a swapped su
     // Anything else is refused by the triggers...
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path().c_str(), &db) == SQLITE_OK);
-    const std::string key = "PRAGMA key = \"x'" + crypto::hex(storeKey.data(), storeKey.size()) + "'\"";
+    const std::string key = test::keyPragmas(storeKey);
     REQUIRE(sqlite3_exec(db, key.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
     CHECK(sqlite3_exec(db, "UPDATE audit SET subject = '', detail = 'x' WHERE seq = 2", nullptr, nullptr, nullptr) !=
           SQLITE_OK);

@@ -1,6 +1,7 @@
 // Fraud signals: the velocity rules over an in-memory store, their
 // configuration, and the service through the real store (flag vs block,
 // window expiry with the ManualClock, keyed hashes only).
+#include "store_fixtures.hpp"
 #include "config/config.hpp"
 #include "otp/fraud.hpp"
 #include "otp/service.hpp"
@@ -363,7 +364,7 @@ TEST_CASE_METHOD(Service, "fraud sets hold keyed hashes only", "[fraud][service]
     store->close();
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open((dir / "t.db").c_str(), &db) == SQLITE_OK);
-    const std::string pragma = "PRAGMA key = \"x'" + crypto::hex(key.data(), key.size()) + "'\"";
+    const std::string pragma = test::keyPragmas(key);
     REQUIRE(sqlite3_exec(db, pragma.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
     std::string all;
     int rows = 0;

@@ -1,4 +1,5 @@
 // Key rotation, online backup and the pending-key protocol of the store (issue 5).
+#include "store_fixtures.hpp"
 #include "store/keys.hpp"
 #include "store/sqlcipher/store.hpp"
 #include "util/crypto.hpp"
@@ -73,7 +74,7 @@ class Raw {
 public:
     Raw(const fs::path& path, const SecretBytes& key, int flags = SQLITE_OPEN_READONLY) {
         sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
-        const std::string pragma = "PRAGMA key = \"x'" + crypto::hex(key.data(), key.size()) + "'\"";
+        const std::string pragma = test::keyPragmas(key);
         sqlite3_exec(db_, pragma.c_str(), nullptr, nullptr, nullptr);
     }
     Raw(const Raw&) = delete;
@@ -193,7 +194,7 @@ TEST_CASE("backup under concurrent writes: a consistent, encrypted, verified sna
     const fs::path db = dir.path / "t.db";
     const auto key = crypto::randomSecret(32);
     auto s = open(db, key);
-    for (int i = 0; i < 6; ++i) insert(*s, "pre" + std::to_string(i) + "-", 500);
+    for (int i = 0; i < 24; ++i) insert(*s, "pre" + std::to_string(i) + "-", 500);
 
     std::atomic<bool> stop{false};
     std::atomic<int> written{0};
@@ -224,7 +225,7 @@ TEST_CASE("backup under concurrent writes: a consistent, encrypted, verified sna
     Raw copy(target, key);
     CHECK(copy.text("PRAGMA integrity_check") == "ok");
     CHECK(copy.text("PRAGMA journal_mode") == "delete");  // a file of its own, no -wal needed
-    CHECK(copy.text("SELECT count(*) FROM requests WHERE id LIKE 'pre%'") == "3000");
+    CHECK(copy.text("SELECT count(*) FROM requests WHERE id LIKE 'pre%'") == "12000");
     // One snapshot: the concurrent writes it holds are a gap-free prefix of those committed.
     const auto ids = copy.column("SELECT id FROM requests WHERE id LIKE 'w-%'");
     std::set<std::string> got(ids.begin(), ids.end());
