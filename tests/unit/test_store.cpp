@@ -7,9 +7,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <future>
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
+#include <thread>
 
 using namespace twofactor;
 namespace fs = std::filesystem;
@@ -19,11 +23,18 @@ namespace {
 using test::TempDir;
 using test::sample;
 
-std::unique_ptr<store::Store> open(const fs::path& db, const SecretBytes& key) {
+std::unique_ptr<store::Store> open(const fs::path& db, const SecretBytes& key, bool synchronousFull = true) {
     store::SqlcipherOptions o;
     o.path = db.string();
     o.key = key.clone();
+    o.synchronousFull = synchronousFull;
     return store::openSqlcipherStore(std::move(o));
+}
+
+std::uintmax_t sizeOf(const fs::path& p) {
+    std::error_code ec;
+    const auto n = fs::file_size(p, ec);
+    return ec ? 0 : n;
 }
 
 }  // namespace
@@ -62,3 +73,52 @@ TEST_CASE("key files: generated 0600, parsed as 64 hex digits, loose modes refus
     CHECK(store::parseKey(std::string(64, 'a') + "\n", "x").size() == 32);
 }
 
+
+TEST_CASE("the WAL is checkpointed off the commit path and stays bounded under sustained writes", "[store][wal]") {
+    TempDir dir;
+    const fs::path db = dir.path / "t.db";
+    const fs::path wal = dir.path / "t.db-wal";
+    const auto key = crypto::randomSecret(32);
+    auto s = open(db, key, /*synchronousFull=*/false);
+    constexpr std::uintmax_t kFrame = 24 + 4096;
+    int n = 0;
+    auto writeSome = [&] {
+        store::runSync(*s, [&](store::Transaction& t) {
+            for (int i = 0; i < 50; ++i) t.insertRequest(sample("w" + std::to_string(n++)));
+        });
+    };
+    // Past the checkpoint mark (1000 pages), well short of the bound where the
+    // writer would checkpoint itself: only the background thread copies the
+    // WAL into the database file, which grows by it.
+    while (sizeOf(wal) < 1200 * kFrame) writeSome();
+    REQUIRE(sizeOf(wal) < 3000 * kFrame);
+    const auto before = sizeOf(db);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (sizeOf(db) <= before && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(sizeOf(db) > before);
+
+    // About 80 MiB of WAL traffic queued at once, so the writer commits batch
+    // after batch without a pause and the background checkpoints chase the
+    // WAL's end: the file never holds much more than the bound (4000 pages)
+    // plus one batch.
+    std::atomic<int> left{400};
+    std::promise<void> drained;
+    for (int b = 0; b < 400; ++b) {
+        const int first = n;
+        n += 50;
+        s->submitReserved(
+            [first](store::Transaction& t) {
+                for (int i = 0; i < 50; ++i) t.insertRequest(sample("w" + std::to_string(first + i)));
+            },
+            [&](std::exception_ptr e) {
+                REQUIRE_FALSE(e);
+                if (--left == 0) drained.set_value();
+            });
+    }
+    drained.get_future().wait();
+    const auto largest = sizeOf(wal);
+    INFO("largest WAL: " << largest / kFrame << " frames");
+    CHECK(largest < 5000 * kFrame);
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findRequest("w" + std::to_string(n - 1)); }));
+}

@@ -1286,6 +1286,7 @@ public:
           key_(std::move(options.key)) {
         open(key_);
         writer_ = std::thread([this] { run(); });
+        checkpointer_ = std::thread([this] { runCheckpointer(); });
     }
 
     ~SqlcipherStore() override {
@@ -1335,6 +1336,8 @@ public:
                 // While a backup holds its snapshot a TRUNCATE checkpoint would
                 // wait for it (busy timeout) and still not truncate: do what can be done.
                 const char* sql = maintenance_ ? "PRAGMA wal_checkpoint(PASSIVE)" : "PRAGMA wal_checkpoint(TRUNCATE)";
+                // Two checkpoints at once: one of them would fail with SQLITE_BUSY.
+                std::lock_guard checkpointing(checkpointMutex_);
                 char* err = nullptr;
                 if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK)
                     error = std::make_exception_ptr(
@@ -1354,6 +1357,12 @@ public:
         }
         wake_.notify_all();
         if (writer_.joinable()) writer_.join();
+        {
+            std::lock_guard lock(checkpointWakeMutex_);
+            checkpointStop_ = true;
+        }
+        checkpointWake_.notify_all();
+        if (checkpointer_.joinable()) checkpointer_.join();
         if (db_) {
             sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
             closeConnection();
@@ -1469,6 +1478,13 @@ private:
         Connection(const Connection&) = delete;
         Connection& operator=(const Connection&) = delete;
         Connection(Connection&& o) noexcept : db(std::exchange(o.db, nullptr)) {}
+        Connection& operator=(Connection&& o) noexcept {
+            if (this != &o) {
+                reset();
+                db = std::exchange(o.db, nullptr);
+            }
+            return *this;
+        }
         ~Connection() { reset(); }
         void reset() {
             if (db) sqlite3_close(db);
@@ -1599,6 +1615,8 @@ private:
             // Every page read from disk is decrypted and authenticated: keep the
             // working set of a large store (indexes included) in memory. 64 MiB.
             exec(db_, "PRAGMA cache_size = -65536");
+            // Replaces SQLite's automatic checkpoint (see walHook).
+            sqlite3_wal_hook(db_, &SqlcipherStore::walHook, this);
             sqlite3_busy_timeout(db_, 5000);
             migrate();
             txn_ = std::make_unique<SqlcipherTransaction>(db_);
@@ -1633,6 +1651,97 @@ private:
         std::lock_guard lock(keyMutex_);
         return key_.clone();
     }
+
+    // Checkpoints off the commit path. SQLite's automatic checkpoint runs
+    // inside the commit that takes the WAL past kCheckpointPages, so that
+    // commit, and every call waiting on its batch, also waits for the WAL to
+    // be copied into the database and the database fsynced: the tail of the
+    // commit latency. Instead the writer's WAL hook only wakes a thread that
+    // checkpoints on a connection of its own, PASSIVE, so neither the writer
+    // nor a reader (a backup) ever waits for it; the writer restarts the WAL
+    // from its beginning at the first commit after a complete checkpoint.
+    // Durability is unchanged: a commit is durable by its own WAL fsync.
+    static constexpr int kCheckpointPages = 1000;  // SQLite's default
+    // Under sustained writes the background checkpoints chase the WAL's end
+    // and the WAL may never restart; past this size the writer checkpoints
+    // once itself, as SQLite would have, which bounds the file.
+    static constexpr int kWalBoundPages = 4 * kCheckpointPages;
+
+    static int walHook(void* self, sqlite3* db, const char*, int pages) {
+        auto* store = static_cast<SqlcipherStore*>(self);
+        if (pages >= kCheckpointPages) store->wakeCheckpointer();
+        if (pages >= kWalBoundPages) {
+            std::lock_guard checkpointing(store->checkpointMutex_);
+            sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        }
+        return SQLITE_OK;
+    }
+
+    void wakeCheckpointer() {
+        {
+            std::lock_guard lock(checkpointWakeMutex_);
+            if (checkpointDue_) return;
+            checkpointDue_ = true;
+        }
+        checkpointWake_.notify_one();
+    }
+
+    void runCheckpointer() {
+        std::unique_lock wake(checkpointWakeMutex_);
+        for (;;) {
+            checkpointWake_.wait(wake, [this] { return checkpointDue_ || checkpointStop_; });
+            if (checkpointStop_) break;
+            checkpointDue_ = false;
+            wake.unlock();
+            checkpointOnce();
+            wake.lock();
+        }
+        wake.unlock();
+        std::lock_guard lock(checkpointMutex_);
+        checkpointDb_.reset();
+    }
+
+    void checkpointOnce() {
+        std::lock_guard lock(checkpointMutex_);
+        if (checkpointPaused_) return;
+        if (!checkpointDb_) {
+            std::string error;
+            checkpointDb_ = connect(path_, currentKey(), SQLITE_OPEN_READWRITE, error, pageSize_);
+            if (!checkpointDb_) {
+                // The next commit past the mark tries again; the WAL only grows meanwhile.
+                log::warning("cannot open the store for a checkpoint: " + error);
+                return;
+            }
+            execQuiet(checkpointDb_.db, synchronousFull_ ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+        }
+        int logged = 0;
+        int copied = 0;
+        const int rc =
+            sqlite3_wal_checkpoint_v2(checkpointDb_.db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &logged, &copied);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+            log::warning("checkpoint failed: " + errorOf(checkpointDb_.db));
+            checkpointDb_.reset();
+        }
+    }
+
+    // Closes the checkpointer's connection and keeps it closed for a scope.
+    class CheckpointerPause {
+    public:
+        explicit CheckpointerPause(SqlcipherStore& store) : store_(store) {
+            std::lock_guard lock(store_.checkpointMutex_);
+            store_.checkpointDb_.reset();
+            store_.checkpointPaused_ = true;
+        }
+        CheckpointerPause(const CheckpointerPause&) = delete;
+        CheckpointerPause& operator=(const CheckpointerPause&) = delete;
+        ~CheckpointerPause() {
+            std::lock_guard lock(store_.checkpointMutex_);
+            store_.checkpointPaused_ = false;
+        }
+
+    private:
+        SqlcipherStore& store_;
+    };
 
     enum class Enqueued { Yes, Closed, Full };
     // Queues an item (moving it only then). A bounded item is refused when
@@ -1669,6 +1778,8 @@ private:
             return {RekeyStatus::OldKey, "the new key is not 256 bits; nothing was changed"};
         MaintenanceSlot slot(maintenance_);
         if (!slot.taken()) return {RekeyStatus::Busy, "a backup is running"};
+        // The database leaves WAL mode only when no other connection has it open.
+        CheckpointerPause pause(*this);
         try {
             Statement checkpoint(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
             if (!checkpoint.step() || checkpoint.integer(0) != 0)
@@ -1860,6 +1971,16 @@ private:
     std::deque<Item> queue_;
     bool stopping_ = false;
     std::thread writer_;
+    // The checkpointer (runCheckpointer): woken through checkpointWakeMutex_,
+    // its connection and pause flag guarded by checkpointMutex_.
+    std::mutex checkpointWakeMutex_;
+    std::condition_variable checkpointWake_;
+    bool checkpointDue_ = false;
+    bool checkpointStop_ = false;
+    std::mutex checkpointMutex_;
+    Connection checkpointDb_;
+    bool checkpointPaused_ = false;
+    std::thread checkpointer_;
 };
 
 }  // namespace
