@@ -156,6 +156,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         message = "refused: restricted (the data subject asked to restrict processing, GDPR Art. 18; "
                   "a dpo lifts it with twofactor gdpr unrestrict)";
         code = kPolicy;
+    } else if (name == "InvalidWindow") {
+        message = "invalid window: " + str(p, "reason");
+        code = kUsage;
     // Privacy end
     } else if (name == "InternalError") {
         message = "twofactord failed internally (see its log)";

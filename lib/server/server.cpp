@@ -789,6 +789,7 @@ void Server::buildMethodTable() {
     });
 
     addPrivacyMethods();
+    addBreachMethods();
     addMaintenanceMethods();
     addApiKeyMethods();
 

@@ -199,6 +199,11 @@ private:
     void addPrivacyMethods();      // privacy_methods.cpp: io.twofactor.Privacy
     void addMaintenanceMethods();  // maintenance_methods.cpp: io.twofactor.Maintenance
     void addApiKeyMethods();       // http_api.cpp: io.twofactor.ApiKey
+    // breach_methods.cpp: io.twofactor.Privacy.BreachReport, one store page per step.
+    void addBreachMethods();
+    void breachStep(std::shared_ptr<void> run, Progress progress, Respond respond);
+    void breachFinish(std::shared_ptr<void> run, Progress progress, Respond respond);
+    void breachAnswer(std::shared_ptr<void> run, Progress progress, Respond respond, std::string counts);
 
     // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
     // every call goes through (key, scope, rate limit, Idempotency-Key).

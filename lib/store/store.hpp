@@ -222,6 +222,32 @@ struct WrongCode {
     bool locked = false;
 };
 
+// ---- Breach reports (privacy/breach.hpp): what was processed in a window ----
+// Pages through [from, to) in time order: the rows after the cursor (at, row),
+// at most `limit` of them. A page reads its own rows through a time index and,
+// again, those of the cursor's second that earlier pages returned.
+struct BreachPage {
+    std::int64_t from = 0;
+    std::int64_t to = 0;
+    std::int64_t afterAt = 0;   // the last row's time; 0 before the first page
+    std::int64_t afterRow = 0;  // the last row's row id
+    int limit = 2000;
+};
+// A request created in the window, with what it still holds about its subject
+// (destination, client IP and device are cleared after the delivery-log period).
+struct BreachRequestRow {
+    std::int64_t row = 0;
+    std::int64_t createdAt = 0;
+    std::string id, app, channel, subjectHash, destination, fallbackDestination, clientIp, device;
+};
+// A delivery attempt logged in the window, with its request's subject (empty
+// when the request is gone).
+struct BreachDeliveryRow {
+    std::int64_t row = 0;
+    std::int64_t at = 0;
+    std::string requestId, app, channel, subjectHash, destination, fallbackDestination;
+};
+
 // One unit of work's view of the store, valid only inside Store::submit's work
 // function. It is also the rate limits' store (rate counters, subject failures)
 // and the audit log's (append and read only).
@@ -375,6 +401,10 @@ public:
     // The digest a request's code is bound to; empty when it is not bound or
     // there is no such request.
     [[nodiscard]] virtual std::string requestBinding(std::string_view requestId) = 0;
+
+    // ---- Breach reports (BreachPage above) ----
+    [[nodiscard]] virtual std::vector<BreachRequestRow> breachRequests(const BreachPage& page) = 0;
+    [[nodiscard]] virtual std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage& page) = 0;
 };
 
 // ---- Maintenance (issue 5): how a key rotation and a backup end ----

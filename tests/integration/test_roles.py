@@ -58,6 +58,7 @@ EXPECTED = {
     "io.twofactor.Privacy.SubjectObject": {"dpo", "admin"},
     "io.twofactor.Privacy.RegisterRequest": {"dpo", "admin"},
     "io.twofactor.Privacy.Requests": {"dpo", "admin"},
+    "io.twofactor.Privacy.BreachReport": {"dpo", "admin"},  # without "more": ExpectedMore
     "io.twofactor.Maintenance.RotateKey": {"admin"},
     "io.twofactor.Maintenance.Backup": {"admin"},  # an admin without "more" gets ExpectedMore
     "io.twofactor.ApiKey.Create": {"admin"},
@@ -83,6 +84,7 @@ PARAMS = {
     "io.twofactor.Privacy.SubjectUnrestrict": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.SubjectObject": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.RegisterRequest": {"kind": "export", "subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.BreachReport": {"from": 0, "to": 1},
     "io.twofactor.ApiKey.Create": {"app": "shop", "scopes": ["status"]},
     "io.twofactor.ApiKey.Revoke": {"id": "nosuchkey"},
 }

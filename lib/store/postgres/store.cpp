@@ -376,6 +376,10 @@ public:
         missing("putFraudMember");
     }
 
+    // ---- Not yet here: the breach report's, the suppression list's and the email feedback counters' ----
+    std::vector<BreachRequestRow> breachRequests(const BreachPage&) override { missing("breachRequests"); }
+    std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage&) override { missing("breachDeliveries"); }
+
 private:
     static std::vector<otp::DeliveryJob> readJobs(const Result& r) {
         std::vector<otp::DeliveryJob> out;

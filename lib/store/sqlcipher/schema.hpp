@@ -742,4 +742,16 @@ inline constexpr const char* kSwitchChannel =
 inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = ?2 WHERE id = ?1";
 inline constexpr const char* kSelectRequestBinding = "SELECT context_digest FROM requests WHERE id = ?1";
 
+// Breach reports: one page of a window in time order. ?1 from, ?2 to, ?3 the
+// cursor's time, ?4 its row, ?5 limit. The range starts at the cursor's
+// second, so a page re-reads only that second's rows of earlier pages.
+inline constexpr const char* kSelectBreachRequests =
+    "SELECT rowid, created_at, id, app, channel, subject_hash, destination, fallback_destination, client_ip, device "
+    "FROM requests WHERE created_at >= max(?1, ?3) AND created_at < ?2 AND (created_at > ?3 OR rowid > ?4) "
+    "ORDER BY created_at, rowid LIMIT ?5";
+inline constexpr const char* kSelectBreachDeliveries =
+    "SELECT d.id, d.at, d.request_id, d.app, d.channel, r.subject_hash, r.destination, r.fallback_destination "
+    "FROM deliveries d LEFT JOIN requests r ON r.id = d.request_id "
+    "WHERE d.at >= max(?1, ?3) AND d.at < ?2 AND (d.at > ?3 OR d.id > ?4) ORDER BY d.at, d.id LIMIT ?5";
+
 }  // namespace twofactor::store::sql

@@ -467,6 +467,33 @@ public:
         return s.step() ? s.text(0) : std::string();
     }
 
+    // ---- Breach reports ----
+    std::vector<BreachRequestRow> breachRequests(const BreachPage& page) override {
+        Statement s(db_, sql::kSelectBreachRequests);
+        bindBreachPage(s, page);
+        std::vector<BreachRequestRow> out;
+        while (s.step())
+            out.push_back(BreachRequestRow{s.integer(0), s.integer(1), s.text(2), s.text(3), s.text(4), s.text(5),
+                                           s.text(6), s.text(7), s.text(8), s.text(9)});
+        return out;
+    }
+    std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage& page) override {
+        Statement s(db_, sql::kSelectBreachDeliveries);
+        bindBreachPage(s, page);
+        std::vector<BreachDeliveryRow> out;
+        while (s.step())
+            out.push_back(BreachDeliveryRow{s.integer(0), s.integer(1), s.text(2), s.text(3), s.text(4), s.text(5),
+                                            s.text(6), s.text(7)});
+        return out;
+    }
+    static void bindBreachPage(Statement& s, const BreachPage& page) {
+        s.bind(1, page.from);
+        s.bind(2, page.to);
+        s.bind(3, page.afterAt);
+        s.bind(4, page.afterRow);
+        s.bind(5, page.limit);
+    }
+
     std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) override {
         Statement s(db_, sql::kSelectSubjectPrivacyRequests);
         s.bind(1, subjectHash);
