@@ -92,6 +92,12 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "TooManySends") {
         message = "request " + str(p, "id") + " reached its limit of " + str(p, "maxSends") + " sends";
         code = kPolicy;
+    } else if (name == "Suppressed") {
+        message = std::string("refused: suppressed (") +
+                  (str(p, "parameter") == "fallbackEmail" ? "the --fallback-email address" : "the address") +
+                  " is on the email suppression list: it bounced for good or its owner complained; "
+                  "twofactor suppression remove takes it off)";
+        code = kPolicy;
     } else if (name == "OptedOut") {
         message = "refused: opted-out (the recipient replied STOP to WhatsApp messages)";
         code = kPolicy;

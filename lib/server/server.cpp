@@ -509,14 +509,19 @@ void Server::buildMethodTable() {
         if (q.since >= q.until) return r("org.varlink.service.InvalidParameter", {{"parameter", "since"}});
         auto deliveries = std::make_shared<std::vector<store::ActivityDelivery>>();
         auto events = std::make_shared<std::vector<store::ActivityEvent>>();
+        auto feedback = std::make_shared<json>();
         store_->submit(
-            [q, deliveries, events](store::Transaction& t) {
+            [this, q, deliveries, events, feedback](store::Transaction& t) {
                 *deliveries = t.recentDeliveries(q);
                 *events = t.recentEvents(q);
+                // The rates are always the last 24 h and 7 days, whatever the period.
+                *feedback = emailFeedbackStats(t, config_, clock_->now());
             },
-            [q, deliveries, events, r = onIo(r)](std::exception_ptr e) {
+            [q, deliveries, events, feedback, r = onIo(r)](std::exception_ptr e) {
                 if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
-                r("", metrics::summarizeActivity(q, *deliveries, *events));
+                json out = metrics::summarizeActivity(q, *deliveries, *events);
+                out["emailFeedback"] = std::move(*feedback);
+                r("", out);
             });
     });
 
@@ -790,6 +795,7 @@ void Server::buildMethodTable() {
 
     addPrivacyMethods();
     addBreachMethods();
+    addSuppressionMethods();
     addMaintenanceMethods();
     addApiKeyMethods();
 

@@ -67,6 +67,9 @@ json sendJson(const otp::SendResult& res, std::int64_t now);
 json attemptJson(const otp::DeliveryAttempt& a);
 json auditJson(const otp::AuditRecord& r);
 json optOutJson(const otp::OptOut& e);
+// Per app with the email channel: sends, bounces and complaints over 24 h and
+// 7 days, their rates, and warnings near SES's pause thresholds (suppression_methods.cpp).
+json emailFeedbackStats(store::Transaction& t, const config::Config& config, std::int64_t now);
 
 // Removes the temporary copies an interrupted backup left in the state
 // directory (maintenance_methods.cpp).
@@ -204,6 +207,7 @@ private:
     void breachStep(std::shared_ptr<void> run, Progress progress, Respond respond);
     void breachFinish(std::shared_ptr<void> run, Progress progress, Respond respond);
     void breachAnswer(std::shared_ptr<void> run, Progress progress, Respond respond, std::string counts);
+    void addSuppressionMethods();  // suppression_methods.cpp: io.twofactor.Suppression
 
     // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
     // every call goes through (key, scope, rate limit, Idempotency-Key).
