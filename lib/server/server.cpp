@@ -1044,6 +1044,23 @@ void Server::startWebhook() {
         }
     };
     webhook_ = std::make_unique<webhook::WebhookServer>(config_.webhook, std::move(handlers));
+    if (config_.ses.notifications.enabled) {
+        webhook::sns::Handlers sns;
+        sns.onFeedback = [this](const webhook::sns::SesNotification& n, std::function<void(bool)> done) {
+            otp::EmailFeedbackReport report;
+            report.kind = n.kind == webhook::sns::SesNotification::Kind::Complaint ? store::EmailFeedback::Complaint
+                                                                                   : store::EmailFeedback::Bounce;
+            report.recipients = n.recipients;
+            report.messageId = n.messageId;
+            report.detail = n.detail;
+            service_->emailFeedback(std::move(report), std::move(done));
+        };
+        sns.execute = [this](std::function<void()> work) { asio::post(deliveryPool_, std::move(work)); };
+        sns_ = std::make_unique<webhook::sns::Endpoint>(config_.ses.notifications, config_.tls, std::move(sns));
+        webhook_->mount([sns = sns_.get()](http::Router& router) { sns->addRoutes(router); });
+        log::info("SNS: SES notifications of " + std::to_string(config_.ses.notifications.topicArns.size()) +
+                  " topic(s) at " + config_.ses.notifications.path + " on the webhook listener");
+    }
     webhook_->start();  // logs where it listens
 }
 

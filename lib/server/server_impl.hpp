@@ -22,6 +22,7 @@
 #include "util/clock.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"
+#include "webhook/sns.hpp"
 #include "webhook/webhook.hpp"
 
 #include "util/asio.hpp"
@@ -325,6 +326,7 @@ private:
     std::map<std::string, std::unique_ptr<channel::Channel>> drivers_;  // by driver name: "ses", "smtp"
     std::unique_ptr<otp::OtpService> service_;
     std::unique_ptr<privacy::SubjectService> subjects_;
+    std::unique_ptr<webhook::sns::Endpoint> sns_;  // served on webhook_'s listener: declared first, outlives it
     std::unique_ptr<webhook::WebhookServer> webhook_;
     std::unique_ptr<http::Server> http_;
     // The key API key secrets are hashed with, derived from the pepper.
