@@ -347,5 +347,38 @@ class Sns(unittest.TestCase):
         self.assertEqual(self.send("gdpr.bounce@example.org").returncode, 0)
 
 
+class SnsConfig(unittest.TestCase):
+    def check(self, text):
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            f.write(text)
+        try:
+            return subprocess.run([harness.TWOFACTORD, "--check-config", "--config", f.name], capture_output=True,
+                                  text=True, timeout=60)
+        finally:
+            os.unlink(f.name)
+
+    def test_bad_sections_are_refused_by_name(self):
+        webhook = '[webhook]\nenabled = true\nverify_token_file = "/etc/v"\napp_secret_file = "/etc/s"\n'
+        cases = [
+            ('[ses.notifications]\nenabled = true\ntopic_arns = ["%s"]\ncertificate_dir = "/tmp"\n' % TOPIC,
+             "needs [webhook] enabled = true"),
+            (webhook + '[ses.notifications]\nenabled = true\ntopic_arns = ["not-an-arn"]\ncertificate_dir = "/tmp"\n',
+             '"not-an-arn" is not an SNS topic ARN'),
+            (webhook + '[ses.notifications]\nenabled = true\ncertificate_dir = "/tmp"\n',
+             "ses.notifications.topic_arns: is required"),
+            (webhook + '[ses.notifications]\nenabled = true\ntopic_arns = ["%s"]\n' % TOPIC,
+             "ses.notifications.certificate_file: or certificate_dir is required"),
+            (webhook + '[ses.notifications]\nenabled = true\ntopic_arns = ["%s"]\nfetch_certificates = true\n' % TOPIC,
+             "ses.notifications.certificate_dir: is required by fetch_certificates"),
+            (webhook + '[ses.notifications]\nenabled = true\npath = "/whatsapp"\ntopic_arns = ["%s"]\n'
+                       'certificate_dir = "/tmp"\n' % TOPIC, "must differ from webhook.path"),
+            ('[ses.notifications]\nfetch = true\n', "ses.notifications.fetch: unknown key"),
+        ]
+        for text, message in cases:
+            r = self.check(text + "[apps.shop]\n")
+            self.assertEqual(r.returncode, 2, text + r.stderr)
+            self.assertIn(message, r.stderr)
+
+
 if __name__ == "__main__":
     harness.main()
