@@ -92,6 +92,12 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
     } else if (name == "TooManySends") {
         message = "request " + str(p, "id") + " reached its limit of " + str(p, "maxSends") + " sends";
         code = kPolicy;
+    } else if (name == "Suppressed") {
+        message = std::string("refused: suppressed (") +
+                  (str(p, "parameter") == "fallbackEmail" ? "the --fallback-email address" : "the address") +
+                  " is on the email suppression list: it bounced for good or its owner complained; "
+                  "twofactor suppression remove takes it off)";
+        code = kPolicy;
     } else if (name == "OptedOut") {
         message = "refused: opted-out (the recipient replied STOP to WhatsApp messages)";
         code = kPolicy;
@@ -156,6 +162,9 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         message = "refused: restricted (the data subject asked to restrict processing, GDPR Art. 18; "
                   "a dpo lifts it with twofactor gdpr unrestrict)";
         code = kPolicy;
+    } else if (name == "InvalidWindow") {
+        message = "invalid window: " + str(p, "reason");
+        code = kUsage;
     // Privacy end
     } else if (name == "InternalError") {
         message = "twofactord failed internally (see its log)";

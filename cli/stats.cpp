@@ -85,7 +85,31 @@ private:
         };
         counts("verifications", out["verifications"]);
         counts("refusals", out["refusals"]);
+        emailFeedback(out.value("emailFeedback", json::array()));
         return kOk;
+    }
+
+    // The bounce and complaint rates SES judges a sender by, per app.
+    static void emailFeedback(const json& apps) {
+        if (apps.empty()) return;
+        std::printf("email feedback (SES pauses sending at 5%% bounces or 0.1%% complaints)\n");
+        const auto rates = [](const json& r) {
+            char buf[160];
+            if (!r.contains("bounceRate"))
+                std::snprintf(buf, sizeof buf, "%s sent", str(r, "sends").c_str());
+            else
+                std::snprintf(buf, sizeof buf, "%s sent, %s bounced (%.2f%%), %s complained (%.2f%%)",
+                              str(r, "sends").c_str(), str(r, "bounces").c_str(),
+                              r["bounceRate"].get<double>() * 100.0, str(r, "complaints").c_str(),
+                              r["complaintRate"].get<double>() * 100.0);
+            return std::string(buf);
+        };
+        for (const auto& a : apps) {
+            std::printf("  %-16s 24 h: %s\n", str(a, "app").c_str(), rates(a["last24h"]).c_str());
+            std::printf("  %-16s 7 days: %s\n", "", rates(a["last7d"]).c_str());
+            for (const auto& w : a["warnings"])
+                std::printf("  warning: app %s: %s\n", str(a, "app").c_str(), w.get<std::string>().c_str());
+        }
     }
 
     CLI::App* apps_ = nullptr;

@@ -149,6 +149,14 @@ Config fromTable(const Reader& reader, const toml::table& root, const std::strin
     if (const toml::node* n = root.get("http")) {
         readHttp(reader, reader.table(*n, "http"), config.http);
     }
+    // SNS posts to the webhook listener, at a path of its own.
+    if (config.ses.notifications.enabled) {
+        const toml::node& ses = *root.get("ses");
+        if (!config.webhook.enabled)
+            reader.fail(ses, "ses.notifications.enabled", "needs [webhook] enabled = true: SNS posts to its listener");
+        if (config.ses.notifications.path == config.webhook.path)
+            reader.fail(ses, "ses.notifications.path", "must differ from webhook.path (" + config.webhook.path + ")");
+    }
     if (const toml::node* n = root.get("retention")) {
         readRetention(reader, reader.table(*n, "retention"), config.retention);
     }

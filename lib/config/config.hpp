@@ -142,6 +142,19 @@ struct Tls {
     std::string caBundle;            // ca_bundle: a PEM file, "" = the system's
 };
 
+// [ses.notifications]: SES bounces and complaints published to SNS topics,
+// received on the webhook listener ([webhook]) at `path`.
+struct SesNotifications {
+    bool enabled = false;                // enabled
+    std::string path = "/sns/ses";       // path
+    std::vector<std::string> topicArns;  // topic_arns: only these topics' messages are accepted (required)
+    std::string certificateFile;         // certificate_file: the SNS signing certificate (PEM)
+    std::string certificateDir;          // certificate_dir: signing certificates, named as in SigningCertURL
+    bool fetchCertificates = false;      // fetch_certificates: fetch one missing from certificate_dir
+    std::string caFile;                  // ca_file: CAs a signing certificate must chain to ("" = the system's)
+    std::string subscribeUrlBase;        // subscribe_url_base: tests only, where confirmations go instead
+};
+
 // [ses]: Amazon SES API v2 SendEmail.
 struct Ses {
     std::string region;                   // region, e.g. "eu-west-1" (required when a channel uses "ses")
@@ -156,6 +169,7 @@ struct Ses {
     std::string secretAccessKeyFile;      // secret_access_key_file
     std::string sessionTokenFile;         // session_token_file
     std::chrono::seconds timeout{10};     // timeout per attempt, 1..120
+    SesNotifications notifications;       // [ses.notifications]
 };
 
 // [smtp]: any SMTP relay, through libcurl.

@@ -96,7 +96,10 @@ void readTls(const Reader& reader, const toml::table& t, Tls& tls) {
 void readSes(const Reader& reader, const toml::table& t, Ses& ses) {
     reader.allowOnly(t, "ses",
                      {"region", "endpoint", "from", "reply_to", "configuration_set", "access_key_id_file",
-                      "secret_access_key_file", "session_token_file", "timeout"});
+                      "secret_access_key_file", "session_token_file", "timeout", "notifications"});
+    if (const toml::node* n = t.get("notifications")) {
+        readSesNotifications(reader, reader.table(*n, "ses.notifications"), ses.notifications);
+    }
     if (const toml::node* n = t.get("region")) {
         ses.region = readAwsRegion(reader, *n, "ses.region");
     }

@@ -35,6 +35,8 @@ void readSes(const Reader& reader, const toml::table& t, Ses& ses);
 void readSmtp(const Reader& reader, const toml::table& t, Smtp& smtp);
 void readWhatsapp(const Reader& reader, const toml::table& t, Whatsapp& whatsapp);
 void readWebhook(const Reader& reader, const toml::table& t, Webhook& webhook);
+// [ses.notifications] (sns.cpp)
+void readSesNotifications(const Reader& reader, const toml::table& t, SesNotifications& sns);
 std::string readAwsRegion(const Reader& reader, const toml::node& node, const std::string& key);
 std::string readMailbox(const Reader& reader, const toml::node& node, const std::string& key);
 std::string readConfigurationSet(const Reader& reader, const toml::node& node, const std::string& key);

@@ -20,7 +20,7 @@ int problemStatus(std::string_view error) {
         {"NotFound", 404},             {"NotPending", 409},         {"TooManySends", 409},
         {"IdempotencyKeyInUse", 409},  {"InvalidDestination", 422}, {"ChannelNotAllowed", 422},
         {"OutOfRange", 422},           {"OptedOut", 422},           {"CountryNotAllowed", 422},
-        {"Restricted", 422},           {"IdempotencyKeyReused", 422}, {"RateLimited", 429},
+        {"Restricted", 422},           {"Suppressed", 422},           {"IdempotencyKeyReused", 422}, {"RateLimited", 429},
         {"DeliveryFailed", 502},       {"Busy", 503},               {"StoreFailed", 503},
         {"AuditFailed", 503},          {"InternalError", 500},
     };

@@ -286,6 +286,10 @@ std::string OtpService::earlierSubjectHash(const config::App& app, const Destina
     return folded == d.normalized ? "" : subjectHash(d.normalized);
 }
 
+Failure storeFailureOf(std::exception_ptr e, const std::string& what, const std::string& consequence) {
+    return storeFailure(e, what, consequence);
+}
+
 std::vector<std::string> OtpService::subjectHashes(const Destination& d) const {
     std::vector<std::string> hashes{subjectHash(emailMatchForm(d))};
     if (emailMatchForm(d) != d.normalized) hashes.push_back(subjectHash(d.normalized));
@@ -421,7 +425,10 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
          &limits = app.rateLimits, fraud = &app.fraud,
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
-         earlier = earlierSubjectHash(app, dest), uid = in.uid](store::Transaction& t) {
+         earlier = earlierSubjectHash(app, dest), uid = in.uid,
+         suppressed = channelName == "email" ? suppressionHash(dest) : std::string(),
+         fallbackSuppressed = fallback.empty() ? std::string() : suppressionHash(Destination{DestinationKind::Email, fallback})](
+            store::Transaction& t) {
             // GDPR: a restricted subject gets nothing sent (Art. 18); an objecting
             // one is not profiled: no client IP or device kept, no fraud signals (Art. 21).
             // A flag set before local parts were matched without case is under the exact form's hash.
@@ -444,6 +451,15 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             if (r.channel == "whatsapp" && t.findOptOut(r.subjectHash)) {
                 record(t, auditRecord("send", r.app, uid, "refused:opted-out", "", r.subjectHash, "channel whatsapp"));
                 *refused = optedOut();
+                return;
+            }
+            // Like the opt-out: a bounce or complaint that committed before this send is honoured.
+            for (const auto& [hash, parameter] : {std::pair{suppressed, "destination"},
+                                                  std::pair{fallbackSuppressed, "fallbackEmail"}}) {
+                if (hash.empty() || !t.findSuppression(hash)) continue;
+                record(t, auditRecord("send", r.app, uid, "refused:suppressed", "", r.subjectHash,
+                                      std::string("email suppression list (") + parameter + ")"));
+                *refused = suppressedFailure(parameter);
                 return;
             }
             // Checked and counted in the same work item as the insert: concurrent sends cannot overshoot.
@@ -700,6 +716,8 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
     store_.submit(
         [this, a, accepted, retryAt, retrying = retryIn.has_value(), send = run->send](store::Transaction& t) {
             t.insertDeliveryAttempt(a);
+            // The denominator of the bounce and complaint rates (twofactor stats).
+            if (accepted && a.channel == "email") t.countEmailFeedback(a.app, store::EmailFeedback::Send, a.at);
             if (accepted) (void)t.finishDeliveryJob(a.requestId, send, holder_);
             else if (retrying)
                 (void)t.recordDeliveryRetry(a.requestId, send, holder_, a.attempt, retryAt, retryAt + kLeaseSeconds,
@@ -1049,6 +1067,12 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
             if (r->channel == "whatsapp" && t.findOptOut(r->subjectHash)) {
                 record(t, auditRecord("resend", r->app, uid, "refused:opted-out", r->id, r->subjectHash));
                 state->outcome = optedOut();
+                return;
+            }
+            if (r->channel == "email" &&
+                t.findSuppression(suppressionHash(Destination{DestinationKind::Email, r->destination}))) {
+                record(t, auditRecord("resend", r->app, uid, "refused:suppressed", r->id, r->subjectHash));
+                state->outcome = suppressedFailure("destination");
                 return;
             }
             // Only the digest of a bound context is kept: the caller brings

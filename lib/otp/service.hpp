@@ -87,6 +87,26 @@ struct VerifyResult {
     std::optional<OtpRequest> request;
 };
 
+// SES feedback (lib/webhook/sns.hpp): a permanent bounce or a complaint about
+// one message, with the recipients it names.
+struct EmailFeedbackReport {
+    store::EmailFeedback kind = store::EmailFeedback::Bounce;  // Bounce or Complaint
+    std::vector<std::string> recipients;  // as SES reports them
+    std::string messageId;                // SES's id of the message (mail.messageId)
+    std::string detail;                   // "Permanent/General", "abuse"
+};
+// What an Add to the suppression list left: the entry, and whether this call added it.
+struct SuppressionChange {
+    store::Suppression entry;
+    bool added = false;
+};
+// The Suppressed failure: `parameter` names the address refused
+// ("destination" or "fallbackEmail").
+[[nodiscard]] Failure suppressedFailure(const std::string& parameter);
+[[nodiscard]] const char* emailFeedbackName(store::EmailFeedback kind);
+// StoreFailed (or AuditFailed, Busy) for a store error: what failed and what that means.
+[[nodiscard]] Failure storeFailureOf(std::exception_ptr e, const std::string& what, const std::string& consequence);
+
 // Runs a task elsewhere (a worker pool): deliveries must not run on the store's writer thread.
 using Executor = std::function<void(std::function<void()>)>;
 // Runs a task on the worker pool after a delay (delivery retries, send_wait).
@@ -140,6 +160,23 @@ public:
                    std::int64_t uid = -1);
     void optOutRemove(std::string destination, Reply<bool> reply, std::int64_t uid = -1);
     void optOutList(int limit, Reply<std::vector<OptOut>> reply);
+
+    // ---- The email suppression list (suppression.cpp) ----
+    // Addresses that bounced for good or whose owner complained get no email:
+    // sends and resends to them, and email fallbacks, are refused
+    // (Suppressed). An entry holds the keyed hash of the address's match form,
+    // never the address. reason: "bounce", "complaint" or "manual"; `note`
+    // is kept with it (no personal data).
+    void suppressionAdd(std::string address, std::string reason, std::string note, Reply<SuppressionChange> reply,
+                        std::int64_t uid = -1);
+    void suppressionRemove(std::string address, Reply<bool> reply, std::int64_t uid = -1);
+    void suppressionList(int limit, Reply<std::vector<store::Suppression>> reply);
+    // A bounce or complaint SES reported: its recipients are suppressed and
+    // it counts against the app that sent the message. `done` says whether it was stored.
+    void emailFeedback(EmailFeedbackReport report, std::function<void(bool stored)> done);
+    // The hash an address is on the suppression list under: of its match form,
+    // whatever the app's email_local_part (a mailbox that bounced bounces for every app).
+    [[nodiscard]] std::string suppressionHash(const Destination& d) const;
 
     // The country database behind the apps' client IP country rules; nullptr
     // turns the rules off. Safe to call while sends run (SIGHUP reload).

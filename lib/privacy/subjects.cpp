@@ -338,7 +338,13 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
             json optOut = nullptr;
             if (d.optOut)
                 optOut = {{"since", d.optOut->createdAt}, {"source", d.optOut->source}, {"reason", d.optOut->reason}};
-            result->empty = d.empty();
+            // The suppression list holds only the hash of the address's match form: found by it.
+            json suppression = nullptr;
+            if (subject.email)
+                if (auto s = t.findSuppression(subject.hash))
+                    suppression = {{"reason", s->reason}, {"detail", s->detail}, {"since", s->at},
+                                   {"source", s->source}};
+            result->empty = d.empty() && suppression.is_null();
             result->registerId = completeRequest(t, "export", subject.hash, ctx, result->empty ? "nothing held" : "");
             // The register's entries about the subject, this export's included.
             json privacyRequests = json::array();
@@ -362,6 +368,8 @@ void SubjectService::exportData(std::string text, RequestContext ctx, Reply<Expo
                   {"privacyRequests", privacyRequests}}},
                 {"context", article15Context(recipientsOf(d.deliveries))},
             };
+            // An address's entry on the email suppression list (null: none); numbers have no such list.
+            if (subject.email) result->document["data"]["emailSuppression"] = suppression;
             service_.record(t, service_.auditRecord("gdpr-export", "", ctx.uid, "success", "", "",
                                                     std::to_string(d.requests.size()) + " request(s)"));
         },
@@ -377,7 +385,8 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
     service_.store().submit(
         [this, subject = *subject, ctx, result, missing, outboxNames](store::Transaction& t) {
             const store::SubjectData d = findAll(t, subject);
-            if (d.empty()) {
+            const bool suppressed = subject.email && t.findSuppression(subject.hash).has_value();
+            if (d.empty() && !suppressed) {
                 *missing = true;
                 result->registerId = completeRequest(t, "delete", subject.hash, ctx, "nothing held");
                 return;
@@ -388,6 +397,9 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
             for (const auto& r : d.requests) outboxNames->push_back(r.id);
             for (std::size_t i = 0; i < subject.hashes.size(); ++i)
                 result->counts += t.eraseSubject(subject.hashes[i], i == 0 ? subject.address : std::string());
+            // Erased with the rest: once the subject is gone, a new send to
+            // the address is a new start (Art. 17 leaves no keeping it "just in case").
+            if (suppressed && t.removeSuppression(subject.hash)) result->suppressions = 1;
             result->registerId = completeRequest(t, "delete", subject.hash, ctx, "");
             service_.record(t, service_.auditRecord("gdpr-delete", "", ctx.uid, "success", "", "",
                                                     std::to_string(result->counts.requests) + " request(s), " +

@@ -42,6 +42,7 @@ struct Recipient {
 struct Erasure {
     store::SubjectCounts counts;
     std::int64_t outboxMessages = 0;  // messages to the subject still in the outbox, removed
+    std::int64_t suppressions = 0;    // the address's entry on the email suppression list, removed
     std::vector<Recipient> recipients;
     std::int64_t registerId = 0;
 };

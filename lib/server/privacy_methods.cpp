@@ -85,6 +85,7 @@ void Server::addPrivacyMethods() {
                                      }
                                      return json{{"erased", erasedJson(res.counts)},
                                                  {"outboxMessages", res.outboxMessages},
+                                                 {"suppressions", res.suppressions},
                                                  {"recipients", recipients},
                                                  {"registerId", res.registerId}};
                                  });

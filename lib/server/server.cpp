@@ -509,14 +509,19 @@ void Server::buildMethodTable() {
         if (q.since >= q.until) return r("org.varlink.service.InvalidParameter", {{"parameter", "since"}});
         auto deliveries = std::make_shared<std::vector<store::ActivityDelivery>>();
         auto events = std::make_shared<std::vector<store::ActivityEvent>>();
+        auto feedback = std::make_shared<json>();
         store_->submit(
-            [q, deliveries, events](store::Transaction& t) {
+            [this, q, deliveries, events, feedback](store::Transaction& t) {
                 *deliveries = t.recentDeliveries(q);
                 *events = t.recentEvents(q);
+                // The rates are always the last 24 h and 7 days, whatever the period.
+                *feedback = emailFeedbackStats(t, config_, clock_->now());
             },
-            [q, deliveries, events, r = onIo(r)](std::exception_ptr e) {
+            [q, deliveries, events, feedback, r = onIo(r)](std::exception_ptr e) {
                 if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
-                r("", metrics::summarizeActivity(q, *deliveries, *events));
+                json out = metrics::summarizeActivity(q, *deliveries, *events);
+                out["emailFeedback"] = std::move(*feedback);
+                r("", out);
             });
     });
 
@@ -789,6 +794,8 @@ void Server::buildMethodTable() {
     });
 
     addPrivacyMethods();
+    addBreachMethods();
+    addSuppressionMethods();
     addMaintenanceMethods();
     addApiKeyMethods();
 
@@ -1037,6 +1044,23 @@ void Server::startWebhook() {
         }
     };
     webhook_ = std::make_unique<webhook::WebhookServer>(config_.webhook, std::move(handlers));
+    if (config_.ses.notifications.enabled) {
+        webhook::sns::Handlers sns;
+        sns.onFeedback = [this](const webhook::sns::SesNotification& n, std::function<void(bool)> done) {
+            otp::EmailFeedbackReport report;
+            report.kind = n.kind == webhook::sns::SesNotification::Kind::Complaint ? store::EmailFeedback::Complaint
+                                                                                   : store::EmailFeedback::Bounce;
+            report.recipients = n.recipients;
+            report.messageId = n.messageId;
+            report.detail = n.detail;
+            service_->emailFeedback(std::move(report), std::move(done));
+        };
+        sns.execute = [this](std::function<void()> work) { asio::post(deliveryPool_, std::move(work)); };
+        sns_ = std::make_unique<webhook::sns::Endpoint>(config_.ses.notifications, config_.tls, std::move(sns));
+        webhook_->mount([sns = sns_.get()](http::Router& router) { sns->addRoutes(router); });
+        log::info("SNS: SES notifications of " + std::to_string(config_.ses.notifications.topicArns.size()) +
+                  " topic(s) at " + config_.ses.notifications.path + " on the webhook listener");
+    }
     webhook_->start();  // logs where it listens
 }
 

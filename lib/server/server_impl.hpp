@@ -22,6 +22,7 @@
 #include "util/clock.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"
+#include "webhook/sns.hpp"
 #include "webhook/webhook.hpp"
 
 #include "util/asio.hpp"
@@ -67,6 +68,9 @@ json sendJson(const otp::SendResult& res, std::int64_t now);
 json attemptJson(const otp::DeliveryAttempt& a);
 json auditJson(const otp::AuditRecord& r);
 json optOutJson(const otp::OptOut& e);
+// Per app with the email channel: sends, bounces and complaints over 24 h and
+// 7 days, their rates, and warnings near SES's pause thresholds (suppression_methods.cpp).
+json emailFeedbackStats(store::Transaction& t, const config::Config& config, std::int64_t now);
 
 // Removes the temporary copies an interrupted backup left in the state
 // directory (maintenance_methods.cpp).
@@ -199,6 +203,12 @@ private:
     void addPrivacyMethods();      // privacy_methods.cpp: io.twofactor.Privacy
     void addMaintenanceMethods();  // maintenance_methods.cpp: io.twofactor.Maintenance
     void addApiKeyMethods();       // http_api.cpp: io.twofactor.ApiKey
+    // breach_methods.cpp: io.twofactor.Privacy.BreachReport, one store page per step.
+    void addBreachMethods();
+    void breachStep(std::shared_ptr<void> run, Progress progress, Respond respond);
+    void breachFinish(std::shared_ptr<void> run, Progress progress, Respond respond);
+    void breachAnswer(std::shared_ptr<void> run, Progress progress, Respond respond, std::string counts);
+    void addSuppressionMethods();  // suppression_methods.cpp: io.twofactor.Suppression
 
     // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
     // every call goes through (key, scope, rate limit, Idempotency-Key).
@@ -316,6 +326,7 @@ private:
     std::map<std::string, std::unique_ptr<channel::Channel>> drivers_;  // by driver name: "ses", "smtp"
     std::unique_ptr<otp::OtpService> service_;
     std::unique_ptr<privacy::SubjectService> subjects_;
+    std::unique_ptr<webhook::sns::Endpoint> sns_;  // served on webhook_'s listener: declared first, outlives it
     std::unique_ptr<webhook::WebhookServer> webhook_;
     std::unique_ptr<http::Server> http_;
     // The key API key secrets are hashed with, derived from the pepper.

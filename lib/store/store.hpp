@@ -222,7 +222,53 @@ struct WrongCode {
     bool locked = false;
 };
 
-// One unit of work's view of the store, valid only inside Store::submit's work
+// ---- Breach reports (privacy/breach.hpp): what was processed in a window ----
+// Pages through [from, to) in time order: the rows after the cursor (at, row),
+// at most `limit` of them. A page reads its own rows through a time index and,
+// again, those of the cursor's second that earlier pages returned.
+struct BreachPage {
+    std::int64_t from = 0;
+    std::int64_t to = 0;
+    std::int64_t afterAt = 0;   // the last row's time; 0 before the first page
+    std::int64_t afterRow = 0;  // the last row's row id
+    int limit = 2000;
+};
+// A request created in the window, with what it still holds about its subject
+// (destination, client IP and device are cleared after the delivery-log period).
+struct BreachRequestRow {
+    std::int64_t row = 0;
+    std::int64_t createdAt = 0;
+    std::string id, app, channel, subjectHash, destination, fallbackDestination, clientIp, device;
+};
+// A delivery attempt logged in the window, with its request's subject (empty
+// when the request is gone).
+struct BreachDeliveryRow {
+    std::int64_t row = 0;
+    std::int64_t at = 0;
+    std::string requestId, app, channel, subjectHash, destination, fallbackDestination;
+};
+
+// ---- The email suppression list and SES feedback counters ----
+// An address that bounced for good or whose owner complained. Only the keyed
+// hash of the address's match form is kept (OtpService::suppressionHash):
+// the list can refuse a send without holding the address.
+struct Suppression {
+    std::string addressHash;
+    std::string reason;     // "bounce", "complaint" or "manual"
+    std::string detail;     // SES's bounce subtype or complaint type, or an operator's note
+    std::int64_t at = 0;
+    std::string source;     // "sns" or "cli"
+    std::string messageId;  // the SES message that bounced or was complained about ("" from the CLI)
+};
+// What the store counts per app and hour for the bounce and complaint rates.
+enum class EmailFeedback { Send, Bounce, Complaint };
+struct EmailFeedbackCounts {
+    std::int64_t sends = 0, bounces = 0, complaints = 0;
+};
+// Hours of counters kept: the longest rate shown is over 7 days.
+inline constexpr std::int64_t kEmailFeedbackHours = 8 * 24;
+
+
 // function. It is also the rate limits' store (rate counters, subject failures)
 // and the audit log's (append and read only).
 class Transaction : public otp::LimitStore, public otp::AuditStore, public otp::FraudStore {
@@ -375,6 +421,27 @@ public:
     // The digest a request's code is bound to; empty when it is not bound or
     // there is no such request.
     [[nodiscard]] virtual std::string requestBinding(std::string_view requestId) = 0;
+
+    // ---- Breach reports (BreachPage above) ----
+    [[nodiscard]] virtual std::vector<BreachRequestRow> breachRequests(const BreachPage& page) = 0;
+    [[nodiscard]] virtual std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage& page) = 0;
+
+    // ---- The email suppression list (Suppression above) ----
+    // Puts the hash on the list if it is not there yet: true when this call
+    // added it (an entry already there keeps its first reason and time).
+    virtual bool suppressAddress(const Suppression& entry) = 0;
+    [[nodiscard]] virtual std::optional<Suppression> findSuppression(std::string_view addressHash) = 0;
+    virtual bool removeSuppression(std::string_view addressHash) = 0;
+    // The newest `limit` entries, oldest first.
+    [[nodiscard]] virtual std::vector<Suppression> listSuppressions(int limit) = 0;
+    // Counts one more send, bounce or complaint of `app` in the hour of `at`
+    // (atomically, in the store), and forgets the app's hours older than
+    // kEmailFeedbackHours.
+    virtual void countEmailFeedback(std::string_view app, EmailFeedback kind, std::int64_t at) = 0;
+    // The app's counts in the hours from the one holding `since` on.
+    [[nodiscard]] virtual EmailFeedbackCounts emailFeedback(std::string_view app, std::int64_t since) = 0;
+    // The app a delivery attempt with this provider message id was for; "" when none is logged.
+    [[nodiscard]] virtual std::string deliveryApp(std::string_view providerMessageId) = 0;
 };
 
 // ---- Maintenance (issue 5): how a key rotation and a backup end ----

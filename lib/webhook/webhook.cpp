@@ -315,6 +315,7 @@ void WebhookServer::start() {
     if (started_ || stopped_) throw std::logic_error("WebhookServer::start called twice");
     auto router = std::make_shared<http::Router>();
     addRoutes(*router);
+    for (const auto& mount : mounts_) mount(*router);
     http::Limits limits;
     limits.maxBodyBytes = config_.maxBodyBytes;
     limits.maxConnections = kMaxConnections;

@@ -87,6 +87,9 @@ public:
     // GET and POST config.path on a router (the HTTPS listener's, when the
     // webhook shares it). This object must outlive the router's use.
     void addRoutes(http::Router& router) const;
+    // Another endpoint served on this listener (SNS): adds its routes to the
+    // router start() builds. Before start().
+    void mount(std::function<void(http::Router&)> addRoutes) { mounts_.push_back(std::move(addRoutes)); }
     // Binds config.listen:config.port (0: any free port) and serves on its
     // own I/O thread. Throws std::runtime_error when it cannot bind,
     // std::logic_error when called twice.
@@ -105,6 +108,7 @@ private:
     Handlers handlers_;
     SecretString verifyToken_;
     SecretString appSecret_;
+    std::vector<std::function<void(http::Router&)>> mounts_;
     struct Loop;
     std::unique_ptr<Loop> loop_;
     std::mutex mutex_;  // serialises start() and stop()

@@ -101,7 +101,7 @@ class ManPages(unittest.TestCase):
         self.assertNotIn("generated:", page)
         for name in method_table():
             self.assertIn(name.rsplit(".", 1)[1], page)
-        self.assertIn("io.twofactor.Privacy.RegisterRequest", page)
+        self.assertIn("io.twofactor.Privacy.BreachReport", page)  # the first of its row
 
 
 class Demo(unittest.TestCase):

@@ -44,6 +44,9 @@ EXPECTED = {
     "io.twofactor.OptOut.Add": {"admin"},
     "io.twofactor.OptOut.Remove": {"admin"},
     "io.twofactor.OptOut.List": {"admin"},
+    "io.twofactor.Suppression.Add": {"operator", "admin"},
+    "io.twofactor.Suppression.Remove": {"admin"},
+    "io.twofactor.Suppression.List": {"operator", "admin"},
     "io.twofactor.Audit.List": {"dpo", "admin"},
     "io.twofactor.Audit.Export": {"dpo", "admin"},
     "io.twofactor.Audit.Verify": {"admin"},
@@ -58,6 +61,7 @@ EXPECTED = {
     "io.twofactor.Privacy.SubjectObject": {"dpo", "admin"},
     "io.twofactor.Privacy.RegisterRequest": {"dpo", "admin"},
     "io.twofactor.Privacy.Requests": {"dpo", "admin"},
+    "io.twofactor.Privacy.BreachReport": {"dpo", "admin"},  # without "more": ExpectedMore
     "io.twofactor.Maintenance.RotateKey": {"admin"},
     "io.twofactor.Maintenance.Backup": {"admin"},  # an admin without "more" gets ExpectedMore
     "io.twofactor.ApiKey.Create": {"admin"},
@@ -75,6 +79,8 @@ PARAMS = {
     "io.twofactor.Otp.Resend": {"id": "nosuchrequest"},
     "io.twofactor.OptOut.Add": {"destination": "+4915112349999"},
     "io.twofactor.OptOut.Remove": {"destination": "+4915112349999"},
+    "io.twofactor.Suppression.Add": {"address": "roles-suppressed@example.org"},
+    "io.twofactor.Suppression.Remove": {"address": "roles-suppressed@example.org"},
     "io.twofactor.Privacy.RetentionRun": {"dryRun": True},
     "io.twofactor.Privacy.SubjectExport": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.SubjectErase": {"subject": "roles-gdpr@example.org"},
@@ -83,6 +89,7 @@ PARAMS = {
     "io.twofactor.Privacy.SubjectUnrestrict": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.SubjectObject": {"subject": "roles-gdpr@example.org"},
     "io.twofactor.Privacy.RegisterRequest": {"kind": "export", "subject": "roles-gdpr@example.org"},
+    "io.twofactor.Privacy.BreachReport": {"from": 0, "to": 1},
     "io.twofactor.ApiKey.Create": {"app": "shop", "scopes": ["status"]},
     "io.twofactor.ApiKey.Revoke": {"id": "nosuchkey"},
 }

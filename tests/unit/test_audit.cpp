@@ -148,6 +148,23 @@ public:
         return t_.recentDeliveries(q);
     }
     std::vector<store::ActivityEvent> recentEvents(const store::ActivityQuery& q) override { return t_.recentEvents(q); }
+    std::vector<store::BreachRequestRow> breachRequests(const store::BreachPage& p) override {
+        return t_.breachRequests(p);
+    }
+    std::vector<store::BreachDeliveryRow> breachDeliveries(const store::BreachPage& p) override {
+        return t_.breachDeliveries(p);
+    }
+    bool suppressAddress(const store::Suppression& e) override { return t_.suppressAddress(e); }
+    std::optional<store::Suppression> findSuppression(std::string_view h) override { return t_.findSuppression(h); }
+    bool removeSuppression(std::string_view h) override { return t_.removeSuppression(h); }
+    std::vector<store::Suppression> listSuppressions(int limit) override { return t_.listSuppressions(limit); }
+    void countEmailFeedback(std::string_view app, store::EmailFeedback k, std::int64_t at) override {
+        t_.countEmailFeedback(app, k, at);
+    }
+    store::EmailFeedbackCounts emailFeedback(std::string_view app, std::int64_t since) override {
+        return t_.emailFeedback(app, since);
+    }
+    std::string deliveryApp(std::string_view id) override { return t_.deliveryApp(id); }
     std::int64_t purgeStep(store::PurgeKind k, std::int64_t now, const store::RetentionPolicy& p, int limit,
                            bool dryRun) override {
         return t_.purgeStep(k, now, p, limit, dryRun);

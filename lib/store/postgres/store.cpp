@@ -376,6 +376,17 @@ public:
         missing("putFraudMember");
     }
 
+    // ---- Not yet here: the breach report's, the suppression list's and the email feedback counters' ----
+    std::vector<BreachRequestRow> breachRequests(const BreachPage&) override { missing("breachRequests"); }
+    std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage&) override { missing("breachDeliveries"); }
+    bool suppressAddress(const Suppression&) override { missing("suppressAddress"); }
+    std::optional<Suppression> findSuppression(std::string_view) override { missing("findSuppression"); }
+    bool removeSuppression(std::string_view) override { missing("removeSuppression"); }
+    std::vector<Suppression> listSuppressions(int) override { missing("listSuppressions"); }
+    void countEmailFeedback(std::string_view, EmailFeedback, std::int64_t) override { missing("countEmailFeedback"); }
+    EmailFeedbackCounts emailFeedback(std::string_view, std::int64_t) override { missing("emailFeedback"); }
+    std::string deliveryApp(std::string_view) override { missing("deliveryApp"); }
+
 private:
     static std::vector<otp::DeliveryJob> readJobs(const Result& r) {
         std::vector<otp::DeliveryJob> out;

@@ -323,6 +323,31 @@ ALTER TABLE request_log ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE request_log ADD COLUMN client_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE request_log ADD COLUMN status INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 17: the email suppression list: addresses that bounced for good or
+    // complained, as the keyed hash of their match form only (no address);
+    // kept until removed, longer than the delivery log, so that it goes on
+    // protecting the sender's reputation. And per app and hour, the counts
+    // of email sends, bounces and complaints behind the rates `twofactor
+    // stats` shows (8 days of hours, pruned as they are counted).
+    R"sql(
+CREATE TABLE email_suppressions (
+    address_hash  TEXT PRIMARY KEY NOT NULL,
+    reason        TEXT NOT NULL,
+    detail        TEXT NOT NULL DEFAULT '',
+    at            INTEGER NOT NULL,
+    source        TEXT NOT NULL,
+    message_id    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX email_suppressions_by_time ON email_suppressions (at);
+CREATE TABLE email_feedback (
+    app         TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    sends       INTEGER NOT NULL DEFAULT 0,
+    bounces     INTEGER NOT NULL DEFAULT 0,
+    complaints  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, hour)
+);
+)sql",
 };
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
@@ -741,5 +766,48 @@ inline constexpr const char* kSwitchChannel =
 // Transaction binding: ?1 request id, ?2 the context's keyed digest.
 inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = ?2 WHERE id = ?1";
 inline constexpr const char* kSelectRequestBinding = "SELECT context_digest FROM requests WHERE id = ?1";
+
+// Breach reports: one page of a window in time order. ?1 from, ?2 to, ?3 the
+// cursor's time, ?4 its row, ?5 limit. The range starts at the cursor's
+// second, so a page re-reads only that second's rows of earlier pages.
+inline constexpr const char* kSelectBreachRequests =
+    "SELECT rowid, created_at, id, app, channel, subject_hash, destination, fallback_destination, client_ip, device "
+    "FROM requests WHERE created_at >= max(?1, ?3) AND created_at < ?2 AND (created_at > ?3 OR rowid > ?4) "
+    "ORDER BY created_at, rowid LIMIT ?5";
+inline constexpr const char* kSelectBreachDeliveries =
+    "SELECT d.id, d.at, d.request_id, d.app, d.channel, r.subject_hash, r.destination, r.fallback_destination "
+    "FROM deliveries d LEFT JOIN requests r ON r.id = d.request_id "
+    "WHERE d.at >= max(?1, ?3) AND d.at < ?2 AND (d.at > ?3 OR d.id > ?4) ORDER BY d.at, d.id LIMIT ?5";
+
+// The email suppression list: ?1 hash, ?2 reason, ?3 detail, ?4 at, ?5 source,
+// ?6 message id. A change count of 0: already on the list (the first entry stays).
+inline constexpr const char* kInsertSuppression =
+    "INSERT OR IGNORE INTO email_suppressions (address_hash, reason, detail, at, source, message_id) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+inline constexpr const char* kSelectSuppression =
+    "SELECT address_hash, reason, detail, at, source, message_id FROM email_suppressions WHERE address_hash = ?1";
+inline constexpr const char* kDeleteSuppression = "DELETE FROM email_suppressions WHERE address_hash = ?1";
+// The newest ?1 entries through email_suppressions_by_time, returned oldest first by the caller's reversal.
+inline constexpr const char* kListSuppressions =
+    "SELECT address_hash, reason, detail, at, source, message_id FROM email_suppressions ORDER BY at DESC LIMIT ?1";
+// Email feedback counters: ?1 app, ?2 hour. The row starts at 0, then one
+// column goes up in SQL (no UPSERT in SQLite 3.15).
+inline constexpr const char* kEnsureEmailFeedback =
+    "INSERT OR IGNORE INTO email_feedback (app, hour) VALUES (?1, ?2)";
+inline constexpr const char* kCountEmailSend =
+    "UPDATE email_feedback SET sends = sends + 1 WHERE app = ?1 AND hour = ?2";
+inline constexpr const char* kCountEmailBounce =
+    "UPDATE email_feedback SET bounces = bounces + 1 WHERE app = ?1 AND hour = ?2";
+inline constexpr const char* kCountEmailComplaint =
+    "UPDATE email_feedback SET complaints = complaints + 1 WHERE app = ?1 AND hour = ?2";
+// ?1 app, ?2 the oldest hour kept.
+inline constexpr const char* kPruneEmailFeedback = "DELETE FROM email_feedback WHERE app = ?1 AND hour < ?2";
+// ?1 app, ?2 the first hour: at most kEmailFeedbackHours rows.
+inline constexpr const char* kSumEmailFeedback =
+    "SELECT ifnull(sum(sends), 0), ifnull(sum(bounces), 0), ifnull(sum(complaints), 0) FROM email_feedback "
+    "WHERE app = ?1 AND hour >= ?2";
+// The app of a provider's message (SES feedback names the message it is about).
+inline constexpr const char* kSelectDeliveryApp =
+    "SELECT app FROM deliveries WHERE provider_message_id = ?1 AND provider_message_id <> '' LIMIT 1";
 
 }  // namespace twofactor::store::sql

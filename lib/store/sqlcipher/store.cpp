@@ -468,6 +468,103 @@ public:
         return s.step() ? s.text(0) : std::string();
     }
 
+    // ---- Breach reports ----
+    std::vector<BreachRequestRow> breachRequests(const BreachPage& page) override {
+        Statement s(db_, sql::kSelectBreachRequests);
+        bindBreachPage(s, page);
+        std::vector<BreachRequestRow> out;
+        while (s.step())
+            out.push_back(BreachRequestRow{s.integer(0), s.integer(1), s.text(2), s.text(3), s.text(4), s.text(5),
+                                           s.text(6), s.text(7), s.text(8), s.text(9)});
+        return out;
+    }
+    std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage& page) override {
+        Statement s(db_, sql::kSelectBreachDeliveries);
+        bindBreachPage(s, page);
+        std::vector<BreachDeliveryRow> out;
+        while (s.step())
+            out.push_back(BreachDeliveryRow{s.integer(0), s.integer(1), s.text(2), s.text(3), s.text(4), s.text(5),
+                                            s.text(6), s.text(7)});
+        return out;
+    }
+    // ---- The email suppression list and feedback counters ----
+    bool suppressAddress(const Suppression& e) override {
+        Statement s(db_, sql::kInsertSuppression);
+        s.bind(1, e.addressHash);
+        s.bind(2, e.reason);
+        s.bind(3, e.detail);
+        s.bind(4, e.at);
+        s.bind(5, e.source);
+        s.bind(6, e.messageId);
+        s.step();
+        return sqlite3_changes(db_) > 0;
+    }
+    static Suppression readSuppression(const Statement& s) {
+        return Suppression{s.text(0), s.text(1), s.text(2), s.integer(3), s.text(4), s.text(5)};
+    }
+    std::optional<Suppression> findSuppression(std::string_view addressHash) override {
+        Statement s(db_, sql::kSelectSuppression);
+        s.bind(1, addressHash);
+        if (!s.step()) return std::nullopt;
+        return readSuppression(s);
+    }
+    bool removeSuppression(std::string_view addressHash) override {
+        Statement s(db_, sql::kDeleteSuppression);
+        s.bind(1, addressHash);
+        s.step();
+        return sqlite3_changes(db_) > 0;
+    }
+    std::vector<Suppression> listSuppressions(int limit) override {
+        Statement s(db_, sql::kListSuppressions);
+        s.bind(1, limit);
+        std::vector<Suppression> out;
+        while (s.step()) out.push_back(readSuppression(s));
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+    void countEmailFeedback(std::string_view app, EmailFeedback kind, std::int64_t at) override {
+        const std::int64_t hour = at / 3600;
+        {
+            Statement s(db_, sql::kEnsureEmailFeedback);
+            s.bind(1, app);
+            s.bind(2, hour);
+            s.step();
+        }
+        {
+            Statement s(db_, kind == EmailFeedback::Send     ? sql::kCountEmailSend
+                             : kind == EmailFeedback::Bounce ? sql::kCountEmailBounce
+                                                             : sql::kCountEmailComplaint);
+            s.bind(1, app);
+            s.bind(2, hour);
+            s.step();
+        }
+        Statement s(db_, sql::kPruneEmailFeedback);
+        s.bind(1, app);
+        s.bind(2, hour - kEmailFeedbackHours);
+        s.step();
+    }
+    EmailFeedbackCounts emailFeedback(std::string_view app, std::int64_t since) override {
+        Statement s(db_, sql::kSumEmailFeedback);
+        s.bind(1, app);
+        s.bind(2, since / 3600);
+        EmailFeedbackCounts c;
+        if (s.step()) c = EmailFeedbackCounts{s.integer(0), s.integer(1), s.integer(2)};
+        return c;
+    }
+    std::string deliveryApp(std::string_view providerMessageId) override {
+        Statement s(db_, sql::kSelectDeliveryApp);
+        s.bind(1, providerMessageId);
+        return s.step() ? s.text(0) : std::string();
+    }
+
+    static void bindBreachPage(Statement& s, const BreachPage& page) {
+        s.bind(1, page.from);
+        s.bind(2, page.to);
+        s.bind(3, page.afterAt);
+        s.bind(4, page.afterRow);
+        s.bind(5, page.limit);
+    }
+
     std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) override {
         Statement s(db_, sql::kSelectSubjectPrivacyRequests);
         s.bind(1, subjectHash);
