@@ -323,7 +323,7 @@ ALTER TABLE request_log ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE request_log ADD COLUMN client_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE request_log ADD COLUMN status INTEGER NOT NULL DEFAULT 0;
 )sql",
-    // 17: the email suppression list: addresses that bounced for good or
+    // 16: the email suppression list: addresses that bounced for good or
     // complained, as the keyed hash of their match form only (no address);
     // kept until removed, longer than the delivery log, so that it goes on
     // protecting the sender's reputation. And per app and hour, the counts
