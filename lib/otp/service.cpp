@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -92,7 +93,8 @@ bool printable(std::string_view s) {
 
 // A request that must still be pending, for cancel and resend. One found past
 // its expiry is marked expired on the way.
-std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now) {
+std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now,
+                                              const std::function<void(const OtpRequest&)>& expired) {
     auto r = t.findRequest(id);
     if (!r) return noSuchRequest(id);
     const Status s = r->effectiveStatus(now);
@@ -100,6 +102,7 @@ std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::
     if (s == Status::Expired && r->status == Status::Pending && t.finishRequest(r->id, std::nullopt, s, now)) {
         r->finish(Status::Expired, now);
         t.endDeliveryJob(r->id);
+        expired(*r);
     }
     return notPending(*r, s);
 }
@@ -190,6 +193,22 @@ AuditRecord OtpService::auditRecord(std::string event, std::string app, std::int
 }
 
 void OtpService::record(store::Transaction& t, AuditRecord r) const { appendAudit(t, auditKey_, std::move(r)); }
+
+void OtpService::emitEvent(store::Transaction& t, const char* type, const OtpRequest& r, std::int64_t now) const {
+    const auto app = config_.apps.find(r.app);
+    if (app == config_.apps.end() || !app->second.events) return;
+    const auto& wanted = app->second.events->events;
+    if (std::find(wanted.begin(), wanted.end(), type) == wanted.end()) return;
+    EventJob e;
+    e.id = "msg_" + crypto::randomId();
+    e.app = r.app;
+    e.type = type;
+    e.requestId = r.id;
+    e.payload = eventPayload(type, r, now);
+    e.createdAt = now;
+    e.retryAt = now;
+    t.enqueueEvent(e);
+}
 
 void OtpService::recordLater(AuditRecord r) {
     store_.submit([this, r = std::move(r)](store::Transaction& t) { record(t, r); },
@@ -854,8 +873,12 @@ void OtpService::failRequest(const std::shared_ptr<DeliveryRun>& run, const std:
         [this, failed, sends](store::Transaction& t) {
             // Only the current send of a still-pending request fails it: it may
             // have been canceled, verified or resent meanwhile.
-            if (t.finishRequest(failed->id, static_cast<int>(sends), Status::Failed, clock_.now(), failed->failure))
+            const std::int64_t now = clock_.now();
+            if (t.finishRequest(failed->id, static_cast<int>(sends), Status::Failed, now, failed->failure)) {
                 t.endDeliveryJob(failed->id);
+                failed->finish(Status::Failed, now);
+                emitEvent(t, "delivery.failed", *failed, now);
+            }
         },
         [this, run, failed](std::exception_ptr e) {
             if (!e) requestEnded(failed->id);
@@ -926,8 +949,12 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
             std::string outcome = "rejected";
             std::string detail = std::string("request ") + statusName(s);
             if (s == Status::Expired && r.status == Status::Pending) {
-                if (t.finishRequest(r.id, std::nullopt, s, now)) t.endDeliveryJob(r.id);
+                const bool ended = t.finishRequest(r.id, std::nullopt, s, now);
                 r.finish(Status::Expired, now);
+                if (ended) {
+                    t.endDeliveryJob(r.id);
+                    emitEvent(t, "verification.expired", r, now);
+                }
             } else if (s == Status::Pending) {
                 // Across requests: a locked-out subject gets no code compared, nothing counted.
                 if (auto refusal = checkVerify(t, r.app, r.subjectHash, now)) {
@@ -949,6 +976,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                     recordVerifySuccess(t, r.app, r.subjectHash);
                     outcome = "approved";
                     detail.clear();
+                    emitEvent(t, "verification.approved", r, now);
                 } else if (match) {
                     // Another writer ended it or replaced the code since it was read.
                     if (auto current = t.findRequest(r.id)) r = std::move(*current);
@@ -965,6 +993,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                                                         : "wrong code") +
                              ", attempt " + std::to_string(r.attempts) + " of " + std::to_string(r.maxAttempts) +
                              (r.status == Status::Locked ? ", now locked" : "");
+                    emitEvent(t, "verification.failed", r, now);
                 } else {
                     if (auto current = t.findRequest(r.id)) r = std::move(*current);
                     detail = std::string("request ") + statusName(r.effectiveStatus(now));
@@ -1003,7 +1032,7 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
     store_.submit(
         [this, state, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
-            auto found = loadPending(t, id, now);
+            auto found = loadPending(t, id, now, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
             if (auto* f = std::get_if<Failure>(&found)) {
                 state->outcome = std::move(*f);
                 return;
@@ -1015,6 +1044,7 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
             }
             r->finish(Status::Canceled, now);
             t.endDeliveryJob(r->id);
+            emitEvent(t, "verification.canceled", *r, now);
             record(t, auditRecord("cancel", r->app, uid, "success", r->id, r->subjectHash));
             state->outcome = std::move(*r);
         },
@@ -1035,7 +1065,7 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
     store_.submit(
         [this, state, code, context, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
-            auto found = loadPending(t, id, now);
+            auto found = loadPending(t, id, now, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
             if (auto* f = std::get_if<Failure>(&found)) {
                 state->outcome = std::move(*f);
                 return;
@@ -1155,7 +1185,10 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 }
                 const Status s = r->effectiveStatus(now);
                 if (s != Status::Pending) {
-                    if (r->status == Status::Pending) (void)t.finishRequest(r->id, std::nullopt, s, now);
+                    if (r->status == Status::Pending && t.finishRequest(r->id, std::nullopt, s, now)) {
+                        r->finish(s, now);
+                        emitEvent(t, "verification.expired", *r, now);
+                    }
                     t.endDeliveryJob(r->id);
                     result->ended.push_back(r->id);
                     continue;
@@ -1176,6 +1209,9 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                     // Ended by another writer since the claim: its job went with it.
                     if (!t.finishRequest(r->id, r->sends, Status::Failed, now, refusal)) continue;
                     t.endDeliveryJob(r->id);
+                    r->failure = refusal;
+                    r->finish(Status::Failed, now);
+                    emitEvent(t, "delivery.failed", *r, now);
                     result->ended.push_back(r->id);
                     log::warning("request " + r->id + ": delivery job ended: " + refusal);
                     continue;
@@ -1221,6 +1257,28 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 deliver(std::move(r), std::move(to.code), false, [](Outcome<SendResult>) {}, to.job.attempts, wait);
             }
             if (done) done(result->claimed);
+        });
+}
+
+void OtpService::sweepExpired(int limit, std::function<void(int)> done) {
+    auto ended = std::make_shared<std::vector<std::string>>();
+    store_.submit(
+        [this, ended, limit](store::Transaction& t) {
+            const std::int64_t now = clock_.now();
+            for (auto& r : t.findExpiredPending(now, limit)) {
+                // Ended by another writer since it was read: its event is that writer's.
+                if (!t.finishRequest(r.id, std::nullopt, Status::Expired, now)) continue;
+                t.endDeliveryJob(r.id);
+                r.finish(Status::Expired, now);
+                emitEvent(t, "verification.expired", r, now);
+                ended->push_back(r.id);
+            }
+        },
+        [this, ended, done](std::exception_ptr e) {
+            if (e) log::error("the expiry sweep could not end its requests");
+            else
+                for (const auto& id : *ended) requestEnded(id);
+            if (done) done(e ? 0 : static_cast<int>(ended->size()));
         });
 }
 

@@ -7,6 +7,7 @@
 #include "geo/country_db.hpp"
 #include "otp/audit.hpp"
 #include "otp/destination.hpp"
+#include "otp/events.hpp"
 #include "otp/binding.hpp"
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
@@ -120,6 +121,10 @@ public:
     // hash (counted as a send, attempts kept) and is delivered; jobs of
     // requests no longer pending end. `done` gets how many were claimed.
     void sweepDeliveries(int limit, std::function<void(int claimed)> done);
+    // Ends at most `limit` pending requests past their expiry, so that apps
+    // subscribed to verification.expired hear of them without anyone asking
+    // (a status or verify would find them expired too). `done` gets how many.
+    void sweepExpired(int limit, std::function<void(int ended)> done);
     // Of these request ids, those whose request is gone or no longer pending
     // (at most 1000 looked at): whose outbox messages hold a useless code.
     void endedRequests(std::vector<std::string> ids, Reply<std::vector<std::string>> reply);
@@ -187,6 +192,9 @@ public:
     [[nodiscard]] AuditRecord auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
                                           std::string requestId = {}, std::string subject = {},
                                           std::string detail = {}) const;
+    // Queues the event `type` about `r` (as it is after the change) in the
+    // same work item, if r's app sends that type ([apps.NAME.events]).
+    void emitEvent(store::Transaction& t, const char* type, const OtpRequest& r, std::int64_t now) const;
     // Appends inside a work item; throws AuditWriteError (rolling the item back)
     // when it cannot. Also for other services' work (privacy::SubjectService).
     void record(store::Transaction& t, AuditRecord r) const;

@@ -43,6 +43,7 @@
 #include <set>
 
 #include "server/denials.hpp"
+#include "server/event_webhooks.hpp"
 #include "server/server.hpp"
 
 namespace twofactor::server::detail {
@@ -199,6 +200,11 @@ private:
     void addPrivacyMethods();      // privacy_methods.cpp: io.twofactor.Privacy
     void addMaintenanceMethods();  // maintenance_methods.cpp: io.twofactor.Maintenance
     void addApiKeyMethods();       // http_api.cpp: io.twofactor.ApiKey
+    void addEventMethods();        // event_methods.cpp: io.twofactor.Events
+    // Event webhooks (event_methods.cpp): a tick every eventTick_ claims due
+    // events and, when an app wants them, ends expired requests.
+    void startEvents();
+    void eventTick();
 
     // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
     // every call goes through (key, scope, rate limit, Idempotency-Key).
@@ -343,6 +349,13 @@ private:
     std::unique_ptr<asio::steady_timer> retentionTimer_;
     std::atomic<bool> retentionRunning_{false};
     std::chrono::seconds deliverySweepTick_{2};
+    // Event webhooks: posts block on the network, so they get threads of
+    // their own and never hold up code deliveries.
+    std::unique_ptr<EventWebhooks> events_;
+    asio::thread_pool eventPool_{4};
+    std::unique_ptr<asio::steady_timer> eventTimer_;
+    std::chrono::milliseconds eventTick_{1000};
+    int eventTicks_ = 0;
     std::unique_ptr<asio::steady_timer> deliveryTimer_;
     int ticksSinceOutboxSweep_ = 0;
 

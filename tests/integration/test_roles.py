@@ -63,6 +63,8 @@ EXPECTED = {
     "io.twofactor.ApiKey.Create": {"admin"},
     "io.twofactor.ApiKey.List": {"admin"},
     "io.twofactor.ApiKey.Revoke": {"admin"},
+    "io.twofactor.Events.Deliveries": {"operator", "admin"},
+    "io.twofactor.Events.Enable": {"operator", "admin"},
 }
 
 # Parameters that pass validation, so that only access decides.
@@ -85,6 +87,7 @@ PARAMS = {
     "io.twofactor.Privacy.RegisterRequest": {"kind": "export", "subject": "roles-gdpr@example.org"},
     "io.twofactor.ApiKey.Create": {"app": "shop", "scopes": ["status"]},
     "io.twofactor.ApiKey.Revoke": {"id": "nosuchkey"},
+    "io.twofactor.Events.Enable": {"app": "shop"},
 }
 
 CALLER = r"""
