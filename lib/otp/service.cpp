@@ -178,17 +178,20 @@ void OtpService::requestEnded(const std::string& id) {
     if (requestEnded_) executor_([hook = requestEnded_, id] { hook(id); });
 }
 
-AuditRecord OtpService::auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
+AuditRecord OtpService::auditRecord(std::string event, std::string app, const Caller& caller, std::string outcome,
                                     std::string requestId, std::string subject, std::string detail) const {
     AuditRecord r;
     r.at = clock_.now();
     r.event = std::move(event);
     r.app = std::move(app);
-    r.uid = uid;
+    r.uid = caller.uid;
     r.outcome = std::move(outcome);
     r.requestId = std::move(requestId);
     r.subject = std::move(subject);
-    r.detail = std::move(detail);
+    // In the detail, not a column of its own: it is sealed into the chain
+    // like every other field, and records written before read the same.
+    r.detail = caller.apiKey.empty() ? std::move(detail)
+                                     : "api key " + caller.apiKey + (detail.empty() ? "" : "; " + detail);
     return r;
 }
 
@@ -337,7 +340,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
 
     if (channelName == "whatsapp") {
         if (auto refusal = countryRefusal(app, dest.normalized)) {
-            recordLater(auditRecord("send", app.name, in.uid, "refused:country", "", subjectHash(app, dest),
+            recordLater(auditRecord("send", app.name, Caller{in.uid, in.apiKey}, "refused:country", "", subjectHash(app, dest),
                                     "country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -362,7 +365,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     if (in.clientIp && !validIp(*in.clientIp)) return reply(invalidParameter("clientIp", "not an IPv4 or IPv6 address"));
     if (in.clientIp) {
         if (auto refusal = ipCountryRefusal(app, *in.clientIp)) {
-            recordLater(auditRecord("send", app.name, in.uid, "refused:ip-country", "", subjectHash(dest.normalized),
+            recordLater(auditRecord("send", app.name, Caller{in.uid, in.apiKey}, "refused:ip-country", "", subjectHash(dest.normalized),
                                     "client country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -440,7 +443,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
          &limits = app.rateLimits, fraud = &app.fraud,
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
-         earlier = earlierSubjectHash(app, dest), uid = in.uid](store::Transaction& t) {
+         earlier = earlierSubjectHash(app, dest), uid = Caller{in.uid, in.apiKey}](store::Transaction& t) {
             // GDPR: a restricted subject gets nothing sent (Art. 18); an objecting
             // one is not profiled: no client IP or device kept, no fraud signals (Art. 21).
             // A flag set before local parts were matched without case is under the exact form's hash.
@@ -928,7 +931,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
     auto code = std::make_shared<SecretString>(std::move(in.code));
     const std::string id = in.id.value_or("");
     store_.submit(
-        [this, state, code, context, id, appName, subject, earlier, uid = in.uid](store::Transaction& t) {
+        [this, state, code, context, id, appName, subject, earlier, uid = Caller{in.uid, in.apiKey}](store::Transaction& t) {
             auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
             if (!found && id.empty() && !earlier.empty()) found = t.findNewestPending(appName, earlier);
             if (!found) {
@@ -1027,7 +1030,7 @@ void OtpService::status(std::string id, Reply<OtpRequest> reply) {
         });
 }
 
-void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid) {
+void OtpService::cancel(std::string id, Reply<OtpRequest> reply, Caller uid) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     store_.submit(
         [this, state, id, uid](store::Transaction& t) {
@@ -1055,7 +1058,7 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
         });
 }
 
-void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t uid,
+void OtpService::resend(std::string id, Reply<SendResult> reply, Caller uid,
                         std::map<std::string, std::string> contextEntries) {
     auto bound = parseBinding(contextEntries);
     if (auto* err = std::get_if<BindingError>(&bound)) return reply(invalidParameter("context", err->reason));

@@ -215,6 +215,7 @@ private:
     void addHttpRoutes(http::Router& router);
     void apiRoute(http::Router& router, std::string method, std::string pattern, std::string scope, ApiAction action);
     void apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::string& scope, const ApiAction& action);
+    void apiRateLimited(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
     void apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
     std::optional<json> apiBody(const std::shared_ptr<ApiCall>& call,
                                 const std::vector<std::pair<std::string, json::value_t>>& fields);
@@ -326,10 +327,9 @@ private:
     std::unique_ptr<http::Server> http_;
     // The key API key secrets are hashed with, derived from the pepper.
     SecretBytes apiKeyHashKey_;
-    // I/O thread: keys recently looked up (the lookup's result and when), each
-    // key's request count in the current minute, and when its last use was written.
+    // I/O thread: keys recently looked up (the lookup's result and when), and
+    // when each key's last use was written.
     std::map<std::string, std::pair<std::optional<store::ApiKey>, std::chrono::steady_clock::time_point>> apiKeys_;
-    std::map<std::string, std::pair<std::int64_t, int>> apiWindows_;
     std::map<std::string, std::int64_t> apiTouched_;
     // Set by the metrics exporter: its text is then served at GET /metrics on
     // the HTTPS listener (Prometheus text format).
