@@ -543,7 +543,11 @@ inline constexpr PurgeSql kPurge[] = {
               "device = ''",
               "requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED),
     // rate counters: ?1 = now - 86400 (no window or cooldown is longer than a day)
-    TF_PURGE1("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
+    // ... and Idempotency-Key records, which hold their key for a day too.
+    PurgeSql{{TF_BATCH("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
+              TF_BATCH("DELETE FROM idempotency_keys", "idempotency_keys", "created_at < ?1"), nullptr, nullptr},
+             {TF_COUNT("rate_counters", "last_at <= ?1"), TF_COUNT("idempotency_keys", "created_at < ?1"), nullptr,
+              nullptr}},
     // fraud set members: ?1 = now
     TF_PURGE1("DELETE FROM fraud_sets", "fraud_sets", "expires_at <= ?1"),
     // subject failures: ?1 = now - delivery_logs; no longer locked, no request since
