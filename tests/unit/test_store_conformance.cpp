@@ -847,3 +847,28 @@ TEST_CASE("event webhooks: claimed once under a lease, retried, parked while dis
     REQUIRE(a.size() == 1);
     CHECK(a[0].statusCode == 204);
 }
+
+TEST_CASE("retention: Idempotency-Key records go a day after they were made, event attempts with the delivery log",
+          "[store][purge]") {
+    const auto backend = GENERATE(from_range(fullBackends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    const std::int64_t now = 100 * 86400;
+    store::runSync(*s, [&](store::Transaction& t) {
+        CHECK_FALSE(t.claimIdempotencyKey("key1", "old", "h", now - 86401, now - 2 * 86400));
+        CHECK_FALSE(t.claimIdempotencyKey("key1", "new", "h", now - 3600, now - 86400 - 3600));
+        t.insertEventAttempt({0, "msg_old", "shop", "verification.approved", 1, now - 91 * 86400, "delivered", 204, 1, ""});
+        t.insertEventAttempt({0, "msg_new", "shop", "verification.approved", 1, now - 86400, "delivered", 204, 1, ""});
+    });
+    const auto counts = store::purge(*s, now, store::RetentionPolicy{}, 100, false);
+    CHECK(counts.rateCounters == 1);
+    CHECK(counts.deliveries == 1);
+    store::runSync(*s, [&](store::Transaction& t) {
+        // The old key is free again; the new one still holds its first call.
+        CHECK_FALSE(t.claimIdempotencyKey("key1", "old", "other", now, now - 86400));
+        CHECK(t.claimIdempotencyKey("key1", "new", "h", now, now - 86400));
+        const auto left = t.findEventAttempts({});
+        REQUIRE(left.size() == 1);
+        CHECK(left[0].eventId == "msg_new");
+    });
+}
