@@ -132,6 +132,7 @@ std::unique_ptr<CommandGroup> apiKeyCommands();       // apikey (apikey.cpp)
 std::unique_ptr<CommandGroup> observationCommands();  // apps, stats (stats.cpp)
 std::unique_ptr<CommandGroup> breachCommands();       // breach (breach.cpp)
 std::unique_ptr<CommandGroup> suppressionCommands();  // suppression (suppression.cpp)
+std::unique_ptr<CommandGroup> eventCommands();        // events (events.cpp)
 
 // The whole command tree, for the generated shell completions (command_table.cpp).
 [[nodiscard]] json commandTable(const CLI::App& app);

@@ -279,7 +279,7 @@ int run(int argc, char** argv, const Selection& pick) {
 
     std::unique_ptr<CommandGroup> groups[] = {auditCommands(), privacyCommands(), maintenanceCommands(),
                                               apiKeyCommands(), observationCommands(), breachCommands(),
-                                              suppressionCommands()};
+                                              suppressionCommands(), eventCommands()};
     for (auto& group : groups) group->add(app, pick);
 
     if (pick.everything() && argc == 2 && std::string_view(argv[1]) == "--list-commands") {

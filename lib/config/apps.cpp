@@ -142,7 +142,7 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
                      {"display_name", "channels", "code_length", "min_code_length", "max_code_length", "ttl",
                       "max_ttl", "max_attempts", "max_sends", "default_locale", "default_region", "templates",
                       "ses_region", "ses_from", "ses_configuration_set", "email_from", "email_local_part", "whatsapp_templates",
-                      "allowed_countries", "denied_countries", "allowed_ip_countries", "denied_ip_countries", "fallback_to_email", "rate_limits", "fraud"});
+                      "allowed_countries", "denied_countries", "allowed_ip_countries", "denied_ip_countries", "fallback_to_email", "rate_limits", "fraud", "events"});
     App app;
     app.name = name;
     app.displayName = name;
@@ -317,6 +317,10 @@ App readApp(const Reader& reader, const toml::table& t, const std::string& name,
     if (const toml::node* n = t.get("fraud")) {
         std::string key = prefix + ".fraud";
         readFraudRules(reader, reader.table(*n, key), key, app.fraud);
+    }
+    if (const toml::node* n = t.get("events")) {
+        std::string key = prefix + ".events";
+        app.events = readAppEvents(reader, reader.table(*n, key), key);
     }
 
     app.templates = builtinTemplates();

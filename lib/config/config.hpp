@@ -88,6 +88,19 @@ struct FraudRules {
     FraudRule destinationPrefix{50, std::chrono::seconds(3600), false};             // destination_prefix
 };
 
+// [apps.NAME.events]: outgoing event webhooks (lib/otp/events.hpp), signed per
+// Standard Webhooks and sent over HTTPS with verification always on.
+struct AppEvents {
+    std::string url;                       // url: https://... (required)
+    std::string secretFile;                // secret_file: "whsec_<base64>" (required; same rules as key files)
+    std::vector<std::string> events;       // events: the types sent (otp::kEventTypes), at least one
+    std::string caFile;                    // ca_file: a PEM bundle to verify the endpoint with, "" = [tls] / the system's
+    std::chrono::seconds timeout{10};      // timeout per attempt, 1..120
+    int maxFailures = 20;                  // max_failures: consecutive failed attempts that disable the endpoint, 1..10000
+    std::chrono::seconds retryBase{10};    // retry_base: the first retry's delay, doubling up to an hour, 1..3600
+    std::chrono::seconds retryFor{86400};  // retry_for: an event is given up this long after it happened, 60..604800
+};
+
 struct App {
     std::string name;                       // the key in [apps.NAME]
     std::string displayName;                // display_name, defaults to name
@@ -134,6 +147,7 @@ struct App {
 
     RateLimits rateLimits;  // [apps.NAME.rate_limits]
     FraudRules fraud;       // [apps.NAME.fraud]
+    std::optional<AppEvents> events;  // [apps.NAME.events]
 };
 
 // TLS towards providers. Peer and host verification are always on.

@@ -61,6 +61,9 @@ void readMetrics(const Reader& reader, const toml::table& t, Config::Metrics& me
 App readApp(const Reader& reader, const toml::table& t, const std::string& name,
             const std::map<std::string, std::string>& drivers);
 
+// [apps.NAME.events] (events.cpp)
+AppEvents readAppEvents(const Reader& reader, const toml::table& t, const std::string& prefix);
+
 // [apps.NAME.templates] (templates.cpp)
 void readTemplates(const Reader& reader, const toml::table& templates, const std::string& key, App& app);
 

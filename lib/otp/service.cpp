@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -92,7 +93,8 @@ bool printable(std::string_view s) {
 
 // A request that must still be pending, for cancel and resend. One found past
 // its expiry is marked expired on the way.
-std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now) {
+std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now,
+                                              const std::function<void(const OtpRequest&)>& expired) {
     auto r = t.findRequest(id);
     if (!r) return noSuchRequest(id);
     const Status s = r->effectiveStatus(now);
@@ -100,6 +102,7 @@ std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::
     if (s == Status::Expired && r->status == Status::Pending && t.finishRequest(r->id, std::nullopt, s, now)) {
         r->finish(Status::Expired, now);
         t.endDeliveryJob(r->id);
+        expired(*r);
     }
     return notPending(*r, s);
 }
@@ -175,21 +178,40 @@ void OtpService::requestEnded(const std::string& id) {
     if (requestEnded_) executor_([hook = requestEnded_, id] { hook(id); });
 }
 
-AuditRecord OtpService::auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
+AuditRecord OtpService::auditRecord(std::string event, std::string app, const Caller& caller, std::string outcome,
                                     std::string requestId, std::string subject, std::string detail) const {
     AuditRecord r;
     r.at = clock_.now();
     r.event = std::move(event);
     r.app = std::move(app);
-    r.uid = uid;
+    r.uid = caller.uid;
     r.outcome = std::move(outcome);
     r.requestId = std::move(requestId);
     r.subject = std::move(subject);
-    r.detail = std::move(detail);
+    // In the detail, not a column of its own: it is sealed into the chain
+    // like every other field, and records written before read the same.
+    r.detail = caller.apiKey.empty() ? std::move(detail)
+                                     : "api key " + caller.apiKey + (detail.empty() ? "" : "; " + detail);
     return r;
 }
 
 void OtpService::record(store::Transaction& t, AuditRecord r) const { appendAudit(t, auditKey_, std::move(r)); }
+
+void OtpService::emitEvent(store::Transaction& t, const char* type, const OtpRequest& r, std::int64_t now) const {
+    const auto app = config_.apps.find(r.app);
+    if (app == config_.apps.end() || !app->second.events) return;
+    const auto& wanted = app->second.events->events;
+    if (std::find(wanted.begin(), wanted.end(), type) == wanted.end()) return;
+    EventJob e;
+    e.id = "msg_" + crypto::randomId();
+    e.app = r.app;
+    e.type = type;
+    e.requestId = r.id;
+    e.payload = eventPayload(type, r, now);
+    e.createdAt = now;
+    e.retryAt = now;
+    t.enqueueEvent(e);
+}
 
 void OtpService::recordLater(AuditRecord r) {
     store_.submit([this, r = std::move(r)](store::Transaction& t) { record(t, r); },
@@ -322,7 +344,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
 
     if (channelName == "whatsapp") {
         if (auto refusal = countryRefusal(app, dest.normalized)) {
-            recordLater(auditRecord("send", app.name, in.uid, "refused:country", "", subjectHash(app, dest),
+            recordLater(auditRecord("send", app.name, Caller{in.uid, in.apiKey}, "refused:country", "", subjectHash(app, dest),
                                     "country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -347,7 +369,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     if (in.clientIp && !validIp(*in.clientIp)) return reply(invalidParameter("clientIp", "not an IPv4 or IPv6 address"));
     if (in.clientIp) {
         if (auto refusal = ipCountryRefusal(app, *in.clientIp)) {
-            recordLater(auditRecord("send", app.name, in.uid, "refused:ip-country", "", subjectHash(dest.normalized),
+            recordLater(auditRecord("send", app.name, Caller{in.uid, in.apiKey}, "refused:ip-country", "", subjectHash(dest.normalized),
                                     "client country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -425,7 +447,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
          &limits = app.rateLimits, fraud = &app.fraud,
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
-         earlier = earlierSubjectHash(app, dest), uid = in.uid,
+         earlier = earlierSubjectHash(app, dest), uid = Caller{in.uid, in.apiKey},
          suppressed = channelName == "email" ? suppressionHash(dest) : std::string(),
          fallbackSuppressed = fallback.empty() ? std::string() : suppressionHash(Destination{DestinationKind::Email, fallback})](
             store::Transaction& t) {
@@ -872,8 +894,12 @@ void OtpService::failRequest(const std::shared_ptr<DeliveryRun>& run, const std:
         [this, failed, sends](store::Transaction& t) {
             // Only the current send of a still-pending request fails it: it may
             // have been canceled, verified or resent meanwhile.
-            if (t.finishRequest(failed->id, static_cast<int>(sends), Status::Failed, clock_.now(), failed->failure))
+            const std::int64_t now = clock_.now();
+            if (t.finishRequest(failed->id, static_cast<int>(sends), Status::Failed, now, failed->failure)) {
                 t.endDeliveryJob(failed->id);
+                failed->finish(Status::Failed, now);
+                emitEvent(t, "delivery.failed", *failed, now);
+            }
         },
         [this, run, failed](std::exception_ptr e) {
             if (!e) requestEnded(failed->id);
@@ -923,7 +949,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
     auto code = std::make_shared<SecretString>(std::move(in.code));
     const std::string id = in.id.value_or("");
     store_.submit(
-        [this, state, code, context, id, appName, subject, earlier, uid = in.uid](store::Transaction& t) {
+        [this, state, code, context, id, appName, subject, earlier, uid = Caller{in.uid, in.apiKey}](store::Transaction& t) {
             auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
             if (!found && id.empty() && !earlier.empty()) found = t.findNewestPending(appName, earlier);
             if (!found) {
@@ -944,8 +970,12 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
             std::string outcome = "rejected";
             std::string detail = std::string("request ") + statusName(s);
             if (s == Status::Expired && r.status == Status::Pending) {
-                if (t.finishRequest(r.id, std::nullopt, s, now)) t.endDeliveryJob(r.id);
+                const bool ended = t.finishRequest(r.id, std::nullopt, s, now);
                 r.finish(Status::Expired, now);
+                if (ended) {
+                    t.endDeliveryJob(r.id);
+                    emitEvent(t, "verification.expired", r, now);
+                }
             } else if (s == Status::Pending) {
                 // Across requests: a locked-out subject gets no code compared, nothing counted.
                 if (auto refusal = checkVerify(t, r.app, r.subjectHash, now)) {
@@ -967,6 +997,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                     recordVerifySuccess(t, r.app, r.subjectHash);
                     outcome = "approved";
                     detail.clear();
+                    emitEvent(t, "verification.approved", r, now);
                 } else if (match) {
                     // Another writer ended it or replaced the code since it was read.
                     if (auto current = t.findRequest(r.id)) r = std::move(*current);
@@ -983,6 +1014,7 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
                                                         : "wrong code") +
                              ", attempt " + std::to_string(r.attempts) + " of " + std::to_string(r.maxAttempts) +
                              (r.status == Status::Locked ? ", now locked" : "");
+                    emitEvent(t, "verification.failed", r, now);
                 } else {
                     if (auto current = t.findRequest(r.id)) r = std::move(*current);
                     detail = std::string("request ") + statusName(r.effectiveStatus(now));
@@ -1016,12 +1048,12 @@ void OtpService::status(std::string id, Reply<OtpRequest> reply) {
         });
 }
 
-void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid) {
+void OtpService::cancel(std::string id, Reply<OtpRequest> reply, Caller uid) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     store_.submit(
         [this, state, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
-            auto found = loadPending(t, id, now);
+            auto found = loadPending(t, id, now, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
             if (auto* f = std::get_if<Failure>(&found)) {
                 state->outcome = std::move(*f);
                 return;
@@ -1033,6 +1065,7 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
             }
             r->finish(Status::Canceled, now);
             t.endDeliveryJob(r->id);
+            emitEvent(t, "verification.canceled", *r, now);
             record(t, auditRecord("cancel", r->app, uid, "success", r->id, r->subjectHash));
             state->outcome = std::move(*r);
         },
@@ -1043,7 +1076,7 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, std::int64_t ui
         });
 }
 
-void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t uid,
+void OtpService::resend(std::string id, Reply<SendResult> reply, Caller uid,
                         std::map<std::string, std::string> contextEntries) {
     auto bound = parseBinding(contextEntries);
     if (auto* err = std::get_if<BindingError>(&bound)) return reply(invalidParameter("context", err->reason));
@@ -1053,7 +1086,7 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, std::int64_t ui
     store_.submit(
         [this, state, code, context, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
-            auto found = loadPending(t, id, now);
+            auto found = loadPending(t, id, now, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
             if (auto* f = std::get_if<Failure>(&found)) {
                 state->outcome = std::move(*f);
                 return;
@@ -1179,7 +1212,10 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 }
                 const Status s = r->effectiveStatus(now);
                 if (s != Status::Pending) {
-                    if (r->status == Status::Pending) (void)t.finishRequest(r->id, std::nullopt, s, now);
+                    if (r->status == Status::Pending && t.finishRequest(r->id, std::nullopt, s, now)) {
+                        r->finish(s, now);
+                        emitEvent(t, "verification.expired", *r, now);
+                    }
                     t.endDeliveryJob(r->id);
                     result->ended.push_back(r->id);
                     continue;
@@ -1200,6 +1236,9 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                     // Ended by another writer since the claim: its job went with it.
                     if (!t.finishRequest(r->id, r->sends, Status::Failed, now, refusal)) continue;
                     t.endDeliveryJob(r->id);
+                    r->failure = refusal;
+                    r->finish(Status::Failed, now);
+                    emitEvent(t, "delivery.failed", *r, now);
                     result->ended.push_back(r->id);
                     log::warning("request " + r->id + ": delivery job ended: " + refusal);
                     continue;
@@ -1245,6 +1284,28 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
                 deliver(std::move(r), std::move(to.code), false, [](Outcome<SendResult>) {}, to.job.attempts, wait);
             }
             if (done) done(result->claimed);
+        });
+}
+
+void OtpService::sweepExpired(int limit, std::function<void(int)> done) {
+    auto ended = std::make_shared<std::vector<std::string>>();
+    store_.submit(
+        [this, ended, limit](store::Transaction& t) {
+            const std::int64_t now = clock_.now();
+            for (auto& r : t.findExpiredPending(now, limit)) {
+                // Ended by another writer since it was read: its event is that writer's.
+                if (!t.finishRequest(r.id, std::nullopt, Status::Expired, now)) continue;
+                t.endDeliveryJob(r.id);
+                r.finish(Status::Expired, now);
+                emitEvent(t, "verification.expired", r, now);
+                ended->push_back(r.id);
+            }
+        },
+        [this, ended, done](std::exception_ptr e) {
+            if (e) log::error("the expiry sweep could not end its requests");
+            else
+                for (const auto& id : *ended) requestEnded(id);
+            if (done) done(e ? 0 : static_cast<int>(ended->size()));
         });
 }
 

@@ -7,6 +7,7 @@
 #include "geo/country_db.hpp"
 #include "otp/audit.hpp"
 #include "otp/destination.hpp"
+#include "otp/events.hpp"
 #include "otp/binding.hpp"
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
@@ -40,6 +41,14 @@ struct Failure {
 template <typename T>
 using Outcome = std::variant<T, Failure>;
 
+// Who made a call, for the audit log: the peer's uid over Varlink; over the
+// HTTPS API no uid (-1) but the API key's id, which the record names.
+struct Caller {
+    std::int64_t uid = -1;
+    std::string apiKey;
+    Caller(std::int64_t u = -1, std::string key = {}) : uid(u), apiKey(std::move(key)) {}  // NOLINT: an uid is a caller
+};
+
 struct SendInput {
     std::string app;
     std::string destination;
@@ -56,6 +65,7 @@ struct SendInput {
     // Transaction binding (otp/binding.hpp): empty for an unbound code.
     std::map<std::string, std::string> context;
     std::int64_t uid = -1;  // the caller's uid, for the audit log
+    std::string apiKey;     // the API key id of an HTTPS call, for the audit log
 };
 
 // How far delivery had got when a send or resend was answered.
@@ -79,6 +89,7 @@ struct VerifyInput {
     // The context the code was bound to at send; a bound code verifies only with it.
     std::map<std::string, std::string> context;
     std::int64_t uid = -1;  // the caller's uid, for the audit log
+    std::string apiKey;     // the API key id of an HTTPS call, for the audit log
 };
 
 struct VerifyResult {
@@ -123,10 +134,10 @@ public:
     void send(SendInput input, Reply<SendResult> reply);
     void verify(VerifyInput input, Reply<VerifyResult> reply);
     void status(std::string id, Reply<OtpRequest> reply);
-    void cancel(std::string id, Reply<OtpRequest> reply, std::int64_t uid = -1);
+    void cancel(std::string id, Reply<OtpRequest> reply, Caller caller = {});
     // A bound request's resend must present the context it was bound to (the
     // store keeps only its digest): ContextMismatch otherwise.
-    void resend(std::string id, Reply<SendResult> reply, std::int64_t uid = -1,
+    void resend(std::string id, Reply<SendResult> reply, Caller caller = {},
                 std::map<std::string, std::string> context = {});
     void deliveries(DeliveryQuery query, Reply<std::vector<DeliveryAttempt>> reply);
     // Sends still to be delivered (one request's, or the soonest due), at most `limit`.
@@ -140,6 +151,10 @@ public:
     // hash (counted as a send, attempts kept) and is delivered; jobs of
     // requests no longer pending end. `done` gets how many were claimed.
     void sweepDeliveries(int limit, std::function<void(int claimed)> done);
+    // Ends at most `limit` pending requests past their expiry, so that apps
+    // subscribed to verification.expired hear of them without anyone asking
+    // (a status or verify would find them expired too). `done` gets how many.
+    void sweepExpired(int limit, std::function<void(int ended)> done);
     // Of these request ids, those whose request is gone or no longer pending
     // (at most 1000 looked at): whose outbox messages hold a useless code.
     void endedRequests(std::vector<std::string> ids, Reply<std::vector<std::string>> reply);
@@ -221,9 +236,13 @@ public:
     [[nodiscard]] std::int64_t now() const { return clock_.now(); }
 
     // A record of this service's, stamped with the clock.
-    [[nodiscard]] AuditRecord auditRecord(std::string event, std::string app, std::int64_t uid, std::string outcome,
+    // A call over the HTTPS API is recorded with its key: "api key ID" leads the detail.
+    [[nodiscard]] AuditRecord auditRecord(std::string event, std::string app, const Caller& caller, std::string outcome,
                                           std::string requestId = {}, std::string subject = {},
                                           std::string detail = {}) const;
+    // Queues the event `type` about `r` (as it is after the change) in the
+    // same work item, if r's app sends that type ([apps.NAME.events]).
+    void emitEvent(store::Transaction& t, const char* type, const OtpRequest& r, std::int64_t now) const;
     // Appends inside a work item; throws AuditWriteError (rolling the item back)
     // when it cannot. Also for other services' work (privacy::SubjectService).
     void record(store::Transaction& t, AuditRecord r) const;

@@ -60,6 +60,10 @@ struct ApiCall {
     std::int64_t at = 0;
     store::ApiKey key;
     std::string idempotencyKey;  // empty: none
+    // Held while the call is in the daemon's in-flight count, which SIGTERM
+    // waits for (as for Varlink calls); released when it is answered, or
+    // when the call is dropped unanswered.
+    std::shared_ptr<void> inFlight;
 };
 
 void Server::apiFinish(const std::shared_ptr<ApiCall>& call, http::Response response, const std::string& result) {
@@ -93,6 +97,7 @@ void Server::apiFinish(const std::shared_ptr<ApiCall>& call, http::Response resp
         callLog_->add(std::move(rec));
     }
     call->reply(std::move(response));
+    call->inFlight.reset();
 }
 
 void Server::apiFail(const std::shared_ptr<ApiCall>& call, const std::string& error, const json& parameters,
@@ -112,6 +117,11 @@ void Server::apiRoute(http::Router& router, std::string method, std::string patt
                    call->reply = std::move(reply);
                    call->endpoint = endpoint;
                    call->at = clock_->now();
+                   callStarted();
+                   // The I/O thread's count: the last holder may be a store thread.
+                   call->inFlight = std::shared_ptr<void>(static_cast<void*>(this), [this](void*) {
+                       asio::post(io_, [this] { callFinished(); });
+                   });
                    apiAuthenticate(call, scope, action);
                });
 }
@@ -137,22 +147,12 @@ void Server::apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::st
             return apiFail(call, "Forbidden", {{"app", it->second}}, "the API key is for another app");
         if (!http::hasScope(*found, scope))
             return apiFail(call, "Forbidden", {{"scope", scope}}, "the API key lacks the scope " + scope);
-        if (const int limit = config_.http.keyRequestsPerMinute; limit > 0) {
-            auto& window = apiWindows_[found->id];
-            const std::int64_t minute = now / 60;
-            if (window.first != minute) window = {minute, 0};
-            if (++window.second > limit) {
-                if (apiWindows_.size() > 100000) apiWindows_.clear();
-                return apiFail(call, "RateLimited", {{"scope", "apiKey"}, {"retryAfter", 60 - now % 60}},
-                               "the API key made " + std::to_string(limit) + " calls this minute");
-            }
-        }
         if (auto& touched = apiTouched_[found->id]; now - touched >= kTouchEvery) {
             touched = now;
             store_->submit([id = found->id, now](store::Transaction& t) { t.touchApiKey(id, now); },
                            [](std::exception_ptr) {});
         }
-        apiIdempotent(call, action);
+        apiRateLimited(call, action);
     };
     if (auto it = apiKeys_.find(keyId);
         it != apiKeys_.end() && std::chrono::steady_clock::now() - it->second.second < kKeyCacheFor)
@@ -168,6 +168,36 @@ void Server::apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::st
                            checked(*found);
                        });
                    });
+}
+
+// The per-key limit is a rate counter in the store like the send limits, so
+// that every node behind a load balancer counts the same calls: a key gets
+// key_requests_per_minute in all, not that many per node.
+void Server::apiRateLimited(const std::shared_ptr<ApiCall>& call, const ApiAction& action) {
+    const int limit = config_.http.keyRequestsPerMinute;
+    if (limit <= 0) return apiIdempotent(call, action);
+    if (storeSaturated()) return apiFail(call, std::string(kDaemonIface) + ".Busy", json::object(), "busy, try again");
+    auto retryAfter = std::make_shared<std::int64_t>(0);
+    const std::int64_t now = call->at;
+    store_->submit(
+        [keyId = call->key.id, limit, now, retryAfter](store::Transaction& t) {
+            const bool counted = t.countSendsIf(
+                {otp::RateKey{"apikey", keyId, 60}}, now, [&](const std::vector<std::optional<otp::RateCounter>>& c) {
+                    if (!c[0] || c[0]->windowStart + 60 <= now || c[0]->count < limit) return true;
+                    *retryAfter = std::max<std::int64_t>(1, c[0]->windowStart + 60 - now);
+                    return false;
+                });
+            if (counted) *retryAfter = 0;
+        },
+        [this, call, action, retryAfter, limit](std::exception_ptr e) {
+            asio::post(io_, [this, e, call, action, retryAfter, limit] {
+                if (e) return apiFail(call, "StoreFailed", json::object(), "the store failed");
+                if (*retryAfter > 0)
+                    return apiFail(call, "RateLimited", {{"scope", "apiKey"}, {"retryAfter", *retryAfter}},
+                                   "the API key made " + std::to_string(limit) + " calls this minute");
+                apiIdempotent(call, action);
+            });
+        });
 }
 
 void Server::apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction& action) {
@@ -294,8 +324,11 @@ void Server::addHttpRoutes(http::Router& router) {
         in.clientIp = opt<std::string>(*body, "clientIp");
         in.device = opt<std::string>(*body, "device");
         in.wait = true;
+        in.apiKey = call->key.id;
         if (storeSaturated()) return apiFail(call, std::string(kDaemonIface) + ".Busy", json::object(), "busy, try again");
         service_->send(std::move(in), [this, call, sendReply](otp::Outcome<otp::SendResult> o) {
+            // Counted as Varlink sends are, so the metrics cover both ways in.
+            if (std::holds_alternative<otp::SendResult>(o)) metrics_.send();
             if (auto* res = std::get_if<otp::SendResult>(&o))
                 log::info("API key " + call->key.id + " sent request " + res->request.id + " (" + res->request.app +
                           ", " + res->request.channel + "): " + otp::deliveryStateName(res->delivery));
@@ -319,6 +352,7 @@ void Server::addHttpRoutes(http::Router& router) {
         std::fill(call->request.body.begin(), call->request.body.end(), '\0');
         const auto verify = [this, call, code](otp::VerifyInput in) {
             in.code = std::move(*code);
+            in.apiKey = call->key.id;
             service_->verify(std::move(in), [this, call](otp::Outcome<otp::VerifyResult> o) {
                 if (auto* v = std::get_if<otp::VerifyResult>(&o); v && v->request)
                     log::info("verify " + v->request->id + " by API key " + call->key.id + ": " +
@@ -351,17 +385,25 @@ void Server::addHttpRoutes(http::Router& router) {
     apiRoute(router, "POST", "/v1/verifications/{id}/cancel", "cancel", [this](std::shared_ptr<ApiCall> call) {
         const std::string id = call->request.params.at("id");
         apiOwnRequest(call, id, [this, call, id](const otp::OtpRequest&) {
-            service_->cancel(id, [this, call](otp::Outcome<otp::OtpRequest> o) {
-                apiAnswer(call, std::move(o), 200, [this](const otp::OtpRequest& r) { return requestJson(r, clock_->now()); });
-            });
+            service_->cancel(
+                id,
+                [this, call](otp::Outcome<otp::OtpRequest> o) {
+                    apiAnswer(call, std::move(o), 200,
+                              [this](const otp::OtpRequest& r) { return requestJson(r, clock_->now()); });
+                },
+                otp::Caller{-1, call->key.id});
         });
     });
     apiRoute(router, "POST", "/v1/verifications/{id}/resend", "send", [this, sendReply](std::shared_ptr<ApiCall> call) {
         const std::string id = call->request.params.at("id");
         apiOwnRequest(call, id, [this, call, id, sendReply](const otp::OtpRequest&) {
-            service_->resend(id, [this, call, sendReply](otp::Outcome<otp::SendResult> o) {
-                apiAnswer(call, std::move(o), 200, sendReply);
-            });
+            service_->resend(
+                id,
+                [this, call, sendReply](otp::Outcome<otp::SendResult> o) {
+                    if (std::holds_alternative<otp::SendResult>(o)) metrics_.send();
+                    apiAnswer(call, std::move(o), 200, sendReply);
+                },
+                otp::Caller{-1, call->key.id});
         });
     });
 

@@ -82,6 +82,16 @@ void Registry::send() {
     ++counts_.sends;
 }
 
+void Registry::eventAttempt(std::string_view outcome) {
+    std::lock_guard lock(mutex_);
+    ++series(counts_.eventAttempts, labelValue(outcome), std::string("other"));
+}
+
+void Registry::eventEndpointsDisabled(std::int64_t n) {
+    std::lock_guard lock(mutex_);
+    counts_.eventEndpointsDisabled = n;
+}
+
 Snapshot Registry::snapshot() const {
     std::lock_guard lock(mutex_);
     return counts_;
@@ -193,6 +203,14 @@ std::string render(const Snapshot& s) {
     header(out, "twofactor_refusals_total", "counter", "Send and verify calls refused, by the limit that refused them.");
     for (const auto& [k, n] : s.refusals)
         out += "twofactor_refusals_total{" + label("limit", k) + "} " + std::to_string(n) + "\n";
+
+    header(out, "twofactor_event_deliveries_total", "counter",
+           "Event webhook delivery attempts by outcome (delivered, retry, failed, disabled).");
+    for (const auto& [k, n] : s.eventAttempts)
+        out += "twofactor_event_deliveries_total{" + label("outcome", k) + "} " + std::to_string(n) + "\n";
+    header(out, "twofactor_event_endpoints_disabled", "gauge",
+           "Apps whose event endpoint is disabled after repeated failures (twofactor events enable APP).");
+    out += "twofactor_event_endpoints_disabled " + std::to_string(s.eventEndpointsDisabled) + "\n";
 
     header(out, "twofactor_store_queue_depth", "gauge", "Work items waiting for the store's writer.");
     out += "twofactor_store_queue_depth " + std::to_string(s.storeQueueDepth) + "\n";

@@ -40,6 +40,8 @@ struct Snapshot {
     std::map<std::string, std::uint64_t> verifications;                                   // outcome
     std::map<std::string, std::uint64_t> refusals;                                        // limit
     std::uint64_t sends = 0;
+    std::map<std::string, std::uint64_t> eventAttempts;  // outcome: delivered, retry, failed, disabled
+    std::int64_t eventEndpointsDisabled = 0;
     std::int64_t storeQueueDepth = 0;
     std::string version;
     double startTime = 0;  // Unix seconds
@@ -55,6 +57,10 @@ public:
     // One call refused by a limit: the limit's scope ("destination", "ip", "fraud", "busy", ...).
     void refusal(std::string_view limit);
     void send();
+    // One try to deliver an event webhook, by its outcome (otp::EventAttempt).
+    void eventAttempt(std::string_view outcome);
+    // How many apps' event endpoints are disabled now (the operator's alert).
+    void eventEndpointsDisabled(std::int64_t n);
 
     [[nodiscard]] Snapshot snapshot() const;
 

@@ -798,6 +798,7 @@ void Server::buildMethodTable() {
     addSuppressionMethods();
     addMaintenanceMethods();
     addApiKeyMethods();
+    addEventMethods();
 
     // The table and the interface files must agree, in both directions.
     const auto declared = declaredMethods();
@@ -1152,6 +1153,7 @@ int Server::run() {
     // Before the first sweep, which may deliver on another thread at once.
     startMetrics();
     deliverySweepTick();
+    startEvents();
     startWebhook();
     loadCountryDatabase();
     startHttp();
@@ -1169,6 +1171,7 @@ int Server::run() {
         if (http_) http_->stopAccepting();
         if (retentionTimer_) retentionTimer_->cancel();
         if (deliveryTimer_) deliveryTimer_->cancel();
+        if (eventTimer_) eventTimer_->cancel();
         if (floodTimer_) floodTimer_->cancel();
         if (acceptTimer_) acceptTimer_->cancel();
         // Denials counted so far are recorded before the store closes.
@@ -1195,6 +1198,9 @@ int Server::run() {
     if (webhook_) webhook_->stop();
     if (metricsEndpoint_) metricsEndpoint_->stop();
     deliveryPool_.join();
+    // Posts in flight end within their timeout; their outcome is stored, or
+    // their lease runs out and the next start sends them again.
+    eventPool_.join();
     store_->close();
     if (ownsSocketPath_) ::unlink(config_.socketPath.c_str());
     return 0;

@@ -44,6 +44,7 @@
 #include <set>
 
 #include "server/denials.hpp"
+#include "server/event_webhooks.hpp"
 #include "server/server.hpp"
 
 namespace twofactor::server::detail {
@@ -209,6 +210,11 @@ private:
     void breachFinish(std::shared_ptr<void> run, Progress progress, Respond respond);
     void breachAnswer(std::shared_ptr<void> run, Progress progress, Respond respond, std::string counts);
     void addSuppressionMethods();  // suppression_methods.cpp: io.twofactor.Suppression
+    void addEventMethods();        // event_methods.cpp: io.twofactor.Events
+    // Event webhooks (event_methods.cpp): a tick every eventTick_ claims due
+    // events and, when an app wants them, ends expired requests.
+    void startEvents();
+    void eventTick();
 
     // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
     // every call goes through (key, scope, rate limit, Idempotency-Key).
@@ -219,6 +225,7 @@ private:
     void addHttpRoutes(http::Router& router);
     void apiRoute(http::Router& router, std::string method, std::string pattern, std::string scope, ApiAction action);
     void apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::string& scope, const ApiAction& action);
+    void apiRateLimited(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
     void apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
     std::optional<json> apiBody(const std::shared_ptr<ApiCall>& call,
                                 const std::vector<std::pair<std::string, json::value_t>>& fields);
@@ -331,10 +338,9 @@ private:
     std::unique_ptr<http::Server> http_;
     // The key API key secrets are hashed with, derived from the pepper.
     SecretBytes apiKeyHashKey_;
-    // I/O thread: keys recently looked up (the lookup's result and when), each
-    // key's request count in the current minute, and when its last use was written.
+    // I/O thread: keys recently looked up (the lookup's result and when), and
+    // when each key's last use was written.
     std::map<std::string, std::pair<std::optional<store::ApiKey>, std::chrono::steady_clock::time_point>> apiKeys_;
-    std::map<std::string, std::pair<std::int64_t, int>> apiWindows_;
     std::map<std::string, std::int64_t> apiTouched_;
     // Set by the metrics exporter: its text is then served at GET /metrics on
     // the HTTPS listener (Prometheus text format).
@@ -354,6 +360,13 @@ private:
     std::unique_ptr<asio::steady_timer> retentionTimer_;
     std::atomic<bool> retentionRunning_{false};
     std::chrono::seconds deliverySweepTick_{2};
+    // Event webhooks: posts block on the network, so they get threads of
+    // their own and never hold up code deliveries.
+    std::unique_ptr<EventWebhooks> events_;
+    asio::thread_pool eventPool_{4};
+    std::unique_ptr<asio::steady_timer> eventTimer_;
+    std::chrono::milliseconds eventTick_{1000};
+    int eventTicks_ = 0;
     std::unique_ptr<asio::steady_timer> deliveryTimer_;
     int ticksSinceOutboxSweep_ = 0;
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "otp/audit.hpp"
+#include "otp/events.hpp"
 #include "otp/fraud.hpp"
 #include "otp/limits.hpp"
 #include "otp/request.hpp"
@@ -442,6 +443,44 @@ public:
     [[nodiscard]] virtual EmailFeedbackCounts emailFeedback(std::string_view app, std::int64_t since) = 0;
     // The app a delivery attempt with this provider message id was for; "" when none is logged.
     [[nodiscard]] virtual std::string deliveryApp(std::string_view providerMessageId) = 0;
+
+    // ---- Event webhooks (otp/events.hpp): a queue claimed under leases, ----
+    // its attempt log and each app's endpoint state. Outcomes, each decided
+    // in conditional statements, like the delivery jobs.
+    // Queues an event (in the work item of the change it reports). While its
+    // app's endpoint is disabled the event waits, not due, until enabled.
+    virtual void enqueueEvent(const otp::EventJob& event) = 0;
+    // Claims at most `limit` events for `holder` until `leaseUntil`: those due
+    // at `now` (retry time and any lease passed) and those held by another
+    // start of this node (a holder beginning with `nodePrefix`). Returns each
+    // as it was before the claim.
+    [[nodiscard]] virtual std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix,
+                                                                std::int64_t now, std::int64_t leaseUntil,
+                                                                int limit) = 0;
+    // Records a failed try (attempts so far, the next try's time, the error)
+    // if `holder` still holds the event; it is free again from retryAt.
+    virtual bool retryEvent(std::string_view id, std::string_view holder, int attempts, std::int64_t retryAt,
+                            std::string_view error) = 0;
+    // Removes the event (delivered, or given up) if `holder` still holds it.
+    virtual bool finishEvent(std::string_view id, std::string_view holder) = 0;
+    virtual void insertEventAttempt(const otp::EventAttempt& attempt) = 0;
+    // Oldest first, at most query.limit (the newest that match).
+    [[nodiscard]] virtual std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& query) = 0;
+    // Counts one more consecutive failed attempt of the app's endpoint; the one
+    // that reaches maxFailures disables it (and its queued events wait).
+    [[nodiscard]] virtual otp::EventFailure countEventFailure(std::string_view app, std::int64_t now,
+                                                              int maxFailures, std::string_view error) = 0;
+    // A delivered event: the consecutive failures start again from 0.
+    virtual void clearEventFailures(std::string_view app) = 0;
+    // Turns a disabled endpoint on again (failures 0, its waiting events due at
+    // `now`). Returns whether it was disabled.
+    virtual bool enableEvents(std::string_view app, std::int64_t now) = 0;
+    // Endpoints with failures or disabled, by app.
+    [[nodiscard]] virtual std::vector<otp::EventEndpoint> listEventEndpoints() = 0;
+    // Pending requests past their expiry at `now`, at most `limit` (through the
+    // live-code index): for the sweep that ends them and reports them expired.
+    [[nodiscard]] virtual std::vector<otp::OtpRequest> findExpiredPending(std::int64_t now, int limit) = 0;
+    // ---- end of event webhooks ----
 };
 
 // ---- Maintenance (issue 5): how a key rotation and a backup end ----

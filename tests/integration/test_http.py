@@ -287,6 +287,23 @@ class Http(unittest.TestCase):
         self.assertIn(e["status"], (201, 429))
         self.assertNotIn(sent["id"], json.dumps(entries))  # the route, not the path
 
+    def test_audit_records_name_the_api_key(self):
+        _, sent, _ = self.send(to="audited@example.org")
+        key_id = self.full.split("_")[1]
+        status, _, _ = self.request("POST", "/v1/verifications/%s/cancel" % sent["id"], key=self.full)
+        self.assertEqual(status, 200)
+        r = self.d.cli("--json", "audit", "list", "--app", "shop")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        records = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        mine = [x for x in records if x.get("requestId") == sent["id"]]
+        self.assertEqual(sorted(x["event"] for x in mine), ["cancel", "send"])
+        for x in mine:
+            self.assertNotIn("uid", x)  # no peer: the key is the actor
+            self.assertTrue(x["detail"].startswith("api key " + key_id), x)
+            self.assertNotIn(self.full.split("_")[2], x["detail"])  # never the secret
+        r = self.d.cli("audit", "verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_openapi_document_is_served(self):
         status, doc, _ = self.request("GET", "/v1/openapi.json")
         self.assertEqual(status, 200)
@@ -377,6 +394,44 @@ class Http(unittest.TestCase):
                 closed += 1
             s.close()
         self.assertEqual(closed, 72)
+
+
+class KeyLimit(unittest.TestCase):
+    """key_requests_per_minute is counted in the store: a restart (or another
+    daemon on the same database) does not give a key a fresh minute."""
+
+    def test_limit_survives_a_restart(self):
+        d = harness.Daemon(config=CONFIG.replace("key_requests_per_minute = 100000", "key_requests_per_minute = 3"),
+                           clock=T0)
+        try:
+            ca = make_tls(os.path.join(d.root, "tls"))
+            d.start()
+            key = d.cli("apikey", "create", "--app", "shop", "--scope", "status").stdout.strip()
+
+            def get():
+                port = int(re.findall(r"https: listening on 127\.0\.0\.1:(\d+)", d.read_log())[-1])
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=ca),
+                                                   timeout=10)
+                conn.request("GET", "/v1/verifications/nope", headers={"Authorization": "Bearer " + key})
+                r = conn.getresponse()
+                body = r.read()
+                conn.close()
+                return r.status, body, r.getheader("Retry-After")
+
+            wait_for(lambda: re.search(r"https: listening on", d.read_log()), 10)
+            self.assertEqual([get()[0] for _ in range(3)], [404, 404, 404])
+            status, body, retry = get()
+            self.assertEqual(status, 429)
+            self.assertEqual(json.loads(body)["scope"], "apiKey")
+            self.assertEqual(retry, "60")
+            d.stop()
+            d.start()
+            wait_for(lambda: len(re.findall(r"https: listening on", d.read_log())) >= 2, 10)
+            self.assertEqual(get()[0], 429)
+            d.set_clock(T0 + 60)  # the window is over
+            self.assertEqual(get()[0], 404)
+        finally:
+            d.cleanup()
 
 
 if __name__ == "__main__":

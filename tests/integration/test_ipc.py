@@ -48,7 +48,7 @@ class Varlink(unittest.TestCase):
         p = r["parameters"]
         self.assertEqual(p["product"], "twofactord")
         self.assertEqual(sorted(p["interfaces"]),
-                         ["io.twofactor.ApiKey", "io.twofactor.Audit", "io.twofactor.Daemon", "io.twofactor.Maintenance", "io.twofactor.OptOut",
+                         ["io.twofactor.ApiKey", "io.twofactor.Audit", "io.twofactor.Daemon", "io.twofactor.Events", "io.twofactor.Maintenance", "io.twofactor.OptOut",
                           "io.twofactor.Otp", "io.twofactor.Privacy", "io.twofactor.Suppression", "org.varlink.service"])
 
     def test_interface_description_matches_installed_file(self):

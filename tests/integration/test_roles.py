@@ -67,6 +67,8 @@ EXPECTED = {
     "io.twofactor.ApiKey.Create": {"admin"},
     "io.twofactor.ApiKey.List": {"admin"},
     "io.twofactor.ApiKey.Revoke": {"admin"},
+    "io.twofactor.Events.Deliveries": {"operator", "admin"},
+    "io.twofactor.Events.Enable": {"operator", "admin"},
 }
 
 # Parameters that pass validation, so that only access decides.
@@ -92,6 +94,7 @@ PARAMS = {
     "io.twofactor.Privacy.BreachReport": {"from": 0, "to": 1},
     "io.twofactor.ApiKey.Create": {"app": "shop", "scopes": ["status"]},
     "io.twofactor.ApiKey.Revoke": {"id": "nosuchkey"},
+    "io.twofactor.Events.Enable": {"app": "shop"},
 }
 
 CALLER = r"""

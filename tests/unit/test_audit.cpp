@@ -68,6 +68,29 @@ public:
     }
     void bindRequest(std::string_view id, std::string_view digest) override { t_.bindRequest(id, digest); }
     std::string requestBinding(std::string_view id) override { return t_.requestBinding(id); }
+    // Event webhooks: passed through.
+    void enqueueEvent(const otp::EventJob& e) override { t_.enqueueEvent(e); }
+    std::vector<otp::EventJob> claimEvents(std::string_view h, std::string_view p, std::int64_t now, std::int64_t until,
+                                           int limit) override {
+        return t_.claimEvents(h, p, now, until, limit);
+    }
+    bool retryEvent(std::string_view id, std::string_view h, int n, std::int64_t at, std::string_view e) override {
+        return t_.retryEvent(id, h, n, at, e);
+    }
+    bool finishEvent(std::string_view id, std::string_view h) override { return t_.finishEvent(id, h); }
+    void insertEventAttempt(const otp::EventAttempt& a) override { t_.insertEventAttempt(a); }
+    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& q) override {
+        return t_.findEventAttempts(q);
+    }
+    otp::EventFailure countEventFailure(std::string_view app, std::int64_t now, int max, std::string_view e) override {
+        return t_.countEventFailure(app, now, max, e);
+    }
+    void clearEventFailures(std::string_view app) override { t_.clearEventFailures(app); }
+    bool enableEvents(std::string_view app, std::int64_t now) override { return t_.enableEvents(app, now); }
+    std::vector<otp::EventEndpoint> listEventEndpoints() override { return t_.listEventEndpoints(); }
+    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t now, int limit) override {
+        return t_.findExpiredPending(now, limit);
+    }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         return t_.findDeliveryAttempts(q);

@@ -33,6 +33,7 @@ namespace {
 const std::map<std::string, std::string> kSmallTables = {
     {"apps", "one row per app the configuration ever named"},
     {"api_keys", "one row per API key an admin created"},
+    {"event_endpoints", "one row per app whose event endpoint ever failed"},
     {"audit_gate", "exactly one row"},
     {"subject_flags", "one row per data subject who restricted processing or objected"},
     {"privacy_requests", "one row per data-subject request the DPO registered"},
@@ -50,6 +51,8 @@ const std::map<std::string, std::string> kMayScan = {
     {"kListOptOuts", "operator listing (twofactor optout list), up to ?1 rows"},
     {"kListSuppressions",
      "operator listing (twofactor suppression list): newest first through email_suppressions_by_time, up to ?1 rows"},
+    {"kSelectEventAttempts",
+     "operator listing (twofactor events deliveries) without an event id, newest first, stops after ?3 rows"},
     {"kEraseSubject[8]",
      "GDPR erasure (dpo, rare): rate counter keys end in the subject hash; the table holds one day of counters"},
     {"kEraseSubject[9]",

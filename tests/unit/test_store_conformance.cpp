@@ -768,3 +768,107 @@ TEST_CASE("concurrent sweeps of several nodes claim each due job exactly once", 
     CHECK(claimed.size() == static_cast<std::size_t>(kJobs));
     CHECK(std::adjacent_find(claimed.begin(), claimed.end()) == claimed.end());  // none twice
 }
+
+TEST_CASE("event webhooks: claimed once under a lease, retried, parked while disabled, enabled again",
+          "[store][events]") {
+    const auto backend = GENERATE(from_range(fullBackends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    const std::int64_t now = 5000;
+    const auto event = [&](const char* id, const char* app) {
+        return otp::EventJob{id, app, "verification.approved", "req1", "{}", now, 0, now, "", 0, ""};
+    };
+    store::runSync(*s, [&](store::Transaction& t) {
+        t.enqueueEvent(event("msg_a", "shop"));
+        t.enqueueEvent(event("msg_b", "shop"));
+    });
+    auto first = store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("n/1", "n/", now, now + 40, 10); });
+    CHECK(first.size() == 2);
+    // Held: nobody else gets them until the lease ends, except a restart of the same node.
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("m/1", "m/", now + 1, now + 41, 10); })
+              .empty());
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("n/2", "n/", now + 1, now + 41, 10); })
+              .size() == 2);
+    store::runSync(*s, [&](store::Transaction& t) {
+        CHECK_FALSE(t.finishEvent("msg_a", "n/1"));  // no longer its holder
+        CHECK(t.finishEvent("msg_a", "n/2"));
+        CHECK(t.retryEvent("msg_b", "n/2", 1, now + 10, "the endpoint answered HTTP 500"));
+        t.insertEventAttempt({0, "msg_b", "shop", "verification.approved", 1, now, "retry", 500, 12, "HTTP 500"});
+        t.insertEventAttempt({0, "msg_a", "shop", "verification.approved", 1, now, "delivered", 204, 3, ""});
+    });
+    // Free again at its retry time, not before.
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("m/1", "m/", now + 9, now + 49, 10); })
+              .empty());
+    auto retried =
+        store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("m/1", "m/", now + 10, now + 50, 10); });
+    REQUIRE(retried.size() == 1);
+    CHECK(retried[0].attempts == 1);
+    CHECK(retried[0].lastError == "the endpoint answered HTTP 500");
+
+    // Failures counted in the store; the one reaching the limit disables the endpoint once.
+    store::runSync(*s, [&](store::Transaction& t) {
+        CHECK(t.countEventFailure("shop", now, 3, "x").failures == 1);
+        CHECK_FALSE(t.countEventFailure("shop", now, 3, "x").disabled);
+        const auto third = t.countEventFailure("shop", now + 1, 3, "timeout");
+        CHECK(third.failures == 3);
+        CHECK(third.disabled);
+        CHECK_FALSE(t.countEventFailure("shop", now + 2, 3, "timeout").disabled);
+        CHECK(t.retryEvent("msg_b", "m/1", 2, now + 20, "timeout"));
+        t.enqueueEvent(event("msg_c", "shop"));
+        t.enqueueEvent(event("msg_d", "other"));
+    });
+    // Disabled: its events wait, however late; other apps' go on.
+    auto whileOff =
+        store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("m/1", "m/", now + 100000, now + 100040, 10); });
+    REQUIRE(whileOff.size() == 1);
+    CHECK(whileOff[0].id == "msg_d");
+    auto endpoints = store::runSync(*s, [](store::Transaction& t) { return t.listEventEndpoints(); });
+    REQUIRE(endpoints.size() == 1);
+    CHECK(endpoints[0].disabledAt == now + 1);
+    CHECK(endpoints[0].lastError == "timeout");
+    store::runSync(*s, [&](store::Transaction& t) {
+        CHECK(t.enableEvents("shop", now + 200));
+        CHECK_FALSE(t.enableEvents("shop", now + 200));
+    });
+    auto back = store::runSync(*s, [&](store::Transaction& t) { return t.claimEvents("m/1", "m/", now + 200, now + 240, 10); });
+    CHECK(back.size() == 2);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.listEventEndpoints(); })[0].failures == 0);
+
+    // The attempt log: newest by limit, oldest first, by event, failed only.
+    auto all = store::runSync(*s, [](store::Transaction& t) { return t.findEventAttempts({}); });
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].eventId == "msg_b");
+    otp::EventAttemptQuery failed;
+    failed.failedOnly = true;
+    CHECK(store::runSync(*s, [&](store::Transaction& t) { return t.findEventAttempts(failed); }).size() == 1);
+    otp::EventAttemptQuery one;
+    one.eventId = "msg_a";
+    auto a = store::runSync(*s, [&](store::Transaction& t) { return t.findEventAttempts(one); });
+    REQUIRE(a.size() == 1);
+    CHECK(a[0].statusCode == 204);
+}
+
+TEST_CASE("retention: Idempotency-Key records go a day after they were made, event attempts with the delivery log",
+          "[store][purge]") {
+    const auto backend = GENERATE(from_range(fullBackends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    const std::int64_t now = 100 * 86400;
+    store::runSync(*s, [&](store::Transaction& t) {
+        CHECK_FALSE(t.claimIdempotencyKey("key1", "old", "h", now - 86401, now - 2 * 86400));
+        CHECK_FALSE(t.claimIdempotencyKey("key1", "new", "h", now - 3600, now - 86400 - 3600));
+        t.insertEventAttempt({0, "msg_old", "shop", "verification.approved", 1, now - 91 * 86400, "delivered", 204, 1, ""});
+        t.insertEventAttempt({0, "msg_new", "shop", "verification.approved", 1, now - 86400, "delivered", 204, 1, ""});
+    });
+    const auto counts = store::purge(*s, now, store::RetentionPolicy{}, 100, false);
+    CHECK(counts.rateCounters == 1);
+    CHECK(counts.deliveries == 1);
+    store::runSync(*s, [&](store::Transaction& t) {
+        // The old key is free again; the new one still holds its first call.
+        CHECK_FALSE(t.claimIdempotencyKey("key1", "old", "other", now, now - 86400));
+        CHECK(t.claimIdempotencyKey("key1", "new", "h", now, now - 86400));
+        const auto left = t.findEventAttempts({});
+        REQUIRE(left.size() == 1);
+        CHECK(left[0].eventId == "msg_new");
+    });
+}

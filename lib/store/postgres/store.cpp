@@ -438,6 +438,29 @@ private:
 
     Connection& c_;
     const pg::ColumnSealer& seal_;
+
+    // ---- Event webhooks: not implemented here yet ----
+    void enqueueEvent(const otp::EventJob&) override { missing("enqueueEvent"); }
+    std::vector<otp::EventJob> claimEvents(std::string_view, std::string_view, std::int64_t, std::int64_t,
+                                           int) override {
+        missing("claimEvents");
+    }
+    bool retryEvent(std::string_view, std::string_view, int, std::int64_t, std::string_view) override {
+        missing("retryEvent");
+    }
+    bool finishEvent(std::string_view, std::string_view) override { missing("finishEvent"); }
+    void insertEventAttempt(const otp::EventAttempt&) override { missing("insertEventAttempt"); }
+    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery&) override {
+        missing("findEventAttempts");
+    }
+    otp::EventFailure countEventFailure(std::string_view, std::int64_t, int, std::string_view) override {
+        missing("countEventFailure");
+    }
+    void clearEventFailures(std::string_view) override { missing("clearEventFailures"); }
+    bool enableEvents(std::string_view, std::int64_t) override { missing("enableEvents"); }
+    std::vector<otp::EventEndpoint> listEventEndpoints() override { missing("listEventEndpoints"); }
+    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t, int) override { missing("findExpiredPending"); }
+    // ---- end of event webhooks ----
 };
 
 // Work items run on a few connections at once, each in its own transaction.

@@ -348,7 +348,132 @@ CREATE TABLE email_feedback (
     PRIMARY KEY (app, hour)
 );
 )sql",
+    // 17: outgoing event webhooks. event_jobs is the queue (one row per event
+    // not yet delivered or given up; the payload never holds a code or a full
+    // address), claimed under leases like delivery_jobs through due_at; an
+    // app's events wait with due_at = kEventParked while its endpoint is
+    // disabled. event_attempts logs every try (kept like the delivery log);
+    // event_endpoints holds each app's consecutive failures (one row per app).
+    R"sql(
+CREATE TABLE event_jobs (
+    id           TEXT PRIMARY KEY NOT NULL,
+    app          TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retry_at     INTEGER NOT NULL,
+    holder       TEXT NOT NULL DEFAULT '',
+    lease_until  INTEGER NOT NULL DEFAULT 0,
+    due_at       INTEGER NOT NULL,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX event_jobs_due ON event_jobs (due_at);
+CREATE INDEX event_jobs_by_holder ON event_jobs (holder) WHERE holder <> '';
+CREATE INDEX event_jobs_by_app ON event_jobs (app);
+CREATE INDEX event_jobs_by_time ON event_jobs (created_at);
+CREATE TABLE event_attempts (
+    id           INTEGER PRIMARY KEY,
+    event_id     TEXT NOT NULL,
+    app          TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    attempt_no   INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    status_code  INTEGER NOT NULL DEFAULT 0,
+    duration_ms  INTEGER NOT NULL DEFAULT 0,
+    error        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX event_attempts_by_time ON event_attempts (at);
+CREATE INDEX event_attempts_by_event ON event_attempts (event_id);
+CREATE TABLE event_endpoints (
+    app          TEXT PRIMARY KEY NOT NULL,
+    failures     INTEGER NOT NULL DEFAULT 0,
+    disabled_at  INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
+)sql",
 };
+
+// Event webhooks (migration 17). due_at of an event that waits for its
+// endpoint to be enabled again: never due.
+#define TF_EVENT_PARKED "9000000000000000000"
+#define TF_EVENT_COLUMNS \
+    "id, app, type, request_id, payload, created_at, attempts, retry_at, holder, lease_until, last_error"
+// ?1 id, ?2 app, ?3 type, ?4 request, ?5 payload, ?6 created, ?7 retry at
+inline constexpr const char* kEnqueueEvent =
+    "INSERT INTO event_jobs (id, app, type, request_id, payload, created_at, retry_at, due_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN EXISTS (SELECT 1 FROM event_endpoints WHERE app = ?2 "
+    "AND disabled_at <> 0) THEN " TF_EVENT_PARKED " ELSE ?7 END)";
+// Claim candidates: ?1 now, ?2 limit ...
+inline constexpr const char* kSelectDueEvents =
+    "SELECT " TF_EVENT_COLUMNS " FROM event_jobs WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2";
+// ... and those of another start of this node: ?1 <= holder < ?2, ?3 this holder, ?4 limit.
+inline constexpr const char* kSelectOrphanedEvents =
+    "SELECT " TF_EVENT_COLUMNS " FROM event_jobs WHERE holder >= ?1 AND holder < ?2 AND holder <> ?3 "
+    "AND holder <> '' AND due_at < " TF_EVENT_PARKED " LIMIT ?4";
+// The claim, conditional on the event being due or orphaned still: ?1 id,
+// ?2 holder, ?3 lease until, ?4 now, ?5/?6 the node's range.
+inline constexpr const char* kClaimEvent =
+    "UPDATE event_jobs SET holder = ?2, lease_until = ?3, due_at = max(retry_at, ?3) "
+    "WHERE id = ?1 AND due_at < " TF_EVENT_PARKED " AND (due_at <= ?4 OR (holder >= ?5 AND holder < ?6 "
+    "AND holder <> ?2 AND holder <> ''))";
+// ?1 id, ?2 holder, ?3 attempts, ?4 retry at, ?5 error. The event is free from
+// retry_at on; parked if its endpoint was disabled meanwhile.
+inline constexpr const char* kRetryEvent =
+    "UPDATE event_jobs SET attempts = ?3, retry_at = ?4, holder = '', lease_until = 0, last_error = ?5, "
+    "due_at = CASE WHEN EXISTS (SELECT 1 FROM event_endpoints e WHERE e.app = event_jobs.app AND e.disabled_at <> 0) "
+    "THEN " TF_EVENT_PARKED " ELSE ?4 END WHERE id = ?1 AND holder = ?2";
+// ?1 id, ?2 holder
+inline constexpr const char* kFinishEvent = "DELETE FROM event_jobs WHERE id = ?1 AND holder = ?2";
+// ?1 event, ?2 app, ?3 type, ?4 attempt, ?5 at, ?6 outcome, ?7 status, ?8 duration, ?9 error
+inline constexpr const char* kInsertEventAttempt =
+    "INSERT INTO event_attempts (event_id, app, type, attempt_no, at, outcome, status_code, duration_ms, error) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+#define TF_EVENT_ATTEMPT_COLUMNS \
+    "id, event_id, app, type, attempt_no, at, outcome, status_code, duration_ms, error"
+// ?1 app or NULL, ?2 failed only (0/1), ?3 limit: the newest that match.
+inline constexpr const char* kSelectEventAttempts =
+    "SELECT " TF_EVENT_ATTEMPT_COLUMNS " FROM event_attempts WHERE (?1 IS NULL OR app = ?1) "
+    "AND (?2 = 0 OR outcome <> 'delivered') ORDER BY id DESC LIMIT ?3";
+// The same for one event (?4) through event_attempts_by_event.
+inline constexpr const char* kSelectEventAttemptsOfEvent =
+    "SELECT " TF_EVENT_ATTEMPT_COLUMNS " FROM event_attempts WHERE event_id = ?4 AND (?1 IS NULL OR app = ?1) "
+    "AND (?2 = 0 OR outcome <> 'delivered') ORDER BY id DESC LIMIT ?3";
+// Consecutive failures, counted in SQL: ?1 app, ?2 error.
+inline constexpr const char* kEnsureEventEndpoint =
+    "INSERT OR IGNORE INTO event_endpoints (app, failures, disabled_at, last_error) VALUES (?1, 0, 0, '')";
+inline constexpr const char* kCountEventFailure =
+    "UPDATE event_endpoints SET failures = failures + 1, last_error = ?2 WHERE app = ?1";
+// The failure that reaches the limit turns the endpoint off, once: ?1 app, ?2 now, ?3 max failures.
+inline constexpr const char* kDisableEventEndpoint =
+    "UPDATE event_endpoints SET disabled_at = ?2 WHERE app = ?1 AND disabled_at = 0 AND failures >= ?3";
+inline constexpr const char* kSelectEventEndpoint =
+    "SELECT app, failures, disabled_at, last_error FROM event_endpoints WHERE app = ?1";
+// ?1 app: its waiting events (not the one in flight, parked by kRetryEvent).
+inline constexpr const char* kParkEvents =
+    "UPDATE event_jobs SET due_at = " TF_EVENT_PARKED " WHERE app = ?1 AND holder = ''";
+// A delivery resets the count of an endpoint still on: ?1 app.
+inline constexpr const char* kClearEventFailures =
+    "UPDATE event_endpoints SET failures = 0 WHERE app = ?1 AND disabled_at = 0 AND failures <> 0";
+// ?1 app, ?2 now
+inline constexpr const char* kEnableEventEndpoint =
+    "UPDATE event_endpoints SET disabled_at = 0, failures = 0 WHERE app = ?1 AND disabled_at <> 0";
+inline constexpr const char* kUnparkEvents =
+    "UPDATE event_jobs SET due_at = ?2, retry_at = ?2 WHERE app = ?1 AND due_at = " TF_EVENT_PARKED;
+inline constexpr const char* kListEventEndpoints =
+    "SELECT app, failures, disabled_at, last_error FROM event_endpoints ORDER BY app";
+// Pending requests past their expiry, through requests_live_code (a pending
+// request still has its code hash): ?1 now, ?2 limit.
+inline constexpr const char* kSelectExpiredPending =
+    "SELECT id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "
+    "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "
+    "finished_at, failure, fallback_destination FROM requests WHERE code_hash IS NOT NULL AND expires_at <= ?1 "
+    "AND status = 'pending' ORDER BY expires_at LIMIT ?2";
+#undef TF_EVENT_ATTEMPT_COLUMNS
+#undef TF_EVENT_COLUMNS
+#undef TF_EVENT_PARKED
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
 // finish if still held), each a single conditional statement, so a backend
@@ -431,13 +556,23 @@ inline constexpr PurgeSql kPurge[] = {
     // (OtpRequest::finish), so only the expired ones that nobody touched remain.
     TF_PURGE1("UPDATE requests SET code_hash = NULL", "requests", "code_hash IS NOT NULL AND expires_at <= ?1"),
     // deliveries, request log, identifying data: ?1 = now - delivery_logs
-    TF_PURGE1("DELETE FROM deliveries", "deliveries", "at < ?1 AND " TF_NOT_RESTRICTED_REQUEST),
+    // ... and the event delivery log, and events never delivered (an endpoint
+    // left disabled) as old as that.
+    PurgeSql{{TF_BATCH("DELETE FROM deliveries", "deliveries", "at < ?1 AND " TF_NOT_RESTRICTED_REQUEST),
+              TF_BATCH("DELETE FROM event_attempts", "event_attempts", "at < ?1"),
+              TF_BATCH("DELETE FROM event_jobs", "event_jobs", "created_at < ?1"), nullptr},
+             {TF_COUNT("deliveries", "at < ?1 AND " TF_NOT_RESTRICTED_REQUEST),
+              TF_COUNT("event_attempts", "at < ?1"), TF_COUNT("event_jobs", "created_at < ?1"), nullptr}},
     TF_PURGE1("DELETE FROM request_log", "request_log", "at < ?1"),
     TF_PURGE1("UPDATE requests SET destination = '', fallback_destination = '', reference = '', client_ip = '', "
               "device = ''",
               "requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED),
     // rate counters: ?1 = now - 86400 (no window or cooldown is longer than a day)
-    TF_PURGE1("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
+    // ... and Idempotency-Key records, which hold their key for a day too.
+    PurgeSql{{TF_BATCH("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
+              TF_BATCH("DELETE FROM idempotency_keys", "idempotency_keys", "created_at < ?1"), nullptr, nullptr},
+             {TF_COUNT("rate_counters", "last_at <= ?1"), TF_COUNT("idempotency_keys", "created_at < ?1"), nullptr,
+              nullptr}},
     // fraud set members: ?1 = now
     TF_PURGE1("DELETE FROM fraud_sets", "fraud_sets", "expires_at <= ?1"),
     // subject failures: ?1 = now - delivery_logs; no longer locked, no request since

@@ -585,6 +585,201 @@ public:
         return out;
     }
 
+    // ---- Event webhooks ----
+    static otp::EventJob readEvent(const Statement& s) {
+        otp::EventJob e;
+        e.id = s.text(0);
+        e.app = s.text(1);
+        e.type = s.text(2);
+        e.requestId = s.text(3);
+        e.payload = s.text(4);
+        e.createdAt = s.integer(5);
+        e.attempts = static_cast<int>(s.integer(6));
+        e.retryAt = s.integer(7);
+        e.holder = s.text(8);
+        e.leaseUntil = s.integer(9);
+        e.lastError = s.text(10);
+        return e;
+    }
+    static otp::EventEndpoint readEndpoint(const Statement& s) {
+        return otp::EventEndpoint{s.text(0), static_cast<int>(s.integer(1)), s.integer(2), s.text(3)};
+    }
+    void enqueueEvent(const otp::EventJob& e) override {
+        auto& s = stmt(eventEnqueue_, sql::kEnqueueEvent);
+        s.bind(1, e.id);
+        s.bind(2, e.app);
+        s.bind(3, e.type);
+        s.bind(4, e.requestId);
+        s.bind(5, e.payload);
+        s.bind(6, e.createdAt);
+        s.bind(7, e.retryAt);
+        s.step();
+        s.reset();
+    }
+    std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
+                                           std::int64_t leaseUntil, int limit) override {
+        std::string low(nodePrefix), high(nodePrefix);
+        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
+        std::vector<otp::EventJob> candidates;
+        if (!low.empty()) {
+            auto& o = stmt(eventOrphaned_, sql::kSelectOrphanedEvents);
+            o.bind(1, low);
+            o.bind(2, high);
+            o.bind(3, holder);
+            o.bind(4, limit);
+            while (o.step()) candidates.push_back(readEvent(o));
+            o.reset();
+        }
+        if (static_cast<int>(candidates.size()) < limit) {
+            auto& d = stmt(eventDue_, sql::kSelectDueEvents);
+            d.bind(1, now);
+            d.bind(2, limit - static_cast<int>(candidates.size()));
+            while (d.step()) {
+                auto e = readEvent(d);
+                if (std::none_of(candidates.begin(), candidates.end(),
+                                 [&](const otp::EventJob& c) { return c.id == e.id; }))
+                    candidates.push_back(std::move(e));
+            }
+            d.reset();
+        }
+        std::vector<otp::EventJob> claimed;
+        auto& c = stmt(eventClaim_, sql::kClaimEvent);
+        for (auto& e : candidates) {
+            c.bind(1, e.id);
+            c.bind(2, holder);
+            c.bind(3, leaseUntil);
+            c.bind(4, now);
+            c.bind(5, low.empty() ? std::string("\x01") : low);
+            c.bind(6, low.empty() ? std::string("\x01") : high);
+            c.step();
+            const bool won = sqlite3_changes(db_) == 1;
+            c.reset();
+            if (won) claimed.push_back(std::move(e));
+        }
+        return claimed;
+    }
+    bool retryEvent(std::string_view id, std::string_view holder, int attempts, std::int64_t retryAt,
+                    std::string_view error) override {
+        auto& s = stmt(eventRetry_, sql::kRetryEvent);
+        s.bind(1, id);
+        s.bind(2, holder);
+        s.bind(3, attempts);
+        s.bind(4, retryAt);
+        s.bind(5, error);
+        s.step();
+        const bool changed = sqlite3_changes(db_) == 1;
+        s.reset();
+        return changed;
+    }
+    bool finishEvent(std::string_view id, std::string_view holder) override {
+        auto& s = stmt(eventFinish_, sql::kFinishEvent);
+        s.bind(1, id);
+        s.bind(2, holder);
+        s.step();
+        const bool changed = sqlite3_changes(db_) == 1;
+        s.reset();
+        return changed;
+    }
+    void insertEventAttempt(const otp::EventAttempt& a) override {
+        auto& s = stmt(eventAttempt_, sql::kInsertEventAttempt);
+        s.bind(1, a.eventId);
+        s.bind(2, a.app);
+        s.bind(3, a.type);
+        s.bind(4, a.attempt);
+        s.bind(5, a.at);
+        s.bind(6, a.outcome);
+        s.bind(7, a.statusCode);
+        s.bind(8, a.durationMs);
+        s.bind(9, a.error);
+        s.step();
+        s.reset();
+    }
+    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& q) override {
+        auto& s = q.eventId ? stmt(eventAttemptsOf_, sql::kSelectEventAttemptsOfEvent)
+                            : stmt(eventAttempts_, sql::kSelectEventAttempts);
+        if (q.app) s.bind(1, *q.app);
+        else s.bindNull(1);
+        s.bind(2, q.failedOnly ? 1 : 0);
+        s.bind(3, q.limit);
+        if (q.eventId) s.bind(4, *q.eventId);
+        std::vector<otp::EventAttempt> out;
+        while (s.step())
+            out.push_back(otp::EventAttempt{s.integer(0), s.text(1), s.text(2), s.text(3),
+                                            static_cast<int>(s.integer(4)), s.integer(5), s.text(6),
+                                            static_cast<int>(s.integer(7)), s.integer(8), s.text(9)});
+        s.reset();
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+    otp::EventFailure countEventFailure(std::string_view app, std::int64_t now, int maxFailures,
+                                        std::string_view error) override {
+        auto& ensure = stmt(eventEnsure_, sql::kEnsureEventEndpoint);
+        ensure.bind(1, app);
+        ensure.step();
+        ensure.reset();
+        auto& count = stmt(eventCount_, sql::kCountEventFailure);
+        count.bind(1, app);
+        count.bind(2, error);
+        count.step();
+        count.reset();
+        auto& disable = stmt(eventDisable_, sql::kDisableEventEndpoint);
+        disable.bind(1, app);
+        disable.bind(2, now);
+        disable.bind(3, maxFailures);
+        disable.step();
+        otp::EventFailure out;
+        out.disabled = sqlite3_changes(db_) == 1;
+        disable.reset();
+        if (out.disabled) {
+            auto& park = stmt(eventPark_, sql::kParkEvents);
+            park.bind(1, app);
+            park.step();
+            park.reset();
+        }
+        auto& sel = stmt(eventEndpoint_, sql::kSelectEventEndpoint);
+        sel.bind(1, app);
+        if (sel.step()) out.failures = static_cast<int>(sel.integer(1));
+        sel.reset();
+        return out;
+    }
+    void clearEventFailures(std::string_view app) override {
+        auto& s = stmt(eventClear_, sql::kClearEventFailures);
+        s.bind(1, app);
+        s.step();
+        s.reset();
+    }
+    bool enableEvents(std::string_view app, std::int64_t now) override {
+        auto& s = stmt(eventEnable_, sql::kEnableEventEndpoint);
+        s.bind(1, app);
+        s.step();
+        const bool changed = sqlite3_changes(db_) == 1;
+        s.reset();
+        if (!changed) return false;
+        auto& u = stmt(eventUnpark_, sql::kUnparkEvents);
+        u.bind(1, app);
+        u.bind(2, now);
+        u.step();
+        u.reset();
+        return true;
+    }
+    std::vector<otp::EventEndpoint> listEventEndpoints() override {
+        auto& s = stmt(eventEndpoints_, sql::kListEventEndpoints);
+        std::vector<otp::EventEndpoint> out;
+        while (s.step()) out.push_back(readEndpoint(s));
+        s.reset();
+        return out;
+    }
+    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t now, int limit) override {
+        auto& s = stmt(expiredPending_, sql::kSelectExpiredPending);
+        s.bind(1, now);
+        s.bind(2, limit);
+        std::vector<otp::OtpRequest> out;
+        while (s.step()) out.push_back(readRequestRow(s));
+        s.reset();
+        return out;
+    }
+    // ---- end of event webhooks ----
+
     // A statement prepared on first use and kept, reset for new bindings.
     Statement& stmt(std::unique_ptr<Statement>& slot, const char* text) {
         if (!slot) slot = std::make_unique<Statement>(db_, text);
@@ -1366,6 +1561,9 @@ private:
         idemClaim_, idemSelect_, idemComplete_, idemRelease_;
     std::unique_ptr<Statement> putJob_, orphanedJobs_, dueJobs_, claimJob_, renewJob_, retryJob_, finishJob_, endJob_,
         selectJob_, listJobs_;
+    std::unique_ptr<Statement> eventEnqueue_, eventOrphaned_, eventDue_, eventClaim_, eventRetry_, eventFinish_,
+        eventAttempt_, eventAttempts_, eventAttemptsOf_, eventEnsure_, eventCount_, eventDisable_, eventPark_,
+        eventEndpoint_, eventClear_, eventEnable_, eventUnpark_, eventEndpoints_, expiredPending_;
     Statement select_, newest_, insert_, insertDelivery_, selectDeliveries_, updateStatus_, selectOptOut_,
         insertOptOut_, deleteOptOut_, listOptOuts_, selectCounter_, putCounter_, selectFailures_,
         deleteFailures_, lastAudit_, insertAudit_, selectAudit_,
