@@ -68,12 +68,6 @@ std::vector<std::string> backends() {
     return names;
 }
 
-// The backends that implement the whole contract. The PostgreSQL backend
-// does requests, their state changes and the limits so far (see
-// store::postgresMissing()); the cases of the rest run on SQLCipher only
-// until it does them too.
-std::vector<std::string> fullBackends() { return {"sqlcipher"}; }
-
 // A fresh, empty store of one backend for one test case.
 struct Fresh {
     TempDir dir;
@@ -184,7 +178,7 @@ TEST_CASE("a failing work item rolls back alone; its batch mates commit", "[stor
 }
 
 TEST_CASE("the request log: newest first by limit, returned oldest first, filtered by time", "[store][calls]") {
-    const auto backend = GENERATE(from_range(fullBackends()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     store::runSync(*s, [](store::Transaction& t) {
@@ -208,7 +202,7 @@ TEST_CASE("the request log: newest first by limit, returned oldest first, filter
 }
 
 TEST_CASE("fraud sets: members after `since` counted up to a cap, the n-th most recent", "[store][fraud]") {
-    const auto backend = GENERATE(from_range(fullBackends()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     store::runSync(*s, [](store::Transaction& t) {
@@ -292,7 +286,7 @@ void seedRetention(store::Store& s, std::int64_t now) {
 }  // namespace
 
 TEST_CASE("retention purge: exact counts per category, dry run first", "[store][retention]") {
-    const auto backend = GENERATE(from_range(fullBackends()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     const std::int64_t now = 1'800'000'000;
@@ -345,7 +339,7 @@ TEST_CASE("retention purge: exact counts per category, dry run first", "[store][
 }
 
 TEST_CASE("retention purge interleaves with other work and records runs", "[store][retention]") {
-    const auto backend = GENERATE(from_range(fullBackends()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     const std::int64_t now = 1'800'000'000;
@@ -381,7 +375,7 @@ TEST_CASE("retention purge interleaves with other work and records runs", "[stor
 }
 
 TEST_CASE("a subject's data is found, rectified and erased through the keyed hash", "[store][gdpr]") {
-    const auto backend = GENERATE(from_range(fullBackends()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     auto a = sample("req-a");
@@ -507,7 +501,7 @@ TEST_CASE("delivery jobs: claimed only when due or orphaned, finished only by th
 }
 
 TEST_CASE("delivery jobs: a resend's job replaces the previous send's; erasure removes them", "[store][jobs]") {
-    const auto backend = GENERATE(from_range(fullBackends()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     store::runSync(*s, [&](store::Transaction& t) {
