@@ -129,7 +129,7 @@ std::unique_ptr<CommandGroup> auditCommands();        // audit (audit.cpp)
 std::unique_ptr<CommandGroup> privacyCommands();      // gdpr (privacy.cpp)
 std::unique_ptr<CommandGroup> maintenanceCommands();  // key, backup (maintenance.cpp)
 std::unique_ptr<CommandGroup> apiKeyCommands();       // apikey (apikey.cpp)
-std::unique_ptr<CommandGroup> observationCommands();  // apps, stats (stats.cpp)
+std::unique_ptr<CommandGroup> observationCommands();  // apps, stats, cluster (stats.cpp)
 
 // The whole command tree, for the generated shell completions (command_table.cpp).
 [[nodiscard]] json commandTable(const CLI::App& app);

@@ -67,6 +67,12 @@ public:
     }
     void bindRequest(std::string_view id, std::string_view digest) override { t_.bindRequest(id, digest); }
     std::string requestBinding(std::string_view id) override { return t_.requestBinding(id); }
+    bool takeLease(std::string_view n, std::int64_t slot, std::string_view h, std::int64_t now, std::int64_t until) override {
+        return t_.takeLease(n, slot, h, now, until);
+    }
+    std::vector<store::Lease> listLeases(int limit) override { return t_.listLeases(limit); }
+    void heartbeatNode(const store::NodeInfo& n) override { t_.heartbeatNode(n); }
+    std::vector<store::NodeInfo> listNodes(std::int64_t since, int limit) override { return t_.listNodes(since, limit); }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         return t_.findDeliveryAttempts(q);

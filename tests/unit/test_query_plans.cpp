@@ -48,6 +48,7 @@ const std::map<std::string, std::string> kMayScan = {
     {"kListDeliveryJobs",
      "operator listing (twofactor deliveries), soonest due first through delivery_jobs_due, stops after ?1 rows"},
     {"kListOptOuts", "operator listing (twofactor optout list), up to ?1 rows"},
+    {"kListLeases", "operator listing (twofactor cluster status): one row per singleton, never per call"},
     {"kEraseSubject[8]",
      "GDPR erasure (dpo, rare): rate counter keys end in the subject hash; the table holds one day of counters"},
     {"kEraseSubject[9]",

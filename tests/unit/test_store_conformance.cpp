@@ -1034,3 +1034,46 @@ TEST_CASE("concurrent writers keep one audit chain without gaps", "[store][audit
     CHECK(v.records == kThreads * kEach);
     CHECK(v.lastSeq == kThreads * kEach);
 }
+
+TEST_CASE("lease rows: one holder per scheduled run, taken over only once expired; nodes beat", "[store][cluster]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    const auto take = [&](std::int64_t slot, const char* holder, std::int64_t now) {
+        return store::runSync(*s, [&](store::Transaction& t) { return t.takeLease("retention", slot, holder, now, now + 60); });
+    };
+    CHECK(take(1000, "a/1", 1000));
+    CHECK_FALSE(take(1000, "b/1", 1001));  // the same run: already taken
+    CHECK_FALSE(take(1000, "a/1", 1002));  // not even twice by its holder
+    CHECK_FALSE(take(2000, "b/1", 1030));  // the next run, while a's lease is live
+    CHECK(take(2000, "a/1", 1030));        // its holder may go on
+    CHECK(take(3000, "b/1", 1091));        // a's lease ran out
+    auto leases = store::runSync(*s, [](store::Transaction& t) { return t.listLeases(10); });
+    REQUIRE(leases.size() == 1);
+    CHECK(leases[0].holder == "b/1");
+    CHECK(leases[0].slot == 3000);
+    CHECK(leases[0].expiresAt == 1151);
+
+    // Many nodes racing for one run: exactly one takes it.
+    std::atomic<int> won{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 8; ++i)
+        threads.emplace_back([&, i] {
+            const std::string holder = "n/" + std::to_string(i);
+            if (store::runSync(*s, [&](store::Transaction& t) { return t.takeLease("retention", 4000, holder, 5000, 5060); }))
+                ++won;
+        });
+    for (auto& t : threads) t.join();
+    CHECK(won == 1);
+
+    store::runSync(*s, [](store::Transaction& t) {
+        t.heartbeatNode({"a/1", "host-a", "0.1.0", 100, 110});
+        t.heartbeatNode({"b/1", "host-b", "0.1.0", 100, 200});
+        t.heartbeatNode({"a/1", "host-a", "0.1.0", 100, 300});
+    });
+    auto nodes = store::runSync(*s, [](store::Transaction& t) { return t.listNodes(150, 10); });
+    REQUIRE(nodes.size() == 2);
+    CHECK(nodes[0].id == "a/1");
+    CHECK(nodes[0].heartbeat == 300);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.listNodes(250, 10); }).size() == 1);
+}

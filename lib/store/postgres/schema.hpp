@@ -236,6 +236,24 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_by_time ON idempotency_keys (created_at);
 )sql",
+    // 4: the cluster: lease-row singletons (the retention schedule runs once
+    // per scheduled time across the nodes) and the node registry.
+    R"sql(
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    slot        BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE TABLE nodes (
+    id         TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    started    BIGINT NOT NULL,
+    heartbeat  BIGINT NOT NULL
+);
+CREATE INDEX nodes_by_heartbeat ON nodes (heartbeat);
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -611,6 +629,22 @@ inline constexpr const char* kListPrivacyRequests =
     "SELECT " TF_PRIVACY_COLUMNS " FROM privacy_requests WHERE (NOT $1::BOOLEAN OR completed IS NULL) "
     "AND ($2::BIGINT IS NULL OR (completed IS NULL AND due < $2::BIGINT)) ORDER BY received DESC, id DESC LIMIT $3";
 #undef TF_PRIVACY_COLUMNS
+
+// ---- Cluster ----
+// $1 name, $2 holder, $3 slot, $4 now, $5 until. Two nodes taking the same
+// slot at once: the second waits for the first's row lock, then re-checks
+// the WHERE clause against the row as committed, and takes nothing.
+inline constexpr const char* kTakeLease =
+    "INSERT INTO leases (name, holder, slot, expires_at) VALUES ($1, $2, $3, $5) ON CONFLICT (name) DO UPDATE SET "
+    "holder = EXCLUDED.holder, slot = EXCLUDED.slot, expires_at = EXCLUDED.expires_at WHERE leases.slot < "
+    "EXCLUDED.slot AND (leases.expires_at <= $4::BIGINT OR leases.holder = EXCLUDED.holder)";
+inline constexpr const char* kListLeases =
+    "SELECT name, holder, slot, expires_at FROM leases ORDER BY name LIMIT $1";
+inline constexpr const char* kHeartbeatNode =
+    "INSERT INTO nodes (id, host, version, started, heartbeat) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE "
+    "SET heartbeat = GREATEST(nodes.heartbeat, EXCLUDED.heartbeat), version = EXCLUDED.version";
+inline constexpr const char* kListNodes =
+    "SELECT id, host, version, started, heartbeat FROM nodes WHERE heartbeat >= $1 ORDER BY heartbeat DESC LIMIT $2";
 
 // ---- Transaction binding ----
 inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = $2 WHERE id = $1";

@@ -115,7 +115,13 @@ private:
 class Connection {
 public:
     explicit Connection(const SecretString& dsn) {
-        c_ = PQconnectdb(std::string(dsn.view()).c_str());
+        // A server that is gone must not hold the call for TCP's own timeout:
+        // connect_timeout comes first, so one in the connection string wins.
+        std::string text(dsn.view());
+        const char* keys[] = {"connect_timeout", "dbname", nullptr};
+        const char* values[] = {"3", text.c_str(), nullptr};
+        c_ = PQconnectdbParams(keys, values, 1);
+        std::fill(text.begin(), text.end(), '\0');  // it may hold a password
         if (!c_ || PQstatus(c_) != CONNECTION_OK) {
             const std::string why = c_ ? firstLine(PQerrorMessage(c_)) : "out of memory";
             if (c_) PQfinish(c_);
@@ -611,6 +617,29 @@ public:
         return readPrivacyRequests(c_.exec(pg::kSelectSubjectPrivacyRequests, Params().text(subjectHash)));
     }
 
+    // ---- cluster ----
+    bool takeLease(std::string_view name, std::int64_t slot, std::string_view holder, std::int64_t now,
+                   std::int64_t until) override {
+        return c_.exec(pg::kTakeLease, Params().text(name).text(holder).integer(slot).integer(now).integer(until))
+                   .affected() == 1;
+    }
+    std::vector<Lease> listLeases(int limit) override {
+        auto r = c_.exec(pg::kListLeases, Params().integer(limit));
+        std::vector<Lease> out;
+        for (int i = 0; i < r.rows(); ++i) out.push_back(Lease{r.text(i, 0), r.text(i, 1), r.integer(i, 2), r.integer(i, 3)});
+        return out;
+    }
+    void heartbeatNode(const NodeInfo& n) override {
+        c_.exec(pg::kHeartbeatNode, Params().text(n.id).text(n.host).text(n.version).integer(n.started).integer(n.heartbeat));
+    }
+    std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
+        auto r = c_.exec(pg::kListNodes, Params().integer(since).integer(limit));
+        std::vector<NodeInfo> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(NodeInfo{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.integer(i, 3), r.integer(i, 4)});
+        return out;
+    }
+
     // ---- transaction binding ----
     void bindRequest(std::string_view requestId, std::string_view contextDigest) override {
         c_.exec(pg::kBindRequest, Params().text(requestId).text(contextDigest));
@@ -983,6 +1012,9 @@ private:
         for (int attempt = 0;; ++attempt) {
             try {
                 if (!conn || !conn->ok()) conn = std::make_unique<Connection>(dsn_);
+            } catch (const PgError& e) {
+                conn.reset();
+                return std::make_exception_ptr(StoreUnavailable(e.what()));
             } catch (...) {
                 conn.reset();
                 return std::current_exception();
@@ -1001,6 +1033,7 @@ private:
                     std::this_thread::sleep_for(std::chrono::milliseconds(1 << std::min(attempt, 5)));
                     continue;
                 }
+                if (lost) return std::make_exception_ptr(StoreUnavailable(e.what()));
                 return std::current_exception();
             } catch (...) {
                 rollback(*conn);
@@ -1050,8 +1083,5 @@ SecretString loadDsn(const std::string& credentialName, const std::string& dsnFi
     return SecretString(std::string(v));
 }
 
-const char* postgresMissing() {
-    return "the daemon's start-up on it (the store-dsn credential, the node-local outbox warning)";
-}
 
 }  // namespace twofactor::store

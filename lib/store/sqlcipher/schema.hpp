@@ -323,7 +323,40 @@ ALTER TABLE request_log ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE request_log ADD COLUMN client_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE request_log ADD COLUMN status INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 18: lease-row singletons (the retention schedule) and the node
+    // registry, as on PostgreSQL: `twofactor cluster status` reads the same
+    // tables on both backends; here they hold the one local daemon.
+    R"sql(
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    slot        INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE TABLE nodes (
+    id         TEXT PRIMARY KEY NOT NULL,
+    host       TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    started    INTEGER NOT NULL,
+    heartbeat  INTEGER NOT NULL
+);
+CREATE INDEX nodes_by_heartbeat ON nodes (heartbeat);
+)sql",
 };
+
+// Lease rows: ?1 name, ?2 holder, ?3 slot, ?4 now, ?5 until. The row exists
+// first (an empty holder, slot -1), then one conditional UPDATE takes it.
+inline constexpr const char* kEnsureLease =
+    "INSERT OR IGNORE INTO leases (name, holder, slot, expires_at) VALUES (?1, '', -1, 0)";
+inline constexpr const char* kTakeLease =
+    "UPDATE leases SET holder = ?2, slot = ?3, expires_at = ?5 WHERE name = ?1 AND slot < ?3 "
+    "AND (expires_at <= ?4 OR holder = ?2 OR holder = '')";
+inline constexpr const char* kListLeases =
+    "SELECT name, holder, slot, expires_at FROM leases WHERE holder <> '' ORDER BY name LIMIT ?1";
+inline constexpr const char* kHeartbeatNode =
+    "INSERT OR REPLACE INTO nodes (id, host, version, started, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kListNodes =
+    "SELECT id, host, version, started, heartbeat FROM nodes WHERE heartbeat >= ?1 ORDER BY heartbeat DESC LIMIT ?2";
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
 // finish if still held), each a single conditional statement, so a backend
