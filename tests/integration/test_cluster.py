@@ -203,5 +203,29 @@ class Cluster(unittest.TestCase):
         self.assertEqual(harness.pg_query("SELECT count(*) FROM requests WHERE id = '%s'" % rid), "1")
 
 
+class SingleNode(unittest.TestCase):
+    """On SQLCipher, cluster status shows the one local daemon and no foreign lease."""
+
+    def test_cluster_status_shows_the_local_node(self):
+        d = harness.Daemon(config='[daemon]\nstate_dir = "{root}/state"\ngenerate_keys = true\n'
+                                  '[access.admin]\nusers = ["{uid}"]\n[apps.default]\n', clock=T0).start()
+        try:
+            deadline = time.time() + 10
+            while True:
+                r = d.cli("--json", "cluster", "status")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                status = json.loads(r.stdout)
+                if status["nodes"] or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(status["backend"], "sqlcipher")
+            self.assertEqual([n["id"] for n in status["nodes"]], [status["self"]])
+            self.assertEqual(status["leases"], [])
+            self.assertEqual(status["queuedJobs"], 0)
+            self.assertIn("nodes          1", d.cli("cluster", "status").stdout)
+        finally:
+            d.cleanup()
+
+
 if __name__ == "__main__":
     harness.main()
