@@ -127,6 +127,10 @@ int reportError(const std::string& command, const ipc::Reply& reply) {
         message = p.contains("reason") ? "twofactord: " + str(p, "reason") + " (see its log)"
                                        : "twofactord could not use its store (see its log)";
         code = kUnreachable;
+    } else if (name == "StoreUnavailable") {
+        message = p.contains("reason") ? "twofactord: " + str(p, "reason") + "; it reconnects by itself, retry shortly"
+                                       : "twofactord cannot reach its database; it reconnects by itself, retry shortly";
+        code = kUnreachable;
     } else if (name == "AuditFailed") {
         message = "twofactord could not write the audit record; nothing was done (see its log)";
         code = kUnreachable;

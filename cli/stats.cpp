@@ -1,5 +1,6 @@
-// twofactor apps and twofactor stats: what is configured and how delivery
-// and verification go, for operators and their monitoring.
+// twofactor apps, twofactor stats and twofactor cluster status: what is
+// configured, how delivery and verification go, and which nodes serve, for
+// operators and their monitoring.
 #include "cli/common.hpp"
 
 #include <cstdio>
@@ -18,11 +19,18 @@ public:
             stats_->add_option("--since", since_, std::string("from this time (default: 24 hours ago): ") + kTimeForms);
             stats_->add_option("--until", until_, std::string("before this time (default: now): ") + kTimeForms);
         }
+        if (pick.wants("cluster")) {
+            cluster_ = app.add_subcommand("cluster", "the nodes serving this store (operator)");
+            cluster_->require_subcommand(1);
+            clusterStatus_ = cluster_->add_subcommand("status", "nodes heard from in the last 10 minutes, lease "
+                                                                "holders and queued delivery jobs");
+        }
     }
 
     int run(const Globals& g) override {
         if (apps_ != nullptr && *apps_) return apps(g);
         if (stats_ != nullptr && *stats_) return stats(g);
+        if (clusterStatus_ != nullptr && *clusterStatus_) return clusterStatus(g);
         return -1;
     }
 
@@ -112,8 +120,36 @@ private:
         }
     }
 
+    static int clusterStatus(const Globals& g) {
+        json out;
+        if (int rc = call(g, "cluster status", "io.twofactor.Daemon.ClusterStatus", json::object(), out); rc >= 0)
+            return rc;
+        if (g.json) {
+            std::printf("%s\n", out.dump().c_str());
+            return kOk;
+        }
+        const std::string self = str(out, "self");
+        std::printf("backend        %s\n", str(out, "backend").c_str());
+        std::printf("nodes          %zu\n", out["nodes"].size());
+        for (const auto& n : out["nodes"])
+            std::printf("  %s%-40s %-16s %-8s started %s, heartbeat %s\n", str(n, "id") == self ? "*" : " ",
+                        str(n, "id").c_str(), str(n, "host").c_str(), str(n, "version").c_str(),
+                        isoTime(n.value("started", std::int64_t{0})).c_str(),
+                        isoTime(n.value("heartbeat", std::int64_t{0})).c_str());
+        std::printf("leases         %zu\n", out["leases"].size());
+        for (const auto& l : out["leases"])
+            std::printf("  %-12s %s, run of %s, until %s\n", str(l, "name").c_str(), str(l, "holder").c_str(),
+                        isoTime(l.value("slot", std::int64_t{0})).c_str(),
+                        isoTime(l.value("expires", std::int64_t{0})).c_str());
+        std::printf("queued jobs    %s%s\n", out.value("queuedJobsCapped", false) ? "more than " : "",
+                    str(out, "queuedJobs").c_str());
+        return kOk;
+    }
+
     CLI::App* apps_ = nullptr;
     CLI::App* stats_ = nullptr;
+    CLI::App* cluster_ = nullptr;
+    CLI::App* clusterStatus_ = nullptr;
     std::string since_, until_;
 };
 

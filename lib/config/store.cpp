@@ -1,12 +1,8 @@
-// [store]: which backend holds the data. SQLCipher is the default and the
-// only one the daemon runs on today; "postgresql" is refused, naming what the
-// PostgreSQL backend still lacks, rather than started half-wired.
+// [store]: which backend holds the data. SQLCipher is the default;
+// "postgresql" (several nodes on one database) needs a twofactord built with libpq.
 #include "config/sections.hpp"
 
 #include "build_config.h"
-#ifdef HAVE_POSTGRESQL
-#include "store/postgres/store.hpp"
-#endif
 
 namespace twofactor::config::detail {
 
@@ -20,18 +16,13 @@ void readStore(const Reader& reader, const toml::table& t, Config& config) {
     }
     if (const toml::node* n = t.get("backend")) {
         config.store.backend = reader.oneOf(*n, "store.backend", {"sqlcipher", "postgresql"});
+#ifndef HAVE_POSTGRESQL
         if (config.store.backend == "postgresql") {
-#ifdef HAVE_POSTGRESQL
-            reader.report(*n, "store.backend",
-                          std::string("\"postgresql\" cannot run a daemon yet: the PostgreSQL backend does not "
-                                      "implement ") +
-                              store::postgresMissing() + "; use \"sqlcipher\"");
-#else
             reader.report(*n, "store.backend",
                           "\"postgresql\" is not available: this twofactord was built without libpq "
                           "(meson -Dpostgresql=enabled, with libpq-dev installed)");
-#endif
         }
+#endif
     }
 }
 

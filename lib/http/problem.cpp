@@ -21,7 +21,7 @@ int problemStatus(std::string_view error) {
         {"IdempotencyKeyInUse", 409},  {"InvalidDestination", 422}, {"ChannelNotAllowed", 422},
         {"OutOfRange", 422},           {"OptedOut", 422},           {"CountryNotAllowed", 422},
         {"Restricted", 422},           {"Suppressed", 422},           {"IdempotencyKeyReused", 422}, {"RateLimited", 429},
-        {"DeliveryFailed", 502},       {"Busy", 503},               {"StoreFailed", 503},
+        {"DeliveryFailed", 502},       {"Busy", 503},               {"StoreFailed", 503}, {"StoreUnavailable", 503},
         {"AuditFailed", 503},          {"InternalError", 500},
     };
     const auto it = kStatus.find(shortName(error));

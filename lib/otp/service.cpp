@@ -119,6 +119,12 @@ Failure storeFailure(std::exception_ptr e, const std::string& what,
     } catch (const AuditWriteError& err) {
         log::error(std::string(err.what()) + "; the operation was refused", {log::Event::AuditFailure, {}, {}});
         return Failure{"AuditFailed", json_object(), "the audit record could not be written; nothing was done"};
+    } catch (const store::StoreUnavailable& err) {
+        // The database is unreachable (a cluster's server restarting, a
+        // failover): the store connects again by itself; the caller retries.
+        log::error(what + ": " + err.what(), {log::Event::StoreFailure, {}, {}});
+        const std::string reason = what + " (the database is unreachable); " + consequence;
+        return Failure{"StoreUnavailable", {{"reason", reason}}, reason};
     } catch (const store::StoreBusy&) {
         // The queue filled between the daemon's check and this work: the
         // work never ran, so the caller may simply try again.
@@ -168,9 +174,11 @@ OtpService::OtpService(const config::Config& config, store::Store& store,
     bindingKey_ = SecretBytes(b.data(), b.size());
     // Jobs held by another start of this node belong to a daemon that is gone
     // (one daemon per state directory): the sweep takes them over at once.
+    // The node is the host and its state directory, so several nodes of a
+    // cluster on one host never take each other's live jobs for orphans.
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
-    node_ = host;
+    node_ = std::string(host) + "~" + crypto::hex(crypto::sha256(config_.stateDir)).substr(0, 8);
     holder_ = node_ + "/" + crypto::randomId();
 }
 

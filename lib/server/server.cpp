@@ -1,6 +1,9 @@
 #include "server/server_impl.hpp"
 
 #include "build_config.h"
+#ifdef HAVE_POSTGRESQL
+#include "store/postgres/store.hpp"
+#endif
 #include "util/crypto.hpp"
 
 #include <fcntl.h>
@@ -525,6 +528,37 @@ void Server::buildMethodTable() {
             });
     });
 
+    add("io.twofactor.Daemon.ClusterStatus", Access::Operator, [this](const Peer&, const json&, Respond r) {
+        struct Status {
+            std::vector<store::NodeInfo> nodes;
+            std::vector<store::Lease> leases;
+            std::size_t jobs = 0;
+        };
+        auto st = std::make_shared<Status>();
+        const std::int64_t since = clock_->now() - kNodeForgottenAfter;
+        store_->submit(
+            [st, since](store::Transaction& t) {
+                st->nodes = t.listNodes(since, 1000);
+                st->leases = t.listLeases(100);
+                st->jobs = t.listDeliveryJobs(kJobsCounted + 1).size();
+            },
+            [this, st, r = onIo(r)](std::exception_ptr e) {
+                if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
+                json nodes = json::array(), leases = json::array();
+                for (const auto& n : st->nodes)
+                    nodes.push_back({{"id", n.id}, {"host", n.host}, {"version", n.version}, {"started", n.started},
+                                     {"heartbeat", n.heartbeat}});
+                for (const auto& l : st->leases)
+                    leases.push_back({{"name", l.name}, {"holder", l.holder}, {"slot", l.slot}, {"expires", l.expiresAt}});
+                r("", {{"backend", config_.store.backend},
+                       {"self", service_->deliveryHolder()},
+                       {"nodes", nodes},
+                       {"leases", leases},
+                       {"queuedJobs", std::min<std::size_t>(st->jobs, kJobsCounted)},
+                       {"queuedJobsCapped", st->jobs > kJobsCounted}});
+            });
+    });
+
     add("io.twofactor.Daemon.RequestLog", Access::Admin, [this](const Peer&, const json& p, Respond r) {
         store::CallQuery q;
         q.since = opt<std::int64_t>(p, "since");
@@ -824,8 +858,23 @@ void Server::scheduleRetention() {
 void Server::retentionTick() {
     const std::int64_t now = clock_->now();
     if (nextRetention_ != 0 && now >= nextRetention_) {
-        if (!startRetention("schedule", false, {}))
-            log::warning("scheduled retention purge skipped: a purge is still running");
+        // Every node of a cluster has the schedule; the lease row for this
+        // scheduled time lets exactly one of them run it.
+        const std::int64_t slot = nextRetention_;
+        auto took = std::make_shared<bool>(false);
+        store_->submit(
+            [took, slot, now, holder = service_->deliveryHolder()](store::Transaction& t) {
+                *took = t.takeLease("retention", slot, holder, now, now + kRetentionLeaseSeconds);
+            },
+            [this, took, slot](std::exception_ptr e) {
+                asio::post(io_, [this, took, slot, e] {
+                    if (e) return log::warning("scheduled retention purge skipped: its lease could not be taken");
+                    if (!*took) return log::info("scheduled retention purge of " + log::timestamp(slot) +
+                                                 " runs on another node");
+                    if (!startRetention("schedule", false, {}))
+                        log::warning("scheduled retention purge skipped: a purge is still running");
+                });
+            });
         nextRetention_ = schedule_->next(now).value_or(0);
     }
     retentionTimer_->expires_after(retentionTick_);
@@ -873,28 +922,6 @@ void Server::openStore() {
     files::ensureDirectory(config_.stateDir, 0700);
     checkStateDirectory();
     lockStateDirectory();
-    SecretBytes storeKey = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
-    if (!store::keyFromCredential("store-key")) {
-        // A key rotation that a crash interrupted left <keyFile>.new: keep whichever key opens the database.
-        const std::string pending = store::pendingKeyFile(config_.storeKeyFile);
-        switch (store::recoverPendingKey(config_.storeKeyFile, storeKey, [this](const SecretBytes& key) {
-            return !files::exists(config_.databasePath) || store::keyOpensDatabase(config_.databasePath, key);
-        })) {
-            case store::PendingKeyRecovery::None: break;
-            case store::PendingKeyRecovery::Discarded:
-                log::warning("removed " + pending + " left by an interrupted key rotation: the database still opens " +
-                             "with " + config_.storeKeyFile);
-                break;
-            case store::PendingKeyRecovery::Completed:
-                log::warning("completed an interrupted key rotation: the database opens with the key of " + pending +
-                             ", which now replaces " + config_.storeKeyFile);
-                break;
-            case store::PendingKeyRecovery::Unresolved:
-                throw std::runtime_error("cannot open database " + config_.databasePath + ": neither " +
-                                         config_.storeKeyFile + " nor " + pending +
-                                         " (left by an interrupted key rotation) opens it; both are kept");
-        }
-    }
     // Copies of an interrupted backup (a crash while it ran) are not left behind.
     removeBackupLeftovers(config_.stateDir);
     SecretBytes pepper = store::loadKey("code-pepper", config_.pepperFile, config_.generateKeys);
@@ -903,11 +930,37 @@ void Server::openStore() {
         const auto derived = crypto::hmacSha256(pepper, "twofactor api key hash v1");
         apiKeyHashKey_ = SecretBytes(derived.data(), derived.size());
     }
-    store::SqlcipherOptions so;
-    so.path = config_.databasePath;
-    so.key = std::move(storeKey);
-    so.synchronousFull = config_.synchronousFull;
-    store_ = store::openSqlcipherStore(std::move(so));
+    if (config_.store.backend == "postgresql") {
+        openPostgresStore();
+    } else {
+        SecretBytes storeKey = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
+        if (!store::keyFromCredential("store-key")) {
+            // A key rotation that a crash interrupted left <keyFile>.new: keep whichever key opens the database.
+            const std::string pending = store::pendingKeyFile(config_.storeKeyFile);
+            switch (store::recoverPendingKey(config_.storeKeyFile, storeKey, [this](const SecretBytes& key) {
+                return !files::exists(config_.databasePath) || store::keyOpensDatabase(config_.databasePath, key);
+            })) {
+                case store::PendingKeyRecovery::None: break;
+                case store::PendingKeyRecovery::Discarded:
+                    log::warning("removed " + pending + " left by an interrupted key rotation: the database still opens " +
+                                 "with " + config_.storeKeyFile);
+                    break;
+                case store::PendingKeyRecovery::Completed:
+                    log::warning("completed an interrupted key rotation: the database opens with the key of " + pending +
+                                 ", which now replaces " + config_.storeKeyFile);
+                    break;
+                case store::PendingKeyRecovery::Unresolved:
+                    throw std::runtime_error("cannot open database " + config_.databasePath + ": neither " +
+                                             config_.storeKeyFile + " nor " + pending +
+                                             " (left by an interrupted key rotation) opens it; both are kept");
+            }
+        }
+        store::SqlcipherOptions so;
+        so.path = config_.databasePath;
+        so.key = std::move(storeKey);
+        so.synchronousFull = config_.synchronousFull;
+        store_ = store::openSqlcipherStore(std::move(so));
+    }
     callLog_ = std::make_unique<CallLog>(*store_);
 
     std::map<std::string, channel::Channel*> channels;
@@ -944,6 +997,49 @@ void Server::openStore() {
             if (const auto n = channel::OutboxChannel::removeRequests(dir, {id}, cur))
                 log::debug("request " + id + " ended; " + std::to_string(n) + " outbox message(s) removed");
         });
+}
+
+// The cluster's store: the connection string from the store-dsn credential
+// or [store] dsn_file (never argv or the environment); the store key, which
+// every node shares, seals the personal columns. The local key-rotation and
+// backup machinery is SQLCipher's: PostgreSQL has its own (twofactord(8)).
+void Server::openPostgresStore() {
+#ifdef HAVE_POSTGRESQL
+    // Outgoing event webhooks keep their queue in SQLCipher only so far.
+    for (const auto& [name, app] : config_.apps)
+        if (app.events)
+            throw std::runtime_error("[apps." + name + ".events]: outgoing event webhooks are not available with "
+                                     "backend = \"postgresql\" yet; remove the section or use backend = \"sqlcipher\"");
+    store::PostgresOptions po;
+    po.dsn = store::loadDsn("store-dsn", config_.store.dsnFile);
+    po.key = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
+    po.connections = config_.store.connections;
+    store_ = store::openPostgresStore(std::move(po));
+    for (const auto& [channelName, driver] : config_.drivers)
+        if (driver == "outbox")
+            log::warning("channel " + channelName + " uses the outbox driver, which is node-local: with backend = "
+                         "\"postgresql\" its messages are written only on the node that delivers them");
+    log::info("store: " + store_->description());
+#else
+    throw std::runtime_error("backend = \"postgresql\": this twofactord was built without libpq");
+#endif
+}
+
+// Registers this node and moves its heartbeat: reserved work (one row,
+// bounded by the timer), so a full queue never makes a live node look dead.
+void Server::heartbeatTick() {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
+    store::NodeInfo node{service_->deliveryHolder(), host, TWOFACTOR_VERSION, startedAt_, clock_->now()};
+    store_->submitReserved([node](store::Transaction& t) { t.heartbeatNode(node); },
+                           [](std::exception_ptr e) {
+                               if (e) log::warning("the node's heartbeat could not be recorded");
+                           });
+    heartbeatTimer_->expires_after(std::chrono::seconds(kHeartbeatSeconds));
+    heartbeatTimer_->async_wait([this](const error_code& ec) {
+        if (ec || stopping_) return;
+        heartbeatTick();
+    });
 }
 
 void Server::deliverySweepTick() {
@@ -1149,6 +1245,9 @@ int Server::run() {
     recordStart();
     scheduleRetention();
     deliveryTimer_ = std::make_unique<asio::steady_timer>(io_);
+    heartbeatTimer_ = std::make_unique<asio::steady_timer>(io_);
+    startedAt_ = clock_->now();
+    heartbeatTick();
     ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
     // Before the first sweep, which may deliver on another thread at once.
     startMetrics();
@@ -1172,6 +1271,7 @@ int Server::run() {
         if (retentionTimer_) retentionTimer_->cancel();
         if (deliveryTimer_) deliveryTimer_->cancel();
         if (eventTimer_) eventTimer_->cancel();
+        if (heartbeatTimer_) heartbeatTimer_->cancel();
         if (floodTimer_) floodTimer_->cancel();
         if (acceptTimer_) acceptTimer_->cancel();
         // Denials counted so far are recorded before the store closes.

@@ -253,6 +253,7 @@ private:
         return p;
     }
     void openStore();
+    void openPostgresStore();
     void recordStart();
     // Retention: the scheduler (a timer re-checking the daemon's clock) and one run.
     void scheduleRetention();
@@ -267,6 +268,16 @@ private:
     void deliverySweepTick();
     void sweepOutbox();
     static constexpr int kSweepBatch = 64;
+    // The cluster: each node registers itself and beats every
+    // kHeartbeatSeconds from the event loop; ClusterStatus lists the nodes
+    // heard from in the last kNodeForgottenAfter seconds, and counts at most
+    // kJobsCounted queued jobs. A scheduled retention run holds its lease
+    // row for kRetentionLeaseSeconds at most.
+    void heartbeatTick();
+    static constexpr int kHeartbeatSeconds = 10;
+    static constexpr std::int64_t kNodeForgottenAfter = 600;
+    static constexpr std::size_t kJobsCounted = 1000;
+    static constexpr std::int64_t kRetentionLeaseSeconds = 3600;
     static constexpr int kOutboxSweepTicks = 15;
     Respond logged(const ipc::Call& call, std::int64_t uid, Respond respond);
     void startWebhook();
@@ -368,6 +379,8 @@ private:
     std::chrono::milliseconds eventTick_{1000};
     int eventTicks_ = 0;
     std::unique_ptr<asio::steady_timer> deliveryTimer_;
+    std::unique_ptr<asio::steady_timer> heartbeatTimer_;
+    std::int64_t startedAt_ = 0;
     int ticksSinceOutboxSweep_ = 0;
 
     // Flood protections (I/O thread).

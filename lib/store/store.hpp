@@ -269,7 +269,24 @@ struct EmailFeedbackCounts {
 // Hours of counters kept: the longest rate shown is over 7 days.
 inline constexpr std::int64_t kEmailFeedbackHours = 8 * 24;
 
+// ---- Cluster: lease-row singletons and the node registry ----
+// A singleton's lease: who holds it until when, for which scheduled run.
+struct Lease {
+    std::string name;    // "retention"
+    std::string holder;  // the daemon start that took it (OtpService::deliveryHolder)
+    std::int64_t slot = 0;       // the scheduled time of the run it was taken for
+    std::int64_t expiresAt = 0;
+};
+// One daemon of the cluster (on SQLCipher: the one local daemon).
+struct NodeInfo {
+    std::string id;  // its delivery holder: host~state directory/start
+    std::string host;
+    std::string version;
+    std::int64_t started = 0;
+    std::int64_t heartbeat = 0;
+};
 
+// One unit of work's view of the store, valid only inside Store::submit's work
 // function. It is also the rate limits' store (rate counters, subject failures)
 // and the audit log's (append and read only).
 class Transaction : public otp::LimitStore, public otp::AuditStore, public otp::FraudStore {
@@ -415,6 +432,21 @@ public:
     // Every register entry about one subject, oldest received first.
     [[nodiscard]] virtual std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) = 0;
 
+    // ---- Cluster: lease-row singletons and the node registry ----
+    // Takes the singleton `name` for its run at `slot` (a scheduled time) if
+    // no daemon took that slot or a later one, and no other holder's lease is
+    // live at `now`; the lease runs until `until`. One conditional statement
+    // on a lease row, not an advisory lock, so it also works through
+    // PgBouncer's transaction pooling and on databases without advisory locks.
+    [[nodiscard]] virtual bool takeLease(std::string_view name, std::int64_t slot, std::string_view holder,
+                                         std::int64_t now, std::int64_t until) = 0;
+    // By name, at most `limit`.
+    [[nodiscard]] virtual std::vector<Lease> listLeases(int limit) = 0;
+    // Registers the node, or moves its heartbeat forward.
+    virtual void heartbeatNode(const NodeInfo& node) = 0;
+    // The nodes whose heartbeat is at or after `since`, newest heartbeat first, at most `limit`.
+    [[nodiscard]] virtual std::vector<NodeInfo> listNodes(std::int64_t since, int limit) = 0;
+
     // ---- Transaction binding (otp/binding.hpp) ----
     // Records that the request (inserted in this work item) has its code bound
     // to a context, of which only this keyed digest is kept.
@@ -511,6 +543,15 @@ using BackupProgress = std::function<void(std::int64_t pagesDone, std::int64_t p
 class StoreBusy : public std::runtime_error {
 public:
     StoreBusy() : std::runtime_error("the store is busy: its queue is full") {}
+};
+
+// ---- Losing the database (a backend on a database server) ----
+// What work fails with while the database cannot be reached: it did not run,
+// or was rolled back. The store connects again by itself for later work, so
+// callers answer at once with a clear error instead of waiting.
+class StoreUnavailable : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
 };
 
 class Store {

@@ -15,11 +15,46 @@ import unittest
 TWOFACTORD = os.environ.get("TWOFACTORD", "twofactord")
 TWOFACTOR = os.environ.get("TWOFACTOR", "twofactor")
 
+# The store the daemons of this run use: PostgreSQL when the run was given a
+# server (tests/pg/pg_server.py names a file holding its connection string),
+# else SQLCipher. Tests of what only SQLCipher does skip on PostgreSQL.
+PG_DSN_FILE = os.environ.get("TWOFACTOR_TEST_PG_DSN_FILE", "")
+BACKEND = "postgresql" if PG_DSN_FILE else "sqlcipher"
+PSQL = "/usr/bin/psql"
+
+
+def pg_dsn():
+    with open(PG_DSN_FILE) as f:
+        return f.read().strip()
+
+
+def pg_query(sql):
+    """Runs SQL on the test server (trust authentication, no secret in the string); returns its output."""
+    r = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", pg_dsn(), "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("psql: " + r.stderr)
+    return r.stdout.strip()
+
+
+def pg_empty():
+    """A daemon of its own starts from an empty database, as from a new SQLCipher file."""
+    pg_query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+
+
+def store_section():
+    """The [store] lines that put a daemon on this run's backend."""
+    if BACKEND != "postgresql":
+        return ""
+    return '\n[store]\nbackend = "postgresql"\ndsn_file = "%s"\n' % PG_DSN_FILE
+
 
 class Daemon:
     """A twofactord of its own: state dir, socket, clock file, optional config."""
 
-    def __init__(self, config=None, clock=None, extra_args=(), root=None):
+    def __init__(self, config=None, clock=None, extra_args=(), root=None, fresh_store=True):
+        if BACKEND == "postgresql" and root is None and fresh_store:
+            pg_empty()
         self.root = root or tempfile.mkdtemp(prefix="twofactor-test-")
         os.chmod(self.root, 0o755)  # other uids (the no-role peer) must reach the socket
         self.state = os.path.join(self.root, "state")
@@ -30,7 +65,7 @@ class Daemon:
         if config is not None:
             self.config_path = os.path.join(self.root, "twofactord.toml")
             with open(self.config_path, "w") as f:
-                f.write(config.format(root=self.root, uid=os.getuid()))
+                f.write(config.format(root=self.root, uid=os.getuid()) + store_section())
         if clock is not None:
             self.set_clock(clock)
         self.extra_args = list(extra_args)

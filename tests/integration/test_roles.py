@@ -35,6 +35,7 @@ EXPECTED = {
     "io.twofactor.Daemon.RequestLog": {"admin"},
     "io.twofactor.Daemon.Apps": {"operator", "admin"},
     "io.twofactor.Daemon.Stats": {"operator", "admin"},
+    "io.twofactor.Daemon.ClusterStatus": {"operator", "admin"},
     "io.twofactor.Otp.Send": {"operator", "admin"},
     "io.twofactor.Otp.Verify": {"operator", "admin"},
     "io.twofactor.Otp.Status": {"operator", "admin"},

@@ -69,6 +69,15 @@ class Server:
             self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", check=False)
             self.started = False
 
+    def pause(self):
+        """Stops the server, keeping its data, until resume()."""
+        self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def resume(self):
+        opts = "-c listen_addresses='' -c unix_socket_directories='%s' -c fsync=on -c max_connections=200 " \
+               "-c shared_buffers=32MB" % self.socket_dir
+        self._run("pg_ctl", "-D", self.data, "-o", opts, "-l", os.path.join(self.root, "log"), "-w", "start")
+
     def restart(self):
         self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "restart")
 

@@ -91,6 +91,12 @@ public:
     std::vector<otp::OtpRequest> findExpiredPending(std::int64_t now, int limit) override {
         return t_.findExpiredPending(now, limit);
     }
+    bool takeLease(std::string_view n, std::int64_t slot, std::string_view h, std::int64_t now, std::int64_t until) override {
+        return t_.takeLease(n, slot, h, now, until);
+    }
+    std::vector<store::Lease> listLeases(int limit) override { return t_.listLeases(limit); }
+    void heartbeatNode(const store::NodeInfo& n) override { t_.heartbeatNode(n); }
+    std::vector<store::NodeInfo> listNodes(std::int64_t since, int limit) override { return t_.listNodes(since, limit); }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         return t_.findDeliveryAttempts(q);

@@ -53,6 +53,7 @@ const std::map<std::string, std::string> kMayScan = {
      "operator listing (twofactor suppression list): newest first through email_suppressions_by_time, up to ?1 rows"},
     {"kSelectEventAttempts",
      "operator listing (twofactor events deliveries) without an event id, newest first, stops after ?3 rows"},
+    {"kListLeases", "operator listing (twofactor cluster status): one row per singleton, never per call"},
     {"kEraseSubject[8]",
      "GDPR erasure (dpo, rare): rate counter keys end in the subject hash; the table holds one day of counters"},
     {"kEraseSubject[9]",

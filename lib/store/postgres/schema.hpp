@@ -75,6 +75,208 @@ CREATE TABLE delivery_jobs (
 CREATE INDEX delivery_jobs_due ON delivery_jobs (due_at);
 CREATE INDEX delivery_jobs_by_holder ON delivery_jobs (holder) WHERE holder <> '';
 )sql",
+    // 3: everything else the daemon keeps, as in the SQLCipher schema with
+    // three differences. Personal data is sealed (BYTEA; an empty value is
+    // one blanked by retention or erasure). The email fallback address is
+    // found through fallback_hash, a keyed hash of its lower-cased form, as
+    // the subject through subject_hash. And the audit chain has one writer
+    // at a time across all nodes: appending locks audit_gate's row (see
+    // kLockAuditGate), so `audit verify` checks one chain as on SQLCipher.
+    R"sql(
+ALTER TABLE requests ADD COLUMN context_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE requests ADD COLUMN fallback_hash TEXT NOT NULL DEFAULT '';
+CREATE INDEX requests_by_subject_only ON requests (subject_hash);
+CREATE INDEX requests_by_fallback ON requests (fallback_hash) WHERE fallback_hash <> '';
+CREATE INDEX requests_live_code ON requests (expires_at) WHERE code_hash IS NOT NULL;
+CREATE INDEX requests_identified ON requests (created_at) WHERE octet_length(destination) > 0;
+CREATE TABLE deliveries (
+    id                  BIGSERIAL PRIMARY KEY,
+    request_id          TEXT NOT NULL,
+    app                 TEXT NOT NULL,
+    channel             TEXT NOT NULL,
+    driver              TEXT NOT NULL,
+    send_no             INTEGER NOT NULL,
+    attempt_no          INTEGER NOT NULL,
+    at                  BIGINT NOT NULL,
+    outcome             TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL DEFAULT '',
+    status_code         INTEGER NOT NULL DEFAULT 0,
+    duration_ms         BIGINT NOT NULL DEFAULT 0,
+    error_class         TEXT NOT NULL DEFAULT '',
+    error               TEXT NOT NULL DEFAULT '',
+    ambiguous           BOOLEAN NOT NULL DEFAULT FALSE,
+    provider_status     TEXT NOT NULL DEFAULT '',
+    provider_status_at  BIGINT NOT NULL DEFAULT 0,
+    provider_error      TEXT NOT NULL DEFAULT '',
+    provider            TEXT NOT NULL DEFAULT '',
+    region              TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX deliveries_by_request ON deliveries (request_id, id);
+CREATE INDEX deliveries_by_time ON deliveries (at);
+CREATE INDEX deliveries_by_provider_id ON deliveries (provider_message_id) WHERE provider_message_id <> '';
+CREATE INDEX deliveries_by_app ON deliveries (app);
+CREATE TABLE optouts (
+    subject_hash  TEXT PRIMARY KEY,
+    destination   BYTEA NOT NULL,
+    created_at    BIGINT NOT NULL,
+    source        TEXT NOT NULL,
+    reason        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX optouts_by_created ON optouts (created_at, subject_hash);
+CREATE TABLE request_log (
+    id           BIGSERIAL PRIMARY KEY,
+    at           BIGINT NOT NULL,
+    method       TEXT NOT NULL,
+    duration_ms  BIGINT NOT NULL,
+    result       TEXT NOT NULL,
+    uid          BIGINT NOT NULL,
+    key_id       TEXT NOT NULL DEFAULT '',
+    client_ip    BYTEA NOT NULL,
+    status       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX request_log_by_time ON request_log (at);
+CREATE TABLE fraud_sets (
+    rule        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    member      TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    PRIMARY KEY (rule, key, member)
+);
+CREATE INDEX fraud_sets_by_expiry ON fraud_sets (expires_at);
+CREATE INDEX fraud_sets_by_time ON fraud_sets (rule, key, at);
+CREATE TABLE retention_runs (
+    id                BIGSERIAL PRIMARY KEY,
+    started           BIGINT NOT NULL,
+    finished          BIGINT NOT NULL,
+    trigger           TEXT NOT NULL,
+    code_hashes       BIGINT NOT NULL,
+    deliveries        BIGINT NOT NULL,
+    request_log       BIGINT NOT NULL,
+    client_data       BIGINT NOT NULL,
+    rate_counters     BIGINT NOT NULL,
+    fraud_sets        BIGINT NOT NULL,
+    subject_failures  BIGINT NOT NULL,
+    auth_metadata     BIGINT NOT NULL,
+    audit_records     BIGINT NOT NULL,
+    removed_apps      BIGINT NOT NULL
+);
+CREATE TABLE subject_flags (
+    subject_hash   TEXT PRIMARY KEY,
+    restricted_at  BIGINT,
+    objected_at    BIGINT
+);
+CREATE INDEX subject_flags_restricted ON subject_flags (subject_hash) WHERE restricted_at IS NOT NULL;
+CREATE INDEX subject_failures_by_subject ON subject_failures (subject_hash);
+CREATE TABLE privacy_requests (
+    id            BIGSERIAL PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    subject_hash  TEXT NOT NULL,
+    received      BIGINT NOT NULL,
+    due           BIGINT NOT NULL,
+    completed     BIGINT,
+    uid           BIGINT NOT NULL,
+    note          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX privacy_requests_by_subject ON privacy_requests (subject_hash, kind);
+CREATE INDEX privacy_requests_by_received ON privacy_requests (received, id);
+CREATE TABLE apps (
+    name        TEXT PRIMARY KEY,
+    first_seen  BIGINT NOT NULL,
+    removed_at  BIGINT
+);
+CREATE TABLE audit (
+    seq             BIGINT PRIMARY KEY,
+    at              BIGINT NOT NULL,
+    app             TEXT NOT NULL DEFAULT '',
+    event           TEXT NOT NULL,
+    uid             BIGINT NOT NULL DEFAULT -1,
+    outcome         TEXT NOT NULL,
+    request_id      TEXT NOT NULL DEFAULT '',
+    subject         TEXT NOT NULL DEFAULT '',
+    detail          TEXT NOT NULL DEFAULT '',
+    prev_hash       TEXT NOT NULL,
+    hash            TEXT NOT NULL,
+    format          INTEGER NOT NULL DEFAULT 2,
+    subject_nonce   TEXT NOT NULL DEFAULT '',
+    subject_commit  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_by_time ON audit (at);
+CREATE INDEX audit_by_subject ON audit (subject) WHERE subject <> '';
+CREATE INDEX audit_by_app ON audit (app) WHERE subject <> '';
+CREATE TABLE audit_gate (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    anchor_seq   BIGINT NOT NULL,
+    anchor_hash  TEXT NOT NULL,
+    anchor_at    BIGINT NOT NULL DEFAULT 0,
+    anchor_seal  TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO audit_gate VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000', 0, '');
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY,
+    app           TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    secret_hash   TEXT NOT NULL,
+    note          TEXT NOT NULL DEFAULT '',
+    created_at    BIGINT NOT NULL,
+    created_by    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL DEFAULT 0,
+    revoked_at    BIGINT NOT NULL DEFAULT 0,
+    last_used_at  BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX api_keys_by_created ON api_keys (created_at);
+CREATE TABLE idempotency_keys (
+    key_id      TEXT NOT NULL,
+    idem_key    TEXT NOT NULL,
+    body_hash   TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    status      INTEGER NOT NULL DEFAULT 0,
+    response    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (key_id, idem_key)
+);
+CREATE INDEX idempotency_keys_by_time ON idempotency_keys (created_at);
+)sql",
+    // 4: the cluster: lease-row singletons (the retention schedule runs once
+    // per scheduled time across the nodes) and the node registry.
+    R"sql(
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    slot        BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE TABLE nodes (
+    id         TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    started    BIGINT NOT NULL,
+    heartbeat  BIGINT NOT NULL
+);
+CREATE INDEX nodes_by_heartbeat ON nodes (heartbeat);
+)sql",
+    // 5: the email suppression list (keyed hashes of addresses that bounced
+    // for good or complained; the detail, which may hold an operator's note,
+    // sealed) and per app and hour the email sends, bounces and complaints
+    // behind `twofactor stats`' rates.
+    R"sql(
+CREATE TABLE email_suppressions (
+    address_hash  TEXT PRIMARY KEY,
+    reason        TEXT NOT NULL,
+    detail        BYTEA NOT NULL,
+    at            BIGINT NOT NULL,
+    source        TEXT NOT NULL,
+    message_id    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX email_suppressions_by_time ON email_suppressions (at);
+CREATE TABLE email_feedback (
+    app         TEXT NOT NULL,
+    hour        BIGINT NOT NULL,
+    sends       BIGINT NOT NULL DEFAULT 0,
+    bounces     BIGINT NOT NULL DEFAULT 0,
+    complaints  BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, hour)
+);
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -92,9 +294,17 @@ inline constexpr const char* kSelectRequest = "SELECT " TF_REQUEST_COLUMNS " FRO
 inline constexpr const char* kSelectNewestPending =
     "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE app = $1 AND subject_hash = $2 AND status = 'pending' "
     "ORDER BY created_at DESC, seq DESC LIMIT 1";
+// $25: the fallback address's keyed hash ('' without one).
 inline constexpr const char* kInsertRequest =
-    "INSERT INTO requests (" TF_REQUEST_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-    "$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)";
+    "INSERT INTO requests (" TF_REQUEST_COLUMNS ", fallback_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+    "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
+// A subject's requests (GDPR), through requests_by_subject_only; the requests
+// whose email fallback was the subject's address, through requests_by_fallback.
+inline constexpr const char* kSelectSubjectRequests =
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE subject_hash = $1 ORDER BY created_at, seq";
+inline constexpr const char* kSelectFallbackRequests =
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_hash = $1 AND fallback_hash <> '' "
+    "ORDER BY created_at, seq";
 #undef TF_REQUEST_COLUMNS
 
 // Request state changes: one conditional UPDATE each. Under READ COMMITTED
@@ -185,5 +395,347 @@ inline constexpr const char* kEndDeliveryJob = "DELETE FROM delivery_jobs WHERE 
 inline constexpr const char* kListDeliveryJobs =
     "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs ORDER BY due_at LIMIT $1";
 #undef TF_JOB_COLUMNS
+
+// ---- The delivery log ----
+#define TF_DELIVERY_COLUMNS                                                                                     \
+    "id, request_id, app, channel, driver, send_no, attempt_no, at, outcome, provider_message_id, status_code, " \
+    "duration_ms, error_class, error, ambiguous, provider_status, provider_status_at, provider_error, provider, "   \
+    "region"
+inline constexpr const char* kInsertDelivery =
+    "INSERT INTO deliveries (request_id, app, channel, driver, send_no, attempt_no, at, outcome, "
+    "provider_message_id, status_code, duration_ms, error_class, error, ambiguous, provider, region) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+// $1 since or NULL, $2 until or NULL, $3 limit: the newest that match,
+// returned oldest first by the caller's reversal.
+inline constexpr const char* kSelectDeliveries =
+    "SELECT " TF_DELIVERY_COLUMNS " FROM deliveries WHERE ($1::BIGINT IS NULL OR at >= $1::BIGINT) "
+    "AND ($2::BIGINT IS NULL OR at < $2::BIGINT) ORDER BY id DESC LIMIT $3";
+// The same for one request ($4), through deliveries_by_request.
+inline constexpr const char* kSelectDeliveriesOfRequest =
+    "SELECT " TF_DELIVERY_COLUMNS " FROM deliveries WHERE request_id = $4 AND ($1::BIGINT IS NULL OR at >= $1::BIGINT) "
+    "AND ($2::BIGINT IS NULL OR at < $2::BIGINT) ORDER BY id DESC LIMIT $3";
+inline constexpr const char* kSelectRequestDeliveries =
+    "SELECT " TF_DELIVERY_COLUMNS " FROM deliveries WHERE request_id = $1 ORDER BY id";
+#undef TF_DELIVERY_COLUMNS
+// Provider statuses only move forward (sent < delivered < read; failed is
+// final), whatever order the webhooks arrive in: one conditional UPDATE.
+#define TF_STATUS_RANK(s) \
+    "(CASE " s " WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END)"
+inline constexpr const char* kUpdateDeliveryStatus =
+    "UPDATE deliveries SET provider_status = $2, provider_status_at = $3, provider_error = $4 "
+    "WHERE provider_message_id = $1 AND provider_message_id <> '' "
+    "AND " TF_STATUS_RANK("provider_status") " < " TF_STATUS_RANK("$2::TEXT");
+#undef TF_STATUS_RANK
+
+// ---- Opt-outs ($1 subject hash; the number sealed with the hash as row id) ----
+inline constexpr const char* kSelectOptOut =
+    "SELECT subject_hash, destination, created_at, source, reason FROM optouts WHERE subject_hash = $1";
+inline constexpr const char* kPutOptOut =
+    "INSERT INTO optouts (subject_hash, destination, created_at, source, reason) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (subject_hash) DO UPDATE SET destination = EXCLUDED.destination, created_at = EXCLUDED.created_at, "
+    "source = EXCLUDED.source, reason = EXCLUDED.reason";
+inline constexpr const char* kDeleteOptOut = "DELETE FROM optouts WHERE subject_hash = $1";
+inline constexpr const char* kListOptOuts =
+    "SELECT subject_hash, destination, created_at, source, reason FROM optouts "
+    "ORDER BY created_at DESC, subject_hash DESC LIMIT $1";
+
+// ---- The request log: the client address sealed under the row's id ----
+inline constexpr const char* kNextRequestLogId = "SELECT nextval(pg_get_serial_sequence('request_log', 'id'))";
+inline constexpr const char* kInsertRequestLog =
+    "INSERT INTO request_log (id, at, method, duration_ms, result, uid, key_id, client_ip, status) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+inline constexpr const char* kSelectRequestLog =
+    "SELECT id, at, method, duration_ms, result, uid, key_id, client_ip, status FROM request_log "
+    "WHERE ($1::BIGINT IS NULL OR at >= $1::BIGINT) AND ($2::BIGINT IS NULL OR at < $2::BIGINT) "
+    "ORDER BY id DESC LIMIT $3";
+
+// ---- Fraud sets: $1 rule, $2 key, $3 since (exclusive), $4 the member not to count ----
+inline constexpr const char* kCountFraudMembers =
+    "SELECT count(*) FROM (SELECT 1 FROM fraud_sets WHERE rule = $1 AND key = $2 AND at > $3 AND member <> $4 "
+    "LIMIT $5) s";
+inline constexpr const char* kSelectFraudMemberSeen =
+    "SELECT at FROM fraud_sets WHERE rule = $1 AND key = $2 AND at > $3 AND member <> $4 "
+    "ORDER BY at DESC LIMIT 1 OFFSET $5";
+inline constexpr const char* kPutFraudMember =
+    "INSERT INTO fraud_sets (rule, key, member, at, expires_at) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (rule, key, member) DO UPDATE SET at = EXCLUDED.at, expires_at = EXCLUDED.expires_at";
+
+// ---- Retention ----
+inline constexpr const char* kInsertRetentionRun =
+    "INSERT INTO retention_runs (started, finished, trigger, code_hashes, deliveries, request_log, client_data, "
+    "rate_counters, fraud_sets, subject_failures, auth_metadata, audit_records, removed_apps) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+inline constexpr const char* kSelectLastRetentionRun =
+    "SELECT id, started, finished, trigger, code_hashes, deliveries, request_log, client_data, rate_counters, "
+    "fraud_sets, subject_failures, auth_metadata, audit_records, removed_apps FROM retention_runs "
+    "ORDER BY id DESC LIMIT 1";
+
+// Purges per category (store::PurgeKind order), as in the SQLCipher schema:
+// up to four statements a batch ($1 cutoff, $2 at most this many rows), each
+// with its dry run's count ($1). Every condition is served by an index whose
+// rows leave it once handled. Rows another node is purging at this instant
+// are skipped (SKIP LOCKED), not waited for.
+struct PurgeSql {
+    const char* purge[4];
+    const char* count[4];
+};
+#define TF_BATCH(action, table, key, cond) \
+    action " WHERE (" key ") IN (SELECT " key " FROM " table " WHERE " cond " LIMIT $2 FOR UPDATE SKIP LOCKED)"
+#define TF_COUNT(table, cond) "SELECT count(*) FROM " table " WHERE " cond
+#define TF_NOT_RESTRICTED(subject) \
+    "NOT EXISTS (SELECT 1 FROM subject_flags f WHERE f.subject_hash = " subject " AND f.restricted_at IS NOT NULL)"
+#define TF_NOT_RESTRICTED_DELIVERY                                                                             \
+    "NOT EXISTS (SELECT 1 FROM requests r JOIN subject_flags f ON f.subject_hash = r.subject_hash WHERE r.id = " \
+    "deliveries.request_id AND f.restricted_at IS NOT NULL)"
+#define TF_REMOVED_APPS "(SELECT name FROM apps WHERE removed_at IS NOT NULL AND removed_at <= $1)"
+#define TF_PURGE1(action, table, key, cond) \
+    PurgeSql { {TF_BATCH(action, table, key, cond), nullptr, nullptr, nullptr}, {TF_COUNT(table, cond), nullptr, nullptr, nullptr} }
+#define TF_ERASE_AUDIT_SUBJECT \
+    "UPDATE audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
+inline constexpr PurgeSql kPurge[] = {
+    TF_PURGE1("UPDATE requests SET code_hash = NULL", "requests", "id", "code_hash IS NOT NULL AND expires_at <= $1"),
+    TF_PURGE1("DELETE FROM deliveries", "deliveries", "id", "at < $1 AND " TF_NOT_RESTRICTED_DELIVERY),
+    TF_PURGE1("DELETE FROM request_log", "request_log", "id", "at < $1"),
+    TF_PURGE1("UPDATE requests SET destination = ''::BYTEA, fallback_destination = ''::BYTEA, fallback_hash = '', "
+              "reference = ''::BYTEA, client_ip = ''::BYTEA, device = ''::BYTEA",
+              "requests", "id",
+              "octet_length(destination) > 0 AND created_at < $1 AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+    TF_PURGE1("DELETE FROM rate_counters", "rate_counters", "scope, key", "last_at <= $1"),
+    TF_PURGE1("DELETE FROM fraud_sets", "fraud_sets", "rule, key, member", "expires_at <= $1"),
+    TF_PURGE1("DELETE FROM subject_failures", "subject_failures", "app, subject_hash",
+              "locked_until < $1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
+              "AND r.subject_hash = subject_failures.subject_hash AND r.created_at >= $1)"),
+    TF_PURGE1("DELETE FROM requests", "requests", "id",
+              "created_at < $1 AND (status <> 'pending' OR expires_at < $1) AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+    // audit records: pruned from the head of the chain by code, not here
+    PurgeSql{{nullptr, nullptr, nullptr, nullptr}, {"SELECT count(*) FROM audit WHERE at < $1", nullptr, nullptr, nullptr}},
+    PurgeSql{{TF_BATCH("DELETE FROM deliveries", "deliveries", "id", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED_DELIVERY),
+              TF_BATCH("DELETE FROM requests", "requests", "id",
+                       "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+              TF_BATCH("DELETE FROM subject_failures", "subject_failures", "app, subject_hash", "app IN " TF_REMOVED_APPS),
+              TF_BATCH(TF_ERASE_AUDIT_SUBJECT, "audit", "seq", "subject <> '' AND app IN " TF_REMOVED_APPS)},
+             {TF_COUNT("deliveries", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED_DELIVERY),
+              TF_COUNT("requests", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+              TF_COUNT("subject_failures", "app IN " TF_REMOVED_APPS),
+              TF_COUNT("audit", "subject <> '' AND app IN " TF_REMOVED_APPS)}},
+};
+#undef TF_PURGE1
+#undef TF_COUNT
+#undef TF_BATCH
+#undef TF_REMOVED_APPS
+#undef TF_NOT_RESTRICTED_DELIVERY
+
+// ---- The audit log: one chain, one writer at a time across the nodes ----
+// Appending reads the chain's tail under this lock (held to the commit), so
+// two nodes never give two records the same seq or previous hash; pruning
+// takes it too. It serialises audited work across the cluster, which is the
+// price of a chain `audit verify` checks as one sequence.
+inline constexpr const char* kLockAuditGate =
+    "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1 FOR UPDATE";
+inline constexpr const char* kSelectAuditAnchor =
+    "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1";
+#define TF_AUDIT_COLUMNS                                                                                       \
+    "seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, " \
+    "subject_commit"
+inline constexpr const char* kSelectLastAudit =
+    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE seq = (SELECT max(seq) FROM audit)";
+inline constexpr const char* kInsertAudit =
+    "INSERT INTO audit (" TF_AUDIT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+// $1 after seq, $2 since or NULL, $3 until or NULL, $4 app or NULL, $5
+// outcome or NULL, $6 outcome prefix or NULL, $7 limit.
+#define TF_AUDIT_FILTER                                                                                             \
+    " FROM audit WHERE seq > $1 AND ($2::BIGINT IS NULL OR at >= $2::BIGINT) AND ($3::BIGINT IS NULL OR at < "     \
+    "$3::BIGINT) AND ($4::TEXT IS NULL OR app = $4::TEXT) AND ($5::TEXT IS NULL OR outcome = $5::TEXT) AND "        \
+    "($6::TEXT IS NULL OR left(outcome, length($6::TEXT)) = $6::TEXT) "
+inline constexpr const char* kSelectAudit = "SELECT " TF_AUDIT_COLUMNS TF_AUDIT_FILTER "ORDER BY seq LIMIT $7";
+inline constexpr const char* kSelectAuditNewest = "SELECT " TF_AUDIT_COLUMNS TF_AUDIT_FILTER "ORDER BY seq DESC LIMIT $7";
+inline constexpr const char* kSelectSubjectAudit =
+    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE subject = $1 AND subject <> '' ORDER BY seq";
+#undef TF_AUDIT_FILTER
+#undef TF_AUDIT_COLUMNS
+inline constexpr const char* kSelectAuditHead = "SELECT seq, at, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2";
+inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE seq <= $1";
+inline constexpr const char* kMoveAuditAnchor =
+    "UPDATE audit_gate SET anchor_seq = $1, anchor_hash = $2, anchor_at = $3, anchor_seal = $4 WHERE id = 1";
+inline constexpr const char* kSealLegacyAnchor =
+    "UPDATE audit_gate SET anchor_at = $3, anchor_seal = $4 WHERE id = 1 AND anchor_seq = $1 AND anchor_hash = $2 "
+    "AND anchor_seal = 'legacy'";
+// twofactor stats: $1 since, $2 until, $3 limit; newest first, through the time indexes.
+inline constexpr const char* kSelectRecentDeliveries =
+    "SELECT channel, driver, outcome, duration_ms, at FROM deliveries WHERE at >= $1 AND at < $2 "
+    "ORDER BY at DESC LIMIT $3";
+inline constexpr const char* kSelectRecentEvents =
+    "SELECT event, outcome, at FROM audit WHERE at >= $1 AND at < $2 ORDER BY at DESC LIMIT $3";
+
+// ---- Apps in the configuration over time ----
+inline constexpr const char* kSelectApps = "SELECT name, removed_at FROM apps FOR UPDATE";
+inline constexpr const char* kInsertApp =
+    "INSERT INTO apps (name, first_seen, removed_at) VALUES ($1, $2, NULL) ON CONFLICT (name) DO NOTHING";
+inline constexpr const char* kSetAppRemoved = "UPDATE apps SET removed_at = $2 WHERE name = $1";
+
+// ---- Data subjects ($1 subject hash unless said otherwise) ----
+inline constexpr const char* kSelectSubjectFlags =
+    "SELECT restricted_at, objected_at FROM subject_flags WHERE subject_hash = $1";
+inline constexpr const char* kEnsureSubjectFlags =
+    "INSERT INTO subject_flags (subject_hash) VALUES ($1) ON CONFLICT (subject_hash) DO NOTHING";
+inline constexpr const char* kSetRestricted = "UPDATE subject_flags SET restricted_at = $2 WHERE subject_hash = $1";
+inline constexpr const char* kSetObjected = "UPDATE subject_flags SET objected_at = $2 WHERE subject_hash = $1";
+inline constexpr const char* kDropEmptyFlags =
+    "DELETE FROM subject_flags WHERE subject_hash = $1 AND restricted_at IS NULL AND objected_at IS NULL";
+inline constexpr const char* kSelectSubjectFailureRows =
+    "SELECT app, failures, locked_until FROM subject_failures WHERE subject_hash = $1 ORDER BY app";
+
+// Erasure, in this order (deliveries before the requests they hang on).
+// $1 is the subject hash, or where byAddress, the address's fallback hash.
+struct EraseSql {
+    const char* sql;
+    bool byAddress;
+};
+inline constexpr EraseSql kEraseSubject[] = {
+    {"DELETE FROM delivery_jobs WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = $1)", false},
+    {"DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = $1)", false},
+    {"DELETE FROM requests WHERE subject_hash = $1", false},
+    {"UPDATE requests SET fallback_destination = ''::BYTEA, fallback_hash = '' WHERE fallback_hash = $1 "
+     "AND fallback_hash <> ''",
+     true},
+    {TF_ERASE_AUDIT_SUBJECT " WHERE subject = $1 AND subject <> ''", false},
+    {"DELETE FROM optouts WHERE subject_hash = $1", false},
+    {"DELETE FROM subject_failures WHERE subject_hash = $1", false},
+    {"DELETE FROM subject_flags WHERE subject_hash = $1", false},
+    // rate counter keys are "APP/HASH"; fraud sets hold the hash as key or member
+    {"DELETE FROM rate_counters WHERE key = $1::TEXT OR right(key, length($1::TEXT) + 1) = '/' || $1::TEXT", false},
+    {"DELETE FROM fraud_sets WHERE key = $1::TEXT OR member = $1::TEXT OR right(key, length($1::TEXT) + 1) = '/' || "
+     "$1::TEXT",
+     false},
+};
+#undef TF_ERASE_AUDIT_SUBJECT
+#undef TF_NOT_RESTRICTED
+
+// Rectification. The sealed addresses are bound to their row, so each
+// request is rewritten one by one: first the rows, locked.
+inline constexpr const char* kLockSubjectRequests =
+    "SELECT id, octet_length(destination) > 0 FROM requests WHERE subject_hash = $1 ORDER BY id FOR UPDATE";
+inline constexpr const char* kLockFallbackRequests =
+    "SELECT id FROM requests WHERE fallback_hash = $1 AND fallback_hash <> '' ORDER BY id FOR UPDATE";
+// $1 id, $2 new subject hash, $3 sealed destination
+inline constexpr const char* kRectifyRequest =
+    "UPDATE requests SET subject_hash = $2, destination = $3 WHERE id = $1";
+// $1 id, $2 sealed fallback, $3 its hash
+inline constexpr const char* kRectifyFallback =
+    "UPDATE requests SET fallback_destination = $2, fallback_hash = $3 WHERE id = $1";
+// $1 old hash, $2 new hash: rows moved to the new subject replace the new
+// subject's own (SQLite's UPDATE OR REPLACE), then the old ones go.
+inline constexpr const char* kMoveSubjectFailures =
+    "INSERT INTO subject_failures (app, subject_hash, failures, locked_until) SELECT app, $2, failures, locked_until "
+    "FROM subject_failures WHERE subject_hash = $1 ON CONFLICT (app, subject_hash) DO UPDATE SET "
+    "failures = EXCLUDED.failures, locked_until = EXCLUDED.locked_until";
+inline constexpr const char* kDropSubjectFailures = "DELETE FROM subject_failures WHERE subject_hash = $1";
+inline constexpr const char* kMoveSubjectFlags =
+    "INSERT INTO subject_flags (subject_hash, restricted_at, objected_at) SELECT $2, restricted_at, objected_at "
+    "FROM subject_flags WHERE subject_hash = $1 ON CONFLICT (subject_hash) DO UPDATE SET "
+    "restricted_at = EXCLUDED.restricted_at, objected_at = EXCLUDED.objected_at";
+inline constexpr const char* kDropSubjectFlags = "DELETE FROM subject_flags WHERE subject_hash = $1";
+
+// ---- The register of data-subject requests ----
+#define TF_PRIVACY_COLUMNS "id, kind, subject_hash, received, due, completed, uid, note"
+inline constexpr const char* kInsertPrivacyRequest =
+    "INSERT INTO privacy_requests (kind, subject_hash, received, due, completed, uid, note) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+inline constexpr const char* kSelectOpenPrivacyRequest =
+    "SELECT " TF_PRIVACY_COLUMNS " FROM privacy_requests WHERE kind = $1 AND subject_hash = $2 AND completed IS NULL "
+    "ORDER BY received, id LIMIT 1";
+inline constexpr const char* kSelectSubjectPrivacyRequests =
+    "SELECT " TF_PRIVACY_COLUMNS " FROM privacy_requests WHERE subject_hash = $1 ORDER BY received, id";
+inline constexpr const char* kCompletePrivacyRequest = "UPDATE privacy_requests SET completed = $2 WHERE id = $1";
+// $1 open only, $2 overdue at or NULL, $3 limit: the newest received, reversed by the caller.
+inline constexpr const char* kListPrivacyRequests =
+    "SELECT " TF_PRIVACY_COLUMNS " FROM privacy_requests WHERE (NOT $1::BOOLEAN OR completed IS NULL) "
+    "AND ($2::BIGINT IS NULL OR (completed IS NULL AND due < $2::BIGINT)) ORDER BY received DESC, id DESC LIMIT $3";
+#undef TF_PRIVACY_COLUMNS
+
+// ---- Cluster ----
+// $1 name, $2 holder, $3 slot, $4 now, $5 until. Two nodes taking the same
+// slot at once: the second waits for the first's row lock, then re-checks
+// the WHERE clause against the row as committed, and takes nothing.
+inline constexpr const char* kTakeLease =
+    "INSERT INTO leases (name, holder, slot, expires_at) VALUES ($1, $2, $3, $5) ON CONFLICT (name) DO UPDATE SET "
+    "holder = EXCLUDED.holder, slot = EXCLUDED.slot, expires_at = EXCLUDED.expires_at WHERE leases.slot < "
+    "EXCLUDED.slot AND (leases.expires_at <= $4::BIGINT OR leases.holder = EXCLUDED.holder)";
+inline constexpr const char* kListLeases =
+    "SELECT name, holder, slot, expires_at FROM leases ORDER BY name LIMIT $1";
+inline constexpr const char* kHeartbeatNode =
+    "INSERT INTO nodes (id, host, version, started, heartbeat) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE "
+    "SET heartbeat = GREATEST(nodes.heartbeat, EXCLUDED.heartbeat), version = EXCLUDED.version";
+inline constexpr const char* kListNodes =
+    "SELECT id, host, version, started, heartbeat FROM nodes WHERE heartbeat >= $1 ORDER BY heartbeat DESC LIMIT $2";
+
+// ---- Transaction binding ----
+inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = $2 WHERE id = $1";
+inline constexpr const char* kSelectRequestBinding = "SELECT context_digest FROM requests WHERE id = $1";
+
+// ---- The HTTPS API: keys and Idempotency-Key records ----
+#define TF_API_KEY_COLUMNS \
+    "id, app, scopes, secret_hash, note, created_at, created_by, expires_at, revoked_at, last_used_at"
+inline constexpr const char* kInsertApiKey =
+    "INSERT INTO api_keys (id, app, scopes, secret_hash, note, created_at, created_by, expires_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+inline constexpr const char* kSelectApiKey = "SELECT " TF_API_KEY_COLUMNS " FROM api_keys WHERE id = $1";
+inline constexpr const char* kListApiKeys =
+    "SELECT " TF_API_KEY_COLUMNS " FROM api_keys ORDER BY created_at DESC, id LIMIT $1";
+#undef TF_API_KEY_COLUMNS
+inline constexpr const char* kRevokeApiKey = "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at = 0";
+inline constexpr const char* kTouchApiKey =
+    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2";
+// Records past the window ($1), a few with every claim; another node's
+// pruning at the same instant is skipped, not waited for.
+inline constexpr const char* kPruneIdempotencyKeys =
+    "DELETE FROM idempotency_keys WHERE (key_id, idem_key) IN (SELECT key_id, idem_key FROM idempotency_keys "
+    "WHERE created_at < $1 ORDER BY created_at LIMIT 16 FOR UPDATE SKIP LOCKED)";
+inline constexpr const char* kDeleteStaleIdempotencyKey =
+    "DELETE FROM idempotency_keys WHERE key_id = $1 AND idem_key = $2 AND created_at < $3";
+// The claim: one INSERT, which a concurrent claim of the same key waits on
+// and then loses (nothing inserted: the caller reads the holder's record).
+inline constexpr const char* kClaimIdempotencyKey =
+    "INSERT INTO idempotency_keys (key_id, idem_key, body_hash, created_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (key_id, idem_key) DO NOTHING";
+inline constexpr const char* kSelectIdempotencyKey =
+    "SELECT body_hash, created_at, status, response FROM idempotency_keys WHERE key_id = $1 AND idem_key = $2";
+inline constexpr const char* kCompleteIdempotencyKey =
+    "UPDATE idempotency_keys SET status = $3, response = $4 WHERE key_id = $1 AND idem_key = $2 AND status = 0";
+inline constexpr const char* kReleaseIdempotencyKey =
+    "DELETE FROM idempotency_keys WHERE key_id = $1 AND idem_key = $2 AND status = 0";
+
+// Breach reports: one page of a window in time order. $1 from, $2 to, $3 the
+// cursor's time, $4 its row, $5 limit (requests' row is their seq).
+inline constexpr const char* kSelectBreachRequests =
+    "SELECT seq, created_at, id, app, channel, subject_hash, destination, fallback_destination, client_ip, device "
+    "FROM requests WHERE created_at >= GREATEST($1, $3) AND created_at < $2 AND (created_at > $3 OR seq > $4) "
+    "ORDER BY created_at, seq LIMIT $5";
+inline constexpr const char* kSelectBreachDeliveries =
+    "SELECT d.id, d.at, d.request_id, d.app, d.channel, r.subject_hash, r.destination, r.fallback_destination "
+    "FROM deliveries d LEFT JOIN requests r ON r.id = d.request_id "
+    "WHERE d.at >= GREATEST($1, $3) AND d.at < $2 AND (d.at > $3 OR d.id > $4) ORDER BY d.at, d.id LIMIT $5";
+
+// The email suppression list: $1 hash, $2 reason, $3 sealed detail, $4 at,
+// $5 source, $6 message id. No row affected: already listed (the first entry stays).
+inline constexpr const char* kInsertSuppression =
+    "INSERT INTO email_suppressions (address_hash, reason, detail, at, source, message_id) "
+    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (address_hash) DO NOTHING";
+inline constexpr const char* kSelectSuppression =
+    "SELECT address_hash, reason, detail, at, source, message_id FROM email_suppressions WHERE address_hash = $1";
+inline constexpr const char* kDeleteSuppression = "DELETE FROM email_suppressions WHERE address_hash = $1";
+inline constexpr const char* kListSuppressions =
+    "SELECT address_hash, reason, detail, at, source, message_id FROM email_suppressions ORDER BY at DESC LIMIT $1";
+// $1 app, $2 hour, $3..$5 the one count that goes up.
+inline constexpr const char* kCountEmailFeedback =
+    "INSERT INTO email_feedback (app, hour, sends, bounces, complaints) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (app, hour) DO UPDATE SET sends = email_feedback.sends + EXCLUDED.sends, "
+    "bounces = email_feedback.bounces + EXCLUDED.bounces, complaints = email_feedback.complaints + EXCLUDED.complaints";
+inline constexpr const char* kPruneEmailFeedback = "DELETE FROM email_feedback WHERE app = $1 AND hour < $2";
+inline constexpr const char* kSumEmailFeedback =
+    "SELECT COALESCE(sum(sends), 0)::BIGINT, COALESCE(sum(bounces), 0)::BIGINT, COALESCE(sum(complaints), 0)::BIGINT "
+    "FROM email_feedback WHERE app = $1 AND hour >= $2";
+inline constexpr const char* kSelectDeliveryApp =
+    "SELECT app FROM deliveries WHERE provider_message_id = $1 AND provider_message_id <> '' LIMIT 1";
 
 }  // namespace twofactor::store::pg

@@ -4,6 +4,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 
@@ -39,6 +40,18 @@ Ctx newCtx() {
 ColumnSealer::ColumnSealer(const SecretBytes& storeKey, std::uint8_t keyVersion) : version_(keyVersion) {
     const auto k = crypto::hmacSha256(storeKey, "twofactor postgresql column key v" + std::to_string(keyVersion));
     key_ = SecretBytes(k.data(), k.size());
+    const auto i = crypto::hmacSha256(storeKey, "twofactor postgresql address index v1");
+    indexKey_ = SecretBytes(i.data(), i.size());
+}
+
+std::string ColumnSealer::blindIndex(std::string_view address) const {
+    if (address.empty()) return {};
+    std::string folded(address);
+    for (char& c : folded)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    const auto h = crypto::hex(crypto::hmacSha256(indexKey_, folded));
+    std::fill(folded.begin(), folded.end(), '\0');
+    return h;
 }
 
 std::string ColumnSealer::seal(std::string_view table, std::string_view column, std::string_view rowId,

@@ -29,8 +29,14 @@ public:
     [[nodiscard]] std::string open(std::string_view table, std::string_view column, std::string_view rowId,
                                    std::string_view sealed) const;
 
+    // A keyed hash (hex HMAC-SHA256 under a key of its own, derived like the
+    // column key) of an address folded to lower case in ASCII, as SQLite's
+    // NOCASE folds it: how a sealed address is found without opening every row.
+    [[nodiscard]] std::string blindIndex(std::string_view address) const;
+
 private:
     SecretBytes key_;
+    SecretBytes indexKey_;
     std::uint8_t version_;
 };
 

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -114,7 +115,13 @@ private:
 class Connection {
 public:
     explicit Connection(const SecretString& dsn) {
-        c_ = PQconnectdb(std::string(dsn.view()).c_str());
+        // A server that is gone must not hold the call for TCP's own timeout:
+        // connect_timeout comes first, so one in the connection string wins.
+        std::string text(dsn.view());
+        const char* keys[] = {"connect_timeout", "dbname", nullptr};
+        const char* values[] = {"3", text.c_str(), nullptr};
+        c_ = PQconnectdbParams(keys, values, 1);
+        std::fill(text.begin(), text.end(), '\0');  // it may hold a password
         if (!c_ || PQstatus(c_) != CONNECTION_OK) {
             const std::string why = c_ ? firstLine(PQerrorMessage(c_)) : "out of memory";
             if (c_) PQfinish(c_);
@@ -171,7 +178,8 @@ private:
     PGconn* c_ = nullptr;
 };
 
-[[noreturn]] void missing(const char* method) {
+// For contract methods this backend does not do yet.
+[[noreturn, maybe_unused]] void missing(const char* method) {
     throw std::runtime_error(std::string("the PostgreSQL backend does not implement ") + method +
                              " yet; use backend = \"sqlcipher\"");
 }
@@ -201,6 +209,7 @@ public:
         p.integer(r.codeLength).text(otp::statusName(r.status)).integer(r.attempts).integer(r.maxAttempts);
         p.integer(r.sends).integer(r.maxSends).integer(r.ttl).integer(r.createdAt).integer(r.expiresAt);
         p.integer(r.updatedAt).optionalInteger(r.finishedAt).text(r.failure).bytes(fallback.data(), fallback.size());
+        p.text(seal_.blindIndex(r.fallbackDestination));
         c_.exec(pg::kInsertRequest, p);
     }
 
@@ -267,12 +276,6 @@ public:
         c_.exec(pg::kDeleteSubjectFailures, Params().text(app).text(subjectHash));
     }
 
-    // ---- not implemented yet: each refuses, naming itself ----
-    void insertDeliveryAttempt(const otp::DeliveryAttempt&) override { missing("insertDeliveryAttempt"); }
-    std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery&) override {
-        missing("findDeliveryAttempts");
-    }
-    bool updateDeliveryStatus(const otp::ProviderStatus&) override { missing("updateDeliveryStatus"); }
     // ---- delivery jobs ----
     void putDeliveryJob(const otp::DeliveryJob& j) override {
         Params p;
@@ -315,79 +318,609 @@ public:
         return readJobs(c_.exec(pg::kListDeliveryJobs, Params().integer(limit)));
     }
 
-    std::optional<otp::OptOut> findOptOut(std::string_view) override { missing("findOptOut"); }
-    void putOptOut(const otp::OptOut&) override { missing("putOptOut"); }
-    bool removeOptOut(std::string_view) override { missing("removeOptOut"); }
-    std::vector<otp::OptOut> listOptOuts(int) override { missing("listOptOuts"); }
-    void insertCall(const CallRecord&) override { missing("insertCall"); }
-    std::vector<CallRecord> findCalls(const CallQuery&) override { missing("findCalls"); }
-    std::int64_t purgeStep(PurgeKind, std::int64_t, const RetentionPolicy&, int, bool) override { missing("purgeStep"); }
-    void insertRetentionRun(const RetentionRun&) override { missing("insertRetentionRun"); }
-    std::optional<RetentionRun> lastRetentionRun() override { missing("lastRetentionRun"); }
-    std::vector<std::string> syncApps(const std::vector<std::string>&, std::int64_t) override { missing("syncApps"); }
-    SubjectFlags subjectFlags(std::string_view) override { missing("subjectFlags"); }
-    void bindRequest(std::string_view, std::string_view) override { missing("bindRequest"); }
-    void insertApiKey(const ApiKey&) override { missing("insertApiKey"); }
-    std::vector<ActivityDelivery> recentDeliveries(const ActivityQuery&) override { missing("recentDeliveries"); }
-    std::vector<ActivityEvent> recentEvents(const ActivityQuery&) override { missing("recentEvents"); }
-    std::optional<ApiKey> findApiKey(std::string_view) override { missing("findApiKey"); }
-    std::vector<ApiKey> listApiKeys(int) override { missing("listApiKeys"); }
-    bool revokeApiKey(std::string_view, std::int64_t) override { missing("revokeApiKey"); }
-    void touchApiKey(std::string_view, std::int64_t) override { missing("touchApiKey"); }
-    std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view, std::string_view, std::string_view,
-                                                         std::int64_t, std::int64_t) override {
-        missing("claimIdempotencyKey");
+    // ---- the delivery log ----
+    void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override {
+        Params p;
+        p.text(a.requestId).text(a.app).text(a.channel).text(a.driver).integer(a.send).integer(a.attempt).integer(a.at);
+        p.text(a.outcome).text(a.providerMessageId).integer(a.statusCode).integer(a.durationMs).text(a.errorClass);
+        p.text(a.error).text(a.ambiguous ? "true" : "false").text(a.provider).text(a.region);
+        c_.exec(pg::kInsertDelivery, p);
     }
-    void completeIdempotencyKey(std::string_view, std::string_view, int, std::string_view) override {
-        missing("completeIdempotencyKey");
+    std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
+        Params p;
+        p.optionalInteger(q.since).optionalInteger(q.until).integer(q.limit);
+        if (q.requestId) p.text(*q.requestId);
+        auto out = readDeliveries(c_.exec(q.requestId ? pg::kSelectDeliveriesOfRequest : pg::kSelectDeliveries, p));
+        std::reverse(out.begin(), out.end());
+        return out;
     }
-    void releaseIdempotencyKey(std::string_view, std::string_view) override { missing("releaseIdempotencyKey"); }
-    std::string requestBinding(std::string_view) override { missing("requestBinding"); }
-    void setRestricted(std::string_view, std::optional<std::int64_t>) override { missing("setRestricted"); }
-    void setObjected(std::string_view, std::optional<std::int64_t>) override { missing("setObjected"); }
-    SubjectData findSubjectData(std::string_view, std::string_view) override { missing("findSubjectData"); }
-    SubjectCounts eraseSubject(std::string_view, std::string_view) override { missing("eraseSubject"); }
-    SubjectCounts rectifySubject(std::string_view, std::string_view, std::string_view, std::string_view) override {
-        missing("rectifySubject");
-    }
-    std::int64_t insertPrivacyRequest(const PrivacyRequest&) override { missing("insertPrivacyRequest"); }
-    std::optional<PrivacyRequest> findOpenPrivacyRequest(std::string_view, std::string_view) override {
-        missing("findOpenPrivacyRequest");
-    }
-    void completePrivacyRequest(std::int64_t, std::int64_t) override { missing("completePrivacyRequest"); }
-    std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery&) override {
-        missing("listPrivacyRequests");
-    }
-    std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view) override { missing("subjectPrivacyRequests"); }
-    std::optional<otp::AuditRecord> lastAuditRecord() override { missing("lastAuditRecord"); }
-    void insertAuditRecord(const otp::AuditRecord&) override { missing("insertAuditRecord"); }
-    std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery&) override { missing("findAuditRecords"); }
-    otp::AuditAnchor auditAnchor() override { missing("auditAnchor"); }
-    bool sealLegacyAuditAnchor(const otp::AuditAnchor&) override { missing("sealLegacyAuditAnchor"); }
-    std::int64_t countFraudMembers(std::string_view, std::string_view, std::string_view, std::int64_t,
-                                   std::int64_t) override {
-        missing("countFraudMembers");
-    }
-    std::optional<std::int64_t> fraudMemberSeen(std::string_view, std::string_view, std::string_view, std::int64_t,
-                                                std::int64_t) override {
-        missing("fraudMemberSeen");
-    }
-    void putFraudMember(std::string_view, std::string_view, std::string_view, std::int64_t, std::int64_t) override {
-        missing("putFraudMember");
+    bool updateDeliveryStatus(const otp::ProviderStatus& st) override {
+        return c_.exec(pg::kUpdateDeliveryStatus,
+                       Params().text(st.providerMessageId).text(st.status).integer(st.at).text(st.error))
+                   .affected() > 0;
     }
 
-    // ---- Not yet here: the breach report's, the suppression list's and the email feedback counters' ----
-    std::vector<BreachRequestRow> breachRequests(const BreachPage&) override { missing("breachRequests"); }
-    std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage&) override { missing("breachDeliveries"); }
-    bool suppressAddress(const Suppression&) override { missing("suppressAddress"); }
-    std::optional<Suppression> findSuppression(std::string_view) override { missing("findSuppression"); }
-    bool removeSuppression(std::string_view) override { missing("removeSuppression"); }
-    std::vector<Suppression> listSuppressions(int) override { missing("listSuppressions"); }
-    void countEmailFeedback(std::string_view, EmailFeedback, std::int64_t) override { missing("countEmailFeedback"); }
-    EmailFeedbackCounts emailFeedback(std::string_view, std::int64_t) override { missing("emailFeedback"); }
-    std::string deliveryApp(std::string_view) override { missing("deliveryApp"); }
+    // ---- opt-outs ----
+    std::optional<otp::OptOut> findOptOut(std::string_view subjectHash) override {
+        auto out = readOptOuts(c_.exec(pg::kSelectOptOut, Params().text(subjectHash)));
+        if (out.empty()) return std::nullopt;
+        return std::move(out.front());
+    }
+    void putOptOut(const otp::OptOut& e) override {
+        const std::string destination = seal_.seal("optouts", "destination", e.subjectHash, e.destination);
+        Params p;
+        p.text(e.subjectHash).bytes(destination.data(), destination.size()).integer(e.createdAt).text(e.source).text(e.reason);
+        c_.exec(pg::kPutOptOut, p);
+    }
+    bool removeOptOut(std::string_view subjectHash) override {
+        return c_.exec(pg::kDeleteOptOut, Params().text(subjectHash)).affected() > 0;
+    }
+    std::vector<otp::OptOut> listOptOuts(int limit) override {
+        auto out = readOptOuts(c_.exec(pg::kListOptOuts, Params().integer(limit)));
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+
+    // ---- the request log ----
+    void insertCall(const CallRecord& call) override {
+        // The row id is taken first: the sealed address is bound to it.
+        const std::int64_t id = c_.exec(pg::kNextRequestLogId).integer(0, 0);
+        const std::string ip = call.clientIp.empty()
+                                   ? std::string()
+                                   : seal_.seal("request_log", "client_ip", std::to_string(id), call.clientIp);
+        Params p;
+        p.integer(id).integer(call.at).text(call.method).integer(call.durationMs).text(call.result).integer(call.uid);
+        p.text(call.keyId).bytes(ip.data(), ip.size()).integer(call.status);
+        c_.exec(pg::kInsertRequestLog, p);
+    }
+    std::vector<CallRecord> findCalls(const CallQuery& q) override {
+        auto r = c_.exec(pg::kSelectRequestLog, Params().optionalInteger(q.since).optionalInteger(q.until).integer(q.limit));
+        std::vector<CallRecord> out;
+        for (int i = 0; i < r.rows(); ++i) {
+            CallRecord c{r.integer(i, 0), r.integer(i, 1), r.text(i, 2), r.integer(i, 3), r.text(i, 4), r.integer(i, 5),
+                         r.text(i, 6), openOrEmpty("request_log", "client_ip", r.text(i, 0), r.bytes(i, 7)),
+                         static_cast<int>(r.integer(i, 8))};
+            out.push_back(std::move(c));
+        }
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+
+    // ---- fraud sets ----
+    std::int64_t countFraudMembers(std::string_view rule, std::string_view key, std::string_view except,
+                                   std::int64_t since, std::int64_t cap) override {
+        return c_.exec(pg::kCountFraudMembers, Params().text(rule).text(key).integer(since).text(except).integer(cap))
+            .integer(0, 0);
+    }
+    std::optional<std::int64_t> fraudMemberSeen(std::string_view rule, std::string_view key, std::string_view except,
+                                                std::int64_t since, std::int64_t n) override {
+        if (n < 1) return std::nullopt;
+        auto r = c_.exec(pg::kSelectFraudMemberSeen, Params().text(rule).text(key).integer(since).text(except).integer(n - 1));
+        if (r.rows() == 0) return std::nullopt;
+        return r.integer(0, 0);
+    }
+    void putFraudMember(std::string_view rule, std::string_view key, std::string_view member, std::int64_t at,
+                        std::int64_t expiresAt) override {
+        c_.exec(pg::kPutFraudMember, Params().text(rule).text(key).text(member).integer(at).integer(expiresAt));
+    }
+
+    // ---- retention ----
+    std::int64_t purgeStep(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy, int limit,
+                           bool dryRun) override {
+        std::int64_t cutoff = now;
+        switch (kind) {
+            case PurgeKind::CodeHashes: cutoff = now - policy.codeHashes; break;
+            case PurgeKind::Deliveries:
+            case PurgeKind::RequestLog:
+            case PurgeKind::ClientData:
+            case PurgeKind::SubjectFailures: cutoff = now - policy.deliveryLogs; break;
+            case PurgeKind::RateCounters: cutoff = now - 86400; break;
+            case PurgeKind::FraudSets: cutoff = now; break;
+            case PurgeKind::AuthMetadata:
+            case PurgeKind::AuditRecords: cutoff = now - policy.authMetadata; break;
+            case PurgeKind::RemovedApps: cutoff = now - policy.removedApps; break;
+        }
+        if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit, policy.auditKey, now);
+        const auto& statements = pg::kPurge[static_cast<std::size_t>(kind)];
+        std::int64_t total = 0;
+        for (std::size_t k = 0; k < 4; ++k) {
+            const char* text = dryRun ? statements.count[k] : statements.purge[k];
+            if (!text) break;
+            if (dryRun) {
+                total += c_.exec(text, Params().integer(cutoff)).integer(0, 0);
+                continue;
+            }
+            const std::int64_t budget = limit - total;  // the statements of one category share the batch
+            if (budget <= 0) break;
+            total += c_.exec(text, Params().integer(cutoff).integer(budget)).affected();
+        }
+        return total;
+    }
+
+    // The oldest audit records older than the cutoff go from the head of the
+    // chain only; the anchor the chain resumes from moves, sealed.
+    std::int64_t pruneAudit(std::int64_t cutoff, int limit, const SecretBytes* key, std::int64_t now) {
+        if (key == nullptr) return 0;
+        const otp::AuditAnchor anchor = readAnchor(c_.exec(pg::kLockAuditGate));
+        if (!otp::auditAnchorValid(*key, anchor)) {
+            log::warning("audit records are not pruned: the audit log's anchor is not sealed, or its seal does not "
+                         "verify (see twofactor audit verify)");
+            return 0;
+        }
+        auto head = c_.exec(pg::kSelectAuditHead, Params().integer(anchor.seq).integer(limit));
+        std::int64_t lastSeq = anchor.seq, n = 0;
+        std::string lastHash;
+        for (int i = 0; i < head.rows(); ++i) {
+            if (head.integer(i, 1) >= cutoff) break;  // the chain is kept from here on
+            lastSeq = head.integer(i, 0);
+            lastHash = head.text(i, 2);
+            ++n;
+        }
+        if (n == 0) return 0;
+        const std::int64_t deleted = c_.exec(pg::kDeleteAuditHead, Params().integer(lastSeq)).affected();
+        otp::AuditAnchor next{lastSeq, lastHash, now, ""};
+        next.seal = otp::auditAnchorSeal(*key, next);
+        c_.exec(pg::kMoveAuditAnchor, Params().integer(next.seq).text(next.hash).integer(next.at).text(next.seal));
+        return deleted;
+    }
+
+    void insertRetentionRun(const RetentionRun& run) override {
+        Params p;
+        p.integer(run.started).integer(run.finished).text(run.trigger);
+        for (PurgeKind k : kPurgeKinds) p.integer(run.counts[k]);
+        c_.exec(pg::kInsertRetentionRun, p);
+    }
+    std::optional<RetentionRun> lastRetentionRun() override {
+        auto r = c_.exec(pg::kSelectLastRetentionRun);
+        if (r.rows() == 0) return std::nullopt;
+        RetentionRun run;
+        run.id = r.integer(0, 0);
+        run.started = r.integer(0, 1);
+        run.finished = r.integer(0, 2);
+        run.trigger = r.text(0, 3);
+        int col = 4;
+        for (PurgeKind k : kPurgeKinds) run.counts[k] = r.integer(0, col++);
+        return run;
+    }
+    std::vector<std::string> syncApps(const std::vector<std::string>& configured, std::int64_t now) override {
+        std::map<std::string, bool> known;  // name -> currently marked removed
+        auto sel = c_.exec(pg::kSelectApps);
+        for (int i = 0; i < sel.rows(); ++i) known[sel.text(i, 0)] = !sel.null(i, 1);
+        for (const auto& name : configured) {
+            auto it = known.find(name);
+            if (it == known.end()) c_.exec(pg::kInsertApp, Params().text(name).integer(now));
+            else if (it->second) c_.exec(pg::kSetAppRemoved, Params().text(name).null());  // back in the configuration
+        }
+        std::vector<std::string> removed;
+        for (const auto& [name, isRemoved] : known) {
+            if (isRemoved || std::find(configured.begin(), configured.end(), name) != configured.end()) continue;
+            c_.exec(pg::kSetAppRemoved, Params().text(name).integer(now));
+            removed.push_back(name);
+        }
+        return removed;
+    }
+
+    // ---- data subjects ----
+    SubjectFlags subjectFlags(std::string_view subjectHash) override {
+        auto r = c_.exec(pg::kSelectSubjectFlags, Params().text(subjectHash));
+        SubjectFlags f;
+        if (r.rows() == 1) {
+            if (!r.null(0, 0)) f.restrictedAt = r.integer(0, 0);
+            if (!r.null(0, 1)) f.objectedAt = r.integer(0, 1);
+        }
+        return f;
+    }
+    void setFlag(const char* sql, std::string_view subjectHash, std::optional<std::int64_t> since) {
+        c_.exec(pg::kEnsureSubjectFlags, Params().text(subjectHash));
+        c_.exec(sql, Params().text(subjectHash).optionalInteger(since));
+        c_.exec(pg::kDropEmptyFlags, Params().text(subjectHash));
+    }
+    void setRestricted(std::string_view subjectHash, std::optional<std::int64_t> since) override {
+        setFlag(pg::kSetRestricted, subjectHash, since);
+    }
+    void setObjected(std::string_view subjectHash, std::optional<std::int64_t> since) override {
+        setFlag(pg::kSetObjected, subjectHash, since);
+    }
+
+    SubjectData findSubjectData(std::string_view subjectHash, std::string_view address) override {
+        SubjectData d;
+        d.requests = readRequests(c_.exec(pg::kSelectSubjectRequests, Params().text(subjectHash)));
+        if (!address.empty())
+            d.fallbackRequests = readRequests(c_.exec(pg::kSelectFallbackRequests, Params().text(seal_.blindIndex(address))));
+        for (const auto* list : {&d.requests, &d.fallbackRequests})
+            for (const auto& r : *list)
+                for (auto& a : readDeliveries(c_.exec(pg::kSelectRequestDeliveries, Params().text(r.id)))) {
+                    // Of a request the subject was only the email fallback of, only
+                    // the email attempts went to them.
+                    if (list == &d.fallbackRequests && a.channel != "email") continue;
+                    d.deliveries.push_back(std::move(a));
+                }
+        d.audit = readAudit(c_.exec(pg::kSelectSubjectAudit, Params().text(subjectHash)));
+        d.optOut = findOptOut(subjectHash);
+        auto f = c_.exec(pg::kSelectSubjectFailureRows, Params().text(subjectHash));
+        for (int i = 0; i < f.rows(); ++i)
+            d.failures.push_back(SubjectFailureRecord{f.text(i, 0), otp::SubjectFailures{f.integer(i, 1), f.integer(i, 2)}});
+        d.flags = subjectFlags(subjectHash);
+        return d;
+    }
+
+    SubjectCounts eraseSubject(std::string_view subjectHash, std::string_view address) override {
+        SubjectCounts c;
+        std::int64_t* targets[] = {&c.deliveryJobs, &c.deliveries, &c.requests, &c.fallbacks,    &c.auditRecords,
+                                   &c.optOuts,      &c.failures,   &c.flags,    &c.rateCounters, &c.fraudSets};
+        static_assert(std::size(pg::kEraseSubject) == std::size(targets));
+        const std::string index = seal_.blindIndex(address);
+        for (std::size_t i = 0; i < std::size(pg::kEraseSubject); ++i) {
+            const auto& e = pg::kEraseSubject[i];
+            // No address given: no fallback matches it.
+            if (e.byAddress && index.empty()) continue;
+            *targets[i] = c_.exec(e.sql, Params().text(e.byAddress ? std::string_view(index) : subjectHash)).affected();
+        }
+        return c;
+    }
+
+    SubjectCounts rectifySubject(std::string_view oldHash, std::string_view oldAddress, std::string_view newHash,
+                                 std::string_view newAddress) override {
+        SubjectCounts c;
+        const std::string newIndex = seal_.blindIndex(newAddress);
+        auto own = c_.exec(pg::kLockSubjectRequests, Params().text(oldHash));
+        for (int i = 0; i < own.rows(); ++i) {
+            const std::string id = own.text(i, 0);
+            // A destination retention blanked stays blank.
+            const std::string dest = own.text(i, 1) == "t" ? seal_.seal("requests", "destination", id, newAddress) : "";
+            c.requests += c_.exec(pg::kRectifyRequest, Params().text(id).text(newHash).bytes(dest.data(), dest.size()))
+                              .affected();
+        }
+        auto fallbacks = c_.exec(pg::kLockFallbackRequests, Params().text(seal_.blindIndex(oldAddress)));
+        for (int i = 0; i < fallbacks.rows(); ++i) {
+            const std::string id = fallbacks.text(i, 0);
+            const std::string fb = seal_.seal("requests", "fallback_destination", id, newAddress);
+            c.fallbacks +=
+                c_.exec(pg::kRectifyFallback, Params().text(id).bytes(fb.data(), fb.size()).text(newIndex)).affected();
+        }
+        if (auto o = findOptOut(oldHash)) {
+            removeOptOut(oldHash);
+            o->subjectHash = std::string(newHash);
+            o->destination = std::string(newAddress);
+            putOptOut(*o);
+            c.optOuts = 1;
+        }
+        c_.exec(pg::kMoveSubjectFailures, Params().text(oldHash).text(newHash));
+        c.failures = c_.exec(pg::kDropSubjectFailures, Params().text(oldHash)).affected();
+        c_.exec(pg::kMoveSubjectFlags, Params().text(oldHash).text(newHash));
+        c.flags = c_.exec(pg::kDropSubjectFlags, Params().text(oldHash)).affected();
+        return c;
+    }
+
+    // ---- the register of data-subject requests ----
+    std::int64_t insertPrivacyRequest(const PrivacyRequest& r) override {
+        Params p;
+        p.text(r.kind).text(r.subjectHash).integer(r.received).integer(r.due).optionalInteger(r.completed);
+        p.integer(r.uid).text(r.note);
+        return c_.exec(pg::kInsertPrivacyRequest, p).integer(0, 0);
+    }
+    std::optional<PrivacyRequest> findOpenPrivacyRequest(std::string_view kind, std::string_view subjectHash) override {
+        auto out = readPrivacyRequests(c_.exec(pg::kSelectOpenPrivacyRequest, Params().text(kind).text(subjectHash)));
+        if (out.empty()) return std::nullopt;
+        return std::move(out.front());
+    }
+    void completePrivacyRequest(std::int64_t id, std::int64_t at) override {
+        c_.exec(pg::kCompletePrivacyRequest, Params().integer(id).integer(at));
+    }
+    std::vector<PrivacyRequest> listPrivacyRequests(const PrivacyRequestQuery& q) override {
+        auto out = readPrivacyRequests(c_.exec(
+            pg::kListPrivacyRequests, Params().text(q.openOnly ? "true" : "false").optionalInteger(q.overdueAt).integer(q.limit)));
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+    std::vector<PrivacyRequest> subjectPrivacyRequests(std::string_view subjectHash) override {
+        return readPrivacyRequests(c_.exec(pg::kSelectSubjectPrivacyRequests, Params().text(subjectHash)));
+    }
+
+    // ---- cluster ----
+    bool takeLease(std::string_view name, std::int64_t slot, std::string_view holder, std::int64_t now,
+                   std::int64_t until) override {
+        return c_.exec(pg::kTakeLease, Params().text(name).text(holder).integer(slot).integer(now).integer(until))
+                   .affected() == 1;
+    }
+    std::vector<Lease> listLeases(int limit) override {
+        auto r = c_.exec(pg::kListLeases, Params().integer(limit));
+        std::vector<Lease> out;
+        for (int i = 0; i < r.rows(); ++i) out.push_back(Lease{r.text(i, 0), r.text(i, 1), r.integer(i, 2), r.integer(i, 3)});
+        return out;
+    }
+    void heartbeatNode(const NodeInfo& n) override {
+        c_.exec(pg::kHeartbeatNode, Params().text(n.id).text(n.host).text(n.version).integer(n.started).integer(n.heartbeat));
+    }
+    std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
+        auto r = c_.exec(pg::kListNodes, Params().integer(since).integer(limit));
+        std::vector<NodeInfo> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(NodeInfo{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.integer(i, 3), r.integer(i, 4)});
+        return out;
+    }
+
+    // ---- transaction binding ----
+    void bindRequest(std::string_view requestId, std::string_view contextDigest) override {
+        c_.exec(pg::kBindRequest, Params().text(requestId).text(contextDigest));
+    }
+    std::string requestBinding(std::string_view requestId) override {
+        auto r = c_.exec(pg::kSelectRequestBinding, Params().text(requestId));
+        return r.rows() == 1 ? r.text(0, 0) : std::string();
+    }
+
+    // ---- the HTTPS API ----
+    void insertApiKey(const ApiKey& k) override {
+        Params p;
+        p.text(k.id).text(k.app).text(k.scopes).text(k.secretHash).text(k.note).integer(k.createdAt);
+        p.integer(k.createdBy).integer(k.expiresAt);
+        c_.exec(pg::kInsertApiKey, p);
+    }
+    std::optional<ApiKey> findApiKey(std::string_view id) override {
+        auto out = readApiKeys(c_.exec(pg::kSelectApiKey, Params().text(id)));
+        if (out.empty()) return std::nullopt;
+        return std::move(out.front());
+    }
+    std::vector<ApiKey> listApiKeys(int limit) override {
+        return readApiKeys(c_.exec(pg::kListApiKeys, Params().integer(limit)));
+    }
+    bool revokeApiKey(std::string_view id, std::int64_t now) override {
+        return c_.exec(pg::kRevokeApiKey, Params().text(id).integer(now)).affected() > 0;
+    }
+    void touchApiKey(std::string_view id, std::int64_t now) override {
+        c_.exec(pg::kTouchApiKey, Params().text(id).integer(now));
+    }
+    std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view keyId, std::string_view idemKey,
+                                                         std::string_view bodyHash, std::int64_t now,
+                                                         std::int64_t windowStart) override {
+        c_.exec(pg::kPruneIdempotencyKeys, Params().integer(windowStart));
+        c_.exec(pg::kDeleteStaleIdempotencyKey, Params().text(keyId).text(idemKey).integer(windowStart));
+        if (c_.exec(pg::kClaimIdempotencyKey, Params().text(keyId).text(idemKey).text(bodyHash).integer(now)).affected() == 1)
+            return std::nullopt;
+        auto r = c_.exec(pg::kSelectIdempotencyKey, Params().text(keyId).text(idemKey));
+        IdempotencyRecord rec;
+        if (r.rows() == 1) rec = IdempotencyRecord{r.text(0, 0), r.integer(0, 1), static_cast<int>(r.integer(0, 2)), r.text(0, 3)};
+        return rec;
+    }
+    void completeIdempotencyKey(std::string_view keyId, std::string_view idemKey, int status,
+                                std::string_view response) override {
+        c_.exec(pg::kCompleteIdempotencyKey, Params().text(keyId).text(idemKey).integer(status).text(response));
+    }
+    void releaseIdempotencyKey(std::string_view keyId, std::string_view idemKey) override {
+        c_.exec(pg::kReleaseIdempotencyKey, Params().text(keyId).text(idemKey));
+    }
+
+    // ---- statistics ----
+    std::vector<ActivityDelivery> recentDeliveries(const ActivityQuery& q) override {
+        auto r = c_.exec(pg::kSelectRecentDeliveries, Params().integer(q.since).integer(q.until).integer(q.limit));
+        std::vector<ActivityDelivery> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(ActivityDelivery{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.integer(i, 3), r.integer(i, 4)});
+        return out;
+    }
+    std::vector<ActivityEvent> recentEvents(const ActivityQuery& q) override {
+        auto r = c_.exec(pg::kSelectRecentEvents, Params().integer(q.since).integer(q.until).integer(q.limit));
+        std::vector<ActivityEvent> out;
+        for (int i = 0; i < r.rows(); ++i) out.push_back(ActivityEvent{r.text(i, 0), r.text(i, 1), r.integer(i, 2)});
+        return out;
+    }
+
+    // ---- the audit log ----
+    // The tail is read under the chain's lock (kLockAuditGate), held to the
+    // commit: the record appended next is this one's successor on every node.
+    std::optional<otp::AuditRecord> lastAuditRecord() override {
+        c_.exec(pg::kLockAuditGate);
+        auto out = readAudit(c_.exec(pg::kSelectLastAudit));
+        if (out.empty()) return std::nullopt;
+        return std::move(out.front());
+    }
+    void insertAuditRecord(const otp::AuditRecord& r) override {
+        Params p;
+        p.integer(r.seq).integer(r.at).text(r.app).text(r.event).integer(r.uid).text(r.outcome).text(r.requestId);
+        p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
+        p.text(r.subjectCommit);
+        c_.exec(pg::kInsertAudit, p);
+    }
+    std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
+        Params p;
+        p.integer(q.afterSeq).optionalInteger(q.since).optionalInteger(q.until);
+        if (q.app) p.text(*q.app);
+        else p.null();
+        const bool prefix = q.outcome && !q.outcome->empty() && q.outcome->back() == ':';
+        if (q.outcome && !prefix) p.text(*q.outcome);
+        else p.null();
+        if (prefix) p.text(*q.outcome);
+        else p.null();
+        p.integer(q.limit);
+        auto out = readAudit(c_.exec(q.newest ? pg::kSelectAuditNewest : pg::kSelectAudit, p));
+        if (q.newest) std::reverse(out.begin(), out.end());
+        return out;
+    }
+    otp::AuditAnchor auditAnchor() override { return readAnchor(c_.exec(pg::kSelectAuditAnchor)); }
+    bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override {
+        return c_.exec(pg::kSealLegacyAnchor, Params().integer(a.seq).text(a.hash).integer(a.at).text(a.seal)).affected() > 0;
+    }
+
+    // ---- breach reports ----
+    std::vector<BreachRequestRow> breachRequests(const BreachPage& page) override {
+        auto r = c_.exec(pg::kSelectBreachRequests, breachParams(page));
+        std::vector<BreachRequestRow> out;
+        for (int i = 0; i < r.rows(); ++i) {
+            const std::string id = r.text(i, 2);
+            out.push_back(BreachRequestRow{r.integer(i, 0), r.integer(i, 1), id, r.text(i, 3), r.text(i, 4), r.text(i, 5),
+                                           openOrEmpty("requests", "destination", id, r.bytes(i, 6)),
+                                           openOrEmpty("requests", "fallback_destination", id, r.bytes(i, 7)),
+                                           openOrEmpty("requests", "client_ip", id, r.bytes(i, 8)),
+                                           openOrEmpty("requests", "device", id, r.bytes(i, 9))});
+        }
+        return out;
+    }
+    std::vector<BreachDeliveryRow> breachDeliveries(const BreachPage& page) override {
+        auto r = c_.exec(pg::kSelectBreachDeliveries, breachParams(page));
+        std::vector<BreachDeliveryRow> out;
+        for (int i = 0; i < r.rows(); ++i) {
+            const std::string id = r.text(i, 2);
+            out.push_back(BreachDeliveryRow{r.integer(i, 0), r.integer(i, 1), id, r.text(i, 3), r.text(i, 4), r.text(i, 5),
+                                            openOrEmpty("requests", "destination", id, r.bytes(i, 6)),
+                                            openOrEmpty("requests", "fallback_destination", id, r.bytes(i, 7))});
+        }
+        return out;
+    }
+
+    // ---- the email suppression list and feedback counters ----
+    bool suppressAddress(const Suppression& e) override {
+        const std::string detail = seal_.seal("email_suppressions", "detail", e.addressHash, e.detail);
+        Params p;
+        p.text(e.addressHash).text(e.reason).bytes(detail.data(), detail.size()).integer(e.at).text(e.source).text(e.messageId);
+        return c_.exec(pg::kInsertSuppression, p).affected() > 0;
+    }
+    std::optional<Suppression> findSuppression(std::string_view addressHash) override {
+        auto out = readSuppressions(c_.exec(pg::kSelectSuppression, Params().text(addressHash)));
+        if (out.empty()) return std::nullopt;
+        return std::move(out.front());
+    }
+    bool removeSuppression(std::string_view addressHash) override {
+        return c_.exec(pg::kDeleteSuppression, Params().text(addressHash)).affected() > 0;
+    }
+    std::vector<Suppression> listSuppressions(int limit) override {
+        auto out = readSuppressions(c_.exec(pg::kListSuppressions, Params().integer(limit)));
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+    void countEmailFeedback(std::string_view app, EmailFeedback kind, std::int64_t at) override {
+        const std::int64_t hour = at / 3600;
+        Params p;
+        p.text(app).integer(hour).integer(kind == EmailFeedback::Send ? 1 : 0).integer(kind == EmailFeedback::Bounce ? 1 : 0);
+        p.integer(kind == EmailFeedback::Complaint ? 1 : 0);
+        c_.exec(pg::kCountEmailFeedback, p);
+        c_.exec(pg::kPruneEmailFeedback, Params().text(app).integer(hour - kEmailFeedbackHours));
+    }
+    EmailFeedbackCounts emailFeedback(std::string_view app, std::int64_t since) override {
+        auto r = c_.exec(pg::kSumEmailFeedback, Params().text(app).integer(since / 3600));
+        return r.rows() == 1 ? EmailFeedbackCounts{r.integer(0, 0), r.integer(0, 1), r.integer(0, 2)} : EmailFeedbackCounts{};
+    }
+    std::string deliveryApp(std::string_view providerMessageId) override {
+        auto r = c_.exec(pg::kSelectDeliveryApp, Params().text(providerMessageId));
+        return r.rows() == 1 ? r.text(0, 0) : std::string();
+    }
 
 private:
+    // A value retention or erasure blanked is stored empty.
+    std::string openOrEmpty(const char* table, const char* column, const std::string& rowId, const std::string& sealed) const {
+        return sealed.empty() ? std::string() : seal_.open(table, column, rowId, sealed);
+    }
+
+    static Params breachParams(const BreachPage& page) {
+        Params p;
+        p.integer(page.from).integer(page.to).integer(page.afterAt).integer(page.afterRow).integer(page.limit);
+        return p;
+    }
+    std::vector<Suppression> readSuppressions(const Result& r) const {
+        std::vector<Suppression> out;
+        for (int i = 0; i < r.rows(); ++i) {
+            const std::string hash = r.text(i, 0);
+            out.push_back(Suppression{hash, r.text(i, 1), openOrEmpty("email_suppressions", "detail", hash, r.bytes(i, 2)),
+                                      r.integer(i, 3), r.text(i, 4), r.text(i, 5)});
+        }
+        return out;
+    }
+
+    static otp::AuditAnchor readAnchor(const Result& r) {
+        otp::AuditAnchor a{0, otp::kAuditGenesis, 0, ""};
+        if (r.rows() == 1) a = otp::AuditAnchor{r.integer(0, 0), r.text(0, 1), r.integer(0, 2), r.text(0, 3)};
+        return a;
+    }
+    static std::vector<otp::AuditRecord> readAudit(const Result& s) {
+        std::vector<otp::AuditRecord> out;
+        for (int i = 0; i < s.rows(); ++i) {
+            otp::AuditRecord r;
+            r.seq = s.integer(i, 0);
+            r.at = s.integer(i, 1);
+            r.app = s.text(i, 2);
+            r.event = s.text(i, 3);
+            r.uid = s.integer(i, 4);
+            r.outcome = s.text(i, 5);
+            r.requestId = s.text(i, 6);
+            r.subject = s.text(i, 7);
+            r.detail = s.text(i, 8);
+            r.prevHash = s.text(i, 9);
+            r.hash = s.text(i, 10);
+            r.format = static_cast<int>(s.integer(i, 11));
+            r.subjectNonce = s.text(i, 12);
+            r.subjectCommit = s.text(i, 13);
+            out.push_back(std::move(r));
+        }
+        return out;
+    }
+    static std::vector<otp::DeliveryAttempt> readDeliveries(const Result& s) {
+        std::vector<otp::DeliveryAttempt> out;
+        for (int i = 0; i < s.rows(); ++i) {
+            otp::DeliveryAttempt a;
+            a.id = s.integer(i, 0);
+            a.requestId = s.text(i, 1);
+            a.app = s.text(i, 2);
+            a.channel = s.text(i, 3);
+            a.driver = s.text(i, 4);
+            a.send = static_cast<int>(s.integer(i, 5));
+            a.attempt = static_cast<int>(s.integer(i, 6));
+            a.at = s.integer(i, 7);
+            a.outcome = s.text(i, 8);
+            a.providerMessageId = s.text(i, 9);
+            a.statusCode = static_cast<int>(s.integer(i, 10));
+            a.durationMs = s.integer(i, 11);
+            a.errorClass = s.text(i, 12);
+            a.error = s.text(i, 13);
+            a.ambiguous = s.text(i, 14) == "t";
+            a.providerStatus = s.text(i, 15);
+            a.providerStatusAt = s.integer(i, 16);
+            a.providerError = s.text(i, 17);
+            a.provider = s.text(i, 18);
+            a.region = s.text(i, 19);
+            out.push_back(std::move(a));
+        }
+        return out;
+    }
+    std::vector<otp::OptOut> readOptOuts(const Result& s) const {
+        std::vector<otp::OptOut> out;
+        for (int i = 0; i < s.rows(); ++i) {
+            otp::OptOut e;
+            e.subjectHash = s.text(i, 0);
+            e.destination = seal_.open("optouts", "destination", e.subjectHash, s.bytes(i, 1));
+            e.createdAt = s.integer(i, 2);
+            e.source = s.text(i, 3);
+            e.reason = s.text(i, 4);
+            out.push_back(std::move(e));
+        }
+        return out;
+    }
+    static std::vector<PrivacyRequest> readPrivacyRequests(const Result& s) {
+        std::vector<PrivacyRequest> out;
+        for (int i = 0; i < s.rows(); ++i) {
+            PrivacyRequest r;
+            r.id = s.integer(i, 0);
+            r.kind = s.text(i, 1);
+            r.subjectHash = s.text(i, 2);
+            r.received = s.integer(i, 3);
+            r.due = s.integer(i, 4);
+            if (!s.null(i, 5)) r.completed = s.integer(i, 5);
+            r.uid = s.integer(i, 6);
+            r.note = s.text(i, 7);
+            out.push_back(std::move(r));
+        }
+        return out;
+    }
+    static std::vector<ApiKey> readApiKeys(const Result& s) {
+        std::vector<ApiKey> out;
+        for (int i = 0; i < s.rows(); ++i)
+            out.push_back(ApiKey{s.text(i, 0), s.text(i, 1), s.text(i, 2), s.text(i, 3), s.text(i, 4), s.integer(i, 5),
+                                 s.integer(i, 6), s.integer(i, 7), s.integer(i, 8), s.integer(i, 9)});
+        return out;
+    }
+    std::vector<otp::OtpRequest> readRequests(const Result& s) {
+        std::vector<otp::OtpRequest> out;
+        for (int i = 0; i < s.rows(); ++i) out.push_back(readRow(s, i));
+        return out;
+    }
     static std::vector<otp::DeliveryJob> readJobs(const Result& r) {
         std::vector<otp::DeliveryJob> out;
         for (int i = 0; i < r.rows(); ++i)
@@ -397,43 +930,46 @@ private:
         return out;
     }
 
-    std::optional<otp::OtpRequest> readOne(const Result& s) {
-        if (s.rows() == 0) return std::nullopt;
+    otp::OtpRequest readRow(const Result& s, int i) {
         otp::OtpRequest r;
-        r.id = s.text(0, 0);
-        const auto open = [&](const char* column, int col) { return seal_.open("requests", column, r.id, s.bytes(0, col)); };
-        r.app = s.text(0, 1);
-        r.channel = s.text(0, 2);
+        r.id = s.text(i, 0);
+        const auto open = [&](const char* column, int col) { return openOrEmpty("requests", column, r.id, s.bytes(i, col)); };
+        r.app = s.text(i, 1);
+        r.channel = s.text(i, 2);
         r.destination = open("destination", 3);
-        r.subjectHash = s.text(0, 4);
-        r.purpose = s.text(0, 5);
-        r.locale = s.text(0, 6);
+        r.subjectHash = s.text(i, 4);
+        r.purpose = s.text(i, 5);
+        r.locale = s.text(i, 6);
         r.clientIp = open("client_ip", 7);
         r.device = open("device", 8);
         r.reference = open("reference", 9);
-        if (!s.null(0, 10)) {
-            const std::string h = s.bytes(0, 10);
+        if (!s.null(i, 10)) {
+            const std::string h = s.bytes(i, 10);
             if (h.size() != crypto::Digest{}.size()) throw std::runtime_error("request " + r.id + ": bad code hash");
             crypto::Digest d;
             std::copy(h.begin(), h.end(), d.begin());
             r.codeHash = d;
         }
-        r.codeLength = static_cast<int>(s.integer(0, 11));
-        const auto status = otp::parseStatus(s.text(0, 12));
+        r.codeLength = static_cast<int>(s.integer(i, 11));
+        const auto status = otp::parseStatus(s.text(i, 12));
         if (!status) throw std::runtime_error("request " + r.id + " has an unknown status");
         r.status = *status;
-        r.attempts = static_cast<int>(s.integer(0, 13));
-        r.maxAttempts = static_cast<int>(s.integer(0, 14));
-        r.sends = static_cast<int>(s.integer(0, 15));
-        r.maxSends = static_cast<int>(s.integer(0, 16));
-        r.ttl = s.integer(0, 17);
-        r.createdAt = s.integer(0, 18);
-        r.expiresAt = s.integer(0, 19);
-        r.updatedAt = s.integer(0, 20);
-        if (!s.null(0, 21)) r.finishedAt = s.integer(0, 21);
-        r.failure = s.text(0, 22);
+        r.attempts = static_cast<int>(s.integer(i, 13));
+        r.maxAttempts = static_cast<int>(s.integer(i, 14));
+        r.sends = static_cast<int>(s.integer(i, 15));
+        r.maxSends = static_cast<int>(s.integer(i, 16));
+        r.ttl = s.integer(i, 17);
+        r.createdAt = s.integer(i, 18);
+        r.expiresAt = s.integer(i, 19);
+        r.updatedAt = s.integer(i, 20);
+        if (!s.null(i, 21)) r.finishedAt = s.integer(i, 21);
+        r.failure = s.text(i, 22);
         r.fallbackDestination = open("fallback_destination", 23);
         return r;
+    }
+    std::optional<otp::OtpRequest> readOne(const Result& s) {
+        if (s.rows() == 0) return std::nullopt;
+        return readRow(s, 0);
     }
 
     Connection& c_;
@@ -577,6 +1113,9 @@ private:
         for (int attempt = 0;; ++attempt) {
             try {
                 if (!conn || !conn->ok()) conn = std::make_unique<Connection>(dsn_);
+            } catch (const PgError& e) {
+                conn.reset();
+                return std::make_exception_ptr(StoreUnavailable(e.what()));
             } catch (...) {
                 conn.reset();
                 return std::current_exception();
@@ -595,6 +1134,7 @@ private:
                     std::this_thread::sleep_for(std::chrono::milliseconds(1 << std::min(attempt, 5)));
                     continue;
                 }
+                if (lost) return std::make_exception_ptr(StoreUnavailable(e.what()));
                 return std::current_exception();
             } catch (...) {
                 rollback(*conn);
@@ -644,9 +1184,5 @@ SecretString loadDsn(const std::string& credentialName, const std::string& dsnFi
     return SecretString(std::string(v));
 }
 
-const char* postgresMissing() {
-    return "the delivery log, opt-outs, the request log, retention, apps, GDPR requests, the audit log "
-           "fraud sets, transaction binding, API keys, Idempotency-Key records and statistics";
-}
 
 }  // namespace twofactor::store

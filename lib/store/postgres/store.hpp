@@ -28,8 +28,4 @@ struct PostgresOptions {
 // stricter owned by the daemon's user: never argv or the environment.
 [[nodiscard]] SecretString loadDsn(const std::string& credentialName, const std::string& dsnFile);
 
-// What the PostgreSQL backend does not do yet: the store methods it refuses
-// (each throws, naming itself) until it implements them.
-[[nodiscard]] const char* postgresMissing();
-
 }  // namespace twofactor::store

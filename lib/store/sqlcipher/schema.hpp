@@ -394,6 +394,25 @@ CREATE TABLE event_endpoints (
     last_error   TEXT NOT NULL DEFAULT ''
 );
 )sql",
+    // 18: lease-row singletons (the retention schedule) and the node
+    // registry, as on PostgreSQL: `twofactor cluster status` reads the same
+    // tables on both backends; here they hold the one local daemon.
+    R"sql(
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    slot        INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE TABLE nodes (
+    id         TEXT PRIMARY KEY NOT NULL,
+    host       TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    started    INTEGER NOT NULL,
+    heartbeat  INTEGER NOT NULL
+);
+CREATE INDEX nodes_by_heartbeat ON nodes (heartbeat);
+)sql",
 };
 
 // Event webhooks (migration 17). due_at of an event that waits for its
@@ -474,6 +493,20 @@ inline constexpr const char* kSelectExpiredPending =
 #undef TF_EVENT_ATTEMPT_COLUMNS
 #undef TF_EVENT_COLUMNS
 #undef TF_EVENT_PARKED
+
+// Lease rows: ?1 name, ?2 holder, ?3 slot, ?4 now, ?5 until. The row exists
+// first (an empty holder, slot -1), then one conditional UPDATE takes it.
+inline constexpr const char* kEnsureLease =
+    "INSERT OR IGNORE INTO leases (name, holder, slot, expires_at) VALUES (?1, '', -1, 0)";
+inline constexpr const char* kTakeLease =
+    "UPDATE leases SET holder = ?2, slot = ?3, expires_at = ?5 WHERE name = ?1 AND slot < ?3 "
+    "AND (expires_at <= ?4 OR holder = ?2 OR holder = '')";
+inline constexpr const char* kListLeases =
+    "SELECT name, holder, slot, expires_at FROM leases WHERE holder <> '' ORDER BY name LIMIT ?1";
+inline constexpr const char* kHeartbeatNode =
+    "INSERT OR REPLACE INTO nodes (id, host, version, started, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kListNodes =
+    "SELECT id, host, version, started, heartbeat FROM nodes WHERE heartbeat >= ?1 ORDER BY heartbeat DESC LIMIT ?2";
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
 // finish if still held), each a single conditional statement, so a backend

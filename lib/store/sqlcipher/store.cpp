@@ -454,6 +454,46 @@ public:
         s.step();
     }
 
+    // ---- Cluster: lease rows and the node registry ----
+    bool takeLease(std::string_view name, std::int64_t slot, std::string_view holder, std::int64_t now,
+                   std::int64_t until) override {
+        Statement ensure(db_, sql::kEnsureLease);
+        ensure.bind(1, name);
+        ensure.step();
+        Statement take(db_, sql::kTakeLease);
+        take.bind(1, name);
+        take.bind(2, holder);
+        take.bind(3, slot);
+        take.bind(4, now);
+        take.bind(5, until);
+        take.step();
+        return sqlite3_changes(db_) == 1;
+    }
+    std::vector<Lease> listLeases(int limit) override {
+        Statement s(db_, sql::kListLeases);
+        s.bind(1, limit);
+        std::vector<Lease> out;
+        while (s.step()) out.push_back(Lease{s.text(0), s.text(1), s.integer(2), s.integer(3)});
+        return out;
+    }
+    void heartbeatNode(const NodeInfo& n) override {
+        Statement s(db_, sql::kHeartbeatNode);
+        s.bind(1, n.id);
+        s.bind(2, n.host);
+        s.bind(3, n.version);
+        s.bind(4, n.started);
+        s.bind(5, n.heartbeat);
+        s.step();
+    }
+    std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
+        Statement s(db_, sql::kListNodes);
+        s.bind(1, since);
+        s.bind(2, limit);
+        std::vector<NodeInfo> out;
+        while (s.step()) out.push_back(NodeInfo{s.text(0), s.text(1), s.text(2), s.integer(3), s.integer(4)});
+        return out;
+    }
+
     // ---- Transaction binding ----
     void bindRequest(std::string_view requestId, std::string_view contextDigest) override {
         Statement s(db_, sql::kBindRequest);

@@ -1,0 +1,231 @@
+"""Three twofactord nodes on one throwaway PostgreSQL server: a code sent
+through one node verifies through another; concurrent verifies of one code
+spread over the nodes approve it once; concurrent wrong codes count exactly
+max_attempts and lock it; the database going away gives clear errors and
+the nodes recover by themselves; the retention schedule runs once for the
+cluster; and the server's files (heap and WAL) hold no destination, client
+address or code in the clear."""
+import json
+import os
+import re
+import sys
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+import harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
+import pg_server  # noqa: E402
+
+T0 = 1_800_000_000
+
+CONFIG = """
+[daemon]
+state_dir = "{root}/state"
+generate_keys = true
+store_key_file = "KEYS/store.key"
+pepper_file = "KEYS/pepper.key"
+
+[access.admin]
+users = ["{uid}"]
+
+[retention]
+schedule = "* * * * *"
+
+[apps.default]
+max_attempts = 5
+
+[store]
+backend = "postgresql"
+dsn_file = "DSN"
+"""
+
+
+@unittest.skipUnless(pg_server.available(), "PostgreSQL 15 is not installed")
+class Cluster(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pg_server.Server().start()
+        harness.PG_DSN_FILE = cls.pg.dsn_file
+        harness.pg_empty()
+        cls.keys = os.path.join(cls.pg.root, "keys")
+        os.makedirs(cls.keys, mode=0o700)
+        config = CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+        cls.nodes = []
+        try:
+            # The first node creates the keys every node shares, and the schema.
+            for i in range(3):
+                d = harness.Daemon(config=config, clock=T0, fresh_store=False)
+                cls.nodes.append(d)
+                d.start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.nodes:
+            d.cleanup()
+        cls.pg.cleanup()
+
+    def clocks(self, t):
+        for d in self.nodes:
+            d.set_clock(t)
+
+    def send(self, node, to, *extra):
+        return node.send(to, "default", *extra)  # prints the request id
+
+    def test_a_code_sent_through_one_node_verifies_through_another(self):
+        a, b, c = self.nodes
+        rid = self.send(a, "cross@example.org")
+        code = a.code_for(rid)
+        self.assertEqual(b.cli("status", rid).returncode, 0)
+        r = c.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = a.cli("verify", "--id", rid, "--code", code)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)  # once only, whichever node
+
+    def test_b_concurrent_verifies_over_three_nodes_approve_once(self):
+        a = self.nodes[0]
+        rid = self.send(a, "race@example.org")
+        code = a.code_for(rid)
+
+        def verify(i):
+            return self.nodes[i % 3].cli("verify", "--id", rid, "--code", code).returncode
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            codes = list(pool.map(verify, range(100)))
+        self.assertEqual(codes.count(0), 1, codes)
+        self.assertEqual(codes.count(1), 99, codes)
+
+    def test_c_concurrent_wrong_codes_count_exactly_max_attempts(self):
+        a = self.nodes[0]
+        rid = self.send(a, "brute@example.org")
+        code = a.code_for(rid)
+        wrong = "%06d" % ((int(code) + 1) % 1_000_000)
+
+        def verify(i):
+            return self.nodes[i % 3].cli("verify", "--id", rid, "--code", wrong).returncode
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            codes = list(pool.map(verify, range(60)))
+        self.assertNotIn(0, codes)
+        status = json.loads(self.nodes[1].cli("--json", "status", rid).stdout)
+        status = status.get("request", status)
+        self.assertEqual(status["status"], "locked", status)
+        self.assertEqual(status["attempts"], 5, status)
+        # The right code no longer helps.
+        self.assertEqual(self.nodes[2].cli("verify", "--id", rid, "--code", code).returncode, 1)
+
+    def test_d_cluster_status_lists_the_three_nodes(self):
+        deadline = time.time() + 15
+        while True:
+            r = self.nodes[1].cli("--json", "cluster", "status")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            status = json.loads(r.stdout)
+            if len(status["nodes"]) == 3 or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertEqual(status["backend"], "postgresql")
+        self.assertEqual(len(status["nodes"]), 3, status)
+        self.assertIn(status["self"], [n["id"] for n in status["nodes"]])
+        self.assertEqual(len({n["id"] for n in status["nodes"]}), 3)
+        text = self.nodes[0].cli("cluster", "status").stdout
+        self.assertIn("backend        postgresql", text)
+
+    def test_e_losing_the_database_fails_fast_and_recovers(self):
+        a, b, c = self.nodes
+        self.pg.pause()
+        try:
+            r = b.cli("send", "--app", "default", "--to", "down@example.org")
+            self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+            self.assertIn("unreachable", r.stderr)
+            self.assertLess(len(r.stderr.strip().splitlines()), 3, r.stderr)
+        finally:
+            self.pg.resume()
+        # No node restarted: each connects again for its next work.
+        for i, node in enumerate((a, b, c)):
+            deadline = time.time() + 10
+            while True:
+                r = node.cli("send", "--app", "default", "--to", "back-%d@example.org" % i)
+                if r.returncode == 0 or time.time() > deadline:
+                    break
+                time.sleep(0.3)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_f_retention_scheduled_every_minute_runs_once_per_minute(self):
+        before = int(harness.pg_query("SELECT count(*) FROM retention_runs WHERE trigger = 'schedule'"))
+        # Past the next minute on every node: each sees the run due; one takes it.
+        t = (T0 // 60 + 2) * 60 + 5
+        self.clocks(t)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            n = int(harness.pg_query("SELECT count(*) FROM retention_runs WHERE trigger = 'schedule'"))
+            if n > before:
+                break
+            time.sleep(0.3)
+        time.sleep(3)  # the other nodes' ticks have seen the same minute by now
+        after = int(harness.pg_query("SELECT count(*) FROM retention_runs WHERE trigger = 'schedule'"))
+        self.assertEqual(after - before, 1)
+        lease = harness.pg_query("SELECT holder FROM leases WHERE name = 'retention'")
+        self.assertIn(lease, [json.loads(self.nodes[0].cli("--json", "cluster", "status").stdout)["nodes"][i]["id"]
+                              for i in range(3)])
+
+    def test_g_the_data_directory_holds_no_plaintext(self):
+        a, b, c = self.nodes
+        secret_to = "plaintext.scan.marker@example.org"
+        secret_ip = "198.51.100.237"
+        rid = self.send(a, secret_to, "--ip", secret_ip)
+        code = a.code_for(rid)
+        wrong = "%06d" % ((int(code) + 1) % 1_000_000)
+        b.cli("verify", "--id", rid, "--code", wrong)
+        self.assertEqual(c.cli("verify", "--id", rid, "--code", code).returncode, 0)
+        harness.pg_query("CHECKPOINT")
+        # Codes are short: matched only as a number of their own (integers are
+        # stored binary, so a code's digits in the clear would stand alone).
+        needles = [re.compile(re.escape(secret_to.encode())), re.compile(re.escape(secret_ip.encode())),
+                   re.compile(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])"),
+                   re.compile(rb"(?<![0-9])" + wrong.encode() + rb"(?![0-9])")]
+        found, scanned = [], 0
+        for sub in ("base", "global", "pg_wal"):
+            for root, _, files in os.walk(os.path.join(self.pg.data, sub)):
+                for name in files:
+                    with open(os.path.join(root, name), "rb") as f:
+                        data = f.read()
+                    scanned += len(data)
+                    for n in needles:
+                        if n.search(data):
+                            found.append((n.pattern, os.path.join(root, name)))
+        self.assertGreater(scanned, 1_000_000)
+        self.assertEqual(found, [])
+        # The request itself is there, sealed: found by id, its destination bytes opaque.
+        self.assertEqual(harness.pg_query("SELECT count(*) FROM requests WHERE id = '%s'" % rid), "1")
+
+
+class SingleNode(unittest.TestCase):
+    """On SQLCipher, cluster status shows the one local daemon and no foreign lease."""
+
+    def test_cluster_status_shows_the_local_node(self):
+        d = harness.Daemon(config='[daemon]\nstate_dir = "{root}/state"\ngenerate_keys = true\n'
+                                  '[access.admin]\nusers = ["{uid}"]\n[apps.default]\n', clock=T0).start()
+        try:
+            deadline = time.time() + 10
+            while True:
+                r = d.cli("--json", "cluster", "status")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                status = json.loads(r.stdout)
+                if status["nodes"] or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(status["backend"], "sqlcipher")
+            self.assertEqual([n["id"] for n in status["nodes"]], [status["self"]])
+            self.assertEqual(status["leases"], [])
+            self.assertEqual(status["queuedJobs"], 0)
+            self.assertIn("nodes          1", d.cli("cluster", "status").stdout)
+        finally:
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    harness.main()
