@@ -5,6 +5,7 @@ max_attempts and lock it; the database going away gives clear errors and
 the nodes recover by themselves; the retention schedule runs once for the
 cluster; and the server's files (heap and WAL) hold no destination, client
 address or code in the clear."""
+import base64
 import json
 import os
 import re
@@ -201,6 +202,28 @@ class Cluster(unittest.TestCase):
         self.assertEqual(found, [])
         # The request itself is there, sealed: found by id, its destination bytes opaque.
         self.assertEqual(harness.pg_query("SELECT count(*) FROM requests WHERE id = '%s'" % rid), "1")
+
+    def test_h_event_webhooks_are_refused_on_postgresql_naming_the_section(self):
+        secret = os.path.join(self.keys, "whsec")
+        with open(secret, "w") as f:
+            f.write("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(secret, 0o600)
+        config = (CONFIG.replace("KEYS", self.keys).replace("DSN", self.pg.dsn_file) +
+                  '\n[apps.default.events]\nurl = "https://127.0.0.1:9/hook"\nsecret_file = "%s"\n'
+                  'events = ["verification.approved"]\n' % secret)
+        d = harness.Daemon(config=config, clock=T0, fresh_store=False)
+        try:
+            with self.assertRaises(RuntimeError) as refused:
+                d.start()
+            self.assertIn("[apps.default.events]", str(refused.exception))
+            self.assertIn('backend = "postgresql"', str(refused.exception))
+        finally:
+            d.cleanup()
+        # The nodes serving meanwhile are untouched.
+        a, b = self.nodes[0], self.nodes[1]
+        rid = self.send(a, "ev@example.org")
+        r = b.cli("verify", "--id", rid, "--code", a.code_for(rid))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
 
 
 class SingleNode(unittest.TestCase):
