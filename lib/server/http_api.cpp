@@ -18,7 +18,6 @@ namespace {
 constexpr auto kKeyCacheFor = std::chrono::seconds(5);
 // A key's last use is written at most this often.
 constexpr std::int64_t kTouchEvery = 60;
-constexpr std::int64_t kIdempotencyWindow = 24 * 3600;
 constexpr std::size_t kMaxIdempotencyKey = 255;
 
 json keyJson(const store::ApiKey& k) {
@@ -67,23 +66,11 @@ struct ApiCall {
 };
 
 void Server::apiFinish(const std::shared_ptr<ApiCall>& call, http::Response response, const std::string& result) {
-    if (!call->idempotencyKey.empty()) {
-        // A first answer that another try could change (rate limits, outages)
-        // gives the key back; any other is what every retry gets.
-        const bool keep = response.status < 500 && response.status != 429;
-        const std::string keyId = call->key.id;
-        const std::string idem = call->idempotencyKey;
-        const int status = response.status;
-        const std::string body = response.body;
-        store_->submit(
-            [keep, keyId, idem, status, body](store::Transaction& t) {
-                if (keep) t.completeIdempotencyKey(keyId, idem, status, body);
-                else t.releaseIdempotencyKey(keyId, idem);
-            },
-            [](std::exception_ptr e) {
-                if (e) log::error("http: an Idempotency-Key record could not be written");
-            });
-    }
+    // A first answer that another try could change (rate limits, outages)
+    // gives the key back; any other is what every retry gets.
+    if (!call->idempotencyKey.empty())
+        finishIdempotency(call->key.id, call->idempotencyKey, response.status < 500 && response.status != 429,
+                          response.status, response.body);
     if (callLog_) {
         store::CallRecord rec;
         rec.at = call->at;
@@ -208,34 +195,30 @@ void Server::apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction
                        "Idempotency-Key must be 1 to 255 visible ASCII characters, given once");
     // Keyed: a check's body holds a code, which a plain hash of a few digits would give away.
     const std::string bodyHash = crypto::hex(crypto::hmacSha256(apiKeyHashKey_, call->request.path + "\n" + call->request.body));
-    auto record = std::make_shared<std::optional<store::IdempotencyRecord>>();
-    const std::int64_t now = call->at;
-    store_->submit(
-        [record, keyId = call->key.id, key = *idem, bodyHash, now](store::Transaction& t) {
-            *record = t.claimIdempotencyKey(keyId, key, bodyHash, now, now - kIdempotencyWindow);
-        },
-        [this, record, call, action, bodyHash, key = *idem](std::exception_ptr e) {
-            asio::post(io_, [this, e, record, call, action, bodyHash, key] {
-                if (e) return apiFail(call, "StoreFailed", json::object(), "the store failed");
-                if (!*record) {
-                    call->idempotencyKey = key;
-                    return action(call);
-                }
-                const auto& r = **record;
-                if (r.bodyHash != bodyHash)
-                    return apiFail(call, fullError("IdempotencyKeyReused"), {{"idempotencyKey", key}},
-                                   "this Idempotency-Key was used with another request");
-                if (r.status == 0)
-                    return apiFail(call, fullError("IdempotencyKeyInUse"), {{"idempotencyKey", key}, {"retryAfter", 1}},
-                                   "the first request with this Idempotency-Key is still running");
-                http::Response replay;
-                replay.status = r.status;
-                replay.contentType = r.status >= 400 ? "application/problem+json" : "application/json";
-                replay.body = r.response;
-                replay.headers.emplace_back("Idempotent-Replayed", "true");
-                apiFinish(call, std::move(replay), "replayed");
-            });
-        });
+    claimIdempotency(call->key.id, *idem, bodyHash, call->at,
+                     [this, call, action, key = *idem](IdempotencyClaim claim, const store::IdempotencyRecord& first) {
+                         switch (claim) {
+                             case IdempotencyClaim::StoreFailed:
+                                 return apiFail(call, "StoreFailed", json::object(), "the store failed");
+                             case IdempotencyClaim::Fresh:
+                                 call->idempotencyKey = key;
+                                 return action(call);
+                             case IdempotencyClaim::Reused:
+                                 return apiFail(call, fullError("IdempotencyKeyReused"), {{"idempotencyKey", key}},
+                                                "this Idempotency-Key was used with another request");
+                             case IdempotencyClaim::InUse:
+                                 return apiFail(call, fullError("IdempotencyKeyInUse"),
+                                                {{"idempotencyKey", key}, {"retryAfter", 1}},
+                                                "the first request with this Idempotency-Key is still running");
+                             case IdempotencyClaim::Replay: break;
+                         }
+                         http::Response replay;
+                         replay.status = first.status;
+                         replay.contentType = first.status >= 400 ? "application/problem+json" : "application/json";
+                         replay.body = first.response;
+                         replay.headers.emplace_back("Idempotent-Replayed", "true");
+                         apiFinish(call, std::move(replay), "replayed");
+                     });
 }
 
 // Body fields of a route: a JSON object with only these members, each of its type.

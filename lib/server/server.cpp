@@ -626,45 +626,36 @@ void Server::buildMethodTable() {
         rest.erase("idempotencyKey");
         const std::string keyId = "uid:" + std::to_string(uid);
         const std::string bodyHash = crypto::hex(crypto::sha256("io.twofactor.Otp.Send\n" + rest.dump()));
-        auto record = std::make_shared<std::optional<store::IdempotencyRecord>>();
-        const std::int64_t now = clock_->now();
         auto input = std::make_shared<otp::SendInput>(std::move(in));
-        store_->submit(
-            [record, keyId, key = *idem, bodyHash, now](store::Transaction& t) {
-                *record = t.claimIdempotencyKey(keyId, key, bodyHash, now, now - 24 * 3600);
-            },
-            [this, record, keyId, key = *idem, bodyHash, input, send, r](std::exception_ptr e) {
-                asio::post(io_, [this, e, record, keyId, key, bodyHash, input, send, r] {
-                    if (e) return r(std::string(kOtp) + ".StoreFailed", json::object());
-                    if (*record) {
-                        const auto& rec = **record;
-                        if (rec.bodyHash != bodyHash)
-                            return r(std::string(kOtp) + ".IdempotencyKeyReused", {{"idempotencyKey", key}});
-                        if (rec.status == 0)
-                            return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
-                        const json first = json::parse(rec.response, nullptr, false);
-                        if (first.is_object())
-                            return r(first.value("error", std::string()), first.value("parameters", json::object()));
-                        return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
-                    }
-                    send(std::move(*input), [this, r, keyId, key](std::string error, json params) {
-                        // As over HTTPS: an answer another try could change frees the key.
-                        const bool keep = error.empty() || (error.find("RateLimited") == std::string::npos &&
-                                                            error.find("StoreFailed") == std::string::npos &&
-                                                            error.find("Busy") == std::string::npos &&
-                                                            error.find("InternalError") == std::string::npos &&
-                                                            error.find("DeliveryFailed") == std::string::npos);
-                        const std::string stored = json{{"error", error}, {"parameters", params}}.dump();
-                        store_->submit(
-                            [keep, keyId, key, stored](store::Transaction& t) {
-                                if (keep) t.completeIdempotencyKey(keyId, key, 200, stored);
-                                else t.releaseIdempotencyKey(keyId, key);
-                            },
-                            [](std::exception_ptr) {});
-                        r(std::move(error), std::move(params));
-                    });
+        claimIdempotency(keyId, *idem, bodyHash, clock_->now(),
+                         [this, keyId, key = *idem, input, send, r](IdempotencyClaim claim,
+                                                                    const store::IdempotencyRecord& first) {
+            switch (claim) {
+                case IdempotencyClaim::StoreFailed: return r(std::string(kOtp) + ".StoreFailed", json::object());
+                case IdempotencyClaim::Reused:
+                    return r(std::string(kOtp) + ".IdempotencyKeyReused", {{"idempotencyKey", key}});
+                case IdempotencyClaim::InUse:
+                    return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
+                case IdempotencyClaim::Replay: {
+                    const json answer = json::parse(first.response, nullptr, false);
+                    if (answer.is_object())
+                        return r(answer.value("error", std::string()), answer.value("parameters", json::object()));
+                    return r(std::string(kOtp) + ".IdempotencyKeyInUse", {{"idempotencyKey", key}});
+                }
+                case IdempotencyClaim::Fresh: break;
+            }
+            send(std::move(*input), [this, r, keyId, key](std::string error, json params) {
+                // As over HTTPS (a 429 or 5xx there): an answer another try could
+                // change frees the key.
+                static constexpr std::string_view kRetryable[] = {"RateLimited", "StoreFailed", "StoreUnavailable",
+                                                                  "Busy", "InternalError", "DeliveryFailed"};
+                const bool keep = std::none_of(std::begin(kRetryable), std::end(kRetryable), [&](std::string_view n) {
+                    return error.find(n) != std::string::npos;
                 });
+                finishIdempotency(keyId, key, keep, 200, json{{"error", error}, {"parameters", params}}.dump());
+                r(std::move(error), std::move(params));
             });
+        });
     });
     add("io.twofactor.Otp.Verify", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
         otp::VerifyInput in;

@@ -216,6 +216,15 @@ private:
     void startEvents();
     void eventTick();
 
+    // Idempotency keys (idempotency.cpp), for Varlink's Send and the HTTPS
+    // API's POSTs: claim before the call; after its answer, keep the answer
+    // for retries or give the key back.
+    enum class IdempotencyClaim { Fresh, Replay, Reused, InUse, StoreFailed };
+    static constexpr std::int64_t kIdempotencyWindow = 24 * 3600;
+    void claimIdempotency(std::string keyId, std::string key, std::string bodyHash, std::int64_t now,
+                          std::function<void(IdempotencyClaim, const store::IdempotencyRecord& first)> next);
+    void finishIdempotency(std::string keyId, std::string key, bool keep, int status, std::string response);
+
     // The HTTPS API (http_api.cpp): the listener, its routes, and the stages
     // every call goes through (key, scope, rate limit, Idempotency-Key).
     using ApiAction = std::function<void(std::shared_ptr<ApiCall>)>;

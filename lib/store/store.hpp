@@ -107,6 +107,9 @@ inline constexpr PurgeKind kPurgeKinds[] = {PurgeKind::CodeHashes,   PurgeKind::
                                             PurgeKind::AuditRecords, PurgeKind::RemovedApps};
 // The category's name in Varlink replies, the CLI and retention_runs.
 [[nodiscard]] const char* purgeKindName(PurgeKind kind);
+struct RetentionPolicy;
+// The category's cutoff under the policy at `now`: what is older goes.
+[[nodiscard]] std::int64_t purgeCutoff(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy);
 
 struct PurgeCounts {
     std::int64_t codeHashes = 0;

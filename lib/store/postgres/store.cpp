@@ -407,19 +407,7 @@ public:
     // ---- retention ----
     std::int64_t purgeStep(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy, int limit,
                            bool dryRun) override {
-        std::int64_t cutoff = now;
-        switch (kind) {
-            case PurgeKind::CodeHashes: cutoff = now - policy.codeHashes; break;
-            case PurgeKind::Deliveries:
-            case PurgeKind::RequestLog:
-            case PurgeKind::ClientData:
-            case PurgeKind::SubjectFailures: cutoff = now - policy.deliveryLogs; break;
-            case PurgeKind::RateCounters: cutoff = now - 86400; break;
-            case PurgeKind::FraudSets: cutoff = now; break;
-            case PurgeKind::AuthMetadata:
-            case PurgeKind::AuditRecords: cutoff = now - policy.authMetadata; break;
-            case PurgeKind::RemovedApps: cutoff = now - policy.removedApps; break;
-        }
+        const std::int64_t cutoff = purgeCutoff(kind, now, policy);
         if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit, policy.auditKey, now);
         const auto& statements = pg::kPurge[static_cast<std::size_t>(kind)];
         std::int64_t total = 0;

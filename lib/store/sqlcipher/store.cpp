@@ -165,19 +165,7 @@ public:
 
     std::int64_t purgeStep(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy, int limit,
                            bool dryRun) override {
-        std::int64_t cutoff = now;
-        switch (kind) {
-            case PurgeKind::CodeHashes: cutoff = now - policy.codeHashes; break;
-            case PurgeKind::Deliveries:
-            case PurgeKind::RequestLog:
-            case PurgeKind::ClientData:
-            case PurgeKind::SubjectFailures: cutoff = now - policy.deliveryLogs; break;
-            case PurgeKind::RateCounters: cutoff = now - 86400; break;
-            case PurgeKind::FraudSets: cutoff = now; break;
-            case PurgeKind::AuthMetadata:
-            case PurgeKind::AuditRecords: cutoff = now - policy.authMetadata; break;
-            case PurgeKind::RemovedApps: cutoff = now - policy.removedApps; break;
-        }
+        const std::int64_t cutoff = purgeCutoff(kind, now, policy);
         if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit, policy.auditKey, now);
         const auto i = static_cast<std::size_t>(kind);
         std::int64_t total = 0;
@@ -658,45 +646,10 @@ public:
     }
     std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
                                            std::int64_t leaseUntil, int limit) override {
-        std::string low(nodePrefix), high(nodePrefix);
-        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
-        std::vector<otp::EventJob> candidates;
-        if (!low.empty()) {
-            auto& o = stmt(eventOrphaned_, sql::kSelectOrphanedEvents);
-            o.bind(1, low);
-            o.bind(2, high);
-            o.bind(3, holder);
-            o.bind(4, limit);
-            while (o.step()) candidates.push_back(readEvent(o));
-            o.reset();
-        }
-        if (static_cast<int>(candidates.size()) < limit) {
-            auto& d = stmt(eventDue_, sql::kSelectDueEvents);
-            d.bind(1, now);
-            d.bind(2, limit - static_cast<int>(candidates.size()));
-            while (d.step()) {
-                auto e = readEvent(d);
-                if (std::none_of(candidates.begin(), candidates.end(),
-                                 [&](const otp::EventJob& c) { return c.id == e.id; }))
-                    candidates.push_back(std::move(e));
-            }
-            d.reset();
-        }
-        std::vector<otp::EventJob> claimed;
-        auto& c = stmt(eventClaim_, sql::kClaimEvent);
-        for (auto& e : candidates) {
-            c.bind(1, e.id);
-            c.bind(2, holder);
-            c.bind(3, leaseUntil);
-            c.bind(4, now);
-            c.bind(5, low.empty() ? std::string("\x01") : low);
-            c.bind(6, low.empty() ? std::string("\x01") : high);
-            c.step();
-            const bool won = sqlite3_changes(db_) == 1;
-            c.reset();
-            if (won) claimed.push_back(std::move(e));
-        }
-        return claimed;
+        return claimLeased<otp::EventJob>(
+            stmt(eventOrphaned_, sql::kSelectOrphanedEvents), stmt(eventDue_, sql::kSelectDueEvents),
+            stmt(eventClaim_, sql::kClaimEvent), readEvent, [](const otp::EventJob& e) { return e.id; }, holder,
+            nodePrefix, now, leaseUntil, limit);
     }
     bool retryEvent(std::string_view id, std::string_view holder, int attempts, std::int64_t retryAt,
                     std::string_view error) override {
@@ -821,6 +774,55 @@ public:
     // ---- end of event webhooks ----
 
     // A statement prepared on first use and kept, reset for new bindings.
+    // Claims up to `limit` leased jobs (deliveries, event webhooks) for `holder`: first those this
+    // node's earlier holders left (the range [prefix, prefix with its last byte + 1)), then the due
+    // ones; each is taken by a conditional UPDATE, so it is claimed only if it is still free or
+    // still this node's, and two claimers never both get one. The statements bind: orphaned (low,
+    // high, holder, limit), due (now, limit), claim (key, holder, leaseUntil, now, low, high).
+    template <class Job, class Read, class Key>
+    std::vector<Job> claimLeased(Statement& orphaned, Statement& due, Statement& claim, Read read, Key key,
+                                 std::string_view holder, std::string_view nodePrefix, std::int64_t now,
+                                 std::int64_t leaseUntil, int limit) {
+        std::string low(nodePrefix), high(nodePrefix);
+        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
+        std::vector<Job> candidates;
+        if (!low.empty()) {
+            orphaned.bind(1, low);
+            orphaned.bind(2, high);
+            orphaned.bind(3, holder);
+            orphaned.bind(4, limit);
+            while (orphaned.step()) candidates.push_back(read(orphaned));
+            orphaned.reset();
+        }
+        if (static_cast<int>(candidates.size()) < limit) {
+            due.bind(1, now);
+            due.bind(2, limit - static_cast<int>(candidates.size()));
+            while (due.step()) {
+                auto j = read(due);
+                if (std::none_of(candidates.begin(), candidates.end(), [&](const Job& c) { return key(c) == key(j); }))
+                    candidates.push_back(std::move(j));
+            }
+            due.reset();
+        }
+        // No node prefix: a value no holder has, so only free jobs are claimed.
+        const std::string rangeLow = low.empty() ? std::string("\x01") : low;
+        const std::string rangeHigh = low.empty() ? std::string("\x01") : high;
+        std::vector<Job> claimed;
+        for (auto& j : candidates) {
+            claim.bind(1, key(j));
+            claim.bind(2, holder);
+            claim.bind(3, leaseUntil);
+            claim.bind(4, now);
+            claim.bind(5, rangeLow);
+            claim.bind(6, rangeHigh);
+            claim.step();
+            const bool won = claim.changes() == 1;
+            claim.reset();
+            if (won) claimed.push_back(std::move(j));
+        }
+        return claimed;
+    }
+
     Statement& stmt(std::unique_ptr<Statement>& slot, const char* text) {
         if (!slot) slot = std::make_unique<Statement>(db_, text);
         slot->reset();
@@ -1174,46 +1176,10 @@ public:
 
     std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder, std::string_view nodePrefix,
                                                     std::int64_t now, std::int64_t leaseUntil, int limit) override {
-        // The node's holders are the range [prefix, prefix with its last byte + 1).
-        std::string low(nodePrefix), high(nodePrefix);
-        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
-        std::vector<otp::DeliveryJob> candidates;
-        if (!low.empty()) {
-            auto& o = stmt(orphanedJobs_, sql::kSelectOrphanedJobs);
-            o.bind(1, low);
-            o.bind(2, high);
-            o.bind(3, holder);
-            o.bind(4, limit);
-            while (o.step()) candidates.push_back(readJob(o));
-            o.reset();
-        }
-        if (static_cast<int>(candidates.size()) < limit) {
-            auto& d = stmt(dueJobs_, sql::kSelectDueJobs);
-            d.bind(1, now);
-            d.bind(2, limit - static_cast<int>(candidates.size()));
-            while (d.step()) {
-                auto j = readJob(d);
-                if (std::none_of(candidates.begin(), candidates.end(),
-                                 [&](const otp::DeliveryJob& c) { return c.requestId == j.requestId; }))
-                    candidates.push_back(std::move(j));
-            }
-            d.reset();
-        }
-        std::vector<otp::DeliveryJob> claimed;
-        auto& c = stmt(claimJob_, sql::kClaimDeliveryJob);
-        for (auto& j : candidates) {
-            c.bind(1, j.requestId);
-            c.bind(2, holder);
-            c.bind(3, leaseUntil);
-            c.bind(4, now);
-            c.bind(5, low.empty() ? std::string("\x01") : low);
-            c.bind(6, low.empty() ? std::string("\x01") : high);
-            c.step();
-            const bool won = sqlite3_changes(db_) == 1;
-            c.reset();
-            if (won) claimed.push_back(std::move(j));
-        }
-        return claimed;
+        return claimLeased<otp::DeliveryJob>(
+            stmt(orphanedJobs_, sql::kSelectOrphanedJobs), stmt(dueJobs_, sql::kSelectDueJobs),
+            stmt(claimJob_, sql::kClaimDeliveryJob), readJob, [](const otp::DeliveryJob& j) { return j.requestId; },
+            holder, nodePrefix, now, leaseUntil, limit);
     }
 
     bool renewDeliveryLease(std::string_view requestId, int send, std::string_view holder,
@@ -2319,89 +2285,6 @@ private:
 };
 
 }  // namespace
-
-const char* purgeKindName(PurgeKind kind) {
-    switch (kind) {
-        case PurgeKind::CodeHashes: return "codeHashes";
-        case PurgeKind::Deliveries: return "deliveries";
-        case PurgeKind::RequestLog: return "requestLog";
-        case PurgeKind::ClientData: return "clientData";
-        case PurgeKind::RateCounters: return "rateCounters";
-        case PurgeKind::FraudSets: return "fraudSets";
-        case PurgeKind::SubjectFailures: return "subjectFailures";
-        case PurgeKind::AuthMetadata: return "authMetadata";
-        case PurgeKind::AuditRecords: return "auditRecords";
-        case PurgeKind::RemovedApps: return "removedApps";
-    }
-    return "?";
-}
-
-std::int64_t& PurgeCounts::operator[](PurgeKind k) {
-    switch (k) {
-        case PurgeKind::CodeHashes: return codeHashes;
-        case PurgeKind::Deliveries: return deliveries;
-        case PurgeKind::RequestLog: return requestLog;
-        case PurgeKind::ClientData: return clientData;
-        case PurgeKind::RateCounters: return rateCounters;
-        case PurgeKind::FraudSets: return fraudSets;
-        case PurgeKind::SubjectFailures: return subjectFailures;
-        case PurgeKind::AuthMetadata: return authMetadata;
-        case PurgeKind::AuditRecords: return auditRecords;
-        case PurgeKind::RemovedApps: return removedApps;
-    }
-    return codeHashes;
-}
-
-std::int64_t PurgeCounts::total() const {
-    std::int64_t n = 0;
-    for (PurgeKind k : kPurgeKinds) n += (*this)[k];
-    return n;
-}
-
-PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy, int batchSize, bool dryRun,
-                  const std::function<void(const PurgeCounts&)>& progress) {
-    PurgeCounts counts;
-    if (batchSize < 1) batchSize = 1;
-    for (PurgeKind kind : kPurgeKinds) {
-        if (dryRun) {
-            counts[kind] = runSync(
-                store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, true); }, true);
-            if (progress) progress(counts);
-            continue;
-        }
-        // Each batch is its own work item: verify calls queue between them.
-        // Its size adapts so that one takes about kPurgeBatchBudget of the
-        // writer's time (at most batchSize rows): on a large, cold store a
-        // batch of batchSize rows can hold the writer for many times that.
-        int size = batchSize;
-        for (;;) {
-            std::chrono::steady_clock::duration took{};
-            std::int64_t n = 0;
-            std::promise<void> committed;
-            auto future = committed.get_future();
-            store.submitRedoable(
-                [&](Transaction& t) {
-                    const auto start = std::chrono::steady_clock::now();
-                    n = t.purgeStep(kind, now, policy, size, false);
-                    took = std::chrono::steady_clock::now() - start;
-                },
-                [&](std::exception_ptr e) { e ? committed.set_exception(e) : committed.set_value(); });
-            future.get();
-            counts[kind] += n;
-            if (progress) progress(counts);
-            if (n < size) break;
-            if (took > kPurgeBatchBudget && size > 16) size = std::max(16, size / 2);
-            else if (took < kPurgeBatchBudget / 2 && size < batchSize) size = std::min(batchSize, size * 2);
-        }
-    }
-    if (!dryRun) {
-        std::promise<void> done;
-        auto future = done.get_future();
-        store.checkpoint([&](std::exception_ptr e) { e ? done.set_exception(e) : done.set_value(); });
-        future.get();
-    }
-    return counts;
-}
 
 int schemaVersion() { return static_cast<int>(std::size(sql::kMigrations)); }
 
