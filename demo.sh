@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 packaging/install-deps.sh
-[ -f build/build.ninja ] || meson setup build >/dev/null
+[ -f build/build.ninja ] || meson setup build -Ddebug=false >/dev/null  # as test.sh: -O2, no debug info
 ninja -C build >/dev/null
 
 demo="$PWD/build/demo"
