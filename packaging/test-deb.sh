@@ -46,6 +46,7 @@ for f in /usr/sbin/twofactord /usr/bin/twofactor \
          /usr/share/man/man1/twofactor.1.gz /usr/share/man/man8/twofactord.8.gz \
          /usr/share/man/man5/twofactord.toml.5.gz \
          /usr/share/twofactor/varlink/io.twofactor.Otp.varlink \
+         "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/twofactor/twofactor-phone.so" \
          /usr/share/doc/twofactor/twofactord.toml.example \
          /usr/share/bash-completion/completions/twofactor /usr/share/zsh/vendor-completions/_twofactor; do
   [ -e "$f" ] || fail "not installed: $f"

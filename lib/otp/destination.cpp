@@ -1,21 +1,16 @@
 #include "otp/destination.hpp"
 
-#include <phonenumbers/phonenumber.pb.h>
-#include <phonenumbers/phonenumberutil.h>
+#include "otp/phone.hpp"
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <list>
 #include <vector>
 
 namespace twofactor::otp {
 
 namespace {
-
-using i18n::phonenumbers::PhoneNumber;
-using i18n::phonenumbers::PhoneNumberUtil;
 
 constexpr std::size_t kMaxEmailOctets = 254;   // RFC 5321 path limit minus the angle brackets
 constexpr std::size_t kMaxLocalOctets = 64;    // RFC 5321 4.5.3.1.1
@@ -263,15 +258,6 @@ std::variant<Destination, DestinationError> parseEmail(std::string_view input) {
     return Destination{DestinationKind::Email, std::move(normalized)};
 }
 
-// " for region DE", or " for country code +1" when several regions share the
-// code (the reason would otherwise wrongly single out one of them).
-std::string regionPhrase(const PhoneNumberUtil& util, int countryCode) {
-    std::list<std::string> regions;
-    util.GetRegionCodesForCountryCallingCode(countryCode, &regions);
-    if (regions.size() == 1 && regions.front().size() == 2) return " for region " + regions.front();
-    return " for country code +" + std::to_string(countryCode);
-}
-
 std::variant<Destination, DestinationError> parsePhone(std::string_view input, std::string_view defaultRegion) {
     if (input.size() > kMaxPhoneInput) return fail("phone number is too long");
 
@@ -310,71 +296,15 @@ std::variant<Destination, DestinationError> parsePhone(std::string_view input, s
     }
     if (digits == 0) return fail("phone number has no digits");
 
-    const PhoneNumberUtil& util = *PhoneNumberUtil::GetInstance();
     std::string region;
     for (char c : defaultRegion) region.push_back(c >= 'a' && c <= 'z' ? static_cast<char>(c - 0x20) : c);
-    if (!region.empty() && util.GetCountryCodeForRegion(region) == 0) {
-        // Configuration, not personal data, so it may be named.
-        const bool printable = region.size() == 2 && isAsciiLetter(static_cast<unsigned char>(region[0])) &&
-                               isAsciiLetter(static_cast<unsigned char>(region[1]));
-        return fail(printable ? "default_region " + region + " is not a region libphonenumber knows"
-                              : "default_region is not an ISO 3166 two-letter region code");
-    }
-    if (region.empty()) {
-        if (cleaned.front() != '+')
-            return fail("phone number needs a leading + and country code (or set default_region)");
-        region = "ZZ";  // libphonenumber's "unknown region": only +CC numbers parse
-    }
-
-    PhoneNumber number;
-    switch (util.Parse(cleaned, region, &number)) {
-        case PhoneNumberUtil::NO_PARSING_ERROR:
-            break;
-        case PhoneNumberUtil::INVALID_COUNTRY_CODE_ERROR:
-            return fail("phone number has an unknown country code");
-        case PhoneNumberUtil::TOO_SHORT_AFTER_IDD:
-            return fail("phone number is too short after the international prefix");
-        case PhoneNumberUtil::TOO_SHORT_NSN:
-            return fail(region == "ZZ" ? std::string("phone number is too short")
-                                       : "phone number is too short for region " + region);
-        case PhoneNumberUtil::TOO_LONG_NSN:
-            return fail("phone number is too long");
-        case PhoneNumberUtil::NOT_A_NUMBER:
-        default:
-            return fail("phone number is not a number");
-    }
-    if (number.has_extension()) return fail("phone number has an extension");
-
-    if (!util.IsValidNumber(number)) {
-        const std::string where = regionPhrase(util, number.country_code());
-        switch (util.IsPossibleNumberWithReason(number)) {
-            case PhoneNumberUtil::INVALID_COUNTRY_CODE:
-                return fail("phone number has an unknown country code");
-            case PhoneNumberUtil::TOO_SHORT:
-            case PhoneNumberUtil::IS_POSSIBLE_LOCAL_ONLY:  // e.g. missing the area code
-                return fail("phone number is too short" + where);
-            case PhoneNumberUtil::TOO_LONG:
-                return fail("phone number is too long" + where);
-            case PhoneNumberUtil::INVALID_LENGTH:
-                return fail("phone number has the wrong number of digits" + where);
-            case PhoneNumberUtil::IS_POSSIBLE:
-            default:
-                return fail("phone number is not a valid number" + where + " (unassigned range)");
-        }
-    }
-
-    std::string e164;
-    util.Format(number, PhoneNumberUtil::E164, &e164);
-    return Destination{DestinationKind::Phone, std::move(e164)};
-}
-
-// Parses an E.164 string; false unless it is '+' followed by digits only.
-bool parseE164(std::string_view e164, PhoneNumber& number) {
-    if (e164.size() < 2 || e164.size() > 16 || e164.front() != '+') return false;
-    if (!std::all_of(e164.begin() + 1, e164.end(), [](char c) { return isAsciiDigit(static_cast<unsigned char>(c)); }))
-        return false;
-    return PhoneNumberUtil::GetInstance()->Parse(std::string(e164), "ZZ", &number) ==
-           PhoneNumberUtil::NO_PARSING_ERROR;
+    if (region.empty() && cleaned.front() != '+')
+        return fail("phone number needs a leading + and country code (or set default_region)");
+    // libphonenumber's part, in its module: the region's check, parsing,
+    // validity and the E.164 form.
+    auto parsed = phone::parse(cleaned, region);
+    if (!parsed.ok) return fail(std::move(parsed.reason));
+    return Destination{DestinationKind::Phone, std::move(parsed.e164)};
 }
 
 std::string maskEmail(std::string_view address) {
@@ -401,8 +331,7 @@ std::string maskPhone(std::string_view e164) {
     // The country code is not sensitive and tells the operator a lot; when it
     // cannot be determined, treat every digit as national (masks more).
     std::size_t ccLength = 0;
-    PhoneNumber number;
-    if (parseE164(e164, number)) ccLength = std::to_string(number.country_code()).size();
+    if (const int cc = phone::countryCode(e164); cc > 0) ccLength = std::to_string(cc).size();
     const std::string_view cc = e164.substr(1, ccLength);
     const std::string_view national = e164.substr(1 + ccLength);
 
@@ -431,20 +360,7 @@ std::variant<Destination, DestinationError> parseDestination(std::string_view in
     return parsePhone(trimmed, defaultRegion);
 }
 
-std::string phoneRegion(std::string_view e164) {
-    PhoneNumber number;
-    if (!parseE164(e164, number)) return "";
-    const PhoneNumberUtil& util = *PhoneNumberUtil::GetInstance();
-    std::string region;
-    util.GetRegionCodeForNumber(number, &region);
-    if (region.size() == 2 && region != "ZZ") return region;
-    // Not a valid number (or a shared code like +1 without a matching range):
-    // the country code still names the region when only one region uses it.
-    std::list<std::string> regions;
-    util.GetRegionCodesForCountryCallingCode(number.country_code(), &regions);
-    if (regions.size() == 1 && regions.front().size() == 2) return regions.front();
-    return "";  // "001" (non-geographic) and unknown codes have no ISO 3166 region
-}
+std::string phoneRegion(std::string_view e164) { return phone::region(e164); }
 
 std::string emailMatchForm(const Destination& d) {
     if (d.kind != DestinationKind::Email) return d.normalized;

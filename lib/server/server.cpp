@@ -1,5 +1,7 @@
 #include "server/server_impl.hpp"
 
+#include "otp/phone.hpp"
+
 #include "build_config.h"
 #ifdef HAVE_POSTGRESQL
 #include "store/postgres/store.hpp"
@@ -970,6 +972,10 @@ void Server::openStore() {
         }
         channels[channelName] = owned.get();
     }
+    // Phone numbers arrive where a channel other than email takes them:
+    // libphonenumber's module must be there (it is loaded on the first one).
+    if (std::any_of(channels.begin(), channels.end(), [](const auto& c) { return c.first != "email"; }))
+        otp::phone::checkInstalled();
     service_ = std::make_unique<otp::OtpService>(
         config_, *store_, channels, *clock_, std::move(pepper),
         [this](std::function<void()> job) { asio::post(deliveryPool_, std::move(job)); },

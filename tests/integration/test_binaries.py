@@ -24,6 +24,26 @@ class Binaries(unittest.TestCase):
         daemon = subprocess.run(["nm", "-C", harness.TWOFACTORD], capture_output=True, text=True).stdout
         self.assertIn("sqlite3_", daemon)
 
+    def test_daemon_loads_libphonenumber_only_for_a_phone_number(self):
+        # libphonenumber (with protobuf and ICU: about 4 MiB resident) is in a
+        # module of its own, loaded on the first phone number, not at start.
+        dynamic = subprocess.run(["readelf", "-d", harness.TWOFACTORD], capture_output=True, text=True).stdout
+        self.assertNotIn("libphonenumber", dynamic)
+        self.assertIn("(NEEDED)", dynamic)
+        d = harness.Daemon().start()  # the embedded default: email and WhatsApp, both to the outbox
+        self.addCleanup(d.stop)
+
+        def mapped():
+            with open("/proc/%d/maps" % d.proc.pid) as f:
+                return f.read()
+        d.send("alice@example.org", "default")
+        self.assertNotIn("libphonenumber", mapped())
+        rid = d.send("+49 151 12345678", "default")
+        r = d.cli("status", rid, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("+49151", r.stdout)  # normalised to E.164, masked
+        self.assertIn("libphonenumber", mapped())
+
     def test_cli_help_and_usage_errors(self):
         r = subprocess.run([harness.TWOFACTOR, "--help"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0)
