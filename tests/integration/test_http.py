@@ -224,6 +224,10 @@ class Http(unittest.TestCase):
                                "InvalidParameter")
         self.assertEqual(p["parameter"], "body")
         self.assertProblem(self.send(to="not an address"), 422, "InvalidDestination")
+        r = self.d.cli("suppression", "add", "bounced@example.org", "--reason", "hard bounce")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p = self.assertProblem(self.send(to="Bounced@example.org"), 422, "Suppressed")
+        self.assertNotIn("bounced@example.org", json.dumps(p).lower())  # the address is not echoed back
         p = self.assertProblem(self.send(extra={"length": 99}), 422, "OutOfRange")
         self.assertEqual(p["parameter"], "length")
         self.assertProblem(self.request("GET", "/v1/verifications/nope", key=self.full), 404, "NoSuchRequest")
