@@ -262,6 +262,9 @@ struct Limits {
     std::chrono::seconds idleTimeout{60};     // idle_timeout: a connection with nothing to say is closed
     std::chrono::seconds requestTimeout{30};  // request_timeout: a partial message must complete within
     int maxConnectionsPerUid = 64;            // max_connections_per_uid
+    // max_connections: open connections of all uids but root together, so
+    // many uids cannot exhaust the daemon's descriptors either
+    int maxConnections = 4096;
     // max_calls_per_connection: calls read from one connection and not yet
     // answered (they run one at a time); beyond it the connection is not read
     // until a reply goes out, so pipelining cannot queue without bound

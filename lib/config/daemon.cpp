@@ -48,7 +48,7 @@ void readDaemon(const Reader& reader, const toml::table& t, Config& config) {
 void readLimits(const Reader& reader, const toml::table& t, Limits& limits) {
     reader.allowOnly(t, "limits",
                      {"max_message_bytes", "max_depth", "idle_timeout", "request_timeout",
-                      "max_connections_per_uid", "max_calls_per_connection"});
+                      "max_connections_per_uid", "max_connections", "max_calls_per_connection"});
     if (const toml::node* n = t.get("max_message_bytes")) {
         limits.maxMessageBytes =
             static_cast<std::size_t>(reader.integer(*n, "limits.max_message_bytes", 1024, 16 * 1024 * 1024, "bytes"));
@@ -65,6 +65,9 @@ void readLimits(const Reader& reader, const toml::table& t, Limits& limits) {
     }
     if (const toml::node* n = t.get("max_connections_per_uid")) {
         limits.maxConnectionsPerUid = static_cast<int>(reader.integer(*n, "limits.max_connections_per_uid", 1, 10000));
+    }
+    if (const toml::node* n = t.get("max_connections")) {
+        limits.maxConnections = static_cast<int>(reader.integer(*n, "limits.max_connections", 1, 60000));
     }
     if (const toml::node* n = t.get("max_calls_per_connection")) {
         limits.maxCallsPerConnection = static_cast<int>(reader.integer(*n, "limits.max_calls_per_connection", 1, 1024));

@@ -1208,11 +1208,21 @@ void Server::accept() {
             accept();
             return;
         }
+        // Per uid, then all uids together; root is never refused by the
+        // latter, so an administrator can always get in to see what holds them.
+        int limit = 0;
         if (perUid_[cred.uid] >= config_.limits.maxConnectionsPerUid) {
-            log::warning("uid " + std::to_string(cred.uid) + " has too many connections; refused");
+            limit = config_.limits.maxConnectionsPerUid;
+            acceptLog_.warning("uid " + std::to_string(cred.uid) + " has too many connections; refused");
+        } else if (cred.uid != 0 && connections_ - rootConnections() >= config_.limits.maxConnections) {
+            limit = config_.limits.maxConnections;
+            acceptLog_.warning("max_connections (" + std::to_string(limit) + ") are open; uid " +
+                               std::to_string(cred.uid) + " refused");
+        }
+        if (limit > 0) {
+            if (perUid_[cred.uid] == 0) perUid_.erase(cred.uid);
             error_code ignored;
-            std::string err = ipc::encodeError(std::string(kDaemonIface) + ".TooManyConnections",
-                                               {{"limit", config_.limits.maxConnectionsPerUid}});
+            std::string err = ipc::encodeError(std::string(kDaemonIface) + ".TooManyConnections", {{"limit", limit}});
             asio::write(socket, asio::buffer(err), ignored);
             socket.close(ignored);
             accept();

@@ -369,6 +369,10 @@ private:
     std::map<uid_t, int> perUid_;
     std::map<std::pair<uid_t, gid_t>, std::pair<Peer, std::chrono::steady_clock::time_point>> peers_;
     int connections_ = 0;
+    int rootConnections() const {
+        const auto it = perUid_.find(0);
+        return it == perUid_.end() ? 0 : it->second;
+    }
     std::chrono::steady_clock::time_point started_;
     bool ownsSocketPath_ = false;
     bool stopping_ = false;

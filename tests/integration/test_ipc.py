@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -232,6 +233,57 @@ try:
 except socket.timeout:
     pass
 """
+
+
+class TotalConnections(unittest.TestCase):
+    """[limits] max_connections caps the connections of all uids together,
+    root's not counted, so root can always get in."""
+
+    def test_other_uids_refused_beyond_the_total_root_never(self):
+        d = harness.Daemon(config="""
+[daemon]
+state_dir = "{root}/state"
+generate_keys = true
+
+[limits]
+max_connections = 2
+max_connections_per_uid = 10
+
+[apps.shop]
+""").start()
+        self.addCleanup(d.stop)
+        script = ("import json,os,socket,sys,time\n"
+                  "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+                  "held=[]\n"
+                  "def call():\n"
+                  "    s=socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(%r)\n"
+                  "    s.sendall(json.dumps({'method':'io.twofactor.Daemon.WhoAmI'}).encode()+b'\\0')\n"
+                  "    buf=b''\n"
+                  "    while not buf.endswith(b'\\0'):\n"
+                  "        c=s.recv(4096)\n"
+                  "        if not c: break\n"
+                  "        buf+=c\n"
+                  "    held.append(s); return json.loads(buf.rstrip(b'\\0'))\n"
+                  "out=[call() for _ in range(3)]\n"
+                  "print(json.dumps(out)); sys.stdout.flush()\n"
+                  "sys.stdin.read()\n") % d.socket
+        p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        self.addCleanup(p.kill)
+        line = p.stdout.readline()
+        self.assertTrue(line, p.stderr.read() if not line else "")
+        replies = json.loads(line)
+        # Two connections of uid 65534 are served; the third is one too many in all.
+        self.assertEqual([r.get("error") for r in replies[:2]], [None, None])
+        self.assertEqual(replies[2]["error"], "io.twofactor.Daemon.TooManyConnections")
+        self.assertEqual(replies[2]["parameters"]["limit"], 2)
+        # Root is not counted and not refused while the two are held.
+        conns = [d.connect() for _ in range(3)]
+        for c in conns:
+            self.assertIn("uid", c.call("io.twofactor.Daemon.WhoAmI")["parameters"])
+            c.sock.close()
+        p.stdin.close()
+        p.wait(timeout=10)
 
 
 class DaemonIdentity(unittest.TestCase):
