@@ -996,11 +996,6 @@ void Server::openStore() {
 // backup machinery is SQLCipher's: PostgreSQL has its own (twofactord(8)).
 void Server::openPostgresStore() {
 #ifdef HAVE_POSTGRESQL
-    // Outgoing event webhooks keep their queue in SQLCipher only so far.
-    for (const auto& [name, app] : config_.apps)
-        if (app.events)
-            throw std::runtime_error("[apps." + name + ".events]: outgoing event webhooks are not available with "
-                                     "backend = \"postgresql\" yet; remove the section or use backend = \"sqlcipher\"");
     store::PostgresOptions po;
     po.dsn = store::loadDsn("store-dsn", config_.store.dsnFile);
     po.key = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);

@@ -10,11 +10,15 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import harness
+from test_email import private, wait_for
+from test_events import SECRET, Receiver, signature_ok
+from test_http import make_tls
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 import pg_server  # noqa: E402
@@ -37,6 +41,18 @@ schedule = "* * * * *"
 [apps.default]
 max_attempts = 5
 
+[apps.hooked]
+channels = ["email"]
+
+[apps.hooked.rate_limits]
+resend_cooldown = 0
+
+[apps.hooked.events]
+url = "https://127.0.0.1:RXPORT/hooked"
+secret_file = "KEYS/whsec"
+ca_file = "KEYS/tls/ca.pem"
+events = ["verification.approved", "verification.failed"]
+
 [store]
 backend = "postgresql"
 dsn_file = "DSN"
@@ -52,7 +68,13 @@ class Cluster(unittest.TestCase):
         harness.pg_empty()
         cls.keys = os.path.join(cls.pg.root, "keys")
         os.makedirs(cls.keys, mode=0o700)
-        config = CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+        # Every node delivers the events of app hooked to one test endpoint.
+        make_tls(os.path.join(cls.keys, "tls"))
+        private(os.path.join(cls.keys, "whsec"), "whsec_" + base64.b64encode(SECRET).decode() + "\n")
+        cls.rx = Receiver(os.path.join(cls.keys, "tls"))
+        threading.Thread(target=cls.rx.serve_forever, daemon=True).start()
+        config = (CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+                  .replace("RXPORT", str(cls.rx.server_address[1])))
         cls.nodes = []
         try:
             # The first node creates the keys every node shares, and the schema.
@@ -68,6 +90,7 @@ class Cluster(unittest.TestCase):
     def tearDownClass(cls):
         for d in cls.nodes:
             d.cleanup()
+        cls.rx.shutdown()
         cls.pg.cleanup()
 
     def clocks(self, t):
@@ -203,27 +226,46 @@ class Cluster(unittest.TestCase):
         # The request itself is there, sealed: found by id, its destination bytes opaque.
         self.assertEqual(harness.pg_query("SELECT count(*) FROM requests WHERE id = '%s'" % rid), "1")
 
-    def test_h_event_webhooks_are_refused_on_postgresql_naming_the_section(self):
-        secret = os.path.join(self.keys, "whsec")
-        with open(secret, "w") as f:
-            f.write("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
-        os.chmod(secret, 0o600)
-        config = (CONFIG.replace("KEYS", self.keys).replace("DSN", self.pg.dsn_file) +
-                  '\n[apps.default.events]\nurl = "https://127.0.0.1:9/hook"\nsecret_file = "%s"\n'
-                  'events = ["verification.approved"]\n' % secret)
-        d = harness.Daemon(config=config, clock=T0, fresh_store=False)
-        try:
-            with self.assertRaises(RuntimeError) as refused:
-                d.start()
-            self.assertIn("[apps.default.events]", str(refused.exception))
-            self.assertIn('backend = "postgresql"', str(refused.exception))
-        finally:
-            d.cleanup()
-        # The nodes serving meanwhile are untouched.
-        a, b = self.nodes[0], self.nodes[1]
-        rid = self.send(a, "ev@example.org")
-        r = b.cli("verify", "--id", rid, "--code", a.code_for(rid))
-        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+    def test_h_events_of_codes_verified_through_other_nodes_are_delivered_once_signed(self):
+        sent = []  # (request id, a wrong code was given first)
+        for i in range(12):
+            node = self.nodes[i % 3]
+            rid = node.send("hook-%d@example.org" % i, "hooked")
+            code = node.code_for(rid)
+            wrong = i % 4 == 0
+            if wrong:
+                bad = "%06d" % ((int(code) + 1) % 1_000_000)
+                self.assertEqual(self.nodes[(i + 2) % 3].cli("verify", "--id", rid, "--code", bad).returncode, 1)
+            r = self.nodes[(i + 1) % 3].cli("verify", "--id", rid, "--code", code)
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+            sent.append((rid, wrong))
+        expected = len(sent) + sum(1 for _, wrong in sent if wrong)
+
+        def received():
+            with self.rx.lock:
+                return [(h, b, json.loads(b)) for p, h, b in self.rx.received if p == "/hooked"]
+
+        def settled():
+            # Every event arrived and none is left in the shared queue to come again.
+            return (len(received()) >= expected and
+                    harness.pg_query("SELECT count(*) FROM event_jobs") == "0" and received())
+
+        got = wait_for(settled, 30)
+        self.assertTrue(got, "events: %d of %d; queue: %s" % (len(received()), expected,
+                                                              harness.pg_query("SELECT count(*) FROM event_jobs")))
+        self.assertEqual(len(got), expected, [e["type"] for _, _, e in got])
+        ids = [h["webhook-id"] for h, _, _ in got]
+        self.assertEqual(len(set(ids)), len(ids))  # each event once, whichever node delivered it
+        for headers, body, _ in got:
+            self.assertTrue(signature_ok(headers, body), headers)
+        for rid, wrong in sent:
+            types = sorted(e["type"] for _, _, e in got if e["data"]["id"] == rid)
+            self.assertEqual(types, ["verification.approved"] + (["verification.failed"] if wrong else []), rid)
+        # Each delivery is in the shared attempt log, which any node shows.
+        r = self.nodes[2].cli("--json", "events", "deliveries", "--app", "hooked")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        attempts = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        self.assertEqual(sorted(a["eventId"] for a in attempts if a.get("outcome") == "delivered"), sorted(ids))
 
 
 class SingleNode(unittest.TestCase):

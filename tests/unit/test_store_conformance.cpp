@@ -68,10 +68,6 @@ std::vector<std::string> backends() {
     return names;
 }
 
-// Event webhooks are not on the PostgreSQL backend yet (the daemon refuses
-// [apps.NAME.events] there): their cases run on SQLCipher only.
-std::vector<std::string> backendsWithEvents() { return {"sqlcipher"}; }
-
 // A fresh, empty store of one backend for one test case.
 struct Fresh {
     TempDir dir;
@@ -769,7 +765,7 @@ TEST_CASE("concurrent sweeps of several nodes claim each due job exactly once", 
 
 TEST_CASE("event webhooks: claimed once under a lease, retried, parked while disabled, enabled again",
           "[store][events]") {
-    const auto backend = GENERATE(from_range(backendsWithEvents()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     const std::int64_t now = 5000;
@@ -846,9 +842,55 @@ TEST_CASE("event webhooks: claimed once under a lease, retried, parked while dis
     CHECK(a[0].statusCode == 204);
 }
 
+TEST_CASE("concurrent event sweeps of several nodes claim each event once; every failure counts",
+          "[store][events][concurrency]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    constexpr int kEvents = 90, kNodes = 5, kFailuresEach = 8;
+    const std::int64_t now = 7000;
+    store::runSync(*s, [&](store::Transaction& t) {
+        for (int i = 0; i < kEvents; ++i)
+            t.enqueueEvent({"msg_" + std::to_string(i), "shop", "verification.approved", "r", "{}", now, 0, now, "", 0, ""});
+    });
+    std::mutex m;
+    std::vector<std::string> claimed;
+    std::vector<int> disabledBy;
+    std::vector<std::thread> nodes;
+    for (int n = 0; n < kNodes; ++n)
+        nodes.emplace_back([&, n] {
+            const std::string prefix = "node" + std::to_string(n) + "/";
+            for (int i = 0; i < kFailuresEach; ++i) {
+                const auto failure = store::runSync(
+                    *s, [&](store::Transaction& t) { return t.countEventFailure("other", now, kNodes * kFailuresEach, "x"); });
+                if (failure.disabled) {
+                    std::lock_guard lock(m);
+                    disabledBy.push_back(failure.failures);
+                }
+            }
+            for (;;) {
+                auto got = store::runSync(
+                    *s, [&](store::Transaction& t) { return t.claimEvents(prefix + "1", prefix, now, now + 30, 4); });
+                if (got.empty()) return;
+                std::lock_guard lock(m);
+                for (auto& e : got) claimed.push_back(e.id);
+            }
+        });
+    for (auto& t : nodes) t.join();
+    std::sort(claimed.begin(), claimed.end());
+    CHECK(claimed.size() == static_cast<std::size_t>(kEvents));
+    CHECK(std::adjacent_find(claimed.begin(), claimed.end()) == claimed.end());  // none twice
+    // No failure lost, and the endpoint turned off exactly once, by the last one.
+    CHECK(disabledBy == std::vector<int>{kNodes * kFailuresEach});
+    const auto endpoints = store::runSync(*s, [](store::Transaction& t) { return t.listEventEndpoints(); });
+    REQUIRE(endpoints.size() == 1);
+    CHECK(endpoints[0].failures == kNodes * kFailuresEach);
+    CHECK(endpoints[0].disabledAt == now);
+}
+
 TEST_CASE("retention: Idempotency-Key records go a day after they were made, event attempts with the delivery log",
           "[store][purge]") {
-    const auto backend = GENERATE(from_range(backendsWithEvents()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     const std::int64_t now = 100 * 86400;

@@ -178,12 +178,6 @@ private:
     PGconn* c_ = nullptr;
 };
 
-// For contract methods this backend does not do yet.
-[[noreturn, maybe_unused]] void missing(const char* method) {
-    throw std::runtime_error(std::string("the PostgreSQL backend does not implement ") + method +
-                             " yet; use backend = \"sqlcipher\"");
-}
-
 class PostgresTransaction final : public Transaction {
 public:
     PostgresTransaction(Connection& c, const pg::ColumnSealer& sealer) : c_(c), seal_(sealer) {}
@@ -963,27 +957,92 @@ private:
     Connection& c_;
     const pg::ColumnSealer& seal_;
 
-    // ---- Event webhooks: not implemented here yet ----
-    void enqueueEvent(const otp::EventJob&) override { missing("enqueueEvent"); }
-    std::vector<otp::EventJob> claimEvents(std::string_view, std::string_view, std::int64_t, std::int64_t,
-                                           int) override {
-        missing("claimEvents");
+    // ---- Event webhooks: a leased queue like the delivery jobs ----
+    void enqueueEvent(const otp::EventJob& e) override {
+        // Bound to the event's id: the webhook-id it is sent under.
+        const std::string payload = seal_.seal("event_jobs", "payload", e.id, e.payload);
+        Params p;
+        p.text(e.id).text(e.app).text(e.type).text(e.requestId).bytes(payload.data(), payload.size());
+        p.integer(e.createdAt).integer(e.retryAt);
+        c_.exec(pg::kEnqueueEvent, p);
     }
-    bool retryEvent(std::string_view, std::string_view, int, std::int64_t, std::string_view) override {
-        missing("retryEvent");
+    std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
+                                           std::int64_t leaseUntil, int limit) override {
+        // The node's holders as in claimDeliveryJobs: [prefix, prefix + 1), or nothing.
+        std::string low(nodePrefix), high(nodePrefix);
+        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
+        if (low.empty()) low = high = "\x01";
+        Params p;
+        p.integer(now).text(low).text(high).text(holder).integer(limit).integer(leaseUntil);
+        auto r = c_.exec(pg::kClaimEvents, p);
+        std::vector<otp::EventJob> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::EventJob{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                        seal_.open("event_jobs", "payload", r.text(i, 0), r.bytes(i, 4)),
+                                        r.integer(i, 5), static_cast<int>(r.integer(i, 6)), r.integer(i, 7),
+                                        r.text(i, 8), r.integer(i, 9), r.text(i, 10)});
+        // Oldest due first, as they were picked (RETURNING keeps no order).
+        std::sort(out.begin(), out.end(), [](const otp::EventJob& a, const otp::EventJob& b) {
+            return std::max(a.retryAt, a.leaseUntil) < std::max(b.retryAt, b.leaseUntil);
+        });
+        return out;
     }
-    bool finishEvent(std::string_view, std::string_view) override { missing("finishEvent"); }
-    void insertEventAttempt(const otp::EventAttempt&) override { missing("insertEventAttempt"); }
-    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery&) override {
-        missing("findEventAttempts");
+    bool retryEvent(std::string_view id, std::string_view holder, int attempts, std::int64_t retryAt,
+                    std::string_view error) override {
+        return c_.exec(pg::kRetryEvent, Params().text(id).text(holder).integer(attempts).integer(retryAt).text(error))
+                   .affected() == 1;
     }
-    otp::EventFailure countEventFailure(std::string_view, std::int64_t, int, std::string_view) override {
-        missing("countEventFailure");
+    bool finishEvent(std::string_view id, std::string_view holder) override {
+        return c_.exec(pg::kFinishEvent, Params().text(id).text(holder)).affected() == 1;
     }
-    void clearEventFailures(std::string_view) override { missing("clearEventFailures"); }
-    bool enableEvents(std::string_view, std::int64_t) override { missing("enableEvents"); }
-    std::vector<otp::EventEndpoint> listEventEndpoints() override { missing("listEventEndpoints"); }
-    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t, int) override { missing("findExpiredPending"); }
+    void insertEventAttempt(const otp::EventAttempt& a) override {
+        Params p;
+        p.text(a.eventId).text(a.app).text(a.type).integer(a.attempt).integer(a.at).text(a.outcome);
+        p.integer(a.statusCode).integer(a.durationMs).text(a.error);
+        c_.exec(pg::kInsertEventAttempt, p);
+    }
+    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& q) override {
+        Params p;
+        if (q.app) p.text(*q.app);
+        else p.null();
+        p.text(q.failedOnly ? "true" : "false").integer(q.limit);
+        if (q.eventId) p.text(*q.eventId);
+        auto r = c_.exec(q.eventId ? pg::kSelectEventAttemptsOfEvent : pg::kSelectEventAttempts, p);
+        std::vector<otp::EventAttempt> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::EventAttempt{r.integer(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                            static_cast<int>(r.integer(i, 4)), r.integer(i, 5), r.text(i, 6),
+                                            static_cast<int>(r.integer(i, 7)), r.integer(i, 8), r.text(i, 9)});
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+    otp::EventFailure countEventFailure(std::string_view app, std::int64_t now, int maxFailures,
+                                        std::string_view error) override {
+        otp::EventFailure out;
+        // The count and the row lock in one statement; two nodes failing at
+        // once both count, and only the one reaching the limit disables.
+        out.failures = static_cast<int>(c_.exec(pg::kCountEventFailure, Params().text(app).text(error)).integer(0, 0));
+        out.disabled =
+            c_.exec(pg::kDisableEventEndpoint, Params().text(app).integer(now).integer(maxFailures)).affected() == 1;
+        if (out.disabled) c_.exec(pg::kParkEvents, Params().text(app));
+        return out;
+    }
+    void clearEventFailures(std::string_view app) override { c_.exec(pg::kClearEventFailures, Params().text(app)); }
+    bool enableEvents(std::string_view app, std::int64_t now) override {
+        if (c_.exec(pg::kEnableEventEndpoint, Params().text(app)).affected() != 1) return false;
+        c_.exec(pg::kUnparkEvents, Params().text(app).integer(now));
+        return true;
+    }
+    std::vector<otp::EventEndpoint> listEventEndpoints() override {
+        auto r = c_.exec(pg::kListEventEndpoints);
+        std::vector<otp::EventEndpoint> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::EventEndpoint{r.text(i, 0), static_cast<int>(r.integer(i, 1)), r.integer(i, 2), r.text(i, 3)});
+        return out;
+    }
+    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t now, int limit) override {
+        return readRequests(c_.exec(pg::kSelectExpiredPending, Params().integer(now).integer(limit)));
+    }
     // ---- end of event webhooks ----
 };
 
