@@ -3,8 +3,10 @@ through one node verifies through another; concurrent verifies of one code
 spread over the nodes approve it once; concurrent wrong codes count exactly
 max_attempts and lock it; the database going away gives clear errors and
 the nodes recover by themselves; the retention schedule runs once for the
-cluster; and the server's files (heap and WAL) hold no destination, client
-address or code in the clear."""
+cluster; the server's files (heap and WAL) hold no destination, client
+address or code in the clear; outgoing event webhooks of codes verified
+through different nodes are each delivered once, signed; and kill -9 of a
+node under load loses no acknowledged send and delivers no code twice."""
 import base64
 import json
 import os
@@ -266,6 +268,206 @@ class Cluster(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         attempts = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
         self.assertEqual(sorted(a["eventId"] for a in attempts if a.get("outcome") == "delivered"), sorted(ids))
+
+
+KILL_CONFIG = """
+[daemon]
+state_dir = "{root}/state"
+generate_keys = true
+store_key_file = "KEYS/store.key"
+pepper_file = "KEYS/pepper.key"
+
+[access.admin]
+users = ["{uid}"]
+
+[delivery]
+email = "ses"
+
+[ses]
+region = "eu-west-1"
+endpoint = "http://127.0.0.1:PORT"
+from = "Shop <no-reply@shop.example>"
+access_key_id_file = "KEYS/aws-id"
+secret_access_key_file = "KEYS/aws-secret"
+timeout = 15
+
+[retry]
+send_wait = 30
+
+[apps.shop]
+channels = ["email"]
+
+[apps.shop.rate_limits]
+resend_cooldown = 0
+app_sends = 100000
+
+[store]
+backend = "postgresql"
+dsn_file = "DSN"
+"""
+
+
+@unittest.skipUnless(pg_server.available(), "PostgreSQL 15 is not installed")
+class KillNine(unittest.TestCase):
+    """kill -9 of one node of three under a mixed load of sends and verifies,
+    delivering through SES (the mock records every message it was given): no
+    code reaches the mock twice, the code valid now of every acknowledged
+    send reached it exactly once, and the dead node's jobs are taken over by
+    the survivors once its leases run out."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_email import SRC, start_mock, stop_mock
+        cls.stop_mock = staticmethod(stop_mock)
+        cls.pg = pg_server.Server().start()
+        harness.PG_DSN_FILE = cls.pg.dsn_file
+        cls.keys = os.path.join(cls.pg.root, "keys")
+        os.makedirs(cls.keys, mode=0o700)
+        creds = os.path.join(cls.keys, "creds.json")
+        with open(creds, "w") as f:
+            json.dump([{"accessKeyId": "AKIDTWOFACTOR", "secretAccessKey": "s3cr3t/Key+Example"}], f)
+        private(os.path.join(cls.keys, "aws-id"), "AKIDTWOFACTOR\n")
+        private(os.path.join(cls.keys, "aws-secret"), "s3cr3t/Key+Example\n")
+        cls.log = os.path.join(cls.keys, "ses.jsonl")
+        port_file = os.path.join(cls.keys, "port")
+        cls.mock, port = start_mock([os.path.join(SRC, "tests/mock/ses_server.py"), "--port-file", port_file,
+                                     "--log", cls.log, "--credentials", creds, "--slow-seconds", "4"], port_file)
+        config = (KILL_CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+                  .replace("PORT", str(port)))
+        cls.now = T0
+        cls.nodes = []
+        try:
+            for _ in range(3):
+                d = harness.Daemon(config=config, clock=T0, fresh_store=False)
+                cls.nodes.append(d)
+                d.start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.nodes:
+            d.cleanup()
+        cls.stop_mock(cls.mock)
+        cls.pg.cleanup()
+
+    def delivered(self):
+        """address -> the codes the mock accepted for it, in order."""
+        out = {}
+        if os.path.exists(self.log):
+            with open(self.log) as f:
+                for line in f:
+                    entry = json.loads(line)
+                    if entry.get("status") != 200:
+                        continue
+                    doc = entry["json"]
+                    text = doc["Content"]["Simple"]["Body"]["Text"]["Data"]
+                    out.setdefault(doc["Destination"]["ToAddresses"][0], []).append(
+                        re.search(r"\b(\d{6})\b", text).group(1))
+        return out
+
+    def test_kill_9_under_load_loses_nothing_and_delivers_each_code_once(self):
+        victim, *survivors = self.nodes
+        victim_id = json.loads(victim.cli("--json", "cluster", "status").stdout)["self"]
+        lock = threading.Lock()
+        acked = {}  # address -> request id, for every send answered with an id
+        verified = set()
+        killed = threading.Event()
+        counter = iter(range(1_000_000))
+
+        def live():
+            return survivors if killed.is_set() else self.nodes
+
+        def one(worker):
+            n = next(counter)
+            nodes = live()
+            node = nodes[n % len(nodes)]
+            address = "load-%d-%d@example.org" % (worker, n)
+            kind = n % 4
+            if kind == 3:
+                # A verify, through another node, of a code the mock received.
+                with lock:
+                    candidates = [(a, r) for a, r in acked.items() if r not in verified]
+                codes = self.delivered()
+                for a, rid in candidates:
+                    if a in codes:
+                        other = nodes[(n + 1) % len(nodes)]
+                        r = other.cli("verify", "--id", rid, "--code", codes[a][-1])
+                        if r.returncode == 0:
+                            with lock:
+                                verified.add(rid)
+                        return
+                return
+            args = ["--json", "send", "--app", "shop", "--to", address] + (["--no-wait"] if kind == 2 else [])
+            r = node.cli(*args)
+            if r.returncode == 0:
+                with lock:
+                    acked[address] = json.loads(r.stdout)["request"]["id"]
+
+        def worker(w, stop):
+            while not stop.is_set():
+                one(w)
+
+        stop = threading.Event()
+        threads = [threading.Thread(target=worker, args=(w, stop)) for w in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(acked) >= 24, 120)
+            # Deliveries the victim has with the provider at this very moment.
+            slow = {}  # kept from the load's verifies: their first code must be the one taken over
+            for i in range(4):
+                r = victim.cli("--json", "send", "--app", "shop", "--to", "slow+k%d@example.org" % i, "--no-wait")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                slow["slow+k%d@example.org" % i] = json.loads(r.stdout)["request"]["id"]
+            self.assertTrue(wait_for(lambda: all(a in self.delivered() for a in slow), 20))
+            killed.set()
+            victim.proc.kill()  # SIGKILL: no shutdown, no lease given back
+            victim.proc.wait()
+            before = len(acked)
+            wait_for(lambda: len(acked) >= before + 24, 120)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        acked.update(slow)
+
+        # The survivors finish their own jobs; the victim's stay leased to it.
+        def only_victims_left():
+            return harness.pg_query("SELECT count(*) FROM delivery_jobs WHERE holder <> '%s'" % victim_id) == "0"
+        self.assertTrue(wait_for(only_victims_left, 60))
+        orphaned = int(harness.pg_query("SELECT count(*) FROM delivery_jobs"))
+        self.assertGreaterEqual(orphaned, len(slow))
+        # Past the dead node's leases (30 s): the survivors take its jobs over.
+        for d in survivors:
+            d.set_clock(T0 + 45)
+        self.assertTrue(wait_for(lambda: harness.pg_query("SELECT count(*) FROM delivery_jobs") == "0", 60),
+                        harness.pg_query("SELECT request_id, holder, attempts, last_error FROM delivery_jobs"))
+        survivor_log = survivors[0].read_log() + survivors[1].read_log()
+        self.assertIn("delivery taken over", survivor_log)
+
+        codes = self.delivered()
+        every = [c for cs in codes.values() for c in cs]
+        self.assertEqual(len(every), len(set(every)), "a code reached the provider twice")
+        self.assertGreater(len(acked), 48)
+        for address, rid in acked.items():
+            self.assertIn(address, codes, "acknowledged request %s was never delivered" % rid)
+            status = json.loads(survivors[0].cli("--json", "status", rid).stdout)
+            status = status.get("request", status)
+            # One message per send at most (a send the victim never got to is replaced, not sent).
+            self.assertLessEqual(len(codes[address]), status["sends"], (address, status))
+            if rid in verified:
+                self.assertEqual(status["status"], "approved")
+                continue
+            self.assertEqual(status["status"], "pending", (address, status))
+            # The code valid now is the last one the provider got: it verifies, once.
+            r = survivors[1].cli("verify", "--id", rid, "--code", codes[address][-1])
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), (address, r.stderr))
+        for address in slow:
+            self.assertEqual(len(codes[address]), 2, address)  # the victim's send, then the survivor's
+        print("# %d sends acknowledged, %d verified under load, %d jobs of the killed node taken over, "
+              "%d messages at the provider" % (len(acked), len(verified), orphaned, len(every)), flush=True)
 
 
 class SingleNode(unittest.TestCase):
