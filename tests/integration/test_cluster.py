@@ -270,6 +270,40 @@ class Cluster(unittest.TestCase):
         self.assertEqual(sorted(a["eventId"] for a in attempts if a.get("outcome") == "delivered"), sorted(ids))
 
 
+    def test_i_backup_is_refused_and_key_rotate_reseals_while_the_cluster_serves(self):
+        a, b, c = self.nodes
+        target = os.path.join(self.pg.root, "backup.db")
+        r = a.cli("backup", "-o", target)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        for word in ("pg_dump", "pg_basebackup", os.path.join(self.keys, "store.key"),
+                     os.path.join(self.keys, "pepper.key")):
+            self.assertIn(word, r.stderr)
+        self.assertFalse(os.path.exists(target))
+
+        before = self.send(b, "before-rotation@example.org")
+        r = a.cli("key", "rotate")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(harness.pg_query("SELECT count(*) FROM seal_keys"), "2")
+        # Every sealed value is under version 2 now: the first byte of each.
+        old = harness.pg_query("SELECT count(*) FROM requests WHERE octet_length(destination) > 0 "
+                               "AND CASE WHEN octet_length(destination) > 0 THEN get_byte(destination, 0) <> 2 END")
+        self.assertEqual(old, "0")
+        self.assertTrue(os.path.exists(os.path.join(self.keys, "store.key.previous")))
+        # A node still holding only the old key serves on; the rotated node opens what it seals.
+        meanwhile = self.send(c, "during-rotation@example.org")
+        r = a.cli("verify", "--id", meanwhile, "--code", c.code_for(meanwhile))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+        # Restarted with the new key (and the old one kept), the others open the resealed rows too.
+        for node in (b, c):
+            node.stop()
+            node.start()
+        r = c.cli("verify", "--id", before, "--code", b.code_for(before))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+        after = self.send(c, "after-rotation@example.org")
+        r = b.cli("verify", "--id", after, "--code", c.code_for(after))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+
+
 KILL_CONFIG = """
 [daemon]
 state_dir = "{root}/state"

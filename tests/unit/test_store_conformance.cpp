@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <latch>
 #include <mutex>
 #include <thread>
@@ -93,6 +94,24 @@ struct Fresh {
         }
 #endif
         FAIL("no such backend: " << backend);
+    }
+
+    // The same database opened again with another key (after a key rotation).
+    std::unique_ptr<store::Store> reopen(const std::string& backend, SecretBytes key) {
+        if (backend == "sqlcipher") {
+            store::SqlcipherOptions o;
+            o.path = (dir.path / "t.db").string();
+            o.key = std::move(key);
+            return store::openSqlcipherStore(std::move(o));
+        }
+#ifdef HAVE_POSTGRESQL
+        store::PostgresOptions o;
+        o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+        o.key = std::move(key);
+        return store::openPostgresStore(std::move(o));
+#else
+        return nullptr;
+#endif
     }
 
 #ifdef HAVE_POSTGRESQL
@@ -911,6 +930,72 @@ TEST_CASE("retention: Idempotency-Key records go a day after they were made, eve
         REQUIRE(left.size() == 1);
         CHECK(left[0].eventId == "msg_new");
     });
+}
+
+TEST_CASE("key rotation: every sealed value moves to the new key while sends go on; every request still verifies",
+          "[store][keys]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    constexpr int kBefore = 450;  // more than one batch of resealing
+    const std::int64_t now = 1000;
+    const auto person = [](const std::string& id) { return id + ".person@example.org"; };
+    store::runSync(*f.store, [&](store::Transaction& t) {
+        for (int i = 0; i < kBefore; ++i) {
+            auto r = sample("k" + std::to_string(i), now);
+            r.destination = person(r.id);
+            r.clientIp = "192.0.2." + std::to_string(i % 250);
+            if (i % 3 == 0) r.fallbackDestination = "Fallback" + std::to_string(i) + "@example.org";
+            t.insertRequest(r);
+        }
+        t.putOptOut({"subj-opt", "+15550001", now, "cli", ""});
+        t.insertCall({0, now, "io.twofactor.Otp.Send", 1, "ok", 0, "", "198.51.100.7", 0});
+    });
+    std::atomic<bool> stop{false};
+    std::atomic<int> during{0};
+    std::thread sends([&] {
+        while (!stop) {
+            const std::string id = "d" + std::to_string(during.load());
+            store::runSync(*f.store, [&](store::Transaction& t) {
+                auto r = sample(id, now);
+                r.destination = person(id);
+                t.insertRequest(r);
+            });
+            ++during;
+        }
+    });
+    SecretBytes newKey = crypto::randomSecret(32);
+    SecretBytes kept = newKey.clone();
+    std::promise<store::RekeyResult> rotated;
+    f.store->rekey(std::move(newKey), [&](store::RekeyResult r) { rotated.set_value(std::move(r)); });
+    const auto result = rotated.get_future().get();
+    stop = true;
+    sends.join();
+    INFO(result.detail);
+    REQUIRE(result.status == store::RekeyStatus::Rotated);
+
+    // With the new key alone, what was there before and what was sent meanwhile opens and verifies.
+    f.store->close();
+    f.store.reset();
+    auto again = f.reopen(backend, std::move(kept));
+    store::runSync(*again, [&](store::Transaction& t) {
+        for (int i = 0; i < kBefore + during.load(); ++i) {
+            const std::string id = (i < kBefore ? "k" + std::to_string(i) : "d" + std::to_string(i - kBefore));
+            const auto r = t.findRequest(id);
+            REQUIRE(r);
+            CHECK(r->destination == person(id));
+            if (i < kBefore) CHECK(r->clientIp == "192.0.2." + std::to_string(i % 250));
+            CHECK(t.approveRequest(id, r->sends, crypto::sha256(id), now + 1));
+        }
+        // The fallback address is still found by its keyed hash, case folded.
+        const auto data = t.findSubjectData("nobody", "fallback3@EXAMPLE.org");
+        REQUIRE(data.fallbackRequests.size() == 1);
+        CHECK(data.fallbackRequests[0].id == "k3");
+        CHECK(t.findOptOut("subj-opt")->destination == "+15550001");
+        const auto calls = t.findCalls({});
+        REQUIRE(calls.size() == 1);
+        CHECK(calls[0].clientIp == "198.51.100.7");
+    });
+    again->close();
 }
 
 // ---- What the daemon keeps besides requests: each behaviour once, on every backend ----

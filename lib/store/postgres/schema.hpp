@@ -323,6 +323,18 @@ CREATE TABLE event_endpoints (
     last_error   TEXT NOT NULL DEFAULT ''
 );
 )sql",
+    // 7: which store key is which key version (the first byte of every
+    // sealed value), by a public fingerprint of each key: a node starts only
+    // with a key the cluster knows, and a rotation adds the next version.
+    // The first node to start registers its key as version 1, which is what
+    // every value sealed before this table existed is under.
+    R"sql(
+CREATE TABLE seal_keys (
+    version      INTEGER PRIMARY KEY CHECK (version BETWEEN 1 AND 255),
+    fingerprint  TEXT NOT NULL UNIQUE,
+    created_at   BIGINT NOT NULL
+);
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -349,7 +361,7 @@ inline constexpr const char* kInsertRequest =
 inline constexpr const char* kSelectSubjectRequests =
     "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE subject_hash = $1 ORDER BY created_at, seq";
 inline constexpr const char* kSelectFallbackRequests =
-    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_hash = $1 AND fallback_hash <> '' "
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_hash = ANY($1::TEXT[]) AND fallback_hash <> '' "
     "ORDER BY created_at, seq";
 #undef TF_REQUEST_COLUMNS
 
@@ -652,7 +664,7 @@ inline constexpr EraseSql kEraseSubject[] = {
     {"DELETE FROM delivery_jobs WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = $1)", false},
     {"DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = $1)", false},
     {"DELETE FROM requests WHERE subject_hash = $1", false},
-    {"UPDATE requests SET fallback_destination = ''::BYTEA, fallback_hash = '' WHERE fallback_hash = $1 "
+    {"UPDATE requests SET fallback_destination = ''::BYTEA, fallback_hash = '' WHERE fallback_hash = ANY($1::TEXT[]) "
      "AND fallback_hash <> ''",
      true},
     {TF_ERASE_AUDIT_SUBJECT " WHERE subject = $1 AND subject <> ''", false},
@@ -673,7 +685,7 @@ inline constexpr EraseSql kEraseSubject[] = {
 inline constexpr const char* kLockSubjectRequests =
     "SELECT id, octet_length(destination) > 0 FROM requests WHERE subject_hash = $1 ORDER BY id FOR UPDATE";
 inline constexpr const char* kLockFallbackRequests =
-    "SELECT id FROM requests WHERE fallback_hash = $1 AND fallback_hash <> '' ORDER BY id FOR UPDATE";
+    "SELECT id FROM requests WHERE fallback_hash = ANY($1::TEXT[]) AND fallback_hash <> '' ORDER BY id FOR UPDATE";
 // $1 id, $2 new subject hash, $3 sealed destination
 inline constexpr const char* kRectifyRequest =
     "UPDATE requests SET subject_hash = $2, destination = $3 WHERE id = $1";
@@ -871,5 +883,71 @@ inline constexpr const char* kSelectExpiredPending =
 #undef TF_EVENT_ATTEMPT_COLUMNS
 #undef TF_EVENT_COLUMNS
 #undef TF_EVENT_PARKED
+
+
+// ---- Store key versions and resealing (migration 7) ----
+inline constexpr const char* kSelectSealKeys = "SELECT version, fingerprint FROM seal_keys ORDER BY version";
+// $1 fingerprint, $2 now: the first key of a database is version 1.
+inline constexpr const char* kRegisterFirstSealKey =
+    "INSERT INTO seal_keys (version, fingerprint, created_at) SELECT 1, $1, $2 "
+    "WHERE NOT EXISTS (SELECT 1 FROM seal_keys) ON CONFLICT DO NOTHING";
+// A rotation's new key: the next version. Two rotations at once: one fails
+// on the primary key and changes nothing.
+inline constexpr const char* kAddSealKey =
+    "INSERT INTO seal_keys (version, fingerprint, created_at) SELECT COALESCE(max(version), 0) + 1, $1, $2 "
+    "FROM seal_keys RETURNING version";
+// Resealing walks each table with sealed columns in primary-key order, one
+// bounded batch a transaction, its rows locked until that commit: $1 the
+// last key of the batch before ('' or 0 first), $2 the batch size. The
+// UPDATE gets the key ($1), then the columns in the SELECT's order.
+struct ResealSql {
+    const char* table;
+    const char* select;
+    const char* update;
+    const char* columns[5];
+    const char* first;  // the key before every other
+};
+inline constexpr ResealSql kReseal[] = {
+    {"requests",
+     "SELECT id, destination, client_ip, device, reference, fallback_destination FROM requests WHERE id > $1 "
+     "ORDER BY id LIMIT $2 FOR UPDATE",
+     // $7: the fallback's index under the new key, '' to keep it
+     "UPDATE requests SET destination = $2, client_ip = $3, device = $4, reference = $5, fallback_destination = $6, "
+     "fallback_hash = CASE WHEN $7 = '' THEN fallback_hash ELSE $7 END WHERE id = $1",
+     {"destination", "client_ip", "device", "reference", "fallback_destination"},
+     ""},
+    {"optouts",
+     "SELECT subject_hash, destination FROM optouts WHERE subject_hash > $1 ORDER BY subject_hash LIMIT $2 FOR UPDATE",
+     "UPDATE optouts SET destination = $2 WHERE subject_hash = $1",
+     {"destination", nullptr, nullptr, nullptr, nullptr},
+     ""},
+    {"request_log",
+     "SELECT id::TEXT, client_ip FROM request_log WHERE id > $1::BIGINT ORDER BY id LIMIT $2 FOR UPDATE",
+     "UPDATE request_log SET client_ip = $2 WHERE id = $1::BIGINT",
+     {"client_ip", nullptr, nullptr, nullptr, nullptr},
+     "0"},
+    {"email_suppressions",
+     "SELECT address_hash, detail FROM email_suppressions WHERE address_hash > $1 ORDER BY address_hash LIMIT $2 "
+     "FOR UPDATE",
+     "UPDATE email_suppressions SET detail = $2 WHERE address_hash = $1",
+     {"detail", nullptr, nullptr, nullptr, nullptr},
+     ""},
+    {"event_jobs",
+     "SELECT id, payload FROM event_jobs WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+     "UPDATE event_jobs SET payload = $2 WHERE id = $1",
+     {"payload", nullptr, nullptr, nullptr, nullptr},
+     ""},
+};
+// Values still under another version than $1 (a maintenance scan of every
+// sealed column, run once a rotation pass is done, never per call).
+#define TF_OLD(c) "(CASE WHEN octet_length(" c ") > 0 THEN get_byte(" c ", 0) <> $1 ELSE FALSE END)"
+inline constexpr const char* kCountOldSealed =
+    "SELECT (SELECT count(*) FROM requests WHERE " TF_OLD("destination") " OR " TF_OLD("client_ip") " OR "
+    TF_OLD("device") " OR " TF_OLD("reference") " OR " TF_OLD("fallback_destination") ") + "
+    "(SELECT count(*) FROM optouts WHERE " TF_OLD("destination") ") + "
+    "(SELECT count(*) FROM request_log WHERE " TF_OLD("client_ip") ") + "
+    "(SELECT count(*) FROM email_suppressions WHERE " TF_OLD("detail") ") + "
+    "(SELECT count(*) FROM event_jobs WHERE " TF_OLD("payload") ")";
+#undef TF_OLD
 
 }  // namespace twofactor::store::pg
