@@ -169,6 +169,12 @@ void Server::addMaintenanceMethods() {
                     return failed(store::RekeyStatus::OldKey,
                                   std::string("cannot write the new key file (") + e.what() + "); nothing was changed");
                 }
+                // On PostgreSQL the old key goes on opening what other nodes seal
+                // until they have the new one: it is kept, never dropped.
+                const bool postgres = config_.store.backend == "postgresql";
+                const auto keepOldKey = [&] {
+                    if (postgres) store::keepPreviousKey(keyFile, store::loadKey("store-key", keyFile, false));
+                };
                 std::promise<store::RekeyResult> rekeyed;
                 auto future = rekeyed.get_future();
                 store_->rekey(std::move(newKey),
@@ -177,6 +183,7 @@ void Server::addMaintenanceMethods() {
                 switch (res.status) {
                     case store::RekeyStatus::Rotated:
                         try {
+                            keepOldKey();
                             store::commitPendingKey(keyFile);
                         } catch (const std::exception& e) {
                             // The new key is safe in <keyFile>.new and only it opens the database.
@@ -196,6 +203,7 @@ void Server::addMaintenanceMethods() {
                         return failed(res.status, res.detail);
                     case store::RekeyStatus::NewKeyOnly:
                         try {
+                            keepOldKey();
                             store::commitPendingKey(keyFile);
                         } catch (const std::exception& e) {
                             return failed(res.status, res.detail + "; " + e.what() +
@@ -212,6 +220,17 @@ void Server::addMaintenanceMethods() {
     addStreaming(
         std::string(kMaintenance) + ".Backup", Access::Admin,
         [this, audit](const Peer& peer, const json&, Progress progress, Respond respond) {
+            if (config_.store.backend == "postgresql") {
+                // The database is not this node's to copy: PostgreSQL's own tools do it whole.
+                log::warning("uid " + std::to_string(peer.uid) + " asked for a backup, refused on PostgreSQL");
+                return respond(errorName("BackupFailed"),
+                               {{"reason", "backend = \"postgresql\": twofactor backup copies a SQLCipher file only; "
+                                           "back the database up with pg_dump or pg_basebackup (with WAL archiving), "
+                                           "and keep the store key (" + config_.storeKeyFile + ", with " +
+                                           store::previousKeysFile(config_.storeKeyFile) + " if it exists) and the "
+                                           "code pepper (" + config_.pepperFile + ") apart from it: without them "
+                                           "its sealed columns and code hashes are of no use"}});
+            }
             log::info("uid " + std::to_string(peer.uid) + " started a backup");
             asio::post(deliveryPool_, [this, audit, uid = std::int64_t{peer.uid}, progress = std::move(progress),
                                        r = onIo(respond)] {

@@ -998,18 +998,16 @@ void Server::openStore() {
 
 // The cluster's store: the connection string from the store-dsn credential
 // or [store] dsn_file (never argv or the environment); the store key, which
-// every node shares, seals the personal columns. The local key-rotation and
-// backup machinery is SQLCipher's: PostgreSQL has its own (twofactord(8)).
+// every node shares, seals the personal columns. A key rotation reseals
+// them (the older keys kept in <keyFile>.previous); backups are PostgreSQL's
+// own (twofactord(8)).
 void Server::openPostgresStore() {
 #ifdef HAVE_POSTGRESQL
-    // Outgoing event webhooks keep their queue in SQLCipher only so far.
-    for (const auto& [name, app] : config_.apps)
-        if (app.events)
-            throw std::runtime_error("[apps." + name + ".events]: outgoing event webhooks are not available with "
-                                     "backend = \"postgresql\" yet; remove the section or use backend = \"sqlcipher\"");
     store::PostgresOptions po;
     po.dsn = store::loadDsn("store-dsn", config_.store.dsnFile);
     po.key = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
+    // Keys before a rotation still open what was sealed under them.
+    if (!store::keyFromCredential("store-key")) po.previousKeys = store::loadPreviousKeys(config_.storeKeyFile);
     po.connections = config_.store.connections;
     store_ = store::openPostgresStore(std::move(po));
     for (const auto& [channelName, driver] : config_.drivers)

@@ -98,6 +98,40 @@ void discardPendingKey(const std::string& keyFile) {
     if (::unlink(pending.c_str()) == 0) syncDirectoryOf(pending);
 }
 
+std::string previousKeysFile(const std::string& keyFile) { return keyFile + ".previous"; }
+
+void keepPreviousKey(const std::string& keyFile, const SecretBytes& key) {
+    const std::string file = previousKeysFile(keyFile);
+    SecretString text(crypto::hex(key.data(), key.size()) + "\n");
+    if (files::exists(file)) {
+        SecretString old = files::readSecretFile(file);
+        std::string both;
+        both.reserve(text.view().size() + old.view().size());  // one buffer, moved into the holder
+        both.append(text.view()).append(old.view());
+        text = SecretString(std::move(both));
+    }
+    const std::string dir = files::dirName(file);
+    files::writeFileAtomic(dir, dir, file.substr(file.find_last_of('/') + 1), text.view());
+}
+
+std::vector<SecretBytes> loadPreviousKeys(const std::string& keyFile) {
+    const std::string file = previousKeysFile(keyFile);
+    std::vector<SecretBytes> out;
+    if (!files::exists(file)) return out;
+    SecretString text = files::readSecretFile(file);
+    std::string_view rest = text.view();
+    int line = 0;
+    while (!rest.empty()) {
+        const std::size_t nl = rest.find('\n');
+        const std::string_view one = rest.substr(0, nl);
+        ++line;
+        if (!one.empty()) out.push_back(parseKey(one, file + " line " + std::to_string(line)));
+        if (nl == std::string_view::npos) break;
+        rest.remove_prefix(nl + 1);
+    }
+    return out;
+}
+
 PendingKeyRecovery recoverPendingKey(const std::string& keyFile, SecretBytes& key,
                                      const std::function<bool(const SecretBytes&)>& opens) {
     const std::string pending = pendingKeyFile(keyFile);

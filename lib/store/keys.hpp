@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace twofactor::store {
 
@@ -46,6 +47,17 @@ enum class PendingKeyWrite {
 void commitPendingKey(const std::string& keyFile);
 // Removes <keyFile>.new if it exists.
 void discardPendingKey(const std::string& keyFile);
+
+// On PostgreSQL a rotation reseals the columns while other nodes may still
+// seal under the old key: the keys a node had before are kept in
+// <keyFile>.previous (64 hex digits a line, newest first, mode 0600) and
+// still opened, never sealed with.
+[[nodiscard]] std::string previousKeysFile(const std::string& keyFile);
+// Puts `key` first in <keyFile>.previous (written atomically); throws
+// std::runtime_error when it cannot.
+void keepPreviousKey(const std::string& keyFile, const SecretBytes& key);
+// The keys of <keyFile>.previous, newest first; none when there is no such file.
+[[nodiscard]] std::vector<SecretBytes> loadPreviousKeys(const std::string& keyFile);
 
 enum class PendingKeyRecovery {
     None,        // no pending key

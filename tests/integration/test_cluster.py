@@ -3,18 +3,24 @@ through one node verifies through another; concurrent verifies of one code
 spread over the nodes approve it once; concurrent wrong codes count exactly
 max_attempts and lock it; the database going away gives clear errors and
 the nodes recover by themselves; the retention schedule runs once for the
-cluster; and the server's files (heap and WAL) hold no destination, client
-address or code in the clear."""
+cluster; the server's files (heap and WAL) hold no destination, client
+address or code in the clear; outgoing event webhooks of codes verified
+through different nodes are each delivered once, signed; and kill -9 of a
+node under load loses no acknowledged send and delivers no code twice."""
 import base64
 import json
 import os
 import re
 import sys
+import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import harness
+from test_email import private, wait_for
+from test_events import SECRET, Receiver, signature_ok
+from test_http import make_tls
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 import pg_server  # noqa: E402
@@ -37,6 +43,18 @@ schedule = "* * * * *"
 [apps.default]
 max_attempts = 5
 
+[apps.hooked]
+channels = ["email"]
+
+[apps.hooked.rate_limits]
+resend_cooldown = 0
+
+[apps.hooked.events]
+url = "https://127.0.0.1:RXPORT/hooked"
+secret_file = "KEYS/whsec"
+ca_file = "KEYS/tls/ca.pem"
+events = ["verification.approved", "verification.failed"]
+
 [store]
 backend = "postgresql"
 dsn_file = "DSN"
@@ -52,7 +70,13 @@ class Cluster(unittest.TestCase):
         harness.pg_empty()
         cls.keys = os.path.join(cls.pg.root, "keys")
         os.makedirs(cls.keys, mode=0o700)
-        config = CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+        # Every node delivers the events of app hooked to one test endpoint.
+        make_tls(os.path.join(cls.keys, "tls"))
+        private(os.path.join(cls.keys, "whsec"), "whsec_" + base64.b64encode(SECRET).decode() + "\n")
+        cls.rx = Receiver(os.path.join(cls.keys, "tls"))
+        threading.Thread(target=cls.rx.serve_forever, daemon=True).start()
+        config = (CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+                  .replace("RXPORT", str(cls.rx.server_address[1])))
         cls.nodes = []
         try:
             # The first node creates the keys every node shares, and the schema.
@@ -68,6 +92,7 @@ class Cluster(unittest.TestCase):
     def tearDownClass(cls):
         for d in cls.nodes:
             d.cleanup()
+        cls.rx.shutdown()
         cls.pg.cleanup()
 
     def clocks(self, t):
@@ -203,27 +228,280 @@ class Cluster(unittest.TestCase):
         # The request itself is there, sealed: found by id, its destination bytes opaque.
         self.assertEqual(harness.pg_query("SELECT count(*) FROM requests WHERE id = '%s'" % rid), "1")
 
-    def test_h_event_webhooks_are_refused_on_postgresql_naming_the_section(self):
-        secret = os.path.join(self.keys, "whsec")
-        with open(secret, "w") as f:
-            f.write("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
-        os.chmod(secret, 0o600)
-        config = (CONFIG.replace("KEYS", self.keys).replace("DSN", self.pg.dsn_file) +
-                  '\n[apps.default.events]\nurl = "https://127.0.0.1:9/hook"\nsecret_file = "%s"\n'
-                  'events = ["verification.approved"]\n' % secret)
-        d = harness.Daemon(config=config, clock=T0, fresh_store=False)
-        try:
-            with self.assertRaises(RuntimeError) as refused:
-                d.start()
-            self.assertIn("[apps.default.events]", str(refused.exception))
-            self.assertIn('backend = "postgresql"', str(refused.exception))
-        finally:
-            d.cleanup()
-        # The nodes serving meanwhile are untouched.
-        a, b = self.nodes[0], self.nodes[1]
-        rid = self.send(a, "ev@example.org")
-        r = b.cli("verify", "--id", rid, "--code", a.code_for(rid))
+    def test_h_events_of_codes_verified_through_other_nodes_are_delivered_once_signed(self):
+        sent = []  # (request id, a wrong code was given first)
+        for i in range(12):
+            node = self.nodes[i % 3]
+            rid = node.send("hook-%d@example.org" % i, "hooked")
+            code = node.code_for(rid)
+            wrong = i % 4 == 0
+            if wrong:
+                bad = "%06d" % ((int(code) + 1) % 1_000_000)
+                self.assertEqual(self.nodes[(i + 2) % 3].cli("verify", "--id", rid, "--code", bad).returncode, 1)
+            r = self.nodes[(i + 1) % 3].cli("verify", "--id", rid, "--code", code)
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+            sent.append((rid, wrong))
+        expected = len(sent) + sum(1 for _, wrong in sent if wrong)
+
+        def received():
+            with self.rx.lock:
+                return [(h, b, json.loads(b)) for p, h, b in self.rx.received if p == "/hooked"]
+
+        def settled():
+            # Every event arrived and none is left in the shared queue to come again.
+            return (len(received()) >= expected and
+                    harness.pg_query("SELECT count(*) FROM event_jobs") == "0" and received())
+
+        got = wait_for(settled, 30)
+        self.assertTrue(got, "events: %d of %d; queue: %s" % (len(received()), expected,
+                                                              harness.pg_query("SELECT count(*) FROM event_jobs")))
+        self.assertEqual(len(got), expected, [e["type"] for _, _, e in got])
+        ids = [h["webhook-id"] for h, _, _ in got]
+        self.assertEqual(len(set(ids)), len(ids))  # each event once, whichever node delivered it
+        for headers, body, _ in got:
+            self.assertTrue(signature_ok(headers, body), headers)
+        for rid, wrong in sent:
+            types = sorted(e["type"] for _, _, e in got if e["data"]["id"] == rid)
+            self.assertEqual(types, ["verification.approved"] + (["verification.failed"] if wrong else []), rid)
+        # Each delivery is in the shared attempt log, which any node shows.
+        r = self.nodes[2].cli("--json", "events", "deliveries", "--app", "hooked")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        attempts = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        self.assertEqual(sorted(a["eventId"] for a in attempts if a.get("outcome") == "delivered"), sorted(ids))
+
+
+    def test_i_backup_is_refused_and_key_rotate_reseals_while_the_cluster_serves(self):
+        a, b, c = self.nodes
+        target = os.path.join(self.pg.root, "backup.db")
+        r = a.cli("backup", "-o", target)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        for word in ("pg_dump", "pg_basebackup", os.path.join(self.keys, "store.key"),
+                     os.path.join(self.keys, "pepper.key")):
+            self.assertIn(word, r.stderr)
+        self.assertFalse(os.path.exists(target))
+
+        before = self.send(b, "before-rotation@example.org")
+        r = a.cli("key", "rotate")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(harness.pg_query("SELECT count(*) FROM seal_keys"), "2")
+        # Every sealed value is under version 2 now: the first byte of each.
+        old = harness.pg_query("SELECT count(*) FROM requests WHERE octet_length(destination) > 0 "
+                               "AND CASE WHEN octet_length(destination) > 0 THEN get_byte(destination, 0) <> 2 END")
+        self.assertEqual(old, "0")
+        self.assertTrue(os.path.exists(os.path.join(self.keys, "store.key.previous")))
+        # A node still holding only the old key serves on; the rotated node opens what it seals.
+        meanwhile = self.send(c, "during-rotation@example.org")
+        r = a.cli("verify", "--id", meanwhile, "--code", c.code_for(meanwhile))
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+        # Restarted with the new key (and the old one kept), the others open the resealed rows too.
+        for node in (b, c):
+            node.stop()
+            node.start()
+        r = c.cli("verify", "--id", before, "--code", b.code_for(before))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+        after = self.send(c, "after-rotation@example.org")
+        r = b.cli("verify", "--id", after, "--code", c.code_for(after))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+
+
+KILL_CONFIG = """
+[daemon]
+state_dir = "{root}/state"
+generate_keys = true
+store_key_file = "KEYS/store.key"
+pepper_file = "KEYS/pepper.key"
+
+[access.admin]
+users = ["{uid}"]
+
+[delivery]
+email = "ses"
+
+[ses]
+region = "eu-west-1"
+endpoint = "http://127.0.0.1:PORT"
+from = "Shop <no-reply@shop.example>"
+access_key_id_file = "KEYS/aws-id"
+secret_access_key_file = "KEYS/aws-secret"
+timeout = 15
+
+[retry]
+send_wait = 30
+
+[apps.shop]
+channels = ["email"]
+
+[apps.shop.rate_limits]
+resend_cooldown = 0
+app_sends = 100000
+
+[store]
+backend = "postgresql"
+dsn_file = "DSN"
+"""
+
+
+@unittest.skipUnless(pg_server.available(), "PostgreSQL 15 is not installed")
+class KillNine(unittest.TestCase):
+    """kill -9 of one node of three under a mixed load of sends and verifies,
+    delivering through SES (the mock records every message it was given): no
+    code reaches the mock twice, the code valid now of every acknowledged
+    send reached it exactly once, and the dead node's jobs are taken over by
+    the survivors once its leases run out."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_email import SRC, start_mock, stop_mock
+        cls.stop_mock = staticmethod(stop_mock)
+        cls.pg = pg_server.Server().start()
+        harness.PG_DSN_FILE = cls.pg.dsn_file
+        cls.keys = os.path.join(cls.pg.root, "keys")
+        os.makedirs(cls.keys, mode=0o700)
+        creds = os.path.join(cls.keys, "creds.json")
+        with open(creds, "w") as f:
+            json.dump([{"accessKeyId": "AKIDTWOFACTOR", "secretAccessKey": "s3cr3t/Key+Example"}], f)
+        private(os.path.join(cls.keys, "aws-id"), "AKIDTWOFACTOR\n")
+        private(os.path.join(cls.keys, "aws-secret"), "s3cr3t/Key+Example\n")
+        cls.log = os.path.join(cls.keys, "ses.jsonl")
+        port_file = os.path.join(cls.keys, "port")
+        cls.mock, port = start_mock([os.path.join(SRC, "tests/mock/ses_server.py"), "--port-file", port_file,
+                                     "--log", cls.log, "--credentials", creds, "--slow-seconds", "4"], port_file)
+        config = (KILL_CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
+                  .replace("PORT", str(port)))
+        cls.now = T0
+        cls.nodes = []
+        try:
+            for _ in range(3):
+                d = harness.Daemon(config=config, clock=T0, fresh_store=False)
+                cls.nodes.append(d)
+                d.start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.nodes:
+            d.cleanup()
+        cls.stop_mock(cls.mock)
+        cls.pg.cleanup()
+
+    def delivered(self):
+        """address -> the codes the mock accepted for it, in order."""
+        out = {}
+        if os.path.exists(self.log):
+            with open(self.log) as f:
+                for line in f:
+                    entry = json.loads(line)
+                    if entry.get("status") != 200:
+                        continue
+                    doc = entry["json"]
+                    text = doc["Content"]["Simple"]["Body"]["Text"]["Data"]
+                    out.setdefault(doc["Destination"]["ToAddresses"][0], []).append(
+                        re.search(r"\b(\d{6})\b", text).group(1))
+        return out
+
+    def test_kill_9_under_load_loses_nothing_and_delivers_each_code_once(self):
+        victim, *survivors = self.nodes
+        victim_id = json.loads(victim.cli("--json", "cluster", "status").stdout)["self"]
+        lock = threading.Lock()
+        acked = {}  # address -> request id, for every send answered with an id
+        verified = set()
+        killed = threading.Event()
+        counter = iter(range(1_000_000))
+
+        def live():
+            return survivors if killed.is_set() else self.nodes
+
+        def one(worker):
+            n = next(counter)
+            nodes = live()
+            node = nodes[n % len(nodes)]
+            address = "load-%d-%d@example.org" % (worker, n)
+            kind = n % 4
+            if kind == 3:
+                # A verify, through another node, of a code the mock received.
+                with lock:
+                    candidates = [(a, r) for a, r in acked.items() if r not in verified]
+                codes = self.delivered()
+                for a, rid in candidates:
+                    if a in codes:
+                        other = nodes[(n + 1) % len(nodes)]
+                        r = other.cli("verify", "--id", rid, "--code", codes[a][-1])
+                        if r.returncode == 0:
+                            with lock:
+                                verified.add(rid)
+                        return
+                return
+            args = ["--json", "send", "--app", "shop", "--to", address] + (["--no-wait"] if kind == 2 else [])
+            r = node.cli(*args)
+            if r.returncode == 0:
+                with lock:
+                    acked[address] = json.loads(r.stdout)["request"]["id"]
+
+        def worker(w, stop):
+            while not stop.is_set():
+                one(w)
+
+        stop = threading.Event()
+        threads = [threading.Thread(target=worker, args=(w, stop)) for w in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(acked) >= 24, 120)
+            # Deliveries the victim has with the provider at this very moment.
+            slow = {}  # kept from the load's verifies: their first code must be the one taken over
+            for i in range(4):
+                r = victim.cli("--json", "send", "--app", "shop", "--to", "slow+k%d@example.org" % i, "--no-wait")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                slow["slow+k%d@example.org" % i] = json.loads(r.stdout)["request"]["id"]
+            self.assertTrue(wait_for(lambda: all(a in self.delivered() for a in slow), 20))
+            killed.set()
+            victim.proc.kill()  # SIGKILL: no shutdown, no lease given back
+            victim.proc.wait()
+            before = len(acked)
+            wait_for(lambda: len(acked) >= before + 24, 120)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        acked.update(slow)
+
+        # The survivors finish their own jobs; the victim's stay leased to it.
+        def only_victims_left():
+            return harness.pg_query("SELECT count(*) FROM delivery_jobs WHERE holder <> '%s'" % victim_id) == "0"
+        self.assertTrue(wait_for(only_victims_left, 60))
+        orphaned = int(harness.pg_query("SELECT count(*) FROM delivery_jobs"))
+        self.assertGreaterEqual(orphaned, len(slow))
+        # Past the dead node's leases (30 s): the survivors take its jobs over.
+        for d in survivors:
+            d.set_clock(T0 + 45)
+        self.assertTrue(wait_for(lambda: harness.pg_query("SELECT count(*) FROM delivery_jobs") == "0", 60),
+                        harness.pg_query("SELECT request_id, holder, attempts, last_error FROM delivery_jobs"))
+        survivor_log = survivors[0].read_log() + survivors[1].read_log()
+        self.assertIn("delivery taken over", survivor_log)
+
+        codes = self.delivered()
+        every = [c for cs in codes.values() for c in cs]
+        self.assertEqual(len(every), len(set(every)), "a code reached the provider twice")
+        self.assertGreater(len(acked), 48)
+        for address, rid in acked.items():
+            self.assertIn(address, codes, "acknowledged request %s was never delivered" % rid)
+            status = json.loads(survivors[0].cli("--json", "status", rid).stdout)
+            status = status.get("request", status)
+            # One message per send at most (a send the victim never got to is replaced, not sent).
+            self.assertLessEqual(len(codes[address]), status["sends"], (address, status))
+            if rid in verified:
+                self.assertEqual(status["status"], "approved")
+                continue
+            self.assertEqual(status["status"], "pending", (address, status))
+            # The code valid now is the last one the provider got: it verifies, once.
+            r = survivors[1].cli("verify", "--id", rid, "--code", codes[address][-1])
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), (address, r.stderr))
+        for address in slow:
+            self.assertEqual(len(codes[address]), 2, address)  # the victim's send, then the survivor's
+        print("# %d sends acknowledged, %d verified under load, %d jobs of the killed node taken over, "
+              "%d messages at the provider" % (len(acked), len(verified), orphaned, len(every)), flush=True)
 
 
 class SingleNode(unittest.TestCase):

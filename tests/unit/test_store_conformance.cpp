@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <latch>
 #include <mutex>
 #include <thread>
@@ -68,10 +69,6 @@ std::vector<std::string> backends() {
     return names;
 }
 
-// Event webhooks are not on the PostgreSQL backend yet (the daemon refuses
-// [apps.NAME.events] there): their cases run on SQLCipher only.
-std::vector<std::string> backendsWithEvents() { return {"sqlcipher"}; }
-
 // A fresh, empty store of one backend for one test case.
 struct Fresh {
     TempDir dir;
@@ -97,6 +94,24 @@ struct Fresh {
         }
 #endif
         FAIL("no such backend: " << backend);
+    }
+
+    // The same database opened again with another key (after a key rotation).
+    std::unique_ptr<store::Store> reopen(const std::string& backend, SecretBytes key) {
+        if (backend == "sqlcipher") {
+            store::SqlcipherOptions o;
+            o.path = (dir.path / "t.db").string();
+            o.key = std::move(key);
+            return store::openSqlcipherStore(std::move(o));
+        }
+#ifdef HAVE_POSTGRESQL
+        store::PostgresOptions o;
+        o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+        o.key = std::move(key);
+        return store::openPostgresStore(std::move(o));
+#else
+        return nullptr;
+#endif
     }
 
 #ifdef HAVE_POSTGRESQL
@@ -769,7 +784,7 @@ TEST_CASE("concurrent sweeps of several nodes claim each due job exactly once", 
 
 TEST_CASE("event webhooks: claimed once under a lease, retried, parked while disabled, enabled again",
           "[store][events]") {
-    const auto backend = GENERATE(from_range(backendsWithEvents()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     const std::int64_t now = 5000;
@@ -846,9 +861,55 @@ TEST_CASE("event webhooks: claimed once under a lease, retried, parked while dis
     CHECK(a[0].statusCode == 204);
 }
 
+TEST_CASE("concurrent event sweeps of several nodes claim each event once; every failure counts",
+          "[store][events][concurrency]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    constexpr int kEvents = 90, kNodes = 5, kFailuresEach = 8;
+    const std::int64_t now = 7000;
+    store::runSync(*s, [&](store::Transaction& t) {
+        for (int i = 0; i < kEvents; ++i)
+            t.enqueueEvent({"msg_" + std::to_string(i), "shop", "verification.approved", "r", "{}", now, 0, now, "", 0, ""});
+    });
+    std::mutex m;
+    std::vector<std::string> claimed;
+    std::vector<int> disabledBy;
+    std::vector<std::thread> nodes;
+    for (int n = 0; n < kNodes; ++n)
+        nodes.emplace_back([&, n] {
+            const std::string prefix = "node" + std::to_string(n) + "/";
+            for (int i = 0; i < kFailuresEach; ++i) {
+                const auto failure = store::runSync(
+                    *s, [&](store::Transaction& t) { return t.countEventFailure("other", now, kNodes * kFailuresEach, "x"); });
+                if (failure.disabled) {
+                    std::lock_guard lock(m);
+                    disabledBy.push_back(failure.failures);
+                }
+            }
+            for (;;) {
+                auto got = store::runSync(
+                    *s, [&](store::Transaction& t) { return t.claimEvents(prefix + "1", prefix, now, now + 30, 4); });
+                if (got.empty()) return;
+                std::lock_guard lock(m);
+                for (auto& e : got) claimed.push_back(e.id);
+            }
+        });
+    for (auto& t : nodes) t.join();
+    std::sort(claimed.begin(), claimed.end());
+    CHECK(claimed.size() == static_cast<std::size_t>(kEvents));
+    CHECK(std::adjacent_find(claimed.begin(), claimed.end()) == claimed.end());  // none twice
+    // No failure lost, and the endpoint turned off exactly once, by the last one.
+    CHECK(disabledBy == std::vector<int>{kNodes * kFailuresEach});
+    const auto endpoints = store::runSync(*s, [](store::Transaction& t) { return t.listEventEndpoints(); });
+    REQUIRE(endpoints.size() == 1);
+    CHECK(endpoints[0].failures == kNodes * kFailuresEach);
+    CHECK(endpoints[0].disabledAt == now);
+}
+
 TEST_CASE("retention: Idempotency-Key records go a day after they were made, event attempts with the delivery log",
           "[store][purge]") {
-    const auto backend = GENERATE(from_range(backendsWithEvents()));
+    const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
     const std::int64_t now = 100 * 86400;
@@ -869,6 +930,72 @@ TEST_CASE("retention: Idempotency-Key records go a day after they were made, eve
         REQUIRE(left.size() == 1);
         CHECK(left[0].eventId == "msg_new");
     });
+}
+
+TEST_CASE("key rotation: every sealed value moves to the new key while sends go on; every request still verifies",
+          "[store][keys]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    constexpr int kBefore = 450;  // more than one batch of resealing
+    const std::int64_t now = 1000;
+    const auto person = [](const std::string& id) { return id + ".person@example.org"; };
+    store::runSync(*f.store, [&](store::Transaction& t) {
+        for (int i = 0; i < kBefore; ++i) {
+            auto r = sample("k" + std::to_string(i), now);
+            r.destination = person(r.id);
+            r.clientIp = "192.0.2." + std::to_string(i % 250);
+            if (i % 3 == 0) r.fallbackDestination = "Fallback" + std::to_string(i) + "@example.org";
+            t.insertRequest(r);
+        }
+        t.putOptOut({"subj-opt", "+15550001", now, "cli", ""});
+        t.insertCall({0, now, "io.twofactor.Otp.Send", 1, "ok", 0, "", "198.51.100.7", 0});
+    });
+    std::atomic<bool> stop{false};
+    std::atomic<int> during{0};
+    std::thread sends([&] {
+        while (!stop) {
+            const std::string id = "d" + std::to_string(during.load());
+            store::runSync(*f.store, [&](store::Transaction& t) {
+                auto r = sample(id, now);
+                r.destination = person(id);
+                t.insertRequest(r);
+            });
+            ++during;
+        }
+    });
+    SecretBytes newKey = crypto::randomSecret(32);
+    SecretBytes kept = newKey.clone();
+    std::promise<store::RekeyResult> rotated;
+    f.store->rekey(std::move(newKey), [&](store::RekeyResult r) { rotated.set_value(std::move(r)); });
+    const auto result = rotated.get_future().get();
+    stop = true;
+    sends.join();
+    INFO(result.detail);
+    REQUIRE(result.status == store::RekeyStatus::Rotated);
+
+    // With the new key alone, what was there before and what was sent meanwhile opens and verifies.
+    f.store->close();
+    f.store.reset();
+    auto again = f.reopen(backend, std::move(kept));
+    store::runSync(*again, [&](store::Transaction& t) {
+        for (int i = 0; i < kBefore + during.load(); ++i) {
+            const std::string id = (i < kBefore ? "k" + std::to_string(i) : "d" + std::to_string(i - kBefore));
+            const auto r = t.findRequest(id);
+            REQUIRE(r);
+            CHECK(r->destination == person(id));
+            if (i < kBefore) CHECK(r->clientIp == "192.0.2." + std::to_string(i % 250));
+            CHECK(t.approveRequest(id, r->sends, crypto::sha256(id), now + 1));
+        }
+        // The fallback address is still found by its keyed hash, case folded.
+        const auto data = t.findSubjectData("nobody", "fallback3@EXAMPLE.org");
+        REQUIRE(data.fallbackRequests.size() == 1);
+        CHECK(data.fallbackRequests[0].id == "k3");
+        CHECK(t.findOptOut("subj-opt")->destination == "+15550001");
+        const auto calls = t.findCalls({});
+        REQUIRE(calls.size() == 1);
+        CHECK(calls[0].clientIp == "198.51.100.7");
+    });
+    again->close();
 }
 
 // ---- What the daemon keeps besides requests: each behaviour once, on every backend ----

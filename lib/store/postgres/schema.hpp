@@ -277,6 +277,64 @@ CREATE TABLE email_feedback (
     PRIMARY KEY (app, hour)
 );
 )sql",
+    // 6: outgoing event webhooks, as in the SQLCipher schema: event_jobs is
+    // the queue, shared by the nodes and claimed under leases with FOR UPDATE
+    // SKIP LOCKED like delivery_jobs; an app's events wait with due_at =
+    // kEventParked while its endpoint is disabled. The payload holds no code
+    // and no full address (otp::eventPayload), but the app's reference, so
+    // it is sealed like the request's own columns.
+    R"sql(
+CREATE TABLE event_jobs (
+    id           TEXT PRIMARY KEY,
+    app          TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    payload      BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retry_at     BIGINT NOT NULL,
+    holder       TEXT NOT NULL DEFAULT '',
+    lease_until  BIGINT NOT NULL DEFAULT 0,
+    due_at       BIGINT NOT NULL,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX event_jobs_due ON event_jobs (due_at);
+CREATE INDEX event_jobs_by_holder ON event_jobs (holder) WHERE holder <> '';
+CREATE INDEX event_jobs_by_app ON event_jobs (app);
+CREATE INDEX event_jobs_by_time ON event_jobs (created_at);
+CREATE TABLE event_attempts (
+    id           BIGSERIAL PRIMARY KEY,
+    event_id     TEXT NOT NULL,
+    app          TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    attempt_no   INTEGER NOT NULL,
+    at           BIGINT NOT NULL,
+    outcome      TEXT NOT NULL,
+    status_code  INTEGER NOT NULL DEFAULT 0,
+    duration_ms  BIGINT NOT NULL DEFAULT 0,
+    error        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX event_attempts_by_time ON event_attempts (at);
+CREATE INDEX event_attempts_by_event ON event_attempts (event_id);
+CREATE TABLE event_endpoints (
+    app          TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL DEFAULT 0,
+    disabled_at  BIGINT NOT NULL DEFAULT 0,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
+)sql",
+    // 7: which store key is which key version (the first byte of every
+    // sealed value), by a public fingerprint of each key: a node starts only
+    // with a key the cluster knows, and a rotation adds the next version.
+    // The first node to start registers its key as version 1, which is what
+    // every value sealed before this table existed is under.
+    R"sql(
+CREATE TABLE seal_keys (
+    version      INTEGER PRIMARY KEY CHECK (version BETWEEN 1 AND 255),
+    fingerprint  TEXT NOT NULL UNIQUE,
+    created_at   BIGINT NOT NULL
+);
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -303,7 +361,7 @@ inline constexpr const char* kInsertRequest =
 inline constexpr const char* kSelectSubjectRequests =
     "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE subject_hash = $1 ORDER BY created_at, seq";
 inline constexpr const char* kSelectFallbackRequests =
-    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_hash = $1 AND fallback_hash <> '' "
+    "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE fallback_hash = ANY($1::TEXT[]) AND fallback_hash <> '' "
     "ORDER BY created_at, seq";
 #undef TF_REQUEST_COLUMNS
 
@@ -494,13 +552,24 @@ struct PurgeSql {
     "UPDATE audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
 inline constexpr PurgeSql kPurge[] = {
     TF_PURGE1("UPDATE requests SET code_hash = NULL", "requests", "id", "code_hash IS NOT NULL AND expires_at <= $1"),
-    TF_PURGE1("DELETE FROM deliveries", "deliveries", "id", "at < $1 AND " TF_NOT_RESTRICTED_DELIVERY),
+    // deliveries, and with them the event delivery log and events never
+    // delivered (an endpoint left disabled) as old
+    PurgeSql{{TF_BATCH("DELETE FROM deliveries", "deliveries", "id", "at < $1 AND " TF_NOT_RESTRICTED_DELIVERY),
+              TF_BATCH("DELETE FROM event_attempts", "event_attempts", "id", "at < $1"),
+              TF_BATCH("DELETE FROM event_jobs", "event_jobs", "id", "created_at < $1"), nullptr},
+             {TF_COUNT("deliveries", "at < $1 AND " TF_NOT_RESTRICTED_DELIVERY), TF_COUNT("event_attempts", "at < $1"),
+              TF_COUNT("event_jobs", "created_at < $1"), nullptr}},
     TF_PURGE1("DELETE FROM request_log", "request_log", "id", "at < $1"),
     TF_PURGE1("UPDATE requests SET destination = ''::BYTEA, fallback_destination = ''::BYTEA, fallback_hash = '', "
               "reference = ''::BYTEA, client_ip = ''::BYTEA, device = ''::BYTEA",
               "requests", "id",
               "octet_length(destination) > 0 AND created_at < $1 AND " TF_NOT_RESTRICTED("requests.subject_hash")),
-    TF_PURGE1("DELETE FROM rate_counters", "rate_counters", "scope, key", "last_at <= $1"),
+    // rate counters, and Idempotency-Key records, which hold their key for a day too
+    PurgeSql{{TF_BATCH("DELETE FROM rate_counters", "rate_counters", "scope, key", "last_at <= $1"),
+              TF_BATCH("DELETE FROM idempotency_keys", "idempotency_keys", "key_id, idem_key", "created_at < $1"),
+              nullptr, nullptr},
+             {TF_COUNT("rate_counters", "last_at <= $1"), TF_COUNT("idempotency_keys", "created_at < $1"), nullptr,
+              nullptr}},
     TF_PURGE1("DELETE FROM fraud_sets", "fraud_sets", "rule, key, member", "expires_at <= $1"),
     TF_PURGE1("DELETE FROM subject_failures", "subject_failures", "app, subject_hash",
               "locked_until < $1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
@@ -595,7 +664,7 @@ inline constexpr EraseSql kEraseSubject[] = {
     {"DELETE FROM delivery_jobs WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = $1)", false},
     {"DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE subject_hash = $1)", false},
     {"DELETE FROM requests WHERE subject_hash = $1", false},
-    {"UPDATE requests SET fallback_destination = ''::BYTEA, fallback_hash = '' WHERE fallback_hash = $1 "
+    {"UPDATE requests SET fallback_destination = ''::BYTEA, fallback_hash = '' WHERE fallback_hash = ANY($1::TEXT[]) "
      "AND fallback_hash <> ''",
      true},
     {TF_ERASE_AUDIT_SUBJECT " WHERE subject = $1 AND subject <> ''", false},
@@ -616,7 +685,7 @@ inline constexpr EraseSql kEraseSubject[] = {
 inline constexpr const char* kLockSubjectRequests =
     "SELECT id, octet_length(destination) > 0 FROM requests WHERE subject_hash = $1 ORDER BY id FOR UPDATE";
 inline constexpr const char* kLockFallbackRequests =
-    "SELECT id FROM requests WHERE fallback_hash = $1 AND fallback_hash <> '' ORDER BY id FOR UPDATE";
+    "SELECT id FROM requests WHERE fallback_hash = ANY($1::TEXT[]) AND fallback_hash <> '' ORDER BY id FOR UPDATE";
 // $1 id, $2 new subject hash, $3 sealed destination
 inline constexpr const char* kRectifyRequest =
     "UPDATE requests SET subject_hash = $2, destination = $3 WHERE id = $1";
@@ -737,5 +806,148 @@ inline constexpr const char* kSumEmailFeedback =
     "FROM email_feedback WHERE app = $1 AND hour >= $2";
 inline constexpr const char* kSelectDeliveryApp =
     "SELECT app FROM deliveries WHERE provider_message_id = $1 AND provider_message_id <> '' LIMIT 1";
+
+
+// ---- Event webhooks (migration 6) ----
+// due_at of an event that waits for its endpoint to be enabled again: never due.
+#define TF_EVENT_PARKED "9000000000000000000"
+#define TF_EVENT_COLUMNS \
+    "id, app, type, request_id, payload, created_at, attempts, retry_at, holder, lease_until, last_error"
+// $1 id, $2 app, $3 type, $4 request, $5 sealed payload, $6 created, $7 retry at
+inline constexpr const char* kEnqueueEvent =
+    "INSERT INTO event_jobs (id, app, type, request_id, payload, created_at, retry_at, due_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN EXISTS (SELECT 1 FROM event_endpoints WHERE app = $2 "
+    "AND disabled_at <> 0) THEN " TF_EVENT_PARKED " ELSE $7::BIGINT END)";
+// The claim, as kClaimDeliveryJobs: events due at $1 or held by another
+// start of this node ($2 <= holder < $3, not $4), never parked ones, at most
+// $5, locked with SKIP LOCKED and taken until $6; each returned as it was.
+inline constexpr const char* kClaimEvents =
+    "WITH picked AS (SELECT " TF_EVENT_COLUMNS " FROM event_jobs WHERE due_at < " TF_EVENT_PARKED
+    " AND (due_at <= $1 OR (holder >= $2 AND holder < $3 AND holder <> $4 AND holder <> '')) ORDER BY due_at "
+    "LIMIT $5 FOR UPDATE SKIP LOCKED) "
+    "UPDATE event_jobs j SET holder = $4, lease_until = $6, due_at = GREATEST(j.retry_at, $6::BIGINT) "
+    "FROM picked p WHERE j.id = p.id RETURNING p.id, p.app, p.type, p.request_id, p.payload, p.created_at, "
+    "p.attempts, p.retry_at, p.holder, p.lease_until, p.last_error";
+// $1 id, $2 holder, $3 attempts, $4 retry at, $5 error. The event is free from
+// retry_at on; parked if its endpoint was disabled meanwhile.
+inline constexpr const char* kRetryEvent =
+    "UPDATE event_jobs SET attempts = $3, retry_at = $4, holder = '', lease_until = 0, last_error = $5, "
+    "due_at = CASE WHEN EXISTS (SELECT 1 FROM event_endpoints e WHERE e.app = event_jobs.app AND e.disabled_at <> 0) "
+    "THEN " TF_EVENT_PARKED " ELSE $4::BIGINT END WHERE id = $1 AND holder = $2";
+inline constexpr const char* kFinishEvent = "DELETE FROM event_jobs WHERE id = $1 AND holder = $2";
+// $1 event, $2 app, $3 type, $4 attempt, $5 at, $6 outcome, $7 status, $8 duration, $9 error
+inline constexpr const char* kInsertEventAttempt =
+    "INSERT INTO event_attempts (event_id, app, type, attempt_no, at, outcome, status_code, duration_ms, error) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+#define TF_EVENT_ATTEMPT_COLUMNS "id, event_id, app, type, attempt_no, at, outcome, status_code, duration_ms, error"
+// $1 app or NULL, $2 failed only, $3 limit: the newest that match.
+inline constexpr const char* kSelectEventAttempts =
+    "SELECT " TF_EVENT_ATTEMPT_COLUMNS " FROM event_attempts WHERE ($1::TEXT IS NULL OR app = $1::TEXT) "
+    "AND (NOT $2::BOOLEAN OR outcome <> 'delivered') ORDER BY id DESC LIMIT $3";
+// The same for one event ($4) through event_attempts_by_event.
+inline constexpr const char* kSelectEventAttemptsOfEvent =
+    "SELECT " TF_EVENT_ATTEMPT_COLUMNS " FROM event_attempts WHERE event_id = $4 AND ($1::TEXT IS NULL OR "
+    "app = $1::TEXT) AND (NOT $2::BOOLEAN OR outcome <> 'delivered') ORDER BY id DESC LIMIT $3";
+// Consecutive failures counted in one statement, which also locks the app's
+// row to the commit: $1 app, $2 error.
+inline constexpr const char* kCountEventFailure =
+    "INSERT INTO event_endpoints (app, failures, disabled_at, last_error) VALUES ($1, 1, 0, $2) "
+    "ON CONFLICT (app) DO UPDATE SET failures = event_endpoints.failures + 1, last_error = EXCLUDED.last_error "
+    "RETURNING failures";
+// Under that lock, the failure that reaches the limit turns the endpoint off,
+// once: $1 app, $2 now, $3 max failures.
+inline constexpr const char* kDisableEventEndpoint =
+    "UPDATE event_endpoints SET disabled_at = $2 WHERE app = $1 AND disabled_at = 0 AND failures >= $3";
+// $1 app: its waiting events (not one in flight, parked by kRetryEvent).
+inline constexpr const char* kParkEvents =
+    "UPDATE event_jobs SET due_at = " TF_EVENT_PARKED " WHERE app = $1 AND holder = ''";
+// A delivery resets the count of an endpoint still on: $1 app. Without
+// failures no row matches, so the usual delivery locks nothing.
+inline constexpr const char* kClearEventFailures =
+    "UPDATE event_endpoints SET failures = 0 WHERE app = $1 AND disabled_at = 0 AND failures <> 0";
+inline constexpr const char* kEnableEventEndpoint =
+    "UPDATE event_endpoints SET disabled_at = 0, failures = 0 WHERE app = $1 AND disabled_at <> 0";
+// $1 app, $2 now
+inline constexpr const char* kUnparkEvents =
+    "UPDATE event_jobs SET due_at = $2, retry_at = $2 WHERE app = $1 AND due_at = " TF_EVENT_PARKED;
+inline constexpr const char* kListEventEndpoints =
+    "SELECT app, failures, disabled_at, last_error FROM event_endpoints ORDER BY app";
+// Pending requests past their expiry, through requests_live_code (a pending
+// request still has its code hash): $1 now, $2 limit. Locked with SKIP
+// LOCKED, so the sweeps of several nodes end disjoint requests, none waiting.
+inline constexpr const char* kSelectExpiredPending =
+    "SELECT id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "
+    "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "
+    "finished_at, failure, fallback_destination FROM requests WHERE code_hash IS NOT NULL AND expires_at <= $1 "
+    "AND status = 'pending' ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
+#undef TF_EVENT_ATTEMPT_COLUMNS
+#undef TF_EVENT_COLUMNS
+#undef TF_EVENT_PARKED
+
+
+// ---- Store key versions and resealing (migration 7) ----
+inline constexpr const char* kSelectSealKeys = "SELECT version, fingerprint FROM seal_keys ORDER BY version";
+// $1 fingerprint, $2 now: the first key of a database is version 1.
+inline constexpr const char* kRegisterFirstSealKey =
+    "INSERT INTO seal_keys (version, fingerprint, created_at) SELECT 1, $1, $2 "
+    "WHERE NOT EXISTS (SELECT 1 FROM seal_keys) ON CONFLICT DO NOTHING";
+// A rotation's new key: the next version. Two rotations at once: one fails
+// on the primary key and changes nothing.
+inline constexpr const char* kAddSealKey =
+    "INSERT INTO seal_keys (version, fingerprint, created_at) SELECT COALESCE(max(version), 0) + 1, $1, $2 "
+    "FROM seal_keys RETURNING version";
+// Resealing walks each table with sealed columns in primary-key order, one
+// bounded batch a transaction, its rows locked until that commit: $1 the
+// last key of the batch before ('' or 0 first), $2 the batch size. The
+// UPDATE gets the key ($1), then the columns in the SELECT's order.
+struct ResealSql {
+    const char* table;
+    const char* select;
+    const char* update;
+    const char* columns[5];
+    const char* first;  // the key before every other
+};
+inline constexpr ResealSql kReseal[] = {
+    {"requests",
+     "SELECT id, destination, client_ip, device, reference, fallback_destination FROM requests WHERE id > $1 "
+     "ORDER BY id LIMIT $2 FOR UPDATE",
+     // $7: the fallback's index under the new key, '' to keep it
+     "UPDATE requests SET destination = $2, client_ip = $3, device = $4, reference = $5, fallback_destination = $6, "
+     "fallback_hash = CASE WHEN $7 = '' THEN fallback_hash ELSE $7 END WHERE id = $1",
+     {"destination", "client_ip", "device", "reference", "fallback_destination"},
+     ""},
+    {"optouts",
+     "SELECT subject_hash, destination FROM optouts WHERE subject_hash > $1 ORDER BY subject_hash LIMIT $2 FOR UPDATE",
+     "UPDATE optouts SET destination = $2 WHERE subject_hash = $1",
+     {"destination", nullptr, nullptr, nullptr, nullptr},
+     ""},
+    {"request_log",
+     "SELECT id::TEXT, client_ip FROM request_log WHERE id > $1::BIGINT ORDER BY id LIMIT $2 FOR UPDATE",
+     "UPDATE request_log SET client_ip = $2 WHERE id = $1::BIGINT",
+     {"client_ip", nullptr, nullptr, nullptr, nullptr},
+     "0"},
+    {"email_suppressions",
+     "SELECT address_hash, detail FROM email_suppressions WHERE address_hash > $1 ORDER BY address_hash LIMIT $2 "
+     "FOR UPDATE",
+     "UPDATE email_suppressions SET detail = $2 WHERE address_hash = $1",
+     {"detail", nullptr, nullptr, nullptr, nullptr},
+     ""},
+    {"event_jobs",
+     "SELECT id, payload FROM event_jobs WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+     "UPDATE event_jobs SET payload = $2 WHERE id = $1",
+     {"payload", nullptr, nullptr, nullptr, nullptr},
+     ""},
+};
+// Values still under another version than $1 (a maintenance scan of every
+// sealed column, run once a rotation pass is done, never per call).
+#define TF_OLD(c) "(CASE WHEN octet_length(" c ") > 0 THEN get_byte(" c ", 0) <> $1 ELSE FALSE END)"
+inline constexpr const char* kCountOldSealed =
+    "SELECT (SELECT count(*) FROM requests WHERE " TF_OLD("destination") " OR " TF_OLD("client_ip") " OR "
+    TF_OLD("device") " OR " TF_OLD("reference") " OR " TF_OLD("fallback_destination") ") + "
+    "(SELECT count(*) FROM optouts WHERE " TF_OLD("destination") ") + "
+    "(SELECT count(*) FROM request_log WHERE " TF_OLD("client_ip") ") + "
+    "(SELECT count(*) FROM email_suppressions WHERE " TF_OLD("detail") ") + "
+    "(SELECT count(*) FROM event_jobs WHERE " TF_OLD("payload") ")";
+#undef TF_OLD
 
 }  // namespace twofactor::store::pg

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -177,12 +178,6 @@ private:
     }
     PGconn* c_ = nullptr;
 };
-
-// For contract methods this backend does not do yet.
-[[noreturn, maybe_unused]] void missing(const char* method) {
-    throw std::runtime_error(std::string("the PostgreSQL backend does not implement ") + method +
-                             " yet; use backend = \"sqlcipher\"");
-}
 
 class PostgresTransaction final : public Transaction {
 public:
@@ -514,7 +509,7 @@ public:
         SubjectData d;
         d.requests = readRequests(c_.exec(pg::kSelectSubjectRequests, Params().text(subjectHash)));
         if (!address.empty())
-            d.fallbackRequests = readRequests(c_.exec(pg::kSelectFallbackRequests, Params().text(seal_.blindIndex(address))));
+            d.fallbackRequests = readRequests(c_.exec(pg::kSelectFallbackRequests, Params().text(indexArray(address))));
         for (const auto* list : {&d.requests, &d.fallbackRequests})
             for (const auto& r : *list)
                 for (auto& a : readDeliveries(c_.exec(pg::kSelectRequestDeliveries, Params().text(r.id)))) {
@@ -537,7 +532,7 @@ public:
         std::int64_t* targets[] = {&c.deliveryJobs, &c.deliveries, &c.requests, &c.fallbacks,    &c.auditRecords,
                                    &c.optOuts,      &c.failures,   &c.flags,    &c.rateCounters, &c.fraudSets};
         static_assert(std::size(pg::kEraseSubject) == std::size(targets));
-        const std::string index = seal_.blindIndex(address);
+        const std::string index = indexArray(address);
         for (std::size_t i = 0; i < std::size(pg::kEraseSubject); ++i) {
             const auto& e = pg::kEraseSubject[i];
             // No address given: no fallback matches it.
@@ -559,7 +554,7 @@ public:
             c.requests += c_.exec(pg::kRectifyRequest, Params().text(id).text(newHash).bytes(dest.data(), dest.size()))
                               .affected();
         }
-        auto fallbacks = c_.exec(pg::kLockFallbackRequests, Params().text(seal_.blindIndex(oldAddress)));
+        auto fallbacks = c_.exec(pg::kLockFallbackRequests, Params().text(indexArray(oldAddress)));
         for (int i = 0; i < fallbacks.rows(); ++i) {
             const std::string id = fallbacks.text(i, 0);
             const std::string fb = seal_.seal("requests", "fallback_destination", id, newAddress);
@@ -793,6 +788,14 @@ public:
     }
 
 private:
+    // The address's index under every key held, as a text[] literal (hex
+    // digits only, so nothing to quote); empty without an address.
+    std::string indexArray(std::string_view address) const {
+        if (address.empty()) return {};
+        std::string out = "{";
+        for (const auto& h : seal_.blindIndexes(address)) out += (out.size() > 1 ? "," : "") + h;
+        return out + "}";
+    }
     // A value retention or erasure blanked is stored empty.
     std::string openOrEmpty(const char* table, const char* column, const std::string& rowId, const std::string& sealed) const {
         return sealed.empty() ? std::string() : seal_.open(table, column, rowId, sealed);
@@ -963,40 +966,106 @@ private:
     Connection& c_;
     const pg::ColumnSealer& seal_;
 
-    // ---- Event webhooks: not implemented here yet ----
-    void enqueueEvent(const otp::EventJob&) override { missing("enqueueEvent"); }
-    std::vector<otp::EventJob> claimEvents(std::string_view, std::string_view, std::int64_t, std::int64_t,
-                                           int) override {
-        missing("claimEvents");
+    // ---- Event webhooks: a leased queue like the delivery jobs ----
+    void enqueueEvent(const otp::EventJob& e) override {
+        // Bound to the event's id: the webhook-id it is sent under.
+        const std::string payload = seal_.seal("event_jobs", "payload", e.id, e.payload);
+        Params p;
+        p.text(e.id).text(e.app).text(e.type).text(e.requestId).bytes(payload.data(), payload.size());
+        p.integer(e.createdAt).integer(e.retryAt);
+        c_.exec(pg::kEnqueueEvent, p);
     }
-    bool retryEvent(std::string_view, std::string_view, int, std::int64_t, std::string_view) override {
-        missing("retryEvent");
+    std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
+                                           std::int64_t leaseUntil, int limit) override {
+        // The node's holders as in claimDeliveryJobs: [prefix, prefix + 1), or nothing.
+        std::string low(nodePrefix), high(nodePrefix);
+        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
+        if (low.empty()) low = high = "\x01";
+        Params p;
+        p.integer(now).text(low).text(high).text(holder).integer(limit).integer(leaseUntil);
+        auto r = c_.exec(pg::kClaimEvents, p);
+        std::vector<otp::EventJob> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::EventJob{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                        seal_.open("event_jobs", "payload", r.text(i, 0), r.bytes(i, 4)),
+                                        r.integer(i, 5), static_cast<int>(r.integer(i, 6)), r.integer(i, 7),
+                                        r.text(i, 8), r.integer(i, 9), r.text(i, 10)});
+        // Oldest due first, as they were picked (RETURNING keeps no order).
+        std::sort(out.begin(), out.end(), [](const otp::EventJob& a, const otp::EventJob& b) {
+            return std::max(a.retryAt, a.leaseUntil) < std::max(b.retryAt, b.leaseUntil);
+        });
+        return out;
     }
-    bool finishEvent(std::string_view, std::string_view) override { missing("finishEvent"); }
-    void insertEventAttempt(const otp::EventAttempt&) override { missing("insertEventAttempt"); }
-    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery&) override {
-        missing("findEventAttempts");
+    bool retryEvent(std::string_view id, std::string_view holder, int attempts, std::int64_t retryAt,
+                    std::string_view error) override {
+        return c_.exec(pg::kRetryEvent, Params().text(id).text(holder).integer(attempts).integer(retryAt).text(error))
+                   .affected() == 1;
     }
-    otp::EventFailure countEventFailure(std::string_view, std::int64_t, int, std::string_view) override {
-        missing("countEventFailure");
+    bool finishEvent(std::string_view id, std::string_view holder) override {
+        return c_.exec(pg::kFinishEvent, Params().text(id).text(holder)).affected() == 1;
     }
-    void clearEventFailures(std::string_view) override { missing("clearEventFailures"); }
-    bool enableEvents(std::string_view, std::int64_t) override { missing("enableEvents"); }
-    std::vector<otp::EventEndpoint> listEventEndpoints() override { missing("listEventEndpoints"); }
-    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t, int) override { missing("findExpiredPending"); }
+    void insertEventAttempt(const otp::EventAttempt& a) override {
+        Params p;
+        p.text(a.eventId).text(a.app).text(a.type).integer(a.attempt).integer(a.at).text(a.outcome);
+        p.integer(a.statusCode).integer(a.durationMs).text(a.error);
+        c_.exec(pg::kInsertEventAttempt, p);
+    }
+    std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& q) override {
+        Params p;
+        if (q.app) p.text(*q.app);
+        else p.null();
+        p.text(q.failedOnly ? "true" : "false").integer(q.limit);
+        if (q.eventId) p.text(*q.eventId);
+        auto r = c_.exec(q.eventId ? pg::kSelectEventAttemptsOfEvent : pg::kSelectEventAttempts, p);
+        std::vector<otp::EventAttempt> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::EventAttempt{r.integer(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                            static_cast<int>(r.integer(i, 4)), r.integer(i, 5), r.text(i, 6),
+                                            static_cast<int>(r.integer(i, 7)), r.integer(i, 8), r.text(i, 9)});
+        std::reverse(out.begin(), out.end());
+        return out;
+    }
+    otp::EventFailure countEventFailure(std::string_view app, std::int64_t now, int maxFailures,
+                                        std::string_view error) override {
+        otp::EventFailure out;
+        // The count and the row lock in one statement; two nodes failing at
+        // once both count, and only the one reaching the limit disables.
+        out.failures = static_cast<int>(c_.exec(pg::kCountEventFailure, Params().text(app).text(error)).integer(0, 0));
+        out.disabled =
+            c_.exec(pg::kDisableEventEndpoint, Params().text(app).integer(now).integer(maxFailures)).affected() == 1;
+        if (out.disabled) c_.exec(pg::kParkEvents, Params().text(app));
+        return out;
+    }
+    void clearEventFailures(std::string_view app) override { c_.exec(pg::kClearEventFailures, Params().text(app)); }
+    bool enableEvents(std::string_view app, std::int64_t now) override {
+        if (c_.exec(pg::kEnableEventEndpoint, Params().text(app)).affected() != 1) return false;
+        c_.exec(pg::kUnparkEvents, Params().text(app).integer(now));
+        return true;
+    }
+    std::vector<otp::EventEndpoint> listEventEndpoints() override {
+        auto r = c_.exec(pg::kListEventEndpoints);
+        std::vector<otp::EventEndpoint> out;
+        for (int i = 0; i < r.rows(); ++i)
+            out.push_back(otp::EventEndpoint{r.text(i, 0), static_cast<int>(r.integer(i, 1)), r.integer(i, 2), r.text(i, 3)});
+        return out;
+    }
+    std::vector<otp::OtpRequest> findExpiredPending(std::int64_t now, int limit) override {
+        return readRequests(c_.exec(pg::kSelectExpiredPending, Params().integer(now).integer(limit)));
+    }
     // ---- end of event webhooks ----
 };
 
 // Work items run on a few connections at once, each in its own transaction.
 class PostgresStore final : public Store {
 public:
-    explicit PostgresStore(PostgresOptions o)
-        : dsn_(std::move(o.dsn)), sealer_(o.key), maxQueued_(o.maxQueued) {
-        o.key.wipe();
+    explicit PostgresStore(PostgresOptions o) : dsn_(std::move(o.dsn)), maxQueued_(o.maxQueued) {
         {
             Connection c(dsn_);
             migrate(c);
+            sealer_ = openKeys(c, o.key, o.previousKeys);
         }
+        o.key.wipe();
+        for (auto& k : o.previousKeys) k.wipe();
         const int n = std::max(1, o.connections);
         for (int i = 0; i < n; ++i) workers_.emplace_back([this] { run(); });
     }
@@ -1026,7 +1095,133 @@ public:
         return "PostgreSQL (" + std::to_string(workers_.size()) + " connections)";
     }
 
+    // ---- Key rotation: resealing under a new key version while serving ----
+    // The new key becomes the next version, this node seals under it at
+    // once, and every sealed value is resealed, one bounded batch per
+    // transaction (other work goes on between them). Values of an older
+    // version go on opening with the keys this node holds, so rows not yet
+    // resealed, and rows a node without the new key writes meanwhile, stay
+    // readable; a pass that leaves some is run again, up to three.
+    void rekey(SecretBytes newKey, std::function<void(RekeyResult)> done) override {
+        RekeyResult result = reseal(newKey);
+        newKey.wipe();
+        if (done) done(std::move(result));
+    }
+
 private:
+    static constexpr int kResealBatch = 200;
+
+    // The sealer of a store key the database knows, with the older keys it
+    // is given: the first node of a new database registers its key as 1.
+    static std::unique_ptr<pg::ColumnSealer> openKeys(Connection& c, const SecretBytes& key,
+                                                      const std::vector<SecretBytes>& previous) {
+        const std::string mine = pg::ColumnSealer::fingerprint(key);
+        c.exec(pg::kRegisterFirstSealKey, Params().text(mine).integer(std::time(nullptr)));
+        std::map<std::string, int> versions;
+        auto r = c.exec(pg::kSelectSealKeys);
+        for (int i = 0; i < r.rows(); ++i) versions[r.text(i, 1)] = static_cast<int>(r.integer(i, 0));
+        const auto current = versions.find(mine);
+        if (current == versions.end())
+            throw std::runtime_error("the store key is none of the " + std::to_string(versions.size()) +
+                                     " key version(s) this PostgreSQL database knows: give this node the "
+                                     "cluster's store key (after a rotation, the new one)");
+        auto sealer = std::make_unique<pg::ColumnSealer>(key, static_cast<std::uint8_t>(current->second));
+        for (const auto& k : previous)
+            if (const auto v = versions.find(pg::ColumnSealer::fingerprint(k)); v != versions.end() && v != current)
+                sealer->addKey(k, static_cast<std::uint8_t>(v->second), false);
+        return sealer;
+    }
+
+    RekeyResult reseal(const SecretBytes& newKey) {
+        std::unique_lock busy(rotating_, std::try_to_lock);
+        if (!busy.owns_lock()) return RekeyResult{RekeyStatus::Busy, "another key rotation is running on this node"};
+        std::unique_ptr<Connection> c;
+        int version = 0;
+        try {
+            c = std::make_unique<Connection>(dsn_);
+            version = static_cast<int>(
+                c->exec(pg::kAddSealKey, Params().text(pg::ColumnSealer::fingerprint(newKey)).integer(std::time(nullptr)))
+                    .integer(0, 0));
+        } catch (const std::exception& e) {
+            return RekeyResult{RekeyStatus::OldKey, std::string("the new key version could not be registered: ") + e.what()};
+        }
+        sealer_->addKey(newKey, static_cast<std::uint8_t>(version), true);
+        std::int64_t resealed = 0, batches = 0, left = 0;
+        try {
+            for (int pass = 0; pass < 3; ++pass) {
+                for (const auto& table : pg::kReseal) resealTable(*c, table, resealed, batches);
+                left = c->exec(pg::kCountOldSealed, Params().integer(version)).integer(0, 0);
+                if (left == 0) break;
+            }
+        } catch (const std::exception& e) {
+            // Sealing goes on under the new version: the new key must replace the old one.
+            return RekeyResult{RekeyStatus::NewKeyOnly,
+                               "resealing under key version " + std::to_string(version) + " stopped after " +
+                                   std::to_string(resealed) + " values: " + e.what() +
+                                   "; the values not resealed still open with the previous key, which is kept"};
+        }
+        std::string detail = "resealed " + std::to_string(resealed) + " values in " + std::to_string(batches) +
+                             " batches under key version " + std::to_string(version);
+        if (left > 0)
+            detail += "; " + std::to_string(left) +
+                      " values sealed meanwhile under older versions (nodes without the new key) open with the "
+                      "previous keys";
+        return RekeyResult{RekeyStatus::Rotated, detail};
+    }
+
+    // One table, batch by batch, each its own transaction (retried whole on
+    // a deadlock with the work going on).
+    void resealTable(Connection& c, const pg::ResealSql& table, std::int64_t& resealed, std::int64_t& batches) {
+        const std::uint8_t version = sealer_->currentVersion();
+        const bool requests = std::string_view(table.table) == "requests";
+        std::string after = table.first;
+        for (;;) {
+            int rows = 0;
+            std::string last = after;
+            for (int attempt = 0;; ++attempt) {
+                std::int64_t changed = 0;
+                try {
+                    c.exec("BEGIN");
+                    auto r = c.exec(table.select, Params().text(after).integer(kResealBatch));
+                    rows = r.rows();
+                    for (int i = 0; i < rows; ++i) {
+                        const std::string key = r.text(i, 0);
+                        Params p;
+                        p.text(key);
+                        bool stale = false;
+                        std::string fallbackIndex;
+                        for (int col = 0; col < 5 && table.columns[col]; ++col) {
+                            const std::string sealed = r.bytes(i, col + 1);
+                            std::string out = sealed;
+                            if (!sealed.empty() && pg::ColumnSealer::versionOf(sealed) != version) {
+                                SecretString plain(sealer_->open(table.table, table.columns[col], key, sealed));
+                                out = sealer_->seal(table.table, table.columns[col], key, plain.view());
+                                if (requests && std::string_view(table.columns[col]) == "fallback_destination")
+                                    fallbackIndex = sealer_->blindIndex(plain.view());
+                                stale = true;
+                            }
+                            p.bytes(out.data(), out.size());
+                        }
+                        if (requests) p.text(fallbackIndex);
+                        if (!stale) continue;
+                        c.exec(table.update, p);
+                        ++changed;
+                    }
+                    if (rows > 0) last = r.text(rows - 1, 0);
+                    c.exec("COMMIT");
+                    resealed += changed;
+                    break;
+                } catch (const PgError& e) {
+                    rollback(c);
+                    if (!e.retryable() || attempt >= 4) throw;
+                }
+            }
+            ++batches;
+            if (rows < kResealBatch) return;
+            after = last;
+        }
+    }
+
     struct Item {
         Work work;
         Done done;
@@ -1110,7 +1305,7 @@ private:
             }
             try {
                 conn->exec("BEGIN");
-                PostgresTransaction t(*conn, sealer_);
+                PostgresTransaction t(*conn, *sealer_);
                 work(t);
                 conn->exec("COMMIT");
                 return nullptr;
@@ -1140,7 +1335,8 @@ private:
     }
 
     SecretString dsn_;
-    pg::ColumnSealer sealer_;
+    std::unique_ptr<pg::ColumnSealer> sealer_;
+    std::mutex rotating_;  // one key rotation at a time on this node
     std::size_t maxQueued_;
     mutable std::mutex mutex_;
     std::condition_variable wake_;

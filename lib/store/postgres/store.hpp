@@ -9,12 +9,14 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace twofactor::store {
 
 struct PostgresOptions {
     SecretString dsn;            // a libpq connection string; may hold a password, never logged
     SecretBytes key;             // the store key: the column key is derived from it
+    std::vector<SecretBytes> previousKeys;  // older store keys (key rotation): opened, never sealed with
     int connections = 4;         // work items run on this many connections at once
     std::size_t maxQueued = 4096;
 };
