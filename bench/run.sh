@@ -18,7 +18,10 @@
 # (1000000), PRIVACY_BATCH (1000); HTTPS=0 skips the HTTPS part, HTTPS_CLIENTS
 # ("16 64"); PG=0 skips the PostgreSQL part (it also skips itself without
 # postgresql-15), PG_CLIENTS ("16 64"), PG_SECONDS (30) per pgbench run,
-# PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL.
+# PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL,
+# PG_SERVER_OPTS (more "-c name=value" for the server, for experiments),
+# PG_STATEMENTS=1 loads pg_stat_statements and prints, after each 3-node
+# run, the statements that took the server's time (calls and ms per pair).
 # Only Unix sockets and loopback are used; every step runs under `timeout`;
 # the daemons, the mock and the temporary directory are removed on exit.
 # Targets are printed, never asserted. With --tiny each step is one TAP case
@@ -408,7 +411,7 @@ else
 fi
 
 # ---- 5. HTTPS: the same pairs over the HTTPS API, next to Varlink, one daemon ----
-declare -A https_rate https_p50 https_p99 https_errs
+declare -A https_rate https_p50 https_p99 https_errs https_ok
 run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (any pair run that is not section 2's)
     local label=$1 c=$2 n=$3 out line
     shift 3
@@ -421,6 +424,7 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
     https_p50[$label]=$(field p50_ms "$line")
     https_p99[$label]=$(field p99_ms "$line")
     https_errs[$label]=$(field errors "$line")
+    https_ok[$label]=$(field ok "$line")
     result "$rc" "loadgen $label: $c client(s), ${https_rate[$label]} pairs/s"
 }
 if [ "$https" != 1 ]; then
@@ -497,7 +501,9 @@ else
     pg_root=$(mktemp -d "${TMPDIR:-/tmp}/twofactor-bench-pg.XXXXXX")
     chmod 755 "$pg_root"
     [ "$(id -u)" = 0 ] && chown nobody: "$pg_root"
-    pg_opts="-c listen_addresses='' -c unix_socket_directories='$pg_root' -c fsync=on -c max_connections=250 -c shared_buffers=128MB"
+    pg_opts="-c listen_addresses='' -c unix_socket_directories='$pg_root' -c fsync=on -c max_connections=250 -c shared_buffers=128MB ${PG_SERVER_OPTS:-}"
+    pg_statements=${PG_STATEMENTS:-0}
+    [ "$pg_statements" = 1 ] && pg_opts="$pg_opts -c shared_preload_libraries=pg_stat_statements"
     if as_pg_user "$pg_bin/initdb" -D "$pg_root/data" -U twofactor -A trust --no-sync -E UTF8 >"$tmp/pg-initdb.log" 2>&1 &&
         as_pg_user "$pg_bin/pg_ctl" -D "$pg_root/data" -o "$pg_opts" -l "$pg_root/log" -w start >>"$tmp/pg-initdb.log" 2>&1; then
         pg_started=1
@@ -558,6 +564,8 @@ connections = 8"
             nodes_ok=0
         fi
     done
+    pg_sql() { psql -X -q -A -F ' | ' -h "$pg_root" -U twofactor -d postgres -c "$1"; }
+    [ "$pg_statements" = 1 ] && [ "$nodes_ok" = 1 ] && pg_sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
     if [ "$nodes_ok" = 1 ] &&
         timeout 120 "$loadgen" "${pg_sockets[@]}" "${pg_outboxes[@]}" --clients 6 --pairs "$warmup_pairs" >/dev/null; then
         result 0 "three nodes on PostgreSQL started, warm-up"
@@ -571,7 +579,15 @@ connections = 8"
                     -f "$tmp/pg-sample.sql" >"$tmp/pg-waits-$c" 2>/dev/null &
                 sampler=$!
             fi
+            [ "$pg_statements" = 1 ] && pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
             run_pairs "pg3-$c" "$c" "$pg_pairs" "${pg_sockets[@]}" "${pg_outboxes[@]}"
+            if [ "$pg_statements" = 1 ] && [ -n "${https_rate[pg3-$c]:-}" ]; then
+                say "the statements of the 3-node run, $c clients, ${https_ok[pg3-$c]} pairs (pg_stat_statements)"
+                show "$(pg_sql "SELECT calls, round(calls::numeric / ${https_ok[pg3-$c]:-1}, 2) AS per_pair,
+                    round(total_exec_time::numeric, 1) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+                    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postgres')
+                    ORDER BY total_exec_time DESC LIMIT 15")"
+            fi
             if [ -n "$sampler" ]; then
                 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
                 say "where the 3-node run's server sessions were, $c clients ($(grep -c . "$tmp/pg-waits-$c") session samples, pg_stat_activity every 50 ms)"
@@ -615,7 +631,7 @@ printf '%-26s %10s pairs/s\n' "raw SQLCipher FULL" "${raw_full:-n/a}"
 for s in $(grep -o 'mode=group-full-s[0-9]*' <<<"$baseline_out" | sed 's/.*-s//'); do
     printf '%-26s %10s pairs/s\n' "group store FULL, $s subm." "$(base "group-full-s$s")"
 done
-if [ "${#ses_rate[@]}" -gt 0 ]; then
+if [ -n "${ses_rate[*]-}" ]; then
     echo
     printf '%-26s %10s %12s %9s %9s %7s %11s %9s\n' "SES mock, pre-filled" "sends/s" "deliveries/s" "p50 ms" "p99 ms" \
         "errors" "mock/sent" "log ok"
@@ -624,7 +640,7 @@ if [ "${#ses_rate[@]}" -gt 0 ]; then
             "${ses_p50[$label]}" "${ses_p99[$label]}" "${ses_errs[$label]}" "${ses_deliv[$label]}" "${ses_log[$label]}"
     done
 fi
-if [ "${#https_rate[@]}" -gt 0 ] && [ "$https" = 1 ]; then
+if [ -n "${https_rate[*]-}" ] && [ "$https" = 1 ]; then
     echo
     printf '%-26s %10s %9s %9s %7s\n' "Varlink vs HTTPS (empty)" "pairs/s" "p50 ms" "p99 ms" "errors"
     for c in $https_clients_list; do
@@ -634,7 +650,7 @@ if [ "${#https_rate[@]}" -gt 0 ] && [ "$https" = 1 ]; then
         done
     done
 fi
-if [ "${#pgbench_tps[@]}" -gt 0 ]; then
+if [ -n "${pgbench_tps[*]-}" ]; then
     echo
     printf '%-26s %10s %9s %9s %7s %12s\n' "PostgreSQL" "pairs/s" "p50 ms" "p99 ms" "errors" "pgbench tps"
     for c in $pg_clients_list; do
@@ -679,7 +695,7 @@ if [ "$https" = 1 ]; then
         printf '%-58s %9sx %10s %7s\n' "HTTPS / Varlink pairs/s, $c clients" "$r" ">= 0.8x" "$(met "$r" '>=' 0.8)"
     done
 fi
-if [ "${#pgbench_tps[@]}" -gt 0 ]; then
+if [ -n "${pgbench_tps[*]-}" ]; then
     for c in $pg_clients_list; do
         r=$(ratio "${https_rate[pg3-$c]:-}" "${pgbench_tps[$c]:-}")
         printf '%-58s %9sx %10s %7s\n' "PostgreSQL: 3-node pairs/s / pgbench tps, $c clients" "$r" ">= 0.5x" "$(met "$r" '>=' 0.5)"
