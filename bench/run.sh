@@ -4,9 +4,11 @@
 # pre-filled with a service's history (1,000,000 requests), at 1, 16 and 64
 # clients; daemon RSS idle and at peak; a CLI round trip against /bin/true;
 # email deliveries through the SES driver to a loopback mock on the
-# pre-filled store; the privacy figures. See bench/README.md.
+# pre-filled store; the privacy figures; HTTPS pairs next to Varlink pairs
+# on one daemon; on a throwaway PostgreSQL, pgbench TPC-B next to pairs on
+# one node and on three. See bench/README.md.
 #
-#   bench/run.sh            # everything, about 15 minutes on a quiet 2-core machine
+#   bench/run.sh            # everything, about 20 minutes on a quiet 2-core machine (PG=0 HTTPS=0: 15)
 #   bench/run.sh --tiny     # every program for a second or two, as TAP (a test in the suite)
 #
 # Environment: BUILD_DIR (default: build), PAIRS (5000) per loadgen run,
