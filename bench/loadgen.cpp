@@ -18,6 +18,18 @@
 // / (the mock's last accepted request - the start of the run). Send-only runs
 // also count the run's attempts in the delivery log (io.twofactor.Otp.Deliveries).
 //
+// --socket and --outbox may be given several times (one daemon each, e.g.
+// cluster nodes on one PostgreSQL): client thread i uses the i-th socket
+// modulo their number, and the outbox of the same position, so a code is
+// read where the node that sent it wrote it.
+//
+// --https HOST:PORT: the pairs go over the HTTPS API instead (POST
+// /v1/apps/APP/verifications, then POST /v1/apps/APP/verification-check),
+// one kept-alive TLS 1.3 connection per client thread, the server's
+// certificate verified against --ca for HOST (an IP address), the API key
+// read from --api-key-file (never argv). The code is read from the outbox
+// as in the Varlink mode.
+//
 // Output: a human-readable summary and one "RESULT key=value ..." line for scripts.
 #include "ipc/client.hpp"
 
@@ -27,18 +39,25 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <climits>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -54,8 +73,11 @@ using twofactor::ipc::Client;
 using twofactor::ipc::Reply;
 
 struct Options {
-    std::string socket;
-    std::string outbox;
+    std::vector<std::string> sockets;
+    std::vector<std::string> outboxes;
+    std::string https;          // HOST:PORT of the HTTPS API, empty = Varlink
+    std::string ca;             // the CA that signed the server's certificate
+    std::string apiKeyFile;     // a file holding the API key (tfk_...)
     std::string app = "default";
     std::string domain = "example.org";
     int clients = 16;
@@ -74,6 +96,7 @@ struct ThreadResult {
     long errors = 0;
     std::string firstError;
     std::string lastId;
+    long reconnects = 0;                      // HTTPS: connections the server closed and were opened again
     std::vector<std::string> ids;             // send-only: every request sent
     std::map<std::string, long> deliveries;   // send-only: the Send reply's "delivery"
 };
@@ -137,11 +160,246 @@ std::optional<std::string> takeMessage(const std::string& dir, const std::string
     }
 }
 
-void clientThread(const Options& o, const std::string& newDir, std::atomic<long>& next, Clock::time_point deadline,
-                  ThreadResult& r) {
-    Client client;
+
+// One kept-alive TLS connection to the HTTPS API: blocking, one request at a
+// time, responses framed by Content-Length (the server never chunks its JSON).
+class HttpsConnection {
+  public:
+    HttpsConnection(SSL_CTX* ctx, std::string host, int port) : ctx_(ctx), host_(std::move(host)), port_(port) {}
+    HttpsConnection(const HttpsConnection&) = delete;
+    HttpsConnection& operator=(const HttpsConnection&) = delete;
+    ~HttpsConnection() { close(); }
+
+    [[nodiscard]] bool open(std::string& error) {
+        close();
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<std::uint16_t>(port_));
+        if (fd_ < 0 || ::inet_pton(AF_INET, host_.c_str(), &a.sin_addr) != 1 ||
+            ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            error = "connect to " + host_ + ":" + std::to_string(port_) + " failed";
+            close();
+            return false;
+        }
+        const int one = 1;
+        ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        timeval tv{30, 0};
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ssl_ = SSL_new(ctx_);
+        SSL_set_fd(ssl_, fd_);
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host_.c_str());
+        if (SSL_connect(ssl_) != 1) {
+            char buf[256];
+            ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+            error = std::string("TLS handshake failed: ") + buf;
+            close();
+            return false;
+        }
+        if (SSL_version(ssl_) != TLS1_3_VERSION) {
+            error = std::string("negotiated ") + SSL_get_version(ssl_) + ", not TLSv1.3";
+            close();
+            return false;
+        }
+        return true;
+    }
+
+    void close() {
+        if (ssl_) {
+            SSL_shutdown(ssl_);
+            SSL_free(ssl_);
+            ssl_ = nullptr;
+        }
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+        buffer_.clear();
+    }
+
+    // POST PATH with a JSON body; the status and the body. Opens the
+    // connection again when the server closed it (counted in reopened).
+    [[nodiscard]] bool post(const std::string& path, const std::string& auth, const std::string& body, int& status,
+                            std::string& out, std::string& error, long& reopened) {
+        if (!ssl_) {
+            if (!open(error)) return false;
+            ++reopened;
+        }
+        const std::string req = "POST " + path + " HTTP/1.1\r\nHost: " + host_ + "\r\nAuthorization: Bearer " + auth +
+                                "\r\nContent-Type: application/json\r\nContent-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body;
+        if (SSL_write(ssl_, req.data(), static_cast<int>(req.size())) != static_cast<int>(req.size())) {
+            error = "TLS write failed";
+            close();
+            return false;
+        }
+        std::size_t end;
+        while ((end = buffer_.find("\r\n\r\n")) == std::string::npos)
+            if (!fill(error)) return false;
+        const std::string head = buffer_.substr(0, end + 2);
+        buffer_.erase(0, end + 4);
+        if (head.rfind("HTTP/1.1 ", 0) != 0 || head.size() < 12) {
+            error = "not an HTTP/1.1 response";
+            close();
+            return false;
+        }
+        status = std::atoi(head.c_str() + 9);
+        std::size_t length = 0;
+        bool closeAfter = false;
+        for (std::size_t pos = head.find("\r\n") + 2; pos < head.size();) {
+            const std::size_t eol = head.find("\r\n", pos);
+            std::string line = head.substr(pos, eol - pos);
+            pos = eol + 2;
+            std::string lower = line;
+            std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+            if (lower.rfind("content-length:", 0) == 0) length = std::strtoul(line.c_str() + 15, nullptr, 10);
+            if (lower.rfind("transfer-encoding:", 0) == 0) {
+                error = "chunked response";
+                close();
+                return false;
+            }
+            if (lower.rfind("connection:", 0) == 0 && lower.find("close") != std::string::npos) closeAfter = true;
+        }
+        while (buffer_.size() < length)
+            if (!fill(error)) return false;
+        out = buffer_.substr(0, length);
+        buffer_.erase(0, length);
+        if (closeAfter) close();
+        return true;
+    }
+
+  private:
+    bool fill(std::string& error) {
+        char buf[16384];
+        const int n = SSL_read(ssl_, buf, sizeof buf);
+        if (n <= 0) {
+            error = "connection closed by the server";
+            close();
+            return false;
+        }
+        buffer_.append(buf, static_cast<std::size_t>(n));
+        return true;
+    }
+
+    SSL_CTX* ctx_;
+    std::string host_;
+    int port_;
+    int fd_ = -1;
+    SSL* ssl_ = nullptr;
+    std::string buffer_;
+};
+
+// The two ways a pair can go: the Varlink socket, or the HTTPS API.
+class Transport {
+  public:
+    virtual ~Transport() = default;
+    [[nodiscard]] virtual bool connect(std::string& error) = 0;
+    // Sends; the request id, or empty with error set (fatal: the connection is gone).
+    [[nodiscard]] virtual std::string send(const std::string& destination, std::string& error, bool& fatal,
+                                           std::string& delivery) = 0;
+    // Checks the code; true if approved.
+    [[nodiscard]] virtual bool verify(const std::string& id, const std::string& code, std::string& error,
+                                      bool& fatal) = 0;
+};
+
+class VarlinkTransport final : public Transport {
+  public:
+    VarlinkTransport(const Options& o, std::string socket) : o_(o), socket_(std::move(socket)) {}
+    bool connect(std::string& error) override { return Client::connect(socket_, client_, error); }
+    std::string send(const std::string& destination, std::string& error, bool& fatal, std::string& delivery) override {
+        Reply reply;
+        nlohmann::json sendParams = {{"app", o_.app}, {"destination", destination}};
+        if (o_.noWait) sendParams["wait"] = false;
+        if (!client_.call("io.twofactor.Otp.Send", sendParams, reply, error)) {
+            error = "Send: " + error;
+            fatal = true;
+            return {};
+        }
+        if (reply.error) {
+            error = "Send: " + *reply.error + " " + reply.parameters.dump();
+            return {};
+        }
+        try {
+            delivery = reply.parameters.value("delivery", std::string("?"));
+            return reply.parameters.at("request").at("id").get<std::string>();
+        } catch (const std::exception& e) {
+            error = std::string("Send: reply without request.id: ") + e.what();
+            return {};
+        }
+    }
+    bool verify(const std::string& id, const std::string& code, std::string& error, bool& fatal) override {
+        Reply reply;
+        if (!client_.call("io.twofactor.Otp.Verify", {{"id", id}, {"code", code}}, reply, error)) {
+            error = "Verify: " + error;
+            fatal = true;
+            return false;
+        }
+        if (reply.error) {
+            error = "Verify: " + *reply.error + " " + reply.parameters.dump();
+            return false;
+        }
+        if (!reply.parameters.value("approved", false)) {
+            error = "Verify: not approved: " + reply.parameters.dump();
+            return false;
+        }
+        return true;
+    }
+
+  private:
+    const Options& o_;
+    std::string socket_;
+    Client client_;
+};
+
+class HttpsTransport final : public Transport {
+  public:
+    HttpsTransport(const Options& o, SSL_CTX* ctx, const std::string& host, int port, const std::string& key,
+                   long& reconnects)
+        : o_(o), conn_(ctx, host, port), key_(key), reconnects_(reconnects) {}
+    bool connect(std::string& error) override { return conn_.open(error); }
+    std::string send(const std::string& destination, std::string& error, bool& fatal, std::string& delivery) override {
+        int status = 0;
+        std::string body;
+        if (!conn_.post("/v1/apps/" + o_.app + "/verifications", key_, nlohmann::json{{"to", destination}}.dump(),
+                        status, body, error, reconnects_)) {
+            error = "POST verifications: " + error;
+            fatal = true;
+            return {};
+        }
+        const auto j = nlohmann::json::parse(body, nullptr, false);
+        if (status != 201 || !j.is_object() || !j.contains("id") || !j["id"].is_string()) {
+            error = "POST verifications: " + std::to_string(status) + " " + body;
+            return {};
+        }
+        delivery = j.value("delivery", std::string("?"));
+        return j["id"].get<std::string>();
+    }
+    bool verify(const std::string& id, const std::string& code, std::string& error, bool& fatal) override {
+        int status = 0;
+        std::string body;
+        if (!conn_.post("/v1/apps/" + o_.app + "/verification-check", key_,
+                        nlohmann::json{{"id", id}, {"code", code}}.dump(), status, body, error, reconnects_)) {
+            error = "POST verification-check: " + error;
+            fatal = true;
+            return false;
+        }
+        const auto j = nlohmann::json::parse(body, nullptr, false);
+        if (status != 200 || !j.is_object() || !j.value("approved", false)) {
+            error = "POST verification-check: " + std::to_string(status) + " " + body;
+            return false;
+        }
+        return true;
+    }
+
+  private:
+    const Options& o_;
+    HttpsConnection conn_;
+    const std::string& key_;
+    long& reconnects_;
+};
+
+void clientThread(const Options& o, Transport& transport, const std::string& newDir, std::atomic<long>& next,
+                  Clock::time_point deadline, ThreadResult& r) {
     std::string error;
-    if (!Client::connect(o.socket, client, error)) {
+    if (!transport.connect(error)) {
         fail(r, error);
         return;
     }
@@ -151,27 +409,17 @@ void clientThread(const Options& o, const std::string& newDir, std::atomic<long>
         if (n >= o.pairs) break;
 
         const auto t0 = Clock::now();
-        Reply reply;
-        nlohmann::json sendParams = {{"app", o.app}, {"destination", "user" + std::to_string(n) + "@" + o.domain}};
-        if (o.noWait) sendParams["wait"] = false;
-        if (!client.call("io.twofactor.Otp.Send", sendParams, reply, error)) {
-            fail(r, "Send: " + error);
-            break;  // the connection is gone
-        }
-        if (reply.error) {
-            fail(r, "Send: " + *reply.error + " " + reply.parameters.dump());
-            continue;
-        }
-        std::string id;
-        try {
-            id = reply.parameters.at("request").at("id").get<std::string>();
-        } catch (const std::exception& e) {
-            fail(r, std::string("Send: reply without request.id: ") + e.what());
+        bool fatal = false;
+        std::string delivery;
+        const std::string id = transport.send("user" + std::to_string(n) + "@" + o.domain, error, fatal, delivery);
+        if (id.empty()) {
+            fail(r, error);
+            if (fatal) break;  // the connection is gone
             continue;
         }
         const auto t1 = Clock::now();
         if (o.sendOnly) {
-            ++r.deliveries[reply.parameters.value("delivery", std::string("?"))];
+            ++r.deliveries[delivery];
             r.pairUs.push_back(micros(t1 - t0));
             r.sendUs.push_back(micros(t1 - t0));
             r.ids.push_back(id);
@@ -191,17 +439,11 @@ void clientThread(const Options& o, const std::string& newDir, std::atomic<long>
         }
         const auto t2 = Clock::now();
 
-        if (!client.call("io.twofactor.Otp.Verify", {{"id", id}, {"code", *code}}, reply, error)) {
-            fail(r, "Verify: " + error);
-            break;
-        }
+        const bool approved = transport.verify(id, *code, error, fatal);
         const auto t3 = Clock::now();
-        if (reply.error) {
-            fail(r, "Verify: " + *reply.error + " " + reply.parameters.dump());
-            continue;
-        }
-        if (!reply.parameters.value("approved", false)) {
-            fail(r, "Verify: not approved: " + reply.parameters.dump());
+        if (!approved) {
+            fail(r, error);
+            if (fatal) break;
             continue;
         }
         r.pairUs.push_back(micros(t3 - t0));
@@ -263,8 +505,13 @@ std::int64_t steadyNs(Clock::time_point t) {
 int main(int argc, char** argv) {
     Options o;
     CLI::App app{"twofactor-loadgen - send+verify pairs against a running twofactord", "twofactor-loadgen"};
-    app.add_option("--socket", o.socket, "twofactord's socket")->required();
-    app.add_option("--outbox", o.outbox, "the daemon's outbox directory (the one holding new/); not with --send-only");
+    app.add_option("--socket", o.sockets, "twofactord's socket; repeat it to spread the clients over several daemons");
+    app.add_option("--outbox", o.outboxes,
+                   "the daemon's outbox directory (the one holding new/), one per --socket in the same order; not "
+                   "with --send-only");
+    app.add_option("--https", o.https, "HOST:PORT of the HTTPS API (HOST an IPv4 address): pairs go over HTTPS");
+    app.add_option("--ca", o.ca, "with --https: the CA file that signed the server's certificate");
+    app.add_option("--api-key-file", o.apiKeyFile, "with --https: a file holding the API key (send and verify scopes)");
     app.add_option("--clients", o.clients, "concurrent client threads, one connection each")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
@@ -283,9 +530,50 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     if (o.noWait) o.sendOnly = true;
-    if (!o.sendOnly && o.outbox.empty()) {
-        std::fprintf(stderr, "twofactor-loadgen: --outbox is required (unless --send-only or --no-wait)\n");
+    if (o.https.empty() && o.sockets.empty()) {
+        std::fprintf(stderr, "twofactor-loadgen: --socket or --https is required\n");
         return 2;
+    }
+    const std::size_t endpoints = o.https.empty() ? o.sockets.size() : 1;
+    if (!o.sendOnly && o.outboxes.size() != endpoints) {
+        std::fprintf(stderr, "twofactor-loadgen: one --outbox per %s is required (unless --send-only or --no-wait)\n",
+                     o.https.empty() ? "--socket" : "--https");
+        return 2;
+    }
+    if (!o.https.empty() && (o.sendOnly || o.mockPort != 0)) {
+        std::fprintf(stderr, "twofactor-loadgen: --https runs send+verify pairs, not --send-only, --no-wait or --mock-port\n");
+        return 2;
+    }
+    if (o.sendOnly && o.sockets.size() != 1) {
+        std::fprintf(stderr, "twofactor-loadgen: --send-only takes exactly one --socket\n");
+        return 2;
+    }
+    // HTTPS: the key from its file, one TLS 1.3 context for every client thread.
+    std::string apiKey, httpsHost;
+    int httpsPort = 0;
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(nullptr, SSL_CTX_free);
+    if (!o.https.empty()) {
+        const auto colon = o.https.rfind(':');
+        httpsHost = o.https.substr(0, colon == std::string::npos ? 0 : colon);
+        httpsPort = colon == std::string::npos ? 0 : std::atoi(o.https.c_str() + colon + 1);
+        if (httpsHost.empty() || httpsPort <= 0 || httpsPort > 65535) {
+            std::fprintf(stderr, "twofactor-loadgen: --https must be IPV4:PORT, not \"%s\"\n", o.https.c_str());
+            return 2;
+        }
+        std::ifstream in(o.apiKeyFile);
+        std::getline(in, apiKey);
+        while (!apiKey.empty() && (apiKey.back() == '\r' || apiKey.back() == ' ')) apiKey.pop_back();
+        if (o.apiKeyFile.empty() || apiKey.empty()) {
+            std::fprintf(stderr, "twofactor-loadgen: --https needs --api-key-file naming a file that holds the key\n");
+            return 2;
+        }
+        ctx.reset(SSL_CTX_new(TLS_client_method()));
+        if (!ctx || SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION) != 1 ||
+            SSL_CTX_load_verify_locations(ctx.get(), o.ca.empty() ? nullptr : o.ca.c_str(), nullptr) != 1) {
+            std::fprintf(stderr, "twofactor-loadgen: cannot load the CA file \"%s\" (--ca)\n", o.ca.c_str());
+            return 2;
+        }
+        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     }
     std::optional<MockStats> mockBefore;
     if (o.mockPort != 0) {
@@ -297,26 +585,39 @@ int main(int argc, char** argv) {
     }
     const std::time_t startUnix = std::time(nullptr);
 
-    std::string newDir = o.outbox;
-    while (newDir.size() > 1 && newDir.back() == '/') newDir.pop_back();
-    if (newDir.size() < 4 || newDir.substr(newDir.size() - 4) != "/new") newDir += "/new";
+    std::vector<std::string> newDirs;
+    for (std::string newDir : o.outboxes) {
+        while (newDir.size() > 1 && newDir.back() == '/') newDir.pop_back();
+        if (newDir.size() < 4 || newDir.substr(newDir.size() - 4) != "/new") newDir += "/new";
+        newDirs.push_back(newDir);
+    }
+    if (newDirs.empty()) newDirs.emplace_back();
 
     std::atomic<long> next{0};
     std::vector<ThreadResult> results(static_cast<std::size_t>(o.clients));
+    std::vector<std::unique_ptr<Transport>> transports;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        if (o.https.empty())
+            transports.push_back(std::make_unique<VarlinkTransport>(o, o.sockets[i % o.sockets.size()]));
+        else
+            transports.push_back(
+                std::make_unique<HttpsTransport>(o, ctx.get(), httpsHost, httpsPort, apiKey, results[i].reconnects));
+    }
     std::vector<std::thread> threads;
     const auto start = Clock::now();
     const auto deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration));
-    for (int i = 0; i < o.clients; ++i)
-        threads.emplace_back(clientThread, std::cref(o), std::cref(newDir), std::ref(next), deadline,
-                             std::ref(results[static_cast<std::size_t>(i)]));
+    for (std::size_t i = 0; i < results.size(); ++i)
+        threads.emplace_back(clientThread, std::cref(o), std::ref(*transports[i]), std::cref(newDirs[i % newDirs.size()]),
+                             std::ref(next), deadline, std::ref(results[i]));
     for (auto& t : threads) t.join();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
     std::vector<std::int64_t> pair, send, file, verify;
-    long errors = 0;
+    long errors = 0, reconnects = 0;
     std::string firstError, lastId;
     std::map<std::string, long> deliveries;
     for (const auto& r : results) {
+        reconnects += r.reconnects;
         for (const auto& [k, v] : r.deliveries) deliveries[k] += v;
         pair.insert(pair.end(), r.pairUs.begin(), r.pairUs.end());
         send.insert(send.end(), r.sendUs.begin(), r.sendUs.end());
@@ -361,7 +662,7 @@ int main(int argc, char** argv) {
             std::string error;
             std::unordered_set<std::string> ours, seen;
             for (const auto& r : results) ours.insert(r.ids.begin(), r.ids.end());
-            bool ok = Client::connect(o.socket, client, error);
+            bool ok = Client::connect(o.sockets.front(), client, error);
             std::optional<std::int64_t> until;
             while (ok) {
                 Reply reply;
@@ -422,18 +723,20 @@ int main(int argc, char** argv) {
         return errors == 0 && !send.empty() && allDelivered ? 0 : 1;
     }
 
-    std::printf("twofactor-loadgen: %d client(s), %zu pair(s) ok, %ld error(s) in %.2f s\n", o.clients, pair.size(),
-                errors, seconds);
+    const std::string over = o.https.empty() ? std::to_string(o.sockets.size()) + " socket(s)" : "HTTPS " + o.https;
+    std::printf("twofactor-loadgen: %d client(s) over %s, %zu pair(s) ok, %ld error(s) in %.2f s\n", o.clients,
+                over.c_str(), pair.size(), errors, seconds);
+    if (!o.https.empty()) std::printf("  connections reopened after the server closed them: %ld\n", reconnects);
     std::printf("  throughput  %.1f pairs/s\n", rate);
     std::printf("  pair        p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", pct(pair, 50), pct(pair, 99), pct(pair, 100));
     std::printf("    send      p50 %.2f ms  p99 %.2f ms\n", pct(send, 50), pct(send, 99));
     std::printf("    file      p50 %.2f ms  p99 %.2f ms\n", pct(file, 50), pct(file, 99));
     std::printf("    verify    p50 %.2f ms  p99 %.2f ms\n", pct(verify, 50), pct(verify, 99));
     if (!firstError.empty()) std::printf("  first error: %s\n", firstError.c_str());
-    std::printf("RESULT clients=%d ok=%zu errors=%ld seconds=%.3f pairs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f "
-                "send_p50_ms=%.3f verify_p50_ms=%.3f last_id=%s\n",
-                o.clients, pair.size(), errors, seconds, rate, pct(pair, 50), pct(pair, 99), pct(pair, 100),
-                pct(send, 50), pct(verify, 50), lastId.empty() ? "-" : lastId.c_str());
+    std::printf("RESULT mode=%s endpoints=%zu clients=%d ok=%zu errors=%ld seconds=%.3f pairs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f "
+                "send_p50_ms=%.3f verify_p50_ms=%.3f reconnects=%ld last_id=%s\n",
+                o.https.empty() ? "varlink" : "https", endpoints, o.clients, pair.size(), errors, seconds, rate, pct(pair, 50), pct(pair, 99), pct(pair, 100),
+                pct(send, 50), pct(verify, 50), reconnects, lastId.empty() ? "-" : lastId.c_str());
     std::fflush(stdout);
     return errors == 0 && !pair.empty() ? 0 : 1;
 }

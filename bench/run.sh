@@ -4,9 +4,11 @@
 # pre-filled with a service's history (1,000,000 requests), at 1, 16 and 64
 # clients; daemon RSS idle and at peak; a CLI round trip against /bin/true;
 # email deliveries through the SES driver to a loopback mock on the
-# pre-filled store; the privacy figures. See bench/README.md.
+# pre-filled store; the privacy figures; HTTPS pairs next to Varlink pairs
+# on one daemon; on a throwaway PostgreSQL, pgbench TPC-B next to pairs on
+# one node and on three. See bench/README.md.
 #
-#   bench/run.sh            # everything, about 15 minutes on a quiet 2-core machine
+#   bench/run.sh            # everything, about 20 minutes on a quiet 2-core machine (PG=0 HTTPS=0: 15)
 #   bench/run.sh --tiny     # every program for a second or two, as TAP (a test in the suite)
 #
 # Environment: BUILD_DIR (default: build), PAIRS (5000) per loadgen run,
@@ -15,7 +17,13 @@
 # HF_WARMUP (20); SES=0 skips the SES part, SES_SENDS (5000) sends per SES
 # run, SES_CLIENTS ("16 64") for sends that wait for the provider,
 # SES_NOWAIT_CLIENTS (16) for the wait = false run; PRIVACY=0 skips the privacy part, PRIVACY_ROWS
-# (1000000), PRIVACY_BATCH (1000).
+# (1000000), PRIVACY_BATCH (1000); HTTPS=0 skips the HTTPS part, HTTPS_CLIENTS
+# ("16 64"); PG=0 skips the PostgreSQL part (it also skips itself without
+# postgresql-15), PG_CLIENTS ("16 64"), PG_SECONDS (30) per pgbench run,
+# PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL,
+# PG_SERVER_OPTS (more "-c name=value" for the server, for experiments),
+# PG_STATEMENTS=1 loads pg_stat_statements and prints, after each 3-node
+# run, the statements that took the server's time (calls and ms per pair).
 # Only Unix sockets and loopback are used; every step runs under `timeout`;
 # the daemons, the mock and the temporary directory are removed on exit.
 # Targets are printed, never asserted. With --tiny each step is one TAP case
@@ -34,12 +42,18 @@ if [ "$tiny" = 1 ]; then
     hf_runs=${HF_RUNS:-3} hf_warmup=${HF_WARMUP:-1} warmup_pairs=10
     ses=${SES:-1} ses_sends=${SES_SENDS:-20} ses_clients_list=${SES_CLIENTS:-"4"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-4}
     privacy=${PRIVACY:-1} privacy_rows=${PRIVACY_ROWS:-200} privacy_batch=${PRIVACY_BATCH:-50}
+    https=${HTTPS:-1} https_clients_list=${HTTPS_CLIENTS:-"4"}
+    pg=${PG:-1} pg_clients_list=${PG_CLIENTS:-"4"} pg_seconds=${PG_SECONDS:-2} pgbench_scale=${PGBENCH_SCALE:-1}
+    pg_pairs=${PG_PAIRS:-20}
 else
     pairs=${PAIRS:-5000} max_seconds=${MAX_SECONDS:-60} clients_list=${CLIENTS:-"1 16 64"} store_pairs=${STORE_PAIRS:-10000}
     prefill_requests=${PREFILL_REQUESTS:-1000000} prefill_span=${PREFILL_SPAN:-2592000}
     hf_runs=${HF_RUNS:-200} hf_warmup=${HF_WARMUP:-20} warmup_pairs=200
     ses=${SES:-1} ses_sends=${SES_SENDS:-5000} ses_clients_list=${SES_CLIENTS:-"16 64"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-16}
     privacy=${PRIVACY:-1} privacy_rows=${PRIVACY_ROWS:-1000000} privacy_batch=${PRIVACY_BATCH:-1000}
+    https=${HTTPS:-1} https_clients_list=${HTTPS_CLIENTS:-"16 64"}
+    pg=${PG:-1} pg_clients_list=${PG_CLIENTS:-"16 64"} pg_seconds=${PG_SECONDS:-30} pgbench_scale=${PGBENCH_SCALE:-64}
+    pg_pairs=${PG_PAIRS:-5000}
 fi
 
 # ---- output: human text, or TAP with the text as comments ----
@@ -67,9 +81,13 @@ skip() {  # skip DESCRIPTION REASON
 
 n_clients=$(wc -w <<<"$clients_list")
 n_ses=$(wc -w <<<"$ses_clients_list")
+n_https=$(wc -w <<<"$https_clients_list")
+n_pg=$(wc -w <<<"$pg_clients_list")
 # baseline, empty daemon + warm-up, loadgens, prefill, pre-filled daemon + warm-up, loadgens, hyperfine,
-# SES (mock, daemon, warm-up, runs, no-wait run), privacy
-[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1 + 1))"
+# SES (mock, daemon, warm-up, runs, no-wait run), privacy,
+# HTTPS (daemon + key, Varlink and HTTPS per client count),
+# PostgreSQL (server, pgbench -i, pgbench runs, nodes + warm-up, 1-node and 3-node runs)
+[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1 + 1 + 1 + 2 * n_https + 3 + 3 * n_pg))"
 
 # ---- build if needed (not in --tiny: the test suite has built everything) ----
 if [ "$tiny" = 0 ]; then
@@ -115,9 +133,37 @@ stop_mock() {
     [ -z "$mock_pid" ] || wait "$mock_pid" 2>/dev/null || true
     mock_pid=
 }
+pg_bin=/usr/lib/postgresql/15/bin
+pg_root= pg_started=0
+declare -a node_pids=()
+stop_nodes() {
+    local p
+    for p in "${node_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${node_pids[@]}"; do
+        for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    node_pids=()
+}
+# as_pg_user CMD...: initdb refuses root, so the server runs as nobody.
+as_pg_user() {
+    if [ "$(id -u)" = 0 ]; then runuser -u nobody -- env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 HOME="$pg_root" "$@"
+    else env LC_ALL=C.UTF-8 "$@"; fi
+}
+stop_pg() {
+    if [ "$pg_started" = 1 ]; then
+        as_pg_user "$pg_bin/pg_ctl" -D "$pg_root/data" -m fast -w stop >/dev/null 2>&1 || true
+        pg_started=0
+    fi
+    [ -z "$pg_root" ] || rm -rf "$pg_root"
+    pg_root=
+}
 cleanup() {
     stop_daemon
+    stop_nodes
     stop_mock
+    stop_pg
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -366,6 +412,199 @@ else
     result "$rc" "privacy bench (export p99 ${privacy_export:-n/a} ms)"
 fi
 
+# ---- 5. HTTPS: the same pairs over the HTTPS API, next to Varlink, one daemon ----
+declare -A https_rate https_p50 https_p99 https_errs https_ok
+run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (any pair run that is not section 2's)
+    local label=$1 c=$2 n=$3 out line
+    shift 3
+    out=$(timeout $((max_seconds + 60)) "$loadgen" --clients "$c" --pairs "$n" --duration "$max_seconds" "$@")
+    local rc=$?
+    show "$(grep -v '^RESULT' <<<"$out")"
+    line=$(grep '^RESULT' <<<"$out")
+    if [ -z "$line" ]; then result 1 "loadgen $label: $c client(s) (no result, exit $rc)"; return; fi
+    https_rate[$label]=$(field pairs_per_s "$line")
+    https_p50[$label]=$(field p50_ms "$line")
+    https_p99[$label]=$(field p99_ms "$line")
+    https_errs[$label]=$(field errors "$line")
+    https_ok[$label]=$(field ok "$line")
+    result "$rc" "loadgen $label: $c client(s), ${https_rate[$label]} pairs/s"
+}
+if [ "$https" != 1 ]; then
+    skip "HTTPS daemon and API key" "HTTPS=0"
+    for c in $https_clients_list; do skip "Varlink-$c" "HTTPS=0"; skip "HTTPS-$c" "HTTPS=0"; done
+elif ! command -v openssl >/dev/null; then
+    skip "HTTPS daemon and API key" "openssl is not installed"
+    for c in $https_clients_list; do skip "Varlink-$c" "no openssl"; skip "HTTPS-$c" "no openssl"; done
+else
+    say "HTTPS: a throwaway CA and a certificate for 127.0.0.1 (openssl), [http] on 127.0.0.1, an API key; empty store"
+    tls=$tmp/tls
+    mkdir -m 700 "$tls"
+    (cd "$tls" && umask 077 &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
+            -subj "/CN=twofactor bench CA" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+            -subj "/CN=127.0.0.1" &&
+        printf 'subjectAltName=IP:127.0.0.1\n' >ext.cnf &&
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
+            -extfile ext.cnf) >"$tls/openssl.log" 2>&1
+    tls_rc=$?
+    # The per-key limit stays on (it is a store counter every HTTPS call pays), set out of the way.
+    write_config https "$tmp/https/state" "channels = [\"email\"]
+
+[http]
+listen = [\"127.0.0.1:0\"]
+cert_file = \"$tls/server.pem\"
+key_file = \"$tls/server.key\"
+max_connections_per_ip = 256
+key_requests_per_minute = 1000000"
+    https_port=
+    if [ "$tls_rc" = 0 ] && start_daemon https; then
+        for _ in $(seq 1 100); do
+            https_port=$(sed -n 's/.*https: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/https/daemon.log" | head -1)
+            [ -n "$https_port" ] && break
+            sleep 0.1
+        done
+        (umask 077; "$cli_bin" --socket "$socket" apikey create --app default --scope send,verify >"$tmp/https/api-key" 2>"$tmp/https/apikey.log")
+        key_rc=$?
+    fi
+    if [ -n "$https_port" ] && [ "${key_rc:-1}" = 0 ] && [ -s "$tmp/https/api-key" ] &&
+        timeout 120 "$loadgen" --socket "$socket" --outbox "$state/outbox" --clients 4 --pairs "$warmup_pairs" >/dev/null &&
+        timeout 120 "$loadgen" --https "127.0.0.1:$https_port" --ca "$tls/ca.pem" --api-key-file "$tmp/https/api-key" \
+            --outbox "$state/outbox" --clients 4 --pairs "$warmup_pairs" >/dev/null; then
+        result 0 "HTTPS daemon on 127.0.0.1:$https_port, API key, warm-up over both"
+        for c in $https_clients_list; do
+            say "Varlink then HTTPS (TLS 1.3, keep-alive): $c client(s), $pairs pairs each (at most ${max_seconds} s)"
+            run_pairs "varlink-$c" "$c" "$pairs" --socket "$socket" --outbox "$state/outbox"
+            run_pairs "https-$c" "$c" "$pairs" --https "127.0.0.1:$https_port" --ca "$tls/ca.pem" \
+                --api-key-file "$tmp/https/api-key" --outbox "$state/outbox"
+        done
+    else
+        show "$(cat "$tls/openssl.log"; tail -20 "$tmp/https/daemon.log" 2>/dev/null)"
+        result 1 "HTTPS daemon and API key (tls $tls_rc, port ${https_port:-none}, key ${key_rc:-not made})"
+        for c in $https_clients_list; do result 1 "varlink-$c (no daemon)"; result 1 "https-$c (no daemon)"; done
+    fi
+    stop_daemon
+fi
+
+# ---- 6. PostgreSQL: pgbench TPC-B, then twofactor on 1 and on 3 nodes, one throwaway server ----
+declare -A pgbench_tps
+pg_skip() {
+    skip "PostgreSQL server" "$1"; skip "pgbench -i" "$1"
+    for c in $pg_clients_list; do skip "pgbench-$c" "$1"; done
+    skip "PostgreSQL nodes" "$1"
+    for c in $pg_clients_list; do skip "pg-1node-$c" "$1"; skip "pg-3node-$c" "$1"; done
+}
+if [ "$pg" != 1 ]; then
+    pg_skip "PG=0"
+elif [ ! -x "$pg_bin/initdb" ] || ! command -v pgbench >/dev/null; then
+    pg_skip "postgresql-15 is not installed"
+else
+    say "PostgreSQL 15: a throwaway server as nobody (Unix socket only, fsync = on), pgbench scale $pgbench_scale"
+    pg_root=$(mktemp -d "${TMPDIR:-/tmp}/twofactor-bench-pg.XXXXXX")
+    chmod 755 "$pg_root"
+    [ "$(id -u)" = 0 ] && chown nobody: "$pg_root"
+    pg_opts="-c listen_addresses='' -c unix_socket_directories='$pg_root' -c fsync=on -c max_connections=250 -c shared_buffers=128MB ${PG_SERVER_OPTS:-}"
+    pg_statements=${PG_STATEMENTS:-0}
+    [ "$pg_statements" = 1 ] && pg_opts="$pg_opts -c shared_preload_libraries=pg_stat_statements"
+    if as_pg_user "$pg_bin/initdb" -D "$pg_root/data" -U twofactor -A trust --no-sync -E UTF8 >"$tmp/pg-initdb.log" 2>&1 &&
+        as_pg_user "$pg_bin/pg_ctl" -D "$pg_root/data" -o "$pg_opts" -l "$pg_root/log" -w start >>"$tmp/pg-initdb.log" 2>&1; then
+        pg_started=1
+        result 0 "PostgreSQL server on $pg_root"
+    else
+        show "$(tail -20 "$tmp/pg-initdb.log")"
+        result 1 "PostgreSQL server"
+    fi
+    # The sampler: one line per busy session of the twofactor database every
+    # 50 ms (state, wait event or CPU, the statement's start), run in the
+    # background under timeout, which passes the TERM that stops it on to psql.
+    cat >"$tmp/pg-sample.sql" <<'SQL'
+SELECT state || ' ' || coalesce(wait_event_type || ':' || wait_event, 'CPU') || ' | ' ||
+    left(regexp_replace(query, '\s+', ' ', 'g'), 70) FROM pg_stat_activity
+    WHERE datname = 'postgres' AND state <> 'idle' AND pid <> pg_backend_pid();
+\watch 0.05
+SQL
+    pgb() { timeout $((pg_seconds + 600)) pgbench -h "$pg_root" -U twofactor "$@"; }
+    if [ "$pg_started" = 1 ] && psql -X -q -h "$pg_root" -U twofactor -d postgres -c 'CREATE DATABASE pgbench' >/dev/null &&
+        out=$(pgb -i -q -I dtGvp -s "$pgbench_scale" pgbench 2>&1); then
+        result 0 "pgbench -i -s $pgbench_scale"
+        for c in $pg_clients_list; do
+            say "pgbench TPC-B: -c $c -j 2 -T $pg_seconds"
+            out=$(pgb -c "$c" -j 2 -T "$pg_seconds" pgbench 2>&1)
+            rc=$?
+            show "$(grep -E '^(number of (clients|transactions actually)|latency average|tps)' <<<"$out")"
+            pgbench_tps[$c]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
+            [ -n "${pgbench_tps[$c]}" ] || rc=1
+            result "$rc" "pgbench-$c: ${pgbench_tps[$c]:-n/a} tps"
+        done
+    else
+        show "${out:-}"
+        result 1 "pgbench -i"
+        for c in $pg_clients_list; do result 1 "pgbench-$c (no database)"; done
+    fi
+
+    # Three nodes on the server's postgres database; the first makes the keys every node shares, and the schema.
+    pg_keys=$tmp/pg-keys
+    mkdir -m 700 "$pg_keys"
+    (umask 077; printf 'host=%s user=twofactor dbname=postgres\n' "$pg_root" >"$pg_keys/store-dsn")
+    pg_sockets=() pg_outboxes=()
+    nodes_ok=$pg_started
+    for i in 1 2 3; do
+        [ "$nodes_ok" = 1 ] || break
+        write_config "pg$i" "$tmp/pg$i/state" "channels = [\"email\"]
+
+[store]
+backend = \"postgresql\"
+dsn_file = \"$pg_keys/store-dsn\"
+connections = 8"
+        sed -i "s|^generate_keys = true|generate_keys = true\nstore_key_file = \"$pg_keys/store.key\"\npepper_file = \"$pg_keys/pepper.key\"|" "$config"
+        if start_daemon "pg$i"; then
+            node_pids+=("$daemon_pid")
+            daemon_pid=
+            pg_sockets+=(--socket "$socket")
+            pg_outboxes+=(--outbox "$state/outbox")
+        else
+            nodes_ok=0
+        fi
+    done
+    pg_sql() { psql -X -q -A -F ' | ' -h "$pg_root" -U twofactor -d postgres -c "$1"; }
+    [ "$pg_statements" = 1 ] && [ "$nodes_ok" = 1 ] && pg_sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    if [ "$nodes_ok" = 1 ] &&
+        timeout 120 "$loadgen" "${pg_sockets[@]}" "${pg_outboxes[@]}" --clients 6 --pairs "$warmup_pairs" >/dev/null; then
+        result 0 "three nodes on PostgreSQL started, warm-up"
+        for c in $pg_clients_list; do
+            say "twofactor on PostgreSQL: $c client(s), $pg_pairs pairs, 1 node (at most ${max_seconds} s)"
+            run_pairs "pg1-$c" "$c" "$pg_pairs" "${pg_sockets[@]:0:2}" "${pg_outboxes[@]:0:2}"
+            say "twofactor on PostgreSQL: $c client(s), $pg_pairs pairs, spread over 3 nodes (at most ${max_seconds} s)"
+            sampler=
+            if [ "$tiny" = 0 ]; then
+                timeout $((max_seconds + 120)) psql -X -q -A -t -h "$pg_root" -U twofactor -d postgres \
+                    -f "$tmp/pg-sample.sql" >"$tmp/pg-waits-$c" 2>/dev/null &
+                sampler=$!
+            fi
+            [ "$pg_statements" = 1 ] && pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
+            run_pairs "pg3-$c" "$c" "$pg_pairs" "${pg_sockets[@]}" "${pg_outboxes[@]}"
+            if [ "$pg_statements" = 1 ] && [ -n "${https_rate[pg3-$c]:-}" ]; then
+                say "the statements of the 3-node run, $c clients, ${https_ok[pg3-$c]} pairs (pg_stat_statements)"
+                show "$(pg_sql "SELECT calls, round(calls::numeric / ${https_ok[pg3-$c]:-1}, 2) AS per_pair,
+                    round(total_exec_time::numeric, 1) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+                    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postgres')
+                    ORDER BY total_exec_time DESC LIMIT 15")"
+            fi
+            if [ -n "$sampler" ]; then
+                kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+                say "where the 3-node run's server sessions were, $c clients ($(grep -c . "$tmp/pg-waits-$c") session samples, pg_stat_activity every 50 ms)"
+                show "$(grep . "$tmp/pg-waits-$c" | sort | uniq -c | sort -rn | head -15)"
+            fi
+        done
+    else
+        for i in 1 2 3; do [ -f "$tmp/pg$i/daemon.log" ] && show "$(tail -10 "$tmp/pg$i/daemon.log")"; done
+        result 1 "three nodes on PostgreSQL started, warm-up"
+        for c in $pg_clients_list; do result 1 "pg1-$c (no nodes)"; result 1 "pg3-$c (no nodes)"; done
+    fi
+    stop_nodes
+    stop_pg
+fi
+
 if [ "$tiny" = 1 ]; then
     # Figures of a few rows mean nothing: the TAP lines above are the result.
     [ "$tap_failed" = 0 ]
@@ -394,13 +633,33 @@ printf '%-26s %10s pairs/s\n' "raw SQLCipher FULL" "${raw_full:-n/a}"
 for s in $(grep -o 'mode=group-full-s[0-9]*' <<<"$baseline_out" | sed 's/.*-s//'); do
     printf '%-26s %10s pairs/s\n' "group store FULL, $s subm." "$(base "group-full-s$s")"
 done
-if [ "${#ses_rate[@]}" -gt 0 ]; then
+if [ -n "${ses_rate[*]-}" ]; then
     echo
     printf '%-26s %10s %12s %9s %9s %7s %11s %9s\n' "SES mock, pre-filled" "sends/s" "deliveries/s" "p50 ms" "p99 ms" \
         "errors" "mock/sent" "log ok"
     for label in $(printf '%s\n' "${!ses_rate[@]}" | sort); do
         printf '%-26s %10s %12s %9s %9s %7s %11s %9s\n' "$label clients" "${ses_rate[$label]}" "${ses_drate[$label]}" \
             "${ses_p50[$label]}" "${ses_p99[$label]}" "${ses_errs[$label]}" "${ses_deliv[$label]}" "${ses_log[$label]}"
+    done
+fi
+if [ -n "${https_rate[*]-}" ] && [ "$https" = 1 ]; then
+    echo
+    printf '%-26s %10s %9s %9s %7s\n' "Varlink vs HTTPS (empty)" "pairs/s" "p50 ms" "p99 ms" "errors"
+    for c in $https_clients_list; do
+        for m in varlink https; do
+            printf '%-26s %10s %9s %9s %7s\n' "$m, $c clients" "${https_rate[$m-$c]:-n/a}" "${https_p50[$m-$c]:-n/a}" \
+                "${https_p99[$m-$c]:-n/a}" "${https_errs[$m-$c]:-n/a}"
+        done
+    done
+fi
+if [ -n "${pgbench_tps[*]-}" ]; then
+    echo
+    printf '%-26s %10s %9s %9s %7s %12s\n' "PostgreSQL" "pairs/s" "p50 ms" "p99 ms" "errors" "pgbench tps"
+    for c in $pg_clients_list; do
+        for n in 1 3; do
+            printf '%-26s %10s %9s %9s %7s %12s\n' "$n node(s), $c clients" "${https_rate[pg$n-$c]:-n/a}" \
+                "${https_p50[pg$n-$c]:-n/a}" "${https_p99[pg$n-$c]:-n/a}" "${https_errs[pg$n-$c]:-n/a}" "${pgbench_tps[$c]:-n/a}"
+        done
     done
 fi
 echo
@@ -431,5 +690,17 @@ printf '  (idle PSS %s MiB; empty store: idle RSS %s MiB, peak %s MiB; pre-fille
 if [ "$privacy" = 1 ]; then
     printf '%-58s %10s %10s\n' "export of one subject among $privacy_rows requests (p99)" "${privacy_export:-n/a} ms" "<= 50 ms"
     printf '%-58s %10s %10s\n' "purge of $privacy_rows expired requests" "${privacy_purge:-n/a}" "<= 10 s, p99 <= 20 ms"
+fi
+if [ "$https" = 1 ]; then
+    for c in $https_clients_list; do
+        r=$(ratio "${https_rate[https-$c]:-}" "${https_rate[varlink-$c]:-}")
+        printf '%-58s %9sx %10s %7s\n' "HTTPS / Varlink pairs/s, $c clients" "$r" ">= 0.8x" "$(met "$r" '>=' 0.8)"
+    done
+fi
+if [ -n "${pgbench_tps[*]-}" ]; then
+    for c in $pg_clients_list; do
+        r=$(ratio "${https_rate[pg3-$c]:-}" "${pgbench_tps[$c]:-}")
+        printf '%-58s %9sx %10s %7s\n' "PostgreSQL: 3-node pairs/s / pgbench tps, $c clients" "$r" ">= 0.5x" "$(met "$r" '>=' 0.5)"
+    done
 fi
 [ "$tap_failed" = 0 ] || echo "run.sh: $tap_failed step(s) failed (see above)" >&2
