@@ -97,7 +97,7 @@ if [ "$tiny" = 0 ]; then
     fi
     say "building (ninja -C $build daemon, cli, bench)"
     timeout 900 ninja -C "$build" daemon/twofactord cli/twofactor bench/twofactor-loadgen bench/twofactor-store-baseline \
-        bench/twofactor-mock-ses bench/twofactor-bench-privacy bench/twofactor-prefill >/dev/null || exit 1
+        bench/twofactor-mock-ses bench/twofactor-bench-privacy bench/twofactor-prefill lib/twofactor-phone.so >/dev/null || exit 1
 fi
 daemon_bin=$build/daemon/twofactord
 cli_bin=$build/cli/twofactor
