@@ -413,12 +413,27 @@ else
 fi
 
 # ---- 5. HTTPS: the same pairs over the HTTPS API, next to Varlink, one daemon ----
-declare -A https_rate https_p50 https_p99 https_errs https_ok
+declare -A https_rate https_p50 https_p99 https_errs https_ok https_dcpu https_lcpu
+# cpu_ticks PID...: user + system clock ticks the processes have used so far.
+cpu_ticks() {
+    local p t=0
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] || continue
+        t=$((t + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$t"
+}
 run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (any pair run that is not section 2's)
     local label=$1 c=$2 n=$3 out line
     shift 3
-    out=$(timeout $((max_seconds + 60)) "$loadgen" --clients "$c" --pairs "$n" --duration "$max_seconds" "$@")
+    # CPU per pair, the daemons' and the load generator's: unlike pairs/s,
+    # it does not depend on how the two share this machine's cores.
+    local daemons=(${daemon_pid:-} ${node_pids[@]+"${node_pids[@]}"}) before
+    before=$(cpu_ticks "${daemons[@]}")
+    out=$( { TIMEFORMAT='%U %S'; time timeout $((max_seconds + 60)) "$loadgen" --clients "$c" --pairs "$n" \
+        --duration "$max_seconds" "$@"; } 2>"$tmp/loadgen-cpu.$label")
     local rc=$?
+    local dticks=$(( $(cpu_ticks "${daemons[@]}") - before ))
     show "$(grep -v '^RESULT' <<<"$out")"
     line=$(grep '^RESULT' <<<"$out")
     if [ -z "$line" ]; then result 1 "loadgen $label: $c client(s) (no result, exit $rc)"; return; fi
@@ -427,6 +442,13 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
     https_p99[$label]=$(field p99_ms "$line")
     https_errs[$label]=$(field errors "$line")
     https_ok[$label]=$(field ok "$line")
+    local ok=${https_ok[$label]:-0} hz
+    hz=$(getconf CLK_TCK)
+    if [ "${ok:-0}" -gt 0 ] 2>/dev/null; then
+        https_dcpu[$label]=$(awk -v t="$dticks" -v hz="$hz" -v n="$ok" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')
+        https_lcpu[$label]=$(tail -1 "$tmp/loadgen-cpu.$label" |
+            awk -v n="$ok" 'NF == 2 { printf "%.2f", ($1 + $2) * 1000 / n }')
+    fi
     result "$rc" "loadgen $label: $c client(s), ${https_rate[$label]} pairs/s"
 }
 if [ "$https" != 1 ]; then
@@ -644,11 +666,13 @@ if [ -n "${ses_rate[*]-}" ]; then
 fi
 if [ -n "${https_rate[*]-}" ] && [ "$https" = 1 ]; then
     echo
-    printf '%-26s %10s %9s %9s %7s\n' "Varlink vs HTTPS (empty)" "pairs/s" "p50 ms" "p99 ms" "errors"
+    printf '%-26s %10s %9s %9s %7s %14s %15s\n' "Varlink vs HTTPS (empty)" "pairs/s" "p50 ms" "p99 ms" "errors" \
+        "daemon ms/pair" "loadgen ms/pair"
     for c in $https_clients_list; do
         for m in varlink https; do
-            printf '%-26s %10s %9s %9s %7s\n' "$m, $c clients" "${https_rate[$m-$c]:-n/a}" "${https_p50[$m-$c]:-n/a}" \
-                "${https_p99[$m-$c]:-n/a}" "${https_errs[$m-$c]:-n/a}"
+            printf '%-26s %10s %9s %9s %7s %14s %15s\n' "$m, $c clients" "${https_rate[$m-$c]:-n/a}" \
+                "${https_p50[$m-$c]:-n/a}" "${https_p99[$m-$c]:-n/a}" "${https_errs[$m-$c]:-n/a}" \
+                "${https_dcpu[$m-$c]:-n/a}" "${https_lcpu[$m-$c]:-n/a}"
         done
     done
 fi
