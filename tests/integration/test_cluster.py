@@ -62,6 +62,21 @@ dsn_file = "DSN"
 
 
 @unittest.skipUnless(pg_server.available(), "PostgreSQL 15 is not installed")
+def start_nodes(cls, config, n=3):
+    """Starts n nodes on one database into cls.nodes; the first creates the
+    keys every node shares, and the schema. On a failure, the class's
+    tearDownClass stops what did start."""
+    cls.nodes = []
+    try:
+        for _ in range(n):
+            d = harness.Daemon(config=config, clock=T0, fresh_store=False)
+            cls.nodes.append(d)
+            d.start()
+    except Exception:
+        cls.tearDownClass()
+        raise
+
+
 class Cluster(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -77,16 +92,7 @@ class Cluster(unittest.TestCase):
         threading.Thread(target=cls.rx.serve_forever, daemon=True).start()
         config = (CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
                   .replace("RXPORT", str(cls.rx.server_address[1])))
-        cls.nodes = []
-        try:
-            # The first node creates the keys every node shares, and the schema.
-            for i in range(3):
-                d = harness.Daemon(config=config, clock=T0, fresh_store=False)
-                cls.nodes.append(d)
-                d.start()
-        except Exception:
-            cls.tearDownClass()
-            raise
+        start_nodes(cls, config)
 
     @classmethod
     def tearDownClass(cls):
@@ -369,15 +375,7 @@ class KillNine(unittest.TestCase):
         config = (KILL_CONFIG.replace("KEYS", cls.keys).replace("DSN", cls.pg.dsn_file)
                   .replace("PORT", str(port)))
         cls.now = T0
-        cls.nodes = []
-        try:
-            for _ in range(3):
-                d = harness.Daemon(config=config, clock=T0, fresh_store=False)
-                cls.nodes.append(d)
-                d.start()
-        except Exception:
-            cls.tearDownClass()
-            raise
+        start_nodes(cls, config)
 
     @classmethod
     def tearDownClass(cls):
