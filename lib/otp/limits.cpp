@@ -43,7 +43,7 @@ std::optional<Refusal> sendLimits(LimitStore& store, const config::RateLimits& l
         rateKeys.push_back({"prefix", counterKey(keys.app, keys.prefix), limits.prefixWindow.count()});
         caps.push_back(limits.prefixSends);
     }
-    rateKeys.push_back({"app", keys.app, limits.appWindow.count()});
+    rateKeys.push_back({"app", keys.app, limits.appWindow.count(), limits.appSends});
     caps.push_back(limits.appSends);
 
     std::optional<Refusal> refusal;

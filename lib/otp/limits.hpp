@@ -30,10 +30,15 @@ struct SubjectFailures {
 };
 
 // One counter of a send: its scope, its key and the length of its window.
+// `spreadCap` > 0 marks a counter every send of an app touches (the app-wide
+// cap, of that many sends): a store with concurrent writers may keep it in
+// shares of the cap, each share counted and locked on its own, so that the
+// sends of one app do not queue on one row (see LimitStore::countSendsIf).
 struct RateKey {
     const char* scope;
     std::string key;
     std::int64_t window;
+    std::int64_t spreadCap = 0;
 };
 
 // A counter after one more send at `now`, for stores that count in code: a
@@ -52,7 +57,12 @@ public:
     // ends, and passes them to `admit` in the order of `keys` (nullopt for one
     // never counted). When `admit` says yes, counts one send at `now` in each:
     // a counter whose window is over starts a new window at `now`. Returns
-    // whether it counted.
+    // whether it counted. A store may keep a counter with spreadCap in
+    // shares whose caps add up to spreadCap; it then passes a share with room
+    // (count below spreadCap; counting goes to that share), or, when every
+    // share is full, a counter with count = spreadCap and the window of the
+    // share that starts again first. Either way at most spreadCap sends are
+    // admitted per window, and a send is refused only when all are taken.
     virtual bool countSendsIf(const std::vector<RateKey>& keys, std::int64_t now, const RateDecision& admit) = 0;
     [[nodiscard]] virtual std::optional<SubjectFailures> findSubjectFailures(std::string_view app,
                                                                              std::string_view subjectHash) = 0;

@@ -49,6 +49,13 @@ channels = ["email"]
 [apps.hooked.rate_limits]
 resend_cooldown = 0
 
+[apps.capped]
+channels = ["email"]
+
+[apps.capped.rate_limits]
+resend_cooldown = 0
+app_sends = 37
+
 [apps.hooked.events]
 url = "https://127.0.0.1:RXPORT/hooked"
 secret_file = "KEYS/whsec"
@@ -149,6 +156,21 @@ class Cluster(unittest.TestCase):
         self.assertEqual(status["attempts"], 5, status)
         # The right code no longer helps.
         self.assertEqual(self.nodes[2].cli("verify", "--id", rid, "--code", code).returncode, 1)
+
+    def test_c2_an_app_cap_is_exact_across_nodes(self):
+        # The app-wide counter is kept in shares on PostgreSQL, so that an
+        # app's sends do not queue on one row; the cap stays exact.
+        def send(i):
+            r = self.nodes[i % 3].cli("send", "--app", "capped", "--to", "cap%d@example.org" % i)
+            return r.returncode, r.stderr
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            results = list(pool.map(send, range(90)))
+        codes = [c for c, _ in results]
+        self.assertEqual(codes.count(0), 37, results)
+        self.assertEqual(codes.count(5), 53, results)
+        refused = next(e for c, e in results if c == 5)
+        self.assertIn("app", refused)
 
     def test_d_cluster_status_lists_the_three_nodes(self):
         deadline = time.time() + 15

@@ -683,6 +683,31 @@ TEST_CASE("rate counters: counted only when admitted; a window that is over star
     CHECK(seen[1]->windowStart == 1000);
 }
 
+TEST_CASE("an app-wide counter (spreadCap) admits exactly its cap per window, in shares or not", "[store][outcomes]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    // 37 over 16 shares on PostgreSQL: shares of 3 and of 2.
+    const std::vector<otp::RateKey> keys{{"destination", "shop/d", 60}, {"app", "shop", 3600, 37}};
+    std::optional<otp::RateCounter> app;
+    auto send = [&](std::int64_t now) {
+        return store::runSync(*s, [&](store::Transaction& t) {
+            return t.countSendsIf(keys, now, [&](const auto& found) {
+                app = found[1];
+                return !found[1] || now >= found[1]->windowStart + 3600 || found[1]->count < 37;
+            });
+        });
+    };
+    int admitted = 0;
+    for (int i = 0; i < 50; ++i) admitted += send(1000 + i) ? 1 : 0;
+    CHECK(admitted == 37);
+    REQUIRE(app);
+    CHECK(app->count == 37);  // every share full: the cap, and the window that ends first
+    CHECK(app->windowStart == 1000);
+    CHECK_FALSE(send(4599));
+    CHECK(send(4600));  // that window is over
+}
+
 TEST_CASE("subject failures: counted one by one, locked without shortening a lock, cleared", "[store][outcomes]") {
     const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);

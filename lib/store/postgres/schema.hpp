@@ -335,6 +335,15 @@ CREATE TABLE seal_keys (
     created_at   BIGINT NOT NULL
 );
 )sql",
+    // 8: an app's email feedback hour in shares: every email send counts in
+    // one, chosen per connection, so that the app's sends do not queue on one
+    // row held to each commit; the sums read them all (the primary key's
+    // prefix is unchanged).
+    R"sql(
+ALTER TABLE email_feedback ADD COLUMN share SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE email_feedback DROP CONSTRAINT email_feedback_pkey;
+ALTER TABLE email_feedback ADD PRIMARY KEY (app, hour, share);
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -406,6 +415,19 @@ inline constexpr const char* kCountRateSend =
     "window_start = CASE WHEN count = 0 OR $3 >= window_start + $4 THEN $3 ELSE window_start END, "
     "count = CASE WHEN count = 0 OR $3 >= window_start + $4 THEN 1 ELSE count + 1 END, last_at = $3 "
     "WHERE scope = $1 AND key = $2";
+
+// An app-wide counter in shares (otp::RateKey::spreadCap): $1 scope, $2 the
+// share keys, $3 their caps, $4 now, $5 the window. Locks the first share in
+// $2's order that has room and that no other send holds, without waiting.
+inline constexpr const char* kClaimRateShare =
+    "SELECT r.key, r.window_start, r.count, r.last_at FROM rate_counters r "
+    "JOIN unnest($2::TEXT[], $3::BIGINT[]) WITH ORDINALITY AS s(key, cap, n) ON r.key = s.key "
+    "WHERE r.scope = $1 AND s.cap > 0 AND (r.count < s.cap OR r.count = 0 OR $4 >= r.window_start + $5) "
+    "ORDER BY s.n LIMIT 1 FOR UPDATE OF r SKIP LOCKED";
+// The share rows, so kClaimRateShare finds them (existing ones are not locked).
+inline constexpr const char* kEnsureRateShares =
+    "INSERT INTO rate_counters (scope, key, window_start, count, last_at) "
+    "SELECT $1, k, 0, 0, 0 FROM unnest($2::TEXT[]) AS k ON CONFLICT (scope, key) DO NOTHING";
 
 inline constexpr const char* kSelectSubjectFailures =
     "SELECT failures, locked_until FROM subject_failures WHERE app = $1 AND subject_hash = $2";
@@ -795,10 +817,10 @@ inline constexpr const char* kSelectSuppression =
 inline constexpr const char* kDeleteSuppression = "DELETE FROM email_suppressions WHERE address_hash = $1";
 inline constexpr const char* kListSuppressions =
     "SELECT address_hash, reason, detail, at, source, message_id FROM email_suppressions ORDER BY at DESC LIMIT $1";
-// $1 app, $2 hour, $3..$5 the one count that goes up.
+// $1 app, $2 hour, $3..$5 the one count that goes up, $6 the share (migration 8).
 inline constexpr const char* kCountEmailFeedback =
-    "INSERT INTO email_feedback (app, hour, sends, bounces, complaints) VALUES ($1, $2, $3, $4, $5) "
-    "ON CONFLICT (app, hour) DO UPDATE SET sends = email_feedback.sends + EXCLUDED.sends, "
+    "INSERT INTO email_feedback (app, hour, sends, bounces, complaints, share) VALUES ($1, $2, $3, $4, $5, $6) "
+    "ON CONFLICT (app, hour, share) DO UPDATE SET sends = email_feedback.sends + EXCLUDED.sends, "
     "bounces = email_feedback.bounces + EXCLUDED.bounces, complaints = email_feedback.complaints + EXCLUDED.complaints";
 inline constexpr const char* kPruneEmailFeedback = "DELETE FROM email_feedback WHERE app = $1 AND hour < $2";
 inline constexpr const char* kSumEmailFeedback =

@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -239,22 +240,86 @@ public:
 
     // ---- limits ----
     bool countSendsIf(const std::vector<otp::RateKey>& keys, std::int64_t now, const RateDecision& admit) override {
-        // Locked in sorted order, so two sends sharing counters never wait on each other in a cycle.
+        // Locked in sorted order, so two sends sharing counters never wait on
+        // each other in a cycle; the app-wide counters (spreadCap) last, in shares.
         std::vector<std::size_t> order(keys.size());
         for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
         std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+            if ((keys[a].spreadCap > 0) != (keys[b].spreadCap > 0)) return keys[b].spreadCap > 0;
             const int s = std::string_view(keys[a].scope).compare(keys[b].scope);
             return s != 0 ? s < 0 : keys[a].key < keys[b].key;
         });
         std::vector<std::optional<otp::RateCounter>> found(keys.size());
+        std::vector<std::string> counted(keys.size());  // the row each key counts in
         for (std::size_t i : order) {
+            counted[i] = keys[i].key;
+            if (keys[i].spreadCap > 0) {
+                found[i] = claimShare(keys[i], now, counted[i]);
+                continue;
+            }
             auto r = c_.exec(pg::kLockRateCounter, Params().text(keys[i].scope).text(keys[i].key));
             if (r.rows() == 1 && r.integer(0, 1) > 0) found[i] = otp::RateCounter{r.integer(0, 0), r.integer(0, 1), r.integer(0, 2)};
         }
         if (!admit(found)) return false;
         for (std::size_t i : order)
-            c_.exec(pg::kCountRateSend, Params().text(keys[i].scope).text(keys[i].key).integer(now).integer(keys[i].window));
+            c_.exec(pg::kCountRateSend, Params().text(keys[i].scope).text(counted[i]).integer(now).integer(keys[i].window));
         return true;
+    }
+    // One share of an app-wide counter (kRateShares of them, caps adding up to
+    // spreadCap): one with room that no other send holds, found without
+    // waiting, from a start of this call's own; when there is none, each share
+    // in turn (waiting, in one order for every writer). Sets `row` to the
+    // share's key; returns what countSendsIf's caller is to see.
+    std::optional<otp::RateCounter> claimShare(const otp::RateKey& k, std::int64_t now, std::string& row) {
+        const std::int64_t cap = k.spreadCap;
+        std::vector<std::string> names(kRateShares);
+        std::vector<std::int64_t> caps(kRateShares);
+        for (int s = 0; s < kRateShares; ++s) {
+            names[s] = s == 0 ? k.key : k.key + "#" + std::to_string(s);
+            caps[s] = cap / kRateShares + (s < cap % kRateShares ? 1 : 0);
+        }
+        const auto view = [&](const Result& r) {
+            return otp::RateCounter{r.integer(0, 1), r.integer(0, 2), r.integer(0, 3)};
+        };
+        const int start = static_cast<int>(shareDraw_() % kRateShares);
+        std::string keyList = "{", capList = "{";
+        for (int n = 0; n < kRateShares; ++n) {
+            const int s = (start + n) % kRateShares;
+            keyList += (n ? "," : "") + arrayElement(names[s]);
+            capList += (n ? "," : "") + std::to_string(caps[s]);
+        }
+        keyList += "}";
+        capList += "}";
+        const auto claim = [&]() {
+            return c_.exec(pg::kClaimRateShare,
+                           Params().text(k.scope).text(keyList).text(capList).integer(now).integer(k.window));
+        };
+        for (int pass = 0; pass < 2; ++pass) {
+            if (pass == 1) c_.exec(pg::kEnsureRateShares, Params().text(k.scope).text(keyList));
+            auto r = claim();
+            if (r.rows() != 1) continue;
+            row = r.text(0, 0);
+            const auto c = view(r);
+            if (c.count == 0) return std::nullopt;
+            return c;
+        }
+        // Every share is full or held: wait for each in turn.
+        std::optional<otp::RateCounter> soonest;
+        for (int s = 0; s < kRateShares; ++s) {
+            if (caps[s] == 0) continue;
+            auto l = c_.exec(pg::kLockRateCounter, Params().text(k.scope).text(names[s]));
+            const otp::RateCounter c{l.integer(0, 0), l.integer(0, 1), l.integer(0, 2)};
+            if (c.count == 0 || c.count < caps[s] || now >= c.windowStart + k.window) {
+                row = names[s];
+                if (c.count == 0) return std::nullopt;
+                return c;
+            }
+            if (!soonest || c.windowStart < soonest->windowStart) soonest = c;
+        }
+        row = names[0];
+        if (!soonest) return otp::RateCounter{now, cap, now};  // a cap of 0: nothing is admitted
+        soonest->count = cap;
+        return soonest;
     }
     std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view app, std::string_view subjectHash) override {
         auto r = c_.exec(pg::kSelectSubjectFailures, Params().text(app).text(subjectHash));
@@ -774,7 +839,7 @@ public:
         const std::int64_t hour = at / 3600;
         Params p;
         p.text(app).integer(hour).integer(kind == EmailFeedback::Send ? 1 : 0).integer(kind == EmailFeedback::Bounce ? 1 : 0);
-        p.integer(kind == EmailFeedback::Complaint ? 1 : 0);
+        p.integer(kind == EmailFeedback::Complaint ? 1 : 0).integer(static_cast<std::int64_t>(shareDraw_() % kRateShares));
         c_.exec(pg::kCountEmailFeedback, p);
         c_.exec(pg::kPruneEmailFeedback, Params().text(app).integer(hour - kEmailFeedbackHours));
     }
@@ -790,6 +855,15 @@ public:
 private:
     // The address's index under every key held, as a text[] literal (hex
     // digits only, so nothing to quote); empty without an address.
+    // One element of a text[] literal, quoted.
+    static std::string arrayElement(std::string_view v) {
+        std::string out = "\"";
+        for (char ch : v) {
+            if (ch == '"' || ch == '\\') out += '\\';
+            out += ch;
+        }
+        return out + "\"";
+    }
     std::string indexArray(std::string_view address) const {
         if (address.empty()) return {};
         std::string out = "{";
@@ -965,6 +1039,10 @@ private:
 
     Connection& c_;
     const pg::ColumnSealer& seal_;
+    // An app-wide counter's shares (claimShare) and where this connection's
+    // search for one with room starts.
+    static constexpr int kRateShares = 16;
+    std::minstd_rand shareDraw_{std::random_device{}()};
 
     // ---- Event webhooks: a leased queue like the delivery jobs ----
     void enqueueEvent(const otp::EventJob& e) override {
