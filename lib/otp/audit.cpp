@@ -89,6 +89,11 @@ AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord r
     }
 }
 
+void appendAuditAtCommit(AuditStore& store, const SecretBytes& key, AuditRecord record) {
+    std::function<void()> append = [&store, &key, record = std::move(record)] { (void)appendAudit(store, key, record); };
+    if (!store.appendAtCommit(append)) append();
+}
+
 std::optional<AuditRecord> sealLegacyAuditAnchor(AuditStore& store, const SecretBytes& key, std::int64_t now) {
     AuditAnchor anchor = store.auditAnchor();
     if (anchor.seal != kAuditLegacySeal) return std::nullopt;

@@ -13,6 +13,7 @@
 #include "util/secret.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -102,6 +103,14 @@ public:
     // Seals an anchor marked kAuditLegacySeal, if it is still the one given
     // (seq and hash); returns whether it was.
     virtual bool sealLegacyAuditAnchor(const AuditAnchor& sealed) = 0;
+    // A store whose writers share the chain across nodes may take `append`
+    // (an appendAudit of one record) to run at the end of the work item, just
+    // before its commit, so the chain's lock is held for the commit only; it
+    // returns whether it took it. Work items run their appends in order.
+    virtual bool appendAtCommit(std::function<void()>& append) {
+        (void)append;
+        return false;
+    }
 };
 
 // Thrown when an audit record cannot be written. The work item that tried to
@@ -123,6 +132,10 @@ struct AuditWriteError : std::runtime_error {
 // Fills seq, prevHash and hash from the chain's tail and appends the record.
 // Any failure is rethrown as AuditWriteError. Returns the record as stored.
 AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord record);
+// The same for a record nothing in the work item reads back: appended at the
+// commit where the store can (AuditStore::appendAtCommit), at once elsewhere.
+// `store` and `key` must outlive the work item.
+void appendAuditAtCommit(AuditStore& store, const SecretBytes& key, AuditRecord record);
 
 // On the daemon's start: seals an anchor migrated from before anchors were
 // sealed and appends an "audit-anchor" record saying so. Returns that record,

@@ -203,7 +203,7 @@ AuditRecord OtpService::auditRecord(std::string event, std::string app, const Ca
     return r;
 }
 
-void OtpService::record(store::Transaction& t, AuditRecord r) const { appendAudit(t, auditKey_, std::move(r)); }
+void OtpService::record(store::Transaction& t, AuditRecord r) const { appendAuditAtCommit(t, auditKey_, std::move(r)); }
 
 void OtpService::emitEvent(store::Transaction& t, const char* type, const OtpRequest& r, std::int64_t now) const {
     const auto app = config_.apps.find(r.app);

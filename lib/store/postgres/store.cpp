@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -785,6 +786,17 @@ public:
         return out;
     }
     otp::AuditAnchor auditAnchor() override { return readAnchor(c_.exec(pg::kSelectAuditAnchor)); }
+    // The chain's lock (kLockAuditGate) serialises every audited work item of
+    // the cluster from the append to the commit: appended last, it is held
+    // for the commit only, not for the rest of the item's statements.
+    bool appendAtCommit(std::function<void()>& append) override {
+        atCommit_.push_back(std::move(append));
+        return true;
+    }
+    void runAtCommit() {
+        for (std::size_t i = 0; i < atCommit_.size(); ++i) atCommit_[i]();
+        atCommit_.clear();
+    }
     bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override {
         return c_.exec(pg::kSealLegacyAnchor, Params().integer(a.seq).text(a.hash).integer(a.at).text(a.seal)).affected() > 0;
     }
@@ -1042,6 +1054,7 @@ private:
     // An app-wide counter's shares (claimShare) and where this connection's
     // search for one with room starts.
     static constexpr int kRateShares = 16;
+    std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
     std::minstd_rand shareDraw_{std::random_device{}()};
 
     // ---- Event webhooks: a leased queue like the delivery jobs ----
@@ -1385,6 +1398,7 @@ private:
                 conn->exec("BEGIN");
                 PostgresTransaction t(*conn, *sealer_);
                 work(t);
+                t.runAtCommit();
                 conn->exec("COMMIT");
                 return nullptr;
             } catch (const PgError& e) {
