@@ -634,7 +634,8 @@ if [ "$tiny" = 1 ]; then
 fi
 
 # ---- summary ----
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# Three decimals: a target is judged on the figure printed, and 0.799 must not read as 0.80 "met".
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.3f", a / b }'; }
 met() {  # met VALUE OP GOAL
     awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN { if (v == "" || v == "n/a") { print "n/a"; exit }
         ok = (op == ">=") ? (v + 0 >= g + 0) : (v + 0 <= g + 0); print ok ? "met" : "MISSED" }'
