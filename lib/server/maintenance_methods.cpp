@@ -170,11 +170,19 @@ void Server::addMaintenanceMethods() {
                                   std::string("cannot write the new key file (") + e.what() + "); nothing was changed");
                 }
                 // On PostgreSQL the old key goes on opening what other nodes seal
-                // until they have the new one: it is kept, never dropped.
-                const bool postgres = config_.store.backend == "postgresql";
-                const auto keepOldKey = [&] {
-                    if (postgres) store::keepPreviousKey(keyFile, store::loadKey("store-key", keyFile, false));
-                };
+                // until they have the new one: it is kept, never dropped, and
+                // kept before the reseal starts, so a rotation that stops at any
+                // point leaves every key that sealed something on disk.
+                if (config_.store.backend == "postgresql") {
+                    try {
+                        store::keepPreviousKey(keyFile, store::loadKey("store-key", keyFile, false));
+                    } catch (const std::exception& e) {
+                        store::discardPendingKey(keyFile);
+                        return failed(store::RekeyStatus::OldKey, "cannot keep the old key in " +
+                                                                      store::previousKeysFile(keyFile) + " (" + e.what() +
+                                                                      "); nothing was changed");
+                    }
+                }
                 std::promise<store::RekeyResult> rekeyed;
                 auto future = rekeyed.get_future();
                 store_->rekey(std::move(newKey),
@@ -183,7 +191,6 @@ void Server::addMaintenanceMethods() {
                 switch (res.status) {
                     case store::RekeyStatus::Rotated:
                         try {
-                            keepOldKey();
                             store::commitPendingKey(keyFile);
                         } catch (const std::exception& e) {
                             // The new key is safe in <keyFile>.new and only it opens the database.
@@ -203,7 +210,6 @@ void Server::addMaintenanceMethods() {
                         return failed(res.status, res.detail);
                     case store::RekeyStatus::NewKeyOnly:
                         try {
-                            keepOldKey();
                             store::commitPendingKey(keyFile);
                         } catch (const std::exception& e) {
                             return failed(res.status, res.detail + "; " + e.what() +

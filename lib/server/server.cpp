@@ -1003,13 +1003,44 @@ void Server::openStore() {
 // own (twofactord(8)).
 void Server::openPostgresStore() {
 #ifdef HAVE_POSTGRESQL
-    store::PostgresOptions po;
-    po.dsn = store::loadDsn("store-dsn", config_.store.dsnFile);
-    po.key = store::loadKey("store-key", config_.storeKeyFile, config_.generateKeys);
-    // Keys before a rotation still open what was sealed under them.
-    if (!store::keyFromCredential("store-key")) po.previousKeys = store::loadPreviousKeys(config_.storeKeyFile);
-    po.connections = config_.store.connections;
-    store_ = store::openPostgresStore(std::move(po));
+    const std::string& keyFile = config_.storeKeyFile;
+    const bool fromCredential = store::keyFromCredential("store-key");
+    // withPending: the key of <keyFile>.new as the store key, the key file's among the older ones.
+    const auto options = [&](bool withPending) {
+        store::PostgresOptions po;
+        po.dsn = store::loadDsn("store-dsn", config_.store.dsnFile);
+        SecretBytes current = store::loadKey("store-key", keyFile, config_.generateKeys);
+        // Keys before a rotation still open what was sealed under them.
+        if (!fromCredential) po.previousKeys = store::loadPreviousKeys(keyFile);
+        if (withPending) {
+            po.previousKeys.insert(po.previousKeys.begin(), std::move(current));
+            po.key = store::loadKey("store-key", store::pendingKeyFile(keyFile), false);
+        } else {
+            po.key = std::move(current);
+        }
+        po.connections = config_.store.connections;
+        return po;
+    };
+    // A key rotation that stopped after its reseal began left <keyFile>.new:
+    // the database knows that key (a version of seal_keys) and values are
+    // sealed under it, so it becomes the key, the old one kept in .previous.
+    // A key the database does not know never sealed anything: it goes.
+    const std::string pending = store::pendingKeyFile(keyFile);
+    if (!fromCredential && files::exists(pending)) {
+        try {
+            store_ = store::openPostgresStore(options(true));
+            store::keepPreviousKey(keyFile, store::loadKey("store-key", keyFile, false));
+            store::commitPendingKey(keyFile);
+            log::warning("completed an interrupted key rotation: the database knows the key of " + pending +
+                         ", which now replaces " + keyFile + " (the old key is kept in " +
+                         store::previousKeysFile(keyFile) + "); copy both files to the other nodes");
+        } catch (const store::UnknownStoreKey&) {
+            store::discardPendingKey(keyFile);
+            log::warning("removed " + pending + " left by a key rotation that never registered its key: the "
+                         "database still opens with " + keyFile);
+        }
+    }
+    if (!store_) store_ = store::openPostgresStore(options(false));
     for (const auto& [channelName, driver] : config_.drivers)
         if (driver == "outbox")
             log::warning("channel " + channelName + " uses the outbox driver, which is node-local: with backend = "

@@ -332,6 +332,57 @@ class Cluster(unittest.TestCase):
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
 
 
+    def test_j_a_rotation_keeps_the_old_key_first_and_a_start_completes_an_interrupted_one(self):
+        a, b, c = self.nodes
+        key = os.path.join(self.keys, "store.key")
+        previous, pending = key + ".previous", key + ".new"
+        with open(key) as f:
+            new_key = f.read()
+        with open(previous) as f:
+            kept = f.read()
+        # .previous cannot be written: the rotation stops before anything changed.
+        os.rename(previous, previous + ".aside")
+        os.mkdir(previous)
+        try:
+            r = a.cli("key", "rotate")
+        finally:
+            os.rmdir(previous)
+            os.rename(previous + ".aside", previous)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn(previous, r.stderr)
+        self.assertIn("nothing was changed", r.stderr)
+        self.assertEqual(harness.pg_query("SELECT count(*) FROM seal_keys"), "2")
+        self.assertFalse(os.path.exists(pending))
+        with open(key) as f:
+            self.assertEqual(f.read(), new_key)
+
+        # A rotation that registered its key and stopped before the rename:
+        # the key file still holds the old key, .new the one values are sealed under.
+        sealed = self.send(a, "interrupted@example.org")
+        b.stop()
+        private(key, kept.splitlines()[0] + "\n")
+        private(pending, new_key)
+        b.start()
+        self.assertFalse(os.path.exists(pending))
+        with open(key) as f:
+            self.assertEqual(f.read(), new_key)
+        with open(previous) as f:
+            self.assertEqual(f.read(), kept)  # the old key once, not twice
+        self.assertIn("completed an interrupted key rotation", b.read_log())
+        r = b.cli("verify", "--id", sealed, "--code", a.code_for(sealed))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+
+        # A key the database never registered sealed nothing: it goes.
+        b.stop()
+        private(pending, "%064x\n" % 0x5EED)
+        b.start()
+        self.assertFalse(os.path.exists(pending))
+        with open(key) as f:
+            self.assertEqual(f.read(), new_key)
+        self.assertIn("never registered its key", b.read_log())
+        self.assertEqual(b.cli("status", sealed).returncode, 0)
+
+
 KILL_CONFIG = """
 [daemon]
 state_dir = "{root}/state"

@@ -1213,7 +1213,7 @@ private:
         for (int i = 0; i < r.rows(); ++i) versions[r.text(i, 1)] = static_cast<int>(r.integer(i, 0));
         const auto current = versions.find(mine);
         if (current == versions.end())
-            throw std::runtime_error("the store key is none of the " + std::to_string(versions.size()) +
+            throw UnknownStoreKey("the store key is none of the " + std::to_string(versions.size()) +
                                      " key version(s) this PostgreSQL database knows: give this node the "
                                      "cluster's store key (after a rotation, the new one)");
         auto sealer = std::make_unique<pg::ColumnSealer>(key, static_cast<std::uint8_t>(current->second));

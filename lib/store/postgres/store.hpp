@@ -8,6 +8,7 @@
 #include "util/secret.hpp"
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,14 @@ struct PostgresOptions {
     std::size_t maxQueued = 4096;
 };
 
+// The store key is none of the key versions the database knows (seal_keys).
+struct UnknownStoreKey : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 // Connects, migrates the schema and starts the connections. Throws
-// std::runtime_error naming what failed (never the connection string).
+// std::runtime_error naming what failed (never the connection string);
+// UnknownStoreKey for a key the database does not know.
 [[nodiscard]] std::unique_ptr<Store> openPostgresStore(PostgresOptions options);
 
 // The connection string from $CREDENTIALS_DIRECTORY/<credentialName>
