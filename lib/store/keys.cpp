@@ -104,10 +104,10 @@ void keepPreviousKey(const std::string& keyFile, const SecretBytes& key) {
     const std::string file = previousKeysFile(keyFile);
     SecretString text(crypto::hex(key.data(), key.size()) + "\n");
     if (files::exists(file)) {
-        SecretString old = files::readSecretFile(file);
         // Kept already (a rotation that wrote it and then stopped): nothing to add.
         for (const auto& k : loadPreviousKeys(keyFile))
             if (crypto::constantTimeEqual(k.data(), k.size(), key.data(), key.size())) return;
+        SecretString old = files::readSecretFile(file);
         std::string both;
         both.reserve(text.view().size() + old.view().size());  // one buffer, moved into the holder
         both.append(text.view()).append(old.view());

@@ -279,8 +279,11 @@ public:
             names[s] = s == 0 ? k.key : k.key + "#" + std::to_string(s);
             caps[s] = cap / kRateShares + (s < cap % kRateShares ? 1 : 0);
         }
-        const auto view = [&](const Result& r) {
-            return otp::RateCounter{r.integer(0, 1), r.integer(0, 2), r.integer(0, 3)};
+        // The share taken: what the caller sees (nothing for one never counted).
+        const auto take = [&row](std::string key, const otp::RateCounter& c) -> std::optional<otp::RateCounter> {
+            row = std::move(key);
+            if (c.count == 0) return std::nullopt;
+            return c;
         };
         const int start = static_cast<int>(shareDraw_() % kRateShares);
         std::string keyList = "{", capList = "{";
@@ -298,11 +301,7 @@ public:
         for (int pass = 0; pass < 2; ++pass) {
             if (pass == 1) c_.exec(pg::kEnsureRateShares, Params().text(k.scope).text(keyList));
             auto r = claim();
-            if (r.rows() != 1) continue;
-            row = r.text(0, 0);
-            const auto c = view(r);
-            if (c.count == 0) return std::nullopt;
-            return c;
+            if (r.rows() == 1) return take(r.text(0, 0), otp::RateCounter{r.integer(0, 1), r.integer(0, 2), r.integer(0, 3)});
         }
         // Every share is full or held: wait for each in turn.
         std::optional<otp::RateCounter> soonest;
@@ -310,11 +309,7 @@ public:
             if (caps[s] == 0) continue;
             auto l = c_.exec(pg::kLockRateCounter, Params().text(k.scope).text(names[s]));
             const otp::RateCounter c{l.integer(0, 0), l.integer(0, 1), l.integer(0, 2)};
-            if (c.count == 0 || c.count < caps[s] || now >= c.windowStart + k.window) {
-                row = names[s];
-                if (c.count == 0) return std::nullopt;
-                return c;
-            }
+            if (c.count < caps[s] || now >= c.windowStart + k.window) return take(names[s], c);
             if (!soonest || c.windowStart < soonest->windowStart) soonest = c;
         }
         row = names[0];
