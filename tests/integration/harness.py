@@ -231,15 +231,22 @@ class TapResult(unittest.TextTestResult):
         super().addSuccess(test)
         self._line(True, test)
 
+    def _why(self, test, err):
+        text = self._exc_info_to_string(err, test)
+        print("# " + text.replace("\n", "\n# "), flush=True)
+        # meson test --print-errorlogs shows a TAP test's stderr, not its
+        # stdout: the traceback goes there too, so a CI log says why.
+        print("%s failed:\n%s" % (test, text), file=sys.stderr, flush=True)
+
     def addFailure(self, test, err):
         super().addFailure(test, err)
         self._line(False, test)
-        print("# " + self._exc_info_to_string(err, test).replace("\n", "\n# "), flush=True)
+        self._why(test, err)
 
     def addError(self, test, err):
         super().addError(test, err)
         self._line(False, test)
-        print("# " + self._exc_info_to_string(err, test).replace("\n", "\n# "), flush=True)
+        self._why(test, err)
 
     def addSkip(self, test, reason):
         super().addSkip(test, reason)

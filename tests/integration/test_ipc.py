@@ -257,7 +257,10 @@ max_connections_per_uid = 10
                   "held=[]\n"
                   "def call():\n"
                   "    s=socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(%r)\n"
-                  "    s.sendall(json.dumps({'method':'io.twofactor.Daemon.WhoAmI'}).encode()+b'\\0')\n"
+                  # A refused connection may be closed before the call is
+                  # sent: the reply is still there to read, as the CLI does.
+                  "    try: s.sendall(json.dumps({'method':'io.twofactor.Daemon.WhoAmI'}).encode()+b'\\0')\n"
+                  "    except (BrokenPipeError, ConnectionResetError): pass\n"
                   "    buf=b''\n"
                   "    while not buf.endswith(b'\\0'):\n"
                   "        c=s.recv(4096)\n"
