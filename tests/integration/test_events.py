@@ -2,8 +2,10 @@
 from a CA this test makes) receives the events, checks their Standard Webhooks
 signature independently with Python's hmac, and finds neither a code nor a
 full address in them; a failing endpoint is retried, each attempt shown by
-`twofactor events deliveries`, and disabled after max_failures; a restart
-still delivers what was queued; a certificate from the wrong CA is a failure."""
+`twofactor events deliveries`, and disabled after max_failures; an event
+not delivered within retry_for is given up; a request whose delivery failed
+is told as delivery.failed; a restart still delivers what was queued; a
+certificate from the wrong CA is a failure."""
 import base64
 import hashlib
 import hmac
@@ -44,7 +46,8 @@ resend_cooldown = 0
 url = "https://127.0.0.1:{{port}}/shop"
 secret_file = "{root}/whsec"
 ca_file = "{root}/tls/ca.pem"
-events = ["verification.approved", "verification.failed", "verification.expired", "verification.canceled"]
+events = ["verification.approved", "verification.failed", "verification.expired", "verification.canceled",
+          "delivery.failed"]
 
 [apps.flaky]
 display_name = "Flaky"
@@ -57,6 +60,19 @@ ca_file = "{root}/tls/ca.pem"
 events = ["verification.canceled"]
 max_failures = 3
 retry_base = 1
+
+[apps.giveup]
+display_name = "Give up"
+channels = ["email"]
+
+[apps.giveup.events]
+url = "https://127.0.0.1:{{port}}/giveup"
+secret_file = "{root}/whsec"
+ca_file = "{root}/tls/ca.pem"
+events = ["verification.canceled"]
+max_failures = 50
+retry_base = 40
+retry_for = 60
 
 [apps.wrongca]
 display_name = "Wrong CA"
@@ -196,6 +212,69 @@ class Events(unittest.TestCase):
         attempts, _ = self.deliveries("--app", "shop")
         delivered = [a for a in attempts if a["outcome"] == "delivered" and a["statusCode"] == 204]
         self.assertGreaterEqual(len(delivered), 3, attempts)
+
+    def test_delivery_failed_event(self):
+        # The outbox cannot take the message: the request fails, and the app hears so.
+        new = os.path.join(self.d.state, "outbox", "new")
+        os.rename(new, new + ".away")
+        try:
+            r = self.d.cli("send", "--app", "shop", "--to", "events.undeliverable@example.org")
+        finally:
+            os.rename(new + ".away", new)
+        self.assertEqual(r.returncode, 6, r.stderr)
+        rid = r.stderr.strip().rsplit("request ", 1)[1].rstrip(")")
+        headers, body, event = self.wait_event(rid, "delivery.failed")
+        self.assertTrue(signature_ok(headers, body))
+        self.assertEqual(event["data"]["status"], "failed")
+        self.assertEqual(event["data"]["channel"], "email")
+        self.assertNotIn("events.undeliverable@example.org", body.decode())
+        self.assertNotIn("undeliverable", body.decode())
+        # Only the failure: the request was neither approved nor expired.
+        self.assertEqual([e["type"] for _, _, e in self.events_for(rid)], ["delivery.failed"])
+
+    def test_event_given_up_after_retry_for(self):
+        with self.rx.lock:
+            self.rx.status["/giveup"] = 500
+        import time
+        # Given up when the next try would fall past retry_for (60 s): the
+        # second attempt's backoff (40..80 s after a 40 s base) does.
+        rid = self.d.send("events.giveup@example.org", "giveup")
+        self.assertEqual(self.d.cli("cancel", rid).returncode, 0)
+        headers, _, _ = self.wait_event(rid, "verification.canceled", "/giveup")
+        event_id = headers["webhook-id"]
+        wait_for(lambda: len(self.deliveries("--event-id", event_id)[0]) >= 1, 15)
+        self.advance(45)
+        attempts = wait_for(lambda: len(self.deliveries("--event-id", event_id)[0]) >= 2 and
+                            self.deliveries("--event-id", event_id)[0], 15)
+        self.assertTrue(attempts, self.d.read_log()[-2000:])
+        self.assertEqual([a["outcome"] for a in attempts], ["retry", "failed"])
+        self.assertEqual([a.get("statusCode") for a in attempts], [500, 500])
+        self.assertIn("given up after 2 attempt(s)", attempts[1]["error"])
+        # Nothing more is tried, however long one waits.
+        self.advance(7200)
+        time.sleep(2.5)
+        self.assertEqual(len(self.events_for(rid, "/giveup")), 2)
+        self.assertEqual(len(self.deliveries("--event-id", event_id)[0]), 2)
+
+        # An event whose retry falls due only after retry_for has passed (the
+        # daemon's clock jumps, as after a long stop) is given up without a post.
+        rid2 = self.d.send("events.giveup2@example.org", "giveup")
+        self.assertEqual(self.d.cli("cancel", rid2).returncode, 0)
+        headers, _, _ = self.wait_event(rid2, "verification.canceled", "/giveup")
+        event_id2 = headers["webhook-id"]
+        wait_for(lambda: len(self.deliveries("--event-id", event_id2)[0]) >= 1, 15)
+        self.advance(120)
+        attempts = wait_for(lambda: len(self.deliveries("--event-id", event_id2)[0]) >= 2 and
+                            self.deliveries("--event-id", event_id2)[0], 15)
+        self.assertTrue(attempts, self.d.read_log()[-2000:])
+        self.assertEqual([a["outcome"] for a in attempts], ["retry", "failed"])
+        self.assertNotIn("statusCode", attempts[1])
+        self.assertIn("not delivered within retry_for (1 attempt(s), last: the endpoint answered HTTP 500)",
+                      attempts[1]["error"])
+        self.assertEqual(len(self.events_for(rid2, "/giveup")), 1)
+        failed = self.deliveries("--app", "giveup", "--failed")[0]
+        self.assertEqual({a["eventId"] for a in failed if a["outcome"] == "failed"} >= {event_id, event_id2}, True,
+                         failed)
 
     def test_failing_endpoint_retried_logged_disabled_and_enabled(self):
         with self.rx.lock:
