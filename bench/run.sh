@@ -18,12 +18,15 @@
 # run, SES_CLIENTS ("16 64") for sends that wait for the provider,
 # SES_NOWAIT_CLIENTS (16) for the wait = false run; PRIVACY=0 skips the privacy part, PRIVACY_ROWS
 # (1000000), PRIVACY_BATCH (1000); HTTPS=0 skips the HTTPS part, HTTPS_CLIENTS
-# ("16 64"); PG=0 skips the PostgreSQL part (it also skips itself without
+# ("16 64"), KEY_RPM (1000000) the API key's key_requests_per_minute there
+# (0: not counted); PG=0 skips the PostgreSQL part (it also skips itself without
 # postgresql-15), PG_CLIENTS ("16 64"), PG_SECONDS (30) per pgbench run,
 # PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL,
 # PG_SERVER_OPTS (more "-c name=value" for the server, for experiments),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints, after each 3-node
 # run, the statements that took the server's time (calls and ms per pair).
+# PERF_DIR=DIR records a call-graph profile of the daemon(s) during each
+# HTTPS, Varlink and PostgreSQL pair run into DIR/LABEL.data (perf record).
 # Only Unix sockets and loopback are used; every step runs under `timeout`;
 # the daemons, the mock and the temporary directory are removed on exit.
 # Targets are printed, never asserted. With --tiny each step is one TAP case
@@ -430,10 +433,20 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
     # it does not depend on how the two share this machine's cores.
     local daemons=(${daemon_pid:-} ${node_pids[@]+"${node_pids[@]}"}) before
     before=$(cpu_ticks "${daemons[@]}")
+    # PERF_DIR=DIR: a call-graph profile of the daemon(s) per run, DIR/LABEL.data
+    # (perf report -i DIR/LABEL.data --no-children), to see where a pair's CPU goes.
+    local perf_pid=
+    if [ -n "${PERF_DIR:-}" ] && command -v perf >/dev/null; then
+        mkdir -p "$PERF_DIR"
+        perf record -q -F 999 -g -o "$PERF_DIR/$label.data" -p "$(IFS=,; echo "${daemons[*]}")" \
+            >"$PERF_DIR/$label.log" 2>&1 &
+        perf_pid=$!
+    fi
     out=$( { TIMEFORMAT='%U %S'; time timeout $((max_seconds + 60)) "$loadgen" --clients "$c" --pairs "$n" \
         --duration "$max_seconds" "$@"; } 2>"$tmp/loadgen-cpu.$label")
     local rc=$?
     local dticks=$(( $(cpu_ticks "${daemons[@]}") - before ))
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null; fi
     show "$(grep -v '^RESULT' <<<"$out")"
     line=$(grep '^RESULT' <<<"$out")
     if [ -z "$line" ]; then result 1 "loadgen $label: $c client(s) (no result, exit $rc)"; return; fi
@@ -478,7 +491,7 @@ listen = [\"127.0.0.1:0\"]
 cert_file = \"$tls/server.pem\"
 key_file = \"$tls/server.key\"
 max_connections_per_ip = 256
-key_requests_per_minute = 1000000"
+key_requests_per_minute = ${KEY_RPM:-1000000}"
     https_port=
     if [ "$tls_rc" = 0 ] && start_daemon https; then
         for _ in $(seq 1 100); do

@@ -93,9 +93,38 @@ bool printable(std::string_view s) {
 
 // A request that must still be pending, for cancel and resend. One found past
 // its expiry is marked expired on the way.
-std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now,
-                                              const std::function<void(const OtpRequest&)>& expired) {
+// An API key's call, counted against its key_requests_per_minute in the
+// call's own transaction; a store with concurrent writers may keep the
+// counter in shares (every call of the key touches it, as every send of an
+// app touches the app-wide one). RateLimited when the minute's calls are taken.
+std::optional<Failure> admitCall(store::Transaction& t, const Caller& caller, std::int64_t now) {
+    const int limit = caller.keyRequestsPerMinute;
+    if (limit <= 0 || caller.apiKey.empty()) return std::nullopt;
+    constexpr std::int64_t kMinute = 60;
+    std::int64_t retryAfter = 0;
+    const bool counted = t.countSendsIf(
+        {RateKey{"apikey", caller.apiKey, kMinute, limit}}, now, [&](const std::vector<std::optional<RateCounter>>& c) {
+            if (!c[0] || c[0]->windowStart + kMinute <= now || c[0]->count < limit) return true;
+            retryAfter = std::max<std::int64_t>(1, c[0]->windowStart + kMinute - now);
+            return false;
+        });
+    if (counted) return std::nullopt;
+    return Failure{"RateLimited", {{"scope", "apiKey"}, {"retryAfter", retryAfter}},
+                   "the API key made " + std::to_string(limit) + " calls this minute"};
+}
+
+// A request as `caller` may see it: another app's is no request at all to an API key.
+std::optional<OtpRequest> findRequestFor(store::Transaction& t, const std::string& id, const Caller& caller) {
     auto r = t.findRequest(id);
+    if (r && !caller.sees(r->app)) return std::nullopt;
+    return r;
+}
+
+std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now,
+                                              const Caller& caller,
+                                              const std::function<void(const OtpRequest&)>& expired) {
+    if (auto refused = admitCall(t, caller, now)) return std::move(*refused);
+    auto r = findRequestFor(t, id, caller);
     if (!r) return noSuchRequest(id);
     const Status s = r->effectiveStatus(now);
     if (s == Status::Pending) return std::move(*r);
@@ -352,7 +381,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
 
     if (channelName == "whatsapp") {
         if (auto refusal = countryRefusal(app, dest.normalized)) {
-            recordLater(auditRecord("send", app.name, Caller{in.uid, in.apiKey}, "refused:country", "", subjectHash(app, dest),
+            recordLater(auditRecord("send", app.name, in.caller, "refused:country", "", subjectHash(app, dest),
                                     "country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -377,7 +406,7 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
     if (in.clientIp && !validIp(*in.clientIp)) return reply(invalidParameter("clientIp", "not an IPv4 or IPv6 address"));
     if (in.clientIp) {
         if (auto refusal = ipCountryRefusal(app, *in.clientIp)) {
-            recordLater(auditRecord("send", app.name, Caller{in.uid, in.apiKey}, "refused:ip-country", "", subjectHash(dest.normalized),
+            recordLater(auditRecord("send", app.name, in.caller, "refused:ip-country", "", subjectHash(dest.normalized),
                                     "client country " + refusal->parameters.value("country", std::string("unknown"))));
             return reply(std::move(*refusal));
         }
@@ -455,10 +484,15 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
          &limits = app.rateLimits, fraud = &app.fraud,
          fraudKeys = fraudKeys(app.name, shared->first.subjectHash, shared->first.destination, shared->first.clientIp,
                                shared->first.device, shared->first.id),
-         earlier = earlierSubjectHash(app, dest), uid = Caller{in.uid, in.apiKey},
+         earlier = earlierSubjectHash(app, dest), uid = in.caller,
          suppressed = channelName == "email" ? suppressionHash(dest) : std::string(),
          fallbackSuppressed = fallback.empty() ? std::string() : suppressionHash(Destination{DestinationKind::Email, fallback})](
             store::Transaction& t) {
+            // The API key's call is counted first: a call it refuses does nothing else.
+            if (auto over = admitCall(t, uid, clock_.now())) {
+                *refused = std::move(*over);
+                return;
+            }
             // GDPR: a restricted subject gets nothing sent (Art. 18); an objecting
             // one is not profiled: no client IP or device kept, no fraud signals (Art. 21).
             // A flag set before local parts were matched without case is under the exact form's hash.
@@ -957,8 +991,12 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
     auto code = std::make_shared<SecretString>(std::move(in.code));
     const std::string id = in.id.value_or("");
     store_.submit(
-        [this, state, code, context, id, appName, subject, earlier, uid = Caller{in.uid, in.apiKey}](store::Transaction& t) {
-            auto found = id.empty() ? t.findNewestPending(appName, subject) : t.findRequest(id);
+        [this, state, code, context, id, appName, subject, earlier, uid = in.caller](store::Transaction& t) {
+            if (auto over = admitCall(t, uid, clock_.now())) {
+                state->outcome = std::move(*over);
+                return;
+            }
+            auto found = id.empty() ? t.findNewestPending(appName, subject) : findRequestFor(t, id, uid);
             if (!found && id.empty() && !earlier.empty()) found = t.findNewestPending(appName, earlier);
             if (!found) {
                 record(t, auditRecord("verify", appName, uid, "failure", id, subject, "no such request"));
@@ -1043,11 +1081,12 @@ void OtpService::verify(VerifyInput in, Reply<VerifyResult> reply) {
         });
 }
 
-void OtpService::status(std::string id, Reply<OtpRequest> reply) {
+void OtpService::status(std::string id, Reply<OtpRequest> reply, Caller caller) {
     auto state = std::make_shared<Pending<OtpRequest>>();
     store_.submit(
-        [state, id](store::Transaction& t) {
-            if (auto r = t.findRequest(id)) state->outcome = std::move(*r);
+        [this, state, id, caller](store::Transaction& t) {
+            if (auto over = admitCall(t, caller, clock_.now())) state->outcome = std::move(*over);
+            else if (auto r = findRequestFor(t, id, caller)) state->outcome = std::move(*r);
             else state->outcome = noSuchRequest(id);
         },
         [state, reply](std::exception_ptr e) {
@@ -1061,7 +1100,8 @@ void OtpService::cancel(std::string id, Reply<OtpRequest> reply, Caller uid) {
     store_.submit(
         [this, state, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
-            auto found = loadPending(t, id, now, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
+            auto found =
+                loadPending(t, id, now, uid, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
             if (auto* f = std::get_if<Failure>(&found)) {
                 state->outcome = std::move(*f);
                 return;
@@ -1094,7 +1134,8 @@ void OtpService::resend(std::string id, Reply<SendResult> reply, Caller uid,
     store_.submit(
         [this, state, code, context, id, uid](store::Transaction& t) {
             const std::int64_t now = clock_.now();
-            auto found = loadPending(t, id, now, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
+            auto found =
+                loadPending(t, id, now, uid, [&](const OtpRequest& r) { emitEvent(t, "verification.expired", r, now); });
             if (auto* f = std::get_if<Failure>(&found)) {
                 state->outcome = std::move(*f);
                 return;

@@ -43,10 +43,18 @@ using Outcome = std::variant<T, Failure>;
 
 // Who made a call, for the audit log: the peer's uid over Varlink; over the
 // HTTPS API no uid (-1) but the API key's id, which the record names.
+// An API key acts on its own app's requests only (another app's are
+// NoSuchRequest, as if there were none), and with keyRequestsPerMinute > 0
+// each of its calls is counted against that limit in the call's own
+// transaction: one store round trip per call, as over Varlink, and the
+// limit is exact across the nodes sharing the store.
 struct Caller {
     std::int64_t uid = -1;
     std::string apiKey;
+    std::string app;               // the API key's app; empty: any app (a Varlink peer)
+    int keyRequestsPerMinute = 0;  // 0: the calls are not counted
     Caller(std::int64_t u = -1, std::string key = {}) : uid(u), apiKey(std::move(key)) {}  // NOLINT: an uid is a caller
+    [[nodiscard]] bool sees(const std::string& requestApp) const { return app.empty() || app == requestApp; }
 };
 
 struct SendInput {
@@ -64,8 +72,7 @@ struct SendInput {
     std::optional<std::string> fallbackEmail;  // WhatsApp only, when the app falls back to email
     // Transaction binding (otp/binding.hpp): empty for an unbound code.
     std::map<std::string, std::string> context;
-    std::int64_t uid = -1;  // the caller's uid, for the audit log
-    std::string apiKey;     // the API key id of an HTTPS call, for the audit log
+    Caller caller;  // for the audit log, and an API key's app and limit
 };
 
 // How far delivery had got when a send or resend was answered.
@@ -88,8 +95,7 @@ struct VerifyInput {
     SecretString code;
     // The context the code was bound to at send; a bound code verifies only with it.
     std::map<std::string, std::string> context;
-    std::int64_t uid = -1;  // the caller's uid, for the audit log
-    std::string apiKey;     // the API key id of an HTTPS call, for the audit log
+    Caller caller;  // for the audit log, and an API key's app and limit
 };
 
 struct VerifyResult {
@@ -133,7 +139,7 @@ public:
 
     void send(SendInput input, Reply<SendResult> reply);
     void verify(VerifyInput input, Reply<VerifyResult> reply);
-    void status(std::string id, Reply<OtpRequest> reply);
+    void status(std::string id, Reply<OtpRequest> reply, Caller caller = {});
     void cancel(std::string id, Reply<OtpRequest> reply, Caller caller = {});
     // A bound request's resend must present the context it was bound to (the
     // store keeps only its digest): ContextMismatch otherwise.

@@ -139,7 +139,9 @@ void Server::apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::st
             store_->submit([id = found->id, now](store::Transaction& t) { t.touchApiKey(id, now); },
                            [](std::exception_ptr) {});
         }
-        apiRateLimited(call, action);
+        // The per-key limit is counted by the service, in the call's own transaction.
+        if (storeSaturated()) return apiFail(call, std::string(kDaemonIface) + ".Busy", json::object(), "busy, try again");
+        apiIdempotent(call, action);
     };
     if (auto it = apiKeys_.find(keyId);
         it != apiKeys_.end() && std::chrono::steady_clock::now() - it->second.second < kKeyCacheFor)
@@ -157,34 +159,14 @@ void Server::apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::st
                    });
 }
 
-// The per-key limit is a rate counter in the store like the send limits, so
-// that every node behind a load balancer counts the same calls: a key gets
-// key_requests_per_minute in all, not that many per node.
-void Server::apiRateLimited(const std::shared_ptr<ApiCall>& call, const ApiAction& action) {
-    const int limit = config_.http.keyRequestsPerMinute;
-    if (limit <= 0) return apiIdempotent(call, action);
-    if (storeSaturated()) return apiFail(call, std::string(kDaemonIface) + ".Busy", json::object(), "busy, try again");
-    auto retryAfter = std::make_shared<std::int64_t>(0);
-    const std::int64_t now = call->at;
-    store_->submit(
-        [keyId = call->key.id, limit, now, retryAfter](store::Transaction& t) {
-            const bool counted = t.countSendsIf(
-                {otp::RateKey{"apikey", keyId, 60}}, now, [&](const std::vector<std::optional<otp::RateCounter>>& c) {
-                    if (!c[0] || c[0]->windowStart + 60 <= now || c[0]->count < limit) return true;
-                    *retryAfter = std::max<std::int64_t>(1, c[0]->windowStart + 60 - now);
-                    return false;
-                });
-            if (counted) *retryAfter = 0;
-        },
-        [this, call, action, retryAfter, limit](std::exception_ptr e) {
-            asio::post(io_, [this, e, call, action, retryAfter, limit] {
-                if (e) return apiFail(call, "StoreFailed", json::object(), "the store failed");
-                if (*retryAfter > 0)
-                    return apiFail(call, "RateLimited", {{"scope", "apiKey"}, {"retryAfter", *retryAfter}},
-                                   "the API key made " + std::to_string(limit) + " calls this minute");
-                apiIdempotent(call, action);
-            });
-        });
+// Who an API call is to the service: its key, which acts on its own app's
+// requests only, counted against key_requests_per_minute in the store (so
+// every node behind a load balancer counts the same calls).
+otp::Caller Server::apiCaller(const std::shared_ptr<ApiCall>& call) const {
+    otp::Caller caller{-1, call->key.id};
+    caller.app = call->key.app;
+    caller.keyRequestsPerMinute = config_.http.keyRequestsPerMinute;
+    return caller;
 }
 
 void Server::apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction& action) {
@@ -242,21 +224,6 @@ std::optional<json> Server::apiBody(const std::shared_ptr<ApiCall>& call,
     return body;
 }
 
-// The app a request belongs to, checked before anything acts on it: a key
-// sees only its app's requests, and others' are "no such request".
-void Server::apiOwnRequest(const std::shared_ptr<ApiCall>& call, const std::string& id,
-                           std::function<void(const otp::OtpRequest&)> next) {
-    service_->status(id, [this, call, id, next = std::move(next)](otp::Outcome<otp::OtpRequest> o) {
-        asio::post(io_, [this, call, id, next, o = std::move(o)] {
-            if (auto* f = std::get_if<otp::Failure>(&o)) return apiFail(call, fullError(f->error), f->parameters, f->message);
-            const auto& r = std::get<otp::OtpRequest>(o);
-            if (r.app != call->key.app)
-                return apiFail(call, fullError("NoSuchRequest"), {{"id", id}}, "no request " + id);
-            next(r);
-        });
-    });
-}
-
 template <typename T, typename F>
 void Server::apiAnswer(const std::shared_ptr<ApiCall>& call, otp::Outcome<T> o, int status, F&& body) {
     asio::post(io_, [this, call, o = std::move(o), status, body = std::forward<F>(body)] {
@@ -307,7 +274,7 @@ void Server::addHttpRoutes(http::Router& router) {
         in.clientIp = opt<std::string>(*body, "clientIp");
         in.device = opt<std::string>(*body, "device");
         in.wait = true;
-        in.apiKey = call->key.id;
+        in.caller = apiCaller(call);
         if (storeSaturated()) return apiFail(call, std::string(kDaemonIface) + ".Busy", json::object(), "busy, try again");
         service_->send(std::move(in), [this, call, sendReply](otp::Outcome<otp::SendResult> o) {
             // Counted as Varlink sends are, so the metrics cover both ways in.
@@ -335,7 +302,7 @@ void Server::addHttpRoutes(http::Router& router) {
         std::fill(call->request.body.begin(), call->request.body.end(), '\0');
         const auto verify = [this, call, code](otp::VerifyInput in) {
             in.code = std::move(*code);
-            in.apiKey = call->key.id;
+            in.caller = apiCaller(call);
             service_->verify(std::move(in), [this, call](otp::Outcome<otp::VerifyResult> o) {
                 if (auto* v = std::get_if<otp::VerifyResult>(&o); v && v->request)
                     log::info("verify " + v->request->id + " by API key " + call->key.id + ": " +
@@ -353,41 +320,35 @@ void Server::addHttpRoutes(http::Router& router) {
             in.destination = *to;
             return verify(std::move(in));
         }
-        apiOwnRequest(call, *id, [verify, id](const otp::OtpRequest&) {
-            otp::VerifyInput in;
-            in.id = id;
-            verify(std::move(in));
-        });
+        otp::VerifyInput in;
+        in.id = id;
+        verify(std::move(in));
     });
 
     apiRoute(router, "GET", "/v1/verifications/{id}", "status", [this](std::shared_ptr<ApiCall> call) {
-        apiOwnRequest(call, call->request.params.at("id"), [this, call](const otp::OtpRequest& r) {
-            apiFinish(call, jsonResponse(200, requestJson(r, clock_->now())), "ok");
-        });
+        service_->status(
+            call->request.params.at("id"),
+            [this, call](otp::Outcome<otp::OtpRequest> o) {
+                apiAnswer(call, std::move(o), 200, [this](const otp::OtpRequest& r) { return requestJson(r, clock_->now()); });
+            },
+            apiCaller(call));
     });
     apiRoute(router, "POST", "/v1/verifications/{id}/cancel", "cancel", [this](std::shared_ptr<ApiCall> call) {
-        const std::string id = call->request.params.at("id");
-        apiOwnRequest(call, id, [this, call, id](const otp::OtpRequest&) {
-            service_->cancel(
-                id,
-                [this, call](otp::Outcome<otp::OtpRequest> o) {
-                    apiAnswer(call, std::move(o), 200,
-                              [this](const otp::OtpRequest& r) { return requestJson(r, clock_->now()); });
-                },
-                otp::Caller{-1, call->key.id});
-        });
+        service_->cancel(
+            call->request.params.at("id"),
+            [this, call](otp::Outcome<otp::OtpRequest> o) {
+                apiAnswer(call, std::move(o), 200, [this](const otp::OtpRequest& r) { return requestJson(r, clock_->now()); });
+            },
+            apiCaller(call));
     });
     apiRoute(router, "POST", "/v1/verifications/{id}/resend", "send", [this, sendReply](std::shared_ptr<ApiCall> call) {
-        const std::string id = call->request.params.at("id");
-        apiOwnRequest(call, id, [this, call, id, sendReply](const otp::OtpRequest&) {
-            service_->resend(
-                id,
-                [this, call, sendReply](otp::Outcome<otp::SendResult> o) {
-                    if (std::holds_alternative<otp::SendResult>(o)) metrics_.send();
-                    apiAnswer(call, std::move(o), 200, sendReply);
-                },
-                otp::Caller{-1, call->key.id});
-        });
+        service_->resend(
+            call->request.params.at("id"),
+            [this, call, sendReply](otp::Outcome<otp::SendResult> o) {
+                if (std::holds_alternative<otp::SendResult>(o)) metrics_.send();
+                apiAnswer(call, std::move(o), 200, sendReply);
+            },
+            apiCaller(call));
     });
 
     // Prometheus text at /metrics on this listener, once something provides it.

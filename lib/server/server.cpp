@@ -604,7 +604,7 @@ void Server::buildMethodTable() {
         in.wait = opt<bool>(p, "wait").value_or(true);
         in.fallbackEmail = opt<std::string>(p, "fallbackEmail");
         in.context = contextParameter(p);
-        in.uid = peer.uid;
+        in.caller.uid = peer.uid;
         const uid_t uid = peer.uid;
         const auto idem = opt<std::string>(p, "idempotencyKey");
         const auto send = [this, uid](otp::SendInput input, Respond respond) {
@@ -666,7 +666,7 @@ void Server::buildMethodTable() {
         in.destination = opt<std::string>(p, "destination");
         in.code = SecretString(p.at("code").get<std::string>());
         in.context = contextParameter(p);
-        in.uid = peer.uid;
+        in.caller.uid = peer.uid;
         const uid_t uid = peer.uid;
         service_->verify(std::move(in), [this, r = onIo(r), uid](otp::Outcome<otp::VerifyResult> o) {
             if (auto* v = std::get_if<otp::VerifyResult>(&o); v && v->request)

@@ -234,12 +234,10 @@ private:
     void addHttpRoutes(http::Router& router);
     void apiRoute(http::Router& router, std::string method, std::string pattern, std::string scope, ApiAction action);
     void apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::string& scope, const ApiAction& action);
-    void apiRateLimited(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
+    [[nodiscard]] otp::Caller apiCaller(const std::shared_ptr<ApiCall>& call) const;
     void apiIdempotent(const std::shared_ptr<ApiCall>& call, const ApiAction& action);
     std::optional<json> apiBody(const std::shared_ptr<ApiCall>& call,
                                 const std::vector<std::pair<std::string, json::value_t>>& fields);
-    void apiOwnRequest(const std::shared_ptr<ApiCall>& call, const std::string& id,
-                       std::function<void(const otp::OtpRequest&)> next);
     template <typename T, typename F>
     void apiAnswer(const std::shared_ptr<ApiCall>& call, otp::Outcome<T> o, int status, F&& body);
     void apiFinish(const std::shared_ptr<ApiCall>& call, http::Response response, const std::string& result);

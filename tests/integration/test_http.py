@@ -192,6 +192,16 @@ class Http(unittest.TestCase):
         # Another app's request is not this key's to see.
         _, sent, _ = self.request("POST", "/v1/apps/other/verifications", {"to": "o@example.org"}, self.other)
         self.assertProblem(self.request("GET", "/v1/verifications/" + sent["id"], key=self.full), 404, "NoSuchRequest")
+        # Nor to check, cancel or resend: each is told there is no such request, and nothing changes.
+        code = self.d.code_for(sent["id"])
+        self.assertProblem(self.request("POST", "/v1/apps/shop/verification-check", {"id": sent["id"], "code": code},
+                                        self.full), 404, "NoSuchRequest")
+        self.assertProblem(self.request("POST", "/v1/verifications/%s/cancel" % sent["id"], key=self.full),
+                           404, "NoSuchRequest")
+        self.assertProblem(self.request("POST", "/v1/verifications/%s/resend" % sent["id"], key=self.full),
+                           404, "NoSuchRequest")
+        status, own, _ = self.request("GET", "/v1/verifications/" + sent["id"], key=self.other)
+        self.assertEqual((status, own["status"], own["attempts"], own["sends"]), (200, "pending", 0, 1), own)
 
     def test_revoked_and_expired_keys(self):
         key = self.create_key("--app", "shop", "--scope", "status")

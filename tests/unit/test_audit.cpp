@@ -316,14 +316,14 @@ struct Fixture {
         otp::SendInput in;
         in.app = "default";
         in.destination = to;
-        in.uid = 1234;
+        in.caller.uid = 1234;
         return wait<otp::SendResult>([&](auto cb) { service->send(std::move(in), cb); });
     }
     otp::Outcome<otp::VerifyResult> verify(const std::string& id, const std::string& code) {
         otp::VerifyInput in;
         in.id = id;
         in.code = SecretString(code);
-        in.uid = 1234;
+        in.caller.uid = 1234;
         return wait<otp::VerifyResult>([&](auto cb) { service->verify(std::move(in), cb); });
     }
     std::vector<otp::AuditRecord> records() {

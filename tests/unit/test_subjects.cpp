@@ -74,7 +74,7 @@ struct Fixture {
         otp::SendInput in;
         in.app = "default";
         in.destination = to;
-        in.uid = 1234;
+        in.caller.uid = 1234;
         auto o = wait<otp::SendResult>([&](auto cb) { service->send(std::move(in), cb); });
         REQUIRE(std::holds_alternative<otp::SendResult>(o));
     }
