@@ -18,7 +18,9 @@
 # run, SES_CLIENTS ("16 64") for sends that wait for the provider,
 # SES_NOWAIT_CLIENTS (16) for the wait = false run; PRIVACY=0 skips the privacy part, PRIVACY_ROWS
 # (1000000), PRIVACY_BATCH (1000); HTTPS=0 skips the HTTPS part, HTTPS_CLIENTS
-# ("16 64"), KEY_RPM (1000000) the API key's key_requests_per_minute there
+# ("16 64"), HTTPS_ROUNDS (3) Varlink and HTTPS runs taken in turn per
+# client count (PAIRS split among them, so a drift of the machine falls on
+# both alike), KEY_RPM (1000000) the API key's key_requests_per_minute there
 # (0: not counted); PG=0 skips the PostgreSQL part (it also skips itself without
 # postgresql-15), PG_CLIENTS ("16 64"), PG_SECONDS (30) per pgbench run,
 # PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL,
@@ -45,7 +47,7 @@ if [ "$tiny" = 1 ]; then
     hf_runs=${HF_RUNS:-3} hf_warmup=${HF_WARMUP:-1} warmup_pairs=10
     ses=${SES:-1} ses_sends=${SES_SENDS:-20} ses_clients_list=${SES_CLIENTS:-"4"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-4}
     privacy=${PRIVACY:-1} privacy_rows=${PRIVACY_ROWS:-200} privacy_batch=${PRIVACY_BATCH:-50}
-    https=${HTTPS:-1} https_clients_list=${HTTPS_CLIENTS:-"4"}
+    https=${HTTPS:-1} https_clients_list=${HTTPS_CLIENTS:-"4"} https_rounds=${HTTPS_ROUNDS:-1}
     pg=${PG:-1} pg_clients_list=${PG_CLIENTS:-"4"} pg_seconds=${PG_SECONDS:-2} pgbench_scale=${PGBENCH_SCALE:-1}
     pg_pairs=${PG_PAIRS:-20}
 else
@@ -54,7 +56,7 @@ else
     hf_runs=${HF_RUNS:-200} hf_warmup=${HF_WARMUP:-20} warmup_pairs=200
     ses=${SES:-1} ses_sends=${SES_SENDS:-5000} ses_clients_list=${SES_CLIENTS:-"16 64"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-16}
     privacy=${PRIVACY:-1} privacy_rows=${PRIVACY_ROWS:-1000000} privacy_batch=${PRIVACY_BATCH:-1000}
-    https=${HTTPS:-1} https_clients_list=${HTTPS_CLIENTS:-"16 64"}
+    https=${HTTPS:-1} https_clients_list=${HTTPS_CLIENTS:-"16 64"} https_rounds=${HTTPS_ROUNDS:-3}
     pg=${PG:-1} pg_clients_list=${PG_CLIENTS:-"16 64"} pg_seconds=${PG_SECONDS:-30} pgbench_scale=${PGBENCH_SCALE:-64}
     pg_pairs=${PG_PAIRS:-5000}
 fi
@@ -90,7 +92,7 @@ n_pg=$(wc -w <<<"$pg_clients_list")
 # SES (mock, daemon, warm-up, runs, no-wait run), privacy,
 # HTTPS (daemon + key, Varlink and HTTPS per client count),
 # PostgreSQL (server, pgbench -i, pgbench runs, nodes + warm-up, 1-node and 3-node runs)
-[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1 + 1 + 1 + 2 * n_https + 3 + 3 * n_pg))"
+[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1 + 1 + 1 + 2 * n_https * https_rounds + 3 + 3 * n_pg))"
 
 # ---- build if needed (not in --tiny: the test suite has built everything) ----
 if [ "$tiny" = 0 ]; then
@@ -416,7 +418,7 @@ else
 fi
 
 # ---- 5. HTTPS: the same pairs over the HTTPS API, next to Varlink, one daemon ----
-declare -A https_rate https_p50 https_p99 https_errs https_ok https_dcpu https_lcpu
+declare -A https_rate https_p50 https_p99 https_errs https_ok https_dcpu https_lcpu https_secs https_dticks https_lsecs
 # cpu_ticks PID...: user + system clock ticks the processes have used so far.
 cpu_ticks() {
     local p t=0
@@ -457,6 +459,10 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
     https_ok[$label]=$(field ok "$line")
     local ok=${https_ok[$label]:-0} hz
     hz=$(getconf CLK_TCK)
+    # What combine_rounds adds up: the run's seconds and CPU.
+    https_secs[$label]=$(awk -v n="$ok" -v r="${https_rate[$label]:-0}" 'BEGIN { if (r > 0) printf "%.6f", n / r; else print 0 }')
+    https_dticks[$label]=$dticks
+    https_lsecs[$label]=$(tail -1 "$tmp/loadgen-cpu.$label" | awk 'NF == 2 { printf "%.3f", $1 + $2 }')
     if [ "${ok:-0}" -gt 0 ] 2>/dev/null; then
         https_dcpu[$label]=$(awk -v t="$dticks" -v hz="$hz" -v n="$ok" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')
         https_lcpu[$label]=$(tail -1 "$tmp/loadgen-cpu.$label" |
@@ -464,12 +470,44 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
     fi
     result "$rc" "loadgen $label: $c client(s), ${https_rate[$label]} pairs/s"
 }
+# combine_rounds LABEL N: LABEL's figures from runs LABEL.1 .. LABEL.N: pairs/s
+# over their summed time, CPU per pair over their summed pairs, the median
+# p50 and the highest p99.
+combine_rounds() {
+    local label=$1 n=$2 r ok=0 secs=0 ticks=0 lsecs=0 errs=0 p50s="" p99s="" hz
+    hz=$(getconf CLK_TCK)
+    for r in $(seq 1 "$n"); do
+        local l="$label.$r"
+        [ -n "${https_ok[$l]:-}" ] || return 0
+        ok=$((ok + https_ok[$l]))
+        errs=$((errs + ${https_errs[$l]:-0}))
+        ticks=$((ticks + ${https_dticks[$l]:-0}))
+        secs=$(awk -v a="$secs" -v b="${https_secs[$l]:-0}" 'BEGIN { printf "%.6f", a + b }')
+        lsecs=$(awk -v a="$lsecs" -v b="${https_lsecs[$l]:-0}" 'BEGIN { printf "%.3f", a + b }')
+        p50s="$p50s ${https_p50[$l]:-}"
+        p99s="$p99s ${https_p99[$l]:-}"
+    done
+    [ "$ok" -gt 0 ] || return 0
+    https_ok[$label]=$ok
+    https_errs[$label]=$errs
+    https_rate[$label]=$(awk -v n="$ok" -v t="$secs" 'BEGIN { if (t > 0) printf "%.1f", n / t }')
+    https_p50[$label]=$(tr ' ' '\n' <<<"$p50s" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+    https_p99[$label]=$(tr ' ' '\n' <<<"$p99s" | sed '/^$/d' | sort -g | tail -1)
+    https_dcpu[$label]=$(awk -v t="$ticks" -v hz="$hz" -v n="$ok" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')
+    https_lcpu[$label]=$(awk -v s="$lsecs" -v n="$ok" 'BEGIN { printf "%.2f", s * 1000 / n }')
+}
+https_round_labels() {  # the TAP names of the Varlink and HTTPS runs
+    local c r
+    for c in $https_clients_list; do
+        for r in $(seq 1 "$https_rounds"); do echo "Varlink-$c.$r"; echo "HTTPS-$c.$r"; done
+    done
+}
 if [ "$https" != 1 ]; then
     skip "HTTPS daemon and API key" "HTTPS=0"
-    for c in $https_clients_list; do skip "Varlink-$c" "HTTPS=0"; skip "HTTPS-$c" "HTTPS=0"; done
+    for l in $(https_round_labels); do skip "$l" "HTTPS=0"; done
 elif ! command -v openssl >/dev/null; then
     skip "HTTPS daemon and API key" "openssl is not installed"
-    for c in $https_clients_list; do skip "Varlink-$c" "no openssl"; skip "HTTPS-$c" "no openssl"; done
+    for l in $(https_round_labels); do skip "$l" "no openssl"; done
 else
     say "HTTPS: a throwaway CA and a certificate for 127.0.0.1 (openssl), [http] on 127.0.0.1, an API key; empty store"
     tls=$tmp/tls
@@ -507,16 +545,21 @@ key_requests_per_minute = ${KEY_RPM:-1000000}"
         timeout 120 "$loadgen" --https "127.0.0.1:$https_port" --ca "$tls/ca.pem" --api-key-file "$tmp/https/api-key" \
             --outbox "$state/outbox" --clients 4 --pairs "$warmup_pairs" >/dev/null; then
         result 0 "HTTPS daemon on 127.0.0.1:$https_port, API key, warm-up over both"
+        per_round=$(( (pairs + https_rounds - 1) / https_rounds ))
         for c in $https_clients_list; do
-            say "Varlink then HTTPS (TLS 1.3, keep-alive): $c client(s), $pairs pairs each (at most ${max_seconds} s)"
-            run_pairs "varlink-$c" "$c" "$pairs" --socket "$socket" --outbox "$state/outbox"
-            run_pairs "https-$c" "$c" "$pairs" --https "127.0.0.1:$https_port" --ca "$tls/ca.pem" \
-                --api-key-file "$tmp/https/api-key" --outbox "$state/outbox"
+            say "Varlink and HTTPS (TLS 1.3, keep-alive) in turn, $https_rounds round(s): $c client(s), $per_round pairs a run (at most ${max_seconds} s)"
+            for r in $(seq 1 "$https_rounds"); do
+                run_pairs "varlink-$c.$r" "$c" "$per_round" --socket "$socket" --outbox "$state/outbox"
+                run_pairs "https-$c.$r" "$c" "$per_round" --https "127.0.0.1:$https_port" --ca "$tls/ca.pem" \
+                    --api-key-file "$tmp/https/api-key" --outbox "$state/outbox"
+            done
+            combine_rounds "varlink-$c" "$https_rounds"
+            combine_rounds "https-$c" "$https_rounds"
         done
     else
         show "$(cat "$tls/openssl.log"; tail -20 "$tmp/https/daemon.log" 2>/dev/null)"
         result 1 "HTTPS daemon and API key (tls $tls_rc, port ${https_port:-none}, key ${key_rc:-not made})"
-        for c in $https_clients_list; do result 1 "varlink-$c (no daemon)"; result 1 "https-$c (no daemon)"; done
+        for l in $(https_round_labels); do result 1 "$l (no daemon)"; done
     fi
     stop_daemon
 fi
