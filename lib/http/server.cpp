@@ -220,6 +220,7 @@ private:
 
     void readHeader() {
         started_ = std::chrono::steady_clock::now();
+        head_ = false;
         parser_.emplace();
         parser_->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(server_->limits.maxHeaderBytes, UINT32_MAX)));
         parser_->body_limit(server_->limits.maxBodyBytes);
@@ -261,6 +262,7 @@ private:
         req.peerIp = peerIp_;
         req.clientIp = clientAddress(peerIp_, req, server_->proxies);
         keepAlive_ = msg.keep_alive();
+        head_ = msg.method() == bhttp::verb::head;
         auto self = this->shared_from_this();
         auto once = std::make_shared<std::atomic<bool>>(false);
         Reply reply = [self, once](Response r) {
@@ -289,6 +291,7 @@ private:
         keepAlive_ = keepAlive_ && !closeAfter && !server_->stopped;
         res_.keep_alive(keepAlive_);
         res_.prepare_payload();
+        if (head_) res_.body().clear();  // Content-Length stays that of the GET's body
         lowest().expires_after(server_->limits.writeTimeout);
         auto self = this->shared_from_this();
         const bool unread = closeAfter && (!parser_ || !parser_->is_done());
@@ -331,6 +334,7 @@ private:
     bhttp::response<bhttp::string_body> res_;
     std::chrono::steady_clock::time_point started_{};
     bool keepAlive_ = false;
+    bool head_ = false;  // the request being answered is a HEAD
     bool closed_ = false;
     std::array<char, 16384> discard_{};
     std::size_t drained_ = 0;
@@ -438,6 +442,8 @@ void Router::add(std::string method, std::string pattern, Handler handler) {
 
 Router::Match Router::find(std::string_view method, std::string_view path) const {
     Match out;
+    const Route* headFallback = nullptr;
+    std::map<std::string, std::string> headParams;
     const auto segments = splitPath(path);
     for (const auto& r : routes_) {
         if (r.segments.size() != segments.size()) continue;
@@ -454,13 +460,26 @@ Router::Match Router::find(std::string_view method, std::string_view path) const
                 params[p.substr(1, p.size() - 2)] = percentDecode(segments[i]);
         }
         if (!ok) continue;
-        if (r.method == method) {
+        // HEAD is GET without the body (RFC 9110 9.3.2), unless a route says otherwise.
+        if (r.method == method || (method == "HEAD" && r.method == "GET" && !headFallback)) {
+            if (r.method != method) {
+                headFallback = &r;
+                headParams = std::move(params);
+                continue;
+            }
             out.handler = &r.handler;
             out.params = std::move(params);
             out.allow.clear();
             return out;
         }
-        if (out.allow.find(r.method) == std::string::npos) out.allow += (out.allow.empty() ? "" : ", ") + r.method;
+        for (const std::string& m : r.method == "GET" ? std::vector<std::string>{"GET", "HEAD"}
+                                                      : std::vector<std::string>{r.method})
+            if (out.allow.find(m) == std::string::npos) out.allow += (out.allow.empty() ? "" : ", ") + m;
+    }
+    if (headFallback) {
+        out.handler = &headFallback->handler;
+        out.params = std::move(headParams);
+        out.allow.clear();
     }
     return out;
 }

@@ -1,7 +1,7 @@
 // What twofactord counts for Prometheus, and the text exposition of it. The
 // rendering is a plain function of a snapshot, so any HTTP server can serve
-// it; lib/server/metrics_http.cpp is the small loopback responder the daemon
-// uses for [metrics] listen.
+// it; the daemon serves it with its HTTP server (lib/http), in plain HTTP
+// for [metrics] listen and at /metrics of the HTTPS API.
 //
 // No personal data in labels: every label takes its value from a small
 // closed set the daemon itself names (channels, drivers, outcomes), and a

@@ -1332,7 +1332,7 @@ int Server::run() {
     io_.run();
     if (http_) http_->stop();
     if (webhook_) webhook_->stop();
-    if (metricsEndpoint_) metricsEndpoint_->stop();
+    if (metricsHttp_) metricsHttp_->stop();
     deliveryPool_.join();
     // Posts in flight end within their timeout; their outcome is stored, or
     // their lease runs out and the next start sends them again.
@@ -1439,10 +1439,26 @@ void Server::startMetrics() {
     // The HTTPS listener serves the same text at /metrics, behind its API keys' TLS.
     metricsText_ = render;
     if (config_.metrics.port == 0) return;
-    metricsEndpoint_ = std::make_unique<MetricsEndpoint>(io_, render);
+    // The daemon's HTTP server again, plain (a loopback scraper), with
+    // tighter bounds than the API's: a whole exchange within 5 s, a request
+    // head of at most 8 KiB, 16 connections at once.
+    http::Limits limits;
+    limits.headerTimeout = limits.bodyTimeout = limits.writeTimeout = limits.idleTimeout = std::chrono::seconds(5);
+    limits.maxHeaderBytes = 8192;
+    limits.maxHeaderCount = 64;
+    limits.maxBodyBytes = 1024;
+    limits.maxConnections = limits.maxConnectionsPerIp = 16;
+    auto router = std::make_shared<http::Router>();
+    router->add("GET", "/metrics", [render](http::Request&, http::Reply reply) {
+        http::Response r;
+        r.contentType = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = render();
+        reply(std::move(r));
+    });
+    metricsHttp_ = std::make_unique<http::Server>(io_, limits, std::move(router));
     try {
-        metricsEndpoint_->start(config_.metrics.address, config_.metrics.port);
-    } catch (const std::exception& e) {  // boost::system::system_error
+        metricsHttp_->listen(config_.metrics.address, config_.metrics.port);
+    } catch (const std::exception& e) {
         throw std::runtime_error("[metrics] listen = \"" + config_.metrics.listen + "\": " + e.what());
     }
     log::info("metrics on http://" + config_.metrics.listen + "/metrics");

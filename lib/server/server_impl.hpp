@@ -16,7 +16,6 @@
 #include "privacy/cron.hpp"
 #include "privacy/subjects.hpp"
 #include "server/metrics.hpp"
-#include "server/metrics_http.hpp"
 #include "store/keys.hpp"
 #include "store/sqlcipher/store.hpp"
 #include "util/clock.hpp"
@@ -409,7 +408,7 @@ private:
 
     // Prometheus counters (any thread) and the [metrics] listener (I/O thread).
     metrics::Registry metrics_;
-    std::unique_ptr<MetricsEndpoint> metricsEndpoint_;
+    std::unique_ptr<http::Server> metricsHttp_;  // [metrics] listen: /metrics in plain HTTP
 };
 
 }  // namespace twofactor::server::detail

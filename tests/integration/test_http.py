@@ -248,7 +248,7 @@ class Http(unittest.TestCase):
         status, _, _ = self.request("GET", "/v1/nothing", key=self.full)
         self.assertEqual(status, 404)
         status, _, r = self.request("DELETE", "/v1/verifications/x", key=self.full)
-        self.assertEqual((status, r.getheader("Allow")), (405, "GET"))
+        self.assertEqual((status, r.getheader("Allow")), (405, "GET, HEAD"))
 
     def test_rate_limited_answer_has_retry_after(self):
         # Per-destination sends are capped by the app's limits: hit them.

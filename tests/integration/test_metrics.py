@@ -136,6 +136,29 @@ class Metrics(unittest.TestCase):
             urllib.request.urlopen(req, timeout=10)
         self.assertEqual(e.exception.code, 405)
 
+    def test_head_and_keep_alive(self):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        try:
+            conn.request("HEAD", "/metrics")
+            r = conn.getresponse()
+            self.assertEqual(r.status, 200)
+            length = int(r.getheader("Content-Length"))
+            self.assertGreater(length, 0)
+            self.assertEqual(r.read(), b"")
+            # The same connection serves the next scrape, whose body has that length or near it.
+            conn.request("GET", "/metrics")
+            r = conn.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertTrue(r.getheader("Content-Type").startswith("text/plain; version=0.0.4"))
+            self.assertIn("twofactor_", r.read().decode())
+            conn.request("POST", "/metrics", body=b"x")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual((r.status, r.getheader("Allow")), (405, "GET, HEAD"))
+        finally:
+            conn.close()
+
     def test_oversized_head_refused_and_the_daemon_serves_on(self):
         with socket.create_connection(("127.0.0.1", PORT), timeout=10) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")

@@ -73,7 +73,17 @@ TEST_CASE("Router matches patterns, names parameters and knows 405", "[http]") {
     REQUIRE(m.handler != nullptr);
     m = router.find("DELETE", "/v1/verifications/x");
     CHECK(m.handler == nullptr);
-    CHECK(m.allow == "GET");
+    CHECK(m.allow == "GET, HEAD");
+    // HEAD is served by the GET route, with its parameters.
+    m = router.find("HEAD", "/v1/verifications/abc");
+    REQUIRE(m.handler != nullptr);
+    http::Request head;
+    (*m.handler)(head, [](http::Response) {});
+    CHECK(hit == 1);
+    CHECK(m.params.at("id") == "abc");
+    m = router.find("HEAD", "/v1/verifications/x/cancel");
+    CHECK(m.handler == nullptr);
+    CHECK(m.allow == "POST");
     m = router.find("GET", "/v1/verifications");
     CHECK(m.handler == nullptr);
     CHECK(m.allow.empty());
