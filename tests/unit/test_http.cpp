@@ -1,6 +1,8 @@
 // The HTTPS API's parts that need no daemon: routing, client addresses behind
 // proxies, API key format and hashing, problem statuses, the route table
-// against the OpenAPI document, and the listener's limits on plain HTTP.
+// against the OpenAPI document, and the listener's limits on plain HTTP
+// (header size and count, body size, per-IP and total connections, the
+// header, body and idle deadlines).
 #include "http/apikey.hpp"
 #include "http/problem.hpp"
 #include "http/server.hpp"
@@ -14,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -57,7 +60,114 @@ std::string roundTrip(int port, const std::string& data) {
     return out;
 }
 
+// A connection from `from` (any 127.0.0.0/8 address reaches the loopback
+// listener, so a test can be several clients), with a receive timeout.
+int connectFrom(const char* from, int port, int timeoutSeconds = 5) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    timeval tv{timeoutSeconds, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    REQUIRE(::inet_pton(AF_INET, from, &local.sin_addr) == 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) == 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    return fd;
+}
+
+// What arrives until the server closes or resets the connection, or that
+// and "timeout" when it does neither within the receive timeout.
+std::string untilClosed(int fd) {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) return out;
+        if (n < 0) return out + "timeout";
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+const std::string kEcho = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+
 }  // namespace
+
+TEST_CASE("The listener's limits: connections per IP and in total, the body and idle deadlines", "[http]") {
+    asio::io_context io;
+    auto router = std::make_shared<http::Router>();
+    router->add("POST", "/echo", [](http::Request& req, http::Reply reply) {
+        reply(http::Response::text(200, std::to_string(req.body.size())));
+    });
+    http::Limits limits;
+    limits.maxConnectionsPerIp = 2;
+    limits.maxConnections = 3;
+    limits.headerTimeout = std::chrono::milliseconds(5000);
+    limits.bodyTimeout = std::chrono::milliseconds(600);
+    limits.idleTimeout = std::chrono::milliseconds(400);
+    http::Server server(io, limits, router);
+    server.listen("127.0.0.1", 0);
+    const int port = server.ports().front();
+    std::thread t([&] { io.run(); });
+    const auto closeAll = [&](std::vector<int>& fds) {
+        for (int fd : fds) ::close(fd);
+        fds.clear();
+        for (int i = 0; i < 200 && server.connections() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        REQUIRE(server.connections() == 0);
+    };
+
+    // Two held from one address: a third from it is closed unanswered; another address still gets in.
+    std::vector<int> held = {connectFrom("127.0.0.1", port), connectFrom("127.0.0.1", port)};
+    const int third = connectFrom("127.0.0.1", port);
+    (void)::send(third, kEcho.data(), kEcho.size(), MSG_NOSIGNAL);
+    CHECK(untilClosed(third).empty());
+    ::close(third);
+    const int other = connectFrom("127.0.0.2", port);
+    held.push_back(other);
+    // Three in all: a fourth address is refused too, by the total.
+    const int fourth = connectFrom("127.0.0.3", port);
+    (void)::send(fourth, kEcho.data(), kEcho.size(), MSG_NOSIGNAL);
+    CHECK(untilClosed(fourth).empty());
+    ::close(fourth);
+    // The one let in is served.
+    (void)::send(other, kEcho.data(), kEcho.size(), MSG_NOSIGNAL);
+    std::string answer;
+    char buf[512];
+    while (answer.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::recv(other, buf, sizeof(buf), 0);
+        REQUIRE(n > 0);
+        answer.append(buf, static_cast<std::size_t>(n));
+    }
+    CHECK(answer.starts_with("HTTP/1.1 200"));
+    // Kept alive, then idle: closed at the idle deadline (well before the 5 s receive timeout).
+    answer = untilClosed(other);
+    CHECK(answer.find("timeout") == std::string::npos);
+    closeAll(held);
+
+    // A body that trickles in is cut at the body deadline, however steadily it comes.
+    const int slow = connectFrom("127.0.0.1", port);
+    const std::string head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n";
+    (void)::send(slow, head.data(), head.size(), MSG_NOSIGNAL);
+    bool cut = false;
+    for (int i = 0; i < 20 && !cut; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        cut = ::send(slow, "a", 1, MSG_NOSIGNAL) < 0;
+        char c;
+        if (!cut) cut = ::recv(slow, &c, 1, MSG_DONTWAIT) == 0;
+    }
+    CHECK(cut);
+    ::close(slow);
+    // And the listener serves on.
+    CHECK(roundTrip(port, "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc")
+              .starts_with("HTTP/1.1 200"));
+
+    io.stop();
+    t.join();
+    server.stop();
+}
 
 TEST_CASE("Router matches patterns, names parameters and knows 405", "[http]") {
     http::Router router;
