@@ -2,14 +2,18 @@
 API keys (create, scopes, app, revoke, expiry), send -> outbox -> check,
 problem+json errors, Idempotency-Key, the request log, and the listener's
 limits (idle and slowloris clients, huge headers, duplicate Content-Length,
-TLS 1.2 refused)."""
+TLS 1.2 refused unless allowed); the certificate from systemd credentials,
+reloaded on SIGHUP."""
 import http.client
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -408,6 +412,86 @@ class Http(unittest.TestCase):
                 closed += 1
             s.close()
         self.assertEqual(closed, 72)
+
+
+class CredentialsDaemon(harness.Daemon):
+    """A daemon started as systemd would with LoadCredential=: the
+    certificate and key are http-cert and http-key in $CREDENTIALS_DIRECTORY."""
+
+    def __init__(self, config, creds):
+        super().__init__(config=config, clock=T0)
+        self.creds = creds
+
+    def env(self):
+        env = super().env()
+        env["CREDENTIALS_DIRECTORY"] = self.creds
+        return env
+
+
+class TlsSettings(unittest.TestCase):
+    """min_tls = "1.2" lets a TLS 1.2 client in; the certificate comes from
+    systemd credentials when no file is named, and SIGHUP reloads it."""
+
+    def test_tls12_allowed_credentials_and_reload_on_sighup(self):
+        root = tempfile.mkdtemp(prefix="twofactor-tls-")
+        self.addCleanup(shutil.rmtree, root, True)
+        creds = os.path.join(root, "creds")
+        os.makedirs(creds)
+        first_ca = make_tls(os.path.join(root, "first"))
+        second_ca = make_tls(os.path.join(root, "second"))
+
+        def install(which):
+            for src, dst in (("server.pem", "http-cert"), ("server.key", "http-key")):
+                shutil.copy(os.path.join(root, which, src), os.path.join(creds, dst + ".new"))
+                os.chmod(os.path.join(creds, dst + ".new"), 0o600)
+                os.rename(os.path.join(creds, dst + ".new"), os.path.join(creds, dst))
+
+        install("first")
+        config = (CONFIG.replace('cert_file = "{root}/tls/server.pem"\nkey_file = "{root}/tls/server.key"\n',
+                                 'min_tls = "1.2"\n'))
+        self.assertNotIn("cert_file", config)
+        d = CredentialsDaemon(config, creds)
+        self.addCleanup(d.cleanup)
+        d.start()
+        m = wait_for(lambda: re.search(r"https: listening on 127\.0\.0\.1:(\d+)", d.read_log()), 10)
+        self.assertTrue(m, d.read_log()[-2000:])
+        port = int(m.group(1))
+
+        def handshake(ca, version=None):
+            ctx = ssl.create_default_context(cafile=ca)
+            if version is not None:
+                ctx.minimum_version = ctx.maximum_version = version
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                    return s.version()
+
+        self.assertEqual(handshake(first_ca, ssl.TLSVersion.TLSv1_2), "TLSv1.2")
+        self.assertEqual(handshake(first_ca), "TLSv1.3")
+        with self.assertRaises(ssl.SSLError):
+            handshake(second_ca)
+
+        # A new certificate in place, then SIGHUP: new connections get it.
+        install("second")
+        d.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: self.try_handshake(handshake, second_ca), 10), d.read_log()[-2000:])
+        with self.assertRaises(ssl.SSLError):
+            handshake(first_ca)
+
+        # A key that does not load keeps the certificate in use, and the log says why.
+        with open(os.path.join(creds, "http-key"), "w") as f:
+            f.write("not a key\n")
+        d.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: "keeping the old certificate" in d.read_log().split("received SIGHUP")[-1],
+                                 10), d.read_log()[-2000:])
+        self.assertIn("http-key", d.read_log().split("received SIGHUP")[-1])
+        self.assertEqual(handshake(second_ca), "TLSv1.3")
+
+    @staticmethod
+    def try_handshake(handshake, ca):
+        try:
+            return handshake(ca)
+        except (ssl.SSLError, OSError):
+            return None
 
 
 class KeyLimit(unittest.TestCase):
