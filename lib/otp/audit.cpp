@@ -85,7 +85,7 @@ AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord r
     } catch (const AuditWriteError&) {
         throw;
     } catch (const std::exception& e) {
-        throw AuditWriteError(std::string("the audit record could not be written: ") + e.what());
+        throw AuditWriteError(std::string("the audit record could not be written: ") + e.what(), std::current_exception());
     }
 }
 

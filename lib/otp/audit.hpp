@@ -13,6 +13,7 @@
 #include "util/secret.hpp"
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -115,8 +116,12 @@ public:
 
 // Thrown when an audit record cannot be written. The work item that tried to
 // write it rolls back: the operation it records does not happen (fails closed).
+// `cause` is the store's own error, when there was one: a store that runs a
+// work item again after a conflict (a deadlock) judges the error by it.
 struct AuditWriteError : std::runtime_error {
-    using std::runtime_error::runtime_error;
+    explicit AuditWriteError(const std::string& what, std::exception_ptr why = nullptr)
+        : std::runtime_error(what), cause(std::move(why)) {}
+    std::exception_ptr cause;
 };
 
 // The unambiguous byte string the hash covers: every field, length-prefixed.

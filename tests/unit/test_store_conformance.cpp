@@ -773,6 +773,64 @@ TEST_CASE("concurrent work: one approval of many verifies of one code, every wro
     CHECK(app->count == kThreads * kEach);
 }
 
+TEST_CASE("a deadlock inside an audit append is run again like any other", "[store][audit][concurrency]") {
+    const auto backend = GENERATE(from_range(backends()));
+    // Only a store with concurrent writers can deadlock: SQLCipher runs one work item at a time.
+    if (backend != "postgresql") return;
+    Fresh f(backend);
+    auto& s = f.store;
+    // Two items lock the same two counters in opposite orders; the server
+    // aborts one (40P01). Each wraps what fails as the audit log does
+    // (otp::AuditWriteError with the store's error as its cause): the
+    // aborted one must be run again, not fail.
+    std::atomic<int> locked{0}, runs{0};
+    const auto item = [&](const char* first, const char* second) {
+        return [&, first, second](store::Transaction& t) {
+            ++runs;
+            try {
+                (void)t.countSendsIf({{"ip", first, 3600}}, 1000, [](const auto&) { return true; });
+                ++locked;
+                for (int i = 0; i < 500 && locked < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                (void)t.countSendsIf({{"ip", second, 3600}}, 1000, [](const auto&) { return true; });
+            } catch (const std::exception& e) {
+                throw otp::AuditWriteError(std::string("the audit record could not be written: ") + e.what(),
+                                           std::current_exception());
+            }
+        };
+    };
+    std::exception_ptr a, b;
+    std::thread ta([&] {
+        try {
+            store::runSync(*s, item("k1", "k2"));
+        } catch (...) {
+            a = std::current_exception();
+        }
+    });
+    std::thread tb([&] {
+        try {
+            store::runSync(*s, item("k2", "k1"));
+        } catch (...) {
+            b = std::current_exception();
+        }
+    });
+    ta.join();
+    tb.join();
+    CHECK_FALSE(a);
+    CHECK_FALSE(b);
+    CHECK(runs >= 3);  // the aborted one ran again
+    for (const char* k : {"k1", "k2"}) {
+        std::optional<otp::RateCounter> c;
+        (void)store::runSync(*s, [&](store::Transaction& t) {
+            return t.countSendsIf({{"ip", k, 3600}}, 1000, [&](const auto& found) {
+                c = found[0];
+                return false;
+            });
+        });
+        REQUIRE(c);
+        CHECK(c->count == 2);  // both items counted once each: the aborted run left nothing
+    }
+}
+
 TEST_CASE("concurrent sweeps of several nodes claim each due job exactly once", "[store][jobs][concurrency]") {
     const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);

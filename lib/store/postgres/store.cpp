@@ -2,6 +2,7 @@
 
 #include "store/postgres/schema.hpp"
 #include "store/postgres/sealed.hpp"
+#include "otp/audit.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"
 
@@ -16,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -1396,21 +1398,36 @@ private:
                 t.runAtCommit();
                 conn->exec("COMMIT");
                 return nullptr;
-            } catch (const PgError& e) {
+            } catch (...) {
+                const std::exception_ptr error = std::current_exception();
                 rollback(*conn);
+                const auto pg = pgErrorOf(error);
+                if (!pg) return error;
                 const bool lost = !conn->ok();
                 if (lost) conn.reset();
-                if ((e.retryable() || (lost && attempt == 0)) && attempt + 1 < kTries) {
+                if ((pg->retryable() || (lost && attempt == 0)) && attempt + 1 < kTries) {
                     std::this_thread::sleep_for(std::chrono::milliseconds(1 << std::min(attempt, 5)));
                     continue;
                 }
-                if (lost) return std::make_exception_ptr(StoreUnavailable(e.what()));
-                return std::current_exception();
-            } catch (...) {
-                rollback(*conn);
-                return std::current_exception();
+                if (lost) return std::make_exception_ptr(StoreUnavailable(pg->what()));
+                return error;
             }
         }
+    }
+
+    // The server's error behind a failed work item: thrown as it is, or
+    // wrapped by the audit log (a deadlock while appending is retried like
+    // any other; the append is part of the item run again).
+    static std::optional<PgError> pgErrorOf(const std::exception_ptr& e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const PgError& pg) {
+            return pg;
+        } catch (const otp::AuditWriteError& audit) {
+            if (audit.cause) return pgErrorOf(audit.cause);
+        } catch (...) {
+        }
+        return std::nullopt;
     }
 
     static void rollback(Connection& c) {
