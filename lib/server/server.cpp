@@ -1179,6 +1179,7 @@ void Server::startWebhook() {
             service_->emailFeedback(std::move(report), std::move(done));
         };
         sns.execute = [this](std::function<void()> work) { asio::post(deliveryPool_, std::move(work)); };
+        sns.now = [this] { return clock_->now(); };
         sns_ = std::make_unique<webhook::sns::Endpoint>(config_.ses.notifications, config_.tls, std::move(sns));
         webhook_->mount([sns = sns_.get()](http::Router& router) { sns->addRoutes(router); });
         log::info("SNS: SES notifications of " + std::to_string(config_.ses.notifications.topicArns.size()) +

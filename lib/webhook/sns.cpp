@@ -12,6 +12,7 @@
 #include <openssl/x509_vfy.h>
 
 #include <algorithm>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -136,6 +137,38 @@ std::optional<Message> parseMessage(std::string_view body) {
         return m;
     }
     return std::nullopt;
+}
+
+std::optional<std::int64_t> parseTimestamp(std::string_view text) {
+    // 2012-04-26T20:45:04.751Z: fixed positions, digits where digits go.
+    if (text.size() < 20 || text.back() != 'Z') return std::nullopt;
+    const auto digits = [&](std::size_t at, std::size_t n) -> std::optional<int> {
+        int v = 0;
+        for (std::size_t i = at; i < at + n; ++i) {
+            if (text[i] < '0' || text[i] > '9') return std::nullopt;
+            v = v * 10 + (text[i] - '0');
+        }
+        return v;
+    };
+    if (text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' || text[16] != ':') return std::nullopt;
+    const auto y = digits(0, 4), mo = digits(5, 2), d = digits(8, 2), h = digits(11, 2), mi = digits(14, 2),
+               sec = digits(17, 2);
+    if (!y || !mo || !d || !h || !mi || !sec) return std::nullopt;
+    if (text.size() > 20) {  // a fraction: ".", then 1 to 9 digits, before the Z
+        if (text[19] != '.' || text.size() > 30 || text.size() < 22 || !digits(20, text.size() - 21)) return std::nullopt;
+    }
+    if (*mo < 1 || *mo > 12 || *d < 1 || *d > 31 || *h > 23 || *mi > 59 || *sec > 60) return std::nullopt;
+    std::tm tm{};
+    tm.tm_year = *y - 1900;
+    tm.tm_mon = *mo - 1;
+    tm.tm_mday = *d;
+    tm.tm_hour = *h;
+    tm.tm_min = *mi;
+    tm.tm_sec = *sec;
+    const std::time_t t = ::timegm(&tm);
+    // timegm normalises 31 February into March: such a date is not one.
+    if (tm.tm_mday != *d || tm.tm_mon != *mo - 1) return std::nullopt;
+    return static_cast<std::int64_t>(t);
 }
 
 std::string canonicalString(const Message& m) {
@@ -352,6 +385,18 @@ void Endpoint::handle(const http::Request& req, std::function<void(http::Respons
         case Verdict::BadSignature:
             log::warning("SNS: refused a message from " + req.clientIp + ": bad signature");
             return reply(answer(403, "bad signature"));
+    }
+    // Signed, so its time is SNS's: one from long ago is a recorded message sent again.
+    if (handlers_.now) {
+        const auto at = parseTimestamp(m.timestamp);
+        const std::int64_t now = handlers_.now();
+        if (!at || *at < now - kMaxMessageAge - kMaxClockSkew || *at > now + kMaxClockSkew) {
+            log::warning("SNS: refused a " + m.type + " " + m.messageId + " from " + req.clientIp + ": its Timestamp " +
+                         m.timestamp + (!at           ? " is not a time"
+                          : *at > now ? " is in the future (is this host's clock wrong?)"
+                                      : " is more than an hour old (a replay, or this host's clock is wrong)"));
+            return reply(answer(403, "stale message"));
+        }
     }
 
     if (m.type == "SubscriptionConfirmation") {

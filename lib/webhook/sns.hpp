@@ -13,6 +13,7 @@
 
 #include "config/config.hpp"
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -57,6 +58,15 @@ struct Message {
 // The region of an SNS topic ARN ("" when it is not one).
 [[nodiscard]] std::string topicRegion(std::string_view arn);
 
+// A message's Timestamp, "YYYY-MM-DDTHH:MM:SS[.fff]Z" (UTC), in seconds since
+// the epoch; nullopt for anything else.
+[[nodiscard]] std::optional<std::int64_t> parseTimestamp(std::string_view text);
+// How old a signed message may be: SNS retries an HTTP/S delivery for at
+// most an hour (its delivery policies cannot ask for longer), so an older
+// one is a replay. Clocks may differ by kMaxClockSkew either way.
+constexpr std::int64_t kMaxMessageAge = 3600;
+constexpr std::int64_t kMaxClockSkew = 300;
+
 enum class Verdict { Valid, BadSignature, BadCertificate, UnsupportedVersion };
 // Verifies the message's signature with the PEM certificate, which must chain
 // to a CA in caFile (or the system's when empty) and be valid now.
@@ -82,6 +92,8 @@ struct Handlers {
     // Runs blocking work (a certificate fetch, a subscription confirmation)
     // off the listener's I/O thread.
     std::function<void(std::function<void()>)> execute;
+    // The time now, seconds since the epoch (the daemon's clock).
+    std::function<std::int64_t()> now;
 };
 
 class Endpoint {

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import tempfile
 import threading
 import unittest
@@ -69,6 +70,12 @@ resend_cooldown = 0
 
 def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def sns_time(offset=0):
+    """A Timestamp as SNS writes it, `offset` seconds from now."""
+    t = time.time() + offset
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int((t % 1) * 1000)
 
 
 class Confirmations(http.server.BaseHTTPRequestHandler):
@@ -143,7 +150,7 @@ class Sns(unittest.TestCase):
     def envelope(self, message, topic=TOPIC, cert_url=CERT_URL):
         Sns.n += 1
         return {"Type": "Notification", "MessageId": "msg-%d" % Sns.n, "TopicArn": topic,
-                "Message": json.dumps(message), "Timestamp": "2026-12-01T12:00:00.000Z",
+                "Message": json.dumps(message), "Timestamp": sns_time(),
                 "SigningCertURL": cert_url, "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe"}
 
     def post(self, msg):
@@ -246,11 +253,22 @@ class Sns(unittest.TestCase):
         msg["SignatureVersion"] = "3"
         self.assertEqual(self.post(msg)[0], 403)
         self.assertEqual(self.post({"Type": "Notification"})[0], 400)
+        # Validly signed, but recorded long ago (or dated ahead): a replay is refused.
+        for offset in (-2 * 3600, 3600):
+            msg = self.envelope(self.bounce("forged@example.org", mid))
+            msg["Timestamp"] = sns_time(offset)
+            status, body = self.post(self.sign(msg))
+            self.assertEqual((status, body.strip()), (403, "stale message"))
+        msg = self.envelope(self.bounce("forged@example.org", mid))
+        msg["Timestamp"] = "yesterday"
+        self.assertEqual(self.post(self.sign(msg))[0], 403)
         self.assertEqual(self.suppressions(), before)
         self.assertEqual(self.send("forged@example.org").returncode, 0)
         log = self.d.read_log()
         self.assertIn("bad signature", log)
         self.assertIn("unknown topic " + OTHER_TOPIC, log)
+        self.assertIn("is more than an hour old (a replay", log)
+        self.assertIn("is in the future", log)
 
     def test_subscription_confirmed_only_for_a_configured_topic(self):
         def confirmation(topic, token):
@@ -258,7 +276,7 @@ class Sns(unittest.TestCase):
                               "TopicArn": topic, "Message": "You have chosen to subscribe to the topic " + topic,
                               "SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription"
                                               "&TopicArn=" + topic + "&Token=" + token,
-                              "Timestamp": "2026-12-01T12:00:00.000Z", "SigningCertURL": CERT_URL}, "2")
+                              "Timestamp": sns_time(), "SigningCertURL": CERT_URL}, "2")
 
         self.assertEqual(self.post(confirmation(OTHER_TOPIC, "tok-other"))[0], 403)
         self.assertFalse([p for p in Confirmations.seen if "tok-other" in p])

@@ -96,3 +96,16 @@ TEST_CASE("SES notifications: permanent and transient bounces, complaints", "[sn
     CHECK(n->kind == SesNotification::Kind::Other);
     CHECK_FALSE(parseSesNotification("{"));
 }
+
+TEST_CASE("a Timestamp is SNS's UTC form or nothing", "[sns]") {
+
+    CHECK(parseTimestamp("2012-04-26T20:45:04.751Z") == 1335473104);
+    CHECK(parseTimestamp("2012-04-26T20:45:04Z") == 1335473104);
+    CHECK(parseTimestamp("1970-01-01T00:00:00.000Z") == 0);
+    CHECK(parseTimestamp("2024-02-29T23:59:59.1Z") == 1709251199);
+    for (const char* bad : {"", "2012-04-26T20:45:04.751", "2012-04-26 20:45:04.751Z", "2012-04-26T20:45:04.Z",
+                            "2012-4-26T20:45:04.751Z", "2012-04-26T24:00:00Z", "2023-02-29T00:00:00Z",
+                            "2012-13-01T00:00:00Z", "2012-04-26T20:45:04.7510000000Z", "2012-04-26T20:45:04+01:00",
+                            "abcd-04-26T20:45:04Z"})
+        CHECK_FALSE(parseTimestamp(bad));
+}
