@@ -37,29 +37,6 @@ http::Request withHeaders(std::vector<std::pair<std::string, std::string>> heade
     return r;
 }
 
-// One exchange over plain TCP: what the server answered before it closed.
-std::string roundTrip(int port, const std::string& data) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    timeval tv{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    (void)::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    std::string out;
-    char buf[4096];
-    for (;;) {
-        const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-        if (n <= 0) break;
-        out.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(fd);
-    return out;
-}
-
 // A connection from `from` (any 127.0.0.0/8 address reaches the loopback
 // listener, so a test can be several clients), with a receive timeout.
 int connectFrom(const char* from, int port, int timeoutSeconds = 5) {
@@ -90,6 +67,21 @@ std::string untilClosed(int fd) {
         if (n < 0) return out + "timeout";
         out.append(buf, static_cast<std::size_t>(n));
     }
+}
+
+// One exchange over plain TCP: what the server answered before it closed.
+std::string roundTrip(int port, const std::string& data) {
+    const int fd = connectFrom("127.0.0.1", port, 10);
+    (void)::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return out;
 }
 
 const std::string kEcho = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
