@@ -3,7 +3,10 @@
 // operators and their monitoring.
 #include "cli/common.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
+#include <set>
 #include <string>
 
 namespace twofactor::cli {
@@ -131,11 +134,35 @@ private:
         const std::string self = str(out, "self");
         std::printf("backend        %s\n", str(out, "backend").c_str());
         std::printf("nodes          %zu\n", out["nodes"].size());
-        for (const auto& n : out["nodes"])
-            std::printf("  %s%-40s %-16s %-8s started %s, heartbeat %s\n", str(n, "id") == self ? "*" : " ",
+        // A node's id is host~state directory/start: a later start of the
+        // same daemon replaces the earlier, whose row lingers until it is
+        // forgotten. Only the latest of each counts for the key versions.
+        std::map<std::string, std::int64_t> latestStart;
+        const auto daemonOf = [](const std::string& id) { return id.substr(0, id.rfind('/')); };
+        for (const auto& n : out["nodes"]) {
+            auto& latest = latestStart[daemonOf(str(n, "id"))];
+            latest = std::max(latest, n.value("started", std::int64_t{0}));
+        }
+        std::set<std::int64_t> keyVersions;
+        for (const auto& n : out["nodes"]) {
+            const std::int64_t key = n.value("keyVersion", std::int64_t{0});
+            const bool replaced = n.value("started", std::int64_t{0}) < latestStart[daemonOf(str(n, "id"))];
+            if (key > 0 && !replaced) keyVersions.insert(key);
+            std::printf("  %s%-40s %-16s %-8s %sstarted %s, heartbeat %s%s\n", str(n, "id") == self ? "*" : " ",
                         str(n, "id").c_str(), str(n, "host").c_str(), str(n, "version").c_str(),
+                        key > 0 ? ("key " + std::to_string(key) + ", ").c_str() : "",
                         isoTime(n.value("started", std::int64_t{0})).c_str(),
-                        isoTime(n.value("heartbeat", std::int64_t{0})).c_str());
+                        isoTime(n.value("heartbeat", std::int64_t{0})).c_str(), replaced ? " (restarted since)" : "");
+        }
+        // After a key rotation the other nodes seal under the old key until
+        // they are restarted with the new one: say which ones.
+        if (keyVersions.size() > 1) {
+            std::string list;
+            for (auto v : keyVersions) list += (list.empty() ? "" : ", ") + std::to_string(v);
+            std::printf("  the nodes seal under different store keys (versions %s): restart those below %lld "
+                        "with the new key file\n",
+                        list.c_str(), static_cast<long long>(*keyVersions.rbegin()));
+        }
         std::printf("leases         %zu\n", out["leases"].size());
         for (const auto& l : out["leases"])
             std::printf("  %-12s %s, run of %s, until %s\n", str(l, "name").c_str(), str(l, "holder").c_str(),

@@ -200,6 +200,10 @@ void Server::addMaintenanceMethods() {
                         }
                         log::info("uid " + std::to_string(uid) + " rotated the store key: " + res.detail);
                         audit("key-rotation", uid, "success", res.detail);
+                        // The node's key version, in `cluster status` now rather than at the next beat.
+                        asio::post(io_, [this] {
+                            if (!stopping_) heartbeatTick();
+                        });
                         return r("", {{"keyFile", keyFile}});
                     case store::RekeyStatus::Busy:
                         store::discardPendingKey(keyFile);

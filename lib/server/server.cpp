@@ -547,9 +547,12 @@ void Server::buildMethodTable() {
             [this, st, r = onIo(r)](std::exception_ptr e) {
                 if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
                 json nodes = json::array(), leases = json::array();
-                for (const auto& n : st->nodes)
-                    nodes.push_back({{"id", n.id}, {"host", n.host}, {"version", n.version}, {"started", n.started},
-                                     {"heartbeat", n.heartbeat}});
+                for (const auto& n : st->nodes) {
+                    json node = {{"id", n.id},           {"host", n.host},          {"version", n.version},
+                                 {"started", n.started}, {"heartbeat", n.heartbeat}};
+                    if (n.keyVersion > 0) node["keyVersion"] = n.keyVersion;
+                    nodes.push_back(std::move(node));
+                }
                 for (const auto& l : st->leases)
                     leases.push_back({{"name", l.name}, {"holder", l.holder}, {"slot", l.slot}, {"expires", l.expiresAt}});
                 r("", {{"backend", config_.store.backend},
@@ -1056,7 +1059,8 @@ void Server::openPostgresStore() {
 void Server::heartbeatTick() {
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
-    store::NodeInfo node{service_->deliveryHolder(), host, TWOFACTOR_VERSION, startedAt_, clock_->now()};
+    store::NodeInfo node{service_->deliveryHolder(), host, TWOFACTOR_VERSION, startedAt_, clock_->now(),
+                         store_->keyVersion()};
     store_->submitReserved([node](store::Transaction& t) { t.heartbeatNode(node); },
                            [](std::exception_ptr e) {
                                if (e) log::warning("the node's heartbeat could not be recorded");

@@ -287,6 +287,10 @@ struct NodeInfo {
     std::string version;
     std::int64_t started = 0;
     std::int64_t heartbeat = 0;
+    // The store-key version the node seals new values under (PostgreSQL's
+    // column sealing); 0 for a store that has none (SQLCipher encrypts the
+    // whole file under its one key).
+    int keyVersion = 0;
 };
 
 // One unit of work's view of the store, valid only inside Store::submit's work
@@ -604,6 +608,8 @@ public:
     virtual void close() = 0;
 
     [[nodiscard]] virtual std::string description() const = 0;
+    // The version of the key new values are sealed under (NodeInfo::keyVersion).
+    [[nodiscard]] virtual int keyVersion() const { return 0; }
 
     // ---- Maintenance (issue 5): key rotation and online backup ----
     // At most one of them runs at a time; the other is refused with Busy.

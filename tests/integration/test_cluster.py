@@ -317,6 +317,12 @@ class Cluster(unittest.TestCase):
                                "AND CASE WHEN octet_length(destination) > 0 THEN get_byte(destination, 0) <> 2 END")
         self.assertEqual(old, "0")
         self.assertTrue(os.path.exists(os.path.join(self.keys, "store.key.previous")))
+        # cluster status tells the nodes apart: the rotated one seals under key 2, the others under 1.
+        versions = self.key_versions(lambda v: sorted(v.values()) == [1, 1, 2])
+        self.assertEqual(versions[self.node_id(a)], 2, versions)
+        text = b.cli("cluster", "status").stdout
+        self.assertIn("key 2, started", text)
+        self.assertIn("the nodes seal under different store keys (versions 1, 2): restart those below 2", text)
         # A node still holding only the old key serves on; the rotated node opens what it seals.
         meanwhile = self.send(c, "during-rotation@example.org")
         r = a.cli("verify", "--id", meanwhile, "--code", c.code_for(meanwhile))
@@ -330,6 +336,24 @@ class Cluster(unittest.TestCase):
         after = self.send(c, "after-rotation@example.org")
         r = b.cli("verify", "--id", after, "--code", c.code_for(after))
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "approved"), r.stderr)
+        # Restarted, every node seals under key 2, and the warning is gone.
+        self.key_versions(lambda v: sorted(v.values()) == [2, 2, 2])
+        self.assertNotIn("different store keys", a.cli("cluster", "status").stdout)
+
+    def node_id(self, node):
+        return json.loads(node.cli("--json", "cluster", "status").stdout)["self"]
+
+    def key_versions(self, wanted):
+        """{node id: keyVersion} of the live nodes once `wanted` holds for it (15 s at most)."""
+        live = {self.node_id(n) for n in self.nodes}
+        deadline = time.time() + 15
+        while True:
+            status = json.loads(self.nodes[0].cli("--json", "cluster", "status").stdout)
+            versions = {n["id"]: n.get("keyVersion") for n in status["nodes"] if n["id"] in live}
+            if wanted(versions) or time.time() > deadline:
+                self.assertTrue(wanted(versions), versions)
+                return versions
+            time.sleep(0.5)
 
 
     def test_j_a_rotation_keeps_the_old_key_first_and_a_start_completes_an_interrupted_one(self):

@@ -1387,12 +1387,14 @@ TEST_CASE("lease rows: one holder per scheduled run, taken over only once expire
     store::runSync(*s, [](store::Transaction& t) {
         t.heartbeatNode({"a/1", "host-a", "0.1.0", 100, 110});
         t.heartbeatNode({"b/1", "host-b", "0.1.0", 100, 200});
-        t.heartbeatNode({"a/1", "host-a", "0.1.0", 100, 300});
+        t.heartbeatNode({"a/1", "host-a", "0.1.0", 100, 300, 2});  // its key was rotated meanwhile
     });
     auto nodes = store::runSync(*s, [](store::Transaction& t) { return t.listNodes(150, 10); });
     REQUIRE(nodes.size() == 2);
     CHECK(nodes[0].id == "a/1");
     CHECK(nodes[0].heartbeat == 300);
+    CHECK(nodes[0].keyVersion == 2);
+    CHECK(nodes[1].keyVersion == 0);
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.listNodes(250, 10); }).size() == 1);
 }
 

@@ -344,6 +344,11 @@ ALTER TABLE email_feedback ADD COLUMN share SMALLINT NOT NULL DEFAULT 0;
 ALTER TABLE email_feedback DROP CONSTRAINT email_feedback_pkey;
 ALTER TABLE email_feedback ADD PRIMARY KEY (app, hour, share);
 )sql",
+    // 9: the store-key version each node seals under, so that `cluster
+    // status` shows the nodes a key rotation has not reached yet.
+    R"sql(
+ALTER TABLE nodes ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -755,10 +760,12 @@ inline constexpr const char* kTakeLease =
 inline constexpr const char* kListLeases =
     "SELECT name, holder, slot, expires_at FROM leases ORDER BY name LIMIT $1";
 inline constexpr const char* kHeartbeatNode =
-    "INSERT INTO nodes (id, host, version, started, heartbeat) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE "
-    "SET heartbeat = GREATEST(nodes.heartbeat, EXCLUDED.heartbeat), version = EXCLUDED.version";
+    "INSERT INTO nodes (id, host, version, started, heartbeat, key_version) VALUES ($1, $2, $3, $4, $5, $6) "
+    "ON CONFLICT (id) DO UPDATE SET heartbeat = GREATEST(nodes.heartbeat, EXCLUDED.heartbeat), "
+    "version = EXCLUDED.version, key_version = EXCLUDED.key_version";
 inline constexpr const char* kListNodes =
-    "SELECT id, host, version, started, heartbeat FROM nodes WHERE heartbeat >= $1 ORDER BY heartbeat DESC LIMIT $2";
+    "SELECT id, host, version, started, heartbeat, key_version FROM nodes WHERE heartbeat >= $1 "
+    "ORDER BY heartbeat DESC LIMIT $2";
 
 // ---- Transaction binding ----
 inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = $2 WHERE id = $1";

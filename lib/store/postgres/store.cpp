@@ -676,13 +676,15 @@ public:
         return out;
     }
     void heartbeatNode(const NodeInfo& n) override {
-        c_.exec(pg::kHeartbeatNode, Params().text(n.id).text(n.host).text(n.version).integer(n.started).integer(n.heartbeat));
+        c_.exec(pg::kHeartbeatNode, Params().text(n.id).text(n.host).text(n.version).integer(n.started).integer(n.heartbeat)
+                                        .integer(n.keyVersion));
     }
     std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
         auto r = c_.exec(pg::kListNodes, Params().integer(since).integer(limit));
         std::vector<NodeInfo> out;
         for (int i = 0; i < r.rows(); ++i)
-            out.push_back(NodeInfo{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.integer(i, 3), r.integer(i, 4)});
+            out.push_back(NodeInfo{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.integer(i, 3), r.integer(i, 4),
+                                   static_cast<int>(r.integer(i, 5))});
         return out;
     }
 
@@ -1182,6 +1184,7 @@ public:
     std::string description() const override {
         return "PostgreSQL (" + std::to_string(workers_.size()) + " connections)";
     }
+    int keyVersion() const override { return sealer_->currentVersion(); }
 
     // ---- Key rotation: resealing under a new key version while serving ----
     // The new key becomes the next version, this node seals under it at

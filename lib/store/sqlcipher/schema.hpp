@@ -413,6 +413,11 @@ CREATE TABLE nodes (
 );
 CREATE INDEX nodes_by_heartbeat ON nodes (heartbeat);
 )sql",
+    // 19: the store-key version a node seals under (0 here: the whole file
+    // is under one key), kept for `cluster status` as on PostgreSQL.
+    R"sql(
+ALTER TABLE nodes ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 // Event webhooks (migration 17). due_at of an event that waits for its
@@ -504,9 +509,10 @@ inline constexpr const char* kTakeLease =
 inline constexpr const char* kListLeases =
     "SELECT name, holder, slot, expires_at FROM leases WHERE holder <> '' ORDER BY name LIMIT ?1";
 inline constexpr const char* kHeartbeatNode =
-    "INSERT OR REPLACE INTO nodes (id, host, version, started, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT OR REPLACE INTO nodes (id, host, version, started, heartbeat, key_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 inline constexpr const char* kListNodes =
-    "SELECT id, host, version, started, heartbeat FROM nodes WHERE heartbeat >= ?1 ORDER BY heartbeat DESC LIMIT ?2";
+    "SELECT id, host, version, started, heartbeat, key_version FROM nodes WHERE heartbeat >= ?1 "
+    "ORDER BY heartbeat DESC LIMIT ?2";
 
 // Delivery jobs. The contract is one of outcomes (claim if free or expired,
 // finish if still held), each a single conditional statement, so a backend

@@ -471,6 +471,7 @@ public:
         s.bind(3, n.version);
         s.bind(4, n.started);
         s.bind(5, n.heartbeat);
+        s.bind(6, static_cast<std::int64_t>(n.keyVersion));
         s.step();
     }
     std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
@@ -478,7 +479,8 @@ public:
         s.bind(1, since);
         s.bind(2, limit);
         std::vector<NodeInfo> out;
-        while (s.step()) out.push_back(NodeInfo{s.text(0), s.text(1), s.text(2), s.integer(3), s.integer(4)});
+        while (s.step())
+            out.push_back(NodeInfo{s.text(0), s.text(1), s.text(2), s.integer(3), s.integer(4), static_cast<int>(s.integer(5))});
         return out;
     }
 
