@@ -441,9 +441,15 @@ void Router::add(std::string method, std::string pattern, Handler handler) {
 }
 
 Router::Match Router::find(std::string_view method, std::string_view path) const {
+    Match out = match(method, path);
+    // HEAD is GET without the body (RFC 9110 9.3.2), unless a route says otherwise.
+    if (out.handler == nullptr && method == "HEAD")
+        if (Match get = match("GET", path); get.handler != nullptr) return get;
+    return out;
+}
+
+Router::Match Router::match(std::string_view method, std::string_view path) const {
     Match out;
-    const Route* headFallback = nullptr;
-    std::map<std::string, std::string> headParams;
     const auto segments = splitPath(path);
     for (const auto& r : routes_) {
         if (r.segments.size() != segments.size()) continue;
@@ -460,26 +466,17 @@ Router::Match Router::find(std::string_view method, std::string_view path) const
                 params[p.substr(1, p.size() - 2)] = percentDecode(segments[i]);
         }
         if (!ok) continue;
-        // HEAD is GET without the body (RFC 9110 9.3.2), unless a route says otherwise.
-        if (r.method == method || (method == "HEAD" && r.method == "GET" && !headFallback)) {
-            if (r.method != method) {
-                headFallback = &r;
-                headParams = std::move(params);
-                continue;
-            }
+        if (r.method == method) {
             out.handler = &r.handler;
             out.params = std::move(params);
             out.allow.clear();
             return out;
         }
-        for (const std::string& m : r.method == "GET" ? std::vector<std::string>{"GET", "HEAD"}
-                                                      : std::vector<std::string>{r.method})
+        const auto allow = [&out](const std::string& m) {
             if (out.allow.find(m) == std::string::npos) out.allow += (out.allow.empty() ? "" : ", ") + m;
-    }
-    if (headFallback) {
-        out.handler = &headFallback->handler;
-        out.params = std::move(headParams);
-        out.allow.clear();
+        };
+        allow(r.method);
+        if (r.method == "GET") allow("HEAD");
     }
     return out;
 }

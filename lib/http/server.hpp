@@ -79,6 +79,7 @@ public:
     [[nodiscard]] std::vector<std::pair<std::string, std::string>> routes() const;
 
 private:
+    [[nodiscard]] Match match(std::string_view method, std::string_view path) const;  // find() without HEAD's fallback
     struct Route {
         std::string method;
         std::string pattern;

@@ -91,8 +91,6 @@ bool printable(std::string_view s) {
     return true;
 }
 
-// A request that must still be pending, for cancel and resend. One found past
-// its expiry is marked expired on the way.
 // An API key's call, counted against its key_requests_per_minute in the
 // call's own transaction; a store with concurrent writers may keep the
 // counter in shares (every call of the key touches it, as every send of an
@@ -120,6 +118,9 @@ std::optional<OtpRequest> findRequestFor(store::Transaction& t, const std::strin
     return r;
 }
 
+// A request that must still be pending, for cancel and resend, once the caller's
+// call is admitted. One found past
+// its expiry is marked expired on the way.
 std::variant<OtpRequest, Failure> loadPending(store::Transaction& t, const std::string& id, std::int64_t now,
                                               const Caller& caller,
                                               const std::function<void(const OtpRequest&)>& expired) {
