@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -15,8 +16,9 @@ namespace twofactor::cli {
 
 namespace {
 
-// A checkpoint file holds what `audit checkpoint` printed, as text or --json.
-constexpr std::size_t kMaxCheckpointFile = 4096;
+// A checkpoint file holds what `audit checkpoint` printed, as text or --json:
+// one head per chain (a few dozen on a large cluster).
+constexpr std::size_t kMaxCheckpointFile = 65536;
 
 bool isHash(const std::string& s) {
     if (s.size() != 64) return false;
@@ -25,9 +27,50 @@ bool isHash(const std::string& s) {
     return true;
 }
 
-// The checkpoint as Verify takes it, or an error naming what is wrong.
+// Checks one head, with `where` naming it in the error ("chain 2: ").
+bool checkHead(const json& c, const std::string& where, std::string& error) {
+    if (c["seq"].get<std::int64_t>() < 0) {
+        error = where + "seq is negative";
+        return false;
+    }
+    if (!isHash(c["hash"].get<std::string>())) {
+        error = where + "hash is not 64 lower-case hex digits";
+        return false;
+    }
+    return true;
+}
+
+// A head from JSON: {"chain"?, "seq", "hash", "time"}.
+std::optional<json> headFromJson(const json& j, std::string& error) {
+    if (!j.is_object() || !j.contains("seq") || !j["seq"].is_number_integer() || !j.contains("hash") ||
+        !j["hash"].is_string() || !j.contains("time") || !j["time"].is_number_integer()) {
+        error = "the JSON lacks seq, hash or time";
+        return std::nullopt;
+    }
+    if (j.contains("chain") && (!j["chain"].is_number_integer() || j["chain"].get<std::int64_t>() < 0)) {
+        error = "the JSON's chain is not a chain number";
+        return std::nullopt;
+    }
+    return json{{"chain", j.value("chain", std::int64_t{0})},
+                {"seq", j["seq"].get<std::int64_t>()},
+                {"hash", j["hash"].get<std::string>()},
+                {"time", j["time"].get<std::int64_t>()}};
+}
+
+// A non-negative number, or nothing.
+std::optional<std::int64_t> number(const std::string& value) {
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || errno != 0 || n < 0) return std::nullopt;
+    return static_cast<std::int64_t>(n);
+}
+
+// The checkpoint (every chain's head) as Verify takes it, or an error naming
+// what is wrong. The forms written before there were chains (one head, no
+// chain line or field) are chain 0's.
 std::optional<json> parseCheckpoint(const std::string& text, std::string& error) {
-    json c;
+    json heads = json::array();
     const auto first = text.find_first_not_of(" \t\r\n");
     if (first != std::string::npos && text[first] == '{') {
         json j = json::parse(text, nullptr, false);
@@ -36,30 +79,56 @@ std::optional<json> parseCheckpoint(const std::string& text, std::string& error)
             return std::nullopt;
         }
         if (j.contains("checkpoint")) j = j["checkpoint"];
-        if (!j.is_object() || !j.contains("seq") || !j["seq"].is_number_integer() || !j.contains("hash") ||
-            !j["hash"].is_string() || !j.contains("time") || !j["time"].is_number_integer()) {
-            error = "the JSON lacks seq, hash or time";
-            return std::nullopt;
+        if (j.contains("heads")) {
+            if (!j["heads"].is_array() || j["heads"].empty()) {
+                error = "the JSON's heads is not a list of chain heads";
+                return std::nullopt;
+            }
+            for (const auto& h : j["heads"]) {
+                auto c = headFromJson(h, error);
+                if (!c) return std::nullopt;
+                heads.push_back(*c);
+            }
+        } else {
+            auto c = headFromJson(j, error);
+            if (!c) return std::nullopt;
+            heads.push_back(*c);
         }
-        c = {{"seq", j["seq"].get<std::int64_t>()}, {"hash", j["hash"].get<std::string>()},
-             {"time", j["time"].get<std::int64_t>()}};
     } else {
         std::istringstream in(text);
         std::string line;
+        json c = {{"chain", 0}};
+        bool any = false;
+        auto finish = [&]() {
+            const std::string where = "chain " + c["chain"].dump() + ": ";
+            for (const char* key : {"seq", "hash", "time"})
+                if (!c.contains(key)) {
+                    error = where + "no " + key + " line";
+                    return false;
+                }
+            heads.push_back(c);
+            return true;
+        };
         while (std::getline(in, line)) {
             std::istringstream words(line);
             std::string key, value;
             if (!(words >> key) || key[0] == '#') continue;
             words >> value;
-            if (key == "seq") {
-                char* end = nullptr;
-                errno = 0;
-                const long long n = std::strtoll(value.c_str(), &end, 10);
-                if (value.empty() || *end != '\0' || errno != 0 || n < 0) {
+            if (key == "chain") {
+                if (any && !finish()) return std::nullopt;
+                const auto n = number(value);
+                if (!n) {
+                    error = "chain '" + value + "' is not a chain number";
+                    return std::nullopt;
+                }
+                c = {{"chain", *n}};
+            } else if (key == "seq") {
+                const auto n = number(value);
+                if (!n) {
                     error = "seq '" + value + "' is not a record number";
                     return std::nullopt;
                 }
-                c["seq"] = static_cast<std::int64_t>(n);
+                c["seq"] = *n;
             } else if (key == "hash") {
                 c["hash"] = value;
             } else if (key == "time") {
@@ -70,25 +139,27 @@ std::optional<json> parseCheckpoint(const std::string& text, std::string& error)
                 }
                 c["time"] = *t;
             } else {
-                error = "unknown line '" + key + "' (expected seq, hash and time)";
+                error = "unknown line '" + key + "' (expected chain, seq, hash and time)";
                 return std::nullopt;
             }
+            any = true;
         }
-        for (const char* key : {"seq", "hash", "time"})
-            if (!c.contains(key)) {
-                error = std::string("no ") + key + " line";
+        if (!any) {
+            error = "no seq line";
+            return std::nullopt;
+        }
+        if (!finish()) return std::nullopt;
+    }
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+        const std::string where = heads.size() > 1 ? "chain " + heads[i]["chain"].dump() + ": " : "";
+        if (!checkHead(heads[i], where, error)) return std::nullopt;
+        for (std::size_t k = 0; k < i; ++k)
+            if (heads[k]["chain"] == heads[i]["chain"]) {
+                error = "chain " + heads[i]["chain"].dump() + " is named twice";
                 return std::nullopt;
             }
     }
-    if (c["seq"].get<std::int64_t>() < 0) {
-        error = "seq is negative";
-        return std::nullopt;
-    }
-    if (!isHash(c["hash"].get<std::string>())) {
-        error = "hash is not 64 lower-case hex digits";
-        return std::nullopt;
-    }
-    return c;
+    return heads;
 }
 
 class AuditCommands final : public CommandGroup {
@@ -104,12 +175,13 @@ public:
         list_->add_option("--outcome", outcome_, "only this outcome (a prefix when it ends in ':', e.g. refused:)");
         list_->add_option("--limit", limit_, "at most this many records, the newest (default 1000)");
         verify_ = audit_->add_subcommand(
-            "verify", "check the hash chain and its sealed anchor; exit 1 at the first broken record (admin)");
+            "verify", "check every hash chain and its sealed anchor; exit 1 at the first broken record (admin)");
         verify_->add_option("--checkpoint", checkpointFile_,
                             "also prove that no record up to this checkpoint (a file holding what `audit checkpoint` "
                             "printed) was cut");
         checkpoint_ = audit_->add_subcommand(
-            "checkpoint", "print the chain's head (seq, hash, time), to keep outside this host for `verify --checkpoint`");
+            "checkpoint",
+            "print each chain's head (chain, seq, hash, time), to keep outside this host for `verify --checkpoint`");
         export_ = audit_->add_subcommand("export", "print records as JSON lines, for investigations");
         export_->add_option("--from", from_, std::string("from this time: ") + kTimeForms);
         export_->add_option("--to", to_, std::string("before this time: ") + kTimeForms);
@@ -151,24 +223,37 @@ private:
         json out;
         if (int rc = call(g, command, "io.twofactor.Audit.Verify", p, out); rc >= 0) return rc;
         if (g.json) std::printf("%s\n", out.dump().c_str());
+        const json chains = out.value("chains", json::array());
+        const bool several = chains.size() > 1 || (chains.size() == 1 && chains[0].value("chain", 0) != 0);
         if (out.value("ok", false)) {
             if (!g.json) {
                 std::printf("ok %s records", str(out, "records").c_str());
-                if (out.value("firstSeq", std::int64_t{1}) > 1)
+                if (several) {
+                    std::printf(" in %zu chains", chains.size());
+                    std::int64_t cut = 0;
+                    for (const auto& c : chains) cut += c.value("firstSeq", std::int64_t{1}) > 1;
+                    if (cut > 0) std::printf(" (%lld with older records cut by retention, sealed)", static_cast<long long>(cut));
+                } else if (out.value("firstSeq", std::int64_t{1}) > 1) {
                     std::printf(" from seq %s (older ones cut by retention, sealed)", str(out, "firstSeq").c_str());
+                }
                 if (out.value("erased", std::int64_t{0}) > 0)
                     std::printf(", %s with an erased subject", str(out, "erased").c_str());
                 const std::string match = out.value("checkpoint", std::string());
-                if (match == "matched")
-                    std::printf("; checkpoint seq %s matches", p["checkpoint"]["seq"].dump().c_str());
+                const json& heads = p.contains("checkpoint") ? p["checkpoint"] : json::array();
+                const std::string which = heads.size() == 1 ? "checkpoint seq " + heads[0]["seq"].dump()
+                                                            : "checkpoint of " + std::to_string(heads.size()) + " chains";
+                if (match == "matched") std::printf("; %s matches", which.c_str());
                 else if (match == "pruned")
-                    std::printf("; checkpoint seq %s is older than the anchor, cut by retention",
-                                p["checkpoint"]["seq"].dump().c_str());
+                    std::printf("; %s matches where retention has not cut it (older records cut, sealed)", which.c_str());
                 std::printf("\n");
             }
             return kOk;
         }
-        if (!g.json) std::printf("broken at seq %s: %s\n", str(out, "firstBroken").c_str(), str(out, "reason").c_str());
+        if (!g.json) {
+            std::printf("broken at seq %s", str(out, "firstBroken").c_str());
+            if (several) std::printf(" of chain %s", str(out, "brokenChain").c_str());
+            std::printf(": %s\n", str(out, "reason").c_str());
+        }
         return kRejected;
     }
 
@@ -176,13 +261,13 @@ private:
         json out;
         if (int rc = call(g, "audit checkpoint", "io.twofactor.Audit.Checkpoint", json::object(), out); rc >= 0)
             return rc;
-        const json& c = out["checkpoint"];
         if (g.json) {
-            std::printf("%s\n", c.dump().c_str());
+            std::printf("%s\n", json{{"heads", out["heads"]}}.dump().c_str());
             return kOk;
         }
-        std::printf("seq %s\nhash %s\ntime %s\n", str(c, "seq").c_str(), str(c, "hash").c_str(),
-                    isoTime(c.value("time", std::int64_t{0})).c_str());
+        for (const auto& c : out["heads"])
+            std::printf("chain %s\nseq %s\nhash %s\ntime %s\n", str(c, "chain").c_str(), str(c, "seq").c_str(),
+                        str(c, "hash").c_str(), isoTime(c.value("time", std::int64_t{0})).c_str());
         return kOk;
     }
 
@@ -208,7 +293,12 @@ private:
         }
         // Columns as wide as their widest value (at least the usual width),
         // so a long outcome or app name does not shift the columns after it.
-        auto field = [](const json& r, const char* key) { return r.contains(key) ? str(r, key) : "-"; };
+        // A record of a chain other than 0 shows as chain:seq.
+        auto field = [](const json& r, const char* key) {
+            if (std::string_view(key) == "seq" && r.value("chain", std::int64_t{0}) != 0)
+                return str(r, "chain") + ":" + str(r, "seq");
+            return r.contains(key) ? str(r, key) : "-";
+        };
         static const char* const kColumns[] = {"seq", "event", "outcome", "app", "uid", "requestId"};
         int width[] = {6, 17, 22, 8, 6, 24};
         for (const auto& r : out["records"])

@@ -5,6 +5,12 @@
 // insertion or removal inside the chain is found by verifyAuditChain by
 // anyone holding the key, and cannot be re-sealed without it.
 //
+// The log is one or more chains, each with its own seq, anchor and head. A
+// store with one writer (SQLCipher) has one, chain 0. On PostgreSQL each
+// audited transaction appends to a chain no other open transaction holds
+// (issue 12): nodes no longer wait on one chain's lock to commit, and
+// verification walks every chain.
+//
 // Records hold no personal data in clear: the subject is the service's keyed
 // subject hash; never a destination, never a code, never a key.
 #pragma once
@@ -24,7 +30,7 @@
 namespace twofactor::otp {
 
 struct AuditRecord {
-    std::int64_t seq = 0;  // 1, 2, 3, ... without gaps
+    std::int64_t seq = 0;  // 1, 2, 3, ... without gaps, within its chain
     std::int64_t at = 0;   // Unix seconds
     std::string app;       // empty when not about one app
     std::string event;     // send, resend, verify, cancel, optout-add, optout-remove, permission-denied, config-load,
@@ -47,6 +53,10 @@ struct AuditRecord {
     int format = 2;
     std::string subjectNonce;   // hex; "" when no subject or erased; "erased" on an erased format-1 record
     std::string subjectCommit;  // hex; "" when the record never had a subject
+    // The chain the record belongs to. Chain 0's canonical form is the one
+    // records had before there were chains; any other chain's also seals
+    // its number, so a record cannot be moved from one chain to another.
+    std::int64_t chain = 0;
 };
 
 // The first record kept after the oldest were pruned by retention: the chain
@@ -60,6 +70,7 @@ struct AuditAnchor {
     std::string hash;  // kAuditGenesis when nothing was pruned
     std::int64_t at = 0;  // when the cut that wrote it ran (Unix seconds)
     std::string seal;     // hex HMAC-SHA256(audit key, canonical anchor); kAuditLegacySeal, or empty
+    std::int64_t chain = 0;  // sealed too, for every chain but 0
 };
 
 // What migration 12 put in the seal of an anchor written before anchors were
@@ -71,10 +82,12 @@ inline constexpr const char* kAuditLegacySeal = "legacy";
 // The chain head for safekeeping outside the daemon (twofactor audit
 // checkpoint): with it, a later verification proves that no record up to seq
 // was removed, even from the end of the chain, which the chain alone cannot.
+// One per chain: auditHeads gives every chain's.
 struct AuditCheckpoint {
     std::int64_t seq = 0;
     std::string hash;
     std::int64_t at = 0;  // the record's time
+    std::int64_t chain = 0;
 };
 
 // prev_hash of the first record.
@@ -85,7 +98,10 @@ struct AuditQuery {
     std::optional<std::int64_t> until;  // at < until
     std::optional<std::string> app;
     std::optional<std::string> outcome;  // exact, or a prefix ending in ':' ("refused:")
-    std::int64_t afterSeq = 0;           // seq > afterSeq (paging)
+    // One chain's records, by seq after afterSeq (paging; verification).
+    // Without it, every chain's, ordered by time, then chain, then seq.
+    std::optional<std::int64_t> chain;
+    std::int64_t afterSeq = 0;           // seq > afterSeq, with chain only
     int limit = 1000;
     bool newest = false;                 // the newest `limit` that match (still oldest first), not the oldest
 };
@@ -95,18 +111,22 @@ struct AuditQuery {
 class AuditStore {
 public:
     virtual ~AuditStore() = default;
-    [[nodiscard]] virtual std::optional<AuditRecord> lastAuditRecord() = 0;
+    // The chain this transaction appends to, held for it until its commit so
+    // that no other writer appends to that chain meanwhile. Every call in one
+    // transaction returns the same chain.
+    [[nodiscard]] virtual std::int64_t auditAppendChain() = 0;
+    [[nodiscard]] virtual std::optional<AuditRecord> lastAuditRecord(std::int64_t chain) = 0;
     virtual void insertAuditRecord(const AuditRecord& record) = 0;
-    // Oldest first (by seq): the first `limit` records that match.
+    // Oldest first: the first `limit` records that match (see AuditQuery).
     [[nodiscard]] virtual std::vector<AuditRecord> findAuditRecords(const AuditQuery& query) = 0;
-    // Where the chain starts (after retention pruned its head).
-    [[nodiscard]] virtual AuditAnchor auditAnchor() = 0;
+    // Where each chain starts (after retention pruned its head), by chain.
+    [[nodiscard]] virtual std::vector<AuditAnchor> auditAnchors() = 0;
     // Seals an anchor marked kAuditLegacySeal, if it is still the one given
-    // (seq and hash); returns whether it was.
+    // (chain, seq and hash); returns whether it was.
     virtual bool sealLegacyAuditAnchor(const AuditAnchor& sealed) = 0;
-    // A store whose writers share the chain across nodes may take `append`
+    // A store that holds a chain per writer transaction may take `append`
     // (an appendAudit of one record) to run at the end of the work item, just
-    // before its commit, so the chain's lock is held for the commit only; it
+    // before its commit, so the chain is held for the commit only; it
     // returns whether it took it. Work items run their appends in order.
     virtual bool appendAtCommit(std::function<void()>& append) {
         (void)append;
@@ -134,7 +154,8 @@ struct AuditWriteError : std::runtime_error {
 // The genesis anchor, or one whose seal matches.
 [[nodiscard]] bool auditAnchorValid(const SecretBytes& key, const AuditAnchor& a);
 
-// Fills seq, prevHash and hash from the chain's tail and appends the record.
+// Fills chain, seq, prevHash and hash from the tail of the transaction's
+// chain (AuditStore::auditAppendChain) and appends the record.
 // Any failure is rethrown as AuditWriteError. Returns the record as stored.
 AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord record);
 // The same for a record nothing in the work item reads back: appended at the
@@ -144,36 +165,47 @@ void appendAuditAtCommit(AuditStore& store, const SecretBytes& key, AuditRecord 
 
 // On the daemon's start: seals an anchor migrated from before anchors were
 // sealed and appends an "audit-anchor" record saying so. Returns that record,
-// or nothing when the anchor needed no adoption.
+// or nothing when no anchor needed adoption.
 std::optional<AuditRecord> sealLegacyAuditAnchor(AuditStore& store, const SecretBytes& key, std::int64_t now);
 
 // How a checkpoint compared with the chain.
 enum class CheckpointMatch {
     None,     // no checkpoint given
-    Matched,  // the record at the checkpoint's seq is there, with its hash and time
-    Pruned,   // older than the anchor: cut by retention, under a sealed anchor
+    Matched,  // the record at each head's seq is there, with its hash and time
+    Pruned,   // matched, but some heads are older than their chain's anchor: cut by retention, under a sealed anchor
     Failed,   // missing or different: see reason
+};
+
+// One chain as verification found it.
+struct AuditChainSummary {
+    std::int64_t chain = 0;
+    std::int64_t records = 0;
+    std::int64_t firstSeq = 1;  // records before it were pruned by retention
+    std::int64_t lastSeq = 0;   // its head: its last record, or the anchor when none is left
 };
 
 struct AuditVerification {
     bool ok = true;
-    std::int64_t records = 0;                // records checked
+    std::int64_t records = 0;                // records checked, in every chain
     std::int64_t erased = 0;                 // of which subjects were erased (still verified, but format 1: linked only)
-    std::int64_t prunedBefore = 0;           // records before this seq were pruned by retention
+    std::int64_t prunedBefore = 0;           // chain 0: records before this seq were pruned by retention
     std::optional<std::int64_t> firstBroken;  // seq of the first record that does not verify
+    std::int64_t brokenChain = 0;             // and its chain
     std::string reason;
-    bool anchorSealed = true;   // false: the anchor's seal is missing or forged (ok is false then)
-    std::int64_t lastSeq = 0;   // the chain's head: its last record, or the anchor when none is left
+    bool anchorSealed = true;   // false: an anchor's seal is missing or forged (ok is false then)
+    std::int64_t lastSeq = 0;   // chain 0's head: its last record, or the anchor when none is left
     CheckpointMatch checkpoint = CheckpointMatch::None;
+    std::vector<AuditChainSummary> chains;  // each chain checked, by chain, up to the broken one
 };
 
-// Walks the whole chain from its anchor (seq 1 unless pruned), in pages, and reports the first broken link,
-// or an anchor whose seal does not verify. Removing records from the end cannot be seen from the chain
-// alone: given a checkpoint taken earlier, it also checks that the record it names is still there, unchanged.
+// Walks every chain from its anchor (seq 1 unless pruned), in pages, and reports the first broken link, or
+// an anchor whose seal does not verify. Removing records from the end of a chain, or a whole chain, cannot
+// be seen from the chains alone: given the heads taken earlier (a checkpoint), it also checks that each
+// record they name is still there, unchanged. A chain begun after the checkpoint is not in it.
 [[nodiscard]] AuditVerification verifyAuditChain(AuditStore& store, const SecretBytes& key,
-                                                 const std::optional<AuditCheckpoint>& checkpoint = std::nullopt);
+                                                 const std::vector<AuditCheckpoint>& checkpoint = {});
 
-// The chain's head now: its last record, or the anchor when retention left none.
-[[nodiscard]] AuditCheckpoint auditCheckpoint(AuditStore& store);
+// Each chain's head now, by chain: its last record, or the anchor when retention left none.
+[[nodiscard]] std::vector<AuditCheckpoint> auditHeads(AuditStore& store);
 
 }  // namespace twofactor::otp

@@ -280,7 +280,7 @@ void OtpService::auditList(AuditQuery query, Reply<std::vector<AuditRecord>> rep
                   });
 }
 
-void OtpService::auditVerify(Reply<AuditVerification> reply, std::optional<AuditCheckpoint> checkpoint) {
+void OtpService::auditVerify(Reply<AuditVerification> reply, std::vector<AuditCheckpoint> checkpoint) {
     auto result = std::make_shared<AuditVerification>();
     store_.submit([this, result, checkpoint](store::Transaction& t) { *result = verifyAuditChain(t, auditKey_, checkpoint); },
                   [result, reply](std::exception_ptr e) {
@@ -289,9 +289,9 @@ void OtpService::auditVerify(Reply<AuditVerification> reply, std::optional<Audit
                   });
 }
 
-void OtpService::auditCheckpoint(Reply<AuditCheckpoint> reply) {
-    auto result = std::make_shared<AuditCheckpoint>();
-    store_.submit([result](store::Transaction& t) { *result = otp::auditCheckpoint(t); },
+void OtpService::auditHeads(Reply<std::vector<AuditCheckpoint>> reply) {
+    auto result = std::make_shared<std::vector<AuditCheckpoint>>();
+    store_.submit([result](store::Transaction& t) { *result = otp::auditHeads(t); },
                   [result, reply](std::exception_ptr e) {
                       if (e) return reply(Failure{"StoreFailed", json_object(), "the audit log could not be read"});
                       reply(std::move(*result));

@@ -216,10 +216,10 @@ public:
     void audit(AuditRecord record, Reply<AuditRecord> reply);
     // Oldest first; limit 1 .. 100000.
     void auditList(AuditQuery query, Reply<std::vector<AuditRecord>> reply);
-    // With a checkpoint (taken earlier by auditCheckpoint and kept outside the
-    // daemon), also proves that no record up to it was cut.
-    void auditVerify(Reply<AuditVerification> reply, std::optional<AuditCheckpoint> checkpoint = std::nullopt);
-    void auditCheckpoint(Reply<AuditCheckpoint> reply);
+    // With a checkpoint (every chain's head, taken earlier by auditHeads and
+    // kept outside the daemon), also proves that no record up to it was cut.
+    void auditVerify(Reply<AuditVerification> reply, std::vector<AuditCheckpoint> checkpoint = {});
+    void auditHeads(Reply<std::vector<AuditCheckpoint>> reply);
     // Seals an audit anchor migrated from before anchors were sealed, recording
     // that in the chain. Blocks until committed: for the daemon's start.
     std::optional<AuditRecord> sealLegacyAuditAnchor();

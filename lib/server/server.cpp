@@ -162,7 +162,7 @@ json jobJson(const otp::DeliveryJob& j) {
 }
 
 json auditJson(const otp::AuditRecord& r) {
-    json j = {{"seq", r.seq},         {"time", r.at},         {"event", r.event},
+    json j = {{"chain", r.chain},     {"seq", r.seq},           {"time", r.at},    {"event", r.event},
               {"outcome", r.outcome}, {"prevHash", r.prevHash}, {"hash", r.hash}};
     if (!r.app.empty()) j["app"] = r.app;
     if (r.uid >= 0) j["uid"] = r.uid;
@@ -795,16 +795,31 @@ void Server::buildMethodTable() {
         service_->auditList(std::move(q), auditReply(r));
     });
     add("io.twofactor.Audit.Verify", Access::Admin, [this](const Peer&, const json& p, Respond r) {
-        std::optional<otp::AuditCheckpoint> checkpoint;
-        if (const auto it = p.find("checkpoint"); it != p.end() && !it->is_null())
-            checkpoint = otp::AuditCheckpoint{it->at("seq").get<std::int64_t>(), it->at("hash").get<std::string>(),
-                                              it->at("time").get<std::int64_t>()};
+        std::vector<otp::AuditCheckpoint> checkpoint;
+        if (const auto it = p.find("checkpoint"); it != p.end() && !it->is_null()) {
+            for (const auto& h : *it) {
+                const std::int64_t chain = h.value("chain", std::int64_t{0});
+                for (const auto& c : checkpoint)
+                    if (c.chain == chain)
+                        return r("org.varlink.service.InvalidParameter", {{"parameter", "checkpoint"}});
+                checkpoint.push_back(otp::AuditCheckpoint{h.at("seq").get<std::int64_t>(), h.at("hash").get<std::string>(),
+                                                          h.at("time").get<std::int64_t>(), chain});
+            }
+        }
         service_->auditVerify([this, r = onIo(r)](otp::Outcome<otp::AuditVerification> o) {
             answer(r, o, [](const otp::AuditVerification& v) {
                 json out = {{"ok", v.ok},           {"records", v.records},          {"erased", v.erased},
                             {"firstSeq", v.prunedBefore}, {"lastSeq", v.lastSeq}, {"anchorSealed", v.anchorSealed}};
-                if (v.firstBroken) out["firstBroken"] = *v.firstBroken;
+                if (v.firstBroken) {
+                    out["firstBroken"] = *v.firstBroken;
+                    out["brokenChain"] = v.brokenChain;
+                }
                 if (!v.reason.empty()) out["reason"] = v.reason;
+                json chains = json::array();
+                for (const auto& c : v.chains)
+                    chains.push_back({{"chain", c.chain}, {"records", c.records}, {"firstSeq", c.firstSeq},
+                                      {"lastSeq", c.lastSeq}});
+                out["chains"] = chains;
                 switch (v.checkpoint) {
                     case otp::CheckpointMatch::None: break;
                     case otp::CheckpointMatch::Matched: out["checkpoint"] = "matched"; break;
@@ -816,9 +831,12 @@ void Server::buildMethodTable() {
         }, std::move(checkpoint));
     });
     add("io.twofactor.Audit.Checkpoint", Access::Dpo, [this](const Peer&, const json&, Respond r) {
-        service_->auditCheckpoint([this, r = onIo(r)](otp::Outcome<otp::AuditCheckpoint> o) {
-            answer(r, o, [](const otp::AuditCheckpoint& c) {
-                return json{{"checkpoint", {{"seq", c.seq}, {"hash", c.hash}, {"time", c.at}}}};
+        service_->auditHeads([this, r = onIo(r)](otp::Outcome<std::vector<otp::AuditCheckpoint>> o) {
+            answer(r, o, [](const std::vector<otp::AuditCheckpoint>& heads) {
+                json list = json::array();
+                for (const auto& c : heads)
+                    list.push_back({{"chain", c.chain}, {"seq", c.seq}, {"hash", c.hash}, {"time", c.at}});
+                return json{{"heads", list}};
             });
         });
     });

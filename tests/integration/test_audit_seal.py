@@ -155,11 +155,21 @@ class Checkpoint(unittest.TestCase):
         text_file, text = self.checkpoint()
         json_file, js = self.checkpoint("--json")
         head = records(d)[-1]
-        self.assertEqual(text.splitlines(), ["seq %d" % head["seq"], "hash %s" % head["hash"],
+        # SQLCipher has one writer, so one chain: chain 0.
+        self.assertEqual(head["chain"], 0)
+        self.assertEqual(text.splitlines(), ["chain 0", "seq %d" % head["seq"], "hash %s" % head["hash"],
                                              "time 2027-01-15T08:00:00Z"])
-        self.assertEqual(json.loads(js), {"seq": head["seq"], "hash": head["hash"], "time": head["time"]})
+        self.assertEqual(json.loads(js), {"heads": [{"chain": 0, "seq": head["seq"], "hash": head["hash"],
+                                                     "time": head["time"]}]})
+        # What `audit checkpoint` printed before there were chains still reads as chain 0's head.
+        old_text = os.path.join(self.tmp, "old-text")
+        with open(old_text, "w") as f:
+            f.write("seq %d\nhash %s\ntime %d\n" % (head["seq"], head["hash"], head["time"]))
+        old_json = os.path.join(self.tmp, "old-json")
+        with open(old_json, "w") as f:
+            json.dump({"seq": head["seq"], "hash": head["hash"], "time": head["time"]}, f)
         d.send("later@example.org")
-        for f in (text_file, json_file):
+        for f in (text_file, json_file, old_text, old_json):
             r = d.cli("audit", "verify", "--checkpoint", f)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertIn("checkpoint seq %d matches" % head["seq"], r.stdout)
@@ -188,7 +198,12 @@ class Checkpoint(unittest.TestCase):
         for content, reason in (("seq 3\nhash xyz\ntime 1800000000\n", "hash"),
                                 ("seq 3\ntime 1800000000\n", "no hash"),
                                 ("seq three\n", "seq"),
-                                ("{\"seq\": 1}", "lacks")):
+                                ("{\"seq\": 1}", "lacks"),
+                                ("chain x\nseq 3\n", "chain 'x'"),
+                                ("chain 1\nseq 3\nhash %s\ntime 1800000000\nchain 2\nseq 1\n" % ("a" * 64),
+                                 "chain 2: no hash"),
+                                ("chain 1\nseq 3\nhash %s\ntime 1800000000\n" % ("a" * 64) * 2, "named twice"),
+                                ("{\"heads\": []}", "heads")):
             with open(bad, "w") as f:
                 f.write(content)
             r = d.cli("audit", "verify", "--checkpoint", bad)

@@ -151,7 +151,8 @@ public:
         t_.lockSubject(a, s, until);
     }
     void clearSubjectFailures(std::string_view a, std::string_view s) override { t_.clearSubjectFailures(a, s); }
-    std::optional<otp::AuditRecord> lastAuditRecord() override { return t_.lastAuditRecord(); }
+    std::int64_t auditAppendChain() override { return t_.auditAppendChain(); }
+    std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override { return t_.lastAuditRecord(chain); }
     void insertAuditRecord(const otp::AuditRecord& r) override {
         if (fail_) throw std::runtime_error("disk full (injected)");
         t_.insertAuditRecord(r);
@@ -200,7 +201,7 @@ public:
     }
     void insertRetentionRun(const store::RetentionRun& r) override { t_.insertRetentionRun(r); }
     std::optional<store::RetentionRun> lastRetentionRun() override { return t_.lastRetentionRun(); }
-    otp::AuditAnchor auditAnchor() override { return t_.auditAnchor(); }
+    std::vector<otp::AuditAnchor> auditAnchors() override { return t_.auditAnchors(); }
     bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override { return t_.sealLegacyAuditAnchor(a); }
     std::vector<std::string> syncApps(const std::vector<std::string>& c, std::int64_t now) override {
         return t_.syncApps(c, now);
@@ -332,14 +333,20 @@ struct Fixture {
         return std::get<std::vector<otp::AuditRecord>>(o);
     }
     otp::AuditVerification verifyChain(std::optional<otp::AuditCheckpoint> checkpoint = std::nullopt) {
-        auto o = wait<otp::AuditVerification>([&](auto cb) { service->auditVerify(cb, checkpoint); });
+        std::vector<otp::AuditCheckpoint> heads;
+        if (checkpoint) heads.push_back(*checkpoint);
+        auto o = wait<otp::AuditVerification>([&](auto cb) { service->auditVerify(cb, heads); });
         REQUIRE(std::holds_alternative<otp::AuditVerification>(o));
         return std::get<otp::AuditVerification>(o);
     }
+    // SQLCipher: one chain, so one head.
     otp::AuditCheckpoint checkpoint() {
-        auto o = wait<otp::AuditCheckpoint>([&](auto cb) { service->auditCheckpoint(cb); });
-        REQUIRE(std::holds_alternative<otp::AuditCheckpoint>(o));
-        return std::get<otp::AuditCheckpoint>(o);
+        auto o = wait<std::vector<otp::AuditCheckpoint>>([&](auto cb) { service->auditHeads(cb); });
+        REQUIRE(std::holds_alternative<std::vector<otp::AuditCheckpoint>>(o));
+        const auto heads = std::get<std::vector<otp::AuditCheckpoint>>(o);
+        REQUIRE(heads.size() == 1);
+        CHECK(heads.front().chain == 0);
+        return heads.front();
     }
     // A retention purge as the daemon runs it: the service lends the audit key for the anchor's seal.
     store::PurgeCounts purge() {
@@ -348,7 +355,7 @@ struct Fixture {
         return store::purge(*real, clock.now(), policy, 2, false);
     }
     otp::AuditAnchor anchor() {
-        return store::runSync(*real, [](store::Transaction& t) { return t.auditAnchor(); });
+        return store::runSync(*real, [](store::Transaction& t) { return t.auditAnchors().at(0); });
     }
     // A send and a right and a wrong verify: five records.
     std::string activity() {

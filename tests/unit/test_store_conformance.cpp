@@ -115,6 +115,20 @@ struct Fresh {
     }
 
 #ifdef HAVE_POSTGRESQL
+    // A statement run beside the store, as someone holding the database's
+    // credentials could (tampering).
+    static void pgSql(const std::string& sql) {
+        const auto dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+        PGconn* c = PQconnectdb(std::string(dsn.view()).c_str());
+        REQUIRE(PQstatus(c) == CONNECTION_OK);
+        PGresult* r = PQexec(c, sql.c_str());
+        const auto status = PQresultStatus(r);
+        const std::string error = PQresultErrorMessage(r);
+        PQclear(r);
+        PQfinish(c);
+        INFO(sql << ": " << error);
+        REQUIRE((status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK));
+    }
     // Every case starts from an empty schema, as SQLCipher's from a new file.
     static void emptyDatabase(const SecretString& dsn) {
         PGconn* c = PQconnectdb(std::string(dsn.view()).c_str());
@@ -1318,7 +1332,7 @@ TEST_CASE("the audit chain: appended, filtered, erased subjects and a sealed cut
     CHECK(store::runSync(*s, [&](store::Transaction& t) {
               return t.purgeStep(store::PurgeKind::AuditRecords, now, policy, 100, false);
           }) == 3);
-    auto anchor = store::runSync(*s, [](store::Transaction& t) { return t.auditAnchor(); });
+    auto anchor = store::runSync(*s, [](store::Transaction& t) { return t.auditAnchors().at(0); });
     CHECK(anchor.seq == 3);
     CHECK(otp::auditAnchorValid(key, anchor));
     v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
@@ -1327,7 +1341,7 @@ TEST_CASE("the audit chain: appended, filtered, erased subjects and a sealed cut
     CHECK(v.records == 3);
 }
 
-TEST_CASE("concurrent writers keep one audit chain without gaps", "[store][audit][concurrency]") {
+TEST_CASE("concurrent writers keep every audit chain without gaps", "[store][audit][concurrency]") {
     const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
     auto& s = f.store;
@@ -1350,7 +1364,159 @@ TEST_CASE("concurrent writers keep one audit chain without gaps", "[store][audit
     auto v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
     CHECK(v.ok);
     CHECK(v.records == kThreads * kEach);
-    CHECK(v.lastSeq == kThreads * kEach);
+    std::int64_t sum = 0;
+    for (const auto& c : v.chains) {
+        CHECK(c.lastSeq == c.records);  // each chain from 1 without a gap
+        sum += c.records;
+    }
+    CHECK(sum == kThreads * kEach);
+    if (backend == "sqlcipher") {  // one writer: one chain
+        REQUIRE(v.chains.size() == 1);
+        CHECK(v.lastSeq == kThreads * kEach);
+    }
+}
+
+#ifdef HAVE_POSTGRESQL
+namespace {
+
+// Two audited transactions open at once: the second cannot take the chain
+// the first holds, so it begins another. Returns the two chains.
+std::pair<std::int64_t, std::int64_t> appendInTwoChains(store::Store& s, const SecretBytes& key, std::int64_t at,
+                                                        int each) {
+    std::atomic<int> appended{0};
+    std::int64_t chainA = -1, chainB = -1;
+    const auto item = [&](std::int64_t& chain, const char* who) {
+        store::runSync(s, [&](store::Transaction& t) {
+            for (int i = 0; i < each; ++i) {
+                otp::AuditRecord r;
+                r.at = at + i;
+                r.event = "send";
+                r.outcome = "success";
+                r.subject = std::string("subject-") + who;
+                r.detail = who;
+                chain = otp::appendAudit(t, key, r).chain;
+            }
+            ++appended;
+            for (int i = 0; i < 500 && appended < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        });
+    };
+    std::thread a([&] { item(chainA, "a"); });
+    std::thread b([&] { item(chainB, "b"); });
+    a.join();
+    b.join();
+    return {chainA, chainB};
+}
+
+}  // namespace
+#endif
+
+TEST_CASE("writers open at once append to separate chains; every chain verifies, is pruned and checkpointed",
+          "[store][audit][concurrency]") {
+    const auto backend = GENERATE(from_range(backends()));
+    // SQLCipher runs one work item at a time: one chain, tested above.
+    if (backend != "postgresql") return;
+#ifdef HAVE_POSTGRESQL
+    Fresh f(backend);
+    auto& s = f.store;
+    const auto key = crypto::randomSecret(32);
+    const auto [a, b] = appendInTwoChains(*s, key, 100, 3);
+    REQUIRE(a >= 0);
+    REQUIRE(b >= 0);
+    CHECK(a != b);
+    // Later transactions, one at a time, take the lowest free chain again.
+    for (int i = 0; i < 3; ++i)
+        store::runSync(*s, [&](store::Transaction& t) {
+            otp::AuditRecord r;
+            r.at = 1'800'000'000 + i;
+            r.event = "verify";
+            r.outcome = "approved";
+            CHECK(otp::appendAudit(t, key, r).chain == std::min(a, b));
+        });
+    auto v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 9);
+    REQUIRE(v.chains.size() == 2);
+    CHECK(v.chains[0].records + v.chains[1].records == 9);
+    // The listing interleaves the chains by time.
+    const auto listed = store::runSync(*s, [](store::Transaction& t) { return t.findAuditRecords({}); });
+    REQUIRE(listed.size() == 9);
+    for (std::size_t i = 1; i < listed.size(); ++i) CHECK(listed[i - 1].at <= listed[i].at);
+    const auto heads = store::runSync(*s, [](store::Transaction& t) { return otp::auditHeads(t); });
+    REQUIRE(heads.size() == 2);
+
+    SECTION("retention cuts the head of each chain under its own sealed anchor") {
+        store::RetentionPolicy policy;
+        policy.auditKey = &key;
+        const std::int64_t now = 1'800'000'010;
+        policy.authMetadata = now - 1000;  // the six early records, three in each chain
+        CHECK(store::runSync(*s, [&](store::Transaction& t) {
+                  return t.purgeStep(store::PurgeKind::AuditRecords, now, policy, 100, false);
+              }) == 6);
+        const auto anchors = store::runSync(*s, [](store::Transaction& t) { return t.auditAnchors(); });
+        REQUIRE(anchors.size() == 2);
+        for (const auto& anchor : anchors) {
+            CHECK(anchor.seq == 3);
+            CHECK(otp::auditAnchorValid(key, anchor));
+        }
+        v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+        CHECK(v.ok);
+        CHECK(v.records == 3);
+        // The heads taken before the cut: one is now its chain's anchor, the other still a record.
+        v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key, heads); });
+        CHECK(v.ok);
+        CHECK(v.checkpoint == otp::CheckpointMatch::Matched);
+        // A head older than its chain's anchor was cut under the sealed anchor.
+        auto older = heads;
+        for (auto& h : older)
+            if (h.chain == std::max(a, b)) h.seq = 2;
+        v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key, older); });
+        CHECK(v.ok);
+        CHECK(v.checkpoint == otp::CheckpointMatch::Pruned);
+        // An anchor moved with the database key alone does not verify, on its chain.
+        Fresh::pgSql("UPDATE audit_chains SET anchor_seal = '' WHERE chain = " + std::to_string(std::max(a, b)));
+        v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+        CHECK_FALSE(v.ok);
+        CHECK_FALSE(v.anchorSealed);
+        CHECK(v.brokenChain == std::max(a, b));
+    }
+    SECTION("a record removed, moved to another chain, or a whole chain removed is found") {
+        const std::string other = std::to_string(std::max(a, b));
+        SECTION("removed from the middle") {
+            Fresh::pgSql("DELETE FROM audit WHERE chain = " + other + " AND seq = 2");
+            v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+            CHECK_FALSE(v.ok);
+            CHECK(v.brokenChain == std::max(a, b));
+            REQUIRE(v.firstBroken);
+            CHECK(*v.firstBroken == 2);
+            CHECK(v.reason.find("chain " + other + ": record 2 of chain " + other + " is missing") == 0);
+        }
+        SECTION("moved to the other chain") {
+            Fresh::pgSql("UPDATE audit SET chain = " + other + ", seq = 4 WHERE chain = " + std::to_string(std::min(a, b)) +
+                         " AND seq = 6");
+            v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+            CHECK_FALSE(v.ok);
+            CHECK(v.brokenChain == std::max(a, b));
+        }
+        SECTION("a whole chain: only the checkpoint can tell") {
+            Fresh::pgSql("DELETE FROM audit WHERE chain = " + other + "; DELETE FROM audit_chains WHERE chain = " + other);
+            v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+            CHECK(v.ok);
+            v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key, heads); });
+            CHECK_FALSE(v.ok);
+            CHECK(v.checkpoint == otp::CheckpointMatch::Failed);
+            CHECK(v.reason.find("a whole chain was removed") != std::string::npos);
+        }
+    }
+    SECTION("erasure blanks the subject in every chain and each still verifies") {
+        for (const char* who : {"subject-a", "subject-b"}) {
+            const auto counts = store::runSync(*s, [&](store::Transaction& t) { return t.eraseSubject(who, ""); });
+            CHECK(counts.auditRecords == 3);
+        }
+        v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+        CHECK(v.ok);
+        CHECK(v.erased == 6);
+    }
+#endif
 }
 
 TEST_CASE("lease rows: one holder per scheduled run, taken over only once expired; nodes beat", "[store][cluster]") {

@@ -80,8 +80,8 @@ CREATE INDEX delivery_jobs_by_holder ON delivery_jobs (holder) WHERE holder <> '
     // one blanked by retention or erasure). The email fallback address is
     // found through fallback_hash, a keyed hash of its lower-cased form, as
     // the subject through subject_hash. And the audit chain has one writer
-    // at a time across all nodes: appending locks audit_gate's row (see
-    // kLockAuditGate), so `audit verify` checks one chain as on SQLCipher.
+    // at a time across all nodes: appending locks audit_gate's row (until
+    // migration 10 made it one chain per writer).
     R"sql(
 ALTER TABLE requests ADD COLUMN context_digest TEXT NOT NULL DEFAULT '';
 ALTER TABLE requests ADD COLUMN fallback_hash TEXT NOT NULL DEFAULT '';
@@ -349,6 +349,26 @@ ALTER TABLE email_feedback ADD PRIMARY KEY (app, hour, share);
     R"sql(
 ALTER TABLE nodes ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 10: one audit chain per writer instead of one for the cluster. Every
+    // audited commit held audit_gate's row from its append to its commit,
+    // so audited commits of all nodes ran one after another and never shared
+    // a WAL flush. Now a transaction takes any chain no other holds (SKIP
+    // LOCKED), or begins a new one; the old chain is chain 0, as it was.
+    R"sql(
+CREATE TABLE audit_chains (
+    chain        BIGINT PRIMARY KEY,
+    anchor_seq   BIGINT NOT NULL,
+    anchor_hash  TEXT NOT NULL,
+    anchor_at    BIGINT NOT NULL DEFAULT 0,
+    anchor_seal  TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO audit_chains SELECT 0, anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate;
+DROP TABLE audit_gate;
+CREATE SEQUENCE audit_chain_numbers START 1;
+ALTER TABLE audit ADD COLUMN chain BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE audit DROP CONSTRAINT audit_pkey;
+ALTER TABLE audit ADD PRIMARY KEY (chain, seq);
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -609,7 +629,7 @@ inline constexpr PurgeSql kPurge[] = {
               TF_BATCH("DELETE FROM requests", "requests", "id",
                        "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED("requests.subject_hash")),
               TF_BATCH("DELETE FROM subject_failures", "subject_failures", "app, subject_hash", "app IN " TF_REMOVED_APPS),
-              TF_BATCH(TF_ERASE_AUDIT_SUBJECT, "audit", "seq", "subject <> '' AND app IN " TF_REMOVED_APPS)},
+              TF_BATCH(TF_ERASE_AUDIT_SUBJECT, "audit", "chain, seq", "subject <> '' AND app IN " TF_REMOVED_APPS)},
              {TF_COUNT("deliveries", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED_DELIVERY),
               TF_COUNT("requests", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED("requests.subject_hash")),
               TF_COUNT("subject_failures", "app IN " TF_REMOVED_APPS),
@@ -621,40 +641,53 @@ inline constexpr PurgeSql kPurge[] = {
 #undef TF_REMOVED_APPS
 #undef TF_NOT_RESTRICTED_DELIVERY
 
-// ---- The audit log: one chain, one writer at a time across the nodes ----
-// Appending reads the chain's tail under this lock (held to the commit), so
-// two nodes never give two records the same seq or previous hash; pruning
-// takes it too. It serialises audited work across the cluster, which is the
-// price of a chain `audit verify` checks as one sequence.
-inline constexpr const char* kLockAuditGate =
-    "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1 FOR UPDATE";
-inline constexpr const char* kSelectAuditAnchor =
-    "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1";
+// ---- The audit log: a chain per writer ----
+// An audited transaction takes the lowest chain no other transaction holds
+// and keeps its row locked to the commit, so that nobody else appends to
+// that chain meanwhile; when every chain is held it begins a new one (its
+// row is invisible to the others until the commit). Writers never wait on
+// each other here: there are as many chains as the most audited
+// transactions the cluster ever had open at once. Pruning locks each chain
+// in turn (appenders skip it meanwhile).
+#define TF_CHAIN_COLUMNS "chain, anchor_seq, anchor_hash, anchor_at, anchor_seal"
+inline constexpr const char* kTakeAuditChain =
+    "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED";
+inline constexpr const char* kBeginAuditChain =
+    "INSERT INTO audit_chains (" TF_CHAIN_COLUMNS ") VALUES (nextval('audit_chain_numbers'), 0, "
+    "'0000000000000000000000000000000000000000000000000000000000000000', 0, '') RETURNING " TF_CHAIN_COLUMNS;
+inline constexpr const char* kLockAuditChain = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains WHERE chain = $1 FOR UPDATE";
+inline constexpr const char* kSelectAuditAnchors = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains ORDER BY chain";
+#undef TF_CHAIN_COLUMNS
 #define TF_AUDIT_COLUMNS                                                                                       \
     "seq, at, app, event, uid, outcome, request_id, subject, detail, prev_hash, hash, format, subject_nonce, " \
-    "subject_commit"
+    "subject_commit, chain"
 inline constexpr const char* kSelectLastAudit =
-    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE seq = (SELECT max(seq) FROM audit)";
+    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1";
 inline constexpr const char* kInsertAudit =
-    "INSERT INTO audit (" TF_AUDIT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-// $1 after seq, $2 since or NULL, $3 until or NULL, $4 app or NULL, $5
-// outcome or NULL, $6 outcome prefix or NULL, $7 limit.
+    "INSERT INTO audit (" TF_AUDIT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+// One chain's records after a seq, by seq (verification): $1 chain, $2 after seq, $3 limit.
+inline constexpr const char* kSelectAuditChain =
+    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+// Every chain's, by time: $1 since or NULL, $2 until or NULL, $3 app or NULL,
+// $4 outcome or NULL, $5 outcome prefix or NULL, $6 limit.
 #define TF_AUDIT_FILTER                                                                                             \
-    " FROM audit WHERE seq > $1 AND ($2::BIGINT IS NULL OR at >= $2::BIGINT) AND ($3::BIGINT IS NULL OR at < "     \
-    "$3::BIGINT) AND ($4::TEXT IS NULL OR app = $4::TEXT) AND ($5::TEXT IS NULL OR outcome = $5::TEXT) AND "        \
-    "($6::TEXT IS NULL OR left(outcome, length($6::TEXT)) = $6::TEXT) "
-inline constexpr const char* kSelectAudit = "SELECT " TF_AUDIT_COLUMNS TF_AUDIT_FILTER "ORDER BY seq LIMIT $7";
-inline constexpr const char* kSelectAuditNewest = "SELECT " TF_AUDIT_COLUMNS TF_AUDIT_FILTER "ORDER BY seq DESC LIMIT $7";
+    " FROM audit WHERE ($1::BIGINT IS NULL OR at >= $1::BIGINT) AND ($2::BIGINT IS NULL OR at < "                  \
+    "$2::BIGINT) AND ($3::TEXT IS NULL OR app = $3::TEXT) AND ($4::TEXT IS NULL OR outcome = $4::TEXT) AND "        \
+    "($5::TEXT IS NULL OR left(outcome, length($5::TEXT)) = $5::TEXT) "
+inline constexpr const char* kSelectAudit = "SELECT " TF_AUDIT_COLUMNS TF_AUDIT_FILTER "ORDER BY at, chain, seq LIMIT $6";
+inline constexpr const char* kSelectAuditNewest =
+    "SELECT " TF_AUDIT_COLUMNS TF_AUDIT_FILTER "ORDER BY at DESC, chain DESC, seq DESC LIMIT $6";
 inline constexpr const char* kSelectSubjectAudit =
-    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE subject = $1 AND subject <> '' ORDER BY seq";
+    "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE subject = $1 AND subject <> '' ORDER BY at, chain, seq";
 #undef TF_AUDIT_FILTER
 #undef TF_AUDIT_COLUMNS
-inline constexpr const char* kSelectAuditHead = "SELECT seq, at, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2";
-inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE seq <= $1";
+inline constexpr const char* kSelectAuditHead =
+    "SELECT seq, at, hash FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE chain = $1 AND seq <= $2";
 inline constexpr const char* kMoveAuditAnchor =
-    "UPDATE audit_gate SET anchor_seq = $1, anchor_hash = $2, anchor_at = $3, anchor_seal = $4 WHERE id = 1";
+    "UPDATE audit_chains SET anchor_seq = $2, anchor_hash = $3, anchor_at = $4, anchor_seal = $5 WHERE chain = $1";
 inline constexpr const char* kSealLegacyAnchor =
-    "UPDATE audit_gate SET anchor_at = $3, anchor_seal = $4 WHERE id = 1 AND anchor_seq = $1 AND anchor_hash = $2 "
+    "UPDATE audit_chains SET anchor_at = $4, anchor_seal = $5 WHERE chain = $1 AND anchor_seq = $2 AND anchor_hash = $3 "
     "AND anchor_seal = 'legacy'";
 // twofactor stats: $1 since, $2 until, $3 limit; newest first, through the time indexes.
 inline constexpr const char* kSelectRecentDeliveries =

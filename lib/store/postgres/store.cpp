@@ -483,30 +483,41 @@ public:
         return total;
     }
 
-    // The oldest audit records older than the cutoff go from the head of the
-    // chain only; the anchor the chain resumes from moves, sealed.
+    // The oldest audit records older than the cutoff go from the head of
+    // each chain only; the anchor the chain resumes from moves, sealed. Each
+    // chain is locked while it is cut (appenders take another meanwhile).
     std::int64_t pruneAudit(std::int64_t cutoff, int limit, const SecretBytes* key, std::int64_t now) {
         if (key == nullptr) return 0;
-        const otp::AuditAnchor anchor = readAnchor(c_.exec(pg::kLockAuditGate));
-        if (!otp::auditAnchorValid(*key, anchor)) {
-            log::warning("audit records are not pruned: the audit log's anchor is not sealed, or its seal does not "
-                         "verify (see twofactor audit verify)");
-            return 0;
+        std::int64_t deleted = 0;
+        for (const auto& listed : readAnchors(c_.exec(pg::kSelectAuditAnchors))) {
+            if (deleted >= limit) break;
+            const auto locked = readAnchors(c_.exec(pg::kLockAuditChain, Params().integer(listed.chain)));
+            if (locked.empty()) continue;
+            const otp::AuditAnchor& anchor = locked.front();
+            if (!otp::auditAnchorValid(*key, anchor)) {
+                log::warning("audit records of chain " + std::to_string(anchor.chain) +
+                             " are not pruned: its anchor is not sealed, or its seal does not verify (see twofactor "
+                             "audit verify)");
+                continue;
+            }
+            auto head = c_.exec(pg::kSelectAuditHead,
+                                Params().integer(anchor.chain).integer(anchor.seq).integer(limit - deleted));
+            std::int64_t lastSeq = anchor.seq, n = 0;
+            std::string lastHash;
+            for (int i = 0; i < head.rows(); ++i) {
+                if (head.integer(i, 1) >= cutoff) break;  // the chain is kept from here on
+                lastSeq = head.integer(i, 0);
+                lastHash = head.text(i, 2);
+                ++n;
+            }
+            if (n == 0) continue;
+            deleted += c_.exec(pg::kDeleteAuditHead, Params().integer(anchor.chain).integer(lastSeq)).affected();
+            otp::AuditAnchor next{lastSeq, lastHash, now, ""};
+            next.chain = anchor.chain;
+            next.seal = otp::auditAnchorSeal(*key, next);
+            c_.exec(pg::kMoveAuditAnchor,
+                    Params().integer(next.chain).integer(next.seq).text(next.hash).integer(next.at).text(next.seal));
         }
-        auto head = c_.exec(pg::kSelectAuditHead, Params().integer(anchor.seq).integer(limit));
-        std::int64_t lastSeq = anchor.seq, n = 0;
-        std::string lastHash;
-        for (int i = 0; i < head.rows(); ++i) {
-            if (head.integer(i, 1) >= cutoff) break;  // the chain is kept from here on
-            lastSeq = head.integer(i, 0);
-            lastHash = head.text(i, 2);
-            ++n;
-        }
-        if (n == 0) return 0;
-        const std::int64_t deleted = c_.exec(pg::kDeleteAuditHead, Params().integer(lastSeq)).affected();
-        otp::AuditAnchor next{lastSeq, lastHash, now, ""};
-        next.seal = otp::auditAnchorSeal(*key, next);
-        c_.exec(pg::kMoveAuditAnchor, Params().integer(next.seq).text(next.hash).integer(next.at).text(next.seal));
         return deleted;
     }
 
@@ -754,11 +765,18 @@ public:
     }
 
     // ---- the audit log ----
-    // The tail is read under the chain's lock (kLockAuditGate), held to the
-    // commit: the record appended next is this one's successor on every node.
-    std::optional<otp::AuditRecord> lastAuditRecord() override {
-        c_.exec(pg::kLockAuditGate);
-        auto out = readAudit(c_.exec(pg::kSelectLastAudit));
+    // The transaction's chain: the lowest no other open transaction holds,
+    // or a new one when all are held (see kTakeAuditChain); locked to the
+    // commit, so the record appended next is its tail's successor.
+    std::int64_t auditAppendChain() override {
+        if (auditChain_) return *auditChain_;
+        auto taken = readAnchors(c_.exec(pg::kTakeAuditChain));
+        if (taken.empty()) taken = readAnchors(c_.exec(pg::kBeginAuditChain));
+        auditChain_ = taken.at(0).chain;
+        return *auditChain_;
+    }
+    std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override {
+        auto out = readAudit(c_.exec(pg::kSelectLastAudit, Params().integer(chain)));
         if (out.empty()) return std::nullopt;
         return std::move(out.front());
     }
@@ -766,12 +784,14 @@ public:
         Params p;
         p.integer(r.seq).integer(r.at).text(r.app).text(r.event).integer(r.uid).text(r.outcome).text(r.requestId);
         p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
-        p.text(r.subjectCommit);
+        p.text(r.subjectCommit).integer(r.chain);
         c_.exec(pg::kInsertAudit, p);
     }
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
+        if (q.chain)
+            return readAudit(c_.exec(pg::kSelectAuditChain, Params().integer(*q.chain).integer(q.afterSeq).integer(q.limit)));
         Params p;
-        p.integer(q.afterSeq).optionalInteger(q.since).optionalInteger(q.until);
+        p.optionalInteger(q.since).optionalInteger(q.until);
         if (q.app) p.text(*q.app);
         else p.null();
         const bool prefix = q.outcome && !q.outcome->empty() && q.outcome->back() == ':';
@@ -784,10 +804,9 @@ public:
         if (q.newest) std::reverse(out.begin(), out.end());
         return out;
     }
-    otp::AuditAnchor auditAnchor() override { return readAnchor(c_.exec(pg::kSelectAuditAnchor)); }
-    // The chain's lock (kLockAuditGate) serialises every audited work item of
-    // the cluster from the append to the commit: appended last, it is held
-    // for the commit only, not for the rest of the item's statements.
+    std::vector<otp::AuditAnchor> auditAnchors() override { return readAnchors(c_.exec(pg::kSelectAuditAnchors)); }
+    // Appended last, the chain is held for the commit only, not for the rest
+    // of the item's statements.
     bool appendAtCommit(std::function<void()>& append) override {
         atCommit_.push_back(std::move(append));
         return true;
@@ -797,7 +816,9 @@ public:
         atCommit_.clear();
     }
     bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override {
-        return c_.exec(pg::kSealLegacyAnchor, Params().integer(a.seq).text(a.hash).integer(a.at).text(a.seal)).affected() > 0;
+        return c_.exec(pg::kSealLegacyAnchor,
+                       Params().integer(a.chain).integer(a.seq).text(a.hash).integer(a.at).text(a.seal))
+                   .affected() > 0;
     }
 
     // ---- breach reports ----
@@ -901,10 +922,14 @@ private:
         return out;
     }
 
-    static otp::AuditAnchor readAnchor(const Result& r) {
-        otp::AuditAnchor a{0, otp::kAuditGenesis, 0, ""};
-        if (r.rows() == 1) a = otp::AuditAnchor{r.integer(0, 0), r.text(0, 1), r.integer(0, 2), r.text(0, 3)};
-        return a;
+    static std::vector<otp::AuditAnchor> readAnchors(const Result& r) {
+        std::vector<otp::AuditAnchor> out;
+        for (int i = 0; i < r.rows(); ++i) {
+            otp::AuditAnchor a{r.integer(i, 1), r.text(i, 2), r.integer(i, 3), r.text(i, 4)};
+            a.chain = r.integer(i, 0);
+            out.push_back(std::move(a));
+        }
+        return out;
     }
     static std::vector<otp::AuditRecord> readAudit(const Result& s) {
         std::vector<otp::AuditRecord> out;
@@ -924,6 +949,7 @@ private:
             r.format = static_cast<int>(s.integer(i, 11));
             r.subjectNonce = s.text(i, 12);
             r.subjectCommit = s.text(i, 13);
+            r.chain = s.integer(i, 14);
             out.push_back(std::move(r));
         }
         return out;
@@ -1054,6 +1080,7 @@ private:
     // search for one with room starts.
     static constexpr int kRateShares = 16;
     std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
+    std::optional<std::int64_t> auditChain_;        // auditAppendChain: taken once per transaction
     std::minstd_rand shareDraw_{std::random_device{}()};
 
     // ---- Event webhooks: a leased queue like the delivery jobs ----

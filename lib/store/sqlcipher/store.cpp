@@ -235,7 +235,11 @@ public:
         return deleted;
     }
 
-    otp::AuditAnchor auditAnchor() override {
+    // One writer, one chain: chain 0.
+    std::int64_t auditAppendChain() override { return 0; }
+    std::vector<otp::AuditAnchor> auditAnchors() override { return {auditAnchor()}; }
+
+    otp::AuditAnchor auditAnchor() {
         Statement s(db_, sql::kSelectAuditAnchor);
         otp::AuditAnchor a{0, otp::kAuditGenesis, 0, ""};
         if (s.step()) {
@@ -248,6 +252,7 @@ public:
     }
 
     bool sealLegacyAuditAnchor(const otp::AuditAnchor& a) override {
+        if (a.chain != 0) return false;
         Statement s(db_, sql::kSealLegacyAnchor);
         s.bind(1, a.seq);
         s.bind(2, a.hash);
@@ -1019,7 +1024,8 @@ public:
         return out;
     }
 
-    std::optional<otp::AuditRecord> lastAuditRecord() override {
+    std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override {
+        if (chain != 0) return std::nullopt;
         auto& s = lastAudit_;
         s.reset();
         if (!s.step()) return std::nullopt;
@@ -1049,6 +1055,7 @@ public:
     }
 
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
+        if (q.chain && *q.chain != 0) return {};
         if (q.newest) {
             Statement s(db_, sql::kSelectAuditNewest);
             auto out = readAuditRecords(s, q);
@@ -1060,7 +1067,7 @@ public:
     }
 
     std::vector<otp::AuditRecord> readAuditRecords(Statement& s, const otp::AuditQuery& q) {
-        s.bind(1, q.afterSeq);
+        s.bind(1, q.chain ? q.afterSeq : 0);
         if (q.since) s.bind(2, *q.since);
         if (q.until) s.bind(3, *q.until);
         if (q.app) s.bind(4, *q.app);
