@@ -418,7 +418,8 @@ else
 fi
 
 # ---- 5. HTTPS: the same pairs over the HTTPS API, next to Varlink, one daemon ----
-declare -A https_rate https_p50 https_p99 https_errs https_ok https_dcpu https_lcpu https_secs https_dticks https_lsecs
+declare -A https_rate https_p50 https_p99 https_errs https_ok https_dcpu https_lcpu https_secs https_dticks https_lsecs https_scpu
+server_pids=()  # the PostgreSQL server's processes while its runs go on: their CPU per pair too
 # cpu_ticks PID...: user + system clock ticks the processes have used so far.
 cpu_ticks() {
     local p t=0
@@ -428,13 +429,18 @@ cpu_ticks() {
     done
     echo "$t"
 }
+# machine_ticks: busy clock ticks of the whole machine so far (every core; /proc/stat).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+declare -A https_mcpu
 run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (any pair run that is not section 2's)
     local label=$1 c=$2 n=$3 out line
     shift 3
     # CPU per pair, the daemons' and the load generator's: unlike pairs/s,
     # it does not depend on how the two share this machine's cores.
-    local daemons=(${daemon_pid:-} ${node_pids[@]+"${node_pids[@]}"}) before
+    local daemons=(${daemon_pid:-} ${node_pids[@]+"${node_pids[@]}"}) before sbefore
     before=$(cpu_ticks "${daemons[@]}")
+    sbefore=$(cpu_ticks ${server_pids[@]+"${server_pids[@]}"})
+    local mbefore=$(machine_ticks)
     # PERF_DIR=DIR: a call-graph profile of the daemon(s) per run, DIR/LABEL.data
     # (perf report -i DIR/LABEL.data --no-children), to see where a pair's CPU goes.
     local perf_pid=
@@ -448,6 +454,8 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
         --duration "$max_seconds" "$@"; } 2>"$tmp/loadgen-cpu.$label")
     local rc=$?
     local dticks=$(( $(cpu_ticks "${daemons[@]}") - before ))
+    local sticks=$(( $(cpu_ticks ${server_pids[@]+"${server_pids[@]}"}) - sbefore ))
+    local mticks=$(( $(machine_ticks) - mbefore ))
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null; fi
     show "$(grep -v '^RESULT' <<<"$out")"
     line=$(grep '^RESULT' <<<"$out")
@@ -465,6 +473,9 @@ run_pairs() {  # run_pairs LABEL CLIENTS PAIRS LOADGEN-FLAGS...: sets https_* (a
     https_lsecs[$label]=$(tail -1 "$tmp/loadgen-cpu.$label" | awk 'NF == 2 { printf "%.3f", $1 + $2 }')
     if [ "${ok:-0}" -gt 0 ] 2>/dev/null; then
         https_dcpu[$label]=$(awk -v t="$dticks" -v hz="$hz" -v n="$ok" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')
+        https_mcpu[$label]=$(awk -v t="$mticks" -v hz="$hz" -v n="$ok" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')
+        [ "${#server_pids[@]}" -gt 0 ] &&
+            https_scpu[$label]=$(awk -v t="$sticks" -v hz="$hz" -v n="$ok" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')
         https_lcpu[$label]=$(tail -1 "$tmp/loadgen-cpu.$label" |
             awk -v n="$ok" 'NF == 2 { printf "%.2f", ($1 + $2) * 1000 / n }')
     fi
@@ -565,7 +576,7 @@ key_requests_per_minute = ${KEY_RPM:-1000000}"
 fi
 
 # ---- 6. PostgreSQL: pgbench TPC-B, then twofactor on 1 and on 3 nodes, one throwaway server ----
-declare -A pgbench_tps
+declare -A pgbench_tps pgbench_mcpu
 pg_skip() {
     skip "PostgreSQL server" "$1"; skip "pgbench -i" "$1"
     for c in $pg_clients_list; do skip "pgbench-$c" "$1"; done
@@ -607,10 +618,15 @@ SQL
         result 0 "pgbench -i -s $pgbench_scale"
         for c in $pg_clients_list; do
             say "pgbench TPC-B: -c $c -j 2 -T $pg_seconds"
+            mbefore=$(machine_ticks)
             out=$(pgb -c "$c" -j 2 -T "$pg_seconds" pgbench 2>&1)
             rc=$?
+            mticks=$(( $(machine_ticks) - mbefore ))
             show "$(grep -E '^(number of (clients|transactions actually)|latency average|tps)' <<<"$out")"
             pgbench_tps[$c]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
+            # The machine's CPU per transaction (pgbench itself included), as for the pairs below.
+            pgbench_mcpu[$c]=$(awk -v t="$mticks" -v hz="$(getconf CLK_TCK)" -v tps="${pgbench_tps[$c]:-0}" -v s="$pg_seconds" \
+                'BEGIN { if (tps > 0) printf "%.3f", t * 1000 / hz / (tps * s); else print "n/a" }')
             [ -n "${pgbench_tps[$c]}" ] || rc=1
             result "$rc" "pgbench-$c: ${pgbench_tps[$c]:-n/a} tps"
         done
@@ -649,6 +665,8 @@ connections = 8"
     if [ "$nodes_ok" = 1 ] &&
         timeout 120 "$loadgen" "${pg_sockets[@]}" "${pg_outboxes[@]}" --clients 6 --pairs "$warmup_pairs" >/dev/null; then
         result 0 "three nodes on PostgreSQL started, warm-up"
+        # The server's processes (its backends among them: the nodes' connections stay open).
+        server_pids=($(pgrep -u "$(stat -c %U "$pg_root/data")" -x postgres))
         for c in $pg_clients_list; do
             say "twofactor on PostgreSQL: $c client(s), $pg_pairs pairs, 1 node (at most ${max_seconds} s)"
             run_pairs "pg1-$c" "$c" "$pg_pairs" "${pg_sockets[@]:0:2}" "${pg_outboxes[@]:0:2}"
@@ -679,6 +697,7 @@ connections = 8"
         result 1 "three nodes on PostgreSQL started, warm-up"
         for c in $pg_clients_list; do result 1 "pg1-$c (no nodes)"; result 1 "pg3-$c (no nodes)"; done
     fi
+    server_pids=()
     stop_nodes
     stop_pg
 fi
@@ -735,11 +754,15 @@ if [ -n "${https_rate[*]-}" ] && [ "$https" = 1 ]; then
 fi
 if [ -n "${pgbench_tps[*]-}" ]; then
     echo
-    printf '%-26s %10s %9s %9s %7s %12s\n' "PostgreSQL" "pairs/s" "p50 ms" "p99 ms" "errors" "pgbench tps"
+    # CPU per pair (ms): the nodes', the server's, and the whole machine's
+    # (loadgen and all); pgbench's machine CPU per transaction beside it.
+    printf '%-26s %10s %9s %9s %7s %12s %9s %9s %9s %11s\n' "PostgreSQL" "pairs/s" "p50 ms" "p99 ms" "errors" \
+        "pgbench tps" "nodes ms" "server ms" "machine ms" "pgbench ms/tx"
     for c in $pg_clients_list; do
         for n in 1 3; do
-            printf '%-26s %10s %9s %9s %7s %12s\n' "$n node(s), $c clients" "${https_rate[pg$n-$c]:-n/a}" \
-                "${https_p50[pg$n-$c]:-n/a}" "${https_p99[pg$n-$c]:-n/a}" "${https_errs[pg$n-$c]:-n/a}" "${pgbench_tps[$c]:-n/a}"
+            printf '%-26s %10s %9s %9s %7s %12s %9s %9s %9s %11s\n' "$n node(s), $c clients" "${https_rate[pg$n-$c]:-n/a}" \
+                "${https_p50[pg$n-$c]:-n/a}" "${https_p99[pg$n-$c]:-n/a}" "${https_errs[pg$n-$c]:-n/a}" "${pgbench_tps[$c]:-n/a}" \
+                "${https_dcpu[pg$n-$c]:-n/a}" "${https_scpu[pg$n-$c]:-n/a}" "${https_mcpu[pg$n-$c]:-n/a}" "${pgbench_mcpu[$c]:-n/a}"
         done
     done
 fi

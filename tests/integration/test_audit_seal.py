@@ -2,7 +2,9 @@
 retention's cuts leave an anchor sealed with the audit key, so one forged
 with only the database key (opened with the sqlcipher CLI, as an intruder
 holding the store key would) is reported by `audit verify`; a checkpoint kept
-outside proves that no record up to it was cut, from the head or the end."""
+outside proves that no record up to it was cut, from the head or the end.
+On PostgreSQL (TWOFACTOR_TEST_PG_DSN_FILE) the same, with psql as the intruder:
+one daemon calling one at a time appends to chain 0 only."""
 import json
 import os
 import shutil
@@ -36,9 +38,12 @@ def store_key(d):
         return f.read().strip()
 
 
-def sql(d, text):
+def sql(d, text, pg=None):
     """Runs SQL on the daemon's database with the store key alone, as the daemon's
-    own tables and triggers allow anyone holding that key to."""
+    own tables and triggers allow anyone holding that key to; on PostgreSQL,
+    `pg` (the same change to chain 0) with the database's password."""
+    if harness.BACKEND == "postgresql":
+        return harness.pg_query(pg)
     script = "PRAGMA key = \"x'%s'\";\nPRAGMA cipher_page_size = 4096;\n%s\n" % (store_key(d), text)
     r = subprocess.run([SQLCIPHER, os.path.join(d.state, "twofactor.db")], input=script, capture_output=True,
                        text=True, timeout=30)
@@ -90,7 +95,10 @@ class Seal(unittest.TestCase):
         d.stop()
         sql(d, "UPDATE audit_gate SET prune_before = %d; DELETE FROM audit WHERE seq <= %d; "
                "UPDATE audit_gate SET prune_before = 0, anchor_seq = %d, anchor_hash = '%s';"
-            % (cut["seq"], cut["seq"], cut["seq"], cut["hash"]))
+            % (cut["seq"], cut["seq"], cut["seq"], cut["hash"]),
+            "DELETE FROM audit WHERE chain = 0 AND seq <= %d; "
+            "UPDATE audit_chains SET anchor_seq = %d, anchor_hash = '%s' WHERE chain = 0"
+            % (cut["seq"], cut["seq"], cut["hash"]))
         d.start()
         r = self.verify()
         self.assertEqual(r.returncode, 1, r.stdout)
@@ -102,7 +110,7 @@ class Seal(unittest.TestCase):
         # An anchor without any seal is reported too, and retention does not
         # cut on from it (a sealed cut would launder the forgery).
         d.stop()
-        sql(d, "UPDATE audit_gate SET anchor_seal = '';")
+        sql(d, "UPDATE audit_gate SET anchor_seal = '';", "UPDATE audit_chains SET anchor_seal = '' WHERE chain = 0")
         d.start()
         r = self.verify()
         self.assertEqual(r.returncode, 1)
@@ -119,7 +127,8 @@ class Seal(unittest.TestCase):
         anchor_seq = json.loads(d.cli("--json", "audit", "verify").stdout)["firstSeq"] - 1
         d.stop()
         # What the migration leaves of an anchor an earlier version wrote.
-        sql(d, "UPDATE audit_gate SET anchor_seal = 'legacy', anchor_at = 0;")
+        sql(d, "UPDATE audit_gate SET anchor_seal = 'legacy', anchor_at = 0;",
+            "UPDATE audit_chains SET anchor_seal = 'legacy', anchor_at = 0 WHERE chain = 0")
         d.start()
         self.assertEqual(self.verify().returncode, 0)
         adopted = [r for r in records(d) if r["event"] == "audit-anchor"]
@@ -178,7 +187,8 @@ class Checkpoint(unittest.TestCase):
         # cannot tell, the checkpoint can.
         d.stop()
         sql(d, "UPDATE audit_gate SET prune_before = 1000000; DELETE FROM audit WHERE seq >= %d; "
-               "UPDATE audit_gate SET prune_before = 0;" % (head["seq"] - 1))
+               "UPDATE audit_gate SET prune_before = 0;" % (head["seq"] - 1),
+            "DELETE FROM audit WHERE chain = 0 AND seq >= %d" % (head["seq"] - 1))
         d.start()
         self.assertEqual(d.cli("audit", "verify").returncode, 0)
         r = d.cli("audit", "verify", "--checkpoint", text_file)

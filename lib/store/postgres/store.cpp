@@ -495,9 +495,8 @@ public:
             if (locked.empty()) continue;
             const otp::AuditAnchor& anchor = locked.front();
             if (!otp::auditAnchorValid(*key, anchor)) {
-                log::warning("audit records of chain " + std::to_string(anchor.chain) +
-                             " are not pruned: its anchor is not sealed, or its seal does not verify (see twofactor "
-                             "audit verify)");
+                log::warning("audit records are not pruned from chain " + std::to_string(anchor.chain) +
+                             ": its anchor is not sealed, or its seal does not verify (see twofactor audit verify)");
                 continue;
             }
             auto head = c_.exec(pg::kSelectAuditHead,
