@@ -300,6 +300,7 @@ struct Config {
         std::string backend = "sqlcipher";  // backend: "sqlcipher" | "postgresql"
         std::string dsnFile;                // dsn_file; credential name "store-dsn"
         int connections = 4;                // connections (PostgreSQL)
+        bool preparedStatements = true;     // prepared_statements (PostgreSQL)
     } store;
 
     Limits limits;  // [limits]

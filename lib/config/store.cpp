@@ -7,12 +7,15 @@
 namespace twofactor::config::detail {
 
 void readStore(const Reader& reader, const toml::table& t, Config& config) {
-    reader.allowOnly(t, "store", {"backend", "dsn_file", "connections"});
+    reader.allowOnly(t, "store", {"backend", "dsn_file", "connections", "prepared_statements"});
     if (const toml::node* n = t.get("dsn_file")) {
         config.store.dsnFile = reader.absolutePath(*n, "store.dsn_file");
     }
     if (const toml::node* n = t.get("connections")) {
         config.store.connections = static_cast<int>(reader.integer(*n, "store.connections", 1, 64));
+    }
+    if (const toml::node* n = t.get("prepared_statements")) {
+        config.store.preparedStatements = reader.boolean(*n, "store.prepared_statements");
     }
     if (const toml::node* n = t.get("backend")) {
         config.store.backend = reader.oneOf(*n, "store.backend", {"sqlcipher", "postgresql"});

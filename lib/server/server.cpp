@@ -1040,6 +1040,7 @@ void Server::openPostgresStore() {
             po.key = std::move(current);
         }
         po.connections = config_.store.connections;
+        po.prepare = config_.store.preparedStatements;
         return po;
     };
     // A key rotation that stopped after its reseal began left <keyFile>.new:

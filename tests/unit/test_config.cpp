@@ -1859,6 +1859,10 @@ TEST_CASE("[store]: SQLCipher by default; PostgreSQL when built with libpq", "[c
     CHECK(c.store.backend == "sqlcipher");
     CHECK(c.store.dsnFile == "/etc/twofactor/store-dsn");
     CHECK(c.store.connections == 8);
+    CHECK(plain.store.preparedStatements);
+    CHECK_FALSE(parse("[store]\nprepared_statements = false\n" + kApp, kFile).store.preparedStatements);
+    CHECK(errorOf("[store]\nprepared_statements = \"no\"\n" + kApp).find("store.prepared_statements") !=
+          std::string::npos);
 #ifdef HAVE_POSTGRESQL
     CHECK(parse("[store]\nbackend = \"postgresql\"\n" + kApp, kFile).store.backend == "postgresql");
 #else

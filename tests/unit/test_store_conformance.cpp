@@ -1519,6 +1519,38 @@ TEST_CASE("writers open at once append to separate chains; every chain verifies,
 #endif
 }
 
+TEST_CASE("without prepared statements (a pooler that drops them) the store works the same", "[store]") {
+    const auto backend = GENERATE(from_range(backends()));
+    if (backend != "postgresql") return;  // an option of the PostgreSQL backend
+#ifdef HAVE_POSTGRESQL
+    Fresh f(backend);
+    f.store.reset();
+    store::PostgresOptions o;
+    o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+    Fresh::emptyDatabase(o.dsn);
+    o.key = crypto::randomSecret(32);
+    o.prepare = false;
+    auto s = store::openPostgresStore(std::move(o));
+    const auto key = crypto::randomSecret(32);
+    for (int i = 0; i < 3; ++i) {
+        store::runSync(*s, [&](store::Transaction& t) {
+            t.insertRequest(sample("plain" + std::to_string(i)));
+            otp::AuditRecord r;
+            r.at = 100 + i;
+            r.event = "send";
+            r.outcome = "success";
+            (void)otp::appendAudit(t, key, r);
+        });
+    }
+    auto back = store::runSync(*s, [](store::Transaction& t) { return t.findRequest("plain2"); });
+    REQUIRE(back);
+    CHECK(back->destination == "a@example.org");
+    const auto v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 3);
+#endif
+}
+
 TEST_CASE("lease rows: one holder per scheduled run, taken over only once expired; nodes beat", "[store][cluster]") {
     const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);

@@ -13,6 +13,7 @@
 #include <ctime>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -21,6 +22,7 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 
 namespace twofactor::store {
 
@@ -119,7 +121,7 @@ private:
 
 class Connection {
 public:
-    explicit Connection(const SecretString& dsn) {
+    explicit Connection(const SecretString& dsn, bool prepare = true) : prepare_(prepare) {
         // A server that is gone must not hold the call for TCP's own timeout:
         // connect_timeout comes first, so one in the connection string wins.
         std::string text(dsn.view());
@@ -144,11 +146,24 @@ public:
 
     [[nodiscard]] bool ok() const { return c_ && PQstatus(c_) == CONNECTION_OK; }
 
+    // Each statement is parsed and planned once per connection (a named
+    // prepared statement), not at every call: a pair's thirty-odd statements
+    // cost the server more to plan than to run. BEGIN, COMMIT and ROLLBACK go
+    // as simple queries. With `prepare` off (PgBouncer before 1.21 in
+    // transaction pooling, which loses them between transactions), every
+    // statement is sent with its text.
     Result exec(const char* sql, const Params& p = Params()) {
         std::vector<const char*> values;
         std::vector<int> lengths;
         p.pointers(values, lengths);
-        Result r(PQexecParams(c_, sql, p.size(), nullptr, values.data(), lengths.data(), p.formats(), 0));
+        if (p.size() == 0 && isTransactionControl(sql)) {
+            Result r(PQexec(c_, sql));
+            check(r, sql);
+            return r;
+        }
+        const std::string* name = prepare_ ? preparedName(sql, p.size()) : nullptr;
+        Result r(name ? PQexecPrepared(c_, name->c_str(), p.size(), values.data(), lengths.data(), p.formats(), 0)
+                      : PQexecParams(c_, sql, p.size(), nullptr, values.data(), lengths.data(), p.formats(), 0));
         check(r, sql);
         return r;
     }
@@ -180,7 +195,25 @@ private:
         if (auto nl = t.find('\n'); nl != std::string::npos) t.resize(nl);
         return t;
     }
+    static bool isTransactionControl(const char* sql) {
+        return std::strcmp(sql, "BEGIN") == 0 || std::strcmp(sql, "COMMIT") == 0 || std::strcmp(sql, "ROLLBACK") == 0;
+    }
+    // The name `sql` is prepared under on this connection, preparing it the
+    // first time; nullptr when it cannot be (then it is sent with its text).
+    // Keyed by the text, not the pointer: a statement built at run time may
+    // reuse an address. Bounded: the daemon has a few hundred statements.
+    const std::string* preparedName(const char* sql, int params) {
+        if (auto it = prepared_.find(sql); it != prepared_.end()) return &it->second;
+        if (prepared_.size() >= kMaxPrepared) return nullptr;
+        std::string name = "tf" + std::to_string(prepared_.size() + 1);
+        Result r(PQprepare(c_, name.c_str(), sql, params, nullptr));
+        check(r, sql);
+        return &prepared_.emplace(sql, std::move(name)).first->second;
+    }
+    static constexpr std::size_t kMaxPrepared = 1024;
+    bool prepare_ = true;
     PGconn* c_ = nullptr;
+    std::unordered_map<std::string, std::string> prepared_;
 };
 
 class PostgresTransaction final : public Transaction {
@@ -1174,9 +1207,9 @@ private:
 // Work items run on a few connections at once, each in its own transaction.
 class PostgresStore final : public Store {
 public:
-    explicit PostgresStore(PostgresOptions o) : dsn_(std::move(o.dsn)), maxQueued_(o.maxQueued) {
+    explicit PostgresStore(PostgresOptions o) : dsn_(std::move(o.dsn)), prepare_(o.prepare), maxQueued_(o.maxQueued) {
         {
-            Connection c(dsn_);
+            Connection c(dsn_, prepare_);
             migrate(c);
             sealer_ = openKeys(c, o.key, o.previousKeys);
         }
@@ -1255,7 +1288,7 @@ private:
         std::unique_ptr<Connection> c;
         int version = 0;
         try {
-            c = std::make_unique<Connection>(dsn_);
+            c = std::make_unique<Connection>(dsn_, prepare_);
             version = static_cast<int>(
                 c->exec(pg::kAddSealKey, Params().text(pg::ColumnSealer::fingerprint(newKey)).integer(std::time(nullptr)))
                     .integer(0, 0));
@@ -1412,7 +1445,7 @@ private:
         constexpr int kTries = 8;
         for (int attempt = 0;; ++attempt) {
             try {
-                if (!conn || !conn->ok()) conn = std::make_unique<Connection>(dsn_);
+                if (!conn || !conn->ok()) conn = std::make_unique<Connection>(dsn_, prepare_);
             } catch (const PgError& e) {
                 conn.reset();
                 return std::make_exception_ptr(StoreUnavailable(e.what()));
@@ -1468,6 +1501,7 @@ private:
     }
 
     SecretString dsn_;
+    bool prepare_ = true;
     std::unique_ptr<pg::ColumnSealer> sealer_;
     std::mutex rotating_;  // one key rotation at a time on this node
     std::size_t maxQueued_;

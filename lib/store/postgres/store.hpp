@@ -19,6 +19,7 @@ struct PostgresOptions {
     SecretBytes key;             // the store key: the column key is derived from it
     std::vector<SecretBytes> previousKeys;  // older store keys (key rotation): opened, never sealed with
     int connections = 4;         // work items run on this many connections at once
+    bool prepare = true;         // named prepared statements (off behind PgBouncer < 1.21 in transaction pooling)
     std::size_t maxQueued = 4096;
 };
 
