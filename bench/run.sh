@@ -684,7 +684,7 @@ connections = 8"
                 show "$(pg_sql "SELECT calls, round(calls::numeric / ${https_ok[pg3-$c]:-1}, 2) AS per_pair,
                     round(total_exec_time::numeric, 1) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
                     FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postgres')
-                    ORDER BY total_exec_time DESC LIMIT 15")"
+                    ORDER BY total_exec_time DESC LIMIT ${PG_STATEMENTS_ROWS:-15}")"
             fi
             if [ -n "$sampler" ]; then
                 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null

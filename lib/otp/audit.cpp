@@ -62,30 +62,12 @@ bool auditAnchorValid(const SecretBytes& key, const AuditAnchor& a) {
     return !a.seal.empty() && a.seal != kAuditLegacySeal && crypto::constantTimeEqual(auditAnchorSeal(key, a), a.seal);
 }
 
-namespace {
-
-// The chain's anchor; the genesis when the store has none for it yet.
-AuditAnchor anchorOf(AuditStore& store, std::int64_t chain) {
-    for (auto& a : store.auditAnchors())
-        if (a.chain == chain) return a;
-    AuditAnchor genesis{0, kAuditGenesis, 0, ""};
-    genesis.chain = chain;
-    return genesis;
-}
-
-}  // namespace
-
 AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord record) {
     try {
-        record.chain = store.auditAppendChain();
-        if (const auto last = store.lastAuditRecord(record.chain)) {
-            record.seq = last->seq + 1;
-            record.prevHash = last->hash;
-        } else {
-            const AuditAnchor anchor = anchorOf(store, record.chain);  // new, or everything pruned: resume after the anchor
-            record.seq = anchor.seq + 1;
-            record.prevHash = anchor.hash.empty() ? std::string(kAuditGenesis) : anchor.hash;
-        }
+        const AuditCheckpoint tail = store.auditAppendTail();
+        record.chain = tail.chain;
+        record.seq = tail.seq + 1;
+        record.prevHash = tail.hash.empty() ? std::string(kAuditGenesis) : tail.hash;
         record.format = 2;
         record.subjectNonce.clear();
         record.subjectCommit.clear();

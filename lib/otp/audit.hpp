@@ -111,10 +111,12 @@ struct AuditQuery {
 class AuditStore {
 public:
     virtual ~AuditStore() = default;
-    // The chain this transaction appends to, held for it until its commit so
-    // that no other writer appends to that chain meanwhile. Every call in one
-    // transaction returns the same chain.
-    [[nodiscard]] virtual std::int64_t auditAppendChain() = 0;
+    // The tail of the chain this transaction appends to (its last record, or
+    // its anchor when it has none): chain, seq and hash. The chain is held
+    // for the transaction until its commit, so that no other writer appends
+    // to it meanwhile; every call in one transaction gives the same chain,
+    // and after an insert the record inserted.
+    [[nodiscard]] virtual AuditCheckpoint auditAppendTail() = 0;
     [[nodiscard]] virtual std::optional<AuditRecord> lastAuditRecord(std::int64_t chain) = 0;
     virtual void insertAuditRecord(const AuditRecord& record) = 0;
     // Oldest first: the first `limit` records that match (see AuditQuery).
@@ -155,7 +157,7 @@ struct AuditWriteError : std::runtime_error {
 [[nodiscard]] bool auditAnchorValid(const SecretBytes& key, const AuditAnchor& a);
 
 // Fills chain, seq, prevHash and hash from the tail of the transaction's
-// chain (AuditStore::auditAppendChain) and appends the record.
+// chain (AuditStore::auditAppendTail) and appends the record.
 // Any failure is rethrown as AuditWriteError. Returns the record as stored.
 AuditRecord appendAudit(AuditStore& store, const SecretBytes& key, AuditRecord record);
 // The same for a record nothing in the work item reads back: appended at the

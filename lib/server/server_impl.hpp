@@ -127,16 +127,27 @@ private:
 // item at a time: calls never put more than one item for it in the store's
 // queue, so a flood of calls cannot fill that queue with log rows, and rows
 // beyond kMaxPending (the writer far behind) are counted as dropped.
+// Rows wait in memory and go to the store as one work item. With `gather`
+// 0 that item is queued at once (SQLCipher: its group commit takes whatever
+// has come meanwhile); otherwise `gather` after the first row of a batch, so
+// that a store whose work items run side by side (PostgreSQL) writes many
+// rows in one transaction instead of a transaction per call.
 class CallLog {
 public:
-    explicit CallLog(store::Store& store) : store_(store) {}
+    CallLog(store::Store& store, asio::io_context& io, std::chrono::milliseconds gather)
+        : store_(store), timer_(io), gather_(gather) {}
     void add(store::CallRecord record);
+    // Queues what is waiting now (shutdown: before the store closes).
+    void flush();
     // Rows dropped since the last call.
     [[nodiscard]] std::uint64_t takeDropped();
 
 private:
+    void submit();
     static constexpr std::size_t kMaxPending = 8192;
     store::Store& store_;
+    asio::steady_timer timer_;  // used on the io thread only
+    std::chrono::milliseconds gather_;
     std::mutex mutex_;
     std::vector<store::CallRecord> pending_;
     bool queued_ = false;

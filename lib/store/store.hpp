@@ -378,6 +378,11 @@ public:
     [[nodiscard]] virtual std::vector<otp::OptOut> listOptOuts(int limit) = 0;
 
     virtual void insertCall(const CallRecord& call) = 0;
+    // Several at once: a store that pays a round trip per statement writes
+    // them in one.
+    virtual void insertCalls(const std::vector<CallRecord>& calls) {
+        for (const auto& c : calls) insertCall(c);
+    }
     [[nodiscard]] virtual std::vector<CallRecord> findCalls(const CallQuery& query) = 0;
 
     // ---- The HTTPS API: keys and Idempotency-Key records ----

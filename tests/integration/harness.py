@@ -37,6 +37,16 @@ def pg_query(sql):
     return r.stdout.strip()
 
 
+def pg_audit_rehead(chain):
+    """SQL that points an audit chain's head at its last record left (or its
+    anchor): what an intruder who cut the chain's tail would also write."""
+    return ("UPDATE audit_chains c SET "
+            "head_seq = coalesce((SELECT a.seq FROM audit a WHERE a.chain = c.chain ORDER BY a.seq DESC LIMIT 1), "
+            "c.anchor_seq), "
+            "head_hash = coalesce((SELECT a.hash FROM audit a WHERE a.chain = c.chain ORDER BY a.seq DESC LIMIT 1), "
+            "c.anchor_hash) WHERE c.chain = %d" % chain)
+
+
 def pg_empty():
     """A daemon of its own starts from an empty database, as from a new SQLCipher file."""
     pg_query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")

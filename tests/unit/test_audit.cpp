@@ -151,7 +151,7 @@ public:
         t_.lockSubject(a, s, until);
     }
     void clearSubjectFailures(std::string_view a, std::string_view s) override { t_.clearSubjectFailures(a, s); }
-    std::int64_t auditAppendChain() override { return t_.auditAppendChain(); }
+    otp::AuditCheckpoint auditAppendTail() override { return t_.auditAppendTail(); }
     std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override { return t_.lastAuditRecord(chain); }
     void insertAuditRecord(const otp::AuditRecord& r) override {
         if (fail_) throw std::runtime_error("disk full (injected)");

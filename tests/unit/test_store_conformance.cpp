@@ -4,6 +4,7 @@
 #include "store/sqlcipher/store.hpp"
 #include "build_config.h"
 #ifdef HAVE_POSTGRESQL
+#include "store/postgres/schema.hpp"
 #include "store/postgres/store.hpp"
 
 #include <libpq-fe.h>
@@ -232,6 +233,36 @@ TEST_CASE("the request log: newest first by limit, returned oldest first, filter
     REQUIRE(window.size() == 2);
     CHECK(window[0].at == 101);
     CHECK(window[1].at == 102);
+}
+
+TEST_CASE("the request log written in batches keeps every field, the sealed address and the order",
+          "[store][calls]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    std::vector<store::CallRecord> batch;
+    for (int i = 0; i < 40; ++i)
+        batch.push_back(store::CallRecord{0, 200 + i, i % 3 ? "POST /v1/apps/shop/verifications" : "io.twofactor.Otp.Verify",
+                                          i, i % 2 ? "ok" : "quote \" and back\\slash {,}", i % 5 ? -1 : 1000 + i,
+                                          i % 3 ? "key" + std::to_string(i) : "", i % 4 ? "192.0.2." + std::to_string(i) : "",
+                                          i % 3 ? 201 : 0});
+    store::runSync(*s, [&](store::Transaction& t) { t.insertCalls(batch); });
+    store::runSync(*s, [&](store::Transaction& t) { t.insertCalls({batch.front()}); });  // and a batch of one
+    const auto all = store::runSync(*s, [](store::Transaction& t) { return t.findCalls(store::CallQuery{{}, {}, 100}); });
+    REQUIRE(all.size() == 41);
+    for (int i = 0; i < 40; ++i) {
+        INFO("row " << i);
+        CHECK(all[i].at == batch[i].at);
+        CHECK(all[i].method == batch[i].method);
+        CHECK(all[i].durationMs == batch[i].durationMs);
+        CHECK(all[i].result == batch[i].result);
+        CHECK(all[i].uid == batch[i].uid);
+        CHECK(all[i].keyId == batch[i].keyId);
+        CHECK(all[i].clientIp == batch[i].clientIp);
+        CHECK(all[i].status == batch[i].status);
+        if (i > 0) CHECK(all[i].id > all[i - 1].id);
+    }
+    CHECK(all[40].at == 200);
 }
 
 TEST_CASE("fraud sets: members after `since` counted up to a cap, the n-th most recent", "[store][fraud]") {
@@ -1497,6 +1528,22 @@ TEST_CASE("writers open at once append to separate chains; every chain verifies,
             CHECK_FALSE(v.ok);
             CHECK(v.brokenChain == std::max(a, b));
         }
+        SECTION("a tail cut shows at the chain's next record: the head on its row still names the record cut") {
+            const std::string low = std::to_string(std::min(a, b));
+            Fresh::pgSql("DELETE FROM audit WHERE chain = " + low + " AND seq = 6");
+            v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+            CHECK(v.ok);  // the chain alone cannot tell yet
+            store::runSync(*s, [&](store::Transaction& t) {
+                otp::AuditRecord r;
+                r.at = 1'800'000'100;
+                r.event = "verify";
+                r.outcome = "approved";
+                CHECK(otp::appendAudit(t, key, r).seq == 7);
+            });
+            v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+            CHECK_FALSE(v.ok);
+            CHECK(v.reason.find("record 6 of chain " + low + " is missing") != std::string::npos);
+        }
         SECTION("a whole chain: only the checkpoint can tell") {
             Fresh::pgSql("DELETE FROM audit WHERE chain = " + other + "; DELETE FROM audit_chains WHERE chain = " + other);
             v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
@@ -1516,6 +1563,64 @@ TEST_CASE("writers open at once append to separate chains; every chain verifies,
         CHECK(v.ok);
         CHECK(v.erased == 6);
     }
+#endif
+}
+
+TEST_CASE("an audit log of one chain (schema 9) becomes chain 0 and goes on verifying", "[store][audit][migration]") {
+    const auto backend = GENERATE(from_range(backends()));
+    if (backend != "postgresql") return;  // SQLCipher keeps its one chain
+#ifdef HAVE_POSTGRESQL
+    Fresh f(backend);
+    f.store.reset();
+    const auto dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+    Fresh::emptyDatabase(dsn);
+    // The schema as a daemon before audit chains left it, with three records and a sealed cut before them.
+    std::string old = std::string(store::pg::kCreateVersionTable) + ";" + store::pg::kEnsureVersionRow + ";";
+    for (int v = 0; v < 9; ++v) old += store::pg::kMigrations[v];
+    old += "UPDATE twofactor_schema SET version = 9;";
+    const auto key = crypto::randomSecret(32);
+    otp::AuditAnchor anchor{5, std::string(64, 'a'), 1000, ""};
+    anchor.seal = otp::auditAnchorSeal(key, anchor);
+    old += "UPDATE audit_gate SET anchor_seq = 5, anchor_hash = '" + anchor.hash + "', anchor_at = 1000, anchor_seal = '" +
+           anchor.seal + "';";
+    std::string prev = anchor.hash;
+    for (int seq = 6; seq <= 8; ++seq) {
+        otp::AuditRecord r;
+        r.seq = seq;
+        r.at = 2000 + seq;
+        r.event = "send";
+        r.outcome = "success";
+        r.prevHash = prev;
+        r.hash = otp::auditRecordHash(key, r);
+        prev = r.hash;
+        old += "INSERT INTO audit (seq, at, event, outcome, prev_hash, hash) VALUES (" + std::to_string(seq) + ", " +
+               std::to_string(r.at) + ", 'send', 'success', '" + r.prevHash + "', '" + r.hash + "');";
+    }
+    Fresh::pgSql(old);
+    store::PostgresOptions o;
+    o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+    o.key = crypto::randomSecret(32);
+    auto s = store::openPostgresStore(std::move(o));
+    auto v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 3);
+    CHECK(v.prunedBefore == 6);
+    REQUIRE(v.chains.size() == 1);
+    CHECK(v.chains[0].chain == 0);
+    // The next record continues chain 0 from its last one.
+    const auto next = store::runSync(*s, [&](store::Transaction& t) {
+        otp::AuditRecord r;
+        r.at = 3000;
+        r.event = "verify";
+        r.outcome = "approved";
+        return otp::appendAudit(t, key, r);
+    });
+    CHECK(next.chain == 0);
+    CHECK(next.seq == 9);
+    CHECK(next.prevHash == prev);
+    v = store::runSync(*s, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 4);
 #endif
 }
 

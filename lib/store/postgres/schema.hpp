@@ -369,6 +369,19 @@ ALTER TABLE audit ADD COLUMN chain BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE audit DROP CONSTRAINT audit_pkey;
 ALTER TABLE audit ADD PRIMARY KEY (chain, seq);
 )sql",
+    // 11: each chain's head (its last record's seq and hash, or its anchor)
+    // on its row, moved by every append in the statement that inserts the
+    // record: taking a chain returns its tail at once, one round trip less
+    // per audited call than reading the tail from audit.
+    R"sql(
+ALTER TABLE audit_chains ADD COLUMN head_seq BIGINT;
+ALTER TABLE audit_chains ADD COLUMN head_hash TEXT;
+UPDATE audit_chains c SET
+    head_seq = coalesce((SELECT a.seq FROM audit a WHERE a.chain = c.chain ORDER BY a.seq DESC LIMIT 1), c.anchor_seq),
+    head_hash = coalesce((SELECT a.hash FROM audit a WHERE a.chain = c.chain ORDER BY a.seq DESC LIMIT 1), c.anchor_hash);
+ALTER TABLE audit_chains ALTER COLUMN head_seq SET NOT NULL;
+ALTER TABLE audit_chains ALTER COLUMN head_hash SET NOT NULL;
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -546,6 +559,14 @@ inline constexpr const char* kListOptOuts =
 
 // ---- The request log: the client address sealed under the row's id ----
 inline constexpr const char* kNextRequestLogId = "SELECT nextval(pg_get_serial_sequence('request_log', 'id'))";
+// $1 ids for as many rows, ascending.
+inline constexpr const char* kNextRequestLogIds =
+    "SELECT nextval(pg_get_serial_sequence('request_log', 'id')) FROM generate_series(1, $1::INTEGER) ORDER BY 1";
+// Rows as parallel arrays, one per column.
+inline constexpr const char* kInsertRequestLogRows =
+    "INSERT INTO request_log (id, at, method, duration_ms, result, uid, key_id, client_ip, status) "
+    "SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::TEXT[], "
+    "$8::BYTEA[], $9::INTEGER[])";
 inline constexpr const char* kInsertRequestLog =
     "INSERT INTO request_log (id, at, method, duration_ms, result, uid, key_id, client_ip, status) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
@@ -650,11 +671,14 @@ inline constexpr PurgeSql kPurge[] = {
 // transactions the cluster ever had open at once. Pruning locks each chain
 // in turn (appenders skip it meanwhile).
 #define TF_CHAIN_COLUMNS "chain, anchor_seq, anchor_hash, anchor_at, anchor_seal"
+// Both return the chain and its head (seq, hash); the locked row is the
+// newest version, so the head is the last committed append's.
 inline constexpr const char* kTakeAuditChain =
-    "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED";
+    "SELECT chain, head_seq, head_hash FROM audit_chains ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED";
 inline constexpr const char* kBeginAuditChain =
-    "INSERT INTO audit_chains (" TF_CHAIN_COLUMNS ") VALUES (nextval('audit_chain_numbers'), 0, "
-    "'0000000000000000000000000000000000000000000000000000000000000000', 0, '') RETURNING " TF_CHAIN_COLUMNS;
+    "INSERT INTO audit_chains (chain, anchor_seq, anchor_hash, anchor_at, anchor_seal, head_seq, head_hash) VALUES "
+    "(nextval('audit_chain_numbers'), 0, '0000000000000000000000000000000000000000000000000000000000000000', 0, '', 0, "
+    "'0000000000000000000000000000000000000000000000000000000000000000') RETURNING chain, head_seq, head_hash";
 inline constexpr const char* kLockAuditChain = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains WHERE chain = $1 FOR UPDATE";
 inline constexpr const char* kSelectAuditAnchors = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains ORDER BY chain";
 #undef TF_CHAIN_COLUMNS
@@ -663,7 +687,9 @@ inline constexpr const char* kSelectAuditAnchors = "SELECT " TF_CHAIN_COLUMNS " 
     "subject_commit, chain"
 inline constexpr const char* kSelectLastAudit =
     "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1";
+// The record, and its chain's head moved to it, in one statement.
 inline constexpr const char* kInsertAudit =
+    "WITH head AS (UPDATE audit_chains SET head_seq = $1, head_hash = $11 WHERE chain = $15) "
     "INSERT INTO audit (" TF_AUDIT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 // One chain's records after a seq, by seq (verification): $1 chain, $2 after seq, $3 limit.
 inline constexpr const char* kSelectAuditChain =

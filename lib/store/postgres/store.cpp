@@ -3,6 +3,7 @@
 #include "store/postgres/schema.hpp"
 #include "store/postgres/sealed.hpp"
 #include "otp/audit.hpp"
+#include "util/crypto.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"
 
@@ -211,6 +212,13 @@ private:
         return &prepared_.emplace(sql, std::move(name)).first->second;
     }
     static constexpr std::size_t kMaxPrepared = 1024;
+
+public:
+    // Per app, the hour this connection last pruned the email feedback
+    // hours before: once an hour, not at every send.
+    std::map<std::string, std::int64_t, std::less<>> feedbackPruned;
+
+private:
     bool prepare_ = true;
     PGconn* c_ = nullptr;
     std::unordered_map<std::string, std::string> prepared_;
@@ -463,6 +471,37 @@ public:
         p.integer(id).integer(call.at).text(call.method).integer(call.durationMs).text(call.result).integer(call.uid);
         p.text(call.keyId).bytes(ip.data(), ip.size()).integer(call.status);
         c_.exec(pg::kInsertRequestLog, p);
+    }
+    // One statement for the ids and one for the rows, whatever their number.
+    void insertCalls(const std::vector<CallRecord>& calls) override {
+        if (calls.size() < 2) {
+            for (const auto& c : calls) insertCall(c);
+            return;
+        }
+        const auto ids = c_.exec(pg::kNextRequestLogIds, Params().integer(static_cast<std::int64_t>(calls.size())));
+        if (ids.rows() != static_cast<int>(calls.size())) throw std::runtime_error("PostgreSQL: too few request-log ids");
+        std::string id = "{", at = "{", method = "{", duration = "{", result = "{", uid = "{", key = "{", ip = "{",
+                    status = "{";
+        for (std::size_t i = 0; i < calls.size(); ++i) {
+            const CallRecord& call = calls[i];
+            const std::string sep = i ? "," : "";
+            const std::string rowId = ids.text(static_cast<int>(i), 0);
+            const std::string sealed = call.clientIp.empty()
+                                           ? std::string()
+                                           : seal_.seal("request_log", "client_ip", rowId, call.clientIp);
+            id += sep + rowId;
+            at += sep + std::to_string(call.at);
+            method += sep + arrayElement(call.method);
+            duration += sep + std::to_string(call.durationMs);
+            result += sep + arrayElement(call.result);
+            uid += sep + std::to_string(call.uid);
+            key += sep + arrayElement(call.keyId);
+            ip += sep + "\"\\\\x" + crypto::hex(sealed.data(), sealed.size()) + "\"";
+            status += sep + std::to_string(call.status);
+        }
+        Params p;
+        for (std::string* a : {&id, &at, &method, &duration, &result, &uid, &key, &ip, &status}) p.text(*a + "}");
+        c_.exec(pg::kInsertRequestLogRows, p);
     }
     std::vector<CallRecord> findCalls(const CallQuery& q) override {
         auto r = c_.exec(pg::kSelectRequestLog, Params().optionalInteger(q.since).optionalInteger(q.until).integer(q.limit));
@@ -798,14 +837,14 @@ public:
 
     // ---- the audit log ----
     // The transaction's chain: the lowest no other open transaction holds,
-    // or a new one when all are held (see kTakeAuditChain); locked to the
-    // commit, so the record appended next is its tail's successor.
-    std::int64_t auditAppendChain() override {
-        if (auditChain_) return *auditChain_;
-        auto taken = readAnchors(c_.exec(pg::kTakeAuditChain));
-        if (taken.empty()) taken = readAnchors(c_.exec(pg::kBeginAuditChain));
-        auditChain_ = taken.at(0).chain;
-        return *auditChain_;
+    // or a new one when all are held (see kTakeAuditChain), locked to the
+    // commit, and its head, which each insert moves (kInsertAudit).
+    otp::AuditCheckpoint auditAppendTail() override {
+        if (auditTail_) return *auditTail_;
+        const auto tail = [](const Result& r) { return otp::AuditCheckpoint{r.integer(0, 1), r.text(0, 2), 0, r.integer(0, 0)}; };
+        if (auto taken = c_.exec(pg::kTakeAuditChain); taken.rows() == 1) auditTail_ = tail(taken);
+        else auditTail_ = tail(c_.exec(pg::kBeginAuditChain));
+        return *auditTail_;
     }
     std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override {
         auto out = readAudit(c_.exec(pg::kSelectLastAudit, Params().integer(chain)));
@@ -818,6 +857,7 @@ public:
         p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
         p.text(r.subjectCommit).integer(r.chain);
         c_.exec(pg::kInsertAudit, p);
+        auditTail_ = otp::AuditCheckpoint{r.seq, r.hash, r.at, r.chain};
     }
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
         if (q.chain)
@@ -905,7 +945,13 @@ public:
         p.text(app).integer(hour).integer(kind == EmailFeedback::Send ? 1 : 0).integer(kind == EmailFeedback::Bounce ? 1 : 0);
         p.integer(kind == EmailFeedback::Complaint ? 1 : 0).integer(static_cast<std::int64_t>(shareDraw_() % kRateShares));
         c_.exec(pg::kCountEmailFeedback, p);
+        auto pruned = c_.feedbackPruned.find(app);
+        if (pruned != c_.feedbackPruned.end() && pruned->second == hour) return;
         c_.exec(pg::kPruneEmailFeedback, Params().text(app).integer(hour - kEmailFeedbackHours));
+        // A rollback undoes the delete: what it would have removed is older
+        // than any sum reads, and goes with the next hour's prune.
+        if (pruned == c_.feedbackPruned.end()) c_.feedbackPruned.emplace(std::string(app), hour);
+        else pruned->second = hour;
     }
     EmailFeedbackCounts emailFeedback(std::string_view app, std::int64_t since) override {
         auto r = c_.exec(pg::kSumEmailFeedback, Params().text(app).integer(since / 3600));
@@ -1112,7 +1158,7 @@ private:
     // search for one with room starts.
     static constexpr int kRateShares = 16;
     std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
-    std::optional<std::int64_t> auditChain_;        // auditAppendChain: taken once per transaction
+    std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain taken, once per transaction
     std::minstd_rand shareDraw_{std::random_device{}()};
 
     // ---- Event webhooks: a leased queue like the delivery jobs ----

@@ -236,7 +236,11 @@ public:
     }
 
     // One writer, one chain: chain 0.
-    std::int64_t auditAppendChain() override { return 0; }
+    otp::AuditCheckpoint auditAppendTail() override {
+        if (const auto last = lastAuditRecord(0)) return {last->seq, last->hash, last->at, 0};
+        const otp::AuditAnchor anchor = auditAnchor();  // nothing yet, or everything pruned: resume after the anchor
+        return {anchor.seq, anchor.hash, anchor.at, 0};
+    }
     std::vector<otp::AuditAnchor> auditAnchors() override { return {auditAnchor()}; }
 
     otp::AuditAnchor auditAnchor() {
