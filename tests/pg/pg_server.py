@@ -27,8 +27,11 @@ def available():
 
 
 class Server:
-    def __init__(self, user=USER):
+    def __init__(self, user=USER, options=""):
+        """`options`: more server settings ("-c name=value ..."), e.g. a
+        read-only default or a TLS listener on 127.0.0.1."""
         self.user = user
+        self.options = options
         self.root = None
         self.started = False
 
@@ -53,9 +56,7 @@ class Server:
         self.data = os.path.join(self.root, "data")
         self.socket_dir = self.root
         self._run("initdb", "-D", self.data, "-U", "twofactor", "-A", "trust", "--no-sync", "-E", "UTF8")
-        opts = "-c listen_addresses='' -c unix_socket_directories='%s' -c fsync=on -c max_connections=200 " \
-               "-c shared_buffers=32MB" % self.socket_dir
-        self._run("pg_ctl", "-D", self.data, "-o", opts, "-l", os.path.join(self.root, "log"), "-w", "start")
+        self._run("pg_ctl", "-D", self.data, "-o", self._opts(), "-l", os.path.join(self.root, "log"), "-w", "start")
         self.started = True
         self.dsn = "host=%s user=twofactor dbname=postgres" % self.socket_dir
         self.dsn_file = os.path.join(tempfile.mkdtemp(prefix="tf-pg-dsn-"), "store-dsn")
@@ -73,10 +74,18 @@ class Server:
         """Stops the server, keeping its data, until resume()."""
         self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
 
+    def _opts(self):
+        return ("-c listen_addresses='' -c unix_socket_directories='%s' -c fsync=on -c max_connections=200 "
+                "-c shared_buffers=32MB %s" % (self.socket_dir, self.options))
+
+    def give(self, path):
+        """Makes `path` the server user's, for files it must own (a TLS key)."""
+        pw = pwd.getpwnam(self.user)
+        if os.geteuid() == 0:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
     def resume(self):
-        opts = "-c listen_addresses='' -c unix_socket_directories='%s' -c fsync=on -c max_connections=200 " \
-               "-c shared_buffers=32MB" % self.socket_dir
-        self._run("pg_ctl", "-D", self.data, "-o", opts, "-l", os.path.join(self.root, "log"), "-w", "start")
+        self._run("pg_ctl", "-D", self.data, "-o", self._opts(), "-l", os.path.join(self.root, "log"), "-w", "start")
 
     def restart(self):
         self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "restart")
