@@ -491,10 +491,17 @@ inline constexpr const char* kSelectDeliveryJob = "SELECT " TF_JOB_COLUMNS " FRO
 // The claim: jobs due at $1, or held by another start of this node ($2 <=
 // holder < $3, not $4, the new holder), at most $5, locked with SKIP LOCKED
 // (a job another node is claiming this instant is left to it) and taken
-// until $6. RETURNING names the picked row: each job as it was before.
+// until $6. RETURNING names the picked row: each job as it was before. The
+// candidates come from each index on its own (the soonest due through
+// delivery_jobs_due, this node's earlier starts through
+// delivery_jobs_by_holder), at most $5 each: one condition ORed over both
+// walked all of delivery_jobs_due whenever fewer than $5 were due.
 inline constexpr const char* kClaimDeliveryJobs =
-    "WITH picked AS (SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE due_at <= $1 "
-    "OR (holder >= $2 AND holder < $3 AND holder <> $4 AND holder <> '') ORDER BY due_at LIMIT $5 "
+    "WITH candidates AS ((SELECT request_id FROM delivery_jobs WHERE due_at <= $1 ORDER BY due_at LIMIT $5) UNION "
+    "(SELECT request_id FROM delivery_jobs WHERE holder >= $2 AND holder < $3 AND holder <> $4 AND holder <> '' "
+    "LIMIT $5)), "
+    "picked AS (SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE request_id = ANY (ARRAY(SELECT request_id FROM "
+    "candidates)) AND (due_at <= $1 OR (holder >= $2 AND holder < $3 AND holder <> $4 AND holder <> '')) LIMIT $5 "
     "FOR UPDATE SKIP LOCKED) "
     "UPDATE delivery_jobs j SET holder = $4, lease_until = $6, due_at = GREATEST(j.retry_at, $6::BIGINT) "
     "FROM picked p WHERE j.request_id = p.request_id RETURNING p.request_id, p.send_no, p.attempts, p.retry_at, "
@@ -822,6 +829,7 @@ inline constexpr const char* kHeartbeatNode =
     "INSERT INTO nodes (id, host, version, started, heartbeat, key_version) VALUES ($1, $2, $3, $4, $5, $6) "
     "ON CONFLICT (id) DO UPDATE SET heartbeat = GREATEST(nodes.heartbeat, EXCLUDED.heartbeat), "
     "version = EXCLUDED.version, key_version = EXCLUDED.key_version";
+inline constexpr const char* kForgetNode = "DELETE FROM nodes WHERE id = $1";
 inline constexpr const char* kListNodes =
     "SELECT id, host, version, started, heartbeat, key_version FROM nodes WHERE heartbeat >= $1 "
     "ORDER BY heartbeat DESC LIMIT $2";
@@ -866,12 +874,12 @@ inline constexpr const char* kReleaseIdempotencyKey =
 // cursor's time, $4 its row, $5 limit (requests' row is their seq).
 inline constexpr const char* kSelectBreachRequests =
     "SELECT seq, created_at, id, app, channel, subject_hash, destination, fallback_destination, client_ip, device "
-    "FROM requests WHERE created_at >= GREATEST($1, $3) AND created_at < $2 AND (created_at > $3 OR seq > $4) "
+    "FROM requests WHERE created_at >= GREATEST($1::BIGINT, $3::BIGINT) AND created_at < $2 AND (created_at > $3 OR seq > $4) "
     "ORDER BY created_at, seq LIMIT $5";
 inline constexpr const char* kSelectBreachDeliveries =
     "SELECT d.id, d.at, d.request_id, d.app, d.channel, r.subject_hash, r.destination, r.fallback_destination "
     "FROM deliveries d LEFT JOIN requests r ON r.id = d.request_id "
-    "WHERE d.at >= GREATEST($1, $3) AND d.at < $2 AND (d.at > $3 OR d.id > $4) ORDER BY d.at, d.id LIMIT $5";
+    "WHERE d.at >= GREATEST($1::BIGINT, $3::BIGINT) AND d.at < $2 AND (d.at > $3 OR d.id > $4) ORDER BY d.at, d.id LIMIT $5";
 
 // The email suppression list: $1 hash, $2 reason, $3 sealed detail, $4 at,
 // $5 source, $6 message id. No row affected: already listed (the first entry stays).
