@@ -351,14 +351,19 @@ void Server::addHttpRoutes(http::Router& router) {
             apiCaller(call));
     });
 
-    // Prometheus text at /metrics on this listener, once something provides it.
-    if (metricsText_)
-        router.add("GET", "/metrics", [this](http::Request&, http::Reply reply) {
-            http::Response r;
-            r.contentType = "text/plain; version=0.0.4; charset=utf-8";
-            r.body = metricsText_();
-            reply(std::move(r));
-        });
+    addMetricsRoute(router);
+}
+
+// Prometheus text at /metrics, once something provides it: on the HTTPS
+// listener and on [metrics] listen alike.
+void Server::addMetricsRoute(http::Router& router) {
+    if (!metricsText_) return;
+    router.add("GET", "/metrics", [this](http::Request&, http::Reply reply) {
+        http::Response r;
+        r.contentType = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = metricsText_();
+        reply(std::move(r));
+    });
 }
 
 void Server::startHttp() {

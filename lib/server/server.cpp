@@ -353,15 +353,24 @@ void CallLog::add(store::CallRecord record) {
     });
 }
 
-void CallLog::flush() {
+void CallLog::flush(std::function<void()> then) {
     {
         std::lock_guard lock(mutex_);
-        if (!queued_ || pending_.empty()) return;
+        if (!queued_ || pending_.empty()) {
+            if (then) then();
+            return;
+        }
     }
-    submit();
+    submit(std::move(then));
 }
 
-void CallLog::submit() {
+void CallLog::flushAndWait() {
+    std::promise<void> written;
+    flush([&written] { written.set_value(); });
+    written.get_future().wait();
+}
+
+void CallLog::submit(std::function<void()> then) {
     store_.submitReserved(
         [this](store::Transaction& t) {
             std::vector<store::CallRecord> rows;
@@ -372,8 +381,9 @@ void CallLog::submit() {
             }
             t.insertCalls(rows);
         },
-        [](std::exception_ptr e) {
+        [then = std::move(then)](std::exception_ptr e) {
             if (e) log::error("calls could not be written to the request log");
+            if (then) then();
         });
 }
 
@@ -591,23 +601,28 @@ void Server::buildMethodTable() {
             return r("org.varlink.service.InvalidParameter", {{"parameter", "limit"}});
         q.limit = static_cast<int>(limit);
         auto list = std::make_shared<std::vector<store::CallRecord>>();
-        store_->submit([list, q](store::Transaction& t) { *list = t.findCalls(q); },
-                       [list, r = onIo(r)](std::exception_ptr e) {
-                           if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
-                           json entries = json::array();
-                           for (const auto& c : *list) {
-                               json e = {{"time", c.at},
-                                         {"method", c.method},
-                                         {"durationMs", c.durationMs},
-                                         {"result", c.result},
-                                         {"uid", c.uid}};
-                               if (!c.keyId.empty()) e["keyId"] = c.keyId;
-                               if (!c.clientIp.empty()) e["clientIp"] = c.clientIp;
-                               if (c.status != 0) e["status"] = c.status;
-                               entries.push_back(std::move(e));
-                           }
-                           r("", {{"entries", entries}});
-                       });
+        auto read = [this, list, q, r] {
+            store_->submit([list, q](store::Transaction& t) { *list = t.findCalls(q); },
+                           [list, r = onIo(r)](std::exception_ptr e) {
+                               if (e) return r(std::string(kDaemonIface) + ".InternalError", json::object());
+                               json entries = json::array();
+                               for (const auto& c : *list) {
+                                   json e = {{"time", c.at},
+                                             {"method", c.method},
+                                             {"durationMs", c.durationMs},
+                                             {"result", c.result},
+                                             {"uid", c.uid}};
+                                   if (!c.keyId.empty()) e["keyId"] = c.keyId;
+                                   if (!c.clientIp.empty()) e["clientIp"] = c.clientIp;
+                                   if (c.status != 0) e["status"] = c.status;
+                                   entries.push_back(std::move(e));
+                               }
+                               r("", {{"entries", entries}});
+                           });
+        };
+        // Calls answered before this one are in the log it reads.
+        if (callLog_) return callLog_->flush(std::move(read));
+        read();
     });
 
     add("io.twofactor.Otp.Send", Access::Operator, [this](const Peer& peer, const json& p, Respond r) {
@@ -934,6 +949,8 @@ bool Server::startRetention(std::string trigger, bool dryRun, RetentionDone done
             policy.authMetadata = config_.retention.authenticationMetadata;
             policy.removedApps = config_.retention.removedApps;
             service_->sealRetention(policy);
+            // The calls answered so far are in the request log it purges and counts.
+            if (callLog_) callLog_->flushAndWait();
             run.counts = store::purge(*store_, run.started, policy, config_.retention.batchSize, dryRun, progress);
             run.finished = clock_->now();
             if (!dryRun) store::runSync(*store_, [&](store::Transaction& t) { t.insertRetentionRun(run); });
@@ -1383,6 +1400,11 @@ int Server::run() {
     // their lease runs out and the next start sends them again.
     eventPool_.join();
     if (callLog_) callLog_->flush();  // a batch still gathering
+    // Off the registry: `cluster status` stops listing this node at once.
+    store_->submitReserved([id = service_->deliveryHolder()](store::Transaction& t) { t.forgetNode(id); },
+                           [](std::exception_ptr e) {
+                               if (e) log::warning("the node could not be taken off the cluster's registry");
+                           });
     store_->close();
     if (ownsSocketPath_) ::unlink(config_.socketPath.c_str());
     return 0;
@@ -1475,15 +1497,14 @@ void Server::startMetrics() {
     service_->onDeliveryAttempt([this](const otp::DeliveryAttempt& a) {
         metrics_.delivery(a.channel, a.driver, a.outcome, static_cast<double>(a.durationMs) / 1000.0);
     });
-    auto render = [this, startedAt = std::time(nullptr)] {
+    // Served at /metrics by [metrics] listen and by the HTTPS listener (addMetricsRoute).
+    metricsText_ = [this, startedAt = std::time(nullptr)] {
         metrics::Snapshot s = metrics_.snapshot();
         s.storeQueueDepth = static_cast<std::int64_t>(store_->queueDepth());
         s.version = TWOFACTOR_VERSION;
         s.startTime = static_cast<double>(startedAt);
         return metrics::render(s);
     };
-    // The HTTPS listener serves the same text at /metrics, behind its API keys' TLS.
-    metricsText_ = render;
     if (config_.metrics.port == 0) return;
     // The daemon's HTTP server again, plain (a loopback scraper), with
     // tighter bounds than the API's: a whole exchange within 5 s, a request
@@ -1495,12 +1516,7 @@ void Server::startMetrics() {
     limits.maxBodyBytes = 1024;
     limits.maxConnections = limits.maxConnectionsPerIp = 16;
     auto router = std::make_shared<http::Router>();
-    router->add("GET", "/metrics", [render](http::Request&, http::Reply reply) {
-        http::Response r;
-        r.contentType = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = render();
-        reply(std::move(r));
-    });
+    addMetricsRoute(*router);
     metricsHttp_ = std::make_unique<http::Server>(io_, limits, std::move(router));
     try {
         metricsHttp_->listen(config_.metrics.address, config_.metrics.port);

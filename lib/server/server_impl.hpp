@@ -137,13 +137,17 @@ public:
     CallLog(store::Store& store, asio::io_context& io, std::chrono::milliseconds gather)
         : store_(store), timer_(io), gather_(gather) {}
     void add(store::CallRecord record);
-    // Queues what is waiting now (shutdown: before the store closes).
-    void flush();
+    // Queues what is waiting now (shutdown: before the store closes); then
+    // runs `then` once it is written (at once when nothing waits), so that a
+    // read of the request log sees every call answered before it.
+    void flush(std::function<void()> then = {});
+    // The same, waiting for it (not on the I/O thread).
+    void flushAndWait();
     // Rows dropped since the last call.
     [[nodiscard]] std::uint64_t takeDropped();
 
 private:
-    void submit();
+    void submit(std::function<void()> then = {});
     static constexpr std::size_t kMaxPending = 8192;
     store::Store& store_;
     asio::steady_timer timer_;  // used on the io thread only
@@ -242,6 +246,7 @@ private:
     void waitForReload();  // SIGHUP
     void reloadHttpCertificate();
     void addHttpRoutes(http::Router& router);
+    void addMetricsRoute(http::Router& router);
     void apiRoute(http::Router& router, std::string method, std::string pattern, std::string scope, ApiAction action);
     void apiAuthenticate(const std::shared_ptr<ApiCall>& call, const std::string& scope, const ApiAction& action);
     [[nodiscard]] otp::Caller apiCaller(const std::shared_ptr<ApiCall>& call) const;

@@ -458,6 +458,9 @@ public:
     virtual void heartbeatNode(const NodeInfo& node) = 0;
     // The nodes whose heartbeat is at or after `since`, newest heartbeat first, at most `limit`.
     [[nodiscard]] virtual std::vector<NodeInfo> listNodes(std::int64_t since, int limit) = 0;
+    // A node that stops cleanly leaves the registry at once, instead of
+    // being listed until its heartbeat is old enough to be forgotten.
+    virtual void forgetNode(std::string_view id) = 0;
 
     // ---- Transaction binding (otp/binding.hpp) ----
     // Records that the request (inserted in this work item) has its code bound

@@ -97,6 +97,7 @@ public:
     std::vector<store::Lease> listLeases(int limit) override { return t_.listLeases(limit); }
     void heartbeatNode(const store::NodeInfo& n) override { t_.heartbeatNode(n); }
     std::vector<store::NodeInfo> listNodes(std::int64_t since, int limit) override { return t_.listNodes(since, limit); }
+    void forgetNode(std::string_view id) override { t_.forgetNode(id); }
     void insertDeliveryAttempt(const otp::DeliveryAttempt& a) override { t_.insertDeliveryAttempt(a); }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         return t_.findDeliveryAttempts(q);

@@ -1699,6 +1699,11 @@ TEST_CASE("lease rows: one holder per scheduled run, taken over only once expire
     CHECK(nodes[0].keyVersion == 2);
     CHECK(nodes[1].keyVersion == 0);
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.listNodes(250, 10); }).size() == 1);
+    // A node that stops cleanly is forgotten at once; the others stay.
+    store::runSync(*s, [](store::Transaction& t) { t.forgetNode("a/1"); });
+    nodes = store::runSync(*s, [](store::Transaction& t) { return t.listNodes(0, 10); });
+    REQUIRE(nodes.size() == 1);
+    CHECK(nodes[0].id == "b/1");
 }
 
 TEST_CASE("the email suppression list: first entry kept, listed newest last; feedback counted per hour",

@@ -761,6 +761,7 @@ public:
         c_.exec(pg::kHeartbeatNode, Params().text(n.id).text(n.host).text(n.version).integer(n.started).integer(n.heartbeat)
                                         .integer(n.keyVersion));
     }
+    void forgetNode(std::string_view id) override { c_.exec(pg::kForgetNode, Params().text(id)); }
     std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
         auto r = c_.exec(pg::kListNodes, Params().integer(since).integer(limit));
         std::vector<NodeInfo> out;

@@ -510,6 +510,7 @@ inline constexpr const char* kListLeases =
     "SELECT name, holder, slot, expires_at FROM leases WHERE holder <> '' ORDER BY name LIMIT ?1";
 inline constexpr const char* kHeartbeatNode =
     "INSERT OR REPLACE INTO nodes (id, host, version, started, heartbeat, key_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+inline constexpr const char* kForgetNode = "DELETE FROM nodes WHERE id = ?1";
 inline constexpr const char* kListNodes =
     "SELECT id, host, version, started, heartbeat, key_version FROM nodes WHERE heartbeat >= ?1 "
     "ORDER BY heartbeat DESC LIMIT ?2";

@@ -483,6 +483,11 @@ public:
         s.bind(6, static_cast<std::int64_t>(n.keyVersion));
         s.step();
     }
+    void forgetNode(std::string_view id) override {
+        Statement s(db_, sql::kForgetNode);
+        s.bind(1, id);
+        s.step();
+    }
     std::vector<NodeInfo> listNodes(std::int64_t since, int limit) override {
         Statement s(db_, sql::kListNodes);
         s.bind(1, since);
