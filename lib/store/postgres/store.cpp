@@ -1160,7 +1160,11 @@ private:
     static constexpr int kRateShares = 16;
     std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
     std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain taken, once per transaction
-    std::minstd_rand shareDraw_{std::random_device{}()};
+    // One generator per worker thread, seeded once (not a random_device read per transaction).
+    static std::uint_fast32_t shareDraw_() {
+        thread_local std::minstd_rand draw{std::random_device{}()};
+        return draw();
+    }
 
     // ---- Event webhooks: a leased queue like the delivery jobs ----
     void enqueueEvent(const otp::EventJob& e) override {
