@@ -7,8 +7,8 @@
 //
 // The log is one or more chains, each with its own seq, anchor and head. A
 // store with one writer (SQLCipher) has one, chain 0. On PostgreSQL each
-// audited transaction appends to a chain no other open transaction holds
-// (issue 12): nodes no longer wait on one chain's lock to commit, and
+// audited transaction appends to a chain no other open transaction holds,
+// so that nodes do not wait on one chain's lock to commit, and
 // verification walks every chain.
 //
 // Records hold no personal data in clear: the subject is the service's keyed

@@ -7,6 +7,7 @@
 // written anywhere else in lib/store/ fails the test.
 #include "store/sqlcipher/schema.hpp"
 
+#include "query_plan_check.hpp"
 #include "query_plan_statements.inc"
 
 #include <catch2/catch.hpp>
@@ -15,12 +16,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <iterator>
 #include <map>
 #include <regex>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -69,10 +68,8 @@ const std::set<std::string> kSqlOutsideSchema = {
     "SELECT count(*) FROM sqlite_master",
 };
 
-struct Entry {
-    std::string name;
-    const char* text;
-};
+using twofactor::test::plans::Entry;
+using twofactor::test::plans::joined;
 
 std::vector<Entry> allStatements(std::vector<std::string>& unknown) {
     (void)unknown;  // used only when schema.hpp declares something unknown
@@ -146,36 +143,18 @@ std::vector<std::string> scannedTables(const std::vector<std::string>& plan) {
     return out;
 }
 
-// What the schema's statements do wrong: "NAME: scans TABLE" per statement.
-std::vector<std::string> violations(sqlite3* db, const std::vector<Entry>& statements, bool print) {
-    std::vector<std::string> out;
-    for (const auto& e : statements) {
-        std::string error;
-        const auto plan = explain(db, e.text, error);
-        const auto may = kMayScan.find(e.name);
-        if (print) {  // as TAP comments: the suite runs the tests under a TAP reporter
-            std::cout << "# " << e.name << (may != kMayScan.end() ? "  [may scan: " + may->second + "]" : "") << "\n";
-            for (const auto& line : plan) std::cout << "#     " << line << "\n";
-        }
-        if (!error.empty()) {
-            out.push_back(e.name + ": " + error);
-            continue;
-        }
-        if (may != kMayScan.end()) continue;
-        for (const auto& t : scannedTables(plan)) out.push_back(e.name + ": scans table " + t);
-    }
-    return out;
+// This backend's part of the check.
+twofactor::test::plans::Backend backend(sqlite3* db) {
+    return {[db](const char* sql, std::string& error) { return explain(db, sql, error); }, scannedTables,
+            [](const std::string& name) {
+                const auto it = kMayScan.find(name);
+                return it == kMayScan.end() ? std::string() : it->second;
+            }};
 }
 
 std::string readFile(const fs::path& p) {
     std::ifstream in(p);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-std::string joined(const std::vector<std::string>& v) {
-    std::ostringstream o;
-    for (const auto& s : v) o << s << "\n";
-    return o.str();
 }
 
 }  // namespace
@@ -184,29 +163,18 @@ TEST_CASE("no per-call statement scans a table that grows with traffic", "[store
     Db db;
     std::vector<std::string> unknown;
     const auto statements = allStatements(unknown);
-    INFO("constants of schema.hpp of a type this test does not know how to check:\n" << joined(unknown));
-    CHECK(unknown.empty());
-    // The catalogue is really the schema's: the statements the writer runs on every send are in it.
-    std::set<std::string> names;
-    for (const auto& e : statements) names.insert(e.name);
-    for (const char* n : {"kInsertRequest", "kSelectRequest", "kApproveRequest", "kCountFraudMembers", "kInsertAudit"})
-        CHECK(names.count(n));
-    for (const auto& [name, reason] : kMayScan) {
-        INFO("an exception for a statement that no longer exists: " << name);
-        CHECK(names.count(name));
-    }
-    const auto bad = violations(db.db, statements, true);
-    INFO("statements that scan (add an index, or list them in kMayScan with the reason):\n" << joined(bad));
-    CHECK(bad.empty());
+    twofactor::test::plans::checkSchema(
+        backend(db.db), statements, unknown,
+        {"kInsertRequest", "kSelectRequest", "kApproveRequest", "kCountFraudMembers", "kInsertAudit"}, kMayScan);
 }
 
 TEST_CASE("the check fails when a per-call statement loses its index", "[store][plans]") {
     Db db;
     std::vector<std::string> unknown;
     const auto statements = allStatements(unknown);
-    REQUIRE(violations(db.db, statements, false).empty());
+    REQUIRE(twofactor::test::plans::violations(backend(db.db), statements, false).empty());
     REQUIRE(sqlite3_exec(db.db, "DROP INDEX requests_by_subject", nullptr, nullptr, nullptr) == SQLITE_OK);
-    const auto bad = violations(db.db, statements, false);
+    const auto bad = twofactor::test::plans::violations(backend(db.db), statements, false);
     INFO(joined(bad));
     CHECK(std::find(bad.begin(), bad.end(), "kSelectNewestPending: scans table requests") != bad.end());
 }

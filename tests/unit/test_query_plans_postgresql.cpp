@@ -11,6 +11,7 @@
 // runs with whatever its parameters. Runs under tests/pg/pg_server.py.
 #include "store/postgres/schema.hpp"
 
+#include "query_plan_check.hpp"
 #include "query_plan_statements_postgresql.inc"
 
 #include <catch2/catch.hpp>
@@ -19,12 +20,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
-#include <iostream>
 #include <iterator>
 #include <map>
 #include <regex>
-#include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -69,12 +67,11 @@ const std::vector<std::pair<std::string, std::string>> kMayScanPrefix = {
     {"kSelectBreach", "breach report (dpo, rare): every affected row in a time window, paged"},
 };
 
-struct Entry {
-    std::string name;
-    const char* text;
-};
+using twofactor::test::plans::Entry;
+using twofactor::test::plans::joined;
 
 std::vector<Entry> allStatements(std::vector<std::string>& unknown) {
+    (void)unknown;  // used only when schema.hpp declares something unknown
     std::vector<Entry> out;
 #define TF_STATEMENT(n) out.push_back({#n, pg::n});
 #define TF_STATEMENT_ARRAY(n)                                                              \
@@ -210,30 +207,9 @@ std::string mayScan(const std::string& name) {
     return {};
 }
 
-std::vector<std::string> violations(PGconn* c, const std::vector<Entry>& statements, bool print) {
-    std::vector<std::string> out;
-    for (const auto& e : statements) {
-        std::string error;
-        const auto plan = explain(c, e.text, error);
-        const std::string may = mayScan(e.name);
-        if (print) {  // as TAP comments
-            std::cout << "# " << e.name << (may.empty() ? "" : "  [may scan: " + may + "]") << "\n";
-            for (const auto& line : plan) std::cout << "#     " << line << "\n";
-        }
-        if (!error.empty()) {
-            out.push_back(e.name + ": " + error);
-            continue;
-        }
-        if (!may.empty()) continue;
-        for (const auto& t : scannedTables(plan)) out.push_back(e.name + ": scans table " + t);
-    }
-    return out;
-}
-
-std::string joined(const std::vector<std::string>& v) {
-    std::ostringstream o;
-    for (const auto& s : v) o << s << "\n";
-    return o.str();
+// This backend's part of the check.
+twofactor::test::plans::Backend backend(PGconn* c) {
+    return {[c](const char* sql, std::string& error) { return explain(c, sql, error); }, scannedTables, mayScan};
 }
 
 }  // namespace
@@ -242,29 +218,19 @@ TEST_CASE("no per-call PostgreSQL statement scans a table that grows with traffi
     Db db;
     std::vector<std::string> unknown;
     const auto statements = allStatements(unknown);
-    INFO("constants of schema.hpp of a type this test does not know how to check:\n" << joined(unknown));
-    CHECK(unknown.empty());
-    std::set<std::string> names;
-    for (const auto& e : statements) names.insert(e.name);
-    for (const char* n : {"kInsertRequest", "kSelectRequest", "kInsertAudit", "kTakeAuditChain", "kLockRateCounter"})
-        CHECK(names.count(n));
-    for (const auto& [name, reason] : kMayScan) {
-        INFO("an exception for a statement that no longer exists: " << name);
-        CHECK(names.count(name));
-    }
-    const auto bad = violations(db.c, statements, true);
-    INFO("statements that scan (add an index, or list them in kMayScan with the reason):\n" << joined(bad));
-    CHECK(bad.empty());
+    twofactor::test::plans::checkSchema(
+        backend(db.c), statements, unknown,
+        {"kInsertRequest", "kSelectRequest", "kInsertAudit", "kTakeAuditChain", "kLockRateCounter"}, kMayScan);
 }
 
 TEST_CASE("the PostgreSQL check fails when a per-call statement loses its index", "[store][plans][postgresql]") {
     Db db;
     std::vector<std::string> unknown;
     const auto statements = allStatements(unknown);
-    REQUIRE(violations(db.c, statements, false).empty());
+    REQUIRE(twofactor::test::plans::violations(backend(db.c), statements, false).empty());
     db.exec("DROP INDEX requests_by_subject_only");
     db.exec("DROP INDEX requests_by_subject");
-    const auto bad = violations(db.c, statements, false);
+    const auto bad = twofactor::test::plans::violations(backend(db.c), statements, false);
     INFO(joined(bad));
     CHECK(std::any_of(bad.begin(), bad.end(),
                       [](const std::string& v) { return v.rfind("kSelectNewestPending: scans table requests", 0) == 0; }));

@@ -328,7 +328,7 @@ public:
             if (c.count == 0) return std::nullopt;
             return c;
         };
-        const int start = static_cast<int>(shareDraw_() % kRateShares);
+        const int start = static_cast<int>(shareDraw() % kRateShares);
         std::string keyList = "{", capList = "{";
         for (int n = 0; n < kRateShares; ++n) {
             const int s = (start + n) % kRateShares;
@@ -944,7 +944,7 @@ public:
         const std::int64_t hour = at / 3600;
         Params p;
         p.text(app).integer(hour).integer(kind == EmailFeedback::Send ? 1 : 0).integer(kind == EmailFeedback::Bounce ? 1 : 0);
-        p.integer(kind == EmailFeedback::Complaint ? 1 : 0).integer(static_cast<std::int64_t>(shareDraw_() % kRateShares));
+        p.integer(kind == EmailFeedback::Complaint ? 1 : 0).integer(static_cast<std::int64_t>(shareDraw() % kRateShares));
         c_.exec(pg::kCountEmailFeedback, p);
         auto pruned = c_.feedbackPruned.find(app);
         if (pruned != c_.feedbackPruned.end() && pruned->second == hour) return;
@@ -1161,7 +1161,7 @@ private:
     std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
     std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain taken, once per transaction
     // One generator per worker thread, seeded once (not a random_device read per transaction).
-    static std::uint_fast32_t shareDraw_() {
+    static std::uint_fast32_t shareDraw() {
         thread_local std::minstd_rand draw{std::random_device{}()};
         return draw();
     }
