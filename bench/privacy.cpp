@@ -10,9 +10,10 @@
 //    `twofactor gdpr export` (Transaction::findSubjectData: requests,
 //    fallbacks, deliveries, audit, opt-out, failures, flags). Target <= 50 ms.
 // 2. Retention purge of --rows expired requests with one delivery attempt
-//    each, all past every period: code hashes cleared, identifying data
-//    cleared, delivery attempts deleted, then the requests themselves
-//    (authentication metadata), in batches of --batch rows, as the daemon
+//    each, all past every period: the delivery attempts deleted, then the
+//    requests themselves (authentication metadata; the purges of code
+//    hashes and identifying data run after it and find nothing left to
+//    rewrite, store::kPurgeOrder), in batches of --batch rows, as the daemon
 //    runs it (store::purge). Target <= 10 s for 1M rows. Meanwhile a client
 //    runs verify-shaped work items (read a live request, update it) every
 //    --verify-interval-ms and their latency is recorded. Target p99 <= 20 ms.

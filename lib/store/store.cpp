@@ -67,7 +67,7 @@ PurgeCounts purge(Store& store, std::int64_t now, const RetentionPolicy& policy,
                   const std::function<void(const PurgeCounts&)>& progress) {
     PurgeCounts counts;
     if (batchSize < 1) batchSize = 1;
-    for (PurgeKind kind : kPurgeKinds) {
+    for (PurgeKind kind : kPurgeOrder) {
         if (dryRun) {
             counts[kind] = runSync(
                 store, [&](Transaction& t) { return t.purgeStep(kind, now, policy, batchSize, true); }, true);

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <future>
 #include <memory>
 #include <optional>
@@ -105,6 +106,23 @@ inline constexpr PurgeKind kPurgeKinds[] = {PurgeKind::CodeHashes,   PurgeKind::
                                             PurgeKind::ClientData,   PurgeKind::RateCounters, PurgeKind::FraudSets,
                                             PurgeKind::SubjectFailures, PurgeKind::AuthMetadata,
                                             PurgeKind::AuditRecords, PurgeKind::RemovedApps};
+// The order store::purge runs them in: the requests past the
+// authentication-metadata period are deleted before the purges that only
+// rewrite requests (their code hashes, their identifying data) run, so that
+// a store catching up on a long backlog does not rewrite rows it is about to
+// delete; on a daily schedule the order changes nothing. Deliveries go before
+// the requests they belong to.
+inline constexpr PurgeKind kPurgeOrder[] = {PurgeKind::Deliveries,  PurgeKind::RequestLog,   PurgeKind::AuthMetadata,
+                                            PurgeKind::CodeHashes,  PurgeKind::ClientData,   PurgeKind::RateCounters,
+                                            PurgeKind::FraudSets,   PurgeKind::SubjectFailures,
+                                            PurgeKind::AuditRecords, PurgeKind::RemovedApps};
+static_assert(std::size(kPurgeOrder) == std::size(kPurgeKinds), "kPurgeOrder runs every kind once");
+// The dry-run counts of these leave out the requests the authentication-
+// metadata purge deletes first (the count binds its cutoff as the second
+// parameter), so that a dry run counts what the run then does.
+inline constexpr bool countsBeyondDeleted(PurgeKind k) {
+    return k == PurgeKind::CodeHashes || k == PurgeKind::ClientData;
+}
 // The category's name in Varlink replies, the CLI and retention_runs.
 [[nodiscard]] const char* purgeKindName(PurgeKind kind);
 struct RetentionPolicy;

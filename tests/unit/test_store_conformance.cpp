@@ -402,6 +402,49 @@ TEST_CASE("retention purge: exact counts per category, dry run first", "[store][
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("shop", "locked"); })->failures == 12);
 }
 
+TEST_CASE("retention purge: requests past every period are deleted once, not rewritten first", "[store][retention]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    const std::int64_t now = 1'800'000'000;
+    store::runSync(*s, [&](store::Transaction& t) {
+        // 400 days old, code hash and identifying data still there (a store
+        // whose retention never ran): 3 of an ordinary subject, 1 of a
+        // restricted one, whose request stays and loses only its code hash.
+        for (int i = 0; i < 3; ++i) {
+            auto r = sample("backlog" + std::to_string(i), now - 400 * kDay);
+            r.clientIp = "192.0.2.9";
+            t.insertRequest(r);
+        }
+        auto kept = sample("kept", now - 400 * kDay);
+        kept.subjectHash = "restricted-subject";
+        t.insertRequest(kept);
+        t.setRestricted("restricted-subject", now - 10 * kDay);
+        // 100 days old: its code hash and identifying data go, the request stays.
+        t.insertRequest(sample("recent", now - 100 * kDay));
+    });
+    auto check = [](const store::PurgeCounts& c) {
+        CHECK(c.authMetadata == 3);
+        CHECK(c.codeHashes == 2);  // "kept" and "recent"; the backlog's went with their requests
+        CHECK(c.clientData == 1);  // "recent"; "kept" is restricted
+    };
+    const auto dry = store::purge(*s, now, store::RetentionPolicy{}, 2, true);
+    check(dry);
+    check(store::purge(*s, now, store::RetentionPolicy{}, 2, false));
+    CHECK(store::purge(*s, now, store::RetentionPolicy{}, 2, true).total() == 0);
+    store::runSync(*s, [](store::Transaction& t) {
+        CHECK_FALSE(t.findRequest("backlog0"));
+        auto kept = t.findRequest("kept");
+        REQUIRE(kept);
+        CHECK_FALSE(kept->codeHash);
+        CHECK(kept->destination == "a@example.org");
+        auto recent = t.findRequest("recent");
+        REQUIRE(recent);
+        CHECK_FALSE(recent->codeHash);
+        CHECK(recent->destination.empty());
+    });
+}
+
 TEST_CASE("retention purge interleaves with other work and records runs", "[store][retention]") {
     const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);

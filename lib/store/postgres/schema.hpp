@@ -623,10 +623,18 @@ struct PurgeSql {
 #define TF_REMOVED_APPS "(SELECT name FROM apps WHERE removed_at IS NOT NULL AND removed_at <= $1)"
 #define TF_PURGE1(action, table, key, cond) \
     PurgeSql { {TF_BATCH(action, table, key, cond), nullptr, nullptr, nullptr}, {TF_COUNT(table, cond), nullptr, nullptr, nullptr} }
+// The requests the authentication-metadata purge deletes (cutoff `p`); the
+// dry-run counts of the purges that only rewrite requests leave them out
+// ($2), as in the SQLCipher schema.
+#define TF_AUTH_EXPIRED(p) \
+    "created_at < " p " AND (status <> 'pending' OR expires_at < " p ") AND " TF_NOT_RESTRICTED("requests.subject_hash")
 #define TF_ERASE_AUDIT_SUBJECT \
     "UPDATE audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
 inline constexpr PurgeSql kPurge[] = {
-    TF_PURGE1("UPDATE requests SET code_hash = NULL", "requests", "id", "code_hash IS NOT NULL AND expires_at <= $1"),
+    PurgeSql{{TF_BATCH("UPDATE requests SET code_hash = NULL", "requests", "id", "code_hash IS NOT NULL AND expires_at <= $1"),
+              nullptr, nullptr, nullptr},
+             {TF_COUNT("requests", "code_hash IS NOT NULL AND expires_at <= $1 AND NOT (" TF_AUTH_EXPIRED("$2") ")"),
+              nullptr, nullptr, nullptr}},
     // deliveries, and with them the event delivery log and events never
     // delivered (an endpoint left disabled) as old
     PurgeSql{{TF_BATCH("DELETE FROM deliveries", "deliveries", "id", "at < $1 AND " TF_NOT_RESTRICTED_DELIVERY),
@@ -635,10 +643,14 @@ inline constexpr PurgeSql kPurge[] = {
              {TF_COUNT("deliveries", "at < $1 AND " TF_NOT_RESTRICTED_DELIVERY), TF_COUNT("event_attempts", "at < $1"),
               TF_COUNT("event_jobs", "created_at < $1"), nullptr}},
     TF_PURGE1("DELETE FROM request_log", "request_log", "id", "at < $1"),
-    TF_PURGE1("UPDATE requests SET destination = ''::BYTEA, fallback_destination = ''::BYTEA, fallback_hash = '', "
-              "reference = ''::BYTEA, client_ip = ''::BYTEA, device = ''::BYTEA",
-              "requests", "id",
-              "octet_length(destination) > 0 AND created_at < $1 AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+    PurgeSql{{TF_BATCH("UPDATE requests SET destination = ''::BYTEA, fallback_destination = ''::BYTEA, "
+                       "fallback_hash = '', reference = ''::BYTEA, client_ip = ''::BYTEA, device = ''::BYTEA",
+                       "requests", "id",
+                       "octet_length(destination) > 0 AND created_at < $1 AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+              nullptr, nullptr, nullptr},
+             {TF_COUNT("requests", "octet_length(destination) > 0 AND created_at < $1 AND "
+                                   TF_NOT_RESTRICTED("requests.subject_hash") " AND NOT (" TF_AUTH_EXPIRED("$2") ")"),
+              nullptr, nullptr, nullptr}},
     // rate counters, and Idempotency-Key records, which hold their key for a day too
     PurgeSql{{TF_BATCH("DELETE FROM rate_counters", "rate_counters", "scope, key", "last_at <= $1"),
               TF_BATCH("DELETE FROM idempotency_keys", "idempotency_keys", "key_id, idem_key", "created_at < $1"),
@@ -649,8 +661,7 @@ inline constexpr PurgeSql kPurge[] = {
     TF_PURGE1("DELETE FROM subject_failures", "subject_failures", "app, subject_hash",
               "locked_until < $1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
               "AND r.subject_hash = subject_failures.subject_hash AND r.created_at >= $1)"),
-    TF_PURGE1("DELETE FROM requests", "requests", "id",
-              "created_at < $1 AND (status <> 'pending' OR expires_at < $1) AND " TF_NOT_RESTRICTED("requests.subject_hash")),
+    TF_PURGE1("DELETE FROM requests", "requests", "id", TF_AUTH_EXPIRED("$1")),
     // audit records: pruned from the head of the chain by code, not here
     PurgeSql{{nullptr, nullptr, nullptr, nullptr}, {"SELECT count(*) FROM audit WHERE at < $1", nullptr, nullptr, nullptr}},
     PurgeSql{{TF_BATCH("DELETE FROM deliveries", "deliveries", "id", "app IN " TF_REMOVED_APPS " AND " TF_NOT_RESTRICTED_DELIVERY),
@@ -664,6 +675,7 @@ inline constexpr PurgeSql kPurge[] = {
               TF_COUNT("audit", "subject <> '' AND app IN " TF_REMOVED_APPS)}},
 };
 #undef TF_PURGE1
+#undef TF_AUTH_EXPIRED
 #undef TF_COUNT
 #undef TF_BATCH
 #undef TF_REMOVED_APPS

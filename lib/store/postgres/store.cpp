@@ -545,7 +545,10 @@ public:
             const char* text = dryRun ? statements.count[k] : statements.purge[k];
             if (!text) break;
             if (dryRun) {
-                total += c_.exec(text, Params().integer(cutoff)).integer(0, 0);
+                Params params;
+                params.integer(cutoff);
+                if (countsBeyondDeleted(kind)) params.integer(purgeCutoff(PurgeKind::AuthMetadata, now, policy));
+                total += c_.exec(text, params).integer(0, 0);
                 continue;
             }
             const std::int64_t budget = limit - total;  // the statements of one category share the batch

@@ -588,13 +588,22 @@ struct PurgeSql {
 #define TF_REMOVED_APPS "(SELECT name FROM apps WHERE removed_at IS NOT NULL AND removed_at <= ?1)"
 #define TF_PURGE1(action, table, cond) \
     PurgeSql { {TF_BATCH(action, table, cond), nullptr, nullptr, nullptr}, {TF_COUNT(table, cond), nullptr, nullptr, nullptr} }
+// The requests the authentication-metadata purge deletes (cutoff `p`). It
+// runs before the purges that only rewrite requests (store::kPurgeOrder), so
+// that a store catching up does not rewrite rows it is about to delete; their
+// dry-run counts leave these rows out (?2 = that purge's cutoff), as the run
+// finds them gone.
+#define TF_AUTH_EXPIRED(p) "created_at < " p " AND (status <> 'pending' OR expires_at < " p ") AND " TF_NOT_RESTRICTED
 // Blanks the subject of audit records: the chain stays valid (lib/otp/audit.hpp).
 #define TF_ERASE_AUDIT_SUBJECT \
     "UPDATE audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
 inline constexpr PurgeSql kPurge[] = {
     // code hashes: ?1 = now - code_hashes. A finished request has no hash left
     // (OtpRequest::finish), so only the expired ones that nobody touched remain.
-    TF_PURGE1("UPDATE requests SET code_hash = NULL", "requests", "code_hash IS NOT NULL AND expires_at <= ?1"),
+    PurgeSql{{TF_BATCH("UPDATE requests SET code_hash = NULL", "requests", "code_hash IS NOT NULL AND expires_at <= ?1"),
+              nullptr, nullptr, nullptr},
+             {TF_COUNT("requests", "code_hash IS NOT NULL AND expires_at <= ?1 AND NOT (" TF_AUTH_EXPIRED("?2") ")"),
+              nullptr, nullptr, nullptr}},
     // deliveries, request log, identifying data: ?1 = now - delivery_logs
     // ... and the event delivery log, and events never delivered (an endpoint
     // left disabled) as old as that.
@@ -604,9 +613,13 @@ inline constexpr PurgeSql kPurge[] = {
              {TF_COUNT("deliveries", "at < ?1 AND " TF_NOT_RESTRICTED_REQUEST),
               TF_COUNT("event_attempts", "at < ?1"), TF_COUNT("event_jobs", "created_at < ?1"), nullptr}},
     TF_PURGE1("DELETE FROM request_log", "request_log", "at < ?1"),
-    TF_PURGE1("UPDATE requests SET destination = '', fallback_destination = '', reference = '', client_ip = '', "
-              "device = ''",
-              "requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED),
+    PurgeSql{{TF_BATCH("UPDATE requests SET destination = '', fallback_destination = '', reference = '', "
+                       "client_ip = '', device = ''",
+                       "requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED),
+              nullptr, nullptr, nullptr},
+             {TF_COUNT("requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED " AND NOT ("
+                                   TF_AUTH_EXPIRED("?2") ")"),
+              nullptr, nullptr, nullptr}},
     // rate counters: ?1 = now - 86400 (no window or cooldown is longer than a day)
     // ... and Idempotency-Key records, which hold their key for a day too.
     PurgeSql{{TF_BATCH("DELETE FROM rate_counters", "rate_counters", "last_at <= ?1"),
@@ -620,7 +633,7 @@ inline constexpr PurgeSql kPurge[] = {
               "locked_until < ?1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.app = subject_failures.app "
               "AND r.subject_hash = subject_failures.subject_hash AND r.created_at >= ?1)"),
     // authentication metadata: ?1 = now - authentication_metadata
-    TF_PURGE1("DELETE FROM requests", "requests", "created_at < ?1 AND (status <> 'pending' OR expires_at < ?1) AND " TF_NOT_RESTRICTED),
+    TF_PURGE1("DELETE FROM requests", "requests", TF_AUTH_EXPIRED("?1")),
     // audit records: pruned from the head of the chain by code (Transaction::purgeStep), not here
     PurgeSql{{nullptr, nullptr, nullptr, nullptr}, {"SELECT count(*) FROM audit WHERE at < ?1", nullptr, nullptr, nullptr}},
     // removed apps: ?1 = now - removed_apps
@@ -634,6 +647,7 @@ inline constexpr PurgeSql kPurge[] = {
               TF_COUNT("audit", "subject <> '' AND app IN " TF_REMOVED_APPS)}},
 };
 #undef TF_PURGE1
+#undef TF_AUTH_EXPIRED
 #undef TF_COUNT
 #undef TF_BATCH
 #undef TF_REMOVED_APPS

@@ -175,6 +175,7 @@ public:
             auto& st = stmt((dryRun ? counts_ : purges_)[i][k], text);
             st.bind(1, cutoff);
             if (dryRun) {
+                if (countsBeyondDeleted(kind)) st.bind(2, purgeCutoff(PurgeKind::AuthMetadata, now, policy));
                 st.step();
                 total += st.integer(0);
                 st.reset();
