@@ -301,6 +301,7 @@ struct Config {
         std::string dsnFile;                // dsn_file; credential name "store-dsn"
         int connections = 4;                // connections (PostgreSQL)
         bool preparedStatements = true;     // prepared_statements (PostgreSQL)
+        int cacheMiB = 16;                  // cache_size (SQLCipher), MiB
     } store;
 
     Limits limits;  // [limits]

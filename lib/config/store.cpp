@@ -7,7 +7,10 @@
 namespace twofactor::config::detail {
 
 void readStore(const Reader& reader, const toml::table& t, Config& config) {
-    reader.allowOnly(t, "store", {"backend", "dsn_file", "connections", "prepared_statements"});
+    reader.allowOnly(t, "store", {"backend", "dsn_file", "connections", "prepared_statements", "cache_size"});
+    if (const toml::node* n = t.get("cache_size")) {
+        config.store.cacheMiB = static_cast<int>(reader.integer(*n, "store.cache_size", 2, 4096));
+    }
     if (const toml::node* n = t.get("dsn_file")) {
         config.store.dsnFile = reader.absolutePath(*n, "store.dsn_file");
     }

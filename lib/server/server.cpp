@@ -1008,6 +1008,7 @@ void Server::openStore() {
         so.path = config_.databasePath;
         so.key = std::move(storeKey);
         so.synchronousFull = config_.synchronousFull;
+        so.cacheMiB = config_.store.cacheMiB;
         store_ = store::openSqlcipherStore(std::move(so));
     }
     // PostgreSQL runs work items side by side: a transaction per call would

@@ -1872,5 +1872,8 @@ TEST_CASE("[store]: SQLCipher by default; PostgreSQL when built with libpq", "[c
     CHECK(errorOf("[store]\nbackend = \"mysql\"\n" + kApp) ==
           kFile + ":2:11: store.backend: must be one of sqlcipher, postgresql, not \"mysql\"");
     CHECK(errorOf("[store]\nconnections = 0\n" + kApp) == kFile + ":2:15: store.connections: must be between 1 and 64");
+    CHECK(plain.store.cacheMiB == 16);
+    CHECK(parse("[store]\ncache_size = 64\n" + kApp, kFile).store.cacheMiB == 64);
+    CHECK(errorOf("[store]\ncache_size = 1\n" + kApp) == kFile + ":2:14: store.cache_size: must be between 2 and 4096");
     CHECK(errorOf("[store]\ndsn = \"host=db\"\n" + kApp).find("store.dsn") != std::string::npos);
 }

@@ -1603,6 +1603,7 @@ public:
           maxBatch_(options.maxBatch),
           maxQueued_(options.maxQueued),
           synchronousFull_(options.synchronousFull),
+          cacheMiB_(options.cacheMiB),
           key_(std::move(options.key)) {
         open(key_);
         writer_ = std::thread([this] { run(); });
@@ -1932,9 +1933,12 @@ private:
             exec(db_, "PRAGMA foreign_keys = ON");
             exec(db_, "PRAGMA secure_delete = ON");
             exec(db_, "PRAGMA temp_store = MEMORY");
-            // Every page read from disk is decrypted and authenticated: keep the
-            // working set of a large store (indexes included) in memory. 64 MiB.
-            exec(db_, "PRAGMA cache_size = -65536");
+            // Decrypted pages the writer keeps ([store] cache_size). A miss is a
+            // read from the kernel's page cache and a 4 KiB decrypt, not a disk
+            // read: the working set of a send is the right edge of the
+            // time-ordered indexes plus one leaf of each random-keyed one, which
+            // no cache this size holds for a large store anyway.
+            exec(db_, ("PRAGMA cache_size = -" + std::to_string(cacheMiB_ * 1024)).c_str());
             // Replaces SQLite's automatic checkpoint (see walHook).
             sqlite3_wal_hook(db_, &SqlcipherStore::walHook, this);
             sqlite3_busy_timeout(db_, 5000);
@@ -2280,6 +2284,7 @@ private:
     std::size_t maxQueued_;
     std::atomic<std::size_t> queued_{0};  // queue_.size(), readable without the lock
     bool synchronousFull_;
+    int cacheMiB_;
     int pageSize_ = kPageSize;  // found by open()
     sqlite3* db_ = nullptr;  // the writer's connection; null once no key opens the database
     std::unique_ptr<SqlcipherTransaction> txn_;

@@ -14,6 +14,7 @@ struct SqlcipherOptions {
     std::string path;
     SecretBytes key;               // raw 256-bit key
     bool synchronousFull = true;   // PRAGMA synchronous = FULL (else NORMAL)
+    int cacheMiB = 16;             // the writer's page cache (PRAGMA cache_size), [store] cache_size
     std::size_t maxBatch = 512;    // work items per group transaction
     // Work items waiting for the writer before submit refuses with StoreBusy;
     // the daemon runs at most one call per connection, so this is far above
