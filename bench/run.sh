@@ -43,6 +43,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 if [ "$tiny" = 1 ]; then
     pairs=${PAIRS:-20} max_seconds=${MAX_SECONDS:-20} clients_list=${CLIENTS:-"1 4"} store_pairs=${STORE_PAIRS:-20}
+    steady_rounds=${STEADY_ROUNDS:-1}
     prefill_requests=${PREFILL_REQUESTS:-300} prefill_span=${PREFILL_SPAN:-3600}
     hf_runs=${HF_RUNS:-3} hf_warmup=${HF_WARMUP:-1} warmup_pairs=10
     ses=${SES:-1} ses_sends=${SES_SENDS:-20} ses_clients_list=${SES_CLIENTS:-"4"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-4}
@@ -52,6 +53,7 @@ if [ "$tiny" = 1 ]; then
     pg_pairs=${PG_PAIRS:-20}
 else
     pairs=${PAIRS:-5000} max_seconds=${MAX_SECONDS:-60} clients_list=${CLIENTS:-"1 16 64"} store_pairs=${STORE_PAIRS:-10000}
+    steady_rounds=${STEADY_ROUNDS:-2}
     prefill_requests=${PREFILL_REQUESTS:-1000000} prefill_span=${PREFILL_SPAN:-2592000}
     hf_runs=${HF_RUNS:-200} hf_warmup=${HF_WARMUP:-20} warmup_pairs=200
     ses=${SES:-1} ses_sends=${SES_SENDS:-5000} ses_clients_list=${SES_CLIENTS:-"16 64"} ses_nowait_clients=${SES_NOWAIT_CLIENTS:-16}
@@ -88,11 +90,11 @@ n_clients=$(wc -w <<<"$clients_list")
 n_ses=$(wc -w <<<"$ses_clients_list")
 n_https=$(wc -w <<<"$https_clients_list")
 n_pg=$(wc -w <<<"$pg_clients_list")
-# baseline, empty daemon + warm-up, loadgens, prefill, pre-filled daemon + warm-up, loadgens, hyperfine,
+# baseline, prefill, empty daemon + warm-up, pre-filled daemon + warm-up, loadgens (both, each round), hyperfine,
 # SES (mock, daemon, warm-up, runs, no-wait run), privacy,
 # HTTPS (daemon + key, Varlink and HTTPS per client count),
 # PostgreSQL (server, pgbench -i, pgbench runs, nodes + warm-up, 1-node and 3-node runs)
-[ "$tiny" = 1 ] && echo "1..$((1 + 1 + n_clients + 1 + 1 + n_clients + 1 + 3 + n_ses + 1 + 1 + 1 + 2 * n_https * https_rounds + 3 + 3 * n_pg))"
+[ "$tiny" = 1 ] && echo "1..$((1 + 1 + 1 + 1 + 2 * n_clients * steady_rounds + 1 + 3 + n_ses + 1 + 1 + 1 + 2 * n_https * https_rounds + 3 + 3 * n_pg))"
 
 # ---- build if needed (not in --tiny: the test suite has built everything) ----
 if [ "$tiny" = 0 ]; then
@@ -164,8 +166,10 @@ stop_pg() {
     [ -z "$pg_root" ] || rm -rf "$pg_root"
     pg_root=
 }
+declare -A daemon_pids  # the steady-state daemons, by label
 cleanup() {
     stop_daemon
+    for label in "${!daemon_pids[@]}"; do daemon_pid=${daemon_pids[$label]}; stop_daemon; done
     stop_nodes
     stop_mock
     stop_pg
@@ -236,7 +240,7 @@ pss() { awk '$1 == "Pss:" { printf "%.1f", $2 / 1024 }' "/proc/$daemon_pid/smaps
 # field NAME LINE: the value of NAME=... in a RESULT line.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-declare -A rate p50 p99 pmax errs
+declare -A rate p50 p99 pmax errs okc
 last_id=
 run_loadgen() {  # run_loadgen LABEL CLIENTS
     local label=$1 c=$2 out line
@@ -251,6 +255,7 @@ run_loadgen() {  # run_loadgen LABEL CLIENTS
     p99[$label]=$(field p99_ms "$line")
     pmax[$label]=$(field max_ms "$line")
     errs[$label]=$(field errors "$line")
+    okc[$label]=$(field ok "$line")
     last_id=$(field last_id "$line")
     result "$rc" "loadgen $label: $c client(s), ${rate[$label]} pairs/s"
 }
@@ -271,31 +276,10 @@ raw_full=$(base raw-full)
 [ -n "$raw_normal" ] || rc=1
 result "$rc" "store baseline (raw NORMAL ${raw_normal:-n/a} pairs/s)"
 
-# ---- 2. steady state: the same loadgen runs on an empty store, then on a pre-filled one ----
-steady() {  # steady LABEL: daemon of $tmp/LABEL, warm-up, loadgen at each client count
-    local label=$1
-    if ! start_daemon "$label"; then
-        result 1 "daemon on the $label store started"
-        for c in $clients_list; do result 1 "loadgen $label-$c (no daemon)"; done
-        return 1
-    fi
-    rss_idle[$label]=$(rss VmRSS)
-    pss_idle[$label]=$(pss)
-    warm_up
-    result $? "daemon on the $label store started, idle RSS ${rss_idle[$label]} MiB, warm-up"
-    for c in $clients_list; do
-        say "loadgen ($label store): $c client(s), $pairs pairs (at most ${max_seconds} s)"
-        run_loadgen "$label-$c" "$c"
-    done
-    rss_peak[$label]=$(rss VmHWM)
-    say "$label store: daemon RSS idle ${rss_idle[$label]} MiB, peak (VmHWM) ${rss_peak[$label]} MiB"
-}
-
-say "daemon (synchronous = full) on an empty store"
-write_config empty "$tmp/empty/state"
-steady empty
-stop_daemon
-
+# ---- 2. steady state: the same loadgen runs on an empty and on a pre-filled store, taking turns ----
+# Both daemons run at once (the idle one costs nothing); at each client count
+# the two take turns, STEADY_ROUNDS runs each of PAIRS / rounds pairs, and each
+# side is its pairs over its summed time: a drift of the machine falls on both.
 say "prefill: $prefill_requests requests over $prefill_span s (twofactor-prefill)"
 write_config pre "$tmp/pre/state"
 prefill_out=$(timeout 7200 "$prefill" --config "$config" --requests "$prefill_requests" --span-seconds "$prefill_span" 2>"$tmp/prefill.log")
@@ -307,8 +291,72 @@ prefill_seconds=$(field seconds "$prefill_line")
 prefill_db_mib=$(du -m "$state/twofactor.db" 2>/dev/null | cut -f1)
 result "$rc" "prefill of $prefill_requests requests (${prefill_seconds:-n/a} s, ${prefill_db_mib:-?} MiB)"
 
-say "daemon (synchronous = full) on the pre-filled store"
-if steady pre; then
+use_daemon() {  # use_daemon LABEL: the socket, state directory and pid the helpers above act on
+    socket=$tmp/$1/twofactord.sock
+    state=$tmp/$1/state
+    daemon_pid=${daemon_pids[$1]:-}
+}
+steady_start() {  # steady_start LABEL: daemon of $tmp/LABEL, idle RSS, warm-up
+    local label=$1
+    write_config "$label" "$tmp/$label/state"
+    if ! start_daemon "$label"; then
+        result 1 "daemon on the $label store started"
+        return 1
+    fi
+    daemon_pids[$label]=$daemon_pid
+    rss_idle[$label]=$(rss VmRSS)
+    pss_idle[$label]=$(pss)
+    warm_up
+    result $? "daemon on the $label store started, idle RSS ${rss_idle[$label]} MiB, warm-up"
+}
+say "daemons (synchronous = full) on an empty and on the pre-filled store, $steady_rounds rounds each per client count"
+steady_start empty
+steady_start pre
+round_pairs=$(( (pairs + steady_rounds - 1) / steady_rounds ))
+all_pairs=$pairs
+pairs=$round_pairs
+for c in $clients_list; do
+    for r in $(seq 1 "$steady_rounds"); do
+        for s in empty pre; do
+            l=$s-$c.$r
+            if [ -z "${daemon_pids[$s]:-}" ]; then result 1 "loadgen $l (no daemon)"; continue; fi
+            use_daemon "$s"
+            say "loadgen ($s store, round $r): $c client(s), $pairs pairs (at most ${max_seconds} s)"
+            run_loadgen "$l" "$c"
+        done
+    done
+    # Each side: its pairs over its summed time, the median p50, the highest p99 and max.
+    for s in empty pre; do
+        ok=0 secs=0 e=0 p50s="" p99s="" maxs=""
+        for r in $(seq 1 "$steady_rounds"); do
+            l=$s-$c.$r
+            [ -n "${rate[$l]:-}" ] || continue
+            n=${okc[$l]:-0}
+            ok=$((ok + n)) e=$((e + ${errs[$l]:-0}))
+            secs=$(awk -v a="$secs" -v n="$n" -v r="${rate[$l]}" 'BEGIN { printf "%.6f", (r > 0) ? a + n / r : a }')
+            p50s="$p50s ${p50[$l]}" p99s="$p99s ${p99[$l]}" maxs="$maxs ${pmax[$l]}"
+        done
+        [ "$ok" -gt 0 ] || continue
+        rate[$s-$c]=$(awk -v n="$ok" -v t="$secs" 'BEGIN { if (t > 0) printf "%.1f", n / t }')
+        p50[$s-$c]=$(tr ' ' '\n' <<<"$p50s" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+        p99[$s-$c]=$(tr ' ' '\n' <<<"$p99s" | sed '/^$/d' | sort -g | tail -1)
+        pmax[$s-$c]=$(tr ' ' '\n' <<<"$maxs" | sed '/^$/d' | sort -g | tail -1)
+        errs[$s-$c]=$e
+    done
+done
+pairs=$all_pairs
+for s in empty pre; do
+    use_daemon "$s"
+    [ -n "$daemon_pid" ] || continue
+    rss_peak[$s]=$(rss VmHWM)
+    say "$s store: daemon RSS idle ${rss_idle[$s]} MiB, peak (VmHWM) ${rss_peak[$s]} MiB"
+done
+use_daemon empty
+stop_daemon
+unset 'daemon_pids[empty]'
+use_daemon pre
+
+if [ -n "$daemon_pid" ]; then
     # ---- CLI round trip vs /bin/true (same daemon, a finished request) ----
     hf_verify_ms= hf_true_ms=
     if ! command -v hyperfine >/dev/null; then
@@ -333,6 +381,7 @@ else
     result 1 "hyperfine round trip (no daemon)"
 fi
 stop_daemon
+unset 'daemon_pids[pre]'
 
 # ---- 3. email deliveries through the SES driver to a loopback mock, on the pre-filled store ----
 declare -A ses_rate ses_drate ses_p50 ses_p99 ses_errs ses_deliv ses_log
