@@ -95,10 +95,12 @@ int main(int argc, char** argv) {
     int batch = 1000;
     int verifyIntervalMs = 5;
     std::string dir = "/tmp";
+    int cacheMiB = store::SqlcipherOptions{}.cacheMiB;
     app.add_option("--rows", rows, "expired requests (each with one delivery attempt) in the store");
     app.add_option("--batch", batch, "retention batch size ([retention] batch_size)");
     app.add_option("--verify-interval-ms", verifyIntervalMs, "pause between verify work items during the purge");
     app.add_option("--dir", dir, "where the temporary database goes");
+    app.add_option("--cache-mib", cacheMiB, "the store's page cache ([store] cache_size), MiB")->check(CLI::Range(2, 4096));
     CLI11_PARSE(app, argc, argv);
 
     const std::filesystem::path path = std::filesystem::path(dir) / ("tf-bench-privacy-" + std::to_string(::getpid()));
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
     store::SqlcipherOptions o;
     o.path = (path / "bench.db").string();
     o.key = crypto::randomSecret(32);
+    o.cacheMiB = cacheMiB;
     auto s = store::openSqlcipherStore(std::move(o));
 
     // ---- populate: requests 200 days old, expired, with code hashes and client data ----
