@@ -280,16 +280,27 @@ result "$rc" "store baseline (raw NORMAL ${raw_normal:-n/a} pairs/s)"
 # Both daemons run at once (the idle one costs nothing); at each client count
 # the two take turns, STEADY_ROUNDS runs each of PAIRS / rounds pairs, and each
 # side is its pairs over its summed time: a drift of the machine falls on both.
-say "prefill: $prefill_requests requests over $prefill_span s (twofactor-prefill)"
 write_config pre "$tmp/pre/state"
-prefill_out=$(timeout 7200 "$prefill" --config "$config" --requests "$prefill_requests" --span-seconds "$prefill_span" 2>"$tmp/prefill.log")
-rc=$?
+if [ -n "${PREFILL_FROM:-}" ]; then
+    # A state directory an earlier twofactor-prefill made with this script's
+    # configuration (its keys inside): the fill takes most of a full run.
+    say "prefill: a copy of $PREFILL_FROM (PREFILL_FROM)"
+    mkdir -p -m 700 "$state" && cp -a "$PREFILL_FROM/." "$state/" && [ -s "$state/twofactor.db" ]
+    rc=$?
+    prefill_out="RESULT seconds=copied"
+    : >"$tmp/prefill.log"
+else
+    say "prefill: $prefill_requests requests over $prefill_span s (twofactor-prefill)"
+    prefill_out=$(timeout 7200 "$prefill" --config "$config" --requests "$prefill_requests" --span-seconds "$prefill_span" 2>"$tmp/prefill.log")
+    rc=$?
+fi
 show "$(grep -v '^RESULT' <<<"$prefill_out")"
 [ "$rc" = 0 ] || show "$(tail -5 "$tmp/prefill.log")"
 prefill_line=$(grep '^RESULT' <<<"$prefill_out")
 prefill_seconds=$(field seconds "$prefill_line")
 prefill_db_mib=$(du -m "$state/twofactor.db" 2>/dev/null | cut -f1)
-result "$rc" "prefill of $prefill_requests requests (${prefill_seconds:-n/a} s, ${prefill_db_mib:-?} MiB)"
+if [ -n "${PREFILL_FROM:-}" ]; then result "$rc" "pre-filled store copied (${prefill_db_mib:-?} MiB)"
+else result "$rc" "prefill of $prefill_requests requests (${prefill_seconds:-n/a} s, ${prefill_db_mib:-?} MiB)"; fi
 
 use_daemon() {  # use_daemon LABEL: the socket, state directory and pid the helpers above act on
     socket=$tmp/$1/twofactord.sock
@@ -838,8 +849,8 @@ if [ -n "${hf_verify_ms:-}" ]; then
 fi
 printf '%-58s %7s MiB %10s %7s\n' "P5: daemon RSS idle, pre-filled store" "${rss_idle[pre]:-n/a}" "<= 20 MiB" "$(met "${rss_idle[pre]:-}" '<=' 20)"
 printf '%-58s %7s MiB %10s %7s\n' "P5: daemon peak RSS (VmHWM), pre-filled, up to ${clients_list##* } clients" "${rss_peak[pre]:-n/a}" "<= 64 MiB" "$(met "${rss_peak[pre]:-}" '<=' 64)"
-printf '  (idle PSS %s MiB; empty store: idle RSS %s MiB, peak %s MiB; pre-filled store %s MiB on disk, filled in %s s)\n' \
-    "${pss_idle[pre]:-n/a}" "${rss_idle[empty]:-n/a}" "${rss_peak[empty]:-n/a}" "${prefill_db_mib:-n/a}" "${prefill_seconds:-n/a}"
+printf '  (idle PSS %s MiB; empty store: idle RSS %s MiB, peak %s MiB; pre-filled store %s MiB on disk, %s)\n' \
+    "${pss_idle[pre]:-n/a}" "${rss_idle[empty]:-n/a}" "${rss_peak[empty]:-n/a}" "${prefill_db_mib:-n/a}" "$([ -n "${PREFILL_FROM:-}" ] && echo "copied from $PREFILL_FROM" || echo "filled in ${prefill_seconds:-n/a} s")"
 if [ "$privacy" = 1 ]; then
     printf '%-58s %10s %10s\n' "export of one subject among $privacy_rows requests (p99)" "${privacy_export:-n/a} ms" "<= 50 ms"
     printf '%-58s %10s %10s\n' "purge of $privacy_rows expired requests" "${privacy_purge:-n/a}" "<= 10 s, p99 <= 20 ms"
