@@ -788,10 +788,20 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
                 (void)t.recordDeliveryRetry(a.requestId, send, holder_, a.attempt, retryAt, retryAt + kLeaseSeconds,
                                             a.errorClass + ": " + a.error);
         },
-        [id = r.id, app = r.app](std::exception_ptr e) {
+        // What follows waits for the attempt's commit: once a Send has
+        // answered, or its fallback begun, any node's delivery log (and so a
+        // subject's export) shows the attempt. On PostgreSQL work items run
+        // side by side, and a later call could otherwise read before it.
+        // It goes on in the delivery threads, off the store's writer.
+        [this, run, result, logError, retryIn, id = r.id, app = r.app](std::exception_ptr e) {
             if (e) log::error("the delivery log of request " + id + " could not be written", {log::Event::StoreFailure, id, app});
+            executor_([this, run, result, logError, retryIn] { deliveryRecorded(run, result, logError, retryIn); });
         });
+}
 
+void OtpService::deliveryRecorded(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result,
+                                  const std::string& logError, std::optional<std::chrono::milliseconds> retryIn) {
+    const OtpRequest& r = run->request;
     const std::string where = "request " + r.id + " (" + r.app + ", " + r.channel + ", send " +
                               std::to_string(r.sends) + ", attempt " + std::to_string(run->attempt) + ") by " +
                               result.driver;

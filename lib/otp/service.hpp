@@ -275,6 +275,8 @@ private:
     void requestEnded(const std::string& id);
     void attempt(const std::shared_ptr<DeliveryRun>& run);
     void attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::DeliveryResult result);
+    void deliveryRecorded(const std::shared_ptr<DeliveryRun>& run, const channel::DeliveryResult& result,
+                          const std::string& logError, std::optional<std::chrono::milliseconds> retryIn);
     void failRequest(const std::shared_ptr<DeliveryRun>& run, const std::string& reason);
     // For refusals decided before any store work: written on its own, not blocking.
     void recordLater(AuditRecord r);
