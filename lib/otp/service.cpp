@@ -1225,6 +1225,7 @@ void OtpService::deliveryJobs(std::optional<std::string> requestId, int limit, R
     auto jobs = std::make_shared<std::vector<DeliveryJob>>();
     store_.submit(
         [jobs, requestId, limit](store::Transaction& t) {
+            jobs->clear();  // work may run again (Store::submit)
             if (!requestId) *jobs = t.listDeliveryJobs(limit);
             else if (auto j = t.findDeliveryJob(*requestId)) jobs->push_back(std::move(*j));
         },
@@ -1261,6 +1262,7 @@ void OtpService::sweepDeliveries(int limit, std::function<void(int)> done) {
     auto result = std::make_shared<SweepResult>();
     store_.submit(
         [this, result, limit](store::Transaction& t) {
+            *result = {};  // work may run again (Store::submit)
             const std::int64_t now = clock_.now();
             auto claimed = t.claimDeliveryJobs(holder_, node_ + "/", now, now + kLeaseSeconds, limit);
             result->claimed = static_cast<int>(claimed.size());
@@ -1351,6 +1353,7 @@ void OtpService::sweepExpired(int limit, std::function<void(int)> done) {
     auto ended = std::make_shared<std::vector<std::string>>();
     store_.submit(
         [this, ended, limit](store::Transaction& t) {
+            ended->clear();  // work may run again (Store::submit)
             const std::int64_t now = clock_.now();
             for (auto& r : t.findExpiredPending(now, limit)) {
                 // Ended by another writer since it was read: its event is that writer's.
@@ -1374,6 +1377,7 @@ void OtpService::endedRequests(std::vector<std::string> ids, Reply<std::vector<s
     auto ended = std::make_shared<std::vector<std::string>>();
     store_.submit(
         [this, ids = std::move(ids), ended](store::Transaction& t) {
+            ended->clear();  // work may run again (Store::submit)
             const std::int64_t now = clock_.now();
             for (const auto& id : ids) {
                 auto r = t.findRequest(id);

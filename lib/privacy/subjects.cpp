@@ -384,6 +384,10 @@ void SubjectService::erase(std::string text, RequestContext ctx, Reply<Erasure> 
     auto outboxNames = std::make_shared<std::vector<std::string>>();
     service_.store().submit(
         [this, subject = *subject, ctx, result, missing, outboxNames](store::Transaction& t) {
+            // Work may run again (Store::submit): each run starts from nothing.
+            *result = Erasure{};
+            *missing = false;
+            outboxNames->clear();
             const store::SubjectData d = findAll(t, subject);
             const bool suppressed = subject.email && t.findSuppression(subject.hash).has_value();
             if (d.empty() && !suppressed) {
@@ -439,6 +443,9 @@ void SubjectService::rectify(std::string text, std::string to, RequestContext ct
     auto failure = std::make_shared<std::optional<otp::Failure>>();
     service_.store().submit(
         [this, from, into, ctx, result, failure](store::Transaction& t) {
+            // Work may run again (Store::submit): each run starts from nothing.
+            *result = Rectification{};
+            failure->reset();
             bool restricted = false;
             for (const auto& h : from.hashes) restricted = restricted || t.subjectFlags(h).restrictedAt.has_value();
             for (const auto& h : into.hashes) restricted = restricted || t.subjectFlags(h).restrictedAt.has_value();

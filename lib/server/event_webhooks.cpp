@@ -55,6 +55,7 @@ void EventWebhooks::tick() {
     inFlight_ += room;  // held until the claim is known, so ticks do not pile up claims
     store_.submit(
         [this, claimed, now, room, leaseUntil = now + longest + kLeaseMargin](store::Transaction& t) {
+            claimed->clear();  // work may run again (Store::submit)
             for (auto& job : t.claimEvents(holder_, nodePrefix_, now, leaseUntil, room)) {
                 const auto endpoint = endpoints_.find(job.app);
                 std::string giveUp;
@@ -149,7 +150,10 @@ void EventWebhooks::record(otp::EventJob job, Result result, std::int64_t at) {
     auto disabled = std::make_shared<otp::EventFailure>();
     const std::int64_t now = clock_.now();
     store_.submit(
-        [this, job, attempt, disabled, now, &cfg](store::Transaction& t) {
+        [this, job, attempt, initial = *attempt, disabled, now, &cfg](store::Transaction& t) {
+            // Work may run again (Store::submit): each run starts from the attempt as it came.
+            *attempt = initial;
+            *disabled = otp::EventFailure{};
             if (attempt->outcome == "delivered") {
                 t.insertEventAttempt(*attempt);
                 (void)t.finishEvent(job.id, holder_);

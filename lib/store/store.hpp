@@ -602,6 +602,11 @@ public:
     // that transaction committed, on the writer thread: keep it short.
     // The queue is bounded: when it holds its limit of items, the work is not
     // queued and `done` runs at once, on the caller's thread, with StoreBusy.
+    // Work may run more than once before `done`: a backend rolls it back and
+    // runs it again (PostgreSQL after a serialization failure or a deadlock;
+    // SQLCipher when another item of its group commit failed), and only the
+    // last run's effects count. So work sets its results (assigns, never
+    // accumulates across runs) and acts outside the transaction only in `done`.
     virtual void submit(Work work, Done done) = 0;
 
     // Like submit, for work that a crash may undo without harm because it is
