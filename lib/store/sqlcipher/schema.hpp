@@ -420,6 +420,16 @@ ALTER TABLE nodes ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 
+// Writes that need no statement journal. Inside the writer's transaction an
+// UPDATE with the default conflict action (ABORT), and an INSERT OR REPLACE,
+// make SQLite copy every page they touch to the statement journal first, so
+// that a constraint failure can undo that one statement; SQLCipher encrypts
+// and HMACs each copy. Nothing here needs the statement undone alone: a
+// failing statement fails its work item, which rolls back whole. So updates
+// say OR FAIL (the same as ABORT for a statement that fails before it changes
+// a row, and a failed one is rolled back with its item anyway), and a row that
+// is replaced is updated, then inserted if there was none (kUpdateX + kInsertX).
+
 // Event webhooks (migration 17). due_at of an event that waits for its
 // endpoint to be enabled again: never due.
 #define TF_EVENT_PARKED "9000000000000000000"
@@ -440,13 +450,13 @@ inline constexpr const char* kSelectOrphanedEvents =
 // The claim, conditional on the event being due or orphaned still: ?1 id,
 // ?2 holder, ?3 lease until, ?4 now, ?5/?6 the node's range.
 inline constexpr const char* kClaimEvent =
-    "UPDATE event_jobs SET holder = ?2, lease_until = ?3, due_at = max(retry_at, ?3) "
+    "UPDATE OR FAIL event_jobs SET holder = ?2, lease_until = ?3, due_at = max(retry_at, ?3) "
     "WHERE id = ?1 AND due_at < " TF_EVENT_PARKED " AND (due_at <= ?4 OR (holder >= ?5 AND holder < ?6 "
     "AND holder <> ?2 AND holder <> ''))";
 // ?1 id, ?2 holder, ?3 attempts, ?4 retry at, ?5 error. The event is free from
 // retry_at on; parked if its endpoint was disabled meanwhile.
 inline constexpr const char* kRetryEvent =
-    "UPDATE event_jobs SET attempts = ?3, retry_at = ?4, holder = '', lease_until = 0, last_error = ?5, "
+    "UPDATE OR FAIL event_jobs SET attempts = ?3, retry_at = ?4, holder = '', lease_until = 0, last_error = ?5, "
     "due_at = CASE WHEN EXISTS (SELECT 1 FROM event_endpoints e WHERE e.app = event_jobs.app AND e.disabled_at <> 0) "
     "THEN " TF_EVENT_PARKED " ELSE ?4 END WHERE id = ?1 AND holder = ?2";
 // ?1 id, ?2 holder
@@ -469,23 +479,23 @@ inline constexpr const char* kSelectEventAttemptsOfEvent =
 inline constexpr const char* kEnsureEventEndpoint =
     "INSERT OR IGNORE INTO event_endpoints (app, failures, disabled_at, last_error) VALUES (?1, 0, 0, '')";
 inline constexpr const char* kCountEventFailure =
-    "UPDATE event_endpoints SET failures = failures + 1, last_error = ?2 WHERE app = ?1";
+    "UPDATE OR FAIL event_endpoints SET failures = failures + 1, last_error = ?2 WHERE app = ?1";
 // The failure that reaches the limit turns the endpoint off, once: ?1 app, ?2 now, ?3 max failures.
 inline constexpr const char* kDisableEventEndpoint =
-    "UPDATE event_endpoints SET disabled_at = ?2 WHERE app = ?1 AND disabled_at = 0 AND failures >= ?3";
+    "UPDATE OR FAIL event_endpoints SET disabled_at = ?2 WHERE app = ?1 AND disabled_at = 0 AND failures >= ?3";
 inline constexpr const char* kSelectEventEndpoint =
     "SELECT app, failures, disabled_at, last_error FROM event_endpoints WHERE app = ?1";
 // ?1 app: its waiting events (not the one in flight, parked by kRetryEvent).
 inline constexpr const char* kParkEvents =
-    "UPDATE event_jobs SET due_at = " TF_EVENT_PARKED " WHERE app = ?1 AND holder = ''";
+    "UPDATE OR FAIL event_jobs SET due_at = " TF_EVENT_PARKED " WHERE app = ?1 AND holder = ''";
 // A delivery resets the count of an endpoint still on: ?1 app.
 inline constexpr const char* kClearEventFailures =
-    "UPDATE event_endpoints SET failures = 0 WHERE app = ?1 AND disabled_at = 0 AND failures <> 0";
+    "UPDATE OR FAIL event_endpoints SET failures = 0 WHERE app = ?1 AND disabled_at = 0 AND failures <> 0";
 // ?1 app, ?2 now
 inline constexpr const char* kEnableEventEndpoint =
-    "UPDATE event_endpoints SET disabled_at = 0, failures = 0 WHERE app = ?1 AND disabled_at <> 0";
+    "UPDATE OR FAIL event_endpoints SET disabled_at = 0, failures = 0 WHERE app = ?1 AND disabled_at <> 0";
 inline constexpr const char* kUnparkEvents =
-    "UPDATE event_jobs SET due_at = ?2, retry_at = ?2 WHERE app = ?1 AND due_at = " TF_EVENT_PARKED;
+    "UPDATE OR FAIL event_jobs SET due_at = ?2, retry_at = ?2 WHERE app = ?1 AND due_at = " TF_EVENT_PARKED;
 inline constexpr const char* kListEventEndpoints =
     "SELECT app, failures, disabled_at, last_error FROM event_endpoints ORDER BY app";
 // Pending requests past their expiry, through requests_live_code (a pending
@@ -504,7 +514,7 @@ inline constexpr const char* kSelectExpiredPending =
 inline constexpr const char* kEnsureLease =
     "INSERT OR IGNORE INTO leases (name, holder, slot, expires_at) VALUES (?1, '', -1, 0)";
 inline constexpr const char* kTakeLease =
-    "UPDATE leases SET holder = ?2, slot = ?3, expires_at = ?5 WHERE name = ?1 AND slot < ?3 "
+    "UPDATE OR FAIL leases SET holder = ?2, slot = ?3, expires_at = ?5 WHERE name = ?1 AND slot < ?3 "
     "AND (expires_at <= ?4 OR holder = ?2 OR holder = '')";
 inline constexpr const char* kListLeases =
     "SELECT name, holder, slot, expires_at FROM leases WHERE holder <> '' ORDER BY name LIMIT ?1";
@@ -521,8 +531,11 @@ inline constexpr const char* kListNodes =
 #define TF_JOB_COLUMNS \
     "request_id, send_no, attempts, retry_at, holder, lease_until, expires_at, created_at, last_error"
 // ?1 request, ?2 send, ?3 attempts, ?4 retry at, ?5 holder, ?6 lease until, ?7 expires, ?8 created, ?9 error
-inline constexpr const char* kPutDeliveryJob =
-    "INSERT OR REPLACE INTO delivery_jobs (" TF_JOB_COLUMNS ", due_at) "
+inline constexpr const char* kUpdateDeliveryJob =
+    "UPDATE OR FAIL delivery_jobs SET send_no = ?2, attempts = ?3, retry_at = ?4, holder = ?5, lease_until = ?6, "
+    "expires_at = ?7, created_at = ?8, last_error = ?9, due_at = max(?4, ?6) WHERE request_id = ?1";
+inline constexpr const char* kInsertDeliveryJob =
+    "INSERT INTO delivery_jobs (" TF_JOB_COLUMNS ", due_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, max(?4, ?6))";
 inline constexpr const char* kSelectDeliveryJob = "SELECT " TF_JOB_COLUMNS " FROM delivery_jobs WHERE request_id = ?1";
 // Claim candidates: ?1 now, ?2 limit (due ones, oldest due first) ...
@@ -536,15 +549,15 @@ inline constexpr const char* kSelectOrphanedJobs =
 // The claim itself, conditional on the job still being due or orphaned as
 // seen: ?1 request, ?2 new holder, ?3 lease until, ?4 now, ?5/?6 node range.
 inline constexpr const char* kClaimDeliveryJob =
-    "UPDATE delivery_jobs SET holder = ?2, lease_until = ?3, due_at = max(retry_at, ?3) "
+    "UPDATE OR FAIL delivery_jobs SET holder = ?2, lease_until = ?3, due_at = max(retry_at, ?3) "
     "WHERE request_id = ?1 AND (due_at <= ?4 OR (holder >= ?5 AND holder < ?6 AND holder <> ?2 AND holder <> ''))";
 // ?1 request, ?2 send, ?3 holder, ?4 lease until
 inline constexpr const char* kRenewDeliveryLease =
-    "UPDATE delivery_jobs SET lease_until = ?4, due_at = max(retry_at, ?4) "
+    "UPDATE OR FAIL delivery_jobs SET lease_until = ?4, due_at = max(retry_at, ?4) "
     "WHERE request_id = ?1 AND send_no = ?2 AND holder = ?3";
 // ?1 request, ?2 send, ?3 holder, ?4 attempts, ?5 retry at, ?6 lease until, ?7 error
 inline constexpr const char* kRecordDeliveryRetry =
-    "UPDATE delivery_jobs SET attempts = ?4, retry_at = ?5, lease_until = ?6, due_at = max(?5, ?6), "
+    "UPDATE OR FAIL delivery_jobs SET attempts = ?4, retry_at = ?5, lease_until = ?6, due_at = max(?5, ?6), "
     "last_error = ?7 WHERE request_id = ?1 AND send_no = ?2 AND holder = ?3";
 // ?1 request, ?2 send, ?3 holder
 inline constexpr const char* kFinishDeliveryJob =
@@ -596,11 +609,11 @@ struct PurgeSql {
 #define TF_AUTH_EXPIRED(p) "created_at < " p " AND (status <> 'pending' OR expires_at < " p ") AND " TF_NOT_RESTRICTED
 // Blanks the subject of audit records: the chain stays valid (lib/otp/audit.hpp).
 #define TF_ERASE_AUDIT_SUBJECT \
-    "UPDATE audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
+    "UPDATE OR FAIL audit SET subject = '', subject_nonce = CASE format WHEN 1 THEN 'erased' ELSE '' END"
 inline constexpr PurgeSql kPurge[] = {
     // code hashes: ?1 = now - code_hashes. A finished request has no hash left
     // (OtpRequest::finish), so only the expired ones that nobody touched remain.
-    PurgeSql{{TF_BATCH("UPDATE requests SET code_hash = NULL", "requests", "code_hash IS NOT NULL AND expires_at <= ?1"),
+    PurgeSql{{TF_BATCH("UPDATE OR FAIL requests SET code_hash = NULL", "requests", "code_hash IS NOT NULL AND expires_at <= ?1"),
               nullptr, nullptr, nullptr},
              {TF_COUNT("requests", "code_hash IS NOT NULL AND expires_at <= ?1 AND NOT (" TF_AUTH_EXPIRED("?2") ")"),
               nullptr, nullptr, nullptr}},
@@ -613,7 +626,7 @@ inline constexpr PurgeSql kPurge[] = {
              {TF_COUNT("deliveries", "at < ?1 AND " TF_NOT_RESTRICTED_REQUEST),
               TF_COUNT("event_attempts", "at < ?1"), TF_COUNT("event_jobs", "created_at < ?1"), nullptr}},
     TF_PURGE1("DELETE FROM request_log", "request_log", "at < ?1"),
-    PurgeSql{{TF_BATCH("UPDATE requests SET destination = '', fallback_destination = '', reference = '', "
+    PurgeSql{{TF_BATCH("UPDATE OR FAIL requests SET destination = '', fallback_destination = '', reference = '', "
                        "client_ip = '', device = ''",
                        "requests", "destination <> '' AND created_at < ?1 AND " TF_NOT_RESTRICTED),
               nullptr, nullptr, nullptr},
@@ -656,14 +669,14 @@ inline constexpr PurgeSql kPurge[] = {
 inline constexpr const char* kSelectAuditHead = "SELECT seq, at, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 inline constexpr const char* kSelectAuditAnchor =
     "SELECT anchor_seq, anchor_hash, anchor_at, anchor_seal FROM audit_gate WHERE id = 1";
-inline constexpr const char* kOpenAuditGate = "UPDATE audit_gate SET prune_before = ?1 WHERE id = 1";
+inline constexpr const char* kOpenAuditGate = "UPDATE OR FAIL audit_gate SET prune_before = ?1 WHERE id = 1";
 inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE seq <= ?1";
 inline constexpr const char* kCloseAuditGate =
-    "UPDATE audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2, anchor_at = ?3, anchor_seal = ?4 "
+    "UPDATE OR FAIL audit_gate SET prune_before = 0, anchor_seq = ?1, anchor_hash = ?2, anchor_at = ?3, anchor_seal = ?4 "
     "WHERE id = 1";
 // ?1 seq, ?2 hash: only the legacy anchor still there; ?3 at, ?4 seal
 inline constexpr const char* kSealLegacyAnchor =
-    "UPDATE audit_gate SET anchor_at = ?3, anchor_seal = ?4 WHERE id = 1 AND anchor_seq = ?1 AND anchor_hash = ?2 "
+    "UPDATE OR FAIL audit_gate SET anchor_at = ?3, anchor_seal = ?4 WHERE id = 1 AND anchor_seq = ?1 AND anchor_hash = ?2 "
     "AND anchor_seal = 'legacy'";
 
 // Apps in the configuration over time.
@@ -672,14 +685,14 @@ inline constexpr const char* kSelectApps = "SELECT name, removed_at FROM apps";
 inline constexpr const char* kEnsureApp =
     "INSERT OR IGNORE INTO apps (name, first_seen, removed_at) VALUES (?1, ?2, NULL)";
 inline constexpr const char* kInsertApp = "INSERT INTO apps (name, first_seen, removed_at) VALUES (?1, ?2, NULL)";
-inline constexpr const char* kSetAppRemoved = "UPDATE apps SET removed_at = ?2 WHERE name = ?1";
+inline constexpr const char* kSetAppRemoved = "UPDATE OR FAIL apps SET removed_at = ?2 WHERE name = ?1";
 
 // Data subjects. ?1 subject hash unless said otherwise.
 inline constexpr const char* kSelectSubjectFlags =
     "SELECT restricted_at, objected_at FROM subject_flags WHERE subject_hash = ?1";
 inline constexpr const char* kEnsureSubjectFlags = "INSERT OR IGNORE INTO subject_flags (subject_hash) VALUES (?1)";
-inline constexpr const char* kSetRestricted = "UPDATE subject_flags SET restricted_at = ?2 WHERE subject_hash = ?1";
-inline constexpr const char* kSetObjected = "UPDATE subject_flags SET objected_at = ?2 WHERE subject_hash = ?1";
+inline constexpr const char* kSetRestricted = "UPDATE OR FAIL subject_flags SET restricted_at = ?2 WHERE subject_hash = ?1";
+inline constexpr const char* kSetObjected = "UPDATE OR FAIL subject_flags SET objected_at = ?2 WHERE subject_hash = ?1";
 inline constexpr const char* kDropEmptyFlags =
     "DELETE FROM subject_flags WHERE subject_hash = ?1 AND restricted_at IS NULL AND objected_at IS NULL";
 #define TF_REQUEST_COLUMNS                                                                                          \
@@ -712,7 +725,7 @@ inline constexpr const char* kEraseSubject[] = {
     "DELETE FROM deliveries WHERE request_id IN (SELECT id FROM requests WHERE app IN (SELECT name FROM apps) "
     "AND subject_hash = ?1)",
     "DELETE FROM requests WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
-    "UPDATE requests SET fallback_destination = '' WHERE fallback_destination = ?2 COLLATE NOCASE "
+    "UPDATE OR FAIL requests SET fallback_destination = '' WHERE fallback_destination = ?2 COLLATE NOCASE "
     "AND fallback_destination <> ''",
     TF_ERASE_AUDIT_SUBJECT " WHERE subject = ?1 AND subject <> ''",
     "DELETE FROM optouts WHERE subject_hash = ?1",
@@ -729,9 +742,9 @@ inline constexpr const char* kEraseSubject[] = {
 
 // Rectification: ?1 old hash, ?2 new hash, ?3 new address, ?4 old address.
 inline constexpr const char* kRectifySubject[] = {
-    "UPDATE requests SET subject_hash = ?2, destination = CASE destination WHEN '' THEN '' ELSE ?3 END "
+    "UPDATE OR FAIL requests SET subject_hash = ?2, destination = CASE destination WHEN '' THEN '' ELSE ?3 END "
     "WHERE app IN (SELECT name FROM apps) AND subject_hash = ?1",
-    "UPDATE requests SET fallback_destination = ?3 WHERE fallback_destination = ?4 COLLATE NOCASE "
+    "UPDATE OR FAIL requests SET fallback_destination = ?3 WHERE fallback_destination = ?4 COLLATE NOCASE "
     "AND fallback_destination <> ''",
     "UPDATE OR REPLACE optouts SET subject_hash = ?2, destination = ?3 WHERE subject_hash = ?1",
     "UPDATE OR REPLACE subject_failures SET subject_hash = ?2 WHERE app IN (SELECT name FROM apps) "
@@ -750,7 +763,7 @@ inline constexpr const char* kSelectOpenPrivacyRequest =
 inline constexpr const char* kSelectSubjectPrivacyRequests =
     "SELECT id, kind, subject_hash, received, due, completed, uid, note FROM privacy_requests "
     "WHERE subject_hash = ?1 ORDER BY received, id";
-inline constexpr const char* kCompletePrivacyRequest = "UPDATE privacy_requests SET completed = ?2 WHERE id = ?1";
+inline constexpr const char* kCompletePrivacyRequest = "UPDATE OR FAIL privacy_requests SET completed = ?2 WHERE id = ?1";
 // ?1 open only (0/1), ?2 overdue at or NULL, ?3 limit: the newest received,
 // returned oldest first by the caller's reversal.
 inline constexpr const char* kListPrivacyRequests =
@@ -767,8 +780,10 @@ inline constexpr const char* kCountFraudMembers =
 inline constexpr const char* kSelectFraudMemberSeen =
     "SELECT at FROM fraud_sets WHERE rule = ?1 AND key = ?2 AND at > ?3 AND member <> ?4 "
     "ORDER BY at DESC LIMIT 1 OFFSET ?5";
-inline constexpr const char* kPutFraudMember =
-    "INSERT OR REPLACE INTO fraud_sets (rule, key, member, at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kUpdateFraudMember =
+    "UPDATE OR FAIL fraud_sets SET at = ?4, expires_at = ?5 WHERE rule = ?1 AND key = ?2 AND member = ?3";
+inline constexpr const char* kInsertFraudMember =
+    "INSERT INTO fraud_sets (rule, key, member, at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 inline constexpr const char* kInsertRequestLog =
     "INSERT INTO request_log (at, method, duration_ms, result, uid, key_id, client_ip, status) "
@@ -790,10 +805,10 @@ inline constexpr const char* kSelectApiKey = "SELECT " TF_API_KEY_COLUMNS " FROM
 inline constexpr const char* kListApiKeys =
     "SELECT " TF_API_KEY_COLUMNS " FROM api_keys ORDER BY created_at DESC, id LIMIT ?1";
 // Revokes once: ?1 id, ?2 now.
-inline constexpr const char* kRevokeApiKey = "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at = 0";
+inline constexpr const char* kRevokeApiKey = "UPDATE OR FAIL api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at = 0";
 // Last use moves forward only (two calls may finish out of order).
 inline constexpr const char* kTouchApiKey =
-    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2";
+    "UPDATE OR FAIL api_keys SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2";
 
 // Idempotency-Key records. A record older than the window (?3 = now - 24 h)
 // no longer holds its key: it goes before the claim.
@@ -807,7 +822,7 @@ inline constexpr const char* kSelectIdempotencyKey =
     "SELECT body_hash, created_at, status, response FROM idempotency_keys WHERE key_id = ?1 AND idem_key = ?2";
 // The first answer: ?1, ?2 the key, ?3 status, ?4 response body.
 inline constexpr const char* kCompleteIdempotencyKey =
-    "UPDATE idempotency_keys SET status = ?3, response = ?4 WHERE key_id = ?1 AND idem_key = ?2 AND status = 0";
+    "UPDATE OR FAIL idempotency_keys SET status = ?3, response = ?4 WHERE key_id = ?1 AND idem_key = ?2 AND status = 0";
 // Records past the window, a few at a time with every claim, oldest first: ?1 = now - 24 h.
 inline constexpr const char* kPruneIdempotencyKeys =
     "DELETE FROM idempotency_keys WHERE rowid IN "
@@ -848,8 +863,10 @@ inline constexpr const char* kSelectAuditNewest =
 
 inline constexpr const char* kSelectRateCounter =
     "SELECT window_start, count, last_at FROM rate_counters WHERE scope = ?1 AND key = ?2";
-inline constexpr const char* kPutRateCounter =
-    "INSERT OR REPLACE INTO rate_counters (scope, key, window_start, count, last_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+inline constexpr const char* kUpdateRateCounter =
+    "UPDATE OR FAIL rate_counters SET window_start = ?3, count = ?4, last_at = ?5 WHERE scope = ?1 AND key = ?2";
+inline constexpr const char* kInsertRateCounter =
+    "INSERT INTO rate_counters (scope, key, window_start, count, last_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 inline constexpr const char* kSelectSubjectFailures =
     "SELECT failures, locked_until FROM subject_failures WHERE app = ?1 AND subject_hash = ?2";
 // One more failure: the row starts at 0 when there is none, then the count
@@ -857,9 +874,9 @@ inline constexpr const char* kSelectSubjectFailures =
 inline constexpr const char* kEnsureSubjectFailures =
     "INSERT OR IGNORE INTO subject_failures (app, subject_hash, failures, locked_until) VALUES (?1, ?2, 0, 0)";
 inline constexpr const char* kCountSubjectFailure =
-    "UPDATE subject_failures SET failures = failures + 1 WHERE app = ?1 AND subject_hash = ?2";
+    "UPDATE OR FAIL subject_failures SET failures = failures + 1 WHERE app = ?1 AND subject_hash = ?2";
 inline constexpr const char* kLockSubject =
-    "UPDATE subject_failures SET locked_until = max(locked_until, ?3) WHERE app = ?1 AND subject_hash = ?2";
+    "UPDATE OR FAIL subject_failures SET locked_until = max(locked_until, ?3) WHERE app = ?1 AND subject_hash = ?2";
 inline constexpr const char* kDeleteSubjectFailures =
     "DELETE FROM subject_failures WHERE app = ?1 AND subject_hash = ?2";
 
@@ -891,7 +908,7 @@ inline constexpr const char* kSelectDeliveriesOfRequest =
 #define TF_STATUS_RANK(s) \
     "(CASE " s " WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END)"
 inline constexpr const char* kUpdateDeliveryStatus =
-    "UPDATE deliveries SET provider_status = ?2, provider_status_at = ?3, provider_error = ?4 "
+    "UPDATE OR FAIL deliveries SET provider_status = ?2, provider_status_at = ?3, provider_error = ?4 "
     "WHERE provider_message_id = ?1 AND provider_message_id <> '' "
     "AND " TF_STATUS_RANK("provider_status") " < " TF_STATUS_RANK("?2");
 #undef TF_STATUS_RANK
@@ -928,12 +945,12 @@ inline constexpr const char* kInsertRequest =
 // that with several writers exactly one of them applies (see store.hpp).
 // ?1 id, ?2 send, ?3 now, ?4 the code hash compared with.
 inline constexpr const char* kApproveRequest =
-    "UPDATE requests SET status = 'approved', finished_at = ?3, updated_at = ?3, code_hash = NULL "
+    "UPDATE OR FAIL requests SET status = 'approved', finished_at = ?3, updated_at = ?3, code_hash = NULL "
     "WHERE id = ?1 AND status = 'pending' AND sends = ?2 AND expires_at > ?3 AND code_hash = ?4";
 // ?1 id, ?2 now. SET expressions see the row before the change, so
 // attempts + 1 is the new count throughout.
 inline constexpr const char* kCountWrongCode =
-    "UPDATE requests SET attempts = attempts + 1, updated_at = ?2, "
+    "UPDATE OR FAIL requests SET attempts = attempts + 1, updated_at = ?2, "
     "status = CASE WHEN attempts + 1 >= max_attempts THEN 'locked' ELSE status END, "
     "finished_at = CASE WHEN attempts + 1 >= max_attempts THEN ?2 ELSE finished_at END, "
     "code_hash = CASE WHEN attempts + 1 >= max_attempts THEN NULL ELSE code_hash END "
@@ -941,19 +958,19 @@ inline constexpr const char* kCountWrongCode =
 inline constexpr const char* kSelectRequestAttempts = "SELECT attempts, status FROM requests WHERE id = ?1";
 // ?1 id, ?2 send or NULL (any), ?3 the new status, ?4 now, ?5 the reason or ''.
 inline constexpr const char* kFinishRequest =
-    "UPDATE requests SET status = ?3, finished_at = ?4, updated_at = ?4, code_hash = NULL, "
+    "UPDATE OR FAIL requests SET status = ?3, finished_at = ?4, updated_at = ?4, code_hash = NULL, "
     "failure = CASE WHEN ?5 = '' THEN failure ELSE ?5 END "
     "WHERE id = ?1 AND status = 'pending' AND (?2 IS NULL OR sends = ?2)";
 // ?1 id, ?2 send, ?3 the new code hash, ?4 expires at, ?5 now.
 inline constexpr const char* kReplaceCode =
-    "UPDATE requests SET code_hash = ?3, sends = sends + 1, expires_at = ?4, updated_at = ?5 "
+    "UPDATE OR FAIL requests SET code_hash = ?3, sends = sends + 1, expires_at = ?4, updated_at = ?5 "
     "WHERE id = ?1 AND status = 'pending' AND sends = ?2";
 // ?1 id, ?2 send, ?3 channel, ?4 now.
 inline constexpr const char* kSwitchChannel =
-    "UPDATE requests SET channel = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'pending' AND sends = ?2";
+    "UPDATE OR FAIL requests SET channel = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'pending' AND sends = ?2";
 
 // Transaction binding: ?1 request id, ?2 the context's keyed digest.
-inline constexpr const char* kBindRequest = "UPDATE requests SET context_digest = ?2 WHERE id = ?1";
+inline constexpr const char* kBindRequest = "UPDATE OR FAIL requests SET context_digest = ?2 WHERE id = ?1";
 inline constexpr const char* kSelectRequestBinding = "SELECT context_digest FROM requests WHERE id = ?1";
 
 // Breach reports: one page of a window in time order. ?1 from, ?2 to, ?3 the
@@ -984,11 +1001,11 @@ inline constexpr const char* kListSuppressions =
 inline constexpr const char* kEnsureEmailFeedback =
     "INSERT OR IGNORE INTO email_feedback (app, hour) VALUES (?1, ?2)";
 inline constexpr const char* kCountEmailSend =
-    "UPDATE email_feedback SET sends = sends + 1 WHERE app = ?1 AND hour = ?2";
+    "UPDATE OR FAIL email_feedback SET sends = sends + 1 WHERE app = ?1 AND hour = ?2";
 inline constexpr const char* kCountEmailBounce =
-    "UPDATE email_feedback SET bounces = bounces + 1 WHERE app = ?1 AND hour = ?2";
+    "UPDATE OR FAIL email_feedback SET bounces = bounces + 1 WHERE app = ?1 AND hour = ?2";
 inline constexpr const char* kCountEmailComplaint =
-    "UPDATE email_feedback SET complaints = complaints + 1 WHERE app = ?1 AND hour = ?2";
+    "UPDATE OR FAIL email_feedback SET complaints = complaints + 1 WHERE app = ?1 AND hour = ?2";
 // ?1 app, ?2 the oldest hour kept.
 inline constexpr const char* kPruneEmailFeedback = "DELETE FROM email_feedback WHERE app = ?1 AND hour < ?2";
 // ?1 app, ?2 the first hour: at most kEmailFeedbackHours rows.
