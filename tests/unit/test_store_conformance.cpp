@@ -211,6 +211,44 @@ TEST_CASE("a failing work item rolls back alone; its batch mates commit", "[stor
     CHECK_THROWS(store::runSync(*s, [](store::Transaction& t) { t.insertRequest(sample("r11")); }));  // duplicate id
 }
 
+TEST_CASE("work that runs again because a batch mate failed counts once and reports its last run", "[store]") {
+    // Store::submit: work may run more than once before `done` (the SQLCipher
+    // writer re-runs a group commit's items when one of them fails). Only the
+    // last run's effects and results count.
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    auto hot = sample("hot", 1000);
+    hot.maxAttempts = 1 << 30;
+    store::runSync(*s, [&](store::Transaction& t) { t.insertRequest(hot); });
+    constexpr int n = 300;
+    std::vector<int> seen(n, 0);
+    std::vector<char> ok(n, 0);
+    std::latch all(n);
+    for (int i = 0; i < n; ++i) {
+        s->submit(
+            [i, &seen](store::Transaction& t) {
+                const auto w = t.countWrongCode("hot", 1100);
+                seen[i] = w ? w->attempts : -1;
+                if (i % 7 == 3) throw std::runtime_error("boom");  // after counting: its count is undone
+            },
+            [i, &ok, &all](std::exception_ptr e) {
+                ok[i] = e ? 0 : 1;
+                all.count_down();
+            });
+    }
+    all.wait();
+    std::vector<int> reported;
+    for (int i = 0; i < n; ++i)
+        if (ok[i]) reported.push_back(seen[i]);
+    CHECK(static_cast<int>(reported.size()) == n - (n + 3) / 7);
+    // Each committed item saw its own count: 1, 2, ... with no gap and no repeat.
+    std::sort(reported.begin(), reported.end());
+    for (std::size_t k = 0; k < reported.size(); ++k) CHECK(reported[k] == static_cast<int>(k) + 1);
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findRequest("hot"); })->attempts ==
+          static_cast<int>(reported.size()));
+}
+
 TEST_CASE("the request log: newest first by limit, returned oldest first, filtered by time", "[store][calls]") {
     const auto backend = GENERATE(from_range(backends()));
     Fresh f(backend);
