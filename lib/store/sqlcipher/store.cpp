@@ -2252,14 +2252,7 @@ private:
         // transaction keeps it synced.
         const bool unsynced =
             synchronousFull_ && std::all_of(batch.begin(), batch.end(), [](const Item& i) { return i.redoable; });
-        try {
-            if (unsynced) run(*syncNormal_);
-            run(*begin_);
-        } catch (...) {
-            std::fill(errors.begin(), errors.end(), std::current_exception());
-            if (unsynced) restoreSync();
-            return;
-        }
+        if (!begin(errors, batch.size(), unsynced)) return;
         std::size_t failed = batch.size();
         for (std::size_t i = 0; i < batch.size() && failed == batch.size(); ++i) {
             try {
@@ -2271,14 +2264,7 @@ private:
         }
         if (failed < batch.size()) {
             sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-            try {
-                run(*begin_);
-            } catch (...) {
-                for (std::size_t i = 0; i < batch.size(); ++i)
-                    if (i != failed) errors[i] = std::current_exception();
-                if (unsynced) restoreSync();
-                return;
-            }
+            if (!begin(errors, failed, unsynced)) return;
             for (std::size_t i = 0; i < batch.size(); ++i) {
                 if (i == failed) continue;
                 try {
@@ -2304,6 +2290,22 @@ private:
             log::error("a store commit failed; its requests were refused", {log::Event::StoreFailure, {}, {}});
         }
         if (unsynced) restoreSync();
+    }
+
+    // BEGIN for runBatch (unsynced: after synchronous = NORMAL); when it
+    // fails, every item but `except` (which has its own error) fails with it,
+    // and the sync mode is restored.
+    bool begin(std::vector<std::exception_ptr>& errors, std::size_t except, bool unsynced) {
+        try {
+            if (unsynced) run(*syncNormal_);
+            run(*begin_);
+            return true;
+        } catch (...) {
+            for (std::size_t i = 0; i < errors.size(); ++i)
+                if (i != except) errors[i] = std::current_exception();
+            if (unsynced) restoreSync();
+            return false;
+        }
     }
 
     void restoreSync() {
