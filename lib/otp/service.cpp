@@ -783,7 +783,7 @@ void OtpService::attemptDone(const std::shared_ptr<DeliveryRun>& run, channel::D
             t.insertDeliveryAttempt(a);
             // The denominator of the bounce and complaint rates (twofactor stats).
             if (accepted && a.channel == "email") t.countEmailFeedback(a.app, store::EmailFeedback::Send, a.at);
-            if (accepted) (void)t.finishDeliveryJob(a.requestId, send, holder_);
+            if (accepted) t.endDeliveryJob(a.requestId, send, holder_);
             else if (retrying)
                 (void)t.recordDeliveryRetry(a.requestId, send, holder_, a.attempt, retryAt, retryAt + kLeaseSeconds,
                                             a.errorClass + ": " + a.error);

@@ -386,6 +386,11 @@ public:
     virtual bool finishDeliveryJob(std::string_view requestId, int send, std::string_view holder) = 0;
     // Ends the request's job, whichever send and holder: the request left pending.
     virtual void endDeliveryJob(std::string_view requestId) = 0;
+    // finishDeliveryJob for a caller that does not read whether it applied:
+    // a store that pays a round trip per statement sends it with the next one.
+    virtual void endDeliveryJob(std::string_view requestId, int send, std::string_view holder) {
+        (void)finishDeliveryJob(requestId, send, holder);
+    }
     [[nodiscard]] virtual std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view requestId) = 0;
     // The jobs due soonest first, at most `limit`.
     [[nodiscard]] virtual std::vector<otp::DeliveryJob> listDeliveryJobs(int limit) = 0;

@@ -211,6 +211,35 @@ TEST_CASE("a failing work item rolls back alone; its batch mates commit", "[stor
     CHECK_THROWS(store::runSync(*s, [](store::Transaction& t) { t.insertRequest(sample("r11")); }));  // duplicate id
 }
 
+TEST_CASE("a write that fails fails its work item whole, also when the work reads after it", "[store]") {
+    // A store may send a write whose outcome is not read together with the
+    // next statement (PostgreSQL's pipeline): its error then comes from that
+    // read or from the commit, and the work item still fails whole.
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    store::runSync(*s, [](store::Transaction& t) { t.insertRequest(sample("r0")); });
+    CHECK_THROWS(store::runSync(*s, [](store::Transaction& t) {
+        t.insertRequest(sample("r1"));
+        t.insertRequest(sample("r0"));  // duplicate id
+        (void)t.findRequest("r1");
+    }));
+    CHECK_THROWS(store::runSync(*s, [](store::Transaction& t) {
+        t.insertRequest(sample("r2"));
+        t.insertRequest(sample("r0"));
+    }));
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findRequest("r1"); }));
+    CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.findRequest("r2"); }));
+    // The store goes on: writes read back in their own work item, and work
+    // that touches nothing commits.
+    CHECK(store::runSync(*s, [](store::Transaction& t) {
+        t.insertRequest(sample("r3"));
+        return t.findRequest("r3").has_value();
+    }));
+    CHECK_NOTHROW(store::runSync(*s, [](store::Transaction&) {}));
+    CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findRequest("r3"); }));
+}
+
 TEST_CASE("work that runs again because a batch mate failed counts once and reports its last run", "[store]") {
     // Store::submit: work may run more than once before `done` (the SQLCipher
     // writer re-runs a group commit's items when one of them fails). Only the

@@ -42,6 +42,12 @@ struct PgError : std::runtime_error {
 // Parameters in text format except bytea, which goes binary.
 class Params {
 public:
+    Params() = default;
+    Params(Params&&) noexcept = default;
+    Params& operator=(Params&&) noexcept = default;
+    Params(const Params&) = delete;
+    Params& operator=(const Params&) = delete;
+
     Params& text(std::string_view v) {
         values_.emplace_back(v);
         null_.push_back(false);
@@ -89,6 +95,14 @@ public:
     Result(Result&& o) noexcept : r_(o.r_) { o.r_ = nullptr; }
     Result(const Result&) = delete;
     Result& operator=(const Result&) = delete;
+    Result& operator=(Result&& o) noexcept {
+        if (this != &o) {
+            if (r_) PQclear(r_);
+            r_ = o.r_;
+            o.r_ = nullptr;
+        }
+        return *this;
+    }
     ~Result() {
         if (r_) PQclear(r_);
     }
@@ -145,7 +159,7 @@ public:
         if (c_) PQfinish(c_);
     }
 
-    [[nodiscard]] bool ok() const { return c_ && PQstatus(c_) == CONNECTION_OK; }
+    [[nodiscard]] bool ok() const { return c_ && !broken_ && PQstatus(c_) == CONNECTION_OK; }
 
     // Each statement is parsed and planned once per connection (a named
     // prepared statement), not at every call: a pair's thirty-odd statements
@@ -154,6 +168,10 @@ public:
     // transaction pooling, which loses them between transactions), every
     // statement is sent with its text.
     Result exec(const char* sql, const Params& p = Params()) {
+        if (!queued_.empty()) {
+            const Statement one[] = {{sql, &p}};
+            return std::move(pipeline(one).back());
+        }
         std::vector<const char*> values;
         std::vector<int> lengths;
         p.pointers(values, lengths);
@@ -168,6 +186,34 @@ public:
         check(r, sql);
         return r;
     }
+
+    // ---- Fewer round trips: statements sent together (libpq's pipeline mode) ----
+    // A statement whose outcome the work item does not read (a row inserted,
+    // a counter moved, a job ended) waits with `later` and goes with the next
+    // statement whose result is read, or with the COMMIT: one round trip for
+    // all of them, executed in order, so what is read sees them. An error of
+    // a queued statement is thrown there; a failed statement aborts the
+    // transaction either way, and the work item ends (or runs again) whole.
+    struct Statement {
+        const char* sql;
+        const Params* params;
+    };
+    void later(const char* sql, Params p) { queued_.push_back(Queued{sql, std::move(p)}); }
+    // BEGIN waits for the work item's first statement.
+    void begin() { later("BEGIN", Params()); }
+    // A work item that ran no statement commits nothing: its BEGIN is dropped.
+    void commit() {
+        if (queued_.size() == 1 && std::strcmp(queued_.front().sql, "BEGIN") == 0) {
+            queued_.clear();
+            return;
+        }
+        exec("COMMIT");
+    }
+    // Before a ROLLBACK: what waits is not sent.
+    void discard() { queued_.clear(); }
+    // Statements whose results are read, independent of each other's: the
+    // queued ones, then these, in one round trip. The results of these.
+    std::vector<Result> execAll(const std::vector<Statement>& batch) { return pipeline(batch); }
 
     // Several statements without parameters (a migration): the simple query protocol.
     void script(const char* sql) {
@@ -191,6 +237,66 @@ public:
     }
 
 private:
+    struct Queued {
+        const char* sql;
+        Params params;
+    };
+
+    // The queued statements and then `extra`, sent with one sync; returns
+    // the results of `extra`. The first statement that failed is thrown
+    // (those after it were skipped by the server). A connection that breaks
+    // in the middle is marked so, and the next work item opens a new one.
+    template <class Batch>
+    std::vector<Result> pipeline(const Batch& extra) {
+        std::vector<Queued> queued = std::move(queued_);
+        queued_.clear();
+        std::vector<Statement> all;
+        all.reserve(queued.size() + std::size(extra));
+        for (const auto& q : queued) all.push_back(Statement{q.sql, &q.params});
+        for (const auto& e : extra) all.push_back(e);
+        // Prepared first, one at a time: PQprepare waits for its answer.
+        std::vector<const std::string*> names(all.size(), nullptr);
+        for (std::size_t i = 0; i < all.size(); ++i)
+            if (prepare_ && !(all[i].params->size() == 0 && isTransactionControl(all[i].sql)))
+                names[i] = preparedName(all[i].sql, all[i].params->size());
+        const auto lost = [this](const char* what) {
+            broken_ = true;
+            throw PgError(std::string("the PostgreSQL database is unreachable: ") + what + ": " +
+                              firstLine(PQerrorMessage(c_)),
+                          "08006");
+        };
+        if (PQenterPipelineMode(c_) != 1) lost("pipeline mode");
+        for (std::size_t i = 0; i < all.size(); ++i) {
+            std::vector<const char*> values;
+            std::vector<int> lengths;
+            const Params& p = *all[i].params;
+            p.pointers(values, lengths);
+            const int sent = names[i] ? PQsendQueryPrepared(c_, names[i]->c_str(), p.size(), values.data(),
+                                                            lengths.data(), p.formats(), 0)
+                                      : PQsendQueryParams(c_, all[i].sql, p.size(), nullptr, values.data(),
+                                                          lengths.data(), p.formats(), 0);
+            if (sent != 1) lost("sending");
+        }
+        if (PQpipelineSync(c_) != 1) lost("sending");
+        std::vector<Result> results;
+        results.reserve(all.size());
+        for (std::size_t i = 0; i < all.size(); ++i) {
+            PGresult* r = PQgetResult(c_);
+            if (!r) lost("reading");
+            results.emplace_back(r);
+            while (PGresult* more = PQgetResult(c_)) PQclear(more);  // up to the statement's end
+        }
+        {
+            Result sync(PQgetResult(c_));
+            if (!sync.raw() || PQresultStatus(sync.raw()) != PGRES_PIPELINE_SYNC) lost("reading");
+        }
+        if (PQexitPipelineMode(c_) != 1) lost("pipeline mode");
+        for (std::size_t i = 0; i < all.size(); ++i)
+            if (PQresultStatus(results[i].raw()) != PGRES_PIPELINE_ABORTED) check(results[i], all[i].sql);
+        results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(queued.size()));
+        return results;
+    }
+
     static std::string firstLine(const char* s) {
         std::string t = s ? s : "";
         if (auto nl = t.find('\n'); nl != std::string::npos) t.resize(nl);
@@ -220,6 +326,8 @@ public:
 
 private:
     bool prepare_ = true;
+    bool broken_ = false;  // a pipeline broke off: the connection is not reused
+    std::vector<Queued> queued_;
     PGconn* c_ = nullptr;
     std::unordered_map<std::string, std::string> prepared_;
 };
@@ -250,7 +358,7 @@ public:
         p.integer(r.sends).integer(r.maxSends).integer(r.ttl).integer(r.createdAt).integer(r.expiresAt);
         p.integer(r.updatedAt).optionalInteger(r.finishedAt).text(r.failure).bytes(fallback.data(), fallback.size());
         p.text(seal_.blindIndex(r.fallbackDestination));
-        c_.exec(pg::kInsertRequest, p);
+        c_.later(pg::kInsertRequest, std::move(p));
     }
 
     // ---- request state changes ----
@@ -293,71 +401,131 @@ public:
             const int s = std::string_view(keys[a].scope).compare(keys[b].scope);
             return s != 0 ? s < 0 : keys[a].key < keys[b].key;
         });
-        std::vector<std::optional<otp::RateCounter>> found(keys.size());
-        std::vector<std::string> counted(keys.size());  // the row each key counts in
+        // A send checks its limits, then counts them (otp::checkSend, then
+        // otp::admitSend, with the same keys and time): the rows the check
+        // locked stay locked to the commit and unchanged, so the count reads
+        // them from the check instead of locking them again.
+        if (!rateLocked_ || !rateLocked_->same(keys, now)) rateLocked_ = lockRateCounters(keys, order, now);
+        if (!admit(rateLocked_->found)) return false;
         for (std::size_t i : order) {
-            counted[i] = keys[i].key;
-            if (keys[i].spreadCap > 0) {
-                found[i] = claimShare(keys[i], now, counted[i]);
-                continue;
-            }
-            auto r = c_.exec(pg::kLockRateCounter, Params().text(keys[i].scope).text(keys[i].key));
-            if (r.rows() == 1 && r.integer(0, 1) > 0) found[i] = otp::RateCounter{r.integer(0, 0), r.integer(0, 1), r.integer(0, 2)};
+            Params p;
+            p.text(keys[i].scope).text(rateLocked_->counted[i]).integer(now).integer(keys[i].window);
+            c_.later(pg::kCountRateSend, std::move(p));
         }
-        if (!admit(found)) return false;
-        for (std::size_t i : order)
-            c_.exec(pg::kCountRateSend, Params().text(keys[i].scope).text(counted[i]).integer(now).integer(keys[i].window));
+        rateLocked_.reset();  // counted: what was read is no longer what is stored
         return true;
     }
-    // One share of an app-wide counter (kRateShares of them, caps adding up to
-    // spreadCap): one with room that no other send holds, found without
-    // waiting, from a start of this call's own; when there is none, each share
-    // in turn (waiting, in one order for every writer). Sets `row` to the
-    // share's key; returns what countSendsIf's caller is to see.
-    std::optional<otp::RateCounter> claimShare(const otp::RateKey& k, std::int64_t now, std::string& row) {
-        const std::int64_t cap = k.spreadCap;
-        std::vector<std::string> names(kRateShares);
-        std::vector<std::int64_t> caps(kRateShares);
-        for (int s = 0; s < kRateShares; ++s) {
-            names[s] = s == 0 ? k.key : k.key + "#" + std::to_string(s);
-            caps[s] = cap / kRateShares + (s < cap % kRateShares ? 1 : 0);
+
+    // What countSendsIf locked and read in this transaction, for its keys at `now`.
+    struct RateLocks {
+        std::vector<otp::RateKey> keys;
+        std::int64_t now = 0;
+        std::vector<std::optional<otp::RateCounter>> found;  // what the caller's decision sees
+        std::vector<std::string> counted;                     // the row each key counts in
+        [[nodiscard]] bool same(const std::vector<otp::RateKey>& k, std::int64_t at) const {
+            if (at != now || k.size() != keys.size()) return false;
+            for (std::size_t i = 0; i < k.size(); ++i)
+                if (std::strcmp(k[i].scope, keys[i].scope) != 0 || k[i].key != keys[i].key ||
+                    k[i].window != keys[i].window || k[i].spreadCap != keys[i].spreadCap)
+                    return false;
+            return true;
         }
-        // The share taken: what the caller sees (nothing for one never counted).
-        const auto take = [&row](std::string key, const otp::RateCounter& c) -> std::optional<otp::RateCounter> {
-            row = std::move(key);
-            if (c.count == 0) return std::nullopt;
-            return c;
-        };
+    };
+    // Each plain counter locked (made when missing), each app-wide one's
+    // first claim of a share: one round trip. A counter without a free share
+    // then waits for its shares one by one (claimShareInTurn).
+    RateLocks lockRateCounters(const std::vector<otp::RateKey>& keys, const std::vector<std::size_t>& order,
+                               std::int64_t now) {
+        RateLocks out{keys, now, std::vector<std::optional<otp::RateCounter>>(keys.size()),
+                      std::vector<std::string>(keys.size())};
+        std::vector<Shares> shares(keys.size());
+        std::vector<Params> params(order.size());
+        std::vector<Connection::Statement> batch;
+        for (std::size_t n = 0; n < order.size(); ++n) {
+            const otp::RateKey& k = keys[order[n]];
+            if (k.spreadCap > 0) {
+                shares[order[n]] = sharesOf(k);
+                params[n] = claimParams(k, shares[order[n]], now);
+                batch.push_back({pg::kClaimRateShare, &params[n]});
+            } else {
+                params[n].text(k.scope).text(k.key);
+                batch.push_back({pg::kLockRateCounter, &params[n]});
+            }
+        }
+        auto results = c_.execAll(batch);
+        for (std::size_t n = 0; n < order.size(); ++n) {
+            const std::size_t i = order[n];
+            const Result& r = results[n];
+            out.counted[i] = keys[i].key;
+            if (keys[i].spreadCap > 0) {
+                if (r.rows() == 1)
+                    out.found[i] = takeShare(r.text(0, 0), otp::RateCounter{r.integer(0, 1), r.integer(0, 2), r.integer(0, 3)},
+                                             out.counted[i]);
+                else
+                    out.found[i] = claimShareInTurn(keys[i], shares[i], now, out.counted[i]);
+                continue;
+            }
+            if (r.rows() == 1 && r.integer(0, 1) > 0) out.found[i] = otp::RateCounter{r.integer(0, 0), r.integer(0, 1), r.integer(0, 2)};
+        }
+        return out;
+    }
+
+    // An app-wide counter's shares (kRateShares of them, caps adding up to
+    // spreadCap), in the order this call tries them: from a start of its own.
+    struct Shares {
+        std::vector<std::string> names;
+        std::vector<std::int64_t> caps;
+        std::string keyList, capList;  // as arrays, in the order tried
+    };
+    static Shares sharesOf(const otp::RateKey& k) {
+        const std::int64_t cap = k.spreadCap;
+        Shares sh{std::vector<std::string>(kRateShares), std::vector<std::int64_t>(kRateShares), "{", "{"};
+        for (int s = 0; s < kRateShares; ++s) {
+            sh.names[s] = s == 0 ? k.key : k.key + "#" + std::to_string(s);
+            sh.caps[s] = cap / kRateShares + (s < cap % kRateShares ? 1 : 0);
+        }
         const int start = static_cast<int>(shareDraw() % kRateShares);
-        std::string keyList = "{", capList = "{";
         for (int n = 0; n < kRateShares; ++n) {
             const int s = (start + n) % kRateShares;
-            keyList += (n ? "," : "") + arrayElement(names[s]);
-            capList += (n ? "," : "") + std::to_string(caps[s]);
+            sh.keyList += (n ? "," : "") + arrayElement(sh.names[s]);
+            sh.capList += (n ? "," : "") + std::to_string(sh.caps[s]);
         }
-        keyList += "}";
-        capList += "}";
-        const auto claim = [&]() {
-            return c_.exec(pg::kClaimRateShare,
-                           Params().text(k.scope).text(keyList).text(capList).integer(now).integer(k.window));
-        };
-        for (int pass = 0; pass < 2; ++pass) {
-            if (pass == 1) c_.exec(pg::kEnsureRateShares, Params().text(k.scope).text(keyList));
-            auto r = claim();
-            if (r.rows() == 1) return take(r.text(0, 0), otp::RateCounter{r.integer(0, 1), r.integer(0, 2), r.integer(0, 3)});
-        }
-        // Every share is full or held: wait for each in turn.
+        sh.keyList += "}";
+        sh.capList += "}";
+        return sh;
+    }
+    static Params claimParams(const otp::RateKey& k, const Shares& sh, std::int64_t now) {
+        Params p;
+        p.text(k.scope).text(sh.keyList).text(sh.capList).integer(now).integer(k.window);
+        return p;
+    }
+    // The share taken: what the caller sees (nothing for one never counted).
+    static std::optional<otp::RateCounter> takeShare(std::string key, const otp::RateCounter& c, std::string& row) {
+        row = std::move(key);
+        if (c.count == 0) return std::nullopt;
+        return c;
+    }
+    // No share with room was free at the first claim: the share rows are
+    // made (a counter's first send), the claim is tried again, and when
+    // every share is full or held, each is waited for in turn (in one order
+    // for every writer). Sets `row` to the share's key; returns what
+    // countSendsIf's caller is to see.
+    std::optional<otp::RateCounter> claimShareInTurn(const otp::RateKey& k, const Shares& sh, std::int64_t now,
+                                                     std::string& row) {
+        c_.exec(pg::kEnsureRateShares, Params().text(k.scope).text(sh.keyList));
+        if (auto r = c_.exec(pg::kClaimRateShare, claimParams(k, sh, now)); r.rows() == 1)
+            return takeShare(r.text(0, 0), otp::RateCounter{r.integer(0, 1), r.integer(0, 2), r.integer(0, 3)}, row);
         std::optional<otp::RateCounter> soonest;
         for (int s = 0; s < kRateShares; ++s) {
-            if (caps[s] == 0) continue;
-            auto l = c_.exec(pg::kLockRateCounter, Params().text(k.scope).text(names[s]));
+            if (sh.caps[s] == 0) continue;
+            auto l = c_.exec(pg::kLockRateCounter, Params().text(k.scope).text(sh.names[s]));
             const otp::RateCounter c{l.integer(0, 0), l.integer(0, 1), l.integer(0, 2)};
-            if (c.count < caps[s] || now >= c.windowStart + k.window) return take(names[s], c);
+            if (c.count < sh.caps[s] || now >= c.windowStart + k.window) return takeShare(sh.names[s], c, row);
             if (!soonest || c.windowStart < soonest->windowStart) soonest = c;
         }
-        row = names[0];
-        if (!soonest) return otp::RateCounter{now, cap, now};  // a cap of 0: nothing is admitted
-        soonest->count = cap;
+        row = sh.names[0];
+        if (!soonest) return otp::RateCounter{now, k.spreadCap, now};  // a cap of 0: nothing is admitted
+        soonest->count = k.spreadCap;
         return soonest;
     }
     std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view app, std::string_view subjectHash) override {
@@ -369,10 +537,10 @@ public:
         return c_.exec(pg::kCountSubjectFailure, Params().text(app).text(subjectHash)).integer(0, 0);
     }
     void lockSubject(std::string_view app, std::string_view subjectHash, std::int64_t until) override {
-        c_.exec(pg::kLockSubject, Params().text(app).text(subjectHash).integer(until));
+        c_.later(pg::kLockSubject, std::move(Params().text(app).text(subjectHash).integer(until)));
     }
     void clearSubjectFailures(std::string_view app, std::string_view subjectHash) override {
-        c_.exec(pg::kDeleteSubjectFailures, Params().text(app).text(subjectHash));
+        c_.later(pg::kDeleteSubjectFailures, std::move(Params().text(app).text(subjectHash)));
     }
 
     // ---- delivery jobs ----
@@ -380,7 +548,7 @@ public:
         Params p;
         p.text(j.requestId).integer(j.send).integer(j.attempts).integer(j.retryAt).text(j.holder);
         p.integer(j.leaseUntil).integer(j.expiresAt).integer(j.createdAt).text(j.lastError);
-        c_.exec(pg::kPutDeliveryJob, p);
+        c_.later(pg::kPutDeliveryJob, std::move(p));
     }
     std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder, std::string_view nodePrefix,
                                                     std::int64_t now, std::int64_t leaseUntil, int limit) override {
@@ -407,7 +575,12 @@ public:
     bool finishDeliveryJob(std::string_view requestId, int send, std::string_view holder) override {
         return c_.exec(pg::kFinishDeliveryJob, Params().text(requestId).integer(send).text(holder)).affected() == 1;
     }
-    void endDeliveryJob(std::string_view requestId) override { c_.exec(pg::kEndDeliveryJob, Params().text(requestId)); }
+    void endDeliveryJob(std::string_view requestId) override {
+        c_.later(pg::kEndDeliveryJob, std::move(Params().text(requestId)));
+    }
+    void endDeliveryJob(std::string_view requestId, int send, std::string_view holder) override {
+        c_.later(pg::kFinishDeliveryJob, std::move(Params().text(requestId).integer(send).text(holder)));
+    }
     std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view requestId) override {
         auto jobs = readJobs(c_.exec(pg::kSelectDeliveryJob, Params().text(requestId)));
         if (jobs.empty()) return std::nullopt;
@@ -423,7 +596,7 @@ public:
         p.text(a.requestId).text(a.app).text(a.channel).text(a.driver).integer(a.send).integer(a.attempt).integer(a.at);
         p.text(a.outcome).text(a.providerMessageId).integer(a.statusCode).integer(a.durationMs).text(a.errorClass);
         p.text(a.error).text(a.ambiguous ? "true" : "false").text(a.provider).text(a.region);
-        c_.exec(pg::kInsertDelivery, p);
+        c_.later(pg::kInsertDelivery, std::move(p));
     }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         Params p;
@@ -449,7 +622,7 @@ public:
         const std::string destination = seal_.seal("optouts", "destination", e.subjectHash, e.destination);
         Params p;
         p.text(e.subjectHash).bytes(destination.data(), destination.size()).integer(e.createdAt).text(e.source).text(e.reason);
-        c_.exec(pg::kPutOptOut, p);
+        c_.later(pg::kPutOptOut, std::move(p));
     }
     bool removeOptOut(std::string_view subjectHash) override {
         return c_.exec(pg::kDeleteOptOut, Params().text(subjectHash)).affected() > 0;
@@ -470,7 +643,7 @@ public:
         Params p;
         p.integer(id).integer(call.at).text(call.method).integer(call.durationMs).text(call.result).integer(call.uid);
         p.text(call.keyId).bytes(ip.data(), ip.size()).integer(call.status);
-        c_.exec(pg::kInsertRequestLog, p);
+        c_.later(pg::kInsertRequestLog, std::move(p));
     }
     // One statement for the ids and one for the rows, whatever their number.
     void insertCalls(const std::vector<CallRecord>& calls) override {
@@ -501,7 +674,7 @@ public:
         }
         Params p;
         for (std::string* a : {&id, &at, &method, &duration, &result, &uid, &key, &ip, &status}) p.text(*a + "}");
-        c_.exec(pg::kInsertRequestLogRows, p);
+        c_.later(pg::kInsertRequestLogRows, std::move(p));
     }
     std::vector<CallRecord> findCalls(const CallQuery& q) override {
         auto r = c_.exec(pg::kSelectRequestLog, Params().optionalInteger(q.since).optionalInteger(q.until).integer(q.limit));
@@ -531,7 +704,7 @@ public:
     }
     void putFraudMember(std::string_view rule, std::string_view key, std::string_view member, std::int64_t at,
                         std::int64_t expiresAt) override {
-        c_.exec(pg::kPutFraudMember, Params().text(rule).text(key).text(member).integer(at).integer(expiresAt));
+        c_.later(pg::kPutFraudMember, std::move(Params().text(rule).text(key).text(member).integer(at).integer(expiresAt)));
     }
 
     // ---- retention ----
@@ -776,7 +949,7 @@ public:
 
     // ---- transaction binding ----
     void bindRequest(std::string_view requestId, std::string_view contextDigest) override {
-        c_.exec(pg::kBindRequest, Params().text(requestId).text(contextDigest));
+        c_.later(pg::kBindRequest, std::move(Params().text(requestId).text(contextDigest)));
     }
     std::string requestBinding(std::string_view requestId) override {
         auto r = c_.exec(pg::kSelectRequestBinding, Params().text(requestId));
@@ -802,7 +975,7 @@ public:
         return c_.exec(pg::kRevokeApiKey, Params().text(id).integer(now)).affected() > 0;
     }
     void touchApiKey(std::string_view id, std::int64_t now) override {
-        c_.exec(pg::kTouchApiKey, Params().text(id).integer(now));
+        c_.later(pg::kTouchApiKey, std::move(Params().text(id).integer(now)));
     }
     std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view keyId, std::string_view idemKey,
                                                          std::string_view bodyHash, std::int64_t now,
@@ -860,7 +1033,7 @@ public:
         p.integer(r.seq).integer(r.at).text(r.app).text(r.event).integer(r.uid).text(r.outcome).text(r.requestId);
         p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
         p.text(r.subjectCommit).integer(r.chain);
-        c_.exec(pg::kInsertAudit, p);
+        c_.later(pg::kInsertAudit, std::move(p));
         auditTail_ = otp::AuditCheckpoint{r.seq, r.hash, r.at, r.chain};
     }
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
@@ -948,10 +1121,10 @@ public:
         Params p;
         p.text(app).integer(hour).integer(kind == EmailFeedback::Send ? 1 : 0).integer(kind == EmailFeedback::Bounce ? 1 : 0);
         p.integer(kind == EmailFeedback::Complaint ? 1 : 0).integer(static_cast<std::int64_t>(shareDraw() % kRateShares));
-        c_.exec(pg::kCountEmailFeedback, p);
+        c_.later(pg::kCountEmailFeedback, std::move(p));
         auto pruned = c_.feedbackPruned.find(app);
         if (pruned != c_.feedbackPruned.end() && pruned->second == hour) return;
-        c_.exec(pg::kPruneEmailFeedback, Params().text(app).integer(hour - kEmailFeedbackHours));
+        c_.later(pg::kPruneEmailFeedback, std::move(Params().text(app).integer(hour - kEmailFeedbackHours)));
         // A rollback undoes the delete: what it would have removed is older
         // than any sum reads, and goes with the next hour's prune.
         if (pruned == c_.feedbackPruned.end()) c_.feedbackPruned.emplace(std::string(app), hour);
@@ -1162,6 +1335,7 @@ private:
     // search for one with room starts.
     static constexpr int kRateShares = 16;
     std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
+    std::optional<RateLocks> rateLocked_;  // countSendsIf's last check, not yet counted
     std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain taken, once per transaction
     // One generator per worker thread, seeded once (not a random_device read per transaction).
     static std::uint_fast32_t shareDraw() {
@@ -1176,7 +1350,7 @@ private:
         Params p;
         p.text(e.id).text(e.app).text(e.type).text(e.requestId).bytes(payload.data(), payload.size());
         p.integer(e.createdAt).integer(e.retryAt);
-        c_.exec(pg::kEnqueueEvent, p);
+        c_.later(pg::kEnqueueEvent, std::move(p));
     }
     std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
                                            std::int64_t leaseUntil, int limit) override {
@@ -1211,7 +1385,7 @@ private:
         Params p;
         p.text(a.eventId).text(a.app).text(a.type).integer(a.attempt).integer(a.at).text(a.outcome);
         p.integer(a.statusCode).integer(a.durationMs).text(a.error);
-        c_.exec(pg::kInsertEventAttempt, p);
+        c_.later(pg::kInsertEventAttempt, std::move(p));
     }
     std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& q) override {
         Params p;
@@ -1508,11 +1682,11 @@ private:
                 return std::current_exception();
             }
             try {
-                conn->exec("BEGIN");
+                conn->begin();
                 PostgresTransaction t(*conn, *sealer_);
                 work(t);
                 t.runAtCommit();
-                conn->exec("COMMIT");
+                conn->commit();
                 return nullptr;
             } catch (...) {
                 const std::exception_ptr error = std::current_exception();
@@ -1547,6 +1721,7 @@ private:
     }
 
     static void rollback(Connection& c) {
+        c.discard();
         if (!c.ok()) return;
         try {
             c.exec("ROLLBACK");
