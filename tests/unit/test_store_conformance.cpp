@@ -883,6 +883,39 @@ TEST_CASE("subject failures: counted one by one, locked without shortening a loc
     CHECK(store::runSync(*s, [](store::Transaction& t) { return t.findSubjectFailures("other", "subj"); }));
 }
 
+TEST_CASE("a subject's flags and failures read in a work item show that work item's own changes", "[store][outcomes]") {
+    // A store may read them with the request (PostgreSQL does, for a
+    // verify): what the work item changes after that must still show.
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    store::runSync(*s, [](store::Transaction& t) { t.insertRequest(sample("r1")); });
+    store::runSync(*s, [](store::Transaction& t) {
+        REQUIRE(t.findRequest("r1"));
+        CHECK_FALSE(t.subjectFlags("subj").restrictedAt);
+        CHECK_FALSE(t.findSubjectFailures("shop", "subj"));
+        t.setRestricted("subj", 100);
+        CHECK(t.subjectFlags("subj").restrictedAt == 100);
+        CHECK(t.countSubjectFailure("shop", "subj") == 1);
+        REQUIRE(t.findSubjectFailures("shop", "subj"));
+        CHECK(t.findSubjectFailures("shop", "subj")->failures == 1);
+    });
+    store::runSync(*s, [](store::Transaction& t) {
+        REQUIRE(t.findRequest("r1"));
+        CHECK(t.subjectFlags("subj").restrictedAt == 100);
+        REQUIRE(t.findSubjectFailures("shop", "subj"));
+        t.lockSubject("shop", "subj", 700);
+        CHECK(t.findSubjectFailures("shop", "subj")->lockedUntil == 700);
+        t.clearSubjectFailures("shop", "subj");
+        CHECK_FALSE(t.findSubjectFailures("shop", "subj"));
+        t.setRestricted("subj", std::nullopt);
+        CHECK_FALSE(t.subjectFlags("subj").restrictedAt);
+        // Another subject's, or another app's, are not the request's.
+        CHECK(t.countSubjectFailure("other", "subj") == 1);
+        CHECK(t.findSubjectFailures("other", "subj"));
+    });
+}
+
 TEST_CASE("concurrent work: one approval of many verifies of one code, every wrong code and failure counted",
           "[store][outcomes][concurrency]") {
     const auto backend = GENERATE(from_range(backends()));

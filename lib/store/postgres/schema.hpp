@@ -396,6 +396,14 @@ inline constexpr const char* kSetVersion = "UPDATE twofactor_schema SET version 
     "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "        \
     "finished_at, failure, fallback_destination"
 inline constexpr const char* kSelectRequest = "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE id = $1";
+// The request, and beside it what a verify reads next about its subject: the
+// subject's flags (restricted_at, objected_at) and its failures in the request's app (failures, locked_until; NULL when
+// none): three primary-key lookups in one round trip.
+inline constexpr const char* kSelectRequestAndSubject =
+    "SELECT q.*, f.restricted_at, f.objected_at, s.failures, s.locked_until "
+    "FROM (SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE id = $1) AS q "
+    "LEFT JOIN subject_flags f ON f.subject_hash = q.subject_hash "
+    "LEFT JOIN subject_failures s ON s.app = q.app AND s.subject_hash = q.subject_hash";
 inline constexpr const char* kSelectNewestPending =
     "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE app = $1 AND subject_hash = $2 AND status = 'pending' "
     "ORDER BY created_at DESC, seq DESC LIMIT 1";
@@ -446,13 +454,15 @@ inline constexpr const char* kSwitchChannel =
 inline constexpr const char* kLockRateCounter =
     "INSERT INTO rate_counters (scope, key, window_start, count, last_at) VALUES ($1, $2, 0, 0, 0) "
     "ON CONFLICT (scope, key) DO UPDATE SET count = rate_counters.count RETURNING window_start, count, last_at";
-// $1 scope, $2 key, $3 now, $4 the window: a window that is over (or an
-// empty counter) starts again at now.
-inline constexpr const char* kCountRateSend =
-    "UPDATE rate_counters SET "
-    "window_start = CASE WHEN count = 0 OR $3 >= window_start + $4 THEN $3 ELSE window_start END, "
-    "count = CASE WHEN count = 0 OR $3 >= window_start + $4 THEN 1 ELSE count + 1 END, last_at = $3 "
-    "WHERE scope = $1 AND key = $2";
+// One more send on each of several counters: $1 scopes, $2 keys, $3 their
+// windows (arrays in step), $4 now; a window that is over (or an empty
+// counter) starts again at now. The rows are already locked by this
+// transaction (kLockRateCounter, kClaimRateShare).
+inline constexpr const char* kCountRateSends =
+    "UPDATE rate_counters r SET "
+    "window_start = CASE WHEN r.count = 0 OR $4 >= r.window_start + u.w THEN $4 ELSE r.window_start END, "
+    "count = CASE WHEN r.count = 0 OR $4 >= r.window_start + u.w THEN 1 ELSE r.count + 1 END, last_at = $4 "
+    "FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS u(scope, key, w) WHERE r.scope = u.scope AND r.key = u.key";
 
 // An app-wide counter in shares (otp::RateKey::spreadCap): $1 scope, $2 the
 // share keys, $3 their caps, $4 now, $5 the window. Locks the first share in

@@ -337,8 +337,22 @@ public:
     PostgresTransaction(Connection& c, const pg::ColumnSealer& sealer) : c_(c), seal_(sealer) {}
 
     // ---- requests ----
+    // A verify reads the request, then its subject's flags and failures:
+    // read with it, and kept for the subjectFlags and findSubjectFailures
+    // that follow in this transaction, until this transaction changes them.
     std::optional<otp::OtpRequest> findRequest(std::string_view id) override {
-        return readOne(c_.exec(pg::kSelectRequest, Params().text(id)));
+        auto r = c_.exec(pg::kSelectRequestAndSubject, Params().text(id));
+        auto request = readOne(r);
+        if (!request) return request;
+        constexpr int kAfter = 24;  // the columns after the request's
+        SubjectFlags flags;
+        if (!r.null(0, kAfter)) flags.restrictedAt = r.integer(0, kAfter);
+        if (!r.null(0, kAfter + 1)) flags.objectedAt = r.integer(0, kAfter + 1);
+        flagsSeen_ = SeenFlags{request->subjectHash, flags};
+        std::optional<otp::SubjectFailures> failures;
+        if (!r.null(0, kAfter + 2)) failures = otp::SubjectFailures{r.integer(0, kAfter + 2), r.integer(0, kAfter + 3)};
+        failuresSeen_ = SeenFailures{request->app, request->subjectHash, failures};
+        return request;
     }
     std::optional<otp::OtpRequest> findNewestPending(std::string_view app, std::string_view subjectHash) override {
         return readOne(c_.exec(pg::kSelectNewestPending, Params().text(app).text(subjectHash)));
@@ -407,11 +421,17 @@ public:
         // them from the check instead of locking them again.
         if (!rateLocked_ || !rateLocked_->same(keys, now)) rateLocked_ = lockRateCounters(keys, order, now);
         if (!admit(rateLocked_->found)) return false;
-        for (std::size_t i : order) {
-            Params p;
-            p.text(keys[i].scope).text(rateLocked_->counted[i]).integer(now).integer(keys[i].window);
-            c_.later(pg::kCountRateSend, std::move(p));
+        std::string scopes = "{", rows = "{", windows = "{";
+        for (std::size_t n = 0; n < order.size(); ++n) {
+            const std::size_t i = order[n];
+            const char* sep = n ? "," : "";
+            scopes += sep + arrayElement(keys[i].scope);
+            rows += sep + arrayElement(rateLocked_->counted[i]);
+            windows += sep + std::to_string(keys[i].window);
         }
+        Params p;
+        p.text(scopes + "}").text(rows + "}").text(windows + "}").integer(now);
+        c_.later(pg::kCountRateSends, std::move(p));
         rateLocked_.reset();  // counted: what was read is no longer what is stored
         return true;
     }
@@ -529,17 +549,22 @@ public:
         return soonest;
     }
     std::optional<otp::SubjectFailures> findSubjectFailures(std::string_view app, std::string_view subjectHash) override {
+        if (failuresSeen_ && failuresSeen_->app == app && failuresSeen_->subjectHash == subjectHash)
+            return failuresSeen_->failures;
         auto r = c_.exec(pg::kSelectSubjectFailures, Params().text(app).text(subjectHash));
         if (r.rows() != 1) return std::nullopt;
         return otp::SubjectFailures{r.integer(0, 0), r.integer(0, 1)};
     }
     std::int64_t countSubjectFailure(std::string_view app, std::string_view subjectHash) override {
+        failuresSeen_.reset();
         return c_.exec(pg::kCountSubjectFailure, Params().text(app).text(subjectHash)).integer(0, 0);
     }
     void lockSubject(std::string_view app, std::string_view subjectHash, std::int64_t until) override {
+        failuresSeen_.reset();
         c_.later(pg::kLockSubject, std::move(Params().text(app).text(subjectHash).integer(until)));
     }
     void clearSubjectFailures(std::string_view app, std::string_view subjectHash) override {
+        failuresSeen_.reset();
         c_.later(pg::kDeleteSubjectFailures, std::move(Params().text(app).text(subjectHash)));
     }
 
@@ -710,6 +735,7 @@ public:
     // ---- retention ----
     std::int64_t purgeStep(PurgeKind kind, std::int64_t now, const RetentionPolicy& policy, int limit,
                            bool dryRun) override {
+        forgetSeenSubjects();
         const std::int64_t cutoff = purgeCutoff(kind, now, policy);
         if (kind == PurgeKind::AuditRecords && !dryRun) return pruneAudit(cutoff, limit, policy.auditKey, now);
         const auto& statements = pg::kPurge[static_cast<std::size_t>(kind)];
@@ -806,6 +832,7 @@ public:
 
     // ---- data subjects ----
     SubjectFlags subjectFlags(std::string_view subjectHash) override {
+        if (flagsSeen_ && flagsSeen_->subjectHash == subjectHash) return flagsSeen_->flags;
         auto r = c_.exec(pg::kSelectSubjectFlags, Params().text(subjectHash));
         SubjectFlags f;
         if (r.rows() == 1) {
@@ -815,6 +842,7 @@ public:
         return f;
     }
     void setFlag(const char* sql, std::string_view subjectHash, std::optional<std::int64_t> since) {
+        flagsSeen_.reset();
         c_.exec(pg::kEnsureSubjectFlags, Params().text(subjectHash));
         c_.exec(sql, Params().text(subjectHash).optionalInteger(since));
         c_.exec(pg::kDropEmptyFlags, Params().text(subjectHash));
@@ -849,6 +877,7 @@ public:
     }
 
     SubjectCounts eraseSubject(std::string_view subjectHash, std::string_view address) override {
+        forgetSeenSubjects();
         SubjectCounts c;
         std::int64_t* targets[] = {&c.deliveryJobs, &c.deliveries, &c.requests, &c.fallbacks,    &c.auditRecords,
                                    &c.optOuts,      &c.failures,   &c.flags,    &c.rateCounters, &c.fraudSets};
@@ -865,6 +894,7 @@ public:
 
     SubjectCounts rectifySubject(std::string_view oldHash, std::string_view oldAddress, std::string_view newHash,
                                  std::string_view newAddress) override {
+        forgetSeenSubjects();
         SubjectCounts c;
         const std::string newIndex = seal_.blindIndex(newAddress);
         auto own = c_.exec(pg::kLockSubjectRequests, Params().text(oldHash));
@@ -1336,6 +1366,21 @@ private:
     static constexpr int kRateShares = 16;
     std::vector<std::function<void()>> atCommit_;  // appendAtCommit, in order
     std::optional<RateLocks> rateLocked_;  // countSendsIf's last check, not yet counted
+    // What findRequest read beside the request (see there).
+    struct SeenFlags {
+        std::string subjectHash;
+        SubjectFlags flags;
+    };
+    struct SeenFailures {
+        std::string app, subjectHash;
+        std::optional<otp::SubjectFailures> failures;
+    };
+    std::optional<SeenFlags> flagsSeen_;
+    std::optional<SeenFailures> failuresSeen_;
+    void forgetSeenSubjects() {
+        flagsSeen_.reset();
+        failuresSeen_.reset();
+    }
     std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain taken, once per transaction
     // One generator per worker thread, seeded once (not a random_device read per transaction).
     static std::uint_fast32_t shareDraw() {
