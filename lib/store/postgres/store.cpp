@@ -453,7 +453,10 @@ public:
     };
     // Each plain counter locked (made when missing), each app-wide one's
     // first claim of a share: one round trip. A counter without a free share
-    // then waits for its shares one by one (claimShareInTurn).
+    // then waits for its shares one by one (claimShareInTurn). The first
+    // claims do not wait (SKIP LOCKED); with two app-wide counters in one
+    // call (no caller has more than one) a wait could close a cycle, which
+    // the server breaks as a deadlock and runItem runs the work again.
     RateLocks lockRateCounters(const std::vector<otp::RateKey>& keys, const std::vector<std::size_t>& order,
                                std::int64_t now) {
         RateLocks out{keys, now, std::vector<std::optional<otp::RateCounter>>(keys.size()),
