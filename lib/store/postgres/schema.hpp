@@ -395,10 +395,10 @@ inline constexpr const char* kSetVersion = "UPDATE twofactor_schema SET version 
     "id, app, channel, destination, subject_hash, purpose, locale, client_ip, device, reference, code_hash, "        \
     "code_length, status, attempts, max_attempts, sends, max_sends, ttl, created_at, expires_at, updated_at, "        \
     "finished_at, failure, fallback_destination"
-inline constexpr const char* kSelectRequest = "SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE id = $1";
-// The request, and beside it what a verify reads next about its subject: the
-// subject's flags (restricted_at, objected_at) and its failures in the request's app (failures, locked_until; NULL when
-// none): three primary-key lookups in one round trip.
+// A request by id, and beside it what a verify reads next about its subject:
+// the subject's flags (restricted_at, objected_at) and its failures in the
+// request's app (failures, locked_until; NULL when none): three primary-key
+// lookups in one round trip.
 inline constexpr const char* kSelectRequestAndSubject =
     "SELECT q.*, f.restricted_at, f.objected_at, s.failures, s.locked_until "
     "FROM (SELECT " TF_REQUEST_COLUMNS " FROM requests WHERE id = $1) AS q "

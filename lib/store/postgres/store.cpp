@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -169,8 +170,8 @@ public:
     // statement is sent with its text.
     Result exec(const char* sql, const Params& p = Params()) {
         if (!queued_.empty()) {
-            const Statement one[] = {{sql, &p}};
-            return std::move(pipeline(one).back());
+            const Statement one{sql, &p};
+            return std::move(pipeline({&one, 1}).back());
         }
         std::vector<const char*> values;
         std::vector<int> lengths;
@@ -198,9 +199,11 @@ public:
         const char* sql;
         const Params* params;
     };
-    void later(const char* sql, Params p) { queued_.push_back(Queued{sql, std::move(p)}); }
+    // Takes p's values (p is left empty), so that a Params built in the call
+    // (Params().text(…)) is passed as it is.
+    void later(const char* sql, Params& p) { queued_.push_back(Queued{sql, std::move(p)}); }
     // BEGIN waits for the work item's first statement.
-    void begin() { later("BEGIN", Params()); }
+    void begin() { queued_.push_back(Queued{"BEGIN", Params()}); }
     // A work item that ran no statement commits nothing: its BEGIN is dropped.
     void commit() {
         if (queued_.size() == 1 && std::strcmp(queued_.front().sql, "BEGIN") == 0) {
@@ -213,7 +216,7 @@ public:
     void discard() { queued_.clear(); }
     // Statements whose results are read, independent of each other's: the
     // queued ones, then these, in one round trip. The results of these.
-    std::vector<Result> execAll(const std::vector<Statement>& batch) { return pipeline(batch); }
+    std::vector<Result> execAll(std::span<const Statement> batch) { return pipeline(batch); }
 
     // Several statements without parameters (a migration): the simple query protocol.
     void script(const char* sql) {
@@ -246,12 +249,11 @@ private:
     // the results of `extra`. The first statement that failed is thrown
     // (those after it were skipped by the server). A connection that breaks
     // in the middle is marked so, and the next work item opens a new one.
-    template <class Batch>
-    std::vector<Result> pipeline(const Batch& extra) {
+    std::vector<Result> pipeline(std::span<const Statement> extra) {
         std::vector<Queued> queued = std::move(queued_);
         queued_.clear();
         std::vector<Statement> all;
-        all.reserve(queued.size() + std::size(extra));
+        all.reserve(queued.size() + extra.size());
         for (const auto& q : queued) all.push_back(Statement{q.sql, &q.params});
         for (const auto& e : extra) all.push_back(e);
         // Prepared first, one at a time: PQprepare waits for its answer.
@@ -372,7 +374,7 @@ public:
         p.integer(r.sends).integer(r.maxSends).integer(r.ttl).integer(r.createdAt).integer(r.expiresAt);
         p.integer(r.updatedAt).optionalInteger(r.finishedAt).text(r.failure).bytes(fallback.data(), fallback.size());
         p.text(seal_.blindIndex(r.fallbackDestination));
-        c_.later(pg::kInsertRequest, std::move(p));
+        c_.later(pg::kInsertRequest, p);
     }
 
     // ---- request state changes ----
@@ -421,17 +423,13 @@ public:
         // them from the check instead of locking them again.
         if (!rateLocked_ || !rateLocked_->same(keys, now)) rateLocked_ = lockRateCounters(keys, order, now);
         if (!admit(rateLocked_->found)) return false;
-        std::string scopes = "{", rows = "{", windows = "{";
-        for (std::size_t n = 0; n < order.size(); ++n) {
-            const std::size_t i = order[n];
-            const char* sep = n ? "," : "";
-            scopes += sep + arrayElement(keys[i].scope);
-            rows += sep + arrayElement(rateLocked_->counted[i]);
-            windows += sep + std::to_string(keys[i].window);
+        ArrayLiteral scopes, rows, windows;
+        for (std::size_t i : order) {
+            scopes.add(arrayElement(keys[i].scope));
+            rows.add(arrayElement(rateLocked_->counted[i]));
+            windows.add(keys[i].window);
         }
-        Params p;
-        p.text(scopes + "}").text(rows + "}").text(windows + "}").integer(now);
-        c_.later(pg::kCountRateSends, std::move(p));
+        c_.later(pg::kCountRateSends, Params().text(scopes.str()).text(rows.str()).text(windows.str()).integer(now));
         rateLocked_.reset();  // counted: what was read is no longer what is stored
         return true;
     }
@@ -502,19 +500,20 @@ public:
     };
     static Shares sharesOf(const otp::RateKey& k) {
         const std::int64_t cap = k.spreadCap;
-        Shares sh{std::vector<std::string>(kRateShares), std::vector<std::int64_t>(kRateShares), "{", "{"};
+        Shares sh{std::vector<std::string>(kRateShares), std::vector<std::int64_t>(kRateShares), {}, {}};
         for (int s = 0; s < kRateShares; ++s) {
             sh.names[s] = s == 0 ? k.key : k.key + "#" + std::to_string(s);
             sh.caps[s] = cap / kRateShares + (s < cap % kRateShares ? 1 : 0);
         }
         const int start = static_cast<int>(shareDraw() % kRateShares);
+        ArrayLiteral keyList, capList;
         for (int n = 0; n < kRateShares; ++n) {
             const int s = (start + n) % kRateShares;
-            sh.keyList += (n ? "," : "") + arrayElement(sh.names[s]);
-            sh.capList += (n ? "," : "") + std::to_string(sh.caps[s]);
+            keyList.add(arrayElement(sh.names[s]));
+            capList.add(sh.caps[s]);
         }
-        sh.keyList += "}";
-        sh.capList += "}";
+        sh.keyList = keyList.str();
+        sh.capList = capList.str();
         return sh;
     }
     static Params claimParams(const otp::RateKey& k, const Shares& sh, std::int64_t now) {
@@ -564,11 +563,11 @@ public:
     }
     void lockSubject(std::string_view app, std::string_view subjectHash, std::int64_t until) override {
         failuresSeen_.reset();
-        c_.later(pg::kLockSubject, std::move(Params().text(app).text(subjectHash).integer(until)));
+        c_.later(pg::kLockSubject, Params().text(app).text(subjectHash).integer(until));
     }
     void clearSubjectFailures(std::string_view app, std::string_view subjectHash) override {
         failuresSeen_.reset();
-        c_.later(pg::kDeleteSubjectFailures, std::move(Params().text(app).text(subjectHash)));
+        c_.later(pg::kDeleteSubjectFailures, Params().text(app).text(subjectHash));
     }
 
     // ---- delivery jobs ----
@@ -576,7 +575,7 @@ public:
         Params p;
         p.text(j.requestId).integer(j.send).integer(j.attempts).integer(j.retryAt).text(j.holder);
         p.integer(j.leaseUntil).integer(j.expiresAt).integer(j.createdAt).text(j.lastError);
-        c_.later(pg::kPutDeliveryJob, std::move(p));
+        c_.later(pg::kPutDeliveryJob, p);
     }
     std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder, std::string_view nodePrefix,
                                                     std::int64_t now, std::int64_t leaseUntil, int limit) override {
@@ -604,10 +603,10 @@ public:
         return c_.exec(pg::kFinishDeliveryJob, Params().text(requestId).integer(send).text(holder)).affected() == 1;
     }
     void endDeliveryJob(std::string_view requestId) override {
-        c_.later(pg::kEndDeliveryJob, std::move(Params().text(requestId)));
+        c_.later(pg::kEndDeliveryJob, Params().text(requestId));
     }
     void endDeliveryJob(std::string_view requestId, int send, std::string_view holder) override {
-        c_.later(pg::kFinishDeliveryJob, std::move(Params().text(requestId).integer(send).text(holder)));
+        c_.later(pg::kFinishDeliveryJob, Params().text(requestId).integer(send).text(holder));
     }
     std::optional<otp::DeliveryJob> findDeliveryJob(std::string_view requestId) override {
         auto jobs = readJobs(c_.exec(pg::kSelectDeliveryJob, Params().text(requestId)));
@@ -624,7 +623,7 @@ public:
         p.text(a.requestId).text(a.app).text(a.channel).text(a.driver).integer(a.send).integer(a.attempt).integer(a.at);
         p.text(a.outcome).text(a.providerMessageId).integer(a.statusCode).integer(a.durationMs).text(a.errorClass);
         p.text(a.error).text(a.ambiguous ? "true" : "false").text(a.provider).text(a.region);
-        c_.later(pg::kInsertDelivery, std::move(p));
+        c_.later(pg::kInsertDelivery, p);
     }
     std::vector<otp::DeliveryAttempt> findDeliveryAttempts(const otp::DeliveryQuery& q) override {
         Params p;
@@ -650,7 +649,7 @@ public:
         const std::string destination = seal_.seal("optouts", "destination", e.subjectHash, e.destination);
         Params p;
         p.text(e.subjectHash).bytes(destination.data(), destination.size()).integer(e.createdAt).text(e.source).text(e.reason);
-        c_.later(pg::kPutOptOut, std::move(p));
+        c_.later(pg::kPutOptOut, p);
     }
     bool removeOptOut(std::string_view subjectHash) override {
         return c_.exec(pg::kDeleteOptOut, Params().text(subjectHash)).affected() > 0;
@@ -671,7 +670,7 @@ public:
         Params p;
         p.integer(id).integer(call.at).text(call.method).integer(call.durationMs).text(call.result).integer(call.uid);
         p.text(call.keyId).bytes(ip.data(), ip.size()).integer(call.status);
-        c_.later(pg::kInsertRequestLog, std::move(p));
+        c_.later(pg::kInsertRequestLog, p);
     }
     // One statement for the ids and one for the rows, whatever their number.
     void insertCalls(const std::vector<CallRecord>& calls) override {
@@ -681,28 +680,26 @@ public:
         }
         const auto ids = c_.exec(pg::kNextRequestLogIds, Params().integer(static_cast<std::int64_t>(calls.size())));
         if (ids.rows() != static_cast<int>(calls.size())) throw std::runtime_error("PostgreSQL: too few request-log ids");
-        std::string id = "{", at = "{", method = "{", duration = "{", result = "{", uid = "{", key = "{", ip = "{",
-                    status = "{";
+        ArrayLiteral id, at, method, duration, result, uid, key, ip, status;
         for (std::size_t i = 0; i < calls.size(); ++i) {
             const CallRecord& call = calls[i];
-            const std::string sep = i ? "," : "";
             const std::string rowId = ids.text(static_cast<int>(i), 0);
             const std::string sealed = call.clientIp.empty()
                                            ? std::string()
                                            : seal_.seal("request_log", "client_ip", rowId, call.clientIp);
-            id += sep + rowId;
-            at += sep + std::to_string(call.at);
-            method += sep + arrayElement(call.method);
-            duration += sep + std::to_string(call.durationMs);
-            result += sep + arrayElement(call.result);
-            uid += sep + std::to_string(call.uid);
-            key += sep + arrayElement(call.keyId);
-            ip += sep + "\"\\\\x" + crypto::hex(sealed.data(), sealed.size()) + "\"";
-            status += sep + std::to_string(call.status);
+            id.add(rowId);
+            at.add(call.at);
+            method.add(arrayElement(call.method));
+            duration.add(call.durationMs);
+            result.add(arrayElement(call.result));
+            uid.add(call.uid);
+            key.add(arrayElement(call.keyId));
+            ip.add("\"\\\\x" + crypto::hex(sealed.data(), sealed.size()) + "\"");
+            status.add(call.status);
         }
         Params p;
-        for (std::string* a : {&id, &at, &method, &duration, &result, &uid, &key, &ip, &status}) p.text(*a + "}");
-        c_.later(pg::kInsertRequestLogRows, std::move(p));
+        for (const ArrayLiteral* a : {&id, &at, &method, &duration, &result, &uid, &key, &ip, &status}) p.text(a->str());
+        c_.later(pg::kInsertRequestLogRows, p);
     }
     std::vector<CallRecord> findCalls(const CallQuery& q) override {
         auto r = c_.exec(pg::kSelectRequestLog, Params().optionalInteger(q.since).optionalInteger(q.until).integer(q.limit));
@@ -732,7 +729,7 @@ public:
     }
     void putFraudMember(std::string_view rule, std::string_view key, std::string_view member, std::int64_t at,
                         std::int64_t expiresAt) override {
-        c_.later(pg::kPutFraudMember, std::move(Params().text(rule).text(key).text(member).integer(at).integer(expiresAt)));
+        c_.later(pg::kPutFraudMember, Params().text(rule).text(key).text(member).integer(at).integer(expiresAt));
     }
 
     // ---- retention ----
@@ -982,7 +979,7 @@ public:
 
     // ---- transaction binding ----
     void bindRequest(std::string_view requestId, std::string_view contextDigest) override {
-        c_.later(pg::kBindRequest, std::move(Params().text(requestId).text(contextDigest)));
+        c_.later(pg::kBindRequest, Params().text(requestId).text(contextDigest));
     }
     std::string requestBinding(std::string_view requestId) override {
         auto r = c_.exec(pg::kSelectRequestBinding, Params().text(requestId));
@@ -1008,7 +1005,7 @@ public:
         return c_.exec(pg::kRevokeApiKey, Params().text(id).integer(now)).affected() > 0;
     }
     void touchApiKey(std::string_view id, std::int64_t now) override {
-        c_.later(pg::kTouchApiKey, std::move(Params().text(id).integer(now)));
+        c_.later(pg::kTouchApiKey, Params().text(id).integer(now));
     }
     std::optional<IdempotencyRecord> claimIdempotencyKey(std::string_view keyId, std::string_view idemKey,
                                                          std::string_view bodyHash, std::int64_t now,
@@ -1066,7 +1063,7 @@ public:
         p.integer(r.seq).integer(r.at).text(r.app).text(r.event).integer(r.uid).text(r.outcome).text(r.requestId);
         p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
         p.text(r.subjectCommit).integer(r.chain);
-        c_.later(pg::kInsertAudit, std::move(p));
+        c_.later(pg::kInsertAudit, p);
         auditTail_ = otp::AuditCheckpoint{r.seq, r.hash, r.at, r.chain};
     }
     std::vector<otp::AuditRecord> findAuditRecords(const otp::AuditQuery& q) override {
@@ -1154,10 +1151,10 @@ public:
         Params p;
         p.text(app).integer(hour).integer(kind == EmailFeedback::Send ? 1 : 0).integer(kind == EmailFeedback::Bounce ? 1 : 0);
         p.integer(kind == EmailFeedback::Complaint ? 1 : 0).integer(static_cast<std::int64_t>(shareDraw() % kRateShares));
-        c_.later(pg::kCountEmailFeedback, std::move(p));
+        c_.later(pg::kCountEmailFeedback, p);
         auto pruned = c_.feedbackPruned.find(app);
         if (pruned != c_.feedbackPruned.end() && pruned->second == hour) return;
-        c_.later(pg::kPruneEmailFeedback, std::move(Params().text(app).integer(hour - kEmailFeedbackHours)));
+        c_.later(pg::kPruneEmailFeedback, Params().text(app).integer(hour - kEmailFeedbackHours));
         // A rollback undoes the delete: what it would have removed is older
         // than any sum reads, and goes with the next hour's prune.
         if (pruned == c_.feedbackPruned.end()) c_.feedbackPruned.emplace(std::string(app), hour);
@@ -1176,6 +1173,21 @@ private:
     // The address's index under every key held, as a text[] literal (hex
     // digits only, so nothing to quote); empty without an address.
     // One element of a text[] literal, quoted.
+    // A PostgreSQL array literal ("{a,b}"), element by element: quoted text
+    // (arrayElement) or numbers as they are.
+    class ArrayLiteral {
+    public:
+        ArrayLiteral& add(std::string_view element) {
+            if (text_.size() > 1) text_ += ',';
+            text_ += element;
+            return *this;
+        }
+        ArrayLiteral& add(std::int64_t n) { return add(std::to_string(n)); }
+        [[nodiscard]] std::string str() const { return text_ + "}"; }
+
+    private:
+        std::string text_ = "{";
+    };
     static std::string arrayElement(std::string_view v) {
         std::string out = "\"";
         for (char ch : v) {
@@ -1398,7 +1410,7 @@ private:
         Params p;
         p.text(e.id).text(e.app).text(e.type).text(e.requestId).bytes(payload.data(), payload.size());
         p.integer(e.createdAt).integer(e.retryAt);
-        c_.later(pg::kEnqueueEvent, std::move(p));
+        c_.later(pg::kEnqueueEvent, p);
     }
     std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
                                            std::int64_t leaseUntil, int limit) override {
@@ -1433,7 +1445,7 @@ private:
         Params p;
         p.text(a.eventId).text(a.app).text(a.type).integer(a.attempt).integer(a.at).text(a.outcome);
         p.integer(a.statusCode).integer(a.durationMs).text(a.error);
-        c_.later(pg::kInsertEventAttempt, std::move(p));
+        c_.later(pg::kInsertEventAttempt, p);
     }
     std::vector<otp::EventAttempt> findEventAttempts(const otp::EventAttemptQuery& q) override {
         Params p;
