@@ -1553,6 +1553,16 @@ TEST_CASE("concurrent writers keep every audit chain without gaps", "[store][aud
 #ifdef HAVE_POSTGRESQL
 namespace {
 
+// A PostgreSQL store on the test database (as a node of a cluster: all
+// nodes share the store key) with this many connections.
+std::unique_ptr<store::Store> openPgNode(const SecretBytes& storeKey, int connections) {
+    store::PostgresOptions o;
+    o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+    o.key = storeKey.clone();
+    o.connections = connections;
+    return store::openPostgresStore(std::move(o));
+}
+
 // Two audited transactions open at once: the second cannot take the chain
 // the first holds, so it begins another. Returns the two chains.
 std::pair<std::int64_t, std::int64_t> appendInTwoChains(store::Store& s, const SecretBytes& key, std::int64_t at,
@@ -1597,7 +1607,7 @@ TEST_CASE("writers open at once append to separate chains; every chain verifies,
     REQUIRE(a >= 0);
     REQUIRE(b >= 0);
     CHECK(a != b);
-    // Later transactions, one at a time, take the lowest free chain again.
+    // Later transactions, one at a time, append to the lowest chain the node holds.
     for (int i = 0; i < 3; ++i)
         store::runSync(*s, [&](store::Transaction& t) {
             otp::AuditRecord r;
@@ -1706,6 +1716,69 @@ TEST_CASE("writers open at once append to separate chains; every chain verifies,
         CHECK(v.ok);
         CHECK(v.erased == 6);
     }
+#endif
+}
+
+TEST_CASE("a node keeps the audit chains it holds; one taken over after its lease is never forked", "[store][audit][cluster]") {
+    const auto backend = GENERATE(from_range(backends()));
+    if (backend != "postgresql") return;  // SQLCipher has one writer and one chain
+#ifdef HAVE_POSTGRESQL
+    Fresh f(backend);
+    f.store.reset();
+    Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
+    const auto storeKey = crypto::randomSecret(32);
+    const auto open = [&] { return openPgNode(storeKey, 1); };
+    auto nodeA = open();
+    auto nodeB = open();
+    const auto key = crypto::randomSecret(32);
+    std::int64_t at = 1'800'000'000;
+    const auto append = [&](store::Store& s, bool fail = false) {
+        return store::runSync(s, [&](store::Transaction& t) {
+            otp::AuditRecord r;
+            r.at = ++at;
+            r.event = "send";
+            r.outcome = "success";
+            const auto written = otp::appendAudit(t, key, r);
+            if (fail) throw std::runtime_error("the work item fails after its append");
+            return written;
+        });
+    };
+    const auto first = append(*nodeA);
+    // Held: the other node's writer begins a chain of its own, and each goes on with its own.
+    const auto other = append(*nodeB);
+    CHECK(other.chain != first.chain);
+    CHECK(append(*nodeA).chain == first.chain);
+    CHECK(append(*nodeB).chain == other.chain);
+    // A work item that fails after its append leaves the head where the last commit put it.
+    CHECK_THROWS_WITH(append(*nodeA, true), Catch::Contains("fails after its append"));
+    const auto third = append(*nodeA);
+    CHECK(third.chain == first.chain);
+    CHECK(third.seq == 3);
+
+    // A's lease lapses (a node stalled past it), and a writer new to the
+    // database (B, restarted) takes A's chain over: the only free one.
+    nodeB.reset();
+    const std::string firstChain = std::to_string(first.chain);
+    Fresh::pgSql("UPDATE audit_chains SET held_until = 0 WHERE chain = " + firstChain +
+                 "; UPDATE audit_chains SET holder = 'elsewhere', held_until = 4000000000 WHERE chain <> " + firstChain);
+    nodeB = open();
+    const auto takenOver = append(*nodeB);
+    CHECK(takenOver.chain == first.chain);
+    CHECK(takenOver.seq == 4);
+    CHECK(takenOver.prevHash == third.hash);
+    // A still remembers seq 3 as its head: its append must not fork the chain. It runs again on another.
+    const auto moved = append(*nodeA);
+    CHECK(moved.chain != first.chain);
+    CHECK(moved.seq == 1);
+    const auto v = store::runSync(*nodeA, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 7);
+
+    // A store that closes lets its chain go: the next writer takes it at once.
+    const auto heldByA = moved.chain;
+    nodeA.reset();
+    auto nodeC = open();
+    CHECK(append(*nodeC).chain == heldByA);
 #endif
 }
 

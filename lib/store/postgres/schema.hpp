@@ -382,6 +382,15 @@ UPDATE audit_chains c SET
 ALTER TABLE audit_chains ALTER COLUMN head_seq SET NOT NULL;
 ALTER TABLE audit_chains ALTER COLUMN head_hash SET NOT NULL;
 )sql",
+    // 12: a chain is held by one connection for as long as it appends to it
+    // (holder, renewed by every append to held_until), not taken afresh by
+    // every audited transaction: the connection knows its chain's head, and
+    // an audited commit no longer waits for a round trip to take a chain.
+    // A chain whose holder has not appended for a lease is free again.
+    R"sql(
+ALTER TABLE audit_chains ADD COLUMN holder TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_chains ADD COLUMN held_until BIGINT NOT NULL DEFAULT 0;
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
@@ -692,22 +701,31 @@ inline constexpr PurgeSql kPurge[] = {
 #undef TF_NOT_RESTRICTED_DELIVERY
 
 // ---- The audit log: a chain per writer ----
-// An audited transaction takes the lowest chain no other transaction holds
-// and keeps its row locked to the commit, so that nobody else appends to
-// that chain meanwhile; when every chain is held it begins a new one (its
-// row is invisible to the others until the commit). Writers never wait on
-// each other here: there are as many chains as the most audited
-// transactions the cluster ever had open at once. Pruning locks each chain
-// in turn (appenders skip it meanwhile).
+// A connection holds one chain and appends only to it. It takes the
+// lowest chain whose holder let its lease lapse (SKIP LOCKED: never one
+// another transaction is taking or appending to), or begins a new one when
+// none is free (its row is invisible to the others until the commit). It
+// then keeps the chain's head itself, and each append moves the head and
+// renews the lease (kInsertAudit). There are as many chains as connections
+// that audited within a lease, plus those let go. Pruning locks each chain
+// in turn (its holder's append waits for the cut meanwhile).
+// $1 the holder (a connection's random name), $2 the lease in seconds.
 #define TF_CHAIN_COLUMNS "chain, anchor_seq, anchor_hash, anchor_at, anchor_seal"
+#define TF_SERVER_NOW "extract(epoch FROM clock_timestamp())::BIGINT"
 // Both return the chain and its head (seq, hash); the locked row is the
 // newest version, so the head is the last committed append's.
 inline constexpr const char* kTakeAuditChain =
-    "SELECT chain, head_seq, head_hash FROM audit_chains ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED";
+    "UPDATE audit_chains SET holder = $1, held_until = " TF_SERVER_NOW " + $2::BIGINT WHERE chain = "
+    "(SELECT chain FROM audit_chains WHERE held_until < " TF_SERVER_NOW " ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "RETURNING chain, head_seq, head_hash";
 inline constexpr const char* kBeginAuditChain =
-    "INSERT INTO audit_chains (chain, anchor_seq, anchor_hash, anchor_at, anchor_seal, head_seq, head_hash) VALUES "
-    "(nextval('audit_chain_numbers'), 0, '0000000000000000000000000000000000000000000000000000000000000000', 0, '', 0, "
-    "'0000000000000000000000000000000000000000000000000000000000000000') RETURNING chain, head_seq, head_hash";
+    "INSERT INTO audit_chains (chain, anchor_seq, anchor_hash, anchor_at, anchor_seal, head_seq, head_hash, holder, "
+    "held_until) VALUES (nextval('audit_chain_numbers'), 0, "
+    "'0000000000000000000000000000000000000000000000000000000000000000', 0, '', 0, "
+    "'0000000000000000000000000000000000000000000000000000000000000000', $1, " TF_SERVER_NOW " + $2::BIGINT) "
+    "RETURNING chain, head_seq, head_hash";
+// A connection that closes lets its chain go at once.
+inline constexpr const char* kReleaseAuditChain = "UPDATE audit_chains SET held_until = 0 WHERE holder = $1";
 inline constexpr const char* kLockAuditChain = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains WHERE chain = $1 FOR UPDATE";
 inline constexpr const char* kSelectAuditAnchors = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains ORDER BY chain";
 #undef TF_CHAIN_COLUMNS
@@ -716,10 +734,17 @@ inline constexpr const char* kSelectAuditAnchors = "SELECT " TF_CHAIN_COLUMNS " 
     "subject_commit, chain"
 inline constexpr const char* kSelectLastAudit =
     "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1";
-// The record, and its chain's head moved to it, in one statement.
+// The record, and its chain's head moved to it, in one statement, on the
+// condition that the chain is still the holder's ($17) and its head the one
+// the record follows ($16): otherwise no head moves, the record's chain is
+// NULL and the insert fails (not_null_violation on audit.chain), so a holder
+// whose lease another connection took over can never fork the chain; its
+// work item runs again on a chain it takes anew. $18 the lease in seconds.
 inline constexpr const char* kInsertAudit =
-    "WITH head AS (UPDATE audit_chains SET head_seq = $1, head_hash = $11 WHERE chain = $15) "
-    "INSERT INTO audit (" TF_AUDIT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+    "WITH head AS (UPDATE audit_chains SET head_seq = $1, head_hash = $11, held_until = " TF_SERVER_NOW
+    " + $18::BIGINT WHERE chain = $15 AND head_seq = $16 AND holder = $17 RETURNING chain) "
+    "INSERT INTO audit (" TF_AUDIT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+    "(SELECT chain FROM head))";
 // One chain's records after a seq, by seq (verification): $1 chain, $2 after seq, $3 limit.
 inline constexpr const char* kSelectAuditChain =
     "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3";
@@ -736,6 +761,7 @@ inline constexpr const char* kSelectSubjectAudit =
     "SELECT " TF_AUDIT_COLUMNS " FROM audit WHERE subject = $1 AND subject <> '' ORDER BY at, chain, seq";
 #undef TF_AUDIT_FILTER
 #undef TF_AUDIT_COLUMNS
+#undef TF_SERVER_NOW
 inline constexpr const char* kSelectAuditHead =
     "SELECT seq, at, hash FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 inline constexpr const char* kDeleteAuditHead = "DELETE FROM audit WHERE chain = $1 AND seq <= $2";

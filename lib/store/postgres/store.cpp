@@ -35,9 +35,49 @@ namespace {
 // the server's primary one only: its detail can quote values (sealed bytes,
 // hashes), which stay out of logs.
 struct PgError : std::runtime_error {
-    PgError(const std::string& what, std::string state) : std::runtime_error(what), sqlstate(std::move(state)) {}
+    PgError(const std::string& what, std::string state, bool moved = false)
+        : std::runtime_error(what), sqlstate(std::move(state)), chainMoved(moved) {}
     std::string sqlstate;
-    [[nodiscard]] bool retryable() const { return sqlstate == "40001" || sqlstate == "40P01"; }
+    // The audit chain the work item appended to was taken over (kInsertAudit):
+    // the item runs again, on another chain.
+    bool chainMoved = false;
+    [[nodiscard]] bool retryable() const { return sqlstate == "40001" || sqlstate == "40P01" || chainMoved; }
+};
+
+// How long a node holds an audit chain after its last append to it.
+constexpr std::int64_t kAuditChainLease = 120;
+
+// The audit chains this node holds (see kTakeAuditChain), under one name,
+// with their heads, idle between the transactions that append to them. A
+// transaction borrows the lowest idle one, or takes one from the database
+// when all it holds are in use, and gives it back with the head its commit
+// left (or, rolled back, with the head it borrowed). A node that runs one
+// audited transaction at a time appends to one chain.
+class AuditChains {
+public:
+    const std::string holder = crypto::hex(crypto::randomSecret(12).data(), 12);
+
+    std::optional<otp::AuditCheckpoint> borrow() {
+        std::lock_guard lock(m_);
+        if (idle_.empty()) return std::nullopt;
+        const auto lowest = std::min_element(idle_.begin(), idle_.end(),
+                                             [](const auto& a, const auto& b) { return a.chain < b.chain; });
+        otp::AuditCheckpoint out = *lowest;
+        idle_.erase(lowest);
+        return out;
+    }
+    void giveBack(const otp::AuditCheckpoint& head) {
+        std::lock_guard lock(m_);
+        idle_.push_back(head);
+    }
+    [[nodiscard]] bool any() const {
+        std::lock_guard lock(m_);
+        return !idle_.empty();
+    }
+
+private:
+    mutable std::mutex m_;
+    std::vector<otp::AuditCheckpoint> idle_;
 };
 
 // Parameters in text format except bytea, which goes binary.
@@ -236,7 +276,11 @@ public:
         std::string code = state ? state : (ok() ? "XX000" : "08006");
         if (code.rfind("08", 0) == 0 || !ok()) what = "the PostgreSQL database is unreachable: " + what;
         else what = "database error: " + what;
-        throw PgError(what, code);
+        const char* table = PQresultErrorField(raw, PG_DIAG_TABLE_NAME);
+        const char* column = PQresultErrorField(raw, PG_DIAG_COLUMN_NAME);
+        const bool moved = code == "23502" && table && column && std::strcmp(table, "audit") == 0 &&
+                           std::strcmp(column, "chain") == 0;
+        throw PgError(what, code, moved);
     }
 
 private:
@@ -336,7 +380,8 @@ private:
 
 class PostgresTransaction final : public Transaction {
 public:
-    PostgresTransaction(Connection& c, const pg::ColumnSealer& sealer) : c_(c), seal_(sealer) {}
+    PostgresTransaction(Connection& c, const pg::ColumnSealer& sealer, AuditChains& chains)
+        : c_(c), seal_(sealer), chains_(chains) {}
 
     // ---- requests ----
     // A verify reads the request, then its subject's flags and failures:
@@ -833,7 +878,9 @@ public:
     // ---- data subjects ----
     SubjectFlags subjectFlags(std::string_view subjectHash) override {
         if (flagsSeen_ && flagsSeen_->subjectHash == subjectHash) return flagsSeen_->flags;
-        auto r = c_.exec(pg::kSelectSubjectFlags, Params().text(subjectHash));
+        return flagsOf(c_.exec(pg::kSelectSubjectFlags, Params().text(subjectHash)));
+    }
+    static SubjectFlags flagsOf(const Result& r) {
         SubjectFlags f;
         if (r.rows() == 1) {
             if (!r.null(0, 0)) f.restrictedAt = r.integer(0, 0);
@@ -1043,16 +1090,27 @@ public:
     }
 
     // ---- the audit log ----
-    // The transaction's chain: the lowest no other open transaction holds,
-    // or a new one when all are held (see kTakeAuditChain), locked to the
-    // commit, and its head, which each insert moves (kInsertAudit).
+    // A chain this node holds, idle, with its head; or, when all are in use,
+    // one taken from the database: a free one or a new one (see
+    // kTakeAuditChain). Each insert moves the head (kInsertAudit); the chain
+    // goes back to the node with it when the transaction ends (runItem).
     otp::AuditCheckpoint auditAppendTail() override {
         if (auditTail_) return *auditTail_;
+        if ((borrowed_ = chains_.borrow())) return *(auditTail_ = borrowed_);
         const auto tail = [](const Result& r) { return otp::AuditCheckpoint{r.integer(0, 1), r.text(0, 2), 0, r.integer(0, 0)}; };
-        if (auto taken = c_.exec(pg::kTakeAuditChain); taken.rows() == 1) auditTail_ = tail(taken);
-        else auditTail_ = tail(c_.exec(pg::kBeginAuditChain));
+        const auto me = [this] {
+            Params p;
+            p.text(chains_.holder).integer(kAuditChainLease);
+            return p;
+        };
+        if (auto taken = c_.exec(pg::kTakeAuditChain, me()); taken.rows() == 1) auditTail_ = tail(taken);
+        else auditTail_ = tail(c_.exec(pg::kBeginAuditChain, me()));
         return *auditTail_;
     }
+    // The chain's head after a commit (nullopt: no append).
+    [[nodiscard]] const std::optional<otp::AuditCheckpoint>& auditTail() const { return auditTail_; }
+    // The chain as borrowed from the node (nullopt: none, or one taken in this transaction).
+    [[nodiscard]] const std::optional<otp::AuditCheckpoint>& borrowedChain() const { return borrowed_; }
     std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override {
         auto out = readAudit(c_.exec(pg::kSelectLastAudit, Params().integer(chain)));
         if (out.empty()) return std::nullopt;
@@ -1062,7 +1120,7 @@ public:
         Params p;
         p.integer(r.seq).integer(r.at).text(r.app).text(r.event).integer(r.uid).text(r.outcome).text(r.requestId);
         p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
-        p.text(r.subjectCommit).integer(r.chain);
+        p.text(r.subjectCommit).integer(r.chain).integer(r.seq - 1).text(chains_.holder).integer(kAuditChainLease);
         c_.later(pg::kInsertAudit, p);
         auditTail_ = otp::AuditCheckpoint{r.seq, r.hash, r.at, r.chain};
     }
@@ -1396,7 +1454,9 @@ private:
         flagsSeen_.reset();
         failuresSeen_.reset();
     }
-    std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain taken, once per transaction
+    AuditChains& chains_;
+    std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain and its head, once per transaction
+    std::optional<otp::AuditCheckpoint> borrowed_;
     // One generator per worker thread, seeded once (not a random_device read per transaction).
     static std::uint_fast32_t shareDraw() {
         thread_local std::minstd_rand draw{std::random_device{}()};
@@ -1504,6 +1564,7 @@ public:
         o.key.wipe();
         for (auto& k : o.previousKeys) k.wipe();
         const int n = std::max(1, o.connections);
+        running_ = n;
         for (int i = 0; i < n; ++i) workers_.emplace_back([this] { run(); });
     }
     ~PostgresStore() override { close(); }
@@ -1716,12 +1777,28 @@ private:
             {
                 std::unique_lock lock(mutex_);
                 wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-                if (queue_.empty()) return;
+                if (queue_.empty()) {
+                    // The last connection out lets the node's chains go.
+                    const bool last = --running_ == 0;
+                    lock.unlock();
+                    if (last && conn) releaseChains(*conn);
+                    return;
+                }
                 item = std::move(queue_.front());
                 queue_.pop_front();
             }
             auto error = runItem(conn, item.work);
             if (item.done) item.done(error);
+        }
+    }
+
+    // A node that stops lets its audit chains go, for the next node to
+    // take at once instead of after the lease.
+    void releaseChains(Connection& c) {
+        if (!chains_.any() || !c.ok()) return;
+        try {
+            c.exec(pg::kReleaseAuditChain, Params().text(chains_.holder));
+        } catch (...) {
         }
     }
 
@@ -1741,17 +1818,20 @@ private:
                 conn.reset();
                 return std::current_exception();
             }
+            PostgresTransaction t(*conn, *sealer_, chains_);
             try {
                 conn->begin();
-                PostgresTransaction t(*conn, *sealer_);
                 work(t);
                 t.runAtCommit();
                 conn->commit();
+                if (t.auditTail()) chains_.giveBack(*t.auditTail());
                 return nullptr;
             } catch (...) {
                 const std::exception_ptr error = std::current_exception();
                 rollback(*conn);
                 const auto pg = pgErrorOf(error);
+                // Rolled back, a borrowed chain is as it was; one taken over is let go.
+                if (t.borrowedChain() && !(pg && pg->chainMoved)) chains_.giveBack(*t.borrowedChain());
                 if (!pg) return error;
                 const bool lost = !conn->ok();
                 if (lost) conn.reset();
@@ -1798,6 +1878,8 @@ private:
     std::condition_variable wake_;
     std::deque<Item> queue_;
     bool stopping_ = false;
+    int running_ = 0;  // workers not yet stopped (mutex_)
+    AuditChains chains_;
     std::vector<std::thread> workers_;
 };
 
