@@ -497,8 +497,11 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             // GDPR: a restricted subject gets nothing sent (Art. 18); an objecting
             // one is not profiled: no client IP or device kept, no fraud signals (Art. 21).
             // A flag set before local parts were matched without case is under the exact form's hash.
-            auto flags = t.subjectFlags(shared->first.subjectHash);
-            if (!earlier.empty() && !flags.restrictedAt && !flags.objectedAt) flags = t.subjectFlags(earlier);
+            const auto checks = t.sendChecks(store::SendChecksQuery{shared->first.subjectHash, earlier,
+                                                                   shared->first.channel == "whatsapp", suppressed,
+                                                                   fallbackSuppressed});
+            auto flags = checks.flags;
+            if (!flags.restrictedAt && !flags.objectedAt) flags = checks.earlierFlags;
             if (flags.restrictedAt) {
                 record(t, auditRecord("send", shared->first.app, uid, "refused:restricted", "",
                                       shared->first.subjectHash));
@@ -513,15 +516,15 @@ void OtpService::send(SendInput in, Reply<SendResult> reply) {
             const OtpRequest& r = shared->first;
             // Checked in the same transaction as the insert: a STOP that
             // committed before this send is always honoured.
-            if (r.channel == "whatsapp" && t.findOptOut(r.subjectHash)) {
+            if (checks.optedOut) {
                 record(t, auditRecord("send", r.app, uid, "refused:opted-out", "", r.subjectHash, "channel whatsapp"));
                 *refused = optedOut();
                 return;
             }
             // Like the opt-out: a bounce or complaint that committed before this send is honoured.
-            for (const auto& [hash, parameter] : {std::pair{suppressed, "destination"},
-                                                  std::pair{fallbackSuppressed, "fallbackEmail"}}) {
-                if (hash.empty() || !t.findSuppression(hash)) continue;
+            for (const auto& [hit, parameter] : {std::pair{checks.suppressed, "destination"},
+                                                 std::pair{checks.fallbackSuppressed, "fallbackEmail"}}) {
+                if (!hit) continue;
                 record(t, auditRecord("send", r.app, uid, "refused:suppressed", "", r.subjectHash,
                                       std::string("email suppression list (") + parameter + ")"));
                 *refused = suppressedFailure(parameter);

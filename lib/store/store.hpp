@@ -164,6 +164,26 @@ struct SubjectFlags {
     std::optional<std::int64_t> objectedAt;    // Art. 21
 };
 
+// What a send reads before it counts anything (Transaction::sendChecks):
+// the subject's flags, also under the hash of an earlier form of its address
+// (empty: none); whether it opted out of WhatsApp (optOut: asked only for a
+// WhatsApp send); whether each email address is on the suppression list
+// (empty: none to check).
+struct SendChecksQuery {
+    std::string_view subjectHash;
+    std::string_view earlierHash;
+    bool optOut = false;
+    std::string_view suppressed;
+    std::string_view fallbackSuppressed;
+};
+struct SendChecks {
+    SubjectFlags flags;
+    SubjectFlags earlierFlags;
+    bool optedOut = false;
+    bool suppressed = false;
+    bool fallbackSuppressed = false;
+};
+
 struct SubjectFailureRecord {
     std::string app;
     otp::SubjectFailures failures;
@@ -447,6 +467,17 @@ public:
     // GDPR data-subject requests (issue 5). `address` is the normalised email
     // address or E.164 number, `subjectHash` its keyed hash.
     [[nodiscard]] virtual SubjectFlags subjectFlags(std::string_view subjectHash) = 0;
+    // The reads of SendChecksQuery, each in turn; a store that pays a round
+    // trip per statement sends them together.
+    [[nodiscard]] virtual SendChecks sendChecks(const SendChecksQuery& q) {
+        SendChecks out;
+        out.flags = subjectFlags(q.subjectHash);
+        if (!q.earlierHash.empty()) out.earlierFlags = subjectFlags(q.earlierHash);
+        out.optedOut = q.optOut && findOptOut(q.subjectHash).has_value();
+        out.suppressed = !q.suppressed.empty() && findSuppression(q.suppressed).has_value();
+        out.fallbackSuppressed = !q.fallbackSuppressed.empty() && findSuppression(q.fallbackSuppressed).has_value();
+        return out;
+    }
     virtual void setRestricted(std::string_view subjectHash, std::optional<std::int64_t> since) = 0;
     virtual void setObjected(std::string_view subjectHash, std::optional<std::int64_t> since) = 0;
     [[nodiscard]] virtual SubjectData findSubjectData(std::string_view subjectHash, std::string_view address) = 0;

@@ -1968,3 +1968,40 @@ TEST_CASE("the email suppression list: first entry kept, listed newest last; fee
     CHECK(later.sends == 1);
     CHECK(later.bounces == 1);
 }
+
+TEST_CASE("a send's checks in one call report what each read reports, also this work item's changes", "[store][subjects]") {
+    const auto backend = GENERATE(from_range(backends()));
+    Fresh f(backend);
+    auto& s = f.store;
+    store::runSync(*s, [](store::Transaction& t) {
+        t.setRestricted("restricted", 100);
+        t.setObjected("earlier-form", 200);
+        t.putOptOut({"opted", "+34600000009", 300, "webhook", "STOP"});
+        CHECK(t.suppressAddress({"bounced", "bounce", "General", 400, "sns", "ses-1"}));
+    });
+    store::runSync(*s, [](store::Transaction& t) {
+        auto c = t.sendChecks({"restricted", "", false, "", ""});
+        CHECK(c.flags.restrictedAt == std::optional<std::int64_t>(100));
+        CHECK_FALSE(c.flags.objectedAt);
+        CHECK_FALSE(c.earlierFlags.objectedAt);
+        // Nothing asked, nothing found: the opt-out is looked up for a WhatsApp send only.
+        c = t.sendChecks({"opted", "", false, "", ""});
+        CHECK_FALSE(c.optedOut);
+        CHECK_FALSE(c.flags.restrictedAt);
+        c = t.sendChecks({"opted", "earlier-form", true, "bounced", "clean"});
+        CHECK(c.optedOut);
+        CHECK(c.earlierFlags.objectedAt == std::optional<std::int64_t>(200));
+        CHECK(c.suppressed);
+        CHECK_FALSE(c.fallbackSuppressed);
+        c = t.sendChecks({"nobody", "", true, "clean", "bounced"});
+        CHECK_FALSE(c.optedOut);
+        CHECK_FALSE(c.suppressed);
+        CHECK(c.fallbackSuppressed);
+        // What this work item changed is what the next check sees.
+        t.setObjected("nobody", 500);
+        (void)t.removeSuppression("bounced");
+        c = t.sendChecks({"nobody", "", true, "clean", "bounced"});
+        CHECK(c.flags.objectedAt == std::optional<std::int64_t>(500));
+        CHECK_FALSE(c.fallbackSuppressed);
+    });
+}

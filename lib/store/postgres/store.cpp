@@ -880,6 +880,40 @@ public:
         if (flagsSeen_ && flagsSeen_->subjectHash == subjectHash) return flagsSeen_->flags;
         return flagsOf(c_.exec(pg::kSelectSubjectFlags, Params().text(subjectHash)));
     }
+    // A send's checks in one round trip: the same statements as
+    // subjectFlags, findOptOut and findSuppression, sent together.
+    SendChecks sendChecks(const SendChecksQuery& q) override {
+        enum class Read { Flags, EarlierFlags, OptOut, Suppressed, FallbackSuppressed };
+        std::vector<Read> reads;
+        std::vector<Params> params;
+        std::vector<Connection::Statement> batch;
+        params.reserve(5);
+        const auto add = [&](Read what, const char* sql, std::string_view key) {
+            reads.push_back(what);
+            params.emplace_back().text(key);
+            batch.push_back(Connection::Statement{sql, &params.back()});
+        };
+        SendChecks out;
+        if (flagsSeen_ && flagsSeen_->subjectHash == q.subjectHash) out.flags = flagsSeen_->flags;
+        else add(Read::Flags, pg::kSelectSubjectFlags, q.subjectHash);
+        if (!q.earlierHash.empty()) add(Read::EarlierFlags, pg::kSelectSubjectFlags, q.earlierHash);
+        if (q.optOut) add(Read::OptOut, pg::kSelectOptOut, q.subjectHash);
+        if (!q.suppressed.empty()) add(Read::Suppressed, pg::kSelectSuppression, q.suppressed);
+        if (!q.fallbackSuppressed.empty()) add(Read::FallbackSuppressed, pg::kSelectSuppression, q.fallbackSuppressed);
+        if (batch.empty()) return out;
+        const auto results = c_.execAll(batch);
+        for (std::size_t i = 0; i < reads.size(); ++i) {
+            const Result& r = results[i];
+            switch (reads[i]) {
+            case Read::Flags: out.flags = flagsOf(r); break;
+            case Read::EarlierFlags: out.earlierFlags = flagsOf(r); break;
+            case Read::OptOut: out.optedOut = r.rows() > 0; break;
+            case Read::Suppressed: out.suppressed = r.rows() > 0; break;
+            case Read::FallbackSuppressed: out.fallbackSuppressed = r.rows() > 0; break;
+            }
+        }
+        return out;
+    }
     static SubjectFlags flagsOf(const Result& r) {
         SubjectFlags f;
         if (r.rows() == 1) {
