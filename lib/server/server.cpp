@@ -1114,15 +1114,25 @@ void Server::openPostgresStore() {
 
 // Registers this node and moves its heartbeat: reserved work (one row,
 // bounded by the timer), so a full queue never makes a live node look dead.
-void Server::heartbeatTick() {
+// The first registers the node before it listens, so that `cluster status`
+// lists a node as soon as it answers.
+void Server::heartbeatTick(bool first) {
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
     store::NodeInfo node{service_->deliveryHolder(), host, TWOFACTOR_VERSION, startedAt_, clock_->now(),
                          store_->keyVersion()};
-    store_->submitReserved([node](store::Transaction& t) { t.heartbeatNode(node); },
-                           [](std::exception_ptr e) {
-                               if (e) log::warning("the node's heartbeat could not be recorded");
-                           });
+    if (first) {
+        try {
+            store::runSync(*store_, [&node](store::Transaction& t) { t.heartbeatNode(node); }, true);
+        } catch (const std::exception& e) {
+            log::warning(std::string("the node's heartbeat could not be recorded: ") + e.what());
+        }
+    } else {
+        store_->submitReserved([node](store::Transaction& t) { t.heartbeatNode(node); },
+                               [](std::exception_ptr e) {
+                                   if (e) log::warning("the node's heartbeat could not be recorded");
+                               });
+    }
     heartbeatTimer_->expires_after(std::chrono::seconds(kHeartbeatSeconds));
     heartbeatTimer_->async_wait([this](const error_code& ec) {
         if (ec || stopping_) return;
@@ -1346,7 +1356,7 @@ int Server::run() {
     deliveryTimer_ = std::make_unique<asio::steady_timer>(io_);
     heartbeatTimer_ = std::make_unique<asio::steady_timer>(io_);
     startedAt_ = clock_->now();
-    heartbeatTick();
+    heartbeatTick(true);
     ticksSinceOutboxSweep_ = kOutboxSweepTicks;  // the first tick sweeps the outbox too
     // Before the first sweep, which may deliver on another thread at once.
     startMetrics();

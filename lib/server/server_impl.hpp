@@ -295,7 +295,7 @@ private:
     // heard from in the last kNodeForgottenAfter seconds, and counts at most
     // kJobsCounted queued jobs. A scheduled retention run holds its lease
     // row for kRetentionLeaseSeconds at most.
-    void heartbeatTick();
+    void heartbeatTick(bool first = false);
     static constexpr int kHeartbeatSeconds = 10;
     static constexpr std::int64_t kNodeForgottenAfter = 600;
     static constexpr std::size_t kJobsCounted = 1000;
