@@ -35,7 +35,7 @@ const std::map<std::string, std::string> kSmallTables = {
     {"apps", "one row per app the configuration ever named"},
     {"api_keys", "one row per API key an admin created"},
     {"event_endpoints", "one row per app whose event endpoint ever failed"},
-    {"audit_chains", "one row per connection that audited within a lease (two minutes), and those let go"},
+    {"audit_chains", "about one row per audited transaction the nodes had open at once"},
     {"subject_flags", "one row per data subject who restricted processing or objected"},
     {"privacy_requests", "one row per data-subject request the DPO registered"},
     {"retention_runs", "one row per retention run (daily)"},

@@ -1782,6 +1782,57 @@ TEST_CASE("a node keeps the audit chains it holds; one taken over after its leas
 #endif
 }
 
+TEST_CASE("a chain idle for most of its lease is renewed before it is appended to, or let go if taken over",
+          "[store][audit][cluster]") {
+    const auto backend = GENERATE(from_range(backends()));
+    if (backend != "postgresql") return;  // SQLCipher has one writer and one chain
+#ifdef HAVE_POSTGRESQL
+    Fresh f(backend);
+    f.store.reset();
+    Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
+    const auto storeKey = crypto::randomSecret(32);
+    const auto open = [&] {
+        store::PostgresOptions o;
+        o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
+        o.key = storeKey.clone();
+        o.connections = 1;
+        o.auditChainLease = 3;  // stale after 2.5 s, free after 3 s
+        return store::openPostgresStore(std::move(o));
+    };
+    auto nodeA = open();
+    const auto key = crypto::randomSecret(32);
+    std::int64_t at = 1'800'000'000;
+    const auto append = [&](store::Store& s) {
+        return store::runSync(s, [&](store::Transaction& t) {
+            otp::AuditRecord r;
+            r.at = ++at;
+            r.event = "send";
+            r.outcome = "success";
+            return otp::appendAudit(t, key, r);
+        });
+    };
+    const auto first = append(*nodeA);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2700));
+    // Stale, but still A's: renewed, and the chain goes on.
+    const auto renewed = append(*nodeA);
+    CHECK(renewed.chain == first.chain);
+    CHECK(renewed.seq == 2);
+    // (held_until is in whole seconds of the server's clock: 3 s may take 4 to lapse.)
+    std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+    // The lease lapsed: a new node takes the chain, and A, finding it gone, begins another.
+    auto nodeB = open();
+    const auto taken = append(*nodeB);
+    CHECK(taken.chain == first.chain);
+    CHECK(taken.seq == 3);
+    const auto own = append(*nodeA);
+    CHECK(own.chain != first.chain);
+    CHECK(own.seq == 1);
+    const auto v = store::runSync(*nodeA, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 4);
+#endif
+}
+
 TEST_CASE("an audit log of one chain (schema 9) becomes chain 0 and goes on verifying", "[store][audit][migration]") {
     const auto backend = GENERATE(from_range(backends()));
     if (backend != "postgresql") return;  // SQLCipher keeps its one chain

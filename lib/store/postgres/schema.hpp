@@ -701,15 +701,16 @@ inline constexpr PurgeSql kPurge[] = {
 #undef TF_NOT_RESTRICTED_DELIVERY
 
 // ---- The audit log: a chain per writer ----
-// A connection holds one chain and appends only to it. It takes the
+// A node holds chains and lends each to one transaction at a time (see
+// AuditChains in store.cpp). When all it holds are in use it takes the
 // lowest chain whose holder let its lease lapse (SKIP LOCKED: never one
 // another transaction is taking or appending to), or begins a new one when
 // none is free (its row is invisible to the others until the commit). It
-// then keeps the chain's head itself, and each append moves the head and
-// renews the lease (kInsertAudit). There are as many chains as connections
-// that audited within a lease, plus those let go. Pruning locks each chain
-// in turn (its holder's append waits for the cut meanwhile).
-// $1 the holder (a connection's random name), $2 the lease in seconds.
+// keeps each chain's head itself, and each append moves the head and renews
+// the lease (kInsertAudit). There are about as many chains as the most
+// audited transactions the nodes had open at once, plus those let go.
+// Pruning locks each chain in turn (its holder's append waits meanwhile).
+// $1 the holder (a node's random name), $2 the lease in seconds.
 #define TF_CHAIN_COLUMNS "chain, anchor_seq, anchor_hash, anchor_at, anchor_seal"
 #define TF_SERVER_NOW "extract(epoch FROM clock_timestamp())::BIGINT"
 // Both return the chain and its head (seq, hash); the locked row is the
@@ -724,7 +725,13 @@ inline constexpr const char* kBeginAuditChain =
     "'0000000000000000000000000000000000000000000000000000000000000000', 0, '', 0, "
     "'0000000000000000000000000000000000000000000000000000000000000000', $1, " TF_SERVER_NOW " + $2::BIGINT) "
     "RETURNING chain, head_seq, head_hash";
-// A connection that closes lets its chain go at once.
+// A chain the node has not appended to for most of its lease, renewed
+// before the next append if it is still the node's with the head it knows:
+// $1 chain, $2 holder, $3 lease in seconds, $4 head seq.
+inline constexpr const char* kRenewAuditChain =
+    "UPDATE audit_chains SET held_until = " TF_SERVER_NOW " + $3::BIGINT WHERE chain = $1 AND holder = $2 AND "
+    "head_seq = $4 RETURNING chain";
+// A node that stops lets its chains go at once.
 inline constexpr const char* kReleaseAuditChain = "UPDATE audit_chains SET held_until = 0 WHERE holder = $1";
 inline constexpr const char* kLockAuditChain = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains WHERE chain = $1 FOR UPDATE";
 inline constexpr const char* kSelectAuditAnchors = "SELECT " TF_CHAIN_COLUMNS " FROM audit_chains ORDER BY chain";

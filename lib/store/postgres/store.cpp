@@ -44,31 +44,41 @@ struct PgError : std::runtime_error {
     [[nodiscard]] bool retryable() const { return sqlstate == "40001" || sqlstate == "40P01" || chainMoved; }
 };
 
-// How long a node holds an audit chain after its last append to it.
-constexpr std::int64_t kAuditChainLease = 120;
-
 // The audit chains this node holds (see kTakeAuditChain), under one name,
 // with their heads, idle between the transactions that append to them. A
 // transaction borrows the lowest idle one, or takes one from the database
 // when all it holds are in use, and gives it back with the head its commit
 // left (or, rolled back, with the head it borrowed). A node that runs one
-// audited transaction at a time appends to one chain.
+// audited transaction at a time appends to one chain. A chain idle for
+// most of its lease is lent as stale: the transaction renews it first
+// (kRenewAuditChain), and if another node took it meanwhile, lets it go.
 class AuditChains {
 public:
+    using Clock = std::chrono::steady_clock;
+    struct Held {
+        otp::AuditCheckpoint head;
+        Clock::time_point renewed;  // its last committed append: the lease runs from there
+        bool stale = false;         // idle for most of the lease: renew before appending
+    };
+    explicit AuditChains(int leaseSeconds) : lease(std::max(1, leaseSeconds)) {}
+    const std::int64_t lease;  // seconds
     const std::string holder = crypto::hex(crypto::randomSecret(12).data(), 12);
 
-    std::optional<otp::AuditCheckpoint> borrow() {
+    std::optional<Held> borrow() {
         std::lock_guard lock(m_);
         if (idle_.empty()) return std::nullopt;
         const auto lowest = std::min_element(idle_.begin(), idle_.end(),
-                                             [](const auto& a, const auto& b) { return a.chain < b.chain; });
-        otp::AuditCheckpoint out = *lowest;
+                                             [](const Held& a, const Held& b) { return a.head.chain < b.head.chain; });
+        Held out = *lowest;
         idle_.erase(lowest);
+        // Five sixths of the lease (100 s of 120): the rest is for the
+        // transaction still under way, and for the server's clock.
+        out.stale = Clock::now() - out.renewed > std::chrono::milliseconds(lease * 1000 * 5 / 6);
         return out;
     }
-    void giveBack(const otp::AuditCheckpoint& head) {
+    void giveBack(Held held) {
         std::lock_guard lock(m_);
-        idle_.push_back(head);
+        idle_.push_back(std::move(held));
     }
     [[nodiscard]] bool any() const {
         std::lock_guard lock(m_);
@@ -76,8 +86,9 @@ public:
     }
 
 private:
+    static constexpr std::int64_t kLeaseMargin = 20;  // seconds: for a transaction still under way, and clocks
     mutable std::mutex m_;
-    std::vector<otp::AuditCheckpoint> idle_;
+    std::vector<Held> idle_;
 };
 
 // Parameters in text format except bytea, which goes binary.
@@ -1130,11 +1141,19 @@ public:
     // goes back to the node with it when the transaction ends (runItem).
     otp::AuditCheckpoint auditAppendTail() override {
         if (auditTail_) return *auditTail_;
-        if ((borrowed_ = chains_.borrow())) return *(auditTail_ = borrowed_);
+        while ((borrowed_ = chains_.borrow())) {
+            if (!borrowed_->stale) return *(auditTail_ = borrowed_->head);
+            const auto& h = borrowed_->head;
+            if (c_.exec(pg::kRenewAuditChain,
+                        Params().integer(h.chain).text(chains_.holder).integer(chains_.lease).integer(h.seq))
+                    .rows() == 1)
+                return *(auditTail_ = h);
+            borrowed_.reset();  // taken over, or its head moved: let go
+        }
         const auto tail = [](const Result& r) { return otp::AuditCheckpoint{r.integer(0, 1), r.text(0, 2), 0, r.integer(0, 0)}; };
         const auto me = [this] {
             Params p;
-            p.text(chains_.holder).integer(kAuditChainLease);
+            p.text(chains_.holder).integer(chains_.lease);
             return p;
         };
         if (auto taken = c_.exec(pg::kTakeAuditChain, me()); taken.rows() == 1) auditTail_ = tail(taken);
@@ -1144,7 +1163,7 @@ public:
     // The chain's head after a commit (nullopt: no append).
     [[nodiscard]] const std::optional<otp::AuditCheckpoint>& auditTail() const { return auditTail_; }
     // The chain as borrowed from the node (nullopt: none, or one taken in this transaction).
-    [[nodiscard]] const std::optional<otp::AuditCheckpoint>& borrowedChain() const { return borrowed_; }
+    [[nodiscard]] const std::optional<AuditChains::Held>& borrowedChain() const { return borrowed_; }
     std::optional<otp::AuditRecord> lastAuditRecord(std::int64_t chain) override {
         auto out = readAudit(c_.exec(pg::kSelectLastAudit, Params().integer(chain)));
         if (out.empty()) return std::nullopt;
@@ -1154,7 +1173,7 @@ public:
         Params p;
         p.integer(r.seq).integer(r.at).text(r.app).text(r.event).integer(r.uid).text(r.outcome).text(r.requestId);
         p.text(r.subject).text(r.detail).text(r.prevHash).text(r.hash).integer(r.format).text(r.subjectNonce);
-        p.text(r.subjectCommit).integer(r.chain).integer(r.seq - 1).text(chains_.holder).integer(kAuditChainLease);
+        p.text(r.subjectCommit).integer(r.chain).integer(r.seq - 1).text(chains_.holder).integer(chains_.lease);
         c_.later(pg::kInsertAudit, p);
         auditTail_ = otp::AuditCheckpoint{r.seq, r.hash, r.at, r.chain};
     }
@@ -1490,7 +1509,7 @@ private:
     }
     AuditChains& chains_;
     std::optional<otp::AuditCheckpoint> auditTail_;  // auditAppendTail: the chain and its head, once per transaction
-    std::optional<otp::AuditCheckpoint> borrowed_;
+    std::optional<AuditChains::Held> borrowed_;
     // One generator per worker thread, seeded once (not a random_device read per transaction).
     static std::uint_fast32_t shareDraw() {
         thread_local std::minstd_rand draw{std::random_device{}()};
@@ -1589,7 +1608,8 @@ private:
 // Work items run on a few connections at once, each in its own transaction.
 class PostgresStore final : public Store {
 public:
-    explicit PostgresStore(PostgresOptions o) : dsn_(std::move(o.dsn)), prepare_(o.prepare), maxQueued_(o.maxQueued) {
+    explicit PostgresStore(PostgresOptions o)
+        : dsn_(std::move(o.dsn)), prepare_(o.prepare), maxQueued_(o.maxQueued), chains_(o.auditChainLease) {
         {
             Connection c(dsn_, prepare_);
             migrate(c);
@@ -1858,7 +1878,7 @@ private:
                 work(t);
                 t.runAtCommit();
                 conn->commit();
-                if (t.auditTail()) chains_.giveBack(*t.auditTail());
+                if (t.auditTail()) chains_.giveBack({*t.auditTail(), AuditChains::Clock::now()});
                 return nullptr;
             } catch (...) {
                 const std::exception_ptr error = std::current_exception();

@@ -21,6 +21,7 @@ struct PostgresOptions {
     int connections = 4;         // work items run on this many connections at once
     bool prepare = true;         // named prepared statements (off behind PgBouncer < 1.21 in transaction pooling)
     std::size_t maxQueued = 4096;
+    int auditChainLease = 120;   // seconds a node holds an audit chain after its last append to it
 };
 
 // The store key is none of the key versions the database knows (seal_keys).
