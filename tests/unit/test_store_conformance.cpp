@@ -532,7 +532,19 @@ TEST_CASE("retention purge interleaves with other work and records runs", "[stor
         }
     });
     CHECK(counts.requestLog == 250);
-    CHECK(seenBetween == std::vector<std::int64_t>{150, 50});
+    // Batches of at most 100 rows (fewer when one takes longer than the
+    // purge's time budget, as on a loaded machine): 150 and 50 left when
+    // none is cut short.
+    INFO("rows left between batches: " << Catch::Detail::stringify(seenBetween));
+    REQUIRE(seenBetween.size() >= 2);
+    CHECK(seenBetween.front() >= 150);
+    std::int64_t before = 250;
+    for (const auto left : seenBetween) {
+        CHECK(left < before);
+        CHECK(before - left <= 100);
+        before = left;
+    }
+    CHECK(before <= 100);
 
     CHECK_FALSE(store::runSync(*s, [](store::Transaction& t) { return t.lastRetentionRun(); }));
     store::RetentionRun run;
