@@ -1566,13 +1566,29 @@ TEST_CASE("concurrent writers keep every audit chain without gaps", "[store][aud
 namespace {
 
 // A PostgreSQL store on the test database (as a node of a cluster: all
-// nodes share the store key) with this many connections.
-std::unique_ptr<store::Store> openPgNode(const SecretBytes& storeKey, int connections) {
+// nodes share the store key) with this many connections, holding its audit
+// chains for `lease` seconds after each append.
+std::unique_ptr<store::Store> openPgNode(const SecretBytes& storeKey, int connections, int lease = 120) {
     store::PostgresOptions o;
     o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
     o.key = storeKey.clone();
     o.connections = connections;
+    o.auditChainLease = lease;
     return store::openPostgresStore(std::move(o));
+}
+
+// One audit record appended in a work item of its own, which fails after
+// the append when `fail` is set; returns the record as written.
+otp::AuditRecord appendSend(store::Store& s, const SecretBytes& key, std::int64_t at, bool fail = false) {
+    return store::runSync(s, [&](store::Transaction& t) {
+        otp::AuditRecord r;
+        r.at = at;
+        r.event = "send";
+        r.outcome = "success";
+        const auto written = otp::appendAudit(t, key, r);
+        if (fail) throw std::runtime_error("the work item fails after its append");
+        return written;
+    });
 }
 
 // Two audited transactions open at once: the second cannot take the chain
@@ -1744,17 +1760,7 @@ TEST_CASE("a node keeps the audit chains it holds; one taken over after its leas
     auto nodeB = open();
     const auto key = crypto::randomSecret(32);
     std::int64_t at = 1'800'000'000;
-    const auto append = [&](store::Store& s, bool fail = false) {
-        return store::runSync(s, [&](store::Transaction& t) {
-            otp::AuditRecord r;
-            r.at = ++at;
-            r.event = "send";
-            r.outcome = "success";
-            const auto written = otp::appendAudit(t, key, r);
-            if (fail) throw std::runtime_error("the work item fails after its append");
-            return written;
-        });
-    };
+    const auto append = [&](store::Store& s, bool fail = false) { return appendSend(s, key, ++at, fail); };
     const auto first = append(*nodeA);
     // Held: the other node's writer begins a chain of its own, and each goes on with its own.
     const auto other = append(*nodeB);
@@ -1803,26 +1809,11 @@ TEST_CASE("a chain idle for most of its lease is renewed before it is appended t
     f.store.reset();
     Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
     const auto storeKey = crypto::randomSecret(32);
-    const auto open = [&] {
-        store::PostgresOptions o;
-        o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
-        o.key = storeKey.clone();
-        o.connections = 1;
-        o.auditChainLease = 3;  // stale after 2.5 s, free after 3 s
-        return store::openPostgresStore(std::move(o));
-    };
+    const auto open = [&] { return openPgNode(storeKey, 1, 3); };  // stale after 2.5 s, free after 3 s
     auto nodeA = open();
     const auto key = crypto::randomSecret(32);
     std::int64_t at = 1'800'000'000;
-    const auto append = [&](store::Store& s) {
-        return store::runSync(s, [&](store::Transaction& t) {
-            otp::AuditRecord r;
-            r.at = ++at;
-            r.event = "send";
-            r.outcome = "success";
-            return otp::appendAudit(t, key, r);
-        });
-    };
+    const auto append = [&](store::Store& s) { return appendSend(s, key, ++at); };
     const auto first = append(*nodeA);
     std::this_thread::sleep_for(std::chrono::milliseconds(2700));
     // Stale, but still A's: renewed, and the chain goes on.

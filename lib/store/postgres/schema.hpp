@@ -382,11 +382,11 @@ UPDATE audit_chains c SET
 ALTER TABLE audit_chains ALTER COLUMN head_seq SET NOT NULL;
 ALTER TABLE audit_chains ALTER COLUMN head_hash SET NOT NULL;
 )sql",
-    // 12: a chain is held by one connection for as long as it appends to it
+    // 12: a chain is held by one node for as long as it appends to it
     // (holder, renewed by every append to held_until), not taken afresh by
-    // every audited transaction: the connection knows its chain's head, and
-    // an audited commit no longer waits for a round trip to take a chain.
-    // A chain whose holder has not appended for a lease is free again.
+    // every audited transaction: the node knows its chains' heads, and an
+    // audited commit no longer waits for a round trip to take a chain. A
+    // chain whose holder has not appended for a lease is free again.
     R"sql(
 ALTER TABLE audit_chains ADD COLUMN holder TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_chains ADD COLUMN held_until BIGINT NOT NULL DEFAULT 0;
@@ -744,9 +744,9 @@ inline constexpr const char* kSelectLastAudit =
 // The record, and its chain's head moved to it, in one statement, on the
 // condition that the chain is still the holder's ($17) and its head the one
 // the record follows ($16): otherwise no head moves, the record's chain is
-// NULL and the insert fails (not_null_violation on audit.chain), so a holder
-// whose lease another connection took over can never fork the chain; its
-// work item runs again on a chain it takes anew. $18 the lease in seconds.
+// NULL and the insert fails (not_null_violation on audit.chain), so a node
+// whose chain another node took over can never fork it; its work item runs
+// again on another chain. $18 the lease in seconds.
 inline constexpr const char* kInsertAudit =
     "WITH head AS (UPDATE audit_chains SET head_seq = $1, head_hash = $11, held_until = " TF_SERVER_NOW
     " + $18::BIGINT WHERE chain = $15 AND head_seq = $16 AND holder = $17 RETURNING chain) "

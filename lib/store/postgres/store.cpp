@@ -86,7 +86,6 @@ public:
     }
 
 private:
-    static constexpr std::int64_t kLeaseMargin = 20;  // seconds: for a transaction still under way, and clocks
     mutable std::mutex m_;
     std::vector<Held> idle_;
 };
