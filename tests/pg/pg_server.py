@@ -55,7 +55,12 @@ class Server:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self.data = os.path.join(self.root, "data")
         self.socket_dir = self.root
-        self._run("initdb", "-D", self.data, "-U", "twofactor", "-A", "trust", "--no-sync", "-E", "UTF8")
+        # The databases sort text as most servers' do, not byte by byte: ICU's
+        # English with punctuation ignored at the first level, as glibc's
+        # en_US.UTF-8 (which a fresh machine may not have) does. A range or an
+        # order that holds only under "C" fails here.
+        self._run("initdb", "-D", self.data, "-U", "twofactor", "-A", "trust", "--no-sync", "-E", "UTF8",
+                  "--locale-provider=icu", "--icu-locale=en-u-ka-shifted")
         self._run("pg_ctl", "-D", self.data, "-o", self._opts(), "-l", os.path.join(self.root, "log"), "-w", "start")
         self.started = True
         self.dsn = "host=%s user=twofactor dbname=postgres" % self.socket_dir

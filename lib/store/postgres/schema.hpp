@@ -391,6 +391,17 @@ ALTER TABLE audit_chains ALTER COLUMN head_hash SET NOT NULL;
 ALTER TABLE audit_chains ADD COLUMN holder TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_chains ADD COLUMN held_until BIGINT NOT NULL DEFAULT 0;
 )sql",
+    // 13: holders compare byte by byte. A node's earlier starts are found
+    // as the range node + "/" <= holder < node + "0"; under a database
+    // collation that ignores punctuation (en_US.UTF-8 and most others but
+    // C), "host~1a2b3c4d/x" sorted after "host~1a2b3c4d0", so a restarted
+    // node took its earlier start's jobs only once their leases ran out.
+    // The holder indexes are rebuilt with the columns.
+    R"sql(
+ALTER TABLE delivery_jobs ALTER COLUMN holder TYPE TEXT COLLATE "C";
+ALTER TABLE event_jobs ALTER COLUMN holder TYPE TEXT COLLATE "C";
+ALTER TABLE audit_chains ALTER COLUMN holder TYPE TEXT COLLATE "C";
+)sql",
 };
 
 inline constexpr const char* kCreateVersionTable =
