@@ -206,9 +206,7 @@ OtpService::OtpService(const config::Config& config, store::Store& store,
     // (one daemon per state directory): the sweep takes them over at once.
     // The node is the host and its state directory, so several nodes of a
     // cluster on one host never take each other's live jobs for orphans.
-    char host[256] = {};
-    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
-    node_ = std::string(host) + "~" + crypto::hex(crypto::sha256(config_.stateDir)).substr(0, 8);
+    node_ = store::nodeName(config_.stateDir);
     holder_ = node_ + "/" + crypto::randomId();
 }
 

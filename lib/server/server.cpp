@@ -1080,6 +1080,7 @@ void Server::openPostgresStore() {
         }
         po.connections = config_.store.connections;
         po.prepare = config_.store.preparedStatements;
+        po.node = store::nodeName(config_.stateDir);
         return po;
     };
     // A key rotation that stopped after its reseal began left <keyFile>.new:

@@ -2,7 +2,12 @@
 // purge loop that drives a backend's purgeStep batch by batch.
 #include "store/store.hpp"
 
+#include "util/crypto.hpp"
+
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <future>
 
@@ -39,6 +44,12 @@ const char* purgeKindName(PurgeKind kind) {
         case PurgeKind::RemovedApps: return "removedApps";
     }
     return "?";
+}
+
+std::string nodeName(const std::string& stateDir) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
+    return std::string(host) + "~" + crypto::hex(crypto::sha256(stateDir)).substr(0, 8);
 }
 
 std::int64_t& PurgeCounts::operator[](PurgeKind k) {

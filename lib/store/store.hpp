@@ -318,6 +318,12 @@ struct Lease {
     std::int64_t slot = 0;       // the scheduled time of the run it was taken for
     std::int64_t expiresAt = 0;
 };
+// A node across its starts: this host and its state directory
+// ("host~1a2b3c4d"). One daemon runs per state directory (its lock), so what
+// an earlier start of the node held belongs to a daemon that is gone: its
+// delivery jobs and its PostgreSQL audit chains are taken back at once.
+[[nodiscard]] std::string nodeName(const std::string& stateDir);
+
 // One daemon of the cluster (on SQLCipher: the one local daemon).
 struct NodeInfo {
     std::string id;  // its delivery holder: host~state directory/start

@@ -1567,13 +1567,16 @@ namespace {
 
 // A PostgreSQL store on the test database (as a node of a cluster: all
 // nodes share the store key) with this many connections, holding its audit
-// chains for `lease` seconds after each append.
-std::unique_ptr<store::Store> openPgNode(const SecretBytes& storeKey, int connections, int lease = 120) {
+// chains for `lease` seconds after each append; `node` names the node
+// across its starts (store::nodeName), or none.
+std::unique_ptr<store::Store> openPgNode(const SecretBytes& storeKey, int connections, int lease = 120,
+                                         std::string node = "") {
     store::PostgresOptions o;
     o.dsn = store::loadDsn("store-dsn-for-tests", pgDsnFile());
     o.key = storeKey.clone();
     o.connections = connections;
     o.auditChainLease = lease;
+    o.node = std::move(node);
     return store::openPostgresStore(std::move(o));
 }
 
@@ -1833,6 +1836,49 @@ TEST_CASE("a chain idle for most of its lease is renewed before it is appended t
     const auto v = store::runSync(*nodeA, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
     CHECK(v.ok);
     CHECK(v.records == 4);
+#endif
+}
+
+TEST_CASE("a node's next start takes back the audit chains its killed start held, no other node's",
+          "[store][audit][cluster]") {
+    const auto backend = GENERATE(from_range(backends()));
+    if (backend != "postgresql") return;  // SQLCipher has one writer and one chain
+#ifdef HAVE_POSTGRESQL
+    Fresh f(backend);
+    f.store.reset();
+    Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
+    const auto storeKey = crypto::randomSecret(32);
+    const auto key = crypto::randomSecret(32);
+    std::int64_t at = 1'800'000'000;
+    const auto append = [&](store::Store& s) { return appendSend(s, key, ++at); };
+    auto killed = openPgNode(storeKey, 1, 120, "host~1a2b");
+    const auto first = append(*killed);
+    // A live node whose name the first one's is a prefix of.
+    auto neighbour = openPgNode(storeKey, 1, 120, "host~1a2b0");
+    const auto theirs = append(*neighbour);
+    CHECK(theirs.chain != first.chain);
+    // Killed with -9: it never let its chain go, which stays held for the lease.
+    killed.reset();
+    const std::string firstChain = std::to_string(first.chain);
+    Fresh::pgSql("UPDATE audit_chains SET held_until = 4000000000 WHERE chain = " + firstChain);
+    auto stranger = openPgNode(storeKey, 1, 120, "elsewhere~9f8e");
+    const auto own = append(*stranger);
+    CHECK(own.chain != first.chain);
+    CHECK(own.chain != theirs.chain);
+    // The same node started again (one daemon per state directory: the
+    // earlier start is gone) goes on with that chain at once, from its head.
+    auto restarted = openPgNode(storeKey, 1, 120, "host~1a2b");
+    const auto back = append(*restarted);
+    CHECK(back.chain == first.chain);
+    CHECK(back.seq == 2);
+    CHECK(back.prevHash == first.hash);
+    // The neighbour's chain stayed its own, and so did the stranger's.
+    CHECK(append(*neighbour).chain == theirs.chain);
+    CHECK(append(*stranger).chain == own.chain);
+    CHECK(append(*restarted).chain == first.chain);
+    const auto v = store::runSync(*restarted, [&](store::Transaction& t) { return otp::verifyAuditChain(t, key); });
+    CHECK(v.ok);
+    CHECK(v.records == 7);
 #endif
 }
 

@@ -714,21 +714,25 @@ inline constexpr PurgeSql kPurge[] = {
 // ---- The audit log: a chain per writer ----
 // A node holds chains and lends each to one transaction at a time (see
 // AuditChains in store.cpp). When all it holds are in use it takes the
-// lowest chain whose holder let its lease lapse (SKIP LOCKED: never one
-// another transaction is taking or appending to), or begins a new one when
-// none is free (its row is invisible to the others until the commit). It
+// lowest chain whose holder let its lease lapse or was an earlier start of
+// this node, which is gone (SKIP LOCKED: never one another transaction is
+// taking or appending to), or begins a new one when none is free (its row
+// is invisible to the others until the commit). It
 // keeps each chain's head itself, and each append moves the head and renews
 // the lease (kInsertAudit). There are about as many chains as the most
 // audited transactions the nodes had open at once, plus those let go.
 // Pruning locks each chain in turn (its holder's append waits meanwhile).
-// $1 the holder (a node's random name), $2 the lease in seconds.
+// $1 the holder (node/start), $2 the lease in seconds; kTakeAuditChain's
+// $3 <= holder < $4 are the node's starts (both '' for a store opened
+// without a node name, which matches none).
 #define TF_CHAIN_COLUMNS "chain, anchor_seq, anchor_hash, anchor_at, anchor_seal"
 #define TF_SERVER_NOW "extract(epoch FROM clock_timestamp())::BIGINT"
 // Both return the chain and its head (seq, hash); the locked row is the
 // newest version, so the head is the last committed append's.
 inline constexpr const char* kTakeAuditChain =
     "UPDATE audit_chains SET holder = $1, held_until = " TF_SERVER_NOW " + $2::BIGINT WHERE chain = "
-    "(SELECT chain FROM audit_chains WHERE held_until < " TF_SERVER_NOW " ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "(SELECT chain FROM audit_chains WHERE held_until < " TF_SERVER_NOW " OR (holder >= $3 AND holder < $4 AND "
+    "holder <> $1) ORDER BY chain LIMIT 1 FOR UPDATE SKIP LOCKED) "
     "RETURNING chain, head_seq, head_hash";
 inline constexpr const char* kBeginAuditChain =
     "INSERT INTO audit_chains (chain, anchor_seq, anchor_hash, anchor_at, anchor_seal, head_seq, head_hash, holder, "

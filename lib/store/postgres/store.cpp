@@ -60,9 +60,16 @@ public:
         Clock::time_point renewed;  // its last committed append: the lease runs from there
         bool stale = false;         // idle for most of the lease: renew before appending
     };
-    explicit AuditChains(int leaseSeconds) : lease(std::max(1, leaseSeconds)) {}
+    AuditChains(int leaseSeconds, const std::string& node)
+        : lease(std::max(1, leaseSeconds)),
+          holder((node.empty() ? "" : node + "/") + crypto::hex(crypto::randomSecret(12).data(), 12)),
+          startsFrom(node.empty() ? "" : node + "/"),
+          startsUntil(node.empty() ? "" : node + "0") {}
     const std::int64_t lease;  // seconds
-    const std::string holder = crypto::hex(crypto::randomSecret(12).data(), 12);
+    const std::string holder;  // node/start, or a random name without a node
+    // The node's starts, this one among them: startsFrom <= holder < startsUntil
+    // ('/' + 1 is '0'; the column compares bytes, migration 13).
+    const std::string startsFrom, startsUntil;
 
     std::optional<Held> borrow() {
         std::lock_guard lock(m_);
@@ -1150,13 +1157,15 @@ public:
             borrowed_.reset();  // taken over, or its head moved: let go
         }
         const auto tail = [](const Result& r) { return otp::AuditCheckpoint{r.integer(0, 1), r.text(0, 2), 0, r.integer(0, 0)}; };
-        const auto me = [this] {
-            Params p;
-            p.text(chains_.holder).integer(chains_.lease);
-            return p;
-        };
-        if (auto taken = c_.exec(pg::kTakeAuditChain, me()); taken.rows() == 1) auditTail_ = tail(taken);
-        else auditTail_ = tail(c_.exec(pg::kBeginAuditChain, me()));
+        if (auto taken = c_.exec(pg::kTakeAuditChain, Params()
+                                                          .text(chains_.holder)
+                                                          .integer(chains_.lease)
+                                                          .text(chains_.startsFrom)
+                                                          .text(chains_.startsUntil));
+            taken.rows() == 1)
+            auditTail_ = tail(taken);
+        else
+            auditTail_ = tail(c_.exec(pg::kBeginAuditChain, Params().text(chains_.holder).integer(chains_.lease)));
         return *auditTail_;
     }
     // The chain's head after a commit (nullopt: no append).
@@ -1608,7 +1617,7 @@ private:
 class PostgresStore final : public Store {
 public:
     explicit PostgresStore(PostgresOptions o)
-        : dsn_(std::move(o.dsn)), prepare_(o.prepare), maxQueued_(o.maxQueued), chains_(o.auditChainLease) {
+        : dsn_(std::move(o.dsn)), prepare_(o.prepare), maxQueued_(o.maxQueued), chains_(o.auditChainLease, o.node) {
         {
             Connection c(dsn_, prepare_);
             migrate(c);

@@ -22,6 +22,10 @@ struct PostgresOptions {
     bool prepare = true;         // named prepared statements (off behind PgBouncer < 1.21 in transaction pooling)
     std::size_t maxQueued = 4096;
     int auditChainLease = 120;   // seconds a node holds an audit chain after its last append to it
+    // This node across its starts (store::nodeName): the audit chains an
+    // earlier start held are taken back at once, not after their lease.
+    // Empty: a store opened by a tool, which holds chains under a name of its own.
+    std::string node;
 };
 
 // The store key is none of the key versions the database knows (seal_keys).
