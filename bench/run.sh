@@ -25,6 +25,8 @@
 # postgresql-15), PG_CLIENTS ("16 64"), PG_SECONDS (30) per pgbench run,
 # PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL,
 # PG_SERVER_OPTS (more "-c name=value" for the server, for experiments),
+# PG_SETUP_SQL (SQL run on the nodes' database once they are up, before the
+# warm-up: an index dropped or a table's fillfactor changed, for experiments),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints, after each 3-node
 # run, the statements that took the server's time (calls and ms per pair).
 # PERF_DIR=DIR records a call-graph profile of the daemon(s) during each
@@ -654,7 +656,8 @@ else
     [ "$(id -u)" = 0 ] && chown nobody: "$pg_root"
     pg_opts="-c listen_addresses='' -c unix_socket_directories='$pg_root' -c fsync=on -c max_connections=250 -c shared_buffers=128MB ${PG_SERVER_OPTS:-}"
     pg_statements=${PG_STATEMENTS:-0}
-    [ "$pg_statements" = 1 ] && pg_opts="$pg_opts -c shared_preload_libraries=pg_stat_statements"
+    # track_planning: the plans column counts the executions that were planned again (a custom plan).
+    [ "$pg_statements" = 1 ] && pg_opts="$pg_opts -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
     if as_pg_user "$pg_bin/initdb" -D "$pg_root/data" -U twofactor -A trust --no-sync -E UTF8 >"$tmp/pg-initdb.log" 2>&1 &&
         as_pg_user "$pg_bin/pg_ctl" -D "$pg_root/data" -o "$pg_opts" -l "$pg_root/log" -w start >>"$tmp/pg-initdb.log" 2>&1; then
         pg_started=1
@@ -722,6 +725,10 @@ connections = 8"
     done
     pg_sql() { psql -X -q -A -F ' | ' -h "$pg_root" -U twofactor -d postgres -c "$1"; }
     [ "$pg_statements" = 1 ] && [ "$nodes_ok" = 1 ] && pg_sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    if [ -n "${PG_SETUP_SQL:-}" ] && [ "$nodes_ok" = 1 ]; then
+        say "PG_SETUP_SQL: $PG_SETUP_SQL"
+        pg_sql "$PG_SETUP_SQL" >/dev/null || nodes_ok=0
+    fi
     if [ "$nodes_ok" = 1 ] &&
         timeout 120 "$loadgen" "${pg_sockets[@]}" "${pg_outboxes[@]}" --clients 6 --pairs "$warmup_pairs" >/dev/null; then
         result 0 "three nodes on PostgreSQL started, warm-up"
@@ -737,14 +744,29 @@ connections = 8"
                     -f "$tmp/pg-sample.sql" >"$tmp/pg-waits-$c" 2>/dev/null &
                 sampler=$!
             fi
-            [ "$pg_statements" = 1 ] && pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
+            if [ "$pg_statements" = 1 ]; then
+                pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
+                pg_sql "DROP TABLE IF EXISTS bench_tables; CREATE TABLE bench_tables AS
+                    SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables" >/dev/null
+            fi
             run_pairs "pg3-$c" "$c" "$pg_pairs" "${pg_sockets[@]}" "${pg_outboxes[@]}"
             if [ "$pg_statements" = 1 ] && [ -n "${https_rate[pg3-$c]:-}" ]; then
                 say "the statements of the 3-node run, $c clients, ${https_ok[pg3-$c]} pairs (pg_stat_statements)"
-                show "$(pg_sql "SELECT calls, round(calls::numeric / ${https_ok[pg3-$c]:-1}, 2) AS per_pair,
-                    round(total_exec_time::numeric, 1) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+                show "$(pg_sql "SELECT calls, plans, round(calls::numeric / ${https_ok[pg3-$c]:-1}, 2) AS per_pair,
+                    round(total_exec_time::numeric, 1) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, round(total_plan_time::numeric, 1) AS plan_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
                     FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postgres')
                     ORDER BY total_exec_time DESC LIMIT ${PG_STATEMENTS_ROWS:-15}")"
+                # Row versions written a pair, and how many updates were HOT (no index entry written).
+                sleep 1  # the statistics collector's view lags a little behind the commits
+                say "rows written by the 3-node run, $c clients, per pair (pg_stat_user_tables; hot: updates that wrote no index entry)"
+                show "$(pg_sql "SELECT t.relname, round((t.n_tup_ins - b.n_tup_ins)::numeric / ${https_ok[pg3-$c]:-1}, 2) AS ins,
+                    round((t.n_tup_upd - b.n_tup_upd)::numeric / ${https_ok[pg3-$c]:-1}, 2) AS upd,
+                    round((t.n_tup_hot_upd - b.n_tup_hot_upd)::numeric / ${https_ok[pg3-$c]:-1}, 2) AS hot,
+                    round((t.n_tup_del - b.n_tup_del)::numeric / ${https_ok[pg3-$c]:-1}, 2) AS del,
+                    (SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid) AS indexes
+                    FROM pg_stat_user_tables t JOIN bench_tables b USING (relname)
+                    WHERE t.n_tup_ins + t.n_tup_upd + t.n_tup_del > b.n_tup_ins + b.n_tup_upd + b.n_tup_del
+                    ORDER BY 2 DESC, 3 DESC")"
             fi
             if [ -n "$sampler" ]; then
                 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
