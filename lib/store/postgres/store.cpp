@@ -485,13 +485,9 @@ public:
         // them from the check instead of locking them again.
         if (!rateLocked_ || !rateLocked_->same(keys, now)) rateLocked_ = lockRateCounters(keys, order, now);
         if (!admit(rateLocked_->found)) return false;
-        ArrayLiteral scopes, rows, windows;
-        for (std::size_t i : order) {
-            scopes.add(arrayElement(keys[i].scope));
-            rows.add(arrayElement(rateLocked_->counted[i]));
-            windows.add(keys[i].window);
-        }
-        c_.later(pg::kCountRateSends, Params().text(scopes.str()).text(rows.str()).text(windows.str()).integer(now));
+        for (std::size_t i : order)
+            c_.later(pg::kCountRateSend,
+                     Params().text(keys[i].scope).text(rateLocked_->counted[i]).integer(keys[i].window).integer(now));
         rateLocked_.reset();  // counted: what was read is no longer what is stored
         return true;
     }
