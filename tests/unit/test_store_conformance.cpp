@@ -1580,6 +1580,9 @@ std::unique_ptr<store::Store> openPgNode(const SecretBytes& storeKey, int connec
     return store::openPostgresStore(std::move(o));
 }
 
+// An empty database, for nodes opened with openPgNode.
+void emptyPgDatabase() { Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile())); }
+
 // One audit record appended in a work item of its own, which fails after
 // the append when `fail` is set; returns the record as written.
 otp::AuditRecord appendSend(store::Store& s, const SecretBytes& key, std::int64_t at, bool fail = false) {
@@ -1754,9 +1757,7 @@ TEST_CASE("a node keeps the audit chains it holds; one taken over after its leas
     const auto backend = GENERATE(from_range(backends()));
     if (backend != "postgresql") return;  // SQLCipher has one writer and one chain
 #ifdef HAVE_POSTGRESQL
-    Fresh f(backend);
-    f.store.reset();
-    Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
+    emptyPgDatabase();
     const auto storeKey = crypto::randomSecret(32);
     const auto open = [&] { return openPgNode(storeKey, 1); };
     auto nodeA = open();
@@ -1808,9 +1809,7 @@ TEST_CASE("a chain idle for most of its lease is renewed before it is appended t
     const auto backend = GENERATE(from_range(backends()));
     if (backend != "postgresql") return;  // SQLCipher has one writer and one chain
 #ifdef HAVE_POSTGRESQL
-    Fresh f(backend);
-    f.store.reset();
-    Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
+    emptyPgDatabase();
     const auto storeKey = crypto::randomSecret(32);
     const auto open = [&] { return openPgNode(storeKey, 1, 3); };  // stale after 2.5 s, free after 3 s
     auto nodeA = open();
@@ -1844,9 +1843,7 @@ TEST_CASE("a node's next start takes back the audit chains its killed start held
     const auto backend = GENERATE(from_range(backends()));
     if (backend != "postgresql") return;  // SQLCipher has one writer and one chain
 #ifdef HAVE_POSTGRESQL
-    Fresh f(backend);
-    f.store.reset();
-    Fresh::emptyDatabase(store::loadDsn("store-dsn-for-tests", pgDsnFile()));
+    emptyPgDatabase();
     const auto storeKey = crypto::randomSecret(32);
     const auto key = crypto::randomSecret(32);
     std::int64_t at = 1'800'000'000;
