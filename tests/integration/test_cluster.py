@@ -5,8 +5,9 @@ max_attempts and lock it; the database going away gives clear errors and
 the nodes recover by themselves; the retention schedule runs once for the
 cluster; the server's files (heap and WAL) hold no destination, client
 address or code in the clear; outgoing event webhooks of codes verified
-through different nodes are each delivered once, signed; and kill -9 of a
-node under load loses no acknowledged send and delivers no code twice."""
+through different nodes are each delivered once, signed; the statements
+of a call keep the plans they were prepared with; and kill -9 of a node
+under load loses no acknowledged send and delivers no code twice."""
 import base64
 import json
 import os
@@ -87,7 +88,9 @@ def start_nodes(cls, config, n=3):
 class Cluster(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pg = pg_server.Server().start()
+        # pg_stat_statements with its planning counts, for test_m.
+        cls.pg = pg_server.Server(
+            options="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on").start()
         harness.PG_DSN_FILE = cls.pg.dsn_file
         harness.pg_empty()
         cls.keys = os.path.join(cls.pg.root, "keys")
@@ -419,6 +422,33 @@ class Cluster(unittest.TestCase):
             self.assertNotIn(gone, listed)
         finally:
             extra.cleanup()
+
+    def test_m_statements_of_a_call_run_on_the_plan_they_were_prepared_with(self):
+        # A prepared statement whose generic plan looks dearer than a custom
+        # one is planned again at every call (one UPDATE over unnest() of its
+        # parameters was, at more server time than it took to run). Each
+        # connection plans a statement up to 6 times (5 custom plans, then
+        # the generic one), 72 on the nodes' 12 connections; a statement run
+        # for each of these pairs must not be planned for most of its calls.
+        pairs = 200
+        harness.pg_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        harness.pg_query("SELECT pg_stat_statements_reset()")
+
+        def pair(i):
+            node = self.nodes[i % 3]
+            rid = self.send(node, "plan%d@example.org" % i)
+            return self.nodes[(i + 1) % 3].cli("verify", "--id", rid, "--code", node.code_for(rid))
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            for r in pool.map(pair, range(pairs)):
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        rows = harness.pg_query(
+            "SELECT calls || ' calls, ' || plans || ' plans: ' || regexp_replace(query, '\\s+', ' ', 'g') "
+            "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND calls >= %d ORDER BY calls DESC" % pairs).splitlines()
+        self.assertTrue(any("INSERT INTO requests" in r for r in rows), rows)  # the view saw the pairs
+        replanned = [r for r in rows if int(r.split(" calls, ")[1].split(" plans")[0]) > pairs // 2]
+        self.assertEqual(replanned, [], "\n".join(replanned))
 
     def test_k_the_audit_log_of_every_node_verifies_as_one_set_of_chains(self):
         # Audited commits of all nodes run side by side, each on a chain no
