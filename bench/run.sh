@@ -25,6 +25,8 @@
 # postgresql-15), PG_CLIENTS ("16 64"), PG_SECONDS (30) per pgbench run,
 # PGBENCH_SCALE (64), PG_PAIRS (5000) per loadgen run on PostgreSQL,
 # PG_SERVER_OPTS (more "-c name=value" for the server, for experiments),
+# PG_INITDB_OPTS (more initdb options, e.g. "--locale-provider=icu
+# --icu-locale=en-u-ka-shifted" for a server that sorts as most do),
 # PG_SETUP_SQL (SQL run on the nodes' database once they are up, before the
 # warm-up: an index dropped or a table's fillfactor changed, for experiments),
 # PG_STATEMENTS=1 loads pg_stat_statements and prints, after each 3-node
@@ -658,7 +660,7 @@ else
     pg_statements=${PG_STATEMENTS:-0}
     # track_planning: the plans column counts the executions that were planned again (a custom plan).
     [ "$pg_statements" = 1 ] && pg_opts="$pg_opts -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
-    if as_pg_user "$pg_bin/initdb" -D "$pg_root/data" -U twofactor -A trust --no-sync -E UTF8 >"$tmp/pg-initdb.log" 2>&1 &&
+    if as_pg_user "$pg_bin/initdb" -D "$pg_root/data" -U twofactor -A trust --no-sync -E UTF8 ${PG_INITDB_OPTS:-} >"$tmp/pg-initdb.log" 2>&1 &&
         as_pg_user "$pg_bin/pg_ctl" -D "$pg_root/data" -o "$pg_opts" -l "$pg_root/log" -w start >>"$tmp/pg-initdb.log" 2>&1; then
         pg_started=1
         result 0 "PostgreSQL server on $pg_root"
