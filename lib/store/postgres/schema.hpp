@@ -391,26 +391,19 @@ ALTER TABLE audit_chains ALTER COLUMN head_hash SET NOT NULL;
 ALTER TABLE audit_chains ADD COLUMN holder TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_chains ADD COLUMN held_until BIGINT NOT NULL DEFAULT 0;
 )sql",
-    // 13: holders compare byte by byte. A node's earlier starts are found
-    // as the range node + "/" <= holder < node + "0"; under a database
+    // 13: every TEXT column compares byte by byte, as in the SQLCipher
+    // store (BINARY). Keys, hashes and ids have no language. Under a
     // collation that ignores punctuation (en_US.UTF-8 and most others but
-    // C), "host~1a2b3c4d/x" sorted after "host~1a2b3c4d0", so a restarted
-    // node took its earlier start's jobs only once their leases ran out.
-    // The holder indexes are rebuilt with the columns.
-    R"sql(
-ALTER TABLE delivery_jobs ALTER COLUMN holder TYPE TEXT COLLATE "C";
-ALTER TABLE event_jobs ALTER COLUMN holder TYPE TEXT COLLATE "C";
-ALTER TABLE audit_chains ALTER COLUMN holder TYPE TEXT COLLATE "C";
-)sql",
-    // 14: every TEXT column compares byte by byte, as in the SQLCipher
-    // store (BINARY). Keys, hashes and ids have no language; under the
-    // database's collation every index step on them was a linguistic
-    // comparison: on a server sorting as en_US.UTF-8 does (ICU
-    // en-u-ka-shifted), 12-17 % more server time a send and verify than
-    // under C (bench/README). Only the collation changes: the tables are
-    // not rewritten, their indexes are rebuilt (seconds for a million
-    // requests, under the lock the migration holds). A later migration's
-    // TEXT column says COLLATE "C" itself.
+    // C), a node's earlier starts, the range node + "/" <= holder < node +
+    // "0", missed "host~1a2b3c4d/x", which sorted after "host~1a2b3c4d0": a
+    // restarted node took its earlier start's jobs only once their leases
+    // ran out. And every index step was a linguistic comparison: on a
+    // server sorting as en_US.UTF-8 does (ICU en-u-ka-shifted), 12-17 %
+    // more server time a send and verify than under C (bench/README). Only
+    // the collation changes: the tables are not rewritten, their indexes
+    // are rebuilt (seconds for a million requests, under the lock the
+    // migration holds). A later migration's TEXT column says COLLATE "C"
+    // itself.
     R"sql(
 DO $$
 DECLARE

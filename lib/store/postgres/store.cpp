@@ -44,6 +44,16 @@ struct PgError : std::runtime_error {
     [[nodiscard]] bool retryable() const { return sqlstate == "40001" || sqlstate == "40P01" || chainMoved; }
 };
 
+// The holders of a node's starts: the range [prefix, prefix with its last
+// byte + 1) of holders, which compare byte by byte (migration 13); without
+// a prefix, a range nothing falls in.
+std::pair<std::string, std::string> holderRange(std::string_view prefix) {
+    if (prefix.empty()) return {"\x01", "\x01"};
+    std::string low(prefix), high(prefix);
+    high.back() = static_cast<char>(high.back() + 1);
+    return {low, high};
+}
+
 // The audit chains this node holds (see kTakeAuditChain), under one name,
 // with their heads, idle between the transactions that append to them. A
 // transaction borrows the lowest idle one, or takes one from the database
@@ -63,13 +73,10 @@ public:
     AuditChains(int leaseSeconds, const std::string& node)
         : lease(std::max(1, leaseSeconds)),
           holder((node.empty() ? "" : node + "/") + crypto::hex(crypto::randomSecret(12).data(), 12)),
-          startsFrom(node.empty() ? "" : node + "/"),
-          startsUntil(node.empty() ? "" : node + "0") {}
+          starts(holderRange(node.empty() ? "" : node + "/")) {}
     const std::int64_t lease;  // seconds
     const std::string holder;  // node/start, or a random name without a node
-    // The node's starts, this one among them: startsFrom <= holder < startsUntil
-    // ('/' + 1 is '0'; the column compares bytes, migration 13).
-    const std::string startsFrom, startsUntil;
+    const std::pair<std::string, std::string> starts;  // the node's starts, this one among them
 
     std::optional<Held> borrow() {
         std::lock_guard lock(m_);
@@ -637,11 +644,7 @@ public:
     }
     std::vector<otp::DeliveryJob> claimDeliveryJobs(std::string_view holder, std::string_view nodePrefix,
                                                     std::int64_t now, std::int64_t leaseUntil, int limit) override {
-        // The node's holders are the range [prefix, prefix with its last byte + 1);
-        // without a prefix, a range nothing falls in.
-        std::string low(nodePrefix), high(nodePrefix);
-        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
-        if (low.empty()) low = high = "\x01";
+        const auto [low, high] = holderRange(nodePrefix);
         Params p;
         p.integer(now).text(low).text(high).text(holder).integer(limit).integer(leaseUntil);
         return readJobs(c_.exec(pg::kClaimDeliveryJobs, p));
@@ -1156,8 +1159,8 @@ public:
         if (auto taken = c_.exec(pg::kTakeAuditChain, Params()
                                                           .text(chains_.holder)
                                                           .integer(chains_.lease)
-                                                          .text(chains_.startsFrom)
-                                                          .text(chains_.startsUntil));
+                                                          .text(chains_.starts.first)
+                                                          .text(chains_.starts.second));
             taken.rows() == 1)
             auditTail_ = tail(taken);
         else
@@ -1531,10 +1534,7 @@ private:
     }
     std::vector<otp::EventJob> claimEvents(std::string_view holder, std::string_view nodePrefix, std::int64_t now,
                                            std::int64_t leaseUntil, int limit) override {
-        // The node's holders as in claimDeliveryJobs: [prefix, prefix + 1), or nothing.
-        std::string low(nodePrefix), high(nodePrefix);
-        if (!high.empty()) high.back() = static_cast<char>(high.back() + 1);
-        if (low.empty()) low = high = "\x01";
+        const auto [low, high] = holderRange(nodePrefix);
         Params p;
         p.integer(now).text(low).text(high).text(holder).integer(limit).integer(leaseUntil);
         auto r = c_.exec(pg::kClaimEvents, p);
